@@ -1,0 +1,119 @@
+//! Error codes carried by signaling `error` messages.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+use crate::usersig::UserSigError;
+
+/// Every error the server reports over signaling. UserSig failures use
+/// TRTC's account error numbers; the rest are Kaigi's own (4000–5999).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// The UserSig has expired (TRTC 70001).
+    UsersigExpired,
+    /// The UserSig could not be decoded (TRTC 70003).
+    UsersigUndecodable,
+    /// The UserSig's signature does not match (TRTC 70009).
+    UsersigBadSignature,
+    /// The UserSig was made for another userId (TRTC 70013).
+    UsersigWrongUser,
+    /// The UserSig was made for another SdkAppId (TRTC 70014).
+    UsersigWrongApp,
+    /// The server has no such SdkAppId (TRTC 70020).
+    UnknownSdkAppId,
+    /// The message is not valid JSON or not a known message.
+    InvalidMessage,
+    /// The message is larger than the server accepts.
+    MessageTooLarge,
+    /// The client sent messages faster than allowed.
+    RateLimited,
+    /// A field has an invalid value (user id, room id, role, …).
+    InvalidParameter,
+    /// The request needs the session to be in a room.
+    NotInRoom,
+    /// The session is already in a room; leave first.
+    AlreadyInRoom,
+    /// A resumed session had been forced out; it must not rejoin by itself.
+    SessionBanned,
+    /// Nothing was heard from the client within the heartbeat timeout.
+    HeartbeatTimeout,
+    /// The server is shutting down; reconnect later.
+    ServerShuttingDown,
+    /// The client asked for a protocol version the server does not speak.
+    UnsupportedProtocol,
+    /// The server failed; not the client's fault.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The numeric code.
+    pub fn code(self) -> u32 {
+        match self {
+            ErrorCode::UsersigExpired => 70001,
+            ErrorCode::UsersigUndecodable => 70003,
+            ErrorCode::UsersigBadSignature => 70009,
+            ErrorCode::UsersigWrongUser => 70013,
+            ErrorCode::UsersigWrongApp => 70014,
+            ErrorCode::UnknownSdkAppId => 70020,
+            ErrorCode::InvalidMessage => 4000,
+            ErrorCode::MessageTooLarge => 4001,
+            ErrorCode::RateLimited => 4002,
+            ErrorCode::InvalidParameter => 4003,
+            ErrorCode::NotInRoom => 4004,
+            ErrorCode::AlreadyInRoom => 4005,
+            ErrorCode::SessionBanned => 4006,
+            ErrorCode::HeartbeatTimeout => 4007,
+            ErrorCode::ServerShuttingDown => 4008,
+            ErrorCode::UnsupportedProtocol => 4009,
+            ErrorCode::Internal => 5000,
+        }
+    }
+
+    /// Whether this error is about authentication: retrying with the same
+    /// credentials cannot succeed.
+    pub fn is_auth(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::UsersigExpired
+                | ErrorCode::UsersigUndecodable
+                | ErrorCode::UsersigBadSignature
+                | ErrorCode::UsersigWrongUser
+                | ErrorCode::UsersigWrongApp
+                | ErrorCode::UnknownSdkAppId
+        )
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The serde name, e.g. USERSIG_EXPIRED.
+        let v = serde_json::to_value(self).map_err(|_| fmt::Error)?;
+        f.write_str(v.as_str().unwrap_or("UNKNOWN"))
+    }
+}
+
+impl From<&UserSigError> for ErrorCode {
+    fn from(e: &UserSigError) -> Self {
+        match e {
+            UserSigError::Undecodable(_) => ErrorCode::UsersigUndecodable,
+            UserSigError::BadSignature => ErrorCode::UsersigBadSignature,
+            UserSigError::Expired { .. } => ErrorCode::UsersigExpired,
+            UserSigError::WrongSdkAppId { .. } => ErrorCode::UsersigWrongApp,
+            UserSigError::WrongIdentifier { .. } => ErrorCode::UsersigWrongUser,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_codes() {
+        assert_eq!(ErrorCode::UsersigExpired.to_string(), "USERSIG_EXPIRED");
+        assert_eq!(ErrorCode::UsersigExpired.code(), 70001);
+        assert_eq!(ErrorCode::AlreadyInRoom.to_string(), "ALREADY_IN_ROOM");
+    }
+}

@@ -1,0 +1,375 @@
+//! Signaling messages: JSON objects over one WebSocket per client, tagged by
+//! `"type"`. `docs/protocol.md` is the prose form of this module.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ErrorCode;
+use crate::ids::{IdError, Role, RoomId, UserId};
+use crate::kick::KickReason;
+
+/// The largest text message the server accepts, in bytes.
+pub const MAX_MESSAGE_BYTES: usize = 16 * 1024;
+
+/// How a room is named on the wire: exactly one of `roomId` (number) and
+/// `strRoomId` (string).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomRef {
+    /// A numeric room id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room_id: Option<u64>,
+    /// A string room id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub str_room_id: Option<String>,
+}
+
+/// Why a [`RoomRef`] does not name one valid room.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RoomRefError {
+    /// Neither `roomId` nor `strRoomId` was given.
+    #[error("one of roomId or strRoomId is required")]
+    Missing,
+    /// Both were given.
+    #[error("give roomId or strRoomId, not both")]
+    Both,
+    /// The id itself is invalid.
+    #[error(transparent)]
+    Invalid(#[from] IdError),
+}
+
+impl RoomRef {
+    /// The validated room.
+    pub fn room(&self) -> Result<RoomId, RoomRefError> {
+        match (self.room_id, &self.str_room_id) {
+            (Some(_), Some(_)) => Err(RoomRefError::Both),
+            (Some(n), None) => Ok(RoomId::num(n)?),
+            (None, Some(s)) => Ok(RoomId::str(s.clone())?),
+            (None, None) => Err(RoomRefError::Missing),
+        }
+    }
+}
+
+impl From<&RoomId> for RoomRef {
+    fn from(r: &RoomId) -> Self {
+        match r {
+            RoomId::Num(n) => RoomRef {
+                room_id: Some(u64::from(*n)),
+                str_room_id: None,
+            },
+            RoomId::Str(s) => RoomRef {
+                room_id: None,
+                str_room_id: Some(s.clone()),
+            },
+        }
+    }
+}
+
+/// `join`: authenticate and enter a room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JoinRequest {
+    /// Echoed in the reply.
+    pub req_id: u64,
+    /// The application.
+    pub sdk_app_id: u32,
+    /// The user; validated by the server so a bad one gets `INVALID_PARAMETER`.
+    pub user_id: String,
+    /// The user's UserSig.
+    pub user_sig: String,
+    /// The room.
+    #[serde(flatten)]
+    pub room: RoomRef,
+    /// `anchor` (default) or `audience`.
+    #[serde(default)]
+    pub role: Role,
+    /// The session id of an earlier session this join resumes after a
+    /// dropped connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume: Option<String>,
+    /// The protocol version the client speaks; 1 when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<u32>,
+}
+
+/// Messages a client sends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case", rename_all_fields = "camelCase")]
+pub enum ClientMessage {
+    /// Enter a room.
+    Join(JoinRequest),
+    /// Leave the room; answered with `left`.
+    Leave {
+        /// Echoed in the reply.
+        req_id: u64,
+    },
+    /// Heartbeat; answered with `pong`.
+    Ping {
+        /// Echoed in the reply.
+        req_id: u64,
+    },
+}
+
+impl ClientMessage {
+    /// The request id, echoed by the reply.
+    pub fn req_id(&self) -> u64 {
+        match self {
+            ClientMessage::Join(j) => j.req_id,
+            ClientMessage::Leave { req_id } | ClientMessage::Ping { req_id } => *req_id,
+        }
+    }
+}
+
+/// Why a client message could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    /// Over [`MAX_MESSAGE_BYTES`].
+    #[error("message of {0} bytes is larger than the limit of {MAX_MESSAGE_BYTES}")]
+    TooLarge(usize),
+    /// Not a JSON object of a known type with the right fields.
+    #[error("{message}")]
+    Invalid {
+        /// The request id, when one could be read, so the error can answer it.
+        req_id: Option<u64>,
+        /// What was wrong.
+        message: String,
+    },
+}
+
+impl ParseError {
+    /// The matching error code.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            ParseError::TooLarge(_) => ErrorCode::MessageTooLarge,
+            ParseError::Invalid { .. } => ErrorCode::InvalidMessage,
+        }
+    }
+
+    /// The request id the error answers, if any.
+    pub fn req_id(&self) -> Option<u64> {
+        match self {
+            ParseError::TooLarge(_) => None,
+            ParseError::Invalid { req_id, .. } => *req_id,
+        }
+    }
+}
+
+/// Parses one client message, enforcing the size limit first.
+pub fn parse_client_message(text: &str) -> Result<ClientMessage, ParseError> {
+    if text.len() > MAX_MESSAGE_BYTES {
+        return Err(ParseError::TooLarge(text.len()));
+    }
+    serde_json::from_str(text).map_err(|e| {
+        // Salvage the request id so the error can answer the request.
+        let req_id = serde_json::from_str::<serde_json::Value>(text)
+            .ok()
+            .and_then(|v| v.get("reqId").and_then(|r| r.as_u64()));
+        ParseError::Invalid {
+            req_id,
+            message: e.to_string(),
+        }
+    })
+}
+
+/// A user in a room, as others see them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PeerInfo {
+    /// The user.
+    pub user_id: UserId,
+    /// Their role.
+    pub role: Role,
+}
+
+/// Why a peer left the room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PeerLeaveReason {
+    /// They called `leave`, or closed their connection.
+    Left,
+    /// Nothing was heard from them within the heartbeat timeout.
+    Timeout,
+    /// An administrator removed them.
+    Removed,
+}
+
+/// The reply to a successful `join`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Joined {
+    /// Echoes the join's request id.
+    pub req_id: u64,
+    /// This session's id; give it as `resume` when rejoining after a drop.
+    pub session_id: String,
+    /// The room joined.
+    #[serde(flatten)]
+    pub room: RoomRef,
+    /// The role granted.
+    pub role: Role,
+    /// The other users already in the room.
+    pub users: Vec<PeerInfo>,
+    /// How often the client should send `ping`.
+    pub heartbeat_interval_ms: u64,
+    /// After how long without any message the server drops the client.
+    pub heartbeat_timeout_ms: u64,
+}
+
+/// An `error` message. With a `reqId` it answers that request; without one
+/// it is about the connection, which the server then closes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorMessage {
+    /// The request this answers, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub req_id: Option<u64>,
+    /// Numeric code (see [`ErrorCode::code`]).
+    pub code: u32,
+    /// Symbolic name, e.g. `USERSIG_EXPIRED`.
+    pub name: ErrorCode,
+    /// Human-readable detail.
+    pub message: String,
+    /// For `SESSION_BANNED`: why the resumed session was forced out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kick_reason: Option<KickReason>,
+}
+
+impl ErrorMessage {
+    /// An error with this code.
+    pub fn new(req_id: Option<u64>, name: ErrorCode, message: impl Into<String>) -> Self {
+        ErrorMessage {
+            req_id,
+            code: name.code(),
+            name,
+            message: message.into(),
+            kick_reason: None,
+        }
+    }
+}
+
+/// Messages the server sends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case", rename_all_fields = "camelCase")]
+pub enum ServerMessage {
+    /// `join` succeeded.
+    Joined(Joined),
+    /// `leave` done; the session is in no room.
+    Left {
+        /// Echoes the leave's request id.
+        req_id: u64,
+    },
+    /// Answers `ping`.
+    Pong {
+        /// Echoes the ping's request id.
+        req_id: u64,
+    },
+    /// A request failed, or the connection is being closed for a fault.
+    Error(ErrorMessage),
+    /// Another user entered the room.
+    PeerJoin {
+        /// Who.
+        user_id: UserId,
+        /// Their role.
+        role: Role,
+    },
+    /// Another user left the room.
+    PeerLeave {
+        /// Who.
+        user_id: UserId,
+        /// Why.
+        reason: PeerLeaveReason,
+    },
+    /// This client was forced out; the server closes the connection next.
+    /// The client must not rejoin by itself.
+    ClientBanned {
+        /// Why.
+        reason: KickReason,
+        /// TRTC's text for the reason.
+        message: String,
+    },
+}
+
+impl ServerMessage {
+    /// The `client-banned` message for a reason.
+    pub fn banned(reason: KickReason) -> Self {
+        ServerMessage::ClientBanned {
+            reason,
+            message: reason.message().to_owned(),
+        }
+    }
+
+    /// Serializes to the JSON text sent on the wire.
+    pub fn to_json(&self) -> String {
+        // Serializing these plain data types cannot fail.
+        serde_json::to_string(self).unwrap_or_else(|_| unreachable!("server messages serialize"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn join_wire_shape() {
+        let text = r#"{"type":"join","reqId":1,"sdkAppId":1400000000,"userId":"alice","userSig":"x","strRoomId":"123","role":"audience"}"#;
+        let ClientMessage::Join(j) = parse_client_message(text).unwrap() else {
+            panic!("not a join")
+        };
+        assert_eq!(j.room.room().unwrap(), RoomId::str("123").unwrap());
+        assert_eq!(j.role, Role::Audience);
+        let back: serde_json::Value = serde_json::to_value(ClientMessage::Join(j)).unwrap();
+        assert_eq!(back["strRoomId"], "123");
+        assert!(back.get("roomId").is_none());
+    }
+
+    #[test]
+    fn room_ref_errors() {
+        assert_eq!(RoomRef::default().room(), Err(RoomRefError::Missing));
+        let both = RoomRef { room_id: Some(1), str_room_id: Some("a".into()) };
+        assert_eq!(both.room(), Err(RoomRefError::Both));
+        let zero = RoomRef { room_id: Some(0), str_room_id: None };
+        assert_eq!(zero.room(), Err(RoomRefError::Invalid(IdError::RoomIdRange)));
+    }
+
+    #[test]
+    fn server_messages_wire_shape() {
+        let m = ServerMessage::banned(KickReason::DuplicateUserId);
+        assert_eq!(
+            serde_json::to_value(&m).unwrap(),
+            json!({"type":"client-banned","reason":"duplicate-user-id",
+                   "message":"client was banned because of duplicated userId joining the room."})
+        );
+        let e = ServerMessage::Error(ErrorMessage::new(Some(7), ErrorCode::UsersigExpired, "old"));
+        assert_eq!(
+            serde_json::to_value(&e).unwrap(),
+            json!({"type":"error","reqId":7,"code":70001,"name":"USERSIG_EXPIRED","message":"old"})
+        );
+        let j = ServerMessage::Joined(Joined {
+            req_id: 1,
+            session_id: "s".into(),
+            room: RoomRef::from(&RoomId::Num(5)),
+            role: Role::Anchor,
+            users: vec![PeerInfo { user_id: UserId::new("bob").unwrap(), role: Role::Audience }],
+            heartbeat_interval_ms: 5000,
+            heartbeat_timeout_ms: 20000,
+        });
+        let v = serde_json::to_value(&j).unwrap();
+        assert_eq!(v["roomId"], 5);
+        assert_eq!(v["users"][0], json!({"userId":"bob","role":"audience"}));
+        assert_eq!(serde_json::from_value::<ServerMessage>(v).unwrap(), j);
+    }
+
+    #[test]
+    fn malformed_messages_are_typed_errors() {
+        assert!(matches!(parse_client_message("nope"), Err(ParseError::Invalid { req_id: None, .. })));
+        assert!(matches!(
+            parse_client_message(r#"{"type":"fly","reqId":9}"#),
+            Err(ParseError::Invalid { req_id: Some(9), .. })
+        ));
+        assert!(matches!(
+            parse_client_message(r#"{"type":"join","reqId":3}"#),
+            Err(ParseError::Invalid { req_id: Some(3), .. })
+        ));
+        let big = format!(r#"{{"type":"ping","reqId":1,"pad":"{}"}}"#, "x".repeat(MAX_MESSAGE_BYTES));
+        assert_eq!(parse_client_message(&big), Err(ParseError::TooLarge(big.len())));
+    }
+}
