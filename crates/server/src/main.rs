@@ -1,1 +1,102 @@
-fn main(){}
+//! The `kaigi-server` binary: flags, environment and config file, dev mode.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use kaigi_server::config::{secs, AppCredential, Config, DevApp, FileConfig, RateLimit};
+use tracing_subscriber::EnvFilter;
+
+/// Kaigi's room server: WebSocket signaling, rooms, and the admin API.
+#[derive(Debug, Parser)]
+#[command(name = "kaigi-server", version)]
+struct Args {
+    /// A TOML config file (listen, heartbeat_timeout, [[app]] id/key).
+    #[arg(long, env = "KAIGI_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:7880].
+    #[arg(long, env = "KAIGI_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// An application as ID:SECRETKEY; repeat for several. With none, dev
+    /// mode makes one and saves it where the kaigi CLI finds it.
+    #[arg(long = "app", env = "KAIGI_APPS", value_delimiter = ',')]
+    apps: Vec<AppCredential>,
+    /// Seconds of silence after which a client is dropped [default: 20].
+    #[arg(long, env = "KAIGI_HEARTBEAT_TIMEOUT")]
+    heartbeat_timeout: Option<u64>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("KAIGI_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    let args = Args::parse();
+    let file = match &args.config {
+        Some(p) => FileConfig::load(p).map_err(anyhow::Error::msg)?,
+        None => FileConfig::default(),
+    };
+    let listen = args
+        .listen
+        .or(file.listen)
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7880)));
+    let mut apps = if args.apps.is_empty() { file.apps } else { args.apps };
+    let dev = if apps.is_empty() {
+        let dev = DevApp::load_or_generate();
+        apps.push(dev.credential());
+        Some(dev)
+    } else {
+        None
+    };
+    let mut config = Config::new(listen, apps);
+    if let Some(t) = args.heartbeat_timeout.or(file.heartbeat_timeout) {
+        config.heartbeat_timeout = secs(t).map_err(anyhow::Error::msg).context("--heartbeat-timeout")?;
+    }
+    let defaults = RateLimit::default();
+    config.rate_limit = RateLimit {
+        per_sec: file.rate_limit_per_sec.unwrap_or(defaults.per_sec),
+        burst: file.rate_limit_burst.unwrap_or(defaults.burst),
+    };
+    let handle = kaigi_server::start(config)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let url = format!("ws://{}", handle.local_addr());
+    if let Some(mut dev) = dev {
+        dev.server = Some(url.clone());
+        let saved = dev.save().context("saving the dev app")?;
+        println!("Kaigi server (dev mode) listening on {url}");
+        println!("  SdkAppId:  {}", dev.sdk_app_id);
+        println!("  SecretKey: {}", dev.secret_key);
+        println!("  saved to {} (the kaigi CLI reads it)", saved.display());
+        println!("Join a bot:    kaigi bot --user alice --room 1");
+        println!("Dismiss room:  kaigi admin dismiss-room --room 1");
+    } else {
+        println!("Kaigi server listening on {url}");
+    }
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => {
+            r.context("waiting for Ctrl-C")?;
+            handle.shutdown().await;
+        }
+        r = wait_terminate() => {
+            r?;
+            handle.shutdown().await;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(unix)]
+async fn wait_terminate() -> anyhow::Result<()> {
+    let mut s = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    s.recv().await;
+    Ok(())
+}
+
+#[cfg(not(unix))]
+async fn wait_terminate() -> anyhow::Result<()> {
+    std::future::pending().await
+}

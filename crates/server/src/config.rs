@@ -1,0 +1,218 @@
+//! Server configuration: flags, environment, a TOML file, and dev mode.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use kaigi_proto::SdkAppId;
+use serde::{Deserialize, Serialize};
+
+/// One application: its id and secret key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppCredential {
+    /// The SdkAppId.
+    pub id: SdkAppId,
+    /// The secret key UserSigs are signed with.
+    pub key: String,
+}
+
+impl std::str::FromStr for AppCredential {
+    type Err = String;
+    /// Parses `ID:SECRETKEY`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (id, key) = s
+            .split_once(':')
+            .ok_or_else(|| format!("expected ID:SECRETKEY, got {s:?}"))?;
+        let id: SdkAppId = id.trim().parse().map_err(|e| format!("{e}: {id:?}"))?;
+        if key.is_empty() {
+            return Err("the secret key is empty".into());
+        }
+        Ok(AppCredential {
+            id,
+            key: key.to_owned(),
+        })
+    }
+}
+
+/// Per-connection message rate limit (a token bucket).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Messages per second sustained.
+    pub per_sec: u32,
+    /// Messages allowed in a burst.
+    pub burst: u32,
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        RateLimit {
+            per_sec: 50,
+            burst: 100,
+        }
+    }
+}
+
+/// Everything the server needs to run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address of the one HTTP listener (signaling, admin API, metrics).
+    pub listen: SocketAddr,
+    /// Applications this server accepts.
+    pub apps: Vec<AppCredential>,
+    /// A connection silent this long is dropped and leaves its room.
+    pub heartbeat_timeout: Duration,
+    /// Per-connection message rate limit.
+    pub rate_limit: RateLimit,
+}
+
+/// The default heartbeat timeout, well under TRTC's 90 s.
+pub const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(20);
+
+impl Config {
+    /// A config for `listen` with the given apps and defaults otherwise.
+    pub fn new(listen: SocketAddr, apps: Vec<AppCredential>) -> Self {
+        Config {
+            listen,
+            apps,
+            heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
+            rate_limit: RateLimit::default(),
+        }
+    }
+
+    /// The apps as a lookup table.
+    pub fn app_keys(&self) -> HashMap<SdkAppId, String> {
+        self.apps.iter().map(|a| (a.id, a.key.clone())).collect()
+    }
+}
+
+/// The TOML config file's shape.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// `listen = "127.0.0.1:7880"`
+    pub listen: Option<SocketAddr>,
+    /// `heartbeat_timeout = 20` (seconds)
+    pub heartbeat_timeout: Option<u64>,
+    /// `[[app]]` tables with `id` and `key`.
+    #[serde(default, rename = "app")]
+    pub apps: Vec<AppCredential>,
+    /// `rate_limit_per_sec = 50`
+    pub rate_limit_per_sec: Option<u32>,
+    /// `rate_limit_burst = 100`
+    pub rate_limit_burst: Option<u32>,
+}
+
+impl FileConfig {
+    /// Reads a TOML config file.
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+}
+
+/// The dev-mode app, saved where the `kaigi` CLI finds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DevApp {
+    /// The generated SdkAppId.
+    pub sdk_app_id: SdkAppId,
+    /// The generated secret key.
+    pub secret_key: String,
+    /// The signaling URL of the server that last used it.
+    #[serde(default)]
+    pub server: Option<String>,
+}
+
+/// Where the dev app is saved: `$KAIGI_DEV_APP`, else
+/// `<config dir>/kaigi/dev-app.json` (e.g. `~/.config/kaigi/dev-app.json`).
+pub fn dev_app_path() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("KAIGI_DEV_APP") {
+        return Some(PathBuf::from(p));
+    }
+    dirs::config_dir().map(|d| d.join("kaigi").join("dev-app.json"))
+}
+
+impl DevApp {
+    /// Loads the saved dev app, if there is one.
+    pub fn load() -> Option<Self> {
+        let text = std::fs::read_to_string(dev_app_path()?).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    /// Makes a fresh app id and a random 256-bit key.
+    pub fn generate() -> Self {
+        use rand::Rng;
+        let mut rng = rand::rng();
+        let key: [u8; 32] = rng.random();
+        DevApp {
+            sdk_app_id: SdkAppId(rng.random_range(1_400_000_000..1_500_000_000)),
+            secret_key: key.iter().map(|b| format!("{b:02x}")).collect(),
+            server: None,
+        }
+    }
+
+    /// The saved app, or a new one.
+    pub fn load_or_generate() -> Self {
+        Self::load().unwrap_or_else(Self::generate)
+    }
+
+    /// Saves it (owner-readable only) and returns the path.
+    pub fn save(&self) -> std::io::Result<PathBuf> {
+        let path = dev_app_path()
+            .ok_or_else(|| std::io::Error::other("no config directory (set KAIGI_DEV_APP)"))?;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let text = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
+        std::fs::write(&path, text)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+        }
+        Ok(path)
+    }
+
+    /// As an app credential.
+    pub fn credential(&self) -> AppCredential {
+        AppCredential {
+            id: self.sdk_app_id,
+            key: self.secret_key.clone(),
+        }
+    }
+}
+
+/// Reads a duration in whole seconds, refusing zero.
+pub fn secs(n: u64) -> Result<Duration, String> {
+    if n == 0 {
+        return Err("must be at least 1 second".into());
+    }
+    Ok(Duration::from_secs(n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn app_flag_parses() {
+        let a: AppCredential = "1400000000:abc:def".parse().unwrap();
+        assert_eq!(a.id, SdkAppId(1400000000));
+        assert_eq!(a.key, "abc:def");
+        assert!("nokey".parse::<AppCredential>().is_err());
+        assert!("0:k".parse::<AppCredential>().is_err());
+        assert!("12:".parse::<AppCredential>().is_err());
+    }
+
+    #[test]
+    fn file_config_parses() {
+        let f: FileConfig = toml::from_str(
+            "listen = \"127.0.0.1:1\"\nheartbeat_timeout = 5\n[[app]]\nid = 7\nkey = \"k\"\n",
+        )
+        .unwrap();
+        assert_eq!(f.apps, vec![AppCredential { id: SdkAppId(7), key: "k".into() }]);
+        assert_eq!(f.heartbeat_timeout, Some(5));
+        assert!(toml::from_str::<FileConfig>("bogus = 1").is_err());
+    }
+}

@@ -1,0 +1,94 @@
+//! Prometheus metrics, served at `/metrics`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// A label set with one `reason` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Reason {
+    /// The reason.
+    pub reason: String,
+}
+
+/// An admin call's action and result code.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AdminCall {
+    /// `RemoveUser`, `DismissRoom`, …
+    pub action: String,
+    /// `ok` or the error code.
+    pub result: String,
+}
+
+/// Every metric the server keeps.
+pub struct Metrics {
+    registry: Registry,
+    /// Open signaling connections.
+    pub connections: Gauge,
+    /// Rooms that exist.
+    pub rooms: Gauge,
+    /// Users in rooms.
+    pub participants: Gauge,
+    /// Successful joins.
+    pub joins: Counter,
+    /// Refused joins, by error name.
+    pub join_failures: Family<Reason, Counter>,
+    /// Forced exits, by kick reason.
+    pub kicks: Family<Reason, Counter>,
+    /// Connections closed for a fault, by reason.
+    pub rejected: Family<Reason, Counter>,
+    /// Admin API calls.
+    pub admin_calls: Family<AdminCall, Counter>,
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("kaigi");
+        let m = Metrics {
+            connections: Gauge::default(),
+            rooms: Gauge::default(),
+            participants: Gauge::default(),
+            joins: Counter::default(),
+            join_failures: Family::default(),
+            kicks: Family::default(),
+            rejected: Family::default(),
+            admin_calls: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register("connections", "Open signaling connections", m.connections.clone());
+        registry.register("rooms", "Rooms that exist", m.rooms.clone());
+        registry.register("participants", "Users in rooms", m.participants.clone());
+        registry.register("joins", "Successful joins", m.joins.clone());
+        registry.register("join_failures", "Refused joins by error", m.join_failures.clone());
+        registry.register("kicks", "Forced exits by reason", m.kicks.clone());
+        registry.register("rejected_connections", "Connections closed for a fault", m.rejected.clone());
+        registry.register("admin_calls", "Admin API calls by action and result", m.admin_calls.clone());
+        Metrics { registry, ..m }
+    }
+
+    /// Counts `n` under `family` with `reason`.
+    pub fn count(family: &Family<Reason, Counter>, reason: &str) {
+        family
+            .get_or_create(&Reason {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

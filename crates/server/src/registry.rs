@@ -1,0 +1,460 @@
+//! The room registry: who is in which room. Sans-IO: every operation takes
+//! its inputs (and the time) and returns the effects the I/O layer must
+//! carry out, so it is tested without sockets or clocks.
+
+use std::collections::{HashMap, VecDeque};
+
+use kaigi_proto::signal::{PeerInfo, PeerLeaveReason, ServerMessage};
+use kaigi_proto::{KickReason, Role, RoomId, SdkAppId, UserId};
+
+/// A signaling session (one WebSocket connection), unique per server run.
+pub type SessionId = u64;
+
+/// How long a forced-out session is remembered, so that it cannot resume.
+const KICKED_MEMORY_SECS: u64 = 600;
+/// At most this many forced-out sessions are remembered.
+const KICKED_MEMORY_MAX: usize = 100_000;
+
+/// What the I/O layer must do after an operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Send one message to several sessions (serialized once).
+    Broadcast {
+        /// Recipients.
+        to: Vec<SessionId>,
+        /// The message.
+        msg: ServerMessage,
+    },
+    /// Tell a session it was forced out (`client-banned`), then close it.
+    Kick {
+        /// The session.
+        session: SessionId,
+        /// Why.
+        reason: KickReason,
+    },
+}
+
+/// A participant in a room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Participant {
+    /// The session that holds this user's place.
+    pub session: SessionId,
+    /// Their role.
+    pub role: Role,
+    /// Unix seconds when they joined.
+    pub joined_at: u64,
+    seq: u64,
+}
+
+/// A room: created by the first join, removed when the last user goes.
+#[derive(Debug, Clone, Default)]
+pub struct Room {
+    /// Unix seconds when the room was created.
+    pub created_at: u64,
+    participants: HashMap<UserId, Participant>,
+}
+
+impl Room {
+    /// Participants in join order.
+    pub fn participants(&self) -> Vec<(&UserId, &Participant)> {
+        let mut v: Vec<_> = self.participants.iter().collect();
+        v.sort_by_key(|(_, p)| p.seq);
+        v
+    }
+
+    /// How many users are in the room.
+    pub fn len(&self) -> usize {
+        self.participants.len()
+    }
+
+    /// Whether the room is empty (never true for a room in the registry).
+    pub fn is_empty(&self) -> bool {
+        self.participants.is_empty()
+    }
+
+    fn sessions_except(&self, except: SessionId) -> Vec<SessionId> {
+        self.participants
+            .values()
+            .map(|p| p.session)
+            .filter(|s| *s != except)
+            .collect()
+    }
+}
+
+/// Where a session is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Place {
+    /// The app.
+    pub app: SdkAppId,
+    /// The room.
+    pub room: RoomId,
+    /// The user.
+    pub user: UserId,
+}
+
+/// Why a join was refused by the registry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JoinError {
+    /// The session is already in a room.
+    #[error("this connection is already in room {0}; leave first")]
+    AlreadyInRoom(RoomId),
+    /// The session it resumes was forced out.
+    #[error("the session being resumed was forced out ({0})")]
+    ResumeBanned(KickReason),
+}
+
+/// A successful join.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Joined {
+    /// Who else is in the room, in join order.
+    pub users: Vec<PeerInfo>,
+    /// The session this join took the place of (same user id), if any.
+    pub replaced: Option<SessionId>,
+    /// Whether this join created the room.
+    pub created_room: bool,
+}
+
+/// The admin API's "no such room".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the room does not exist")]
+pub struct RoomNotExist;
+
+/// All rooms of all apps.
+#[derive(Debug, Default)]
+pub struct Registry {
+    rooms: HashMap<(SdkAppId, RoomId), Room>,
+    places: HashMap<SessionId, Place>,
+    kicked: HashMap<SessionId, KickReason>,
+    kicked_order: VecDeque<(u64, SessionId)>,
+    next_seq: u64,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Puts `session` in `room` as `user`. If the user is already there under
+    /// another session, that session is kicked (`duplicate-user-id`) and this
+    /// one takes its place without the others seeing a leave or a join.
+    pub fn join(
+        &mut self,
+        session: SessionId,
+        place: Place,
+        role: Role,
+        resume: Option<SessionId>,
+        now: u64,
+    ) -> Result<(Joined, Vec<Effect>), JoinError> {
+        if let Some(p) = self.places.get(&session) {
+            return Err(JoinError::AlreadyInRoom(p.room.clone()));
+        }
+        if let Some(reason) = resume.and_then(|r| self.kicked.get(&r)) {
+            return Err(JoinError::ResumeBanned(*reason));
+        }
+        let key = (place.app, place.room.clone());
+        let created_room = !self.rooms.contains_key(&key);
+        let room = self.rooms.entry(key).or_insert_with(|| Room {
+            created_at: now,
+            participants: HashMap::new(),
+        });
+        let users = room
+            .participants()
+            .into_iter()
+            .filter(|(u, _)| **u != place.user)
+            .map(|(u, p)| PeerInfo {
+                user_id: u.clone(),
+                role: p.role,
+            })
+            .collect();
+        self.next_seq += 1;
+        let previous = room.participants.insert(
+            place.user.clone(),
+            Participant {
+                session,
+                role,
+                joined_at: now,
+                seq: self.next_seq,
+            },
+        );
+        let mut effects = Vec::new();
+        let replaced = previous.map(|p| p.session);
+        match replaced {
+            Some(old) => {
+                effects.push(Effect::Kick {
+                    session: old,
+                    reason: KickReason::DuplicateUserId,
+                });
+            }
+            None => {
+                let to = room.sessions_except(session);
+                if !to.is_empty() {
+                    effects.push(Effect::Broadcast {
+                        to,
+                        msg: ServerMessage::PeerJoin {
+                            user_id: place.user.clone(),
+                            role,
+                        },
+                    });
+                }
+            }
+        }
+        if let Some(old) = replaced {
+            self.places.remove(&old);
+            self.remember_kick(old, KickReason::DuplicateUserId, now);
+        }
+        self.places.insert(session, place);
+        Ok((
+            Joined {
+                users,
+                replaced,
+                created_room,
+            },
+            effects,
+        ))
+    }
+
+    /// Takes `session` out of its room, telling the others why. A session in
+    /// no room (already left, or replaced) is a no-op.
+    pub fn leave(&mut self, session: SessionId, reason: PeerLeaveReason) -> Vec<Effect> {
+        let Some(place) = self.places.remove(&session) else {
+            return Vec::new();
+        };
+        let key = (place.app, place.room);
+        let Some(room) = self.rooms.get_mut(&key) else {
+            return Vec::new();
+        };
+        if room.participants.get(&place.user).map(|p| p.session) != Some(session) {
+            return Vec::new();
+        }
+        room.participants.remove(&place.user);
+        if room.participants.is_empty() {
+            self.rooms.remove(&key);
+            return Vec::new();
+        }
+        vec![Effect::Broadcast {
+            to: room.sessions_except(session),
+            msg: ServerMessage::PeerLeave {
+                user_id: place.user,
+                reason,
+            },
+        }]
+    }
+
+    /// Removes users from a room (`RemoveUser`). Users not in the room are
+    /// skipped. Returns who was removed.
+    pub fn remove_users(
+        &mut self,
+        app: SdkAppId,
+        room_id: &RoomId,
+        users: &[UserId],
+        now: u64,
+    ) -> Result<(Vec<UserId>, Vec<Effect>), RoomNotExist> {
+        let key = (app, room_id.clone());
+        let room = self.rooms.get_mut(&key).ok_or(RoomNotExist)?;
+        let mut effects = Vec::new();
+        let mut removed = Vec::new();
+        for user in users {
+            if let Some(p) = room.participants.remove(user) {
+                effects.push(Effect::Kick {
+                    session: p.session,
+                    reason: KickReason::RemovedByAdmin,
+                });
+                removed.push((user.clone(), p.session));
+            }
+        }
+        let remaining: Vec<SessionId> = room.participants.values().map(|p| p.session).collect();
+        if room.participants.is_empty() {
+            self.rooms.remove(&key);
+        } else {
+            for (user, _) in &removed {
+                effects.push(Effect::Broadcast {
+                    to: remaining.clone(),
+                    msg: ServerMessage::PeerLeave {
+                        user_id: user.clone(),
+                        reason: PeerLeaveReason::Removed,
+                    },
+                });
+            }
+        }
+        for (_, session) in &removed {
+            self.places.remove(session);
+            self.remember_kick(*session, KickReason::RemovedByAdmin, now);
+        }
+        Ok((removed.into_iter().map(|(u, _)| u).collect(), effects))
+    }
+
+    /// Closes a room (`DismissRoom`): everyone in it is kicked.
+    pub fn dismiss(
+        &mut self,
+        app: SdkAppId,
+        room_id: &RoomId,
+        now: u64,
+    ) -> Result<Vec<Effect>, RoomNotExist> {
+        let room = self
+            .rooms
+            .remove(&(app, room_id.clone()))
+            .ok_or(RoomNotExist)?;
+        let mut effects = Vec::with_capacity(room.participants.len());
+        for p in room.participants.into_values() {
+            self.places.remove(&p.session);
+            self.remember_kick(p.session, KickReason::RoomDismissed, now);
+            effects.push(Effect::Kick {
+                session: p.session,
+                reason: KickReason::RoomDismissed,
+            });
+        }
+        Ok(effects)
+    }
+
+    /// A room of an app.
+    pub fn room(&self, app: SdkAppId, room_id: &RoomId) -> Option<&Room> {
+        self.rooms.get(&(app, room_id.clone()))
+    }
+
+    /// All rooms of an app, ordered by room id (numeric rooms first).
+    pub fn rooms(&self, app: SdkAppId) -> Vec<(&RoomId, &Room)> {
+        let mut v: Vec<_> = self
+            .rooms
+            .iter()
+            .filter(|((a, _), _)| *a == app)
+            .map(|((_, r), room)| (r, room))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(b.0));
+        v
+    }
+
+    /// Where a session is, if in a room.
+    pub fn place(&self, session: SessionId) -> Option<&Place> {
+        self.places.get(&session)
+    }
+
+    /// Total rooms and participants, for metrics.
+    pub fn counts(&self) -> (usize, usize) {
+        (self.rooms.len(), self.places.len())
+    }
+
+    fn remember_kick(&mut self, session: SessionId, reason: KickReason, now: u64) {
+        while let Some(&(t, s)) = self.kicked_order.front() {
+            if now.saturating_sub(t) <= KICKED_MEMORY_SECS && self.kicked.len() < KICKED_MEMORY_MAX {
+                break;
+            }
+            self.kicked_order.pop_front();
+            self.kicked.remove(&s);
+        }
+        self.kicked.insert(session, reason);
+        self.kicked_order.push_back((now, session));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const APP: SdkAppId = SdkAppId(1);
+
+    fn place(room: RoomId, user: &str) -> Place {
+        Place {
+            app: APP,
+            room,
+            user: UserId::new(user).unwrap(),
+        }
+    }
+
+    fn num(n: u64) -> RoomId {
+        RoomId::num(n).unwrap()
+    }
+
+    #[test]
+    fn join_announces_and_lists_others() {
+        let mut r = Registry::new();
+        let (j, fx) = r.join(1, place(num(7), "a"), Role::Anchor, None, 100).unwrap();
+        assert!(j.users.is_empty() && j.created_room && fx.is_empty());
+        let (j, fx) = r.join(2, place(num(7), "b"), Role::Audience, None, 101).unwrap();
+        assert_eq!(j.users, vec![PeerInfo { user_id: UserId::new("a").unwrap(), role: Role::Anchor }]);
+        assert_eq!(
+            fx,
+            vec![Effect::Broadcast {
+                to: vec![1],
+                msg: ServerMessage::PeerJoin { user_id: UserId::new("b").unwrap(), role: Role::Audience }
+            }]
+        );
+        assert_eq!(r.join(2, place(num(8), "b"), Role::Anchor, None, 1), Err(JoinError::AlreadyInRoom(num(7))));
+    }
+
+    #[test]
+    fn duplicate_user_kicks_earlier_silently_for_others() {
+        let mut r = Registry::new();
+        r.join(1, place(num(7), "a"), Role::Anchor, None, 0).unwrap();
+        r.join(2, place(num(7), "dup"), Role::Anchor, None, 0).unwrap();
+        let (j, fx) = r.join(3, place(num(7), "dup"), Role::Anchor, None, 0).unwrap();
+        assert_eq!(j.replaced, Some(2));
+        assert_eq!(fx, vec![Effect::Kick { session: 2, reason: KickReason::DuplicateUserId }]);
+        // The replaced session leaving later changes nothing.
+        assert!(r.leave(2, PeerLeaveReason::Left).is_empty());
+        assert_eq!(r.room(APP, &num(7)).unwrap().len(), 2);
+        // And it may not resume.
+        assert_eq!(
+            r.join(9, place(num(7), "dup"), Role::Anchor, Some(2), 0),
+            Err(JoinError::ResumeBanned(KickReason::DuplicateUserId))
+        );
+    }
+
+    #[test]
+    fn numeric_and_string_rooms_are_apart() {
+        let mut r = Registry::new();
+        r.join(1, place(num(123), "a"), Role::Anchor, None, 0).unwrap();
+        let (j, fx) = r.join(2, place(RoomId::str("123").unwrap(), "a"), Role::Anchor, None, 0).unwrap();
+        assert!(j.created_room && j.replaced.is_none() && fx.is_empty());
+        assert_eq!(r.rooms(APP).len(), 2);
+    }
+
+    #[test]
+    fn last_leave_removes_room() {
+        let mut r = Registry::new();
+        r.join(1, place(num(7), "a"), Role::Anchor, None, 0).unwrap();
+        r.join(2, place(num(7), "b"), Role::Anchor, None, 0).unwrap();
+        let fx = r.leave(1, PeerLeaveReason::Timeout);
+        assert_eq!(
+            fx,
+            vec![Effect::Broadcast {
+                to: vec![2],
+                msg: ServerMessage::PeerLeave { user_id: UserId::new("a").unwrap(), reason: PeerLeaveReason::Timeout }
+            }]
+        );
+        assert!(r.leave(2, PeerLeaveReason::Left).is_empty());
+        assert!(r.room(APP, &num(7)).is_none());
+        assert_eq!(r.counts(), (0, 0));
+    }
+
+    #[test]
+    fn remove_and_dismiss() {
+        let mut r = Registry::new();
+        for (s, u) in [(1, "a"), (2, "b"), (3, "c")] {
+            r.join(s, place(num(7), u), Role::Anchor, None, 0).unwrap();
+        }
+        let users = [UserId::new("b").unwrap(), UserId::new("zz").unwrap()];
+        let (removed, fx) = r.remove_users(APP, &num(7), &users, 0).unwrap();
+        assert_eq!(removed, vec![UserId::new("b").unwrap()]);
+        assert_eq!(fx[0], Effect::Kick { session: 2, reason: KickReason::RemovedByAdmin });
+        assert!(matches!(&fx[1], Effect::Broadcast { to, .. } if to.len() == 2));
+        assert_eq!(r.remove_users(APP, &num(8), &users, 0), Err(RoomNotExist));
+        let fx = r.dismiss(APP, &num(7), 0).unwrap();
+        assert_eq!(fx.len(), 2);
+        assert!(fx.iter().all(|e| matches!(e, Effect::Kick { reason: KickReason::RoomDismissed, .. })));
+        assert_eq!(r.dismiss(APP, &num(7), 0), Err(RoomNotExist));
+        assert_eq!(r.counts(), (0, 0));
+        assert!(r.leave(1, PeerLeaveReason::Left).is_empty());
+    }
+
+    #[test]
+    fn kicked_memory_is_bounded_in_time() {
+        let mut r = Registry::new();
+        r.join(1, place(num(7), "a"), Role::Anchor, None, 0).unwrap();
+        r.dismiss(APP, &num(7), 0).unwrap();
+        r.join(2, place(num(7), "b"), Role::Anchor, None, KICKED_MEMORY_SECS + 10).unwrap();
+        r.dismiss(APP, &num(7), KICKED_MEMORY_SECS + 10).unwrap();
+        assert!(!r.kicked.contains_key(&1));
+        assert!(r.kicked.contains_key(&2));
+    }
+}

@@ -1,0 +1,350 @@
+//! The WebSocket signaling endpoint: one task per connection that reads
+//! requests, answers them, relays room events and enforces the limits.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, State};
+use axum::response::Response;
+use kaigi_proto::signal::{
+    parse_client_message, ClientMessage, ErrorMessage, JoinRequest, Joined, ParseError,
+    PeerLeaveReason, RoomRef, ServerMessage,
+};
+use kaigi_proto::{usersig, ErrorCode, SdkAppId, UserId, PROTOCOL_VERSION};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, info_span, warn, Instrument};
+
+use crate::config::RateLimit;
+use crate::metrics::Metrics;
+use crate::registry::{JoinError, Place, SessionId};
+use crate::state::{unix_now, Outbound, Shared, OUTBOX_CAPACITY};
+
+/// WebSocket close codes the server uses (see `docs/protocol.md`).
+pub mod close_code {
+    /// After `client-banned`, or a normal close.
+    pub const NORMAL: u16 = 1000;
+    /// Binary frames are not part of the protocol.
+    pub const UNSUPPORTED_DATA: u16 = 1003;
+    /// Malformed message or rate limit.
+    pub const POLICY: u16 = 1008;
+    /// Message too large.
+    pub const TOO_BIG: u16 = 1009;
+    /// The server is restarting or shutting down.
+    pub const RESTART: u16 = 1012;
+    /// Nothing heard within the heartbeat timeout.
+    pub const HEARTBEAT_TIMEOUT: u16 = 4000;
+    /// The client could not keep up with the messages sent to it.
+    pub const TOO_SLOW: u16 = 4001;
+}
+
+/// Frames larger than this are refused by the WebSocket layer itself;
+/// between [`kaigi_proto::signal::MAX_MESSAGE_BYTES`] and this, the client gets a typed error.
+const MAX_FRAME_BYTES: usize = 64 * 1024;
+
+/// `GET /ws`: upgrade to a signaling session.
+pub async fn upgrade(
+    State(shared): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    ws.max_message_size(MAX_FRAME_BYTES)
+        .max_frame_size(MAX_FRAME_BYTES)
+        // Small buffers keep idle connections cheap; messages are small.
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .on_upgrade(move |socket| {
+            let tracker = shared.tasks.clone();
+            tracker.track_future(run(socket, shared, peer))
+        })
+}
+
+/// A token bucket.
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+    limit: RateLimit,
+}
+
+impl Bucket {
+    fn new(limit: RateLimit) -> Self {
+        Bucket {
+            tokens: f64::from(limit.burst),
+            last: Instant::now(),
+            limit,
+        }
+    }
+
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        let refill = now.duration_since(self.last).as_secs_f64() * f64::from(self.limit.per_sec);
+        self.tokens = (self.tokens + refill).min(f64::from(self.limit.burst));
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// How a session ended, which decides what its room is told.
+enum End {
+    /// Closed by the client, or after `leave`.
+    Left,
+    /// Forced out; the registry already removed it.
+    Kicked,
+    /// Heartbeat timeout.
+    Timeout,
+    /// Closed for a protocol fault.
+    Fault,
+}
+
+struct Session {
+    id: SessionId,
+    shared: Arc<Shared>,
+    socket: WebSocket,
+}
+
+async fn run(socket: WebSocket, shared: Arc<Shared>, peer: SocketAddr) {
+    let (tx, mut rx) = mpsc::channel(OUTBOX_CAPACITY);
+    let dropped = CancellationToken::new();
+    let id = shared.open_session(tx, dropped.clone());
+    let span = info_span!("session", id = %format_args!("{id:016x}"), %peer);
+    let mut s = Session {
+        id,
+        shared: shared.clone(),
+        socket,
+    };
+    let end = async {
+        debug!("connected");
+        let timeout = shared.config.heartbeat_timeout;
+        let mut deadline = Instant::now() + timeout;
+        let mut bucket = Bucket::new(shared.config.rate_limit);
+        loop {
+            tokio::select! {
+                biased;
+                _ = shared.shutdown.cancelled() => {
+                    s.fail(ErrorCode::ServerShuttingDown, "the server is shutting down; reconnect later", close_code::RESTART).await;
+                    break End::Left;
+                }
+                _ = dropped.cancelled() => {
+                    Metrics::count(&shared.metrics.rejected, "too-slow");
+                    s.close(close_code::TOO_SLOW, "too slow").await;
+                    break End::Fault;
+                }
+                out = rx.recv() => match out {
+                    Some(Outbound::Text(text)) => {
+                        if s.socket.send(Message::Text(text)).await.is_err() { break End::Left; }
+                    }
+                    Some(Outbound::Kick(reason)) => {
+                        info!(%reason, "forced out");
+                        let _ = s.socket.send(Message::Text(shared.banned_text(reason))).await;
+                        s.close(close_code::NORMAL, "client-banned").await;
+                        break End::Kicked;
+                    }
+                    None => break End::Left,
+                },
+                _ = tokio::time::sleep_until(deadline) => {
+                    info!("heartbeat timeout");
+                    s.fail(ErrorCode::HeartbeatTimeout, format!("nothing received for {} s", timeout.as_secs()), close_code::HEARTBEAT_TIMEOUT).await;
+                    break End::Timeout;
+                }
+                frame = s.socket.recv() => {
+                    let Some(Ok(frame)) = frame else { break End::Left };
+                    deadline = Instant::now() + timeout;
+                    match frame {
+                        Message::Text(text) => {
+                            if !bucket.take() {
+                                Metrics::count(&shared.metrics.rejected, "rate-limited");
+                                s.fail(ErrorCode::RateLimited, "too many messages", close_code::POLICY).await;
+                                break End::Fault;
+                            }
+                            match parse_client_message(&text) {
+                                Ok(msg) => s.handle(msg).await,
+                                Err(e) => {
+                                    let code = if matches!(e, ParseError::TooLarge(_)) { close_code::TOO_BIG } else { close_code::POLICY };
+                                    Metrics::count(&shared.metrics.rejected, if code == close_code::TOO_BIG { "too-large" } else { "malformed" });
+                                    warn!(error = %e, "bad message");
+                                    s.send(&ServerMessage::Error(ErrorMessage::new(e.req_id(), e.code(), e.to_string()))).await;
+                                    s.close(code, "bad message").await;
+                                    break End::Fault;
+                                }
+                            }
+                        }
+                        Message::Binary(_) => {
+                            Metrics::count(&shared.metrics.rejected, "binary");
+                            s.fail(ErrorCode::InvalidMessage, "binary frames are not part of the protocol", close_code::UNSUPPORTED_DATA).await;
+                            break End::Fault;
+                        }
+                        Message::Close(_) => break End::Left,
+                        Message::Ping(_) | Message::Pong(_) => {}
+                    }
+                }
+            }
+        }
+    }
+    .instrument(span.clone())
+    .await;
+    shared.close_session(id);
+    let reason = match end {
+        End::Kicked => None,
+        End::Timeout => Some(PeerLeaveReason::Timeout),
+        End::Left | End::Fault => Some(PeerLeaveReason::Left),
+    };
+    if let Some(reason) = reason {
+        shared.apply(|reg| ((), reg.leave(id, reason)));
+    }
+    span.in_scope(|| debug!("closed"));
+}
+
+fn session_id_text(id: SessionId) -> String {
+    format!("{id:016x}")
+}
+
+impl Session {
+    async fn send(&mut self, msg: &ServerMessage) {
+        let _ = self
+            .socket
+            .send(Message::Text(Utf8Bytes::from(msg.to_json())))
+            .await;
+    }
+
+    async fn close(&mut self, code: u16, reason: &'static str) {
+        let _ = self
+            .socket
+            .send(Message::Close(Some(CloseFrame {
+                code,
+                reason: Utf8Bytes::from_static(reason),
+            })))
+            .await;
+    }
+
+    /// Sends a connection-level error, then closes.
+    async fn fail(&mut self, name: ErrorCode, message: impl Into<String>, code: u16) {
+        self.send(&ServerMessage::Error(ErrorMessage::new(None, name, message)))
+            .await;
+        self.close(code, "error").await;
+    }
+
+    async fn handle(&mut self, msg: ClientMessage) {
+        let reply = match msg {
+            ClientMessage::Ping { req_id } => ServerMessage::Pong { req_id },
+            ClientMessage::Leave { req_id } => {
+                let id = self.id;
+                self.shared
+                    .apply(|reg| ((), reg.leave(id, PeerLeaveReason::Left)));
+                ServerMessage::Left { req_id }
+            }
+            ClientMessage::Join(join) => {
+                let req_id = join.req_id;
+                match self.join(join) {
+                    Ok(j) => {
+                        self.shared.metrics.joins.inc();
+                        ServerMessage::Joined(j)
+                    }
+                    Err(mut e) => {
+                        e.req_id = Some(req_id);
+                        Metrics::count(&self.shared.metrics.join_failures, &e.name.to_string());
+                        info!(code = e.code, message = %e.message, "join refused");
+                        ServerMessage::Error(e)
+                    }
+                }
+            }
+        };
+        self.send(&reply).await;
+    }
+
+    fn join(&mut self, j: JoinRequest) -> Result<Joined, ErrorMessage> {
+        let invalid = |m: String| ErrorMessage::new(None, ErrorCode::InvalidParameter, m);
+        if let Some(v) = j.protocol {
+            if v != PROTOCOL_VERSION {
+                return Err(ErrorMessage::new(
+                    None,
+                    ErrorCode::UnsupportedProtocol,
+                    format!("this server speaks protocol {PROTOCOL_VERSION}, not {v}"),
+                ));
+            }
+        }
+        let user = UserId::new(j.user_id.clone()).map_err(|e| invalid(e.to_string()))?;
+        let room = j.room.room().map_err(|e| invalid(e.to_string()))?;
+        let app = SdkAppId(j.sdk_app_id);
+        let key = self.shared.app_keys.get(&app).ok_or_else(|| {
+            ErrorMessage::new(
+                None,
+                ErrorCode::UnknownSdkAppId,
+                format!("this server has no SdkAppId {app}"),
+            )
+        })?;
+        usersig::verify(&j.user_sig, app, key, user.as_str(), unix_now())
+            .map_err(|e| ErrorMessage::new(None, ErrorCode::from(&e), e.to_string()))?;
+        let resume = j
+            .resume
+            .as_deref()
+            .and_then(|r| u64::from_str_radix(r, 16).ok());
+        let id = self.id;
+        let place = Place {
+            app,
+            room: room.clone(),
+            user: user.clone(),
+        };
+        let outcome = self
+            .shared
+            .apply(|reg| match reg.join(id, place, j.role, resume, unix_now()) {
+                Ok((joined, fx)) => (Ok(joined), fx),
+                Err(e) => (Err(e), Vec::new()),
+            });
+        let joined = outcome.map_err(|e| match e {
+            JoinError::AlreadyInRoom(_) => {
+                ErrorMessage::new(None, ErrorCode::AlreadyInRoom, e.to_string())
+            }
+            JoinError::ResumeBanned(reason) => ErrorMessage {
+                kick_reason: Some(reason),
+                ..ErrorMessage::new(None, ErrorCode::SessionBanned, reason.message())
+            },
+        })?;
+        info!(%app, %room, %user, role = %j.role, replaced = joined.replaced.is_some(), "joined");
+        let timeout = self.shared.config.heartbeat_timeout;
+        Ok(Joined {
+            req_id: j.req_id,
+            session_id: session_id_text(id),
+            room: RoomRef::from(&room),
+            role: j.role,
+            users: joined.users,
+            heartbeat_interval_ms: heartbeat_interval(timeout).as_millis() as u64,
+            heartbeat_timeout_ms: timeout.as_millis() as u64,
+        })
+    }
+}
+
+/// How often clients should ping: a quarter of the timeout, at most 5 s.
+pub fn heartbeat_interval(timeout: Duration) -> Duration {
+    (timeout / 4).min(Duration::from_secs(5))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_allows_burst_then_refuses() {
+        let mut b = Bucket::new(RateLimit { per_sec: 1, burst: 3 });
+        assert!(b.take() && b.take() && b.take());
+        assert!(!b.take());
+    }
+
+    #[test]
+    fn heartbeat_interval_is_bounded() {
+        assert_eq!(heartbeat_interval(Duration::from_secs(2)), Duration::from_millis(500));
+        assert_eq!(heartbeat_interval(Duration::from_secs(60)), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn message_limit_is_under_frame_limit() {
+        assert!(kaigi_proto::signal::MAX_MESSAGE_BYTES < MAX_FRAME_BYTES);
+    }
+}

@@ -1,0 +1,165 @@
+//! State shared by every connection and request: the registry, the open
+//! sessions' outboxes, and the one place registry effects become I/O.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::extract::ws::Utf8Bytes;
+use kaigi_proto::signal::ServerMessage;
+use kaigi_proto::{KickReason, SdkAppId};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::registry::{Effect, Registry, SessionId};
+
+/// How many messages may wait for a slow client before it is dropped.
+pub const OUTBOX_CAPACITY: usize = 256;
+
+/// What a session's connection task is asked to send.
+#[derive(Debug)]
+pub enum Outbound {
+    /// A serialized server message.
+    Text(Utf8Bytes),
+    /// Send `client-banned` with this reason, then close.
+    Kick(KickReason),
+}
+
+struct SessionHandle {
+    outbox: mpsc::Sender<Outbound>,
+    /// Cancelled when the session must be dropped (its outbox overflowed).
+    drop: CancellationToken,
+}
+
+/// The server's shared state.
+pub struct Shared {
+    /// The configuration it runs with.
+    pub config: Config,
+    /// App id → secret key.
+    pub app_keys: HashMap<SdkAppId, String>,
+    registry: Mutex<Registry>,
+    sessions: Mutex<HashMap<SessionId, SessionHandle>>,
+    next_session: AtomicU64,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Cancelled when the server shuts down.
+    pub shutdown: CancellationToken,
+    /// Tracks every connection task, so shutdown can wait for them.
+    pub tasks: TaskTracker,
+    banned_text: [Utf8Bytes; 3],
+}
+
+/// Unix seconds now.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock leaves plain data that is still
+    // consistent at every await-free step, so keep serving.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Shared {
+    /// State for a server with this config.
+    pub fn new(config: Config) -> Arc<Self> {
+        // Session ids start at a random point so that a resumed id from an
+        // earlier server run does not name a session of this one.
+        let start = rand::random::<u64>() >> 1;
+        Arc::new(Shared {
+            app_keys: config.app_keys(),
+            config,
+            registry: Mutex::new(Registry::new()),
+            sessions: Mutex::new(HashMap::new()),
+            next_session: AtomicU64::new(start),
+            metrics: Metrics::new(),
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            banned_text: KickReason::ALL.map(|r| ServerMessage::banned(r).to_json().into()),
+        })
+    }
+
+    /// Registers a new session's outbox and returns its id.
+    pub fn open_session(
+        &self,
+        outbox: mpsc::Sender<Outbound>,
+        drop: CancellationToken,
+    ) -> SessionId {
+        let id = self.next_session.fetch_add(1, Ordering::Relaxed);
+        lock(&self.sessions).insert(id, SessionHandle { outbox, drop });
+        self.metrics.connections.inc();
+        id
+    }
+
+    /// Unregisters a session; its place in a room is left by the caller.
+    pub fn close_session(&self, id: SessionId) {
+        if lock(&self.sessions).remove(&id).is_some() {
+            self.metrics.connections.dec();
+        }
+    }
+
+    /// Runs an operation on the registry and carries out its effects while
+    /// still holding the lock, so every session sees effects in the order
+    /// the registry made them.
+    pub fn apply<T>(&self, op: impl FnOnce(&mut Registry) -> (T, Vec<Effect>)) -> T {
+        let mut reg = lock(&self.registry);
+        let (out, effects) = op(&mut reg);
+        if !effects.is_empty() {
+            self.dispatch(effects);
+        }
+        let (rooms, participants) = reg.counts();
+        self.metrics.rooms.set(rooms as i64);
+        self.metrics.participants.set(participants as i64);
+        out
+    }
+
+    /// Reads the registry.
+    pub fn read<T>(&self, f: impl FnOnce(&Registry) -> T) -> T {
+        f(&lock(&self.registry))
+    }
+
+    fn dispatch(&self, effects: Vec<Effect>) {
+        let sessions = lock(&self.sessions);
+        let deliver = |to: SessionId, msg: Outbound| {
+            if let Some(h) = sessions.get(&to) {
+                if h.outbox.try_send(msg).is_err() {
+                    // Too slow to keep up (or already closing): drop it
+                    // rather than let its backlog grow without bound.
+                    h.drop.cancel();
+                }
+            }
+        };
+        for effect in effects {
+            match effect {
+                Effect::Broadcast { to, msg } => {
+                    let text: Utf8Bytes = msg.to_json().into();
+                    for s in to {
+                        deliver(s, Outbound::Text(text.clone()));
+                    }
+                }
+                Effect::Kick { session, reason } => {
+                    Metrics::count(&self.metrics.kicks, reason.as_str());
+                    deliver(session, Outbound::Kick(reason));
+                }
+            }
+        }
+    }
+
+    /// The serialized `client-banned` message for a reason.
+    pub fn banned_text(&self, reason: KickReason) -> Utf8Bytes {
+        let i = KickReason::ALL.iter().position(|r| *r == reason).unwrap_or(0);
+        self.banned_text[i].clone()
+    }
+
+    /// The number of open sessions.
+    pub fn session_count(&self) -> usize {
+        lock(&self.sessions).len()
+    }
+}
