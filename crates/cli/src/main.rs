@@ -1,1 +1,230 @@
-fn main(){}
+//! `kaigi`: make UserSigs, call the admin API, and run headless bots.
+
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use kaigi_proto::devapp::{dev_app_path, DevApp, DEV_APP_ENV};
+use kaigi_proto::{RoomId, SdkAppId, UserId};
+use tracing_subscriber::EnvFilter;
+
+mod admin;
+mod bot;
+
+/// Kaigi's command-line tool.
+#[derive(Debug, Parser)]
+#[command(name = "kaigi", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print a UserSig (TRTC tls-sig-api-v2) for a user.
+    Usersig {
+        /// The SdkAppId [default: the dev server's].
+        #[arg(long)]
+        app: Option<SdkAppId>,
+        /// The app's secret key [default: the dev server's].
+        #[arg(long)]
+        key: Option<String>,
+        /// The user id (or `administrator` for admin calls).
+        #[arg(long)]
+        user: String,
+        /// Validity in seconds.
+        #[arg(long, default_value_t = 180 * 86400)]
+        expire: u64,
+    },
+    /// Call the server's admin API and print its JSON response.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+    /// Join a room and print one JSON line per event until forced out or Ctrl-C.
+    Bot(bot::BotArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Remove users from a room (RemoveUser / RemoveUserByStrRoomId).
+    RemoveUser {
+        #[command(flatten)]
+        target: AdminTarget,
+        /// A user to remove; repeat for several (at most 10).
+        #[arg(long = "user", required = true)]
+        users: Vec<String>,
+    },
+    /// Close a room, forcing everyone out (DismissRoom / DismissRoomByStrRoomId).
+    DismissRoom {
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+    /// List the users in a room (DescribeRoom).
+    DescribeRoom {
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+    /// List the app's rooms (ListRooms).
+    ListRooms {
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+}
+
+/// Which server and app, with defaults from the dev server's saved app.
+#[derive(Debug, Clone, Args)]
+struct ServerArgs {
+    /// The server, as ws://HOST:PORT (http://, wss://, https:// work too)
+    /// [default: the dev server's].
+    #[arg(long)]
+    server: Option<String>,
+    /// The SdkAppId [default: the dev server's].
+    #[arg(long)]
+    app: Option<SdkAppId>,
+    /// The app's secret key [default: the dev server's].
+    #[arg(long)]
+    key: Option<String>,
+}
+
+/// A server plus a room.
+#[derive(Debug, Clone, Args)]
+struct AdminTarget {
+    #[command(flatten)]
+    server: ServerArgs,
+    #[command(flatten)]
+    room: RoomArgs,
+}
+
+/// `--room N` or `--str-room S`.
+#[derive(Debug, Clone, Args)]
+#[group(required = true, multiple = false)]
+pub struct RoomArgs {
+    /// A numeric room id (1–4294967294).
+    #[arg(long)]
+    room: Option<u64>,
+    /// A string room id.
+    #[arg(long)]
+    str_room: Option<String>,
+}
+
+impl RoomArgs {
+    /// The validated room.
+    pub fn room(&self) -> anyhow::Result<RoomId> {
+        Ok(match (&self.room, &self.str_room) {
+            (Some(n), _) => RoomId::num(*n)?,
+            (None, Some(s)) => RoomId::str(s.clone())?,
+            (None, None) => bail!("give --room N or --str-room S"),
+        })
+    }
+}
+
+/// Server, app and key after applying the dev-app defaults.
+pub struct Resolved {
+    /// The server address.
+    pub server: String,
+    /// The app.
+    pub app: SdkAppId,
+    /// The secret key, if known.
+    pub key: Option<String>,
+}
+
+fn load_dev_app() -> Option<DevApp> {
+    let path = dev_app_path(std::env::var_os(DEV_APP_ENV), dirs::config_dir())?;
+    serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
+}
+
+impl ServerArgs {
+    /// Fills what was not given from the dev server's saved app.
+    pub fn resolve(&self) -> anyhow::Result<Resolved> {
+        let dev = if self.server.is_none() || self.app.is_none() || self.key.is_none() {
+            load_dev_app()
+        } else {
+            None
+        };
+        let server = match self
+            .server
+            .clone()
+            .or_else(|| dev.as_ref().and_then(|d| d.server.clone()))
+        {
+            Some(s) => s,
+            None => bail!("--server is required (no dev server has saved its address)"),
+        };
+        let app = match (self.app, dev.as_ref()) {
+            (Some(a), _) => a,
+            (None, Some(d)) => d.sdk_app_id,
+            (None, None) => bail!("--app is required (no dev server has saved its app)"),
+        };
+        // The dev key only belongs with the dev app.
+        let key = self
+            .key
+            .clone()
+            .or_else(|| dev.filter(|d| d.sdk_app_id == app).map(|d| d.secret_key));
+        Ok(Resolved { server, app, key })
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn usersig(
+    app: Option<SdkAppId>,
+    key: Option<String>,
+    user: &str,
+    expire: u64,
+) -> anyhow::Result<String> {
+    if user != kaigi_proto::ADMIN_IDENTIFIER {
+        UserId::new(user).context("--user")?;
+    }
+    let dev = if app.is_none() || key.is_none() {
+        load_dev_app()
+    } else {
+        None
+    };
+    let app = app
+        .or(dev.as_ref().map(|d| d.sdk_app_id))
+        .context("--app is required (no dev server has saved its app)")?;
+    let key = key
+        .or(dev.filter(|d| d.sdk_app_id == app).map(|d| d.secret_key))
+        .context("--key is required")?;
+    Ok(kaigi_proto::usersig::generate(
+        app,
+        &key,
+        user,
+        expire,
+        unix_now(),
+    ))
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            EnvFilter::try_from_env("KAIGI_LOG").unwrap_or_else(|_| EnvFilter::new("warn")),
+        )
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Usersig {
+            app,
+            key,
+            user,
+            expire,
+        } => usersig(app, key, &user, expire).map(|s| {
+            println!("{s}");
+            ExitCode::SUCCESS
+        }),
+        Command::Admin(cmd) => admin::run(cmd).await,
+        Command::Bot(args) => bot::run(args).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("kaigi: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

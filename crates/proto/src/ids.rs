@@ -185,7 +185,9 @@ impl FromStr for Role {
         match s {
             "anchor" => Ok(Role::Anchor),
             "audience" => Ok(Role::Audience),
-            other => Err(format!("unknown role {other:?} (expected anchor or audience)")),
+            other => Err(format!(
+                "unknown role {other:?} (expected anchor or audience)"
+            )),
         }
     }
 }
@@ -218,7 +220,10 @@ mod tests {
         assert!(RoomId::str("room 1!#$%&()+-:;<=.>?@[]^_{}|~,").is_ok());
         assert!(RoomId::str("x".repeat(64)).is_ok());
         assert_eq!(RoomId::str(""), Err(IdError::StrRoomIdLength(0)));
-        assert_eq!(RoomId::str("x".repeat(65)), Err(IdError::StrRoomIdLength(65)));
+        assert_eq!(
+            RoomId::str("x".repeat(65)),
+            Err(IdError::StrRoomIdLength(65))
+        );
         assert_eq!(RoomId::str("a/b"), Err(IdError::StrRoomIdCharset));
         assert_eq!(RoomId::str("a\"b"), Err(IdError::StrRoomIdCharset));
         assert_eq!(RoomId::str("ü"), Err(IdError::StrRoomIdCharset));

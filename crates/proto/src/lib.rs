@@ -4,6 +4,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod devapp;
+pub mod endpoint;
 pub mod error;
 pub mod ids;
 pub mod kick;

@@ -93,7 +93,11 @@ pub struct JoinRequest {
 
 /// Messages a client sends.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "kebab-case", rename_all_fields = "camelCase")]
+#[serde(
+    tag = "type",
+    rename_all = "kebab-case",
+    rename_all_fields = "camelCase"
+)]
 pub enum ClientMessage {
     /// Enter a room.
     Join(JoinRequest),
@@ -247,7 +251,11 @@ impl ErrorMessage {
 
 /// Messages the server sends.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "kebab-case", rename_all_fields = "camelCase")]
+#[serde(
+    tag = "type",
+    rename_all = "kebab-case",
+    rename_all_fields = "camelCase"
+)]
 pub enum ServerMessage {
     /// `join` succeeded.
     Joined(Joined),
@@ -324,10 +332,19 @@ mod tests {
     #[test]
     fn room_ref_errors() {
         assert_eq!(RoomRef::default().room(), Err(RoomRefError::Missing));
-        let both = RoomRef { room_id: Some(1), str_room_id: Some("a".into()) };
+        let both = RoomRef {
+            room_id: Some(1),
+            str_room_id: Some("a".into()),
+        };
         assert_eq!(both.room(), Err(RoomRefError::Both));
-        let zero = RoomRef { room_id: Some(0), str_room_id: None };
-        assert_eq!(zero.room(), Err(RoomRefError::Invalid(IdError::RoomIdRange)));
+        let zero = RoomRef {
+            room_id: Some(0),
+            str_room_id: None,
+        };
+        assert_eq!(
+            zero.room(),
+            Err(RoomRefError::Invalid(IdError::RoomIdRange))
+        );
     }
 
     #[test]
@@ -348,7 +365,10 @@ mod tests {
             session_id: "s".into(),
             room: RoomRef::from(&RoomId::Num(5)),
             role: Role::Anchor,
-            users: vec![PeerInfo { user_id: UserId::new("bob").unwrap(), role: Role::Audience }],
+            users: vec![PeerInfo {
+                user_id: UserId::new("bob").unwrap(),
+                role: Role::Audience,
+            }],
             heartbeat_interval_ms: 5000,
             heartbeat_timeout_ms: 20000,
         });
@@ -360,16 +380,31 @@ mod tests {
 
     #[test]
     fn malformed_messages_are_typed_errors() {
-        assert!(matches!(parse_client_message("nope"), Err(ParseError::Invalid { req_id: None, .. })));
+        assert!(matches!(
+            parse_client_message("nope"),
+            Err(ParseError::Invalid { req_id: None, .. })
+        ));
         assert!(matches!(
             parse_client_message(r#"{"type":"fly","reqId":9}"#),
-            Err(ParseError::Invalid { req_id: Some(9), .. })
+            Err(ParseError::Invalid {
+                req_id: Some(9),
+                ..
+            })
         ));
         assert!(matches!(
             parse_client_message(r#"{"type":"join","reqId":3}"#),
-            Err(ParseError::Invalid { req_id: Some(3), .. })
+            Err(ParseError::Invalid {
+                req_id: Some(3),
+                ..
+            })
         ));
-        let big = format!(r#"{{"type":"ping","reqId":1,"pad":"{}"}}"#, "x".repeat(MAX_MESSAGE_BYTES));
-        assert_eq!(parse_client_message(&big), Err(ParseError::TooLarge(big.len())));
+        let big = format!(
+            r#"{{"type":"ping","reqId":1,"pad":"{}"}}"#,
+            "x".repeat(MAX_MESSAGE_BYTES)
+        );
+        assert_eq!(
+            parse_client_message(&big),
+            Err(ParseError::TooLarge(big.len()))
+        );
     }
 }

@@ -177,7 +177,9 @@ fn field_u64(obj: &serde_json::Map<String, Value>, name: &str) -> Result<u64, Us
 fn field_str(obj: &serde_json::Map<String, Value>, name: &str) -> Result<String, UserSigError> {
     match obj.get(name) {
         Some(Value::String(s)) => Ok(s.clone()),
-        _ => Err(UserSigError::Undecodable(format!("{name} missing or not a string"))),
+        _ => Err(UserSigError::Undecodable(format!(
+            "{name} missing or not a string"
+        ))),
     }
 }
 
@@ -291,20 +293,41 @@ mod tests {
             verify(&s, APP, KEY, "alice", 1_061),
             Err(UserSigError::Expired { expired_at: 1_060 })
         );
-        assert_eq!(verify(&s, APP, "other", "alice", 1_001), Err(UserSigError::BadSignature));
+        assert_eq!(
+            verify(&s, APP, "other", "alice", 1_001),
+            Err(UserSigError::BadSignature)
+        );
         assert!(matches!(
             verify(&s, SdkAppId(1), KEY, "alice", 1_001),
-            Err(UserSigError::WrongSdkAppId { expected: 1, found: 1400000000 })
+            Err(UserSigError::WrongSdkAppId {
+                expected: 1,
+                found: 1400000000
+            })
         ));
         assert!(matches!(
             verify(&s, APP, KEY, "bob", 1_001),
             Err(UserSigError::WrongIdentifier { .. })
         ));
-        for junk in ["", "!!!", "eJw_", &"A".repeat(5000), "eJyrVkrLz1eyUkpKLFKqBQAd-QS2"] {
-            assert!(matches!(verify(junk, APP, KEY, "alice", 0), Err(UserSigError::Undecodable(_))), "{junk}");
+        for junk in [
+            "",
+            "!!!",
+            "eJw_",
+            &"A".repeat(5000),
+            "eJyrVkrLz1eyUkpKLFKqBQAd-QS2",
+        ] {
+            assert!(
+                matches!(
+                    verify(junk, APP, KEY, "alice", 0),
+                    Err(UserSigError::Undecodable(_))
+                ),
+                "{junk}"
+            );
         }
         // Forged and expired: the forgery is what is reported.
-        assert_eq!(verify(&s, APP, "other", "alice", 5_000), Err(UserSigError::BadSignature));
+        assert_eq!(
+            verify(&s, APP, "other", "alice", 5_000),
+            Err(UserSigError::BadSignature)
+        );
     }
 
     #[test]
@@ -318,16 +341,25 @@ mod tests {
         let mut z = ZlibEncoder::new(Vec::new(), Compression::default());
         z.write_all(json.to_string().as_bytes()).unwrap();
         let forged = escape(&B64.encode(z.finish().unwrap()));
-        assert_eq!(verify(&forged, APP, KEY, "alice", 2_000), Err(UserSigError::BadSignature));
+        assert_eq!(
+            verify(&forged, APP, KEY, "alice", 2_000),
+            Err(UserSigError::BadSignature)
+        );
     }
 
     #[test]
     fn compression_bomb_is_refused() {
-        let big = format!("{{\"TLS.ver\": \"2.0\", \"pad\": \"{}\"}}", "a".repeat(100_000));
+        let big = format!(
+            "{{\"TLS.ver\": \"2.0\", \"pad\": \"{}\"}}",
+            "a".repeat(100_000)
+        );
         let mut z = ZlibEncoder::new(Vec::new(), Compression::best());
         z.write_all(big.as_bytes()).unwrap();
         let sig = escape(&B64.encode(z.finish().unwrap()));
         assert!(sig.len() < MAX_USERSIG_LEN);
-        assert_eq!(decode(&sig), Err(UserSigError::Undecodable("inflates too large".into())));
+        assert_eq!(
+            decode(&sig),
+            Err(UserSigError::Undecodable("inflates too large".into()))
+        );
     }
 }

@@ -14,7 +14,10 @@ fn dir() -> PathBuf {
 }
 
 fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 fn python(args: &[&str]) -> String {
@@ -43,14 +46,20 @@ fn committed_tencent_vectors_verify() {
         let sig = v["userSig"].as_str().unwrap();
         let time = v["time"].as_u64().unwrap();
         let expire = v["expire"].as_u64().unwrap();
-        let claims = usersig::verify(sig, app, key, user, time + 1).unwrap_or_else(|e| panic!("{v}: {e}"));
+        let claims =
+            usersig::verify(sig, app, key, user, time + 1).unwrap_or_else(|e| panic!("{v}: {e}"));
         assert_eq!((claims.time, claims.expire), (time, expire));
         assert_eq!(claims.userbuf.is_some(), !v["userbuf"].is_null());
         assert_eq!(
             usersig::verify(sig, app, key, user, time + expire + 1),
-            Err(UserSigError::Expired { expired_at: time + expire })
+            Err(UserSigError::Expired {
+                expired_at: time + expire
+            })
         );
-        assert_eq!(usersig::verify(sig, app, "wrong-key", user, time), Err(UserSigError::BadSignature));
+        assert_eq!(
+            usersig::verify(sig, app, "wrong-key", user, time),
+            Err(UserSigError::BadSignature)
+        );
     }
 }
 
@@ -70,8 +79,17 @@ fn sig_made_by_tencent_library_now_verifies() {
 fn our_sig_verifies_with_tencent_library() {
     let key = "live-interop-key";
     let sig = usersig::generate(SdkAppId(1400000123), key, "carol_1", 3600, now());
-    assert_eq!(python(&["verify", &sig, "1400000123", key, "carol_1"]), "ok");
-    assert_eq!(python(&["verify", &sig, "1400000123", "other", "carol_1"]), "bad signature");
+    assert_eq!(
+        python(&["verify", &sig, "1400000123", key, "carol_1"]),
+        "ok"
+    );
+    assert_eq!(
+        python(&["verify", &sig, "1400000123", "other", "carol_1"]),
+        "bad signature"
+    );
     let old = usersig::generate(SdkAppId(1400000123), key, "carol_1", 10, now() - 100);
-    assert_eq!(python(&["verify", &old, "1400000123", key, "carol_1"]), "expired");
+    assert_eq!(
+        python(&["verify", &old, "1400000123", key, "carol_1"]),
+        "expired"
+    );
 }

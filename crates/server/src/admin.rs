@@ -102,7 +102,11 @@ pub async fn handle(
             )
         }
     };
-    let action_label = if Action::parse(&action).is_some() { action } else { "unknown".into() };
+    let action_label = if Action::parse(&action).is_some() {
+        action
+    } else {
+        "unknown".into()
+    };
     shared
         .metrics
         .admin_calls
@@ -122,17 +126,22 @@ async fn serve(
     body: Body,
 ) -> Result<Map<String, Value>, ApiError> {
     if method != Method::POST {
-        return Err(err("UnsupportedOperation", format!("use POST, not {method}")));
+        return Err(err(
+            "UnsupportedOperation",
+            format!("use POST, not {method}"),
+        ));
     }
     let app = authenticate(shared, query)?;
     let action = Action::parse(action)
         .ok_or_else(|| err("InvalidAction", format!("no such action: {action}")))?;
-    let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|_| {
-        err(
-            "RequestSizeLimitExceeded",
-            format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
-        )
-    })?;
+    let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|_| {
+            err(
+                "RequestSizeLimitExceeded",
+                format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
+            )
+        })?;
     let body: Value = if bytes.is_empty() {
         Value::Object(Map::new())
     } else {
@@ -231,9 +240,12 @@ fn authenticate(shared: &Shared, query: &HashMap<String, String>) -> Result<SdkA
             "the query must carry sdkappid, identifier and usersig",
         ));
     };
-    let app: SdkAppId = app
-        .parse()
-        .map_err(|_| err("AuthFailure.InvalidAuthorization", "sdkappid is not a number"))?;
+    let app: SdkAppId = app.parse().map_err(|_| {
+        err(
+            "AuthFailure.InvalidAuthorization",
+            "sdkappid is not a number",
+        )
+    })?;
     let key = shared.app_keys.get(&app).ok_or_else(|| {
         err(
             "UnauthorizedOperation.SdkAppId",
@@ -292,7 +304,12 @@ fn user_ids(body: &Map<String, Value>) -> Result<Vec<UserId>, ApiError> {
         .collect()
 }
 
-fn count(body: &Map<String, Value>, name: &'static str, default: usize, max: usize) -> Result<usize, ApiError> {
+fn count(
+    body: &Map<String, Value>,
+    name: &'static str,
+    default: usize,
+    max: usize,
+) -> Result<usize, ApiError> {
     match body.get(name) {
         None | Some(Value::Null) => Ok(default),
         Some(v) => v

@@ -111,37 +111,39 @@ impl FileConfig {
     }
 }
 
-/// The dev-mode app, saved where the `kaigi` CLI finds it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct DevApp {
-    /// The generated SdkAppId.
-    pub sdk_app_id: SdkAppId,
-    /// The generated secret key.
-    pub secret_key: String,
-    /// The signaling URL of the server that last used it.
-    #[serde(default)]
-    pub server: Option<String>,
-}
+pub use kaigi_proto::devapp::DevApp;
 
-/// Where the dev app is saved: `$KAIGI_DEV_APP`, else
-/// `<config dir>/kaigi/dev-app.json` (e.g. `~/.config/kaigi/dev-app.json`).
+/// Where the dev app is saved (see [`kaigi_proto::devapp::dev_app_path`]).
 pub fn dev_app_path() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("KAIGI_DEV_APP") {
-        return Some(PathBuf::from(p));
-    }
-    dirs::config_dir().map(|d| d.join("kaigi").join("dev-app.json"))
+    kaigi_proto::devapp::dev_app_path(
+        std::env::var_os(kaigi_proto::devapp::DEV_APP_ENV),
+        dirs::config_dir(),
+    )
 }
 
-impl DevApp {
+/// Loads, makes and saves the dev app.
+pub trait DevAppExt: Sized {
     /// Loads the saved dev app, if there is one.
-    pub fn load() -> Option<Self> {
+    fn load() -> Option<Self>;
+    /// Makes a fresh app id and a random 256-bit key.
+    fn generate() -> Self;
+    /// The saved app, or a new one.
+    fn load_or_generate() -> Self {
+        Self::load().unwrap_or_else(Self::generate)
+    }
+    /// Saves it (owner-readable only) and returns the path.
+    fn save(&self) -> std::io::Result<PathBuf>;
+    /// As an app credential.
+    fn credential(&self) -> AppCredential;
+}
+
+impl DevAppExt for DevApp {
+    fn load() -> Option<Self> {
         let text = std::fs::read_to_string(dev_app_path()?).ok()?;
         serde_json::from_str(&text).ok()
     }
 
-    /// Makes a fresh app id and a random 256-bit key.
-    pub fn generate() -> Self {
+    fn generate() -> Self {
         use rand::Rng;
         let mut rng = rand::rng();
         let key: [u8; 32] = rng.random();
@@ -152,13 +154,7 @@ impl DevApp {
         }
     }
 
-    /// The saved app, or a new one.
-    pub fn load_or_generate() -> Self {
-        Self::load().unwrap_or_else(Self::generate)
-    }
-
-    /// Saves it (owner-readable only) and returns the path.
-    pub fn save(&self) -> std::io::Result<PathBuf> {
+    fn save(&self) -> std::io::Result<PathBuf> {
         let path = dev_app_path()
             .ok_or_else(|| std::io::Error::other("no config directory (set KAIGI_DEV_APP)"))?;
         if let Some(dir) = path.parent() {
@@ -174,8 +170,7 @@ impl DevApp {
         Ok(path)
     }
 
-    /// As an app credential.
-    pub fn credential(&self) -> AppCredential {
+    fn credential(&self) -> AppCredential {
         AppCredential {
             id: self.sdk_app_id,
             key: self.secret_key.clone(),
@@ -211,7 +206,13 @@ mod tests {
             "listen = \"127.0.0.1:1\"\nheartbeat_timeout = 5\n[[app]]\nid = 7\nkey = \"k\"\n",
         )
         .unwrap();
-        assert_eq!(f.apps, vec![AppCredential { id: SdkAppId(7), key: "k".into() }]);
+        assert_eq!(
+            f.apps,
+            vec![AppCredential {
+                id: SdkAppId(7),
+                key: "k".into()
+            }]
+        );
         assert_eq!(f.heartbeat_timeout, Some(5));
         assert!(toml::from_str::<FileConfig>("bogus = 1").is_err());
     }

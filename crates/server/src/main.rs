@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
-use kaigi_server::config::{secs, AppCredential, Config, DevApp, FileConfig, RateLimit};
+use kaigi_server::config::{secs, AppCredential, Config, DevApp, DevAppExt, FileConfig, RateLimit};
 use tracing_subscriber::EnvFilter;
 
 /// Kaigi's room server: WebSocket signaling, rooms, and the admin API.
@@ -43,7 +43,11 @@ async fn main() -> anyhow::Result<()> {
         .listen
         .or(file.listen)
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7880)));
-    let mut apps = if args.apps.is_empty() { file.apps } else { args.apps };
+    let mut apps = if args.apps.is_empty() {
+        file.apps
+    } else {
+        args.apps
+    };
     let dev = if apps.is_empty() {
         let dev = DevApp::load_or_generate();
         apps.push(dev.credential());
@@ -53,7 +57,9 @@ async fn main() -> anyhow::Result<()> {
     };
     let mut config = Config::new(listen, apps);
     if let Some(t) = args.heartbeat_timeout.or(file.heartbeat_timeout) {
-        config.heartbeat_timeout = secs(t).map_err(anyhow::Error::msg).context("--heartbeat-timeout")?;
+        config.heartbeat_timeout = secs(t)
+            .map_err(anyhow::Error::msg)
+            .context("--heartbeat-timeout")?;
     }
     let defaults = RateLimit::default();
     config.rate_limit = RateLimit {

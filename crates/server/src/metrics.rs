@@ -58,14 +58,30 @@ impl Metrics {
             admin_calls: Family::default(),
             registry: Registry::default(),
         };
-        registry.register("connections", "Open signaling connections", m.connections.clone());
+        registry.register(
+            "connections",
+            "Open signaling connections",
+            m.connections.clone(),
+        );
         registry.register("rooms", "Rooms that exist", m.rooms.clone());
         registry.register("participants", "Users in rooms", m.participants.clone());
         registry.register("joins", "Successful joins", m.joins.clone());
-        registry.register("join_failures", "Refused joins by error", m.join_failures.clone());
+        registry.register(
+            "join_failures",
+            "Refused joins by error",
+            m.join_failures.clone(),
+        );
         registry.register("kicks", "Forced exits by reason", m.kicks.clone());
-        registry.register("rejected_connections", "Connections closed for a fault", m.rejected.clone());
-        registry.register("admin_calls", "Admin API calls by action and result", m.admin_calls.clone());
+        registry.register(
+            "rejected_connections",
+            "Connections closed for a fault",
+            m.rejected.clone(),
+        );
+        registry.register(
+            "admin_calls",
+            "Admin API calls by action and result",
+            m.admin_calls.clone(),
+        );
         Metrics { registry, ..m }
     }
 

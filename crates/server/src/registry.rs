@@ -336,7 +336,8 @@ impl Registry {
 
     fn remember_kick(&mut self, session: SessionId, reason: KickReason, now: u64) {
         while let Some(&(t, s)) = self.kicked_order.front() {
-            if now.saturating_sub(t) <= KICKED_MEMORY_SECS && self.kicked.len() < KICKED_MEMORY_MAX {
+            if now.saturating_sub(t) <= KICKED_MEMORY_SECS && self.kicked.len() < KICKED_MEMORY_MAX
+            {
                 break;
             }
             self.kicked_order.pop_front();
@@ -368,28 +369,54 @@ mod tests {
     #[test]
     fn join_announces_and_lists_others() {
         let mut r = Registry::new();
-        let (j, fx) = r.join(1, place(num(7), "a"), Role::Anchor, None, 100).unwrap();
+        let (j, fx) = r
+            .join(1, place(num(7), "a"), Role::Anchor, None, 100)
+            .unwrap();
         assert!(j.users.is_empty() && j.created_room && fx.is_empty());
-        let (j, fx) = r.join(2, place(num(7), "b"), Role::Audience, None, 101).unwrap();
-        assert_eq!(j.users, vec![PeerInfo { user_id: UserId::new("a").unwrap(), role: Role::Anchor }]);
+        let (j, fx) = r
+            .join(2, place(num(7), "b"), Role::Audience, None, 101)
+            .unwrap();
+        assert_eq!(
+            j.users,
+            vec![PeerInfo {
+                user_id: UserId::new("a").unwrap(),
+                role: Role::Anchor
+            }]
+        );
         assert_eq!(
             fx,
             vec![Effect::Broadcast {
                 to: vec![1],
-                msg: ServerMessage::PeerJoin { user_id: UserId::new("b").unwrap(), role: Role::Audience }
+                msg: ServerMessage::PeerJoin {
+                    user_id: UserId::new("b").unwrap(),
+                    role: Role::Audience
+                }
             }]
         );
-        assert_eq!(r.join(2, place(num(8), "b"), Role::Anchor, None, 1), Err(JoinError::AlreadyInRoom(num(7))));
+        assert_eq!(
+            r.join(2, place(num(8), "b"), Role::Anchor, None, 1),
+            Err(JoinError::AlreadyInRoom(num(7)))
+        );
     }
 
     #[test]
     fn duplicate_user_kicks_earlier_silently_for_others() {
         let mut r = Registry::new();
-        r.join(1, place(num(7), "a"), Role::Anchor, None, 0).unwrap();
-        r.join(2, place(num(7), "dup"), Role::Anchor, None, 0).unwrap();
-        let (j, fx) = r.join(3, place(num(7), "dup"), Role::Anchor, None, 0).unwrap();
+        r.join(1, place(num(7), "a"), Role::Anchor, None, 0)
+            .unwrap();
+        r.join(2, place(num(7), "dup"), Role::Anchor, None, 0)
+            .unwrap();
+        let (j, fx) = r
+            .join(3, place(num(7), "dup"), Role::Anchor, None, 0)
+            .unwrap();
         assert_eq!(j.replaced, Some(2));
-        assert_eq!(fx, vec![Effect::Kick { session: 2, reason: KickReason::DuplicateUserId }]);
+        assert_eq!(
+            fx,
+            vec![Effect::Kick {
+                session: 2,
+                reason: KickReason::DuplicateUserId
+            }]
+        );
         // The replaced session leaving later changes nothing.
         assert!(r.leave(2, PeerLeaveReason::Left).is_empty());
         assert_eq!(r.room(APP, &num(7)).unwrap().len(), 2);
@@ -403,8 +430,17 @@ mod tests {
     #[test]
     fn numeric_and_string_rooms_are_apart() {
         let mut r = Registry::new();
-        r.join(1, place(num(123), "a"), Role::Anchor, None, 0).unwrap();
-        let (j, fx) = r.join(2, place(RoomId::str("123").unwrap(), "a"), Role::Anchor, None, 0).unwrap();
+        r.join(1, place(num(123), "a"), Role::Anchor, None, 0)
+            .unwrap();
+        let (j, fx) = r
+            .join(
+                2,
+                place(RoomId::str("123").unwrap(), "a"),
+                Role::Anchor,
+                None,
+                0,
+            )
+            .unwrap();
         assert!(j.created_room && j.replaced.is_none() && fx.is_empty());
         assert_eq!(r.rooms(APP).len(), 2);
     }
@@ -412,14 +448,19 @@ mod tests {
     #[test]
     fn last_leave_removes_room() {
         let mut r = Registry::new();
-        r.join(1, place(num(7), "a"), Role::Anchor, None, 0).unwrap();
-        r.join(2, place(num(7), "b"), Role::Anchor, None, 0).unwrap();
+        r.join(1, place(num(7), "a"), Role::Anchor, None, 0)
+            .unwrap();
+        r.join(2, place(num(7), "b"), Role::Anchor, None, 0)
+            .unwrap();
         let fx = r.leave(1, PeerLeaveReason::Timeout);
         assert_eq!(
             fx,
             vec![Effect::Broadcast {
                 to: vec![2],
-                msg: ServerMessage::PeerLeave { user_id: UserId::new("a").unwrap(), reason: PeerLeaveReason::Timeout }
+                msg: ServerMessage::PeerLeave {
+                    user_id: UserId::new("a").unwrap(),
+                    reason: PeerLeaveReason::Timeout
+                }
             }]
         );
         assert!(r.leave(2, PeerLeaveReason::Left).is_empty());
@@ -436,12 +477,24 @@ mod tests {
         let users = [UserId::new("b").unwrap(), UserId::new("zz").unwrap()];
         let (removed, fx) = r.remove_users(APP, &num(7), &users, 0).unwrap();
         assert_eq!(removed, vec![UserId::new("b").unwrap()]);
-        assert_eq!(fx[0], Effect::Kick { session: 2, reason: KickReason::RemovedByAdmin });
+        assert_eq!(
+            fx[0],
+            Effect::Kick {
+                session: 2,
+                reason: KickReason::RemovedByAdmin
+            }
+        );
         assert!(matches!(&fx[1], Effect::Broadcast { to, .. } if to.len() == 2));
         assert_eq!(r.remove_users(APP, &num(8), &users, 0), Err(RoomNotExist));
         let fx = r.dismiss(APP, &num(7), 0).unwrap();
         assert_eq!(fx.len(), 2);
-        assert!(fx.iter().all(|e| matches!(e, Effect::Kick { reason: KickReason::RoomDismissed, .. })));
+        assert!(fx.iter().all(|e| matches!(
+            e,
+            Effect::Kick {
+                reason: KickReason::RoomDismissed,
+                ..
+            }
+        )));
         assert_eq!(r.dismiss(APP, &num(7), 0), Err(RoomNotExist));
         assert_eq!(r.counts(), (0, 0));
         assert!(r.leave(1, PeerLeaveReason::Left).is_empty());
@@ -450,9 +503,17 @@ mod tests {
     #[test]
     fn kicked_memory_is_bounded_in_time() {
         let mut r = Registry::new();
-        r.join(1, place(num(7), "a"), Role::Anchor, None, 0).unwrap();
+        r.join(1, place(num(7), "a"), Role::Anchor, None, 0)
+            .unwrap();
         r.dismiss(APP, &num(7), 0).unwrap();
-        r.join(2, place(num(7), "b"), Role::Anchor, None, KICKED_MEMORY_SECS + 10).unwrap();
+        r.join(
+            2,
+            place(num(7), "b"),
+            Role::Anchor,
+            None,
+            KICKED_MEMORY_SECS + 10,
+        )
+        .unwrap();
         r.dismiss(APP, &num(7), KICKED_MEMORY_SECS + 10).unwrap();
         assert!(!r.kicked.contains_key(&1));
         assert!(r.kicked.contains_key(&2));

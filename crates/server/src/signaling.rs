@@ -226,8 +226,10 @@ impl Session {
 
     /// Sends a connection-level error, then closes.
     async fn fail(&mut self, name: ErrorCode, message: impl Into<String>, code: u16) {
-        self.send(&ServerMessage::Error(ErrorMessage::new(None, name, message)))
-            .await;
+        self.send(&ServerMessage::Error(ErrorMessage::new(
+            None, name, message,
+        )))
+        .await;
         self.close(code, "error").await;
     }
 
@@ -292,12 +294,13 @@ impl Session {
             room: room.clone(),
             user: user.clone(),
         };
-        let outcome = self
-            .shared
-            .apply(|reg| match reg.join(id, place, j.role, resume, unix_now()) {
-                Ok((joined, fx)) => (Ok(joined), fx),
-                Err(e) => (Err(e), Vec::new()),
-            });
+        let outcome =
+            self.shared.apply(
+                |reg| match reg.join(id, place, j.role, resume, unix_now()) {
+                    Ok((joined, fx)) => (Ok(joined), fx),
+                    Err(e) => (Err(e), Vec::new()),
+                },
+            );
         let joined = outcome.map_err(|e| match e {
             JoinError::AlreadyInRoom(_) => {
                 ErrorMessage::new(None, ErrorCode::AlreadyInRoom, e.to_string())
@@ -332,15 +335,24 @@ mod tests {
 
     #[test]
     fn bucket_allows_burst_then_refuses() {
-        let mut b = Bucket::new(RateLimit { per_sec: 1, burst: 3 });
+        let mut b = Bucket::new(RateLimit {
+            per_sec: 1,
+            burst: 3,
+        });
         assert!(b.take() && b.take() && b.take());
         assert!(!b.take());
     }
 
     #[test]
     fn heartbeat_interval_is_bounded() {
-        assert_eq!(heartbeat_interval(Duration::from_secs(2)), Duration::from_millis(500));
-        assert_eq!(heartbeat_interval(Duration::from_secs(60)), Duration::from_secs(5));
+        assert_eq!(
+            heartbeat_interval(Duration::from_secs(2)),
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            heartbeat_interval(Duration::from_secs(60)),
+            Duration::from_secs(5)
+        );
     }
 
     #[test]

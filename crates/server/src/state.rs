@@ -154,7 +154,10 @@ impl Shared {
 
     /// The serialized `client-banned` message for a reason.
     pub fn banned_text(&self, reason: KickReason) -> Utf8Bytes {
-        let i = KickReason::ALL.iter().position(|r| *r == reason).unwrap_or(0);
+        let i = KickReason::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(0);
         self.banned_text[i].clone()
     }
 

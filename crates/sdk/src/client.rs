@@ -1,0 +1,282 @@
+//! The [`Client`]: one user's presence in one room at a time.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use kaigi_proto::endpoint::signaling_url;
+use kaigi_proto::signal::PeerInfo;
+use kaigi_proto::{Role, RoomId, SdkAppId, UserId};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tracing::{info_span, Instrument};
+
+use crate::error::ClientError;
+use crate::events::{ClientEvent, ConnectionState, EventStream};
+use crate::session;
+
+/// How the client rejoins after its signaling connection drops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReconnectPolicy {
+    /// Wait before the first attempt.
+    pub initial_backoff: Duration,
+    /// The longest wait between attempts (the wait doubles up to this).
+    pub max_backoff: Duration,
+    /// Give up (state `DISCONNECTED`, an `error` event) after this long.
+    pub give_up_after: Duration,
+}
+
+impl Default for ReconnectPolicy {
+    fn default() -> Self {
+        ReconnectPolicy {
+            initial_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(5),
+            give_up_after: Duration::from_secs(120),
+        }
+    }
+}
+
+/// What a [`Client`] needs to know.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// The server: `ws://HOST:PORT` (`wss://`, `http://`, `https://` work too).
+    pub server_url: String,
+    /// The application.
+    pub sdk_app_id: SdkAppId,
+    /// This user.
+    pub user_id: UserId,
+    /// This user's UserSig.
+    pub user_sig: String,
+    /// How long `join` (connect + join) may take.
+    pub join_timeout: Duration,
+    /// How long `leave` waits for the server's confirmation.
+    pub leave_timeout: Duration,
+    /// Rejoining after a dropped connection.
+    pub reconnect: ReconnectPolicy,
+}
+
+impl ClientOptions {
+    /// Options with default timeouts and reconnect policy.
+    pub fn new(
+        server_url: impl Into<String>,
+        sdk_app_id: SdkAppId,
+        user_id: UserId,
+        user_sig: impl Into<String>,
+    ) -> Self {
+        ClientOptions {
+            server_url: server_url.into(),
+            sdk_app_id,
+            user_id,
+            user_sig: user_sig.into(),
+            join_timeout: Duration::from_secs(10),
+            leave_timeout: Duration::from_secs(5),
+            reconnect: ReconnectPolicy::default(),
+        }
+    }
+}
+
+/// What `join` found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinInfo {
+    /// The room.
+    pub room: RoomId,
+    /// The role granted.
+    pub role: Role,
+    /// This session's id on the server.
+    pub session_id: String,
+    /// The users already in the room.
+    pub users: Vec<PeerInfo>,
+}
+
+pub(crate) struct Status {
+    pub state: ConnectionState,
+    pub room: Option<(RoomId, Role)>,
+    pub peers: BTreeMap<UserId, Role>,
+}
+
+/// What the client and its session task share.
+pub(crate) struct Shared {
+    pub opts: ClientOptions,
+    pub url: String,
+    status: Mutex<Status>,
+    listeners: Mutex<Vec<mpsc::UnboundedSender<ClientEvent>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Shared {
+    pub fn emit(&self, event: ClientEvent) {
+        lock(&self.listeners).retain(|l| l.send(event.clone()).is_ok());
+    }
+
+    pub fn status(&self) -> MutexGuard<'_, Status> {
+        lock(&self.status)
+    }
+
+    /// Moves to `state`, emitting `connection-state-changed` if it changed.
+    pub fn set_state(&self, state: ConnectionState) {
+        let prev = {
+            let mut s = self.status();
+            let prev = s.state;
+            s.state = state;
+            if state == ConnectionState::Disconnected {
+                s.room = None;
+                s.peers.clear();
+            }
+            prev
+        };
+        if prev != state {
+            self.emit(ClientEvent::ConnectionStateChanged {
+                prev_state: prev,
+                state,
+            });
+        }
+    }
+}
+
+pub(crate) enum Command {
+    Leave(oneshot::Sender<Result<(), ClientError>>),
+}
+
+struct SessionCtl {
+    commands: mpsc::UnboundedSender<Command>,
+    task: JoinHandle<()>,
+}
+
+/// A participant: joins one room at a time, reports events, reconnects.
+///
+/// Dropping a `Client` leaves its room.
+pub struct Client {
+    shared: Arc<Shared>,
+    session: tokio::sync::Mutex<Option<SessionCtl>>,
+}
+
+impl Client {
+    /// A client for these options. Fails only on a malformed server URL.
+    pub fn new(opts: ClientOptions) -> Result<Self, ClientError> {
+        let url = signaling_url(&opts.server_url)
+            .map_err(|e| ClientError::InvalidOptions(e.to_string()))?;
+        Ok(Client {
+            shared: Arc::new(Shared {
+                opts,
+                url,
+                status: Mutex::new(Status {
+                    state: ConnectionState::Disconnected,
+                    room: None,
+                    peers: BTreeMap::new(),
+                }),
+                listeners: Mutex::new(Vec::new()),
+            }),
+            session: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    /// A new stream of this client's events from now on. Several may be
+    /// open; each gets every event.
+    pub fn events(&self) -> EventStream {
+        let (tx, rx) = mpsc::unbounded_channel();
+        lock(&self.shared.listeners).push(tx);
+        EventStream { rx }
+    }
+
+    /// The user this client is.
+    pub fn user_id(&self) -> &UserId {
+        &self.shared.opts.user_id
+    }
+
+    /// The connection state now.
+    pub fn connection_state(&self) -> ConnectionState {
+        self.shared.status().state
+    }
+
+    /// The room this client is in (or rejoining), if any.
+    pub fn room(&self) -> Option<RoomId> {
+        self.shared.status().room.as_ref().map(|(r, _)| r.clone())
+    }
+
+    /// The other users in the room, as last known.
+    pub fn remote_users(&self) -> Vec<PeerInfo> {
+        self.shared
+            .status()
+            .peers
+            .iter()
+            .map(|(u, r)| PeerInfo {
+                user_id: u.clone(),
+                role: *r,
+            })
+            .collect()
+    }
+
+    /// Enters `room` as `role`. Resolves once in the room; fails with a
+    /// typed error (auth, bad room id, timeout, unreachable server).
+    pub async fn join(&self, room: RoomId, role: Role) -> Result<JoinInfo, ClientError> {
+        let mut slot = self.session.lock().await;
+        if self.connection_state() != ConnectionState::Disconnected {
+            return Err(ClientError::AlreadyInRoom);
+        }
+        if let Some(old) = slot.take() {
+            // A session that ended by itself (forced out, gave up).
+            let _ = old.task.await;
+        }
+        self.shared.set_state(ConnectionState::Connecting);
+        let (ws, joined) = match session::connect_and_join(&self.shared, &room, role, None).await {
+            Ok(ok) => ok,
+            Err(e) => {
+                self.shared.set_state(ConnectionState::Disconnected);
+                return Err(e);
+            }
+        };
+        {
+            let mut s = self.shared.status();
+            s.room = Some((room.clone(), role));
+            s.peers = joined
+                .users
+                .iter()
+                .map(|p| (p.user_id.clone(), p.role))
+                .collect();
+        }
+        self.shared.set_state(ConnectionState::Connected);
+        let info = JoinInfo {
+            room: room.clone(),
+            role,
+            session_id: joined.session_id.clone(),
+            users: joined.users.clone(),
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        let span = info_span!("client", user = %self.shared.opts.user_id, %room);
+        let task = tokio::spawn(
+            session::run(self.shared.clone(), ws, joined, room, role, rx).instrument(span),
+        );
+        *slot = Some(SessionCtl { commands: tx, task });
+        Ok(info)
+    }
+
+    /// Leaves the room: resolves when the server has confirmed. Not in a
+    /// room (never joined, already left, forced out): does nothing.
+    pub async fn leave(&self) -> Result<(), ClientError> {
+        let mut slot = self.session.lock().await;
+        let Some(ctl) = slot.take() else {
+            return Ok(());
+        };
+        let (tx, rx) = oneshot::channel();
+        let result = if ctl.commands.send(Command::Leave(tx)).is_ok() {
+            // If the task ended first (forced out), there is nothing to leave.
+            rx.await.unwrap_or(Ok(()))
+        } else {
+            Ok(())
+        };
+        let _ = ctl.task.await;
+        result
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        // Dropping the command sender makes the session task leave and end.
+        if let Some(ctl) = self.session.get_mut().take() {
+            drop(ctl.commands);
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! The SDK's error type.
+
+use kaigi_proto::{ErrorCode, KickReason};
+
+/// Why a [`crate::Client`] call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClientError {
+    /// The options are invalid (e.g. a bad server URL).
+    #[error("invalid options: {0}")]
+    InvalidOptions(String),
+    /// The server refused the credentials (UserSig or SdkAppId); retrying
+    /// with the same ones cannot succeed.
+    #[error("authentication failed ({code}): {message}")]
+    Auth {
+        /// Which check failed.
+        code: ErrorCode,
+        /// The server's detail.
+        message: String,
+    },
+    /// The room id, user id or role was refused.
+    #[error("invalid parameter: {0}")]
+    InvalidParameter(String),
+    /// `join` while already in (or entering) a room.
+    #[error("already in a room; leave first")]
+    AlreadyInRoom,
+    /// The server did not answer in time.
+    #[error("timed out after {0} ms")]
+    Timeout(u64),
+    /// No connection to the server could be made.
+    #[error("server unreachable: {0}")]
+    Unreachable(String),
+    /// The connection dropped before the request was answered.
+    #[error("the connection to the server was lost")]
+    ConnectionLost,
+    /// A resumed session had been forced out.
+    #[error("forced out of the room ({0})")]
+    Banned(KickReason),
+    /// Any other error the server reported.
+    #[error("server error ({code}): {message}")]
+    Server {
+        /// The server's code.
+        code: ErrorCode,
+        /// The server's detail.
+        message: String,
+    },
+}
+
+impl ClientError {
+    /// Whether a retry (as reconnect does) may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Timeout(_)
+                | ClientError::Unreachable(_)
+                | ClientError::ConnectionLost
+                | ClientError::Server {
+                    code: ErrorCode::ServerShuttingDown
+                        | ErrorCode::Internal
+                        | ErrorCode::RateLimited,
+                    ..
+                }
+        )
+    }
+
+    /// A stable name, as used in `error` events.
+    pub fn name(&self) -> String {
+        match self {
+            ClientError::InvalidOptions(_) => "INVALID_OPTIONS".into(),
+            ClientError::Auth { code, .. } | ClientError::Server { code, .. } => code.to_string(),
+            ClientError::InvalidParameter(_) => "INVALID_PARAMETER".into(),
+            ClientError::AlreadyInRoom => "ALREADY_IN_ROOM".into(),
+            ClientError::Timeout(_) => "TIMEOUT".into(),
+            ClientError::Unreachable(_) => "SERVER_UNREACHABLE".into(),
+            ClientError::ConnectionLost => "CONNECTION_LOST".into(),
+            ClientError::Banned(_) => "SESSION_BANNED".into(),
+        }
+    }
+}

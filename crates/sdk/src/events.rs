@@ -1,0 +1,137 @@
+//! Typed events, named as TRTC v4's `ClientEvent`.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures_util::Stream;
+use kaigi_proto::signal::PeerLeaveReason;
+use kaigi_proto::{KickReason, Role, UserId};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+/// The signaling connection's state, as TRTC reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ConnectionState {
+    /// Not in a room.
+    Disconnected,
+    /// Joining.
+    Connecting,
+    /// The connection dropped; rejoining by itself.
+    Reconnecting,
+    /// In the room.
+    Connected,
+}
+
+/// Something that happened to a [`crate::Client`]. Serialized as
+/// `{"event":"<name>", …}` with TRTC's event names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(
+    tag = "event",
+    rename_all = "kebab-case",
+    rename_all_fields = "camelCase"
+)]
+pub enum ClientEvent {
+    /// A user entered the room.
+    PeerJoin {
+        /// Who.
+        user_id: UserId,
+        /// Their role.
+        role: Role,
+    },
+    /// A user left the room.
+    PeerLeave {
+        /// Who.
+        user_id: UserId,
+        /// Why.
+        reason: PeerLeaveReason,
+    },
+    /// The connection state changed.
+    ConnectionStateChanged {
+        /// The state before.
+        prev_state: ConnectionState,
+        /// The state now.
+        state: ConnectionState,
+    },
+    /// This client was forced out of its room. Its state is now
+    /// `DISCONNECTED` and it will not rejoin by itself.
+    ClientBanned {
+        /// Why.
+        reason: KickReason,
+        /// TRTC's message for the reason.
+        message: String,
+    },
+    /// Something failed outside any call (e.g. reconnecting gave up).
+    Error {
+        /// Numeric code (server codes; 0 for client-side failures).
+        code: u32,
+        /// Symbolic name, e.g. `RECONNECT_FAILED`.
+        name: String,
+        /// Human-readable detail.
+        message: String,
+    },
+}
+
+impl ClientEvent {
+    /// The TRTC event name (`peer-join`, `client-banned`, …).
+    pub fn name(&self) -> &'static str {
+        match self {
+            ClientEvent::PeerJoin { .. } => "peer-join",
+            ClientEvent::PeerLeave { .. } => "peer-leave",
+            ClientEvent::ConnectionStateChanged { .. } => "connection-state-changed",
+            ClientEvent::ClientBanned { .. } => "client-banned",
+            ClientEvent::Error { .. } => "error",
+        }
+    }
+}
+
+/// A stream of a client's events from the moment it was made; no event is
+/// dropped however slowly it is read.
+#[derive(Debug)]
+pub struct EventStream {
+    pub(crate) rx: mpsc::UnboundedReceiver<ClientEvent>,
+}
+
+impl EventStream {
+    /// The next event; `None` once the client is dropped.
+    pub async fn recv(&mut self) -> Option<ClientEvent> {
+        self.rx.recv().await
+    }
+
+    /// An event already waiting, if any.
+    pub fn try_recv(&mut self) -> Option<ClientEvent> {
+        self.rx.try_recv().ok()
+    }
+}
+
+impl Stream for EventStream {
+    type Item = ClientEvent;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<ClientEvent>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn wire_shapes() {
+        let e = ClientEvent::ConnectionStateChanged {
+            prev_state: ConnectionState::Connecting,
+            state: ConnectionState::Connected,
+        };
+        assert_eq!(
+            serde_json::to_value(&e).unwrap(),
+            json!({"event":"connection-state-changed","prevState":"CONNECTING","state":"CONNECTED"})
+        );
+        let b = ClientEvent::ClientBanned {
+            reason: KickReason::RemovedByAdmin,
+            message: KickReason::RemovedByAdmin.message().into(),
+        };
+        let v = serde_json::to_value(&b).unwrap();
+        assert_eq!(v["event"], b.name());
+        assert_eq!(v["reason"], "removed-by-admin");
+    }
+}

@@ -1,0 +1,362 @@
+//! The session task: owns the signaling WebSocket while in a room, relays
+//! server events, sends heartbeats, and rejoins after a dropped connection.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use kaigi_proto::signal::{
+    ClientMessage, ErrorMessage, JoinRequest, Joined, PeerLeaveReason, RoomRef, ServerMessage,
+};
+use kaigi_proto::{ErrorCode, KickReason, Role, RoomId, PROTOCOL_VERSION};
+use rand::Rng;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tracing::{debug, info, warn};
+
+use crate::client::{Command, Shared};
+use crate::error::ClientError;
+use crate::events::{ClientEvent, ConnectionState};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+const JOIN_REQ_ID: u64 = 1;
+
+fn to_client_error(e: ErrorMessage) -> ClientError {
+    match e.name {
+        c if c.is_auth() => ClientError::Auth {
+            code: c,
+            message: e.message,
+        },
+        ErrorCode::InvalidParameter => ClientError::InvalidParameter(e.message),
+        ErrorCode::AlreadyInRoom => ClientError::AlreadyInRoom,
+        ErrorCode::SessionBanned => {
+            ClientError::Banned(e.kick_reason.unwrap_or(KickReason::DuplicateUserId))
+        }
+        code => ClientError::Server {
+            code,
+            message: e.message,
+        },
+    }
+}
+
+async fn send(ws: &mut Ws, msg: &ClientMessage) -> Result<(), ClientError> {
+    let text =
+        serde_json::to_string(msg).map_err(|e| ClientError::InvalidOptions(e.to_string()))?;
+    ws.send(Message::text(text))
+        .await
+        .map_err(|_| ClientError::ConnectionLost)
+}
+
+/// The next server message; `None` when the connection is gone.
+async fn next_message(ws: &mut Ws) -> Option<ServerMessage> {
+    loop {
+        match ws.next().await? {
+            Ok(Message::Text(text)) => match serde_json::from_str(&text) {
+                Ok(m) => return Some(m),
+                Err(e) => warn!(error = %e, "unreadable server message ignored"),
+            },
+            Ok(Message::Close(_)) | Err(_) => return None,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Connects and joins, within the join timeout.
+pub(crate) async fn connect_and_join(
+    shared: &Shared,
+    room: &RoomId,
+    role: Role,
+    resume: Option<String>,
+) -> Result<(Ws, Joined), ClientError> {
+    let timeout = shared.opts.join_timeout;
+    let attempt = async {
+        let (mut ws, _) = tokio_tungstenite::connect_async(shared.url.as_str())
+            .await
+            .map_err(|e| ClientError::Unreachable(format!("{}: {e}", shared.url)))?;
+        let opts = &shared.opts;
+        let join = ClientMessage::Join(JoinRequest {
+            req_id: JOIN_REQ_ID,
+            sdk_app_id: opts.sdk_app_id.0,
+            user_id: opts.user_id.to_string(),
+            user_sig: opts.user_sig.clone(),
+            room: RoomRef::from(room),
+            role,
+            resume,
+            protocol: Some(PROTOCOL_VERSION),
+        });
+        send(&mut ws, &join).await?;
+        loop {
+            match next_message(&mut ws).await {
+                Some(ServerMessage::Joined(j)) if j.req_id == JOIN_REQ_ID => return Ok((ws, j)),
+                Some(ServerMessage::Error(e))
+                    if e.req_id == Some(JOIN_REQ_ID) || e.req_id.is_none() =>
+                {
+                    return Err(to_client_error(e))
+                }
+                Some(_) => {}
+                None => return Err(ClientError::ConnectionLost),
+            }
+        }
+    };
+    tokio::time::timeout(timeout, attempt)
+        .await
+        .map_err(|_| ClientError::Timeout(timeout.as_millis() as u64))?
+}
+
+enum Outcome {
+    Leave(Option<oneshot::Sender<Result<(), ClientError>>>),
+    Banned(KickReason, String),
+    Lost,
+}
+
+/// Runs a joined session until leave, a forced exit, or giving up.
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    mut ws: Ws,
+    mut joined: Joined,
+    room: RoomId,
+    role: Role,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+) {
+    let mut req_id = JOIN_REQ_ID;
+    loop {
+        match connected(&shared, &mut ws, &joined, &mut commands, &mut req_id).await {
+            Outcome::Leave(reply) => {
+                req_id += 1;
+                let result = leave(&shared, &mut ws, req_id).await;
+                shared.set_state(ConnectionState::Disconnected);
+                info!("left");
+                if let Some(reply) = reply {
+                    let _ = reply.send(result);
+                }
+                return;
+            }
+            Outcome::Banned(reason, message) => {
+                let _ = ws.close(None).await;
+                banned(&shared, reason, message);
+                return;
+            }
+            Outcome::Lost => {
+                shared.set_state(ConnectionState::Reconnecting);
+                let resume = joined.session_id.clone();
+                match reconnect(&shared, &room, role, resume, &mut commands).await {
+                    Rejoin::Joined(new_ws, new_joined) => {
+                        ws = new_ws;
+                        joined = new_joined;
+                        req_id = JOIN_REQ_ID;
+                        resync_peers(&shared, &joined);
+                        shared.set_state(ConnectionState::Connected);
+                    }
+                    Rejoin::Stopped(reply) => {
+                        shared.set_state(ConnectionState::Disconnected);
+                        if let Some(reply) = reply {
+                            let _ = reply.send(Ok(()));
+                        }
+                        return;
+                    }
+                    Rejoin::Banned(reason) => {
+                        banned(&shared, reason, reason.message().to_owned());
+                        return;
+                    }
+                    Rejoin::Failed(e) => {
+                        warn!(error = %e, "reconnecting failed; giving up");
+                        shared.set_state(ConnectionState::Disconnected);
+                        shared.emit(ClientEvent::Error {
+                            code: 0,
+                            name: "RECONNECT_FAILED".into(),
+                            message: format!("could not rejoin the room: {e}"),
+                        });
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn banned(shared: &Shared, reason: KickReason, message: String) {
+    info!(%reason, "forced out");
+    // The state is already DISCONNECTED when the app handles the event.
+    let prev = {
+        let mut s = shared.status();
+        let prev = s.state;
+        s.state = ConnectionState::Disconnected;
+        s.room = None;
+        s.peers.clear();
+        prev
+    };
+    shared.emit(ClientEvent::ClientBanned { reason, message });
+    if prev != ConnectionState::Disconnected {
+        shared.emit(ClientEvent::ConnectionStateChanged {
+            prev_state: prev,
+            state: ConnectionState::Disconnected,
+        });
+    }
+}
+
+/// Emits joins and leaves for the difference between the peers known
+/// before a drop and those found on rejoining.
+fn resync_peers(shared: &Shared, joined: &Joined) {
+    let now: BTreeMap<_, _> = joined
+        .users
+        .iter()
+        .map(|p| (p.user_id.clone(), p.role))
+        .collect();
+    let before = std::mem::replace(&mut shared.status().peers, now.clone());
+    for (user, _) in before.iter().filter(|(u, _)| !now.contains_key(*u)) {
+        shared.emit(ClientEvent::PeerLeave {
+            user_id: user.clone(),
+            reason: PeerLeaveReason::Left,
+        });
+    }
+    for (user, role) in now.iter().filter(|(u, _)| !before.contains_key(*u)) {
+        shared.emit(ClientEvent::PeerJoin {
+            user_id: user.clone(),
+            role: *role,
+        });
+    }
+}
+
+async fn connected(
+    shared: &Shared,
+    ws: &mut Ws,
+    joined: &Joined,
+    commands: &mut mpsc::UnboundedReceiver<Command>,
+    req_id: &mut u64,
+) -> Outcome {
+    let interval = Duration::from_millis(joined.heartbeat_interval_ms.max(100));
+    let dead_after = Duration::from_millis(joined.heartbeat_timeout_ms.max(1000));
+    let mut heartbeat = tokio::time::interval_at(Instant::now() + interval, interval);
+    heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut last_heard = Instant::now();
+    loop {
+        tokio::select! {
+            cmd = commands.recv() => match cmd {
+                Some(Command::Leave(reply)) => return Outcome::Leave(Some(reply)),
+                None => return Outcome::Leave(None),
+            },
+            _ = heartbeat.tick() => {
+                *req_id += 1;
+                if send(ws, &ClientMessage::Ping { req_id: *req_id }).await.is_err() {
+                    return Outcome::Lost;
+                }
+            }
+            _ = tokio::time::sleep_until(last_heard + dead_after) => {
+                warn!("nothing heard from the server; reconnecting");
+                return Outcome::Lost;
+            }
+            msg = next_message(ws) => {
+                last_heard = Instant::now();
+                match msg {
+                    None => return Outcome::Lost,
+                    Some(ServerMessage::PeerJoin { user_id, role }) => {
+                        shared.status().peers.insert(user_id.clone(), role);
+                        shared.emit(ClientEvent::PeerJoin { user_id, role });
+                    }
+                    Some(ServerMessage::PeerLeave { user_id, reason }) => {
+                        shared.status().peers.remove(&user_id);
+                        shared.emit(ClientEvent::PeerLeave { user_id, reason });
+                    }
+                    Some(ServerMessage::ClientBanned { reason, message }) => {
+                        return Outcome::Banned(reason, message);
+                    }
+                    Some(ServerMessage::Error(e)) => {
+                        warn!(code = e.code, message = %e.message, "server error");
+                        if e.req_id.is_none() && e.name != ErrorCode::ServerShuttingDown {
+                            shared.emit(ClientEvent::Error { code: e.code, name: e.name.to_string(), message: e.message });
+                        }
+                    }
+                    Some(other) => debug!(?other, "ignored"),
+                }
+            }
+        }
+    }
+}
+
+/// Sends `leave` and waits for `left`, then closes the connection.
+async fn leave(shared: &Shared, ws: &mut Ws, req_id: u64) -> Result<(), ClientError> {
+    let timeout = shared.opts.leave_timeout;
+    let result = async {
+        if send(ws, &ClientMessage::Leave { req_id }).await.is_err() {
+            // The connection is gone, and with it our place in the room.
+            return Ok(());
+        }
+        loop {
+            match next_message(ws).await {
+                Some(ServerMessage::Left { req_id: r }) if r == req_id => return Ok(()),
+                Some(ServerMessage::ClientBanned { .. }) | None => return Ok(()),
+                Some(_) => {}
+            }
+        }
+    };
+    let result = tokio::time::timeout(timeout, result)
+        .await
+        .unwrap_or(Err(ClientError::Timeout(timeout.as_millis() as u64)));
+    // Finish the closing handshake so the server sees a clean close.
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = ws.close(None).await;
+        while let Some(Ok(_)) = ws.next().await {}
+    })
+    .await;
+    result
+}
+
+enum Rejoin {
+    Joined(Ws, Joined),
+    Stopped(Option<oneshot::Sender<Result<(), ClientError>>>),
+    Banned(KickReason),
+    Failed(ClientError),
+}
+
+async fn reconnect(
+    shared: &Shared,
+    room: &RoomId,
+    role: Role,
+    resume: String,
+    commands: &mut mpsc::UnboundedReceiver<Command>,
+) -> Rejoin {
+    let policy = shared.opts.reconnect;
+    let started = Instant::now();
+    let mut backoff = policy.initial_backoff;
+    let mut attempt = 0u32;
+    loop {
+        // Jitter spreads out many clients reconnecting to a restarted server.
+        let wait = backoff.mul_f64(rand::rng().random_range(0.8..1.2));
+        tokio::select! {
+            cmd = commands.recv() => return Rejoin::Stopped(match cmd {
+                Some(Command::Leave(reply)) => Some(reply),
+                None => None,
+            }),
+            _ = tokio::time::sleep(wait) => {}
+        }
+        attempt += 1;
+        let try_join = connect_and_join(shared, room, role, Some(resume.clone()));
+        let result = tokio::select! {
+            cmd = commands.recv() => return Rejoin::Stopped(match cmd {
+                Some(Command::Leave(reply)) => Some(reply),
+                None => None,
+            }),
+            r = try_join => r,
+        };
+        match result {
+            Ok((ws, joined)) => {
+                info!(attempt, "rejoined");
+                return Rejoin::Joined(ws, joined);
+            }
+            Err(ClientError::Banned(reason)) => return Rejoin::Banned(reason),
+            Err(e) if !e.is_retryable() => return Rejoin::Failed(e),
+            Err(e) => {
+                debug!(attempt, error = %e, "rejoin failed; retrying");
+                if started.elapsed() >= policy.give_up_after {
+                    return Rejoin::Failed(e);
+                }
+                backoff = (backoff * 2).min(policy.max_backoff);
+            }
+        }
+    }
+}
