@@ -1,1 +1,270 @@
+//! The common harness for Kaigi's end-to-end suites: a real server on
+//! 127.0.0.1 with an ephemeral port, SDK clients, raw WebSocket clients,
+//! admin calls, and event waits with timeouts (never sleeps).
 
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::{SinkExt, StreamExt};
+use kaigi_proto::{usersig, Role, RoomId, SdkAppId, UserId, ADMIN_IDENTIFIER};
+use kaigi_sdk::{Client, ClientEvent, ClientOptions, EventStream, ReconnectPolicy};
+use kaigi_server::{AppCredential, Config, ServerHandle};
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// The test application.
+pub const APP: SdkAppId = SdkAppId(1_400_000_001);
+/// Its secret key.
+pub const KEY: &str = "kaigi-test-secret";
+/// A second application on the same server.
+pub const OTHER_APP: SdkAppId = SdkAppId(1_400_000_002);
+/// Its secret key.
+pub const OTHER_KEY: &str = "kaigi-other-secret";
+/// How long any single wait may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A raw signaling connection.
+pub type RawWs = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Unix seconds now.
+pub fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+}
+
+/// A UserSig for `user` of the test app, valid for a day.
+pub fn sig(user: &str) -> String {
+    usersig::generate(APP, KEY, user, 86_400, now())
+}
+
+/// A numeric room.
+pub fn room(n: u64) -> RoomId {
+    RoomId::num(n).unwrap()
+}
+
+/// A string room.
+pub fn str_room(s: &str) -> RoomId {
+    RoomId::str(s).unwrap()
+}
+
+/// A server started for one test.
+pub struct TestServer {
+    handle: Option<ServerHandle>,
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+/// The config every test server starts from.
+pub fn test_config(listen: SocketAddr) -> Config {
+    Config::new(
+        listen,
+        vec![
+            AppCredential { id: APP, key: KEY.into() },
+            AppCredential { id: OTHER_APP, key: OTHER_KEY.into() },
+        ],
+    )
+}
+
+impl TestServer {
+    /// Starts a server with the test apps.
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts a server after `edit` adjusts the config.
+    pub async fn start_with(edit: impl FnOnce(&mut Config)) -> Self {
+        let mut config = test_config("127.0.0.1:0".parse().unwrap());
+        edit(&mut config);
+        let handle = kaigi_server::start(config).await.expect("server starts");
+        TestServer { addr: handle.local_addr(), handle: Some(handle) }
+    }
+
+    /// Starts a server on a given address (to restart on the same port).
+    pub async fn start_on(addr: SocketAddr) -> Self {
+        let handle = kaigi_server::start(test_config(addr)).await.expect("server restarts");
+        TestServer { addr: handle.local_addr(), handle: Some(handle) }
+    }
+
+    /// The running server.
+    pub fn handle(&self) -> &ServerHandle {
+        self.handle.as_ref().expect("running")
+    }
+
+    /// `ws://ADDR`.
+    pub fn url(&self) -> String {
+        format!("ws://{}", self.addr)
+    }
+
+    /// Options for `user` with a valid UserSig and quick reconnects.
+    pub fn options(&self, user: &str) -> ClientOptions {
+        let mut o = ClientOptions::new(self.url(), APP, UserId::new(user).unwrap(), sig(user));
+        o.reconnect = ReconnectPolicy {
+            initial_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_millis(300),
+            give_up_after: Duration::from_secs(20),
+        };
+        o
+    }
+
+    /// A client for `user` and its event stream.
+    pub fn client(&self, user: &str) -> (Client, EventStream) {
+        let c = Client::new(self.options(user)).unwrap();
+        let e = c.events();
+        (c, e)
+    }
+
+    /// A client for `user` that has joined `room` as an anchor.
+    pub async fn joined(&self, user: &str, room: &RoomId) -> (Client, EventStream) {
+        let (c, mut e) = self.client(user);
+        c.join(room.clone(), Role::Anchor).await.expect("join");
+        drain(&mut e);
+        (c, e)
+    }
+
+    /// [`TestServer::joined`] with owned arguments, for `join_all`.
+    pub fn joined_owned(&self, user: String, room: RoomId) -> impl Future<Output = (Client, EventStream)> + '_ {
+        async move { self.joined(&user, &room).await }
+    }
+
+    /// Calls the admin API with a valid administrator UserSig.
+    pub async fn admin(&self, action: &str, mut body: Value) -> Value {
+        if body.get("SdkAppId").is_none() {
+            body["SdkAppId"] = json!(APP.0);
+        }
+        let admin_sig = usersig::generate(APP, KEY, ADMIN_IDENTIFIER, 300, now());
+        let query = format!("sdkappid={}&identifier={ADMIN_IDENTIFIER}&usersig={admin_sig}&random=1&contenttype=json", APP.0);
+        self.admin_raw("POST", action, &query, body.to_string()).await
+    }
+
+    /// Calls the admin API with a given method, query string and body.
+    pub async fn admin_raw(&self, method: &str, action: &str, query: &str, body: String) -> Value {
+        let url = format!("http://{}/api/{action}?{query}", self.addr);
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let resp = reqwest::Client::new().request(method, url).body(body).send().await.expect("admin call");
+        assert_eq!(resp.status(), 200, "admin answers 200 with a JSON body");
+        resp.json().await.expect("admin JSON")
+    }
+
+    /// `DescribeRoom`'s user ids, or `None` when the room does not exist.
+    pub async fn users_in(&self, room: &RoomId) -> Option<Vec<String>> {
+        let id = match room {
+            RoomId::Num(n) => json!(n),
+            RoomId::Str(s) => json!(s),
+        };
+        let r = self.admin("DescribeRoom", json!({"RoomId": id})).await;
+        if let Some(code) = r.pointer("/Response/Error/Code") {
+            assert_eq!(code, "FailedOperation.RoomNotExist", "{r}");
+            return None;
+        }
+        Some(
+            r["Response"]["Users"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|u| u["UserId"].as_str().unwrap().to_owned())
+                .collect(),
+        )
+    }
+
+    /// Opens a raw signaling WebSocket.
+    pub async fn raw(&self) -> RawWs {
+        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", self.addr)).await.expect("ws connect");
+        ws
+    }
+
+    /// Waits until exactly `n` signaling sessions are open on the server.
+    pub async fn wait_sessions(&self, n: usize) {
+        let mut rx = self.handle().shared().watch_sessions();
+        within(&format!("{n} open sessions"), rx.wait_for(|c| *c == n)).await.expect("server running");
+    }
+
+    /// Stops the server and waits until its sessions are gone.
+    pub async fn stop(&mut self) {
+        if let Some(h) = self.handle.take() {
+            h.shutdown().await;
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(h) = self.handle.take() {
+            h.shared().shutdown.cancel();
+        }
+    }
+}
+
+/// Throws away events already received.
+pub fn drain(events: &mut EventStream) -> Vec<ClientEvent> {
+    let mut v = Vec::new();
+    while let Some(e) = events.try_recv() {
+        v.push(e);
+    }
+    v
+}
+
+/// Awaits `fut` or fails the test after [`WAIT`].
+pub async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
+    tokio::time::timeout(WAIT, fut).await.unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
+
+/// Waits for the first event matching `pred`, returning it and every event
+/// seen before it.
+pub async fn wait_for(
+    events: &mut EventStream,
+    what: &str,
+    pred: impl Fn(&ClientEvent) -> bool,
+) -> (ClientEvent, Vec<ClientEvent>) {
+    let mut before = Vec::new();
+    within(what, async {
+        loop {
+            let e = events.recv().await.expect("event stream open");
+            if pred(&e) {
+                return (e, before);
+            }
+            before.push(e);
+        }
+    })
+    .await
+}
+
+/// Sends a JSON message on a raw connection.
+pub async fn raw_send(ws: &mut RawWs, v: Value) {
+    ws.send(Message::text(v.to_string())).await.expect("raw send");
+}
+
+/// The next text message on a raw connection as JSON, or `None` when closed
+/// (the close frame's code returned separately by [`raw_close_code`]).
+pub async fn raw_recv(ws: &mut RawWs) -> Option<Value> {
+    within("a raw message", async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Text(t))) => return Some(serde_json::from_str(&t).unwrap()),
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await
+}
+
+/// Reads until the server closes, returning the close code it sent.
+pub async fn raw_close_code(ws: &mut RawWs) -> Option<u16> {
+    within("the server to close", async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+                None | Some(Err(_)) => return None,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await
+}
+
+/// A raw join message for the test app.
+pub fn raw_join(req_id: u64, user: &str, room: u64) -> Value {
+    json!({"type":"join","reqId":req_id,"sdkAppId":APP.0,"userId":user,"userSig":sig(user),"roomId":room})
+}

@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use axum::extract::ws::Utf8Bytes;
 use kaigi_proto::signal::ServerMessage;
 use kaigi_proto::{KickReason, SdkAppId};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -43,6 +43,7 @@ pub struct Shared {
     pub app_keys: HashMap<SdkAppId, String>,
     registry: Mutex<Registry>,
     sessions: Mutex<HashMap<SessionId, SessionHandle>>,
+    session_count: watch::Sender<usize>,
     next_session: AtomicU64,
     /// Metrics.
     pub metrics: Metrics,
@@ -78,6 +79,7 @@ impl Shared {
             config,
             registry: Mutex::new(Registry::new()),
             sessions: Mutex::new(HashMap::new()),
+            session_count: watch::Sender::new(0),
             next_session: AtomicU64::new(start),
             metrics: Metrics::new(),
             shutdown: CancellationToken::new(),
@@ -93,14 +95,18 @@ impl Shared {
         drop: CancellationToken,
     ) -> SessionId {
         let id = self.next_session.fetch_add(1, Ordering::Relaxed);
-        lock(&self.sessions).insert(id, SessionHandle { outbox, drop });
+        let mut sessions = lock(&self.sessions);
+        sessions.insert(id, SessionHandle { outbox, drop });
+        self.session_count.send_replace(sessions.len());
         self.metrics.connections.inc();
         id
     }
 
     /// Unregisters a session; its place in a room is left by the caller.
     pub fn close_session(&self, id: SessionId) {
-        if lock(&self.sessions).remove(&id).is_some() {
+        let mut sessions = lock(&self.sessions);
+        if sessions.remove(&id).is_some() {
+            self.session_count.send_replace(sessions.len());
             self.metrics.connections.dec();
         }
     }
@@ -163,6 +169,11 @@ impl Shared {
 
     /// The number of open sessions.
     pub fn session_count(&self) -> usize {
-        lock(&self.sessions).len()
+        *self.session_count.borrow()
+    }
+
+    /// Watches the number of open sessions (every open and close).
+    pub fn watch_sessions(&self) -> watch::Receiver<usize> {
+        self.session_count.subscribe()
     }
 }
