@@ -31,7 +31,10 @@ pub type RawWs = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Unix seconds now.
 pub fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 /// A UserSig for `user` of the test app, valid for a day.
@@ -61,8 +64,14 @@ pub fn test_config(listen: SocketAddr) -> Config {
     Config::new(
         listen,
         vec![
-            AppCredential { id: APP, key: KEY.into() },
-            AppCredential { id: OTHER_APP, key: OTHER_KEY.into() },
+            AppCredential {
+                id: APP,
+                key: KEY.into(),
+            },
+            AppCredential {
+                id: OTHER_APP,
+                key: OTHER_KEY.into(),
+            },
         ],
     )
 }
@@ -78,13 +87,21 @@ impl TestServer {
         let mut config = test_config("127.0.0.1:0".parse().unwrap());
         edit(&mut config);
         let handle = kaigi_server::start(config).await.expect("server starts");
-        TestServer { addr: handle.local_addr(), handle: Some(handle) }
+        TestServer {
+            addr: handle.local_addr(),
+            handle: Some(handle),
+        }
     }
 
     /// Starts a server on a given address (to restart on the same port).
     pub async fn start_on(addr: SocketAddr) -> Self {
-        let handle = kaigi_server::start(test_config(addr)).await.expect("server restarts");
-        TestServer { addr: handle.local_addr(), handle: Some(handle) }
+        let handle = kaigi_server::start(test_config(addr))
+            .await
+            .expect("server restarts");
+        TestServer {
+            addr: handle.local_addr(),
+            handle: Some(handle),
+        }
     }
 
     /// The running server.
@@ -124,7 +141,11 @@ impl TestServer {
     }
 
     /// [`TestServer::joined`] with owned arguments, for `join_all`.
-    pub fn joined_owned(&self, user: String, room: RoomId) -> impl Future<Output = (Client, EventStream)> + '_ {
+    pub fn joined_owned(
+        &self,
+        user: String,
+        room: RoomId,
+    ) -> impl Future<Output = (Client, EventStream)> + '_ {
         async move { self.joined(&user, &room).await }
     }
 
@@ -135,14 +156,20 @@ impl TestServer {
         }
         let admin_sig = usersig::generate(APP, KEY, ADMIN_IDENTIFIER, 300, now());
         let query = format!("sdkappid={}&identifier={ADMIN_IDENTIFIER}&usersig={admin_sig}&random=1&contenttype=json", APP.0);
-        self.admin_raw("POST", action, &query, body.to_string()).await
+        self.admin_raw("POST", action, &query, body.to_string())
+            .await
     }
 
     /// Calls the admin API with a given method, query string and body.
     pub async fn admin_raw(&self, method: &str, action: &str, query: &str, body: String) -> Value {
         let url = format!("http://{}/api/{action}?{query}", self.addr);
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        let resp = reqwest::Client::new().request(method, url).body(body).send().await.expect("admin call");
+        let resp = reqwest::Client::new()
+            .request(method, url)
+            .body(body)
+            .send()
+            .await
+            .expect("admin call");
         assert_eq!(resp.status(), 200, "admin answers 200 with a JSON body");
         resp.json().await.expect("admin JSON")
     }
@@ -170,14 +197,18 @@ impl TestServer {
 
     /// Opens a raw signaling WebSocket.
     pub async fn raw(&self) -> RawWs {
-        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", self.addr)).await.expect("ws connect");
+        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", self.addr))
+            .await
+            .expect("ws connect");
         ws
     }
 
     /// Waits until exactly `n` signaling sessions are open on the server.
     pub async fn wait_sessions(&self, n: usize) {
         let mut rx = self.handle().shared().watch_sessions();
-        within(&format!("{n} open sessions"), rx.wait_for(|c| *c == n)).await.expect("server running");
+        within(&format!("{n} open sessions"), rx.wait_for(|c| *c == n))
+            .await
+            .expect("server running");
     }
 
     /// Stops the server and waits until its sessions are gone.
@@ -207,7 +238,9 @@ pub fn drain(events: &mut EventStream) -> Vec<ClientEvent> {
 
 /// Awaits `fut` or fails the test after [`WAIT`].
 pub async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
-    tokio::time::timeout(WAIT, fut).await.unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+    tokio::time::timeout(WAIT, fut)
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
 }
 
 /// Waits for the first event matching `pred`, returning it and every event
@@ -232,7 +265,9 @@ pub async fn wait_for(
 
 /// Sends a JSON message on a raw connection.
 pub async fn raw_send(ws: &mut RawWs, v: Value) {
-    ws.send(Message::text(v.to_string())).await.expect("raw send");
+    ws.send(Message::text(v.to_string()))
+        .await
+        .expect("raw send");
 }
 
 /// The next text message on a raw connection as JSON, or `None` when closed

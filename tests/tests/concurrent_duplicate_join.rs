@@ -11,12 +11,20 @@ async fn hundred_racing_joins_leave_one_survivor() {
     let server = TestServer::start().await;
     let r = room(3001);
     let (clients, streams): (Vec<_>, Vec<_>) = (0..N).map(|_| server.client("racer")).unzip();
-    let joins = futures_util::future::join_all(clients.iter().map(|c| c.join(r.clone(), Role::Anchor))).await;
-    assert!(joins.iter().all(|j| j.is_ok()), "each join is accepted, then replaced: {joins:?}");
+    let joins =
+        futures_util::future::join_all(clients.iter().map(|c| c.join(r.clone(), Role::Anchor)))
+            .await;
+    assert!(
+        joins.iter().all(|j| j.is_ok()),
+        "each join is accepted, then replaced: {joins:?}"
+    );
 
     // Every event of every client, tagged with the client's index.
     let mut all = futures_util::stream::select_all(
-        streams.into_iter().enumerate().map(|(i, s)| s.map(move |e| (i, e)).boxed()),
+        streams
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| s.map(move |e| (i, e)).boxed()),
     );
     let mut banned = vec![false; N];
     within("99 bans", async {
@@ -32,7 +40,11 @@ async fn hundred_racing_joins_leave_one_survivor() {
     .await;
     let survivor = banned.iter().position(|b| !b).unwrap();
     for (i, c) in clients.iter().enumerate() {
-        let expected = if i == survivor { ConnectionState::Connected } else { ConnectionState::Disconnected };
+        let expected = if i == survivor {
+            ConnectionState::Connected
+        } else {
+            ConnectionState::Disconnected
+        };
         assert_eq!(c.connection_state(), expected, "client {i}");
     }
     assert_eq!(server.users_in(&r).await.unwrap(), ["racer"]);

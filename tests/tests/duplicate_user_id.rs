@@ -12,13 +12,23 @@ async fn earlier_session_is_banned_and_later_stays() {
     let r = room(2001);
     let (first, mut first_events) = server.joined("alice", &r).await;
     let (_watcher, mut watcher_events) = server.joined("watcher", &r).await;
-    wait_for(&mut first_events, "watcher join", |e| matches!(e, ClientEvent::PeerJoin { .. })).await;
+    wait_for(&mut first_events, "watcher join", |e| {
+        matches!(e, ClientEvent::PeerJoin { .. })
+    })
+    .await;
 
     let (second, mut second_events) = server.client("alice");
     let info = second.join(r.clone(), Role::Anchor).await.unwrap();
-    assert_eq!(info.users.len(), 1, "the newcomer sees the watcher, not its old self");
+    assert_eq!(
+        info.users.len(),
+        1,
+        "the newcomer sees the watcher, not its old self"
+    );
 
-    let (banned, _) = wait_for(&mut first_events, "client-banned", |e| matches!(e, ClientEvent::ClientBanned { .. })).await;
+    let (banned, _) = wait_for(&mut first_events, "client-banned", |e| {
+        matches!(e, ClientEvent::ClientBanned { .. })
+    })
+    .await;
     assert_eq!(
         banned,
         ClientEvent::ClientBanned {
@@ -28,21 +38,37 @@ async fn earlier_session_is_banned_and_later_stays() {
     );
     assert_eq!(first.connection_state(), ConnectionState::Disconnected);
     assert_eq!(first.room(), None);
-    let (e, _) = wait_for(&mut first_events, "state change", |e| matches!(e, ClientEvent::ConnectionStateChanged { .. })).await;
-    assert_eq!(e, ClientEvent::ConnectionStateChanged { prev_state: ConnectionState::Connected, state: ConnectionState::Disconnected });
+    let (e, _) = wait_for(&mut first_events, "state change", |e| {
+        matches!(e, ClientEvent::ConnectionStateChanged { .. })
+    })
+    .await;
+    assert_eq!(
+        e,
+        ClientEvent::ConnectionStateChanged {
+            prev_state: ConnectionState::Connected,
+            state: ConnectionState::Disconnected
+        }
+    );
 
     // A barrier: a third user joins; everything the watcher saw before it
     // must hold no leave or join of alice.
     let (_zed, _) = server.joined("zed", &r).await;
-    let (_, before) = wait_for(&mut watcher_events, "peer-join zed", |e| {
-        matches!(e, ClientEvent::PeerJoin { user_id, .. } if user_id.as_str() == "zed")
-    })
+    let (_, before) = wait_for(
+        &mut watcher_events,
+        "peer-join zed",
+        |e| matches!(e, ClientEvent::PeerJoin { user_id, .. } if user_id.as_str() == "zed"),
+    )
     .await;
     assert!(before.is_empty(), "the watcher saw {before:?}");
 
     assert_eq!(second.connection_state(), ConnectionState::Connected);
-    assert!(drain(&mut second_events).iter().all(|e| !matches!(e, ClientEvent::ClientBanned { .. })));
-    assert_eq!(server.users_in(&r).await.unwrap(), ["watcher", "alice", "zed"]);
+    assert!(drain(&mut second_events)
+        .iter()
+        .all(|e| !matches!(e, ClientEvent::ClientBanned { .. })));
+    assert_eq!(
+        server.users_in(&r).await.unwrap(),
+        ["watcher", "alice", "zed"]
+    );
 
     // The banned client's leave is a no-op and does not disturb the new one.
     first.leave().await.unwrap();
@@ -61,7 +87,10 @@ async fn a_banned_session_cannot_resume() {
     raw_send(&mut new, raw_join(1, "alice", 7)).await;
     assert_eq!(raw_recv(&mut new).await.unwrap()["type"], "joined");
     let banned = raw_recv(&mut old).await.unwrap();
-    assert_eq!(banned, json!({"type":"client-banned","reason":"duplicate-user-id","message":KickReason::DuplicateUserId.message()}));
+    assert_eq!(
+        banned,
+        json!({"type":"client-banned","reason":"duplicate-user-id","message":KickReason::DuplicateUserId.message()})
+    );
     assert_eq!(raw_close_code(&mut old).await, Some(1000));
 
     // The old session, reconnecting with `resume`, is told it was banned.

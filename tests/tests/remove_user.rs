@@ -11,11 +11,19 @@ async fn remove_one_of_three(server: &TestServer, r: RoomId, action: &str, room_
     let (_a, mut a_events) = server.joined("a", &r).await;
     let (_b, _) = server.joined("b", &r).await;
 
-    let resp = server.admin(action, json!({"RoomId": room_json, "UserIds": ["target", "not-here"]})).await;
+    let resp = server
+        .admin(
+            action,
+            json!({"RoomId": room_json, "UserIds": ["target", "not-here"]}),
+        )
+        .await;
     assert!(resp["Response"]["Error"].is_null(), "{resp}");
     assert!(resp["Response"]["RequestId"].as_str().unwrap().len() >= 32);
 
-    let (e, _) = wait_for(&mut target_events, "client-banned", |e| matches!(e, ClientEvent::ClientBanned { .. })).await;
+    let (e, _) = wait_for(&mut target_events, "client-banned", |e| {
+        matches!(e, ClientEvent::ClientBanned { .. })
+    })
+    .await;
     assert_eq!(
         e,
         ClientEvent::ClientBanned {
@@ -24,8 +32,17 @@ async fn remove_one_of_three(server: &TestServer, r: RoomId, action: &str, room_
         }
     );
     assert_eq!(target.connection_state(), ConnectionState::Disconnected);
-    let (e, _) = wait_for(&mut a_events, "peer-leave", |e| matches!(e, ClientEvent::PeerLeave { .. })).await;
-    assert_eq!(e, ClientEvent::PeerLeave { user_id: "target".parse().unwrap(), reason: PeerLeaveReason::Removed });
+    let (e, _) = wait_for(&mut a_events, "peer-leave", |e| {
+        matches!(e, ClientEvent::PeerLeave { .. })
+    })
+    .await;
+    assert_eq!(
+        e,
+        ClientEvent::PeerLeave {
+            user_id: "target".parse().unwrap(),
+            reason: PeerLeaveReason::Removed
+        }
+    );
     assert_eq!(server.users_in(&r).await.unwrap(), ["a", "b"]);
 }
 
@@ -38,24 +55,107 @@ async fn remove_user_from_numeric_room() {
 #[tokio::test]
 async fn remove_user_by_str_room_id() {
     let server = TestServer::start().await;
-    remove_one_of_three(&server, str_room("team:standup #4"), "RemoveUserByStrRoomId", json!("team:standup #4")).await;
+    remove_one_of_three(
+        &server,
+        str_room("team:standup #4"),
+        "RemoveUserByStrRoomId",
+        json!("team:standup #4"),
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn remove_user_errors() {
     let server = TestServer::start().await;
     let (_a, _) = server.joined("a", &room(1)).await;
-    let code = |v: Value| v["Response"]["Error"]["Code"].as_str().unwrap_or("").to_owned();
-    assert_eq!(code(server.admin("RemoveUser", json!({"RoomId": 2, "UserIds": ["a"]})).await), "FailedOperation.RoomNotExist");
-    assert_eq!(code(server.admin("RemoveUser", json!({"UserIds": ["a"]})).await), "MissingParameter.RoomId");
-    assert_eq!(code(server.admin("RemoveUser", json!({"RoomId": 1})).await), "MissingParameter.UserIds");
-    assert_eq!(code(server.admin("RemoveUser", json!({"RoomId": 1, "UserIds": []})).await), "InvalidParameter.UserIds");
+    let code = |v: Value| {
+        v["Response"]["Error"]["Code"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
+    };
+    assert_eq!(
+        code(
+            server
+                .admin("RemoveUser", json!({"RoomId": 2, "UserIds": ["a"]}))
+                .await
+        ),
+        "FailedOperation.RoomNotExist"
+    );
+    assert_eq!(
+        code(server.admin("RemoveUser", json!({"UserIds": ["a"]})).await),
+        "MissingParameter.RoomId"
+    );
+    assert_eq!(
+        code(server.admin("RemoveUser", json!({"RoomId": 1})).await),
+        "MissingParameter.UserIds"
+    );
+    assert_eq!(
+        code(
+            server
+                .admin("RemoveUser", json!({"RoomId": 1, "UserIds": []}))
+                .await
+        ),
+        "InvalidParameter.UserIds"
+    );
     let eleven: Vec<String> = (0..11).map(|i| format!("u{i}")).collect();
-    assert_eq!(code(server.admin("RemoveUser", json!({"RoomId": 1, "UserIds": eleven})).await), "InvalidParameter.UserIds");
-    assert_eq!(code(server.admin("RemoveUser", json!({"RoomId": 1, "UserIds": ["bad id"]})).await), "InvalidParameter.UserIds");
-    assert_eq!(code(server.admin("RemoveUser", json!({"RoomId": "1", "UserIds": ["a"]})).await), "InvalidParameter.RoomId");
-    assert_eq!(code(server.admin("RemoveUser", json!({"RoomId": 0, "UserIds": ["a"]})).await), "InvalidParameter.RoomId");
-    assert_eq!(code(server.admin("RemoveUserByStrRoomId", json!({"RoomId": 1, "UserIds": ["a"]})).await), "InvalidParameter.RoomId");
-    assert_eq!(code(server.admin("RemoveUserByStrRoomId", json!({"RoomId": "1", "UserIds": ["a"]})).await), "FailedOperation.RoomNotExist");
-    assert_eq!(server.users_in(&room(1)).await.unwrap(), ["a"], "no failed call changed the room");
+    assert_eq!(
+        code(
+            server
+                .admin("RemoveUser", json!({"RoomId": 1, "UserIds": eleven}))
+                .await
+        ),
+        "InvalidParameter.UserIds"
+    );
+    assert_eq!(
+        code(
+            server
+                .admin("RemoveUser", json!({"RoomId": 1, "UserIds": ["bad id"]}))
+                .await
+        ),
+        "InvalidParameter.UserIds"
+    );
+    assert_eq!(
+        code(
+            server
+                .admin("RemoveUser", json!({"RoomId": "1", "UserIds": ["a"]}))
+                .await
+        ),
+        "InvalidParameter.RoomId"
+    );
+    assert_eq!(
+        code(
+            server
+                .admin("RemoveUser", json!({"RoomId": 0, "UserIds": ["a"]}))
+                .await
+        ),
+        "InvalidParameter.RoomId"
+    );
+    assert_eq!(
+        code(
+            server
+                .admin(
+                    "RemoveUserByStrRoomId",
+                    json!({"RoomId": 1, "UserIds": ["a"]})
+                )
+                .await
+        ),
+        "InvalidParameter.RoomId"
+    );
+    assert_eq!(
+        code(
+            server
+                .admin(
+                    "RemoveUserByStrRoomId",
+                    json!({"RoomId": "1", "UserIds": ["a"]})
+                )
+                .await
+        ),
+        "FailedOperation.RoomNotExist"
+    );
+    assert_eq!(
+        server.users_in(&room(1)).await.unwrap(),
+        ["a"],
+        "no failed call changed the room"
+    );
 }

@@ -45,6 +45,11 @@ pub mod close_code {
 /// between [`kaigi_proto::signal::MAX_MESSAGE_BYTES`] and this, the client gets a typed error.
 const MAX_FRAME_BYTES: usize = 64 * 1024;
 
+/// How long a closing connection waits for the client's close frame.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// How many frames a closing connection reads and discards at most.
+const CLOSE_DRAIN_FRAMES: usize = 4096;
+
 /// `GET /ws`: upgrade to a signaling session.
 pub async fn upgrade(
     State(shared): State<Arc<Shared>>,
@@ -214,14 +219,26 @@ impl Session {
             .await;
     }
 
+    /// Sends a close frame, then waits (briefly, boundedly) for the
+    /// client's close so that what was sent before it is not lost to a TCP
+    /// reset caused by unread data.
     async fn close(&mut self, code: u16, reason: &'static str) {
-        let _ = self
-            .socket
-            .send(Message::Close(Some(CloseFrame {
-                code,
-                reason: Utf8Bytes::from_static(reason),
-            })))
-            .await;
+        let frame = Message::Close(Some(CloseFrame {
+            code,
+            reason: Utf8Bytes::from_static(reason),
+        }));
+        if self.socket.send(frame).await.is_err() {
+            return;
+        }
+        let _ = tokio::time::timeout(CLOSE_GRACE, async {
+            for _ in 0..CLOSE_DRAIN_FRAMES {
+                match self.socket.recv().await {
+                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
+                    Some(Ok(_)) => {}
+                }
+            }
+        })
+        .await;
     }
 
     /// Sends a connection-level error, then closes.

@@ -1,0 +1,154 @@
+//! Malformed, oversized, binary and flooding clients get a typed error and
+//! are closed; everyone else keeps being served.
+
+use futures_util::SinkExt;
+use kaigi_proto::signal::PeerLeaveReason;
+use kaigi_sdk::{ClientEvent, ConnectionState};
+use kaigi_tests::*;
+use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
+
+/// Joins a raw client to `room` as `user`.
+async fn raw_in_room(server: &TestServer, user: &str, r: u64) -> RawWs {
+    let mut ws = server.raw().await;
+    raw_send(&mut ws, raw_join(1, user, r)).await;
+    assert_eq!(raw_recv(&mut ws).await.unwrap()["type"], "joined");
+    ws
+}
+
+async fn expect_leave(events: &mut kaigi_sdk::EventStream, user: &str) {
+    let (e, _) = wait_for(events, "peer-leave", |e| {
+        matches!(e, ClientEvent::PeerLeave { .. })
+    })
+    .await;
+    assert_eq!(
+        e,
+        ClientEvent::PeerLeave {
+            user_id: user.parse().unwrap(),
+            reason: PeerLeaveReason::Left
+        }
+    );
+}
+
+#[tokio::test]
+async fn bad_clients_are_closed_and_others_served() {
+    let server = TestServer::start().await;
+    let (good, mut good_events) = server.joined("good", &room(1)).await;
+
+    // Malformed JSON.
+    let mut ws = raw_in_room(&server, "malformed", 1).await;
+    wait_for(&mut good_events, "join", |e| {
+        matches!(e, ClientEvent::PeerJoin { .. })
+    })
+    .await;
+    ws.send(Message::text("{this is not json")).await.unwrap();
+    let err = raw_recv(&mut ws).await.unwrap();
+    assert_eq!(
+        (
+            err["type"].as_str(),
+            err["name"].as_str(),
+            err["code"].as_u64()
+        ),
+        (Some("error"), Some("INVALID_MESSAGE"), Some(4000))
+    );
+    assert_eq!(raw_close_code(&mut ws).await, Some(1008));
+    expect_leave(&mut good_events, "malformed").await;
+
+    // An unknown message type answers the request id it carried.
+    let mut ws = server.raw().await;
+    raw_send(&mut ws, json!({"type": "fly", "reqId": 5})).await;
+    let err = raw_recv(&mut ws).await.unwrap();
+    assert_eq!(
+        (err["name"].as_str(), err["reqId"].as_u64()),
+        (Some("INVALID_MESSAGE"), Some(5))
+    );
+
+    // Oversized: over the 16 KiB message limit, under the frame limit.
+    let mut ws = raw_in_room(&server, "oversized", 1).await;
+    wait_for(&mut good_events, "join", |e| {
+        matches!(e, ClientEvent::PeerJoin { .. })
+    })
+    .await;
+    raw_send(
+        &mut ws,
+        json!({"type": "ping", "reqId": 1, "pad": "x".repeat(20_000)}),
+    )
+    .await;
+    assert_eq!(
+        raw_recv(&mut ws).await.unwrap()["name"],
+        "MESSAGE_TOO_LARGE"
+    );
+    assert_eq!(raw_close_code(&mut ws).await, Some(1009));
+    expect_leave(&mut good_events, "oversized").await;
+
+    // Far over the frame limit: refused by the WebSocket layer; the
+    // connection ends either way.
+    let mut ws = server.raw().await;
+    let _ = ws.send(Message::text("x".repeat(200_000))).await;
+    let _ = raw_close_code(&mut ws).await;
+
+    // Binary frames.
+    let mut ws = server.raw().await;
+    ws.send(Message::binary(vec![1u8, 2, 3])).await.unwrap();
+    assert_eq!(raw_recv(&mut ws).await.unwrap()["name"], "INVALID_MESSAGE");
+    assert_eq!(raw_close_code(&mut ws).await, Some(1003));
+
+    // Flooding: far more messages than the rate limit allows.
+    let mut ws = raw_in_room(&server, "flood", 1).await;
+    wait_for(&mut good_events, "join", |e| {
+        matches!(e, ClientEvent::PeerJoin { .. })
+    })
+    .await;
+    for i in 0..1000u64 {
+        if ws
+            .feed(Message::text(
+                json!({"type": "ping", "reqId": i}).to_string(),
+            ))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    let _ = ws.flush().await;
+    let limited = within("rate limit", async {
+        loop {
+            match raw_recv(&mut ws).await {
+                Some(m) if m["name"] == "RATE_LIMITED" => return true,
+                Some(_) => {}
+                None => return false,
+            }
+        }
+    })
+    .await;
+    assert!(limited, "the flood was answered with RATE_LIMITED");
+    expect_leave(&mut good_events, "flood").await;
+
+    // The good client was served throughout and still is.
+    assert_eq!(good.connection_state(), ConnectionState::Connected);
+    let (_late, _) = server.joined("late", &room(1)).await;
+    wait_for(&mut good_events, "peer-join late", |e| {
+        matches!(e, ClientEvent::PeerJoin { .. })
+    })
+    .await;
+    assert_eq!(server.users_in(&room(1)).await.unwrap(), ["good", "late"]);
+    let metrics = reqwest::get(format!("http://{}/metrics", server.addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for (reason, n) in [
+        ("malformed", 2),
+        ("too-large", 1),
+        ("binary", 1),
+        ("rate-limited", 1),
+    ] {
+        assert!(
+            metrics.contains(&format!(
+                "kaigi_rejected_connections_total{{reason=\"{reason}\"}} {n}"
+            )),
+            "{reason}: {metrics}"
+        );
+    }
+}
