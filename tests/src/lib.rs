@@ -141,12 +141,8 @@ impl TestServer {
     }
 
     /// [`TestServer::joined`] with owned arguments, for `join_all`.
-    pub fn joined_owned(
-        &self,
-        user: String,
-        room: RoomId,
-    ) -> impl Future<Output = (Client, EventStream)> + '_ {
-        async move { self.joined(&user, &room).await }
+    pub async fn joined_owned(&self, user: String, room: RoomId) -> (Client, EventStream) {
+        self.joined(&user, &room).await
     }
 
     /// Calls the admin API with a valid administrator UserSig.

@@ -26,7 +26,7 @@ async fn hundred_racing_joins_leave_one_survivor() {
             .enumerate()
             .map(|(i, s)| s.map(move |e| (i, e)).boxed()),
     );
-    let mut banned = vec![false; N];
+    let mut banned = [false; N];
     within("99 bans", async {
         while banned.iter().filter(|b| **b).count() < N - 1 {
             let (i, e) = all.next().await.expect("streams open");

@@ -27,7 +27,7 @@ async fn dismiss_everyone(server: &TestServer, r: RoomId, action: &str, room_jso
             .enumerate()
             .map(|(i, s)| s.map(move |e| (i, e)).boxed()),
     );
-    let mut banned = vec![false; USERS];
+    let mut banned = [false; USERS];
     within("every user banned", async {
         while !banned.iter().all(|b| *b) {
             let (i, e) = all.next().await.unwrap();

@@ -146,7 +146,7 @@ pub(crate) async fn run(
                 let resume = joined.session_id.clone();
                 match reconnect(&shared, &room, role, resume, &mut commands).await {
                     Rejoin::Joined(new_ws, new_joined) => {
-                        ws = new_ws;
+                        ws = *new_ws;
                         joined = new_joined;
                         req_id = JOIN_REQ_ID;
                         resync_peers(&shared, &joined);
@@ -307,7 +307,7 @@ async fn leave(shared: &Shared, ws: &mut Ws, req_id: u64) -> Result<(), ClientEr
 }
 
 enum Rejoin {
-    Joined(Ws, Joined),
+    Joined(Box<Ws>, Joined),
     Stopped(Option<oneshot::Sender<Result<(), ClientError>>>),
     Banned(KickReason),
     Failed(ClientError),
@@ -328,25 +328,19 @@ async fn reconnect(
         // Jitter spreads out many clients reconnecting to a restarted server.
         let wait = backoff.mul_f64(rand::rng().random_range(0.8..1.2));
         tokio::select! {
-            cmd = commands.recv() => return Rejoin::Stopped(match cmd {
-                Some(Command::Leave(reply)) => Some(reply),
-                None => None,
-            }),
+            cmd = commands.recv() => return Rejoin::Stopped(cmd.map(|Command::Leave(reply)| reply)),
             _ = tokio::time::sleep(wait) => {}
         }
         attempt += 1;
         let try_join = connect_and_join(shared, room, role, Some(resume.clone()));
         let result = tokio::select! {
-            cmd = commands.recv() => return Rejoin::Stopped(match cmd {
-                Some(Command::Leave(reply)) => Some(reply),
-                None => None,
-            }),
+            cmd = commands.recv() => return Rejoin::Stopped(cmd.map(|Command::Leave(reply)| reply)),
             r = try_join => r,
         };
         match result {
             Ok((ws, joined)) => {
                 info!(attempt, "rejoined");
-                return Rejoin::Joined(ws, joined);
+                return Rejoin::Joined(Box::new(ws), joined);
             }
             Err(ClientError::Banned(reason)) => return Rejoin::Banned(reason),
             Err(e) if !e.is_retryable() => return Rejoin::Failed(e),

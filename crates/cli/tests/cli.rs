@@ -1,0 +1,252 @@
+//! The real `kaigi` binary against a real server on 127.0.0.1.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use kaigi_proto::{usersig, KickReason, SdkAppId};
+use kaigi_server::{AppCredential, Config, ServerHandle};
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout, Command};
+
+const APP: SdkAppId = SdkAppId(1_400_000_009);
+const KEY: &str = "cli-test-secret";
+const WAIT: Duration = Duration::from_secs(15);
+
+async fn server() -> ServerHandle {
+    let cfg = Config::new(
+        "127.0.0.1:0".parse().unwrap(),
+        vec![AppCredential {
+            id: APP,
+            key: KEY.into(),
+        }],
+    );
+    kaigi_server::start(cfg).await.unwrap()
+}
+
+fn kaigi() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_kaigi"));
+    // Never read a developer's real dev-app file.
+    c.env("KAIGI_DEV_APP", "/nonexistent/kaigi-dev-app.json");
+    c.kill_on_drop(true);
+    c
+}
+
+struct Bot {
+    child: Child,
+    lines: Lines<BufReader<ChildStdout>>,
+}
+
+impl Bot {
+    async fn start(server: &ServerHandle, user: &str, room: &[&str]) -> Bot {
+        let mut child = kaigi()
+            .args([
+                "bot",
+                "--server",
+                &format!("ws://{}", server.local_addr()),
+                "--app",
+                &APP.to_string(),
+                "--key",
+                KEY,
+                "--user",
+                user,
+            ])
+            .args(room)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut bot = Bot { child, lines };
+        let first = bot.next().await;
+        assert_eq!(first["event"], "joined", "{first}");
+        bot
+    }
+
+    async fn next(&mut self) -> Value {
+        let line = tokio::time::timeout(WAIT, self.lines.next_line())
+            .await
+            .expect("a line in time")
+            .unwrap()
+            .expect("a line");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+    }
+
+    async fn until(&mut self, event: &str) -> Value {
+        loop {
+            let v = self.next().await;
+            if v["event"] == event {
+                return v;
+            }
+        }
+    }
+
+    async fn exit_code(mut self) -> i32 {
+        tokio::time::timeout(WAIT, self.child.wait())
+            .await
+            .expect("exits in time")
+            .unwrap()
+            .code()
+            .unwrap_or(-1)
+    }
+}
+
+async fn admin(server: &ServerHandle, args: &[&str]) -> (i32, Value) {
+    let out = kaigi()
+        .arg("admin")
+        .args(args)
+        .args([
+            "--server",
+            &format!("ws://{}", server.local_addr()),
+            "--app",
+            &APP.to_string(),
+            "--key",
+            KEY,
+        ])
+        .output()
+        .await
+        .unwrap();
+    let json = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    (out.status.code().unwrap(), json)
+}
+
+#[tokio::test]
+async fn usersig_command_makes_a_valid_sig() {
+    let out = kaigi()
+        .args([
+            "usersig",
+            "--app",
+            "1400000009",
+            "--key",
+            KEY,
+            "--user",
+            "alice",
+            "--expire",
+            "600",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success());
+    let sig = String::from_utf8(out.stdout).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = usersig::verify(sig.trim(), APP, KEY, "alice", now).unwrap();
+    assert_eq!(claims.expire, 600);
+    let bad = kaigi()
+        .args(["usersig", "--app", "1", "--key", "k", "--user", "no spaces"])
+        .output()
+        .await
+        .unwrap();
+    assert!(!bad.status.success());
+}
+
+#[tokio::test]
+async fn bots_are_removed_and_dismissed_by_admin_commands() {
+    let server = server().await;
+    let mut alice = Bot::start(&server, "alice", &["--room", "42"]).await;
+    let mut bob = Bot::start(&server, "bob", &["--room", "42"]).await;
+    let join = alice.until("peer-join").await;
+    assert_eq!(join["userId"], "bob");
+
+    let (code, desc) = admin(&server, &["describe-room", "--room", "42"]).await;
+    assert_eq!(code, 0);
+    assert_eq!(desc["Response"]["Total"], 2);
+
+    let (code, resp) = admin(&server, &["remove-user", "--room", "42", "--user", "bob"]).await;
+    assert_eq!(code, 0, "{resp}");
+    let banned = bob.until("client-banned").await;
+    assert_eq!(banned["reason"], "removed-by-admin");
+    assert_eq!(banned["message"], KickReason::RemovedByAdmin.message());
+    assert_eq!(bob.exit_code().await, 0);
+    assert_eq!(alice.until("peer-leave").await["reason"], "removed");
+
+    let (code, _) = admin(&server, &["dismiss-room", "--room", "42"]).await;
+    assert_eq!(code, 0);
+    assert_eq!(
+        alice.until("client-banned").await["reason"],
+        "room-dismissed"
+    );
+    assert_eq!(alice.exit_code().await, 0);
+
+    // An error response prints the JSON and exits non-zero.
+    let (code, resp) = admin(&server, &["dismiss-room", "--room", "42"]).await;
+    assert_ne!(code, 0);
+    assert_eq!(
+        resp["Response"]["Error"]["Code"],
+        "FailedOperation.RoomNotExist"
+    );
+    let (code, resp) = admin(&server, &["list-rooms"]).await;
+    assert_eq!((code, resp["Response"]["Total"].as_u64()), (0, Some(0)));
+}
+
+#[tokio::test]
+async fn string_rooms_and_duplicate_bots() {
+    let server = server().await;
+    let mut first = Bot::start(&server, "carol", &["--str-room", "daily sync"]).await;
+    let _second = Bot::start(&server, "carol", &["--str-room", "daily sync"]).await;
+    let banned = first.until("client-banned").await;
+    assert_eq!(banned["reason"], "duplicate-user-id");
+    assert_eq!(first.exit_code().await, 0);
+    let (code, desc) = admin(&server, &["describe-room", "--str-room", "daily sync"]).await;
+    assert_eq!(code, 0);
+    assert_eq!(desc["Response"]["RoomIdType"], 1);
+    assert_eq!(desc["Response"]["Users"][0]["UserId"], "carol");
+    let (code, _) = admin(
+        &server,
+        &["remove-user", "--str-room", "daily sync", "--user", "carol"],
+    )
+    .await;
+    assert_eq!(code, 0);
+}
+
+#[tokio::test]
+async fn interrupted_bot_leaves_cleanly() {
+    let server = server().await;
+    let mut watcher = Bot::start(&server, "watcher", &["--room", "7"]).await;
+    let mut bot = Bot::start(&server, "leaver", &["--room", "7"]).await;
+    watcher.until("peer-join").await;
+    let pid = bot.child.id().unwrap().to_string();
+    let status = Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .await
+        .unwrap();
+    assert!(status.success());
+    let left = bot.until("client-left").await;
+    assert_eq!(left["ok"], true);
+    assert_eq!(bot.exit_code().await, 0);
+    let leave = watcher.until("peer-leave").await;
+    assert_eq!(
+        (leave["userId"].as_str(), leave["reason"].as_str()),
+        (Some("leaver"), Some("left"))
+    );
+}
+
+#[tokio::test]
+async fn bot_join_failure_is_reported() {
+    let server = server().await;
+    let out = kaigi()
+        .args([
+            "bot",
+            "--server",
+            &format!("http://{}", server.local_addr()),
+            "--app",
+            &APP.to_string(),
+            "--user-sig",
+            "forged",
+            "--user",
+            "x",
+            "--room",
+            "1",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let line: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(line["event"], "join-failed");
+    assert_eq!(line["name"], "USERSIG_UNDECODABLE");
+}
