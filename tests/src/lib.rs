@@ -104,6 +104,12 @@ impl TestServer {
         }
     }
 
+    /// A handle on a server running elsewhere (another process) at `addr`,
+    /// with the test apps. Only the address-based helpers work.
+    pub fn remote(addr: SocketAddr) -> Self {
+        TestServer { handle: None, addr }
+    }
+
     /// The running server.
     pub fn handle(&self) -> &ServerHandle {
         self.handle.as_ref().expect("running")

@@ -209,6 +209,11 @@ impl Client {
             .collect()
     }
 
+    /// How many other users are in the room, as last known.
+    pub fn remote_user_count(&self) -> usize {
+        self.shared.status().peers.len()
+    }
+
     /// Enters `room` as `role`. Resolves once in the room; fails with a
     /// typed error (auth, bad room id, timeout, unreachable server).
     pub async fn join(&self, room: RoomId, role: Role) -> Result<JoinInfo, ClientError> {

@@ -75,9 +75,11 @@ pub(crate) async fn connect_and_join(
 ) -> Result<(Ws, Joined), ClientError> {
     let timeout = shared.opts.join_timeout;
     let attempt = async {
-        let (mut ws, _) = tokio_tungstenite::connect_async(shared.url.as_str())
-            .await
-            .map_err(|e| ClientError::Unreachable(format!("{}: {e}", shared.url)))?;
+        // Nagle off: small, latency-bound messages.
+        let (mut ws, _) =
+            tokio_tungstenite::connect_async_with_config(shared.url.as_str(), None, true)
+                .await
+                .map_err(|e| ClientError::Unreachable(format!("{}: {e}", shared.url)))?;
         let opts = &shared.opts;
         let join = ClientMessage::Join(JoinRequest {
             req_id: JOIN_REQ_ID,
@@ -137,8 +139,9 @@ pub(crate) async fn run(
                 return;
             }
             Outcome::Banned(reason, message) => {
-                let _ = ws.close(None).await;
+                // Tell the app first; the closing handshake can follow.
                 banned(&shared, reason, message);
+                let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
                 return;
             }
             Outcome::Lost => {

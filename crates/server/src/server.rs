@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::routing::{any, get};
+use axum::serve::ListenerExt;
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -27,6 +28,13 @@ pub struct ServerHandle {
 pub async fn start(config: Config) -> std::io::Result<ServerHandle> {
     let listener = TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
+    // Signaling messages are small and latency-bound: never let Nagle's
+    // algorithm hold one back waiting for an ACK.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY");
+        }
+    });
     let shared = Shared::new(config);
     let router = router(shared.clone());
     let token = shared.shutdown.clone();

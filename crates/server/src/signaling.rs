@@ -8,6 +8,7 @@ use std::time::Duration;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
 use axum::response::Response;
+use futures_util::SinkExt;
 use kaigi_proto::signal::{
     parse_client_message, ClientMessage, ErrorMessage, JoinRequest, Joined, ParseError,
     PeerLeaveReason, RoomRef, ServerMessage,
@@ -63,7 +64,8 @@ pub async fn upgrade(
         .max_frame_size(MAX_FRAME_BYTES)
         // Small buffers keep idle connections cheap; messages are small.
         .read_buffer_size(4 * 1024)
-        .write_buffer_size(0)
+        // A threshold, not an allocation: frames queue until a flush.
+        .write_buffer_size(16 * 1024)
         .on_upgrade(move |socket| {
             let tracker = shared.tasks.clone();
             tracker.track_future(run(socket, shared, peer))
@@ -151,7 +153,9 @@ async fn run(socket: WebSocket, shared: Arc<Shared>, peer: SocketAddr) {
                     }
                     Some(Outbound::Kick(reason)) => {
                         info!(%reason, "forced out");
-                        let _ = s.socket.send(Message::Text(shared.banned_text(reason))).await;
+                        // Queued, not flushed: it leaves with the close frame
+                        // in one write.
+                        let _ = s.socket.feed(Message::Text(shared.banned_text(reason))).await;
                         s.close(close_code::NORMAL, "client-banned").await;
                         break End::Kicked;
                     }

@@ -18,7 +18,9 @@ use crate::metrics::Metrics;
 use crate::registry::{Effect, Registry, SessionId};
 
 /// How many messages may wait for a slow client before it is dropped.
-pub const OUTBOX_CAPACITY: usize = 256;
+/// Large enough for a burst of joins into a 1000-user room; the channel
+/// allocates as it fills, so idle sessions do not pay for it.
+pub const OUTBOX_CAPACITY: usize = 2048;
 
 /// What a session's connection task is asked to send.
 #[derive(Debug)]
