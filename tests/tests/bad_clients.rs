@@ -124,6 +124,26 @@ async fn bad_clients_are_closed_and_others_served() {
     assert!(limited, "the flood was answered with RATE_LIMITED");
     expect_leave(&mut good_events, "flood").await;
 
+    // A flood of WebSocket ping frames is limited the same way.
+    let mut ws = server.raw().await;
+    for _ in 0..1000 {
+        if ws.feed(Message::Ping(vec![0u8; 8].into())).await.is_err() {
+            break;
+        }
+    }
+    let _ = ws.flush().await;
+    let limited = within("ping flood limit", async {
+        loop {
+            match raw_recv(&mut ws).await {
+                Some(m) if m["name"] == "RATE_LIMITED" => return true,
+                Some(_) => {}
+                None => return false,
+            }
+        }
+    })
+    .await;
+    assert!(limited, "the ping flood was answered with RATE_LIMITED");
+
     // The good client was served throughout and still is.
     assert_eq!(good.connection_state(), ConnectionState::Connected);
     let (_late, _) = server.joined("late", &room(1)).await;
@@ -142,7 +162,7 @@ async fn bad_clients_are_closed_and_others_served() {
         ("malformed", 2),
         ("too-large", 1),
         ("binary", 1),
-        ("rate-limited", 1),
+        ("rate-limited", 2),
     ] {
         assert!(
             metrics.contains(&format!(

@@ -169,13 +169,14 @@ async fn run(socket: WebSocket, shared: Arc<Shared>, peer: SocketAddr) {
                 frame = s.socket.recv() => {
                     let Some(Ok(frame)) = frame else { break End::Left };
                     deadline = Instant::now() + timeout;
+                    // Every frame counts, control frames included.
+                    if !matches!(frame, Message::Close(_)) && !bucket.take() {
+                        Metrics::count(&shared.metrics.rejected, "rate-limited");
+                        s.fail(ErrorCode::RateLimited, "too many messages", close_code::POLICY).await;
+                        break End::Fault;
+                    }
                     match frame {
                         Message::Text(text) => {
-                            if !bucket.take() {
-                                Metrics::count(&shared.metrics.rejected, "rate-limited");
-                                s.fail(ErrorCode::RateLimited, "too many messages", close_code::POLICY).await;
-                                break End::Fault;
-                            }
                             match parse_client_message(&text) {
                                 Ok(msg) => s.handle(msg).await,
                                 Err(e) => {
