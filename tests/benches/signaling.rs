@@ -95,18 +95,7 @@ async fn join_leave(server: &TestServer, n: usize) -> (Stats, Stats) {
 
 async fn kicks(server: &TestServer, n: usize) -> Stats {
     let http = reqwest::Client::new();
-    let sig = kaigi_proto::usersig::generate(
-        kaigi_tests::APP,
-        kaigi_tests::KEY,
-        "administrator",
-        3600,
-        kaigi_tests::now(),
-    );
-    let url = format!(
-        "http://{}/api/RemoveUser?sdkappid={}&identifier=administrator&usersig={sig}&random=1&contenttype=json",
-        server.addr,
-        kaigi_tests::APP.0
-    );
+    let url = admin_url(server, "RemoveUser");
     let _watcher = server.joined("watcher", &room(2)).await;
     let mut v = Vec::with_capacity(n);
     for i in 0..n {
@@ -173,31 +162,7 @@ async fn dismiss(server: &TestServer, users: usize, rounds: usize) -> Stats {
         for _ in 0..users {
             settled_rx.recv().await.unwrap();
         }
-        let sig = kaigi_proto::usersig::generate(
-            kaigi_tests::APP,
-            kaigi_tests::KEY,
-            "administrator",
-            3600,
-            kaigi_tests::now(),
-        );
-        let url = format!(
-            "http://{}/api/DismissRoom?sdkappid={}&identifier=administrator&usersig={sig}",
-            server.addr,
-            kaigi_tests::APP.0
-        );
-        let t = Instant::now();
-        let resp = http
-            .post(&url)
-            .body(json!({"SdkAppId": kaigi_tests::APP.0, "RoomId": r}).to_string())
-            .send()
-            .await
-            .unwrap();
-        assert!(resp.json::<Value>().await.unwrap()["Response"]["Error"].is_null());
-        let mut last = t;
-        for _ in 0..users {
-            last = last.max(rx.recv().await.unwrap());
-        }
-        v.push(last - t);
+        v.push(time_dismiss(server, &http, r, users, &mut rx).await);
         drop(clients);
     }
     stats(v)
@@ -253,33 +218,50 @@ async fn dismiss_raw(server: &TestServer, users: usize, rounds: usize) -> Stats 
         for _ in 0..users {
             settled_rx.recv().await.unwrap();
         }
-        let sig = kaigi_proto::usersig::generate(
-            kaigi_tests::APP,
-            kaigi_tests::KEY,
-            "administrator",
-            3600,
-            kaigi_tests::now(),
-        );
-        let url = format!(
-            "http://{}/api/DismissRoom?sdkappid={}&identifier=administrator&usersig={sig}",
-            server.addr,
-            kaigi_tests::APP.0
-        );
-        let t = Instant::now();
-        let resp = http
-            .post(&url)
-            .body(json!({"SdkAppId": kaigi_tests::APP.0, "RoomId": r}).to_string())
-            .send()
-            .await
-            .unwrap();
-        assert!(resp.json::<Value>().await.unwrap()["Response"]["Error"].is_null());
-        let mut last = t;
-        for _ in 0..users {
-            last = last.max(banned_rx.recv().await.unwrap());
-        }
-        v.push(last - t);
+        v.push(time_dismiss(server, &http, r, users, &mut banned_rx).await);
     }
     stats(v)
+}
+
+/// An admin API URL with a fresh administrator UserSig.
+fn admin_url(server: &TestServer, action: &str) -> String {
+    let sig = kaigi_proto::usersig::generate(
+        kaigi_tests::APP,
+        kaigi_tests::KEY,
+        "administrator",
+        3600,
+        kaigi_tests::now(),
+    );
+    format!(
+        "http://{}/api/{action}?sdkappid={}&identifier=administrator&usersig={sig}&random=1&contenttype=json",
+        server.addr,
+        kaigi_tests::APP.0
+    )
+}
+
+/// Dismisses room `r` and returns the time until `users` receivers have
+/// reported their ban on `banned`.
+async fn time_dismiss(
+    server: &TestServer,
+    http: &reqwest::Client,
+    r: u64,
+    users: usize,
+    banned: &mut tokio::sync::mpsc::UnboundedReceiver<Instant>,
+) -> Duration {
+    let url = admin_url(server, "DismissRoom");
+    let t = Instant::now();
+    let resp = http
+        .post(&url)
+        .body(json!({"SdkAppId": kaigi_tests::APP.0, "RoomId": r}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.json::<Value>().await.unwrap()["Response"]["Error"].is_null());
+    let mut last = t;
+    for _ in 0..users {
+        last = last.max(banned.recv().await.unwrap());
+    }
+    last - t
 }
 
 fn rss_kib(pid: u32) -> u64 {

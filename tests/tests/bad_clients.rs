@@ -16,6 +16,27 @@ async fn raw_in_room(server: &TestServer, user: &str, r: u64) -> RawWs {
     ws
 }
 
+/// Sends 1000 frames as fast as possible; true if the server answered with
+/// `RATE_LIMITED` before closing.
+async fn flood(ws: &mut RawWs, frame: impl Fn(u64) -> Message) -> bool {
+    for i in 0..1000u64 {
+        if ws.feed(frame(i)).await.is_err() {
+            break;
+        }
+    }
+    let _ = ws.flush().await;
+    within("the rate limit", async {
+        loop {
+            match raw_recv(ws).await {
+                Some(m) if m["name"] == "RATE_LIMITED" => return true,
+                Some(_) => {}
+                None => return false,
+            }
+        }
+    })
+    .await
+}
+
 async fn expect_leave(events: &mut kaigi_sdk::EventStream, user: &str) {
     let (e, _) = wait_for(events, "peer-leave", |e| {
         matches!(e, ClientEvent::PeerLeave { .. })
@@ -99,26 +120,8 @@ async fn bad_clients_are_closed_and_others_served() {
         matches!(e, ClientEvent::PeerJoin { .. })
     })
     .await;
-    for i in 0..1000u64 {
-        if ws
-            .feed(Message::text(
-                json!({"type": "ping", "reqId": i}).to_string(),
-            ))
-            .await
-            .is_err()
-        {
-            break;
-        }
-    }
-    let _ = ws.flush().await;
-    let limited = within("rate limit", async {
-        loop {
-            match raw_recv(&mut ws).await {
-                Some(m) if m["name"] == "RATE_LIMITED" => return true,
-                Some(_) => {}
-                None => return false,
-            }
-        }
+    let limited = flood(&mut ws, |i| {
+        Message::text(json!({"type": "ping", "reqId": i}).to_string())
     })
     .await;
     assert!(limited, "the flood was answered with RATE_LIMITED");
@@ -126,22 +129,7 @@ async fn bad_clients_are_closed_and_others_served() {
 
     // A flood of WebSocket ping frames is limited the same way.
     let mut ws = server.raw().await;
-    for _ in 0..1000 {
-        if ws.feed(Message::Ping(vec![0u8; 8].into())).await.is_err() {
-            break;
-        }
-    }
-    let _ = ws.flush().await;
-    let limited = within("ping flood limit", async {
-        loop {
-            match raw_recv(&mut ws).await {
-                Some(m) if m["name"] == "RATE_LIMITED" => return true,
-                Some(_) => {}
-                None => return false,
-            }
-        }
-    })
-    .await;
+    let limited = flood(&mut ws, |_| Message::Ping(vec![0u8; 8].into())).await;
     assert!(limited, "the ping flood was answered with RATE_LIMITED");
 
     // The good client was served throughout and still is.

@@ -68,91 +68,81 @@ async fn remove_user_by_str_room_id() {
 async fn remove_user_errors() {
     let server = TestServer::start().await;
     let (_a, _) = server.joined("a", &room(1)).await;
-    let code = |v: Value| {
-        v["Response"]["Error"]["Code"]
-            .as_str()
-            .unwrap_or("")
-            .to_owned()
-    };
-    assert_eq!(
-        code(
-            server
-                .admin("RemoveUser", json!({"RoomId": 2, "UserIds": ["a"]}))
-                .await
-        ),
-        "FailedOperation.RoomNotExist"
-    );
-    assert_eq!(
-        code(server.admin("RemoveUser", json!({"UserIds": ["a"]})).await),
-        "MissingParameter.RoomId"
-    );
-    assert_eq!(
-        code(server.admin("RemoveUser", json!({"RoomId": 1})).await),
-        "MissingParameter.UserIds"
-    );
-    assert_eq!(
-        code(
-            server
-                .admin("RemoveUser", json!({"RoomId": 1, "UserIds": []}))
-                .await
-        ),
-        "InvalidParameter.UserIds"
-    );
     let eleven: Vec<String> = (0..11).map(|i| format!("u{i}")).collect();
-    assert_eq!(
-        code(
-            server
-                .admin("RemoveUser", json!({"RoomId": 1, "UserIds": eleven}))
-                .await
+    let cases = [
+        (
+            "RemoveUser",
+            json!({"RoomId": 2, "UserIds": ["a"]}),
+            "FailedOperation.RoomNotExist",
         ),
-        "InvalidParameter.UserIds"
-    );
-    assert_eq!(
-        code(
-            server
-                .admin("RemoveUser", json!({"RoomId": 1, "UserIds": ["bad id"]}))
-                .await
+        (
+            "RemoveUser",
+            json!({"UserIds": ["a"]}),
+            "MissingParameter.RoomId",
         ),
-        "InvalidParameter.UserIds"
-    );
-    assert_eq!(
-        code(
-            server
-                .admin("RemoveUser", json!({"RoomId": "1", "UserIds": ["a"]}))
-                .await
+        (
+            "RemoveUser",
+            json!({"RoomId": 1}),
+            "MissingParameter.UserIds",
         ),
-        "InvalidParameter.RoomId"
-    );
-    assert_eq!(
-        code(
-            server
-                .admin("RemoveUser", json!({"RoomId": 0, "UserIds": ["a"]}))
-                .await
+        (
+            "RemoveUser",
+            json!({"RoomId": 1, "UserIds": []}),
+            "InvalidParameter.UserIds",
         ),
-        "InvalidParameter.RoomId"
-    );
-    assert_eq!(
-        code(
-            server
-                .admin(
-                    "RemoveUserByStrRoomId",
-                    json!({"RoomId": 1, "UserIds": ["a"]})
-                )
-                .await
+        (
+            "RemoveUser",
+            json!({"RoomId": 1, "UserIds": eleven}),
+            "InvalidParameter.UserIds",
         ),
-        "InvalidParameter.RoomId"
-    );
-    assert_eq!(
-        code(
-            server
-                .admin(
-                    "RemoveUserByStrRoomId",
-                    json!({"RoomId": "1", "UserIds": ["a"]})
-                )
-                .await
+        (
+            "RemoveUser",
+            json!({"RoomId": 1, "UserIds": ["bad id"]}),
+            "InvalidParameter.UserIds",
         ),
-        "FailedOperation.RoomNotExist"
-    );
+        (
+            "RemoveUser",
+            json!({"RoomId": 1, "UserIds": "a"}),
+            "InvalidParameter.UserIds",
+        ),
+        (
+            "RemoveUser",
+            json!({"RoomId": "1", "UserIds": ["a"]}),
+            "InvalidParameter.RoomId",
+        ),
+        (
+            "RemoveUser",
+            json!({"RoomId": 0, "UserIds": ["a"]}),
+            "InvalidParameter.RoomId",
+        ),
+        (
+            "RemoveUser",
+            json!({"RoomId": 1.5, "UserIds": ["a"]}),
+            "InvalidParameter.RoomId",
+        ),
+        (
+            "RemoveUserByStrRoomId",
+            json!({"RoomId": 1, "UserIds": ["a"]}),
+            "InvalidParameter.RoomId",
+        ),
+        (
+            "RemoveUserByStrRoomId",
+            json!({"RoomId": "a/b", "UserIds": ["a"]}),
+            "InvalidParameter.RoomId",
+        ),
+        (
+            "RemoveUserByStrRoomId",
+            json!({"RoomId": "1", "UserIds": ["a"]}),
+            "FailedOperation.RoomNotExist",
+        ),
+    ];
+    for (action, body, expected) in cases {
+        let resp = server.admin(action, body.clone()).await;
+        assert_eq!(
+            resp["Response"]["Error"]["Code"], expected,
+            "{action} {body}: {resp}"
+        );
+    }
     assert_eq!(
         server.users_in(&room(1)).await.unwrap(),
         ["a"],
