@@ -43,6 +43,12 @@ pub enum ErrorCode {
     ServerShuttingDown,
     /// The client asked for a protocol version the server does not speak.
     UnsupportedProtocol,
+    /// An `audience` may not publish.
+    AudienceCannotPublish,
+    /// The session is already publishing.
+    AlreadyPublishing,
+    /// Setting up the media connection failed.
+    MediaFailed,
     /// The server failed; not the client's fault.
     Internal,
 }
@@ -67,6 +73,9 @@ impl ErrorCode {
             ErrorCode::HeartbeatTimeout => 4007,
             ErrorCode::ServerShuttingDown => 4008,
             ErrorCode::UnsupportedProtocol => 4009,
+            ErrorCode::AudienceCannotPublish => 4010,
+            ErrorCode::AlreadyPublishing => 4011,
+            ErrorCode::MediaFailed => 4012,
             ErrorCode::Internal => 5000,
         }
     }

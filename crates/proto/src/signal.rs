@@ -111,6 +111,26 @@ pub enum ClientMessage {
         /// Echoed in the reply.
         req_id: u64,
     },
+    /// Start sending media; the server follows with an `offer` whose
+    /// answer carries the client's tracks, then replies `published`.
+    Publish {
+        /// Echoed in the reply.
+        req_id: u64,
+        /// Whether an audio track will be sent.
+        audio: bool,
+        /// Whether a video track will be sent.
+        video: bool,
+    },
+    /// Stop sending media; answered with `unpublished`.
+    Unpublish {
+        /// Echoed in the reply.
+        req_id: u64,
+    },
+    /// The client's SDP answer to the server's latest `offer`.
+    Answer {
+        /// The SDP text.
+        sdp: String,
+    },
 }
 
 impl ClientMessage {
@@ -118,7 +138,11 @@ impl ClientMessage {
     pub fn req_id(&self) -> u64 {
         match self {
             ClientMessage::Join(j) => j.req_id,
-            ClientMessage::Leave { req_id } | ClientMessage::Ping { req_id } => *req_id,
+            ClientMessage::Leave { req_id }
+            | ClientMessage::Ping { req_id }
+            | ClientMessage::Publish { req_id, .. }
+            | ClientMessage::Unpublish { req_id } => *req_id,
+            ClientMessage::Answer { .. } => 0,
         }
     }
 }
@@ -284,6 +308,37 @@ pub enum ServerMessage {
         user_id: UserId,
         /// Why.
         reason: PeerLeaveReason,
+    },
+    /// `publish` done: the server receives the client's media.
+    Published {
+        /// Echoes the publish's request id.
+        req_id: u64,
+    },
+    /// `unpublish` done.
+    Unpublished {
+        /// Echoes the unpublish's request id.
+        req_id: u64,
+    },
+    /// The server's SDP offer for the client's one peer connection; the
+    /// client replies with `answer`. The server is always the offerer.
+    Offer {
+        /// The SDP text.
+        sdp: String,
+    },
+    /// A user in the room started publishing; the server subscribes this
+    /// client and renegotiates.
+    StreamAdded {
+        /// Whose stream.
+        user_id: UserId,
+        /// Whether it has audio.
+        audio: bool,
+        /// Whether it has video.
+        video: bool,
+    },
+    /// A user's stream ended (unpublish, leave, removal, replaced session).
+    StreamRemoved {
+        /// Whose stream.
+        user_id: UserId,
     },
     /// This client was forced out; the server closes the connection next.
     /// The client must not rejoin by itself.

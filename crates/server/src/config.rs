@@ -64,6 +64,9 @@ pub struct Config {
     pub heartbeat_timeout: Duration,
     /// Per-connection message rate limit.
     pub rate_limit: RateLimit,
+    /// The address media (WebRTC over UDP) binds to; by default the
+    /// listener's IP.
+    pub media_ip: Option<std::net::IpAddr>,
 }
 
 /// The default heartbeat timeout, well under TRTC's 90 s.
@@ -77,7 +80,13 @@ impl Config {
             apps,
             heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
             rate_limit: RateLimit::default(),
+            media_ip: None,
         }
+    }
+
+    /// The IP media binds to.
+    pub fn media_ip(&self) -> std::net::IpAddr {
+        self.media_ip.unwrap_or(self.listen.ip())
     }
 
     /// The apps as a lookup table.

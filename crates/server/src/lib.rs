@@ -18,6 +18,7 @@ pub mod config;
 pub mod metrics;
 pub mod registry;
 pub mod server;
+pub mod sfu;
 pub mod signaling;
 pub mod state;
 

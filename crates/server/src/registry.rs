@@ -25,6 +25,20 @@ pub enum Effect {
         /// The message.
         msg: ServerMessage,
     },
+    /// Attach `publisher`'s stream to `subscriber`'s media connection.
+    Subscribe {
+        /// Who receives.
+        subscriber: SessionId,
+        /// Whose stream.
+        publisher: SessionId,
+    },
+    /// Detach `publisher`'s stream from `subscriber`'s media connection.
+    Unsubscribe {
+        /// Who received.
+        subscriber: SessionId,
+        /// Whose stream.
+        publisher: SessionId,
+    },
     /// Tell a session it was forced out (`client-banned`), then close it.
     Kick {
         /// The session.
@@ -43,7 +57,32 @@ pub struct Participant {
     pub role: Role,
     /// Unix seconds when they joined.
     pub joined_at: u64,
+    /// What they publish, if anything.
+    pub stream: Option<StreamKinds>,
     seq: u64,
+}
+
+/// The kinds of media a published stream carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamKinds {
+    /// Audio.
+    pub audio: bool,
+    /// Video.
+    pub video: bool,
+}
+
+/// Why `publish` was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PublishError {
+    /// The session is in no room.
+    #[error("join a room before publishing")]
+    NotInRoom,
+    /// Audiences may not publish.
+    #[error("an audience cannot publish; switch to the anchor role")]
+    Audience,
+    /// Already publishing.
+    #[error("already publishing; unpublish first")]
+    AlreadyPublishing,
 }
 
 /// A room: created by the first join, removed when the last user goes.
@@ -114,6 +153,39 @@ pub struct Joined {
     pub created_room: bool,
 }
 
+/// The effects of `publisher`'s stream ending, for everyone in `room`
+/// but `except`.
+fn stream_removed(
+    room: &Room,
+    except: SessionId,
+    publisher: SessionId,
+    user: &UserId,
+) -> Vec<Effect> {
+    let to: Vec<SessionId> = room
+        .participants
+        .values()
+        .map(|p| p.session)
+        .filter(|s| *s != except && *s != publisher)
+        .collect();
+    if to.is_empty() {
+        return Vec::new();
+    }
+    let mut effects: Vec<Effect> = to
+        .iter()
+        .map(|s| Effect::Unsubscribe {
+            subscriber: *s,
+            publisher,
+        })
+        .collect();
+    effects.push(Effect::Broadcast {
+        to,
+        msg: ServerMessage::StreamRemoved {
+            user_id: user.clone(),
+        },
+    });
+    effects
+}
+
 /// The admin API's "no such room".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("the room does not exist")]
@@ -174,15 +246,30 @@ impl Registry {
                 session,
                 role,
                 joined_at: now,
+                stream: None,
                 seq: self.next_seq,
             },
         );
         let mut effects = Vec::new();
-        let replaced = previous.map(|p| p.session);
-        match replaced {
+        // The newcomer receives every stream already published.
+        for p in room.participants.values() {
+            if p.session != session && p.stream.is_some() {
+                effects.push(Effect::Subscribe {
+                    subscriber: session,
+                    publisher: p.session,
+                });
+            }
+        }
+        let replaced = previous.as_ref().map(|p| p.session);
+        match previous {
             Some(old) => {
+                // Seamless for the others: the old session's stream ends,
+                // but nobody leaves or joins.
+                if old.stream.is_some() {
+                    effects.extend(stream_removed(room, session, old.session, &place.user));
+                }
                 effects.push(Effect::Kick {
-                    session: old,
+                    session: old.session,
                     reason: KickReason::DuplicateUserId,
                 });
             }
@@ -227,18 +314,82 @@ impl Registry {
         if room.participants.get(&place.user).map(|p| p.session) != Some(session) {
             return Vec::new();
         }
-        room.participants.remove(&place.user);
+        let gone = room.participants.remove(&place.user);
         if room.participants.is_empty() {
             self.rooms.remove(&key);
             return Vec::new();
         }
-        vec![Effect::Broadcast {
+        let mut effects = Vec::new();
+        if gone.is_some_and(|p| p.stream.is_some()) {
+            effects.extend(stream_removed(room, session, session, &place.user));
+        }
+        effects.push(Effect::Broadcast {
             to: room.sessions_except(session),
             msg: ServerMessage::PeerLeave {
                 user_id: place.user,
                 reason,
             },
-        }]
+        });
+        effects
+    }
+
+    /// Marks `session`'s stream as published: the others are told and
+    /// subscribed.
+    pub fn publish(
+        &mut self,
+        session: SessionId,
+        kinds: StreamKinds,
+    ) -> Result<Vec<Effect>, PublishError> {
+        let place = self.places.get(&session).ok_or(PublishError::NotInRoom)?;
+        let room = self
+            .rooms
+            .get_mut(&(place.app, place.room.clone()))
+            .ok_or(PublishError::NotInRoom)?;
+        let me = room
+            .participants
+            .get_mut(&place.user)
+            .ok_or(PublishError::NotInRoom)?;
+        if me.role == Role::Audience {
+            return Err(PublishError::Audience);
+        }
+        if me.stream.is_some() {
+            return Err(PublishError::AlreadyPublishing);
+        }
+        me.stream = Some(kinds);
+        let others = room.sessions_except(session);
+        let mut effects: Vec<Effect> = others
+            .iter()
+            .map(|o| Effect::Subscribe {
+                subscriber: *o,
+                publisher: session,
+            })
+            .collect();
+        if !others.is_empty() {
+            effects.push(Effect::Broadcast {
+                to: others,
+                msg: ServerMessage::StreamAdded {
+                    user_id: place.user.clone(),
+                    audio: kinds.audio,
+                    video: kinds.video,
+                },
+            });
+        }
+        Ok(effects)
+    }
+
+    /// Ends `session`'s stream, if it has one.
+    pub fn unpublish(&mut self, session: SessionId) -> Vec<Effect> {
+        let Some(place) = self.places.get(&session) else {
+            return Vec::new();
+        };
+        let Some(room) = self.rooms.get_mut(&(place.app, place.room.clone())) else {
+            return Vec::new();
+        };
+        match room.participants.get_mut(&place.user) {
+            Some(me) if me.session == session && me.stream.is_some() => me.stream = None,
+            _ => return Vec::new(),
+        }
+        stream_removed(room, session, session, &place.user)
     }
 
     /// Removes users from a room (`RemoveUser`). Users not in the room are
@@ -256,6 +407,9 @@ impl Registry {
         let mut removed = Vec::new();
         for user in users {
             if let Some(p) = room.participants.remove(user) {
+                if p.stream.is_some() {
+                    effects.extend(stream_removed(room, p.session, p.session, user));
+                }
                 effects.push(Effect::Kick {
                     session: p.session,
                     reason: KickReason::RemovedByAdmin,
@@ -498,6 +652,96 @@ mod tests {
         assert_eq!(r.dismiss(APP, &num(7), 0), Err(RoomNotExist));
         assert_eq!(r.counts(), (0, 0));
         assert!(r.leave(1, PeerLeaveReason::Left).is_empty());
+    }
+
+    const AV: StreamKinds = StreamKinds {
+        audio: true,
+        video: true,
+    };
+
+    fn subscribes(fx: &[Effect]) -> Vec<(SessionId, SessionId)> {
+        let mut v: Vec<_> = fx
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Subscribe {
+                    subscriber,
+                    publisher,
+                } => Some((*subscriber, *publisher)),
+                _ => None,
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn unsubscribes(fx: &[Effect]) -> Vec<(SessionId, SessionId)> {
+        let mut v: Vec<_> = fx
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Unsubscribe {
+                    subscriber,
+                    publisher,
+                } => Some((*subscriber, *publisher)),
+                _ => None,
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn publish_subscribes_everyone_and_newcomers() {
+        let mut r = Registry::new();
+        r.join(1, place(num(7), "a"), Role::Anchor, None, 0)
+            .unwrap();
+        r.join(2, place(num(7), "b"), Role::Anchor, None, 0)
+            .unwrap();
+        let fx = r.publish(1, AV).unwrap();
+        assert_eq!(subscribes(&fx), [(2, 1)]);
+        assert!(fx.iter().any(|e| matches!(e, Effect::Broadcast { msg: ServerMessage::StreamAdded { .. }, to } if to == &vec![2])));
+        assert_eq!(r.publish(1, AV), Err(PublishError::AlreadyPublishing));
+        let (_, fx) = r
+            .join(3, place(num(7), "c"), Role::Audience, None, 0)
+            .unwrap();
+        assert_eq!(subscribes(&fx), [(3, 1)]);
+        assert_eq!(r.publish(3, AV), Err(PublishError::Audience));
+        assert_eq!(r.publish(99, AV), Err(PublishError::NotInRoom));
+        let fx = r.unpublish(1);
+        assert_eq!(unsubscribes(&fx), [(2, 1), (3, 1)]);
+        assert!(r.unpublish(1).is_empty());
+    }
+
+    #[test]
+    fn leaving_publishers_are_unsubscribed_and_takeover_swaps_streams() {
+        let mut r = Registry::new();
+        r.join(1, place(num(7), "a"), Role::Anchor, None, 0)
+            .unwrap();
+        r.join(2, place(num(7), "b"), Role::Anchor, None, 0)
+            .unwrap();
+        r.publish(1, AV).unwrap();
+        let fx = r.leave(1, PeerLeaveReason::Left);
+        assert_eq!(unsubscribes(&fx), [(2, 1)]);
+        r.join(3, place(num(7), "c"), Role::Anchor, None, 0)
+            .unwrap();
+        r.publish(3, AV).unwrap();
+        // c signs in again elsewhere: its old stream ends for b, no leave.
+        let (_, fx) = r
+            .join(4, place(num(7), "c"), Role::Anchor, None, 0)
+            .unwrap();
+        assert_eq!(unsubscribes(&fx), [(2, 3)]);
+        assert!(!fx.iter().any(|e| matches!(
+            e,
+            Effect::Broadcast {
+                msg: ServerMessage::PeerLeave { .. },
+                ..
+            }
+        )));
+        // Removal by an admin also ends the stream.
+        r.publish(4, AV).unwrap();
+        let (_, fx) = r
+            .remove_users(APP, &num(7), &[UserId::new("c").unwrap()], 0)
+            .unwrap();
+        assert_eq!(unsubscribes(&fx), [(2, 4)]);
     }
 
     #[test]

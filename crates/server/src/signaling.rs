@@ -21,7 +21,8 @@ use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::config::RateLimit;
 use crate::metrics::Metrics;
-use crate::registry::{JoinError, Place, SessionId};
+use crate::registry::{JoinError, Place, PublishError, SessionId, StreamKinds};
+use crate::sfu::{MediaEvent, MediaPeer, Publication};
 use crate::state::{unix_now, Outbound, Shared, OUTBOX_CAPACITY};
 
 /// WebSocket close codes the server uses (see `docs/protocol.md`).
@@ -118,6 +119,23 @@ struct Session {
     id: SessionId,
     shared: Arc<Shared>,
     socket: WebSocket,
+    /// The peer connection, made on the first publish or subscription.
+    media: Option<MediaPeer>,
+    /// What this session publishes.
+    publication: Option<Arc<Publication>>,
+    /// The `publish` to answer once the negotiation it started completes.
+    publish_reply: Option<u64>,
+}
+
+/// The next event of a session's peer connection; never, without one.
+async fn next_media_event(media: &mut Option<MediaPeer>) -> MediaEvent {
+    match media {
+        Some(m) => match m.events.recv().await {
+            Some(e) => e,
+            None => std::future::pending().await,
+        },
+        None => std::future::pending().await,
+    }
 }
 
 async fn run(socket: WebSocket, shared: Arc<Shared>, peer: SocketAddr) {
@@ -129,6 +147,9 @@ async fn run(socket: WebSocket, shared: Arc<Shared>, peer: SocketAddr) {
         id,
         shared: shared.clone(),
         socket,
+        media: None,
+        publication: None,
+        publish_reply: None,
     };
     let end = async {
         debug!("connected");
@@ -151,6 +172,8 @@ async fn run(socket: WebSocket, shared: Arc<Shared>, peer: SocketAddr) {
                     Some(Outbound::Text(text)) => {
                         if s.socket.send(Message::Text(text)).await.is_err() { break End::Left; }
                     }
+                    Some(Outbound::Subscribe(publisher)) => s.subscribe(publisher).await,
+                    Some(Outbound::Unsubscribe(publisher)) => s.unsubscribe(publisher).await,
                     Some(Outbound::Kick(reason)) => {
                         info!(%reason, "forced out");
                         // Queued, not flushed: it leaves with the close frame
@@ -161,6 +184,7 @@ async fn run(socket: WebSocket, shared: Arc<Shared>, peer: SocketAddr) {
                     }
                     None => break End::Left,
                 },
+                event = next_media_event(&mut s.media) => s.on_media_event(event).await,
                 _ = tokio::time::sleep_until(deadline) => {
                     info!("heartbeat timeout");
                     s.fail(ErrorCode::HeartbeatTimeout, format!("nothing received for {} s", timeout.as_secs()), close_code::HEARTBEAT_TIMEOUT).await;
@@ -204,6 +228,11 @@ async fn run(socket: WebSocket, shared: Arc<Shared>, peer: SocketAddr) {
     .instrument(span.clone())
     .await;
     shared.close_session(id);
+    shared.remove_publication(id);
+    if let Some(mut media) = s.media.take() {
+        media.detach_all(id);
+        media.close().await;
+    }
     let reason = match end {
         End::Kicked => None,
         End::Timeout => Some(PeerLeaveReason::Timeout),
@@ -260,16 +289,21 @@ impl Session {
 
     async fn handle(&mut self, msg: ClientMessage) {
         let reply = match msg {
-            ClientMessage::Ping { req_id } => ServerMessage::Pong { req_id },
+            ClientMessage::Ping { req_id } => Some(ServerMessage::Pong { req_id }),
             ClientMessage::Leave { req_id } => {
                 let id = self.id;
+                self.stop_publishing();
                 self.shared
                     .apply(|reg| ((), reg.leave(id, PeerLeaveReason::Left)));
-                ServerMessage::Left { req_id }
+                if let Some(mut media) = self.media.take() {
+                    media.detach_all(id);
+                    media.close().await;
+                }
+                Some(ServerMessage::Left { req_id })
             }
             ClientMessage::Join(join) => {
                 let req_id = join.req_id;
-                match self.join(join) {
+                Some(match self.join(join) {
                     Ok(j) => {
                         self.shared.metrics.joins.inc();
                         ServerMessage::Joined(j)
@@ -280,10 +314,203 @@ impl Session {
                         info!(code = e.code, message = %e.message, "join refused");
                         ServerMessage::Error(e)
                     }
+                })
+            }
+            ClientMessage::Publish {
+                req_id,
+                audio,
+                video,
+            } => self
+                .publish(req_id, StreamKinds { audio, video })
+                .await
+                .err()
+                .map(|mut e| {
+                    e.req_id = Some(req_id);
+                    ServerMessage::Error(e)
+                }),
+            ClientMessage::Unpublish { req_id } => {
+                self.stop_publishing();
+                Some(ServerMessage::Unpublished { req_id })
+            }
+            ClientMessage::Answer { sdp } => self.answer(sdp).await.err().map(ServerMessage::Error),
+        };
+        if let Some(reply) = reply {
+            self.send(&reply).await;
+        }
+    }
+
+    async fn media(&mut self) -> Result<&mut MediaPeer, ErrorMessage> {
+        if self.media.is_none() {
+            let peer = MediaPeer::new(self.shared.config.media_ip())
+                .await
+                .map_err(|e| ErrorMessage::new(None, ErrorCode::MediaFailed, e.to_string()))?;
+            self.media = Some(peer);
+        }
+        self.media
+            .as_mut()
+            .ok_or_else(|| ErrorMessage::new(None, ErrorCode::Internal, "no media connection"))
+    }
+
+    /// Sends a new offer, unless one is in flight (then it follows).
+    async fn renegotiate(&mut self) -> Result<(), ErrorMessage> {
+        let sdp = self
+            .media()
+            .await?
+            .offer()
+            .await
+            .map_err(|e| ErrorMessage::new(None, ErrorCode::MediaFailed, e.to_string()))?;
+        if let Some(sdp) = sdp {
+            self.send(&ServerMessage::Offer { sdp }).await;
+        }
+        Ok(())
+    }
+
+    async fn publish(&mut self, req_id: u64, kinds: StreamKinds) -> Result<(), ErrorMessage> {
+        if !kinds.audio && !kinds.video {
+            return Err(ErrorMessage::new(
+                None,
+                ErrorCode::InvalidParameter,
+                "publish audio, video or both",
+            ));
+        }
+        let id = self.id;
+        let Some(place) = self.shared.read(|reg| reg.place(id).cloned()) else {
+            return Err(ErrorMessage::new(
+                None,
+                ErrorCode::NotInRoom,
+                "join a room before publishing",
+            ));
+        };
+        // Registered before the registry announces it, so subscribers find it.
+        let publication = Publication::new(id, place.user, kinds);
+        self.shared.add_publication(publication.clone());
+        let published = self.shared.apply(|reg| match reg.publish(id, kinds) {
+            Ok(fx) => (Ok(()), fx),
+            Err(e) => (Err(e), Vec::new()),
+        });
+        if let Err(e) = published {
+            if e != PublishError::AlreadyPublishing {
+                self.shared.remove_publication(id);
+            }
+            let code = match e {
+                PublishError::NotInRoom => ErrorCode::NotInRoom,
+                PublishError::Audience => ErrorCode::AudienceCannotPublish,
+                PublishError::AlreadyPublishing => ErrorCode::AlreadyPublishing,
+            };
+            return Err(ErrorMessage::new(None, code, e.to_string()));
+        }
+        self.publication = Some(publication);
+        let ready = async {
+            self.media()
+                .await?
+                .receive(kinds)
+                .await
+                .map_err(|e| ErrorMessage::new(None, ErrorCode::MediaFailed, e.to_string()))?;
+            self.renegotiate().await
+        }
+        .await;
+        if let Err(e) = ready {
+            self.stop_publishing();
+            return Err(e);
+        }
+        info!(audio = kinds.audio, video = kinds.video, "publishing");
+        self.publish_reply = Some(req_id);
+        Ok(())
+    }
+
+    fn stop_publishing(&mut self) {
+        if self.publication.take().is_some() {
+            let id = self.id;
+            self.shared.apply(|reg| ((), reg.unpublish(id)));
+            self.shared.remove_publication(id);
+        }
+    }
+
+    async fn answer(&mut self, sdp: String) -> Result<(), ErrorMessage> {
+        let Some(media) = self.media.as_mut() else {
+            return Err(ErrorMessage::new(
+                None,
+                ErrorCode::InvalidMessage,
+                "an answer with no offer outstanding",
+            ));
+        };
+        let (keyframes, again) = match media.answer(sdp).await {
+            Ok(r) => r,
+            Err(e) => {
+                let mut err = ErrorMessage::new(None, ErrorCode::MediaFailed, e.to_string());
+                if let Some(req_id) = self.publish_reply.take() {
+                    self.stop_publishing();
+                    err.req_id = Some(req_id);
                 }
+                return Err(err);
             }
         };
-        self.send(&reply).await;
+        for publisher in keyframes {
+            if let Some(p) = self.shared.publication(publisher) {
+                p.request_keyframe().await;
+            }
+        }
+        if let Some(req_id) = self.publish_reply.take() {
+            self.send(&ServerMessage::Published { req_id }).await;
+        }
+        if again {
+            self.renegotiate().await?;
+        }
+        Ok(())
+    }
+
+    async fn subscribe(&mut self, publisher: SessionId) {
+        let Some(publication) = self.shared.publication(publisher) else {
+            return;
+        };
+        let id = self.id;
+        let result = async {
+            self.media()
+                .await?
+                .subscribe(id, &publication)
+                .await
+                .map_err(|e| ErrorMessage::new(None, ErrorCode::MediaFailed, e.to_string()))?;
+            self.renegotiate().await
+        }
+        .await;
+        if let Err(e) = result {
+            warn!(error = %e.message, "subscribing failed");
+            self.send(&ServerMessage::Error(e)).await;
+        }
+    }
+
+    async fn unsubscribe(&mut self, publisher: SessionId) {
+        let id = self.id;
+        let Some(media) = self.media.as_mut() else {
+            return;
+        };
+        match media.unsubscribe(id, publisher).await {
+            Ok(true) => {
+                if let Err(e) = self.renegotiate().await {
+                    warn!(error = %e.message, "renegotiating after unsubscribe failed");
+                }
+            }
+            Ok(false) => {}
+            Err(e) => warn!(error = %e, "unsubscribing failed"),
+        }
+    }
+
+    async fn on_media_event(&mut self, event: MediaEvent) {
+        match event {
+            MediaEvent::Track(remote) => match &self.publication {
+                Some(p) => p.attach(remote).await,
+                None => debug!("a track arrived while not publishing; ignored"),
+            },
+            MediaEvent::Failed(state) => {
+                warn!(?state, "media connection failed");
+                self.send(&ServerMessage::Error(ErrorMessage::new(
+                    None,
+                    ErrorCode::MediaFailed,
+                    "the media connection failed",
+                )))
+                .await;
+            }
+        }
     }
 
     fn join(&mut self, j: JoinRequest) -> Result<Joined, ErrorMessage> {

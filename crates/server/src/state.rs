@@ -16,6 +16,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::registry::{Effect, Registry, SessionId};
+use crate::sfu::Publication;
 
 /// How many messages may wait for a slow client before it is dropped.
 /// Large enough for a burst of joins into a 1000-user room; the channel
@@ -29,6 +30,10 @@ pub enum Outbound {
     Text(Utf8Bytes),
     /// Send `client-banned` with this reason, then close.
     Kick(KickReason),
+    /// Start receiving this publisher's stream.
+    Subscribe(SessionId),
+    /// Stop receiving this publisher's stream.
+    Unsubscribe(SessionId),
 }
 
 struct SessionHandle {
@@ -54,6 +59,7 @@ pub struct Shared {
     /// Tracks every connection task, so shutdown can wait for them.
     pub tasks: TaskTracker,
     banned_text: [Utf8Bytes; 3],
+    publications: Mutex<HashMap<SessionId, Arc<Publication>>>,
 }
 
 /// Unix seconds now.
@@ -87,6 +93,7 @@ impl Shared {
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             banned_text: KickReason::ALL.map(|r| ServerMessage::banned(r).to_json().into()),
+            publications: Mutex::new(HashMap::new()),
         })
     }
 
@@ -152,6 +159,18 @@ impl Shared {
                         deliver(s, Outbound::Text(text.clone()));
                     }
                 }
+                Effect::Subscribe {
+                    subscriber,
+                    publisher,
+                } => {
+                    deliver(subscriber, Outbound::Subscribe(publisher));
+                }
+                Effect::Unsubscribe {
+                    subscriber,
+                    publisher,
+                } => {
+                    deliver(subscriber, Outbound::Unsubscribe(publisher));
+                }
                 Effect::Kick { session, reason } => {
                     Metrics::count(&self.metrics.kicks, reason.as_str());
                     deliver(session, Outbound::Kick(reason));
@@ -167,6 +186,23 @@ impl Shared {
             .position(|r| *r == reason)
             .unwrap_or(0);
         self.banned_text[i].clone()
+    }
+
+    /// Registers a session's publication (before the registry announces it).
+    pub fn add_publication(&self, p: Arc<Publication>) {
+        lock(&self.publications).insert(p.session, p);
+    }
+
+    /// A session's publication.
+    pub fn publication(&self, session: SessionId) -> Option<Arc<Publication>> {
+        lock(&self.publications).get(&session).cloned()
+    }
+
+    /// Removes and closes a session's publication.
+    pub fn remove_publication(&self, session: SessionId) {
+        if let Some(p) = lock(&self.publications).remove(&session) {
+            p.close();
+        }
     }
 
     /// The number of open sessions.

@@ -1,0 +1,424 @@
+//! The SFU: one WebRTC peer connection per signaling session, with the
+//! server always the offerer (so negotiations never collide). Publishers'
+//! RTP is forwarded to subscribers without decoding; subscribers' keyframe
+//! requests are relayed to the publisher.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock, Weak};
+use std::time::Duration;
+
+use kaigi_proto::UserId;
+use kaigi_rtc::{build_peer, is_keyframe_request, pli, track, RtcError, RtpCodecKind};
+use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+use tokio::sync::{mpsc, Notify};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::media_stream::Track;
+use webrtc::peer_connection::{
+    PeerConnection, PeerConnectionEventHandler, RTCIceGatheringState, RTCPeerConnectionState,
+    RTCSessionDescription,
+};
+use webrtc::rtp_transceiver::RtpSender;
+
+use crate::registry::{SessionId, StreamKinds};
+
+/// How long gathering host candidates may take before an offer goes out
+/// with what there is.
+const GATHER_TIMEOUT: Duration = Duration::from_secs(3);
+
+fn kind_name(kind: RtpCodecKind) -> &'static str {
+    if kind == RtpCodecKind::Audio {
+        "audio"
+    } else {
+        "video"
+    }
+}
+
+/// An incoming track and its SSRC.
+type Incoming = (Arc<dyn TrackRemote>, u32);
+
+/// A received publication and the senders that carry it to this session.
+type Subscription = (Weak<Publication>, Vec<Arc<dyn RtpSender>>);
+
+/// One subscriber's copy of a published track.
+#[derive(Clone)]
+struct Output {
+    subscriber: SessionId,
+    track: Arc<TrackLocalStaticRTP>,
+    ssrc: u32,
+}
+
+/// A published stream: its incoming tracks and who receives them.
+pub struct Publication {
+    /// The publishing session.
+    pub session: SessionId,
+    /// The publishing user (the media stream id subscribers see).
+    pub user: UserId,
+    /// What it carries.
+    pub kinds: StreamKinds,
+    remotes: RwLock<HashMap<RtpCodecKind, Incoming>>,
+    outputs: RwLock<HashMap<RtpCodecKind, Arc<Vec<Output>>>>,
+    closed: CancellationToken,
+}
+
+impl Publication {
+    /// A publication with no tracks yet.
+    pub fn new(session: SessionId, user: UserId, kinds: StreamKinds) -> Arc<Self> {
+        Arc::new(Publication {
+            session,
+            user,
+            kinds,
+            remotes: RwLock::new(HashMap::new()),
+            outputs: RwLock::new(HashMap::new()),
+            closed: CancellationToken::new(),
+        })
+    }
+
+    /// Takes an incoming track from the publisher and forwards its packets
+    /// until the track ends or the publication closes.
+    pub async fn attach(self: &Arc<Self>, remote: Arc<dyn TrackRemote>) {
+        let kind = remote.kind().await;
+        let Some(ssrc) = remote.ssrcs().await.first().copied() else {
+            warn!("incoming track without an SSRC ignored");
+            return;
+        };
+        if let Ok(mut r) = self.remotes.write() {
+            r.insert(kind, (remote.clone(), ssrc));
+        }
+        if kind == RtpCodecKind::Video {
+            let _ = remote.write_rtcp(vec![pli(ssrc)]).await;
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            debug!(user = %me.user, kind = kind_name(kind), "forwarding");
+            loop {
+                let evt = tokio::select! {
+                    _ = me.closed.cancelled() => break,
+                    evt = remote.poll() => evt,
+                };
+                match evt {
+                    Some(TrackRemoteEvent::OnRtpPacket(packet)) => {
+                        let outs = me.outputs.read().ok().and_then(|o| o.get(&kind).cloned());
+                        for out in outs.iter().flat_map(|v| v.iter()) {
+                            let mut p = packet.clone();
+                            p.header.ssrc = out.ssrc;
+                            // One subscriber's failure is not the others'.
+                            let _ = out.track.write_rtp(p).await;
+                        }
+                    }
+                    Some(TrackRemoteEvent::OnEnded) | None => break,
+                    Some(_) => {}
+                }
+            }
+            if let Ok(mut r) = me.remotes.write() {
+                r.remove(&kind);
+            }
+            debug!(user = %me.user, kind = kind_name(kind), "forwarding ended");
+        });
+    }
+
+    /// Asks the publisher for a keyframe (a subscriber started or lost one).
+    pub async fn request_keyframe(&self) {
+        let video = self
+            .remotes
+            .read()
+            .ok()
+            .and_then(|r| r.get(&RtpCodecKind::Video).cloned());
+        if let Some((remote, ssrc)) = video {
+            let _ = remote.write_rtcp(vec![pli(ssrc)]).await;
+        }
+    }
+
+    fn add_output(&self, kind: RtpCodecKind, out: Output) {
+        if let Ok(mut o) = self.outputs.write() {
+            let mut list: Vec<Output> =
+                o.get(&kind).map(|v| v.as_ref().clone()).unwrap_or_default();
+            list.push(out);
+            o.insert(kind, Arc::new(list));
+        }
+    }
+
+    /// Stops forwarding to `subscriber`.
+    pub fn remove_outputs(&self, subscriber: SessionId) {
+        if let Ok(mut o) = self.outputs.write() {
+            for list in o.values_mut() {
+                if list.iter().any(|x| x.subscriber == subscriber) {
+                    *list = Arc::new(
+                        list.iter()
+                            .filter(|x| x.subscriber != subscriber)
+                            .cloned()
+                            .collect(),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Stops all forwarding.
+    pub fn close(&self) {
+        self.closed.cancel();
+        if let Ok(mut o) = self.outputs.write() {
+            o.clear();
+        }
+    }
+
+    /// Subscribers currently attached.
+    pub fn subscriber_count(&self) -> usize {
+        self.outputs
+            .read()
+            .map(|o| {
+                let mut s: Vec<SessionId> = o
+                    .values()
+                    .flat_map(|v| v.iter().map(|x| x.subscriber))
+                    .collect();
+                s.sort_unstable();
+                s.dedup();
+                s.len()
+            })
+            .unwrap_or(0)
+    }
+}
+
+/// What a session's peer connection reports.
+pub enum MediaEvent {
+    /// A publisher's track arrived.
+    Track(Arc<dyn TrackRemote>),
+    /// The connection failed or closed.
+    Failed(RTCPeerConnectionState),
+}
+
+struct Handler {
+    events: mpsc::UnboundedSender<MediaEvent>,
+    gathered: Arc<AtomicBool>,
+    gathered_notify: Arc<Notify>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        if state == RTCIceGatheringState::Complete {
+            self.gathered.store(true, Ordering::SeqCst);
+            self.gathered_notify.notify_waiters();
+        }
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        if matches!(state, RTCPeerConnectionState::Failed) {
+            let _ = self.events.send(MediaEvent::Failed(state));
+        }
+    }
+
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        let _ = self.events.send(MediaEvent::Track(track));
+    }
+}
+
+/// A session's peer connection and its negotiation state.
+pub struct MediaPeer {
+    pc: Box<dyn PeerConnection>,
+    /// Events from the connection, for the session task.
+    pub events: mpsc::UnboundedReceiver<MediaEvent>,
+    gathered: Arc<AtomicBool>,
+    gathered_notify: Arc<Notify>,
+    negotiating: bool,
+    renegotiate: bool,
+    subscriptions: HashMap<SessionId, Subscription>,
+    /// Publishers to ask for a keyframe once the negotiation in flight ends.
+    keyframes_after: Vec<SessionId>,
+}
+
+impl MediaPeer {
+    /// A peer connection bound to a UDP port on `ip`.
+    pub async fn new(ip: IpAddr) -> Result<Self, RtcError> {
+        let (tx, events) = mpsc::unbounded_channel();
+        let gathered = Arc::new(AtomicBool::new(false));
+        let gathered_notify = Arc::new(Notify::new());
+        let handler = Handler {
+            events: tx,
+            gathered: gathered.clone(),
+            gathered_notify: gathered_notify.clone(),
+        };
+        let pc = build_peer(ip, Arc::new(handler)).await?;
+        Ok(MediaPeer {
+            pc: Box::new(pc),
+            events,
+            gathered,
+            gathered_notify,
+            negotiating: false,
+            renegotiate: false,
+            subscriptions: HashMap::new(),
+            keyframes_after: Vec::new(),
+        })
+    }
+
+    /// Adds receive-only transceivers for what the client will publish.
+    pub async fn receive(&mut self, kinds: StreamKinds) -> Result<(), RtcError> {
+        for (on, kind) in [
+            (kinds.audio, RtpCodecKind::Audio),
+            (kinds.video, RtpCodecKind::Video),
+        ] {
+            if on {
+                let init = RTCRtpTransceiverInit {
+                    direction: RTCRtpTransceiverDirection::Recvonly,
+                    ..Default::default()
+                };
+                self.pc
+                    .add_transceiver_from_kind(kind, Some(init))
+                    .await
+                    .map_err(RtcError::from_display)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends `publication` to this session (`me`): one local track per kind.
+    pub async fn subscribe(
+        &mut self,
+        me: SessionId,
+        publication: &Arc<Publication>,
+    ) -> Result<(), RtcError> {
+        if self.subscriptions.contains_key(&publication.session) {
+            return Ok(());
+        }
+        let user = publication.user.as_str();
+        let mut senders = Vec::new();
+        for (on, kind) in [
+            (publication.kinds.audio, RtpCodecKind::Audio),
+            (publication.kinds.video, RtpCodecKind::Video),
+        ] {
+            if !on {
+                continue;
+            }
+            let local = Arc::new(TrackLocalStaticRTP::new(track(
+                user,
+                &format!("{user}-{}", kind_name(kind)),
+                kind,
+            )));
+            let ssrc = local.ssrcs().await.first().copied().unwrap_or_default();
+            let sender = self
+                .pc
+                .add_track(local.clone() as Arc<dyn TrackLocal>)
+                .await
+                .map_err(RtcError::from_display)?;
+            senders.push(sender);
+            publication.add_output(
+                kind,
+                Output {
+                    subscriber: me,
+                    track: local.clone(),
+                    ssrc,
+                },
+            );
+            if kind == RtpCodecKind::Video {
+                // The subscriber's PLIs go to the publisher.
+                let weak = Arc::downgrade(publication);
+                tokio::spawn(async move {
+                    while let Some(TrackLocalEvent::OnRtcpPacket(packets)) = local.poll().await {
+                        if packets.iter().any(|p| is_keyframe_request(p.as_ref())) {
+                            match weak.upgrade() {
+                                Some(p) => p.request_keyframe().await,
+                                None => break,
+                            }
+                        }
+                    }
+                });
+            }
+        }
+        self.subscriptions
+            .insert(publication.session, (Arc::downgrade(publication), senders));
+        self.keyframes_after.push(publication.session);
+        Ok(())
+    }
+
+    /// Stops sending `publisher`'s stream to this session (`me`).
+    pub async fn unsubscribe(
+        &mut self,
+        me: SessionId,
+        publisher: SessionId,
+    ) -> Result<bool, RtcError> {
+        let Some((publication, senders)) = self.subscriptions.remove(&publisher) else {
+            return Ok(false);
+        };
+        if let Some(p) = publication.upgrade() {
+            p.remove_outputs(me);
+        }
+        for s in &senders {
+            self.pc
+                .remove_track(s)
+                .await
+                .map_err(RtcError::from_display)?;
+        }
+        Ok(true)
+    }
+
+    /// Detaches this session from every publication it receives.
+    pub fn detach_all(&mut self, me: SessionId) {
+        for (publication, _) in self.subscriptions.values() {
+            if let Some(p) = publication.upgrade() {
+                p.remove_outputs(me);
+            }
+        }
+        self.subscriptions.clear();
+    }
+
+    /// Makes an offer reflecting the current tracks, unless one is in
+    /// flight (then another follows its answer). Returns the SDP to send.
+    pub async fn offer(&mut self) -> Result<Option<String>, RtcError> {
+        if self.negotiating {
+            self.renegotiate = true;
+            return Ok(None);
+        }
+        let offer = self
+            .pc
+            .create_offer(None)
+            .await
+            .map_err(RtcError::from_display)?;
+        let waiter = self.gathered_notify.notified();
+        self.pc
+            .set_local_description(offer)
+            .await
+            .map_err(RtcError::from_display)?;
+        if !self.gathered.load(Ordering::SeqCst) {
+            // Host candidates only: this is quick; send what there is if not.
+            let _ = tokio::time::timeout(GATHER_TIMEOUT, waiter).await;
+        }
+        let sdp = self
+            .pc
+            .local_description()
+            .await
+            .map(|d| d.sdp)
+            .ok_or_else(|| RtcError("no local description".into()))?;
+        self.negotiating = true;
+        Ok(Some(sdp))
+    }
+
+    /// Applies the client's answer. Returns the publishers to ask for a
+    /// keyframe now, and whether another offer is due.
+    pub async fn answer(&mut self, sdp: String) -> Result<(Vec<SessionId>, bool), RtcError> {
+        if !self.negotiating {
+            return Err(RtcError(
+                "an answer arrived with no offer outstanding".into(),
+            ));
+        }
+        let desc = RTCSessionDescription::answer(sdp).map_err(RtcError::from_display)?;
+        let applied = self.pc.set_remote_description(desc).await;
+        self.negotiating = false;
+        applied.map_err(RtcError::from_display)?;
+        Ok((
+            std::mem::take(&mut self.keyframes_after),
+            std::mem::take(&mut self.renegotiate),
+        ))
+    }
+
+    /// Closes the connection, freeing its sockets and tasks.
+    pub async fn close(self) {
+        if let Err(e) = self.pc.close().await {
+            debug!(error = %e, "closing the peer connection");
+        }
+    }
+}
