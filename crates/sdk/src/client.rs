@@ -88,6 +88,8 @@ pub struct JoinInfo {
     pub users: Vec<PeerInfo>,
 }
 
+pub(crate) type Remotes = Arc<Mutex<std::collections::HashMap<UserId, crate::media::RemoteStream>>>;
+
 pub(crate) struct Status {
     pub state: ConnectionState,
     pub room: Option<(RoomId, Role)>,
@@ -100,6 +102,8 @@ pub(crate) struct Shared {
     pub url: String,
     status: Mutex<Status>,
     listeners: Mutex<Vec<mpsc::UnboundedSender<ClientEvent>>>,
+    /// Streams received from the other users.
+    pub remotes: Remotes,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -138,6 +142,11 @@ impl Shared {
 
 pub(crate) enum Command {
     Leave(oneshot::Sender<Result<(), ClientError>>),
+    Publish(
+        crate::media::LocalStream,
+        oneshot::Sender<Result<(), ClientError>>,
+    ),
+    Unpublish(oneshot::Sender<Result<(), ClientError>>),
 }
 
 struct SessionCtl {
@@ -168,6 +177,7 @@ impl Client {
                     peers: BTreeMap::new(),
                 }),
                 listeners: Mutex::new(Vec::new()),
+                remotes: Arc::new(Mutex::new(std::collections::HashMap::new())),
             }),
             session: tokio::sync::Mutex::new(None),
         })
@@ -256,6 +266,43 @@ impl Client {
         );
         *slot = Some(SessionCtl { commands: tx, task });
         Ok(info)
+    }
+
+    /// Publishes `stream` to the room: resolves once the server receives it.
+    /// An `audience` gets `AUDIENCE_CANNOT_PUBLISH`.
+    pub async fn publish(&self, stream: &crate::media::LocalStream) -> Result<(), ClientError> {
+        let (tx, rx) = oneshot::channel();
+        self.command(Command::Publish(stream.clone(), tx))?;
+        rx.await.unwrap_or(Err(ClientError::ConnectionLost))
+    }
+
+    /// Stops publishing.
+    pub async fn unpublish(&self) -> Result<(), ClientError> {
+        let (tx, rx) = oneshot::channel();
+        self.command(Command::Unpublish(tx))?;
+        rx.await.unwrap_or(Err(ClientError::ConnectionLost))
+    }
+
+    /// The streams being received from the other users.
+    pub fn remote_streams(&self) -> Vec<crate::media::RemoteStream> {
+        self.shared
+            .remotes
+            .lock()
+            .map(|r| r.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn command(&self, cmd: Command) -> Result<(), ClientError> {
+        let slot = self
+            .session
+            .try_lock()
+            .map_err(|_| ClientError::NotInRoom)?;
+        match slot.as_ref() {
+            Some(ctl) if self.connection_state() != ConnectionState::Disconnected => {
+                ctl.commands.send(cmd).map_err(|_| ClientError::NotInRoom)
+            }
+            _ => Err(ClientError::NotInRoom),
+        }
     }
 
     /// Leaves the room: resolves when the server has confirmed. Not in a

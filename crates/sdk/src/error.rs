@@ -35,6 +35,12 @@ pub enum ClientError {
     /// A resumed session had been forced out.
     #[error("forced out of the room ({0})")]
     Banned(KickReason),
+    /// The call needs the client to be in a room.
+    #[error("not in a room")]
+    NotInRoom,
+    /// Media could not be set up (codec, device, peer connection).
+    #[error("media: {0}")]
+    Media(String),
     /// Any other error the server reported.
     #[error("server error ({code}): {message}")]
     Server {
@@ -73,6 +79,8 @@ impl ClientError {
             ClientError::Unreachable(_) => "SERVER_UNREACHABLE".into(),
             ClientError::ConnectionLost => "CONNECTION_LOST".into(),
             ClientError::Banned(_) => "SESSION_BANNED".into(),
+            ClientError::NotInRoom => "NOT_IN_ROOM".into(),
+            ClientError::Media(_) => "MEDIA_FAILED".into(),
         }
     }
 }

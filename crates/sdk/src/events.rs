@@ -46,6 +46,25 @@ pub enum ClientEvent {
         /// Why.
         reason: PeerLeaveReason,
     },
+    /// A user in the room started publishing.
+    StreamAdded {
+        /// Whose stream.
+        user_id: UserId,
+        /// Whether it has audio.
+        audio: bool,
+        /// Whether it has video.
+        video: bool,
+    },
+    /// A user's stream ended.
+    StreamRemoved {
+        /// Whose stream.
+        user_id: UserId,
+    },
+    /// A user's stream is being received; see `Client::remote_streams`.
+    StreamSubscribed {
+        /// Whose stream.
+        user_id: UserId,
+    },
     /// The connection state changed.
     ConnectionStateChanged {
         /// The state before.
@@ -78,6 +97,9 @@ impl ClientEvent {
         match self {
             ClientEvent::PeerJoin { .. } => "peer-join",
             ClientEvent::PeerLeave { .. } => "peer-leave",
+            ClientEvent::StreamAdded { .. } => "stream-added",
+            ClientEvent::StreamRemoved { .. } => "stream-removed",
+            ClientEvent::StreamSubscribed { .. } => "stream-subscribed",
             ClientEvent::ConnectionStateChanged { .. } => "connection-state-changed",
             ClientEvent::ClientBanned { .. } => "client-banned",
             ClientEvent::Error { .. } => "error",

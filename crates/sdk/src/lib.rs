@@ -30,6 +30,7 @@
 mod client;
 mod error;
 mod events;
+mod media;
 mod session;
 
 pub use client::{Client, ClientOptions, JoinInfo, ReconnectPolicy};
@@ -37,3 +38,4 @@ pub use error::ClientError;
 pub use events::{ClientEvent, ConnectionState, EventStream};
 pub use kaigi_proto::signal::{PeerInfo, PeerLeaveReason};
 pub use kaigi_proto::{KickReason, Role, RoomId, SdkAppId, UserId};
+pub use media::{LocalStream, RemoteStream, SyntheticSource};

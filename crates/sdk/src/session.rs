@@ -21,10 +21,57 @@ use tracing::{debug, info, warn};
 use crate::client::{Command, Shared};
 use crate::error::ClientError;
 use crate::events::{ClientEvent, ConnectionState};
+use crate::media::{Arrived, MediaSession};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 const JOIN_REQ_ID: u64 = 1;
+
+/// The interface that reaches the server: media binds to it.
+fn local_ip(ws: &Ws) -> std::net::IpAddr {
+    let addr = match ws.get_ref() {
+        MaybeTlsStream::Plain(s) => s.local_addr().ok(),
+        MaybeTlsStream::Rustls(s) => s.get_ref().0.local_addr().ok(),
+        _ => None,
+    };
+    addr.map(|a| a.ip())
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
+}
+
+type Reply = oneshot::Sender<Result<(), ClientError>>;
+
+/// Requests waiting for the server's answer.
+#[derive(Default)]
+struct Pending {
+    publish: Option<(u64, Option<Reply>)>,
+    unpublish: Option<(u64, Reply)>,
+}
+
+impl Pending {
+    /// Fails everything outstanding (the connection dropped).
+    fn fail_all(&mut self) {
+        if let Some((_, Some(r))) = self.publish.take() {
+            let _ = r.send(Err(ClientError::ConnectionLost));
+        }
+        if let Some((_, r)) = self.unpublish.take() {
+            let _ = r.send(Err(ClientError::ConnectionLost));
+        }
+    }
+}
+
+/// Waits for `leave` (or the client being dropped), refusing other
+/// commands meanwhile: used while no connection exists.
+async fn until_leave(commands: &mut mpsc::UnboundedReceiver<Command>) -> Option<Reply> {
+    loop {
+        match commands.recv().await {
+            Some(Command::Leave(reply)) => return Some(reply),
+            Some(Command::Publish(_, reply)) | Some(Command::Unpublish(reply)) => {
+                let _ = reply.send(Err(ClientError::ConnectionLost));
+            }
+            None => return None,
+        }
+    }
+}
 
 fn to_client_error(e: ErrorMessage) -> ClientError {
     match e.name {
@@ -126,8 +173,30 @@ pub(crate) async fn run(
     mut commands: mpsc::UnboundedReceiver<Command>,
 ) {
     let mut req_id = JOIN_REQ_ID;
+    let mut media = MediaSession::new(local_ip(&ws), shared.remotes.clone());
+    let mut pending = Pending::default();
     loop {
-        match connected(&shared, &mut ws, &joined, &mut commands, &mut req_id).await {
+        let outcome = connected(
+            &shared,
+            &mut ws,
+            &joined,
+            &mut commands,
+            &mut req_id,
+            &mut media,
+            &mut pending,
+        )
+        .await;
+        if !matches!(outcome, Outcome::Lost) {
+            pending.fail_all();
+            // Leave and every forced exit stop all media.
+            let _ = std::mem::replace(
+                &mut media,
+                MediaSession::new(local_ip(&ws), shared.remotes.clone()),
+            )
+            .close()
+            .await;
+        }
+        match outcome {
             Outcome::Leave(reply) => {
                 req_id += 1;
                 let result = leave(&shared, &mut ws, req_id).await;
@@ -146,14 +215,36 @@ pub(crate) async fn run(
             }
             Outcome::Lost => {
                 shared.set_state(ConnectionState::Reconnecting);
+                pending.fail_all();
+                // The server's side of the media is gone with the session;
+                // what was published is published again after rejoining.
+                let republish = std::mem::replace(
+                    &mut media,
+                    MediaSession::new(local_ip(&ws), shared.remotes.clone()),
+                )
+                .close()
+                .await;
                 let resume = joined.session_id.clone();
                 match reconnect(&shared, &room, role, resume, &mut commands).await {
                     Rejoin::Joined(new_ws, new_joined) => {
                         ws = *new_ws;
                         joined = new_joined;
                         req_id = JOIN_REQ_ID;
+                        media = MediaSession::new(local_ip(&ws), shared.remotes.clone());
                         resync_peers(&shared, &joined);
                         shared.set_state(ConnectionState::Connected);
+                        if let Some(stream) = republish.filter(|s| !s.is_closed()) {
+                            req_id += 1;
+                            let msg = ClientMessage::Publish {
+                                req_id,
+                                audio: stream.has_audio(),
+                                video: stream.has_video(),
+                            };
+                            media.publish(stream);
+                            if send(&mut ws, &msg).await.is_ok() {
+                                pending.publish = Some((req_id, None));
+                            }
+                        }
                     }
                     Rejoin::Stopped(reply) => {
                         shared.set_state(ConnectionState::Disconnected);
@@ -231,6 +322,8 @@ async fn connected(
     joined: &Joined,
     commands: &mut mpsc::UnboundedReceiver<Command>,
     req_id: &mut u64,
+    media: &mut MediaSession,
+    pending: &mut Pending,
 ) -> Outcome {
     let interval = Duration::from_millis(joined.heartbeat_interval_ms.max(100));
     let dead_after = Duration::from_millis(joined.heartbeat_timeout_ms.max(1000));
@@ -241,8 +334,36 @@ async fn connected(
         tokio::select! {
             cmd = commands.recv() => match cmd {
                 Some(Command::Leave(reply)) => return Outcome::Leave(Some(reply)),
+                Some(Command::Publish(stream, reply)) => {
+                    if pending.publish.is_some() {
+                        let _ = reply.send(Err(ClientError::Server { code: ErrorCode::AlreadyPublishing, message: "a publish is in progress".into() }));
+                        continue;
+                    }
+                    *req_id += 1;
+                    let msg = ClientMessage::Publish { req_id: *req_id, audio: stream.has_audio(), video: stream.has_video() };
+                    media.publish(stream);
+                    if send(ws, &msg).await.is_err() {
+                        let _ = reply.send(Err(ClientError::ConnectionLost));
+                        return Outcome::Lost;
+                    }
+                    pending.publish = Some((*req_id, Some(reply)));
+                }
+                Some(Command::Unpublish(reply)) => {
+                    *req_id += 1;
+                    media.unpublish();
+                    if send(ws, &ClientMessage::Unpublish { req_id: *req_id }).await.is_err() {
+                        let _ = reply.send(Err(ClientError::ConnectionLost));
+                        return Outcome::Lost;
+                    }
+                    pending.unpublish = Some((*req_id, reply));
+                }
                 None => return Outcome::Leave(None),
             },
+            track = media.next_track() => {
+                if let Some(Arrived::Subscribed(user_id)) = media.on_track(track).await {
+                    shared.emit(ClientEvent::StreamSubscribed { user_id });
+                }
+            }
             _ = heartbeat.tick() => {
                 *req_id += 1;
                 if send(ws, &ClientMessage::Ping { req_id: *req_id }).await.is_err() {
@@ -267,6 +388,41 @@ async fn connected(
                     }
                     Some(ServerMessage::ClientBanned { reason, message }) => {
                         return Outcome::Banned(reason, message);
+                    }
+                    Some(ServerMessage::Offer { sdp }) => match media.answer(sdp).await {
+                        Ok(sdp) => {
+                            if send(ws, &ClientMessage::Answer { sdp }).await.is_err() {
+                                return Outcome::Lost;
+                            }
+                        }
+                        Err(e) => {
+                            warn!(error = %e, "answering the server's offer failed");
+                            shared.emit(ClientEvent::Error { code: ErrorCode::MediaFailed.code(), name: e.name(), message: e.to_string() });
+                        }
+                    },
+                    Some(ServerMessage::Published { req_id: r }) if pending.publish.as_ref().is_some_and(|(id, _)| *id == r) => {
+                        media.start_sending().await;
+                        if let Some((_, Some(reply))) = pending.publish.take() {
+                            let _ = reply.send(Ok(()));
+                        }
+                    }
+                    Some(ServerMessage::Unpublished { req_id: r }) if pending.unpublish.as_ref().is_some_and(|(id, _)| *id == r) => {
+                        if let Some((_, reply)) = pending.unpublish.take() {
+                            let _ = reply.send(Ok(()));
+                        }
+                    }
+                    Some(ServerMessage::Error(e)) if e.req_id.is_some() && pending.publish.as_ref().is_some_and(|(id, _)| Some(*id) == e.req_id) => {
+                        media.unpublish();
+                        if let Some((_, Some(reply))) = pending.publish.take() {
+                            let _ = reply.send(Err(to_client_error(e)));
+                        }
+                    }
+                    Some(ServerMessage::StreamAdded { user_id, audio, video }) => {
+                        shared.emit(ClientEvent::StreamAdded { user_id, audio, video });
+                    }
+                    Some(ServerMessage::StreamRemoved { user_id }) => {
+                        media.stream_removed(&user_id);
+                        shared.emit(ClientEvent::StreamRemoved { user_id });
                     }
                     Some(ServerMessage::Error(e)) => {
                         warn!(code = e.code, message = %e.message, "server error");
@@ -331,13 +487,13 @@ async fn reconnect(
         // Jitter spreads out many clients reconnecting to a restarted server.
         let wait = backoff.mul_f64(rand::rng().random_range(0.8..1.2));
         tokio::select! {
-            cmd = commands.recv() => return Rejoin::Stopped(cmd.map(|Command::Leave(reply)| reply)),
+            reply = until_leave(commands) => return Rejoin::Stopped(reply),
             _ = tokio::time::sleep(wait) => {}
         }
         attempt += 1;
         let try_join = connect_and_join(shared, room, role, Some(resume.clone()));
         let result = tokio::select! {
-            cmd = commands.recv() => return Rejoin::Stopped(cmd.map(|Command::Leave(reply)| reply)),
+            reply = until_leave(commands) => return Rejoin::Stopped(reply),
             r = try_join => r,
         };
         match result {
