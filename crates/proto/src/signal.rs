@@ -324,6 +324,11 @@ pub enum ServerMessage {
     Offer {
         /// The SDP text.
         sdp: String,
+        /// Set when this offer carries the receive transceivers for that
+        /// `publish` request: attach the published tracks to this offer
+        /// (and to no other).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        publish_req_id: Option<u64>,
     },
     /// A user in the room started publishing; the server subscribes this
     /// client and renegotiates.

@@ -17,6 +17,7 @@ use kaigi_rtc::{build_peer, is_keyframe_request, track, RtpCodecKind};
 use rtc::media::io::sample_builder::SampleBuilder;
 use rtc::media::Sample;
 use rtc::rtp::codec::h264::H264Packet;
+use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use tokio::sync::{mpsc, watch, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -61,6 +62,7 @@ struct LocalInner {
     video_pt: AtomicU8,
     audio_pt: AtomicU8,
     keyframe: AtomicBool,
+    listening: AtomicBool,
     video_muted: AtomicBool,
     audio_muted: AtomicBool,
     frames_sent: AtomicU64,
@@ -74,13 +76,20 @@ pub struct LocalStream {
     inner: Arc<LocalInner>,
 }
 
-fn kind_track(user: &str, kind: RtpCodecKind) -> Result<Arc<TrackLocalStaticSample>, ClientError> {
+fn kind_track(
+    user: &str,
+    kind: RtpCodecKind,
+    instance: u32,
+) -> Result<Arc<TrackLocalStaticSample>, ClientError> {
     let name = if kind == RtpCodecKind::Audio {
         "audio"
     } else {
         "video"
     };
-    TrackLocalStaticSample::new(Instant::now(), track(user, &format!("{user}-{name}"), kind))
+    // Unique per stream: a peer connection ignores a second track whose id
+    // it has already seen, so a republished stream needs new ids.
+    let id = format!("{user}-{name}-{instance:x}");
+    TrackLocalStaticSample::new(Instant::now(), track(user, &id, kind))
         .map(Arc::new)
         .map_err(|e| ClientError::Media(e.to_string()))
 }
@@ -89,18 +98,20 @@ impl LocalStream {
     /// Starts synthetic sources for `user` (the stream id others see).
     pub fn synthetic(user: &UserId, source: SyntheticSource) -> Result<Self, ClientError> {
         let media = |e: kaigi_media::MediaError| ClientError::Media(e.to_string());
+        let instance: u32 = rand::random();
         let inner = Arc::new(LocalInner {
             video: source
                 .video
-                .map(|_| kind_track(user.as_str(), RtpCodecKind::Video))
+                .map(|_| kind_track(user.as_str(), RtpCodecKind::Video, instance))
                 .transpose()?,
             audio: source
                 .tone_hz
-                .map(|_| kind_track(user.as_str(), RtpCodecKind::Audio))
+                .map(|_| kind_track(user.as_str(), RtpCodecKind::Audio, instance))
                 .transpose()?,
             video_pt: AtomicU8::new(0),
             audio_pt: AtomicU8::new(0),
             keyframe: AtomicBool::new(false),
+            listening: AtomicBool::new(false),
             video_muted: AtomicBool::new(false),
             audio_muted: AtomicBool::new(false),
             frames_sent: AtomicU64::new(0),
@@ -151,26 +162,6 @@ impl LocalStream {
                         }
                         Ok(None) => {}
                         Err(e) => warn!(error = %e, "encoding failed"),
-                    }
-                }
-            });
-            // Keyframe requests from the server (relayed subscribers' PLIs).
-            let (me, track) = (inner.clone(), inner.video.clone());
-            tokio::spawn(async move {
-                let Some(track) = track else { return };
-                loop {
-                    let evt = tokio::select! {
-                        _ = me.closed.cancelled() => break,
-                        evt = track.poll() => evt,
-                    };
-                    match evt {
-                        Some(TrackLocalEvent::OnRtcpPacket(packets)) => {
-                            if packets.iter().any(|p| is_keyframe_request(p.as_ref())) {
-                                me.keyframe.store(true, Ordering::SeqCst);
-                            }
-                        }
-                        Some(_) => {}
-                        None => break,
                     }
                 }
             });
@@ -243,6 +234,37 @@ impl LocalStream {
     /// Whether `close` was called.
     pub fn is_closed(&self) -> bool {
         self.inner.closed.is_cancelled()
+    }
+
+    /// Acts on keyframe requests (subscribers' PLIs relayed by the server)
+    /// once the video track is bound to a connection: polling an unbound
+    /// track ends at once.
+    fn listen_for_keyframe_requests(&self) {
+        let Some(track) = self.inner.video.clone() else {
+            return;
+        };
+        if self.inner.listening.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let me = self.inner.clone();
+        tokio::spawn(async move {
+            loop {
+                let evt = tokio::select! {
+                    _ = me.closed.cancelled() => break,
+                    evt = track.poll() => evt,
+                };
+                match evt {
+                    Some(TrackLocalEvent::OnRtcpPacket(packets)) => {
+                        if packets.iter().any(|p| is_keyframe_request(p.as_ref())) {
+                            me.keyframe.store(true, Ordering::SeqCst);
+                        }
+                    }
+                    Some(_) => {}
+                    None => break,
+                }
+            }
+            me.listening.store(false, Ordering::SeqCst);
+        });
     }
 
     fn tracks(&self) -> Vec<Arc<TrackLocalStaticSample>> {
@@ -322,6 +344,11 @@ impl RemoteStream {
                 Ok(d) => d,
                 Err(e) => return warn!(error = %e, "no Opus decoder"),
             };
+            let media_ssrc = remote.ssrcs().await.first().copied().unwrap_or_default();
+            // Until a picture decodes, ask for a keyframe (at most every
+            // 300 ms): one sent before this subscription existed is lost.
+            let mut need_keyframe = kind == RtpCodecKind::Video;
+            let mut last_pli: Option<Instant> = None;
             loop {
                 let evt = tokio::select! {
                     _ = me.closed.cancelled() => break,
@@ -341,11 +368,21 @@ impl RemoteStream {
                 }
                 builder.push(Instant::now(), packet);
                 while let Some(sample) = builder.pop(Instant::now()) {
-                    // Until a keyframe arrives the decoder refuses; fine.
-                    if let Ok(Some(frame)) = h264.decode(&sample.data) {
-                        me.frames_decoded.fetch_add(1, Ordering::Relaxed);
-                        me.video.send_replace(Some(Arc::new(frame)));
+                    match h264.decode(&sample.data) {
+                        Ok(Some(frame)) => {
+                            need_keyframe = false;
+                            me.frames_decoded.fetch_add(1, Ordering::Relaxed);
+                            me.video.send_replace(Some(Arc::new(frame)));
+                        }
+                        Ok(None) => {}
+                        Err(_) => need_keyframe = true,
                     }
+                }
+                if need_keyframe
+                    && last_pli.is_none_or(|t| t.elapsed() >= Duration::from_millis(300))
+                {
+                    last_pli = Some(Instant::now());
+                    let _ = remote.write_rtcp(vec![kaigi_rtc::pli(media_ssrc)]).await;
                 }
             }
             debug!(user = %me.user, "remote track ended");
@@ -430,8 +467,13 @@ impl MediaSession {
         }
     }
 
-    /// Answers the server's offer.
-    pub async fn answer(&mut self, sdp: String) -> Result<String, ClientError> {
+    /// Answers the server's offer; `carries_publish` says it is the offer
+    /// for the pending publish.
+    pub async fn answer(
+        &mut self,
+        sdp: String,
+        carries_publish: bool,
+    ) -> Result<String, ClientError> {
         let err = |e: webrtc::error::Error| ClientError::Media(e.to_string());
         if self.pc.is_none() {
             let (tx, rx) = mpsc::unbounded_channel();
@@ -450,19 +492,23 @@ impl MediaSession {
             .pc
             .as_ref()
             .ok_or_else(|| ClientError::Media("no peer connection".into()))?;
-        let offer = RTCSessionDescription::offer(sdp).map_err(err)?;
-        pc.set_remote_description(offer).await.map_err(err)?;
-        if let Some(stream) = self.pending.take() {
-            // Each track takes the transceiver the server offered for it.
+        if let Some(stream) = self.pending.take_if(|_| carries_publish) {
+            // Send-only transceivers without a mid, added before the offer
+            // is applied, are what its new receive-only m-lines bind to;
+            // `add_track` could take a subscription's transceiver instead.
             for t in stream.tracks() {
-                let sender = pc
-                    .add_track(t.clone() as Arc<dyn TrackLocal>)
+                let init = RTCRtpTransceiverInit {
+                    direction: RTCRtpTransceiverDirection::Sendonly,
+                    ..Default::default()
+                };
+                pc.add_transceiver_from_track(t.clone() as Arc<dyn TrackLocal>, Some(init))
                     .await
                     .map_err(err)?;
-                let _ = sender;
             }
             self.published = Some(stream);
         }
+        let offer = RTCSessionDescription::offer(sdp).map_err(err)?;
+        pc.set_remote_description(offer).await.map_err(err)?;
         let answer = pc.create_answer(None).await.map_err(err)?;
         let waiter = self.gathered_notify.notified();
         pc.set_local_description(answer).await.map_err(err)?;
@@ -497,6 +543,7 @@ impl MediaSession {
                 stream.inner.keyframe.store(true, Ordering::SeqCst);
             }
         }
+        stream.listen_for_keyframe_requests();
     }
 
     /// The next track the server sends; never, before a connection exists.

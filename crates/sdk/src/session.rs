@@ -389,7 +389,10 @@ async fn connected(
                     Some(ServerMessage::ClientBanned { reason, message }) => {
                         return Outcome::Banned(reason, message);
                     }
-                    Some(ServerMessage::Offer { sdp }) => match media.answer(sdp).await {
+                    Some(ServerMessage::Offer { sdp, publish_req_id }) => match media
+                        .answer(sdp, publish_req_id.is_some() && publish_req_id == pending.publish.as_ref().map(|(id, _)| *id))
+                        .await
+                    {
                         Ok(sdp) => {
                             if send(ws, &ClientMessage::Answer { sdp }).await.is_err() {
                                 return Outcome::Lost;

@@ -23,7 +23,7 @@ use webrtc::peer_connection::{
     PeerConnection, PeerConnectionEventHandler, RTCIceGatheringState, RTCPeerConnectionState,
     RTCSessionDescription,
 };
-use webrtc::rtp_transceiver::RtpSender;
+use webrtc::rtp_transceiver::RtpTransceiver;
 
 use crate::registry::{SessionId, StreamKinds};
 
@@ -42,8 +42,8 @@ fn kind_name(kind: RtpCodecKind) -> &'static str {
 /// An incoming track and its SSRC.
 type Incoming = (Arc<dyn TrackRemote>, u32);
 
-/// A received publication and the senders that carry it to this session.
-type Subscription = (Weak<Publication>, Vec<Arc<dyn RtpSender>>);
+/// A received publication and the transceivers that carry it to this session.
+type Subscription = (Weak<Publication>, Vec<Arc<dyn RtpTransceiver>>);
 
 /// One subscriber's copy of a published track.
 #[derive(Clone)]
@@ -61,6 +61,8 @@ pub struct Publication {
     pub user: UserId,
     /// What it carries.
     pub kinds: StreamKinds,
+    /// Distinguishes this publication from the user's earlier ones.
+    pub id: u32,
     remotes: RwLock<HashMap<RtpCodecKind, Incoming>>,
     outputs: RwLock<HashMap<RtpCodecKind, Arc<Vec<Output>>>>,
     closed: CancellationToken,
@@ -73,6 +75,7 @@ impl Publication {
             session,
             user,
             kinds,
+            id: rand::random(),
             remotes: RwLock::new(HashMap::new()),
             outputs: RwLock::new(HashMap::new()),
             closed: CancellationToken::new(),
@@ -286,7 +289,7 @@ impl MediaPeer {
             return Ok(());
         }
         let user = publication.user.as_str();
-        let mut senders = Vec::new();
+        let mut transceivers = Vec::new();
         for (on, kind) in [
             (publication.kinds.audio, RtpCodecKind::Audio),
             (publication.kinds.video, RtpCodecKind::Video),
@@ -294,18 +297,22 @@ impl MediaPeer {
             if !on {
                 continue;
             }
-            let local = Arc::new(TrackLocalStaticRTP::new(track(
-                user,
-                &format!("{user}-{}", kind_name(kind)),
-                kind,
-            )));
+            // Unique per publication: a republished stream is a new track.
+            let track_id = format!("{user}-{}-{:x}", kind_name(kind), publication.id);
+            let local = Arc::new(TrackLocalStaticRTP::new(track(user, &track_id, kind)));
             let ssrc = local.ssrcs().await.first().copied().unwrap_or_default();
-            let sender = self
+            // A dedicated send-only transceiver: `add_track` would reuse any
+            // sender-less one, such as this session's own receive side.
+            let init = RTCRtpTransceiverInit {
+                direction: RTCRtpTransceiverDirection::Sendonly,
+                ..Default::default()
+            };
+            let transceiver = self
                 .pc
-                .add_track(local.clone() as Arc<dyn TrackLocal>)
+                .add_transceiver_from_track(local.clone() as Arc<dyn TrackLocal>, Some(init))
                 .await
                 .map_err(RtcError::from_display)?;
-            senders.push(sender);
+            transceivers.push(transceiver);
             publication.add_output(
                 kind,
                 Output {
@@ -329,8 +336,10 @@ impl MediaPeer {
                 });
             }
         }
-        self.subscriptions
-            .insert(publication.session, (Arc::downgrade(publication), senders));
+        self.subscriptions.insert(
+            publication.session,
+            (Arc::downgrade(publication), transceivers),
+        );
         self.keyframes_after.push(publication.session);
         Ok(())
     }
@@ -341,17 +350,16 @@ impl MediaPeer {
         me: SessionId,
         publisher: SessionId,
     ) -> Result<bool, RtcError> {
-        let Some((publication, senders)) = self.subscriptions.remove(&publisher) else {
+        let Some((publication, transceivers)) = self.subscriptions.remove(&publisher) else {
             return Ok(false);
         };
         if let Some(p) = publication.upgrade() {
             p.remove_outputs(me);
         }
-        for s in &senders {
-            self.pc
-                .remove_track(s)
-                .await
-                .map_err(RtcError::from_display)?;
+        // Stopped transceivers go inactive in the next offer, which ends the
+        // client's remote tracks.
+        for t in &transceivers {
+            t.stop().await.map_err(RtcError::from_display)?;
         }
         Ok(true)
     }

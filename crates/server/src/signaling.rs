@@ -123,8 +123,10 @@ struct Session {
     media: Option<MediaPeer>,
     /// What this session publishes.
     publication: Option<Arc<Publication>>,
-    /// The `publish` to answer once the negotiation it started completes.
+    /// The `publish` to answer once the negotiation carrying it completes.
     publish_reply: Option<u64>,
+    /// Whether the offer in flight carries that publish.
+    publish_offered: bool,
 }
 
 /// The next event of a session's peer connection; never, without one.
@@ -150,6 +152,7 @@ async fn run(socket: WebSocket, shared: Arc<Shared>, peer: SocketAddr) {
         media: None,
         publication: None,
         publish_reply: None,
+        publish_offered: false,
     };
     let end = async {
         debug!("connected");
@@ -360,7 +363,13 @@ impl Session {
             .await
             .map_err(|e| ErrorMessage::new(None, ErrorCode::MediaFailed, e.to_string()))?;
         if let Some(sdp) = sdp {
-            self.send(&ServerMessage::Offer { sdp }).await;
+            let publish_req_id = self.publish_reply.filter(|_| !self.publish_offered);
+            self.publish_offered |= publish_req_id.is_some();
+            self.send(&ServerMessage::Offer {
+                sdp,
+                publish_req_id,
+            })
+            .await;
         }
         Ok(())
     }
@@ -400,6 +409,8 @@ impl Session {
             return Err(ErrorMessage::new(None, code, e.to_string()));
         }
         self.publication = Some(publication);
+        self.publish_reply = Some(req_id);
+        self.publish_offered = false;
         let ready = async {
             self.media()
                 .await?
@@ -410,11 +421,11 @@ impl Session {
         }
         .await;
         if let Err(e) = ready {
+            self.publish_reply = None;
             self.stop_publishing();
             return Err(e);
         }
         info!(audio = kinds.audio, video = kinds.video, "publishing");
-        self.publish_reply = Some(req_id);
         Ok(())
     }
 
@@ -438,7 +449,8 @@ impl Session {
             Ok(r) => r,
             Err(e) => {
                 let mut err = ErrorMessage::new(None, ErrorCode::MediaFailed, e.to_string());
-                if let Some(req_id) = self.publish_reply.take() {
+                if let Some(req_id) = self.publish_reply.take().filter(|_| self.publish_offered) {
+                    self.publish_offered = false;
                     self.stop_publishing();
                     err.req_id = Some(req_id);
                 }
@@ -450,8 +462,11 @@ impl Session {
                 p.request_keyframe().await;
             }
         }
-        if let Some(req_id) = self.publish_reply.take() {
-            self.send(&ServerMessage::Published { req_id }).await;
+        if self.publish_offered {
+            self.publish_offered = false;
+            if let Some(req_id) = self.publish_reply.take() {
+                self.send(&ServerMessage::Published { req_id }).await;
+            }
         }
         if again {
             self.renegotiate().await?;

@@ -1,0 +1,157 @@
+//! What publishing means to the room: unpublish and forced exits remove
+//! streams, audiences cannot publish, and everyone receives everyone.
+
+use std::time::{Duration, Instant};
+
+use kaigi_media::Stamp;
+use kaigi_proto::ErrorCode;
+use kaigi_sdk::{
+    Client, ClientError, ClientEvent, EventStream, LocalStream, Role, SyntheticSource,
+};
+use kaigi_tests::*;
+use serde_json::json;
+
+fn small() -> SyntheticSource {
+    SyntheticSource {
+        video: Some((320, 240)),
+        fps: 30,
+        tone_hz: Some(440.0),
+        video_bitrate_bps: 300_000,
+    }
+}
+
+async fn publish(client: &Client) -> LocalStream {
+    let s = LocalStream::synthetic(client.user_id(), small()).unwrap();
+    within("publish", client.publish(&s)).await.unwrap();
+    s
+}
+
+/// Waits until `client` decodes a frame of `user`'s stream.
+async fn sees_video(client: &Client, events: &mut EventStream, user: &str) {
+    if !client
+        .remote_streams()
+        .iter()
+        .any(|s| s.user_id().as_str() == user)
+    {
+        wait_for(
+            events,
+            "stream-subscribed",
+            |e| matches!(e, ClientEvent::StreamSubscribed { user_id } if user_id.as_str() == user),
+        )
+        .await;
+    }
+    let remote = client
+        .remote_streams()
+        .into_iter()
+        .find(|s| s.user_id().as_str() == user)
+        .unwrap();
+    let mut video = remote.video();
+    let r = tokio::time::timeout(
+        Duration::from_secs(5),
+        video.wait_for(|f| f.as_deref().and_then(Stamp::read).is_some()),
+    )
+    .await;
+    if r.is_err() {
+        let stats: Vec<String> = client
+            .remote_streams()
+            .iter()
+            .map(|s| {
+                format!(
+                    "{}: {} frames, {} audio packets",
+                    s.user_id(),
+                    s.frames_decoded(),
+                    s.audio_packets()
+                )
+            })
+            .collect();
+        panic!("{} never decoded {user} ({stats:?})", client.user_id());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unpublish_removes_the_stream() {
+    let server = TestServer::start().await;
+    let (alice, _) = server.joined("alice", &room(1)).await;
+    let (bob, mut bob_events) = server.joined("bob", &room(1)).await;
+    let _stream = publish(&alice).await;
+    sees_video(&bob, &mut bob_events, "alice").await;
+    within("unpublish", alice.unpublish()).await.unwrap();
+    let (e, _) = wait_for(&mut bob_events, "stream-removed", |e| {
+        matches!(e, ClientEvent::StreamRemoved { .. })
+    })
+    .await;
+    assert_eq!(
+        e,
+        ClientEvent::StreamRemoved {
+            user_id: "alice".parse().unwrap()
+        }
+    );
+    assert!(bob.remote_streams().is_empty());
+    // Publishing again works.
+    let _again = publish(&alice).await;
+    sees_video(&bob, &mut bob_events, "alice").await;
+}
+
+#[tokio::test]
+async fn audience_cannot_publish() {
+    let server = TestServer::start().await;
+    let (viewer, _) = server.client("viewer");
+    viewer.join(room(1), Role::Audience).await.unwrap();
+    let stream = LocalStream::synthetic(viewer.user_id(), small()).unwrap();
+    match viewer.publish(&stream).await {
+        Err(ClientError::Server { code, .. }) => assert_eq!(code, ErrorCode::AudienceCannotPublish),
+        other => panic!("{other:?}"),
+    }
+    let (outsider, _) = server.client("outsider");
+    assert_eq!(outsider.publish(&stream).await, Err(ClientError::NotInRoom));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_publishers_each_receive_the_other_three() {
+    let server = TestServer::start().await;
+    let names = ["p0", "p1", "p2", "p3"];
+    let mut clients = Vec::new();
+    let mut streams = Vec::new();
+    for n in names {
+        let (c, e) = server.joined(n, &room(4)).await;
+        streams.push(publish(&c).await);
+        clients.push((c, e));
+    }
+    for (i, (c, e)) in clients.iter_mut().enumerate() {
+        for (j, other) in names.iter().enumerate() {
+            if i != j {
+                sees_video(c, e, other).await;
+            }
+        }
+        assert_eq!(c.remote_streams().len(), 3, "{}", names[i]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_publishers_media_stops_at_once() {
+    let server = TestServer::start().await;
+    let (alice, _) = server.joined("alice", &room(9)).await;
+    let (bob, mut bob_events) = server.joined("bob", &room(9)).await;
+    let _stream = publish(&alice).await;
+    sees_video(&bob, &mut bob_events, "alice").await;
+    let remote = bob.remote_streams().pop().unwrap();
+
+    server
+        .admin("RemoveUser", json!({"RoomId": 9, "UserIds": ["alice"]}))
+        .await;
+    let removed_at = Instant::now();
+    wait_for(&mut bob_events, "stream-removed", |e| {
+        matches!(e, ClientEvent::StreamRemoved { .. })
+    })
+    .await;
+    // No frame of alice's is decoded 200 ms after her removal.
+    let frames = remote.frames_decoded();
+    let mut video = remote.video();
+    let late = tokio::time::timeout(Duration::from_millis(400), video.changed()).await;
+    assert!(
+        late.is_err() || removed_at.elapsed() < Duration::from_millis(200),
+        "frames kept coming"
+    );
+    assert!(remote.frames_decoded() <= frames + 1);
+    assert!(bob.remote_streams().is_empty());
+}
