@@ -155,3 +155,25 @@ async fn a_removed_publishers_media_stops_at_once() {
     assert!(remote.frames_decoded() <= frames + 1);
     assert!(bob.remote_streams().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_joiner_hears_of_and_receives_existing_streams() {
+    let server = TestServer::start().await;
+    let (alice, _) = server.joined("alice", &room(5)).await;
+    let _stream = publish(&alice).await;
+    let (late, mut late_events) = server.client("late");
+    late.join(room(5), Role::Anchor).await.unwrap();
+    let (e, _) = wait_for(&mut late_events, "stream-added", |e| {
+        matches!(e, ClientEvent::StreamAdded { .. })
+    })
+    .await;
+    assert_eq!(
+        e,
+        ClientEvent::StreamAdded {
+            user_id: "alice".parse().unwrap(),
+            audio: true,
+            video: true
+        }
+    );
+    sees_video(&late, &mut late_events, "alice").await;
+}

@@ -110,6 +110,8 @@ pub struct FileConfig {
     pub rate_limit_per_sec: Option<u32>,
     /// `rate_limit_burst = 100`
     pub rate_limit_burst: Option<u32>,
+    /// `media_ip = "192.168.1.10"`: where WebRTC media binds.
+    pub media_ip: Option<std::net::IpAddr>,
 }
 
 impl FileConfig {

@@ -25,6 +25,9 @@ struct Args {
     /// Seconds of silence after which a client is dropped [default: 20].
     #[arg(long, env = "KAIGI_HEARTBEAT_TIMEOUT")]
     heartbeat_timeout: Option<u64>,
+    /// The IP WebRTC media binds to [default: the --listen IP].
+    #[arg(long, env = "KAIGI_MEDIA_IP")]
+    media_ip: Option<std::net::IpAddr>,
 }
 
 #[tokio::main]
@@ -61,6 +64,7 @@ async fn main() -> anyhow::Result<()> {
             .map_err(anyhow::Error::msg)
             .context("--heartbeat-timeout")?;
     }
+    config.media_ip = args.media_ip.or(file.media_ip);
     let defaults = RateLimit::default();
     config.rate_limit = RateLimit {
         per_sec: file.rate_limit_per_sec.unwrap_or(defaults.per_sec),

@@ -251,9 +251,17 @@ impl Registry {
             },
         );
         let mut effects = Vec::new();
-        // The newcomer receives every stream already published.
-        for p in room.participants.values() {
-            if p.session != session && p.stream.is_some() {
+        // The newcomer hears of, and receives, every stream already published.
+        for (user, p) in room.participants() {
+            if let (true, Some(kinds)) = (p.session != session, p.stream) {
+                effects.push(Effect::Broadcast {
+                    to: vec![session],
+                    msg: ServerMessage::StreamAdded {
+                        user_id: user.clone(),
+                        audio: kinds.audio,
+                        video: kinds.video,
+                    },
+                });
                 effects.push(Effect::Subscribe {
                     subscriber: session,
                     publisher: p.session,

@@ -405,6 +405,11 @@ impl MediaPeer {
         Ok(Some(sdp))
     }
 
+    /// Whether an offer awaits its answer.
+    pub fn negotiating(&self) -> bool {
+        self.negotiating
+    }
+
     /// Applies the client's answer. Returns the publishers to ask for a
     /// keyframe now, and whether another offer is due.
     pub async fn answer(&mut self, sdp: String) -> Result<(Vec<SessionId>, bool), RtcError> {

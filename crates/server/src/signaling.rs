@@ -438,7 +438,7 @@ impl Session {
     }
 
     async fn answer(&mut self, sdp: String) -> Result<(), ErrorMessage> {
-        let Some(media) = self.media.as_mut() else {
+        let Some(media) = self.media.as_mut().filter(|m| m.negotiating()) else {
             return Err(ErrorMessage::new(
                 None,
                 ErrorCode::InvalidMessage,
