@@ -203,7 +203,8 @@ async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
-            EnvFilter::try_from_env("KAIGI_LOG").unwrap_or_else(|_| EnvFilter::new("warn")),
+            EnvFilter::try_from_env("KAIGI_LOG")
+                .unwrap_or_else(|_| EnvFilter::new(kaigi_proto::log_filter("warn"))),
         )
         .init();
     let cli = Cli::parse();

@@ -250,3 +250,65 @@ async fn bot_join_failure_is_reported() {
     assert_eq!(line["event"], "join-failed");
     assert_eq!(line["name"], "USERSIG_UNDECODABLE");
 }
+
+#[tokio::test]
+async fn bots_publish_and_report_what_they_receive() {
+    let server = server().await;
+    let mut alice = Bot::start(
+        &server,
+        "alice",
+        &[
+            "--room",
+            "8",
+            "--video",
+            "test-pattern:320x240",
+            "--audio",
+            "tone:1000",
+        ],
+    )
+    .await;
+    let published = alice.until("published").await;
+    assert_eq!(
+        (published["audio"].as_bool(), published["video"].as_bool()),
+        (Some(true), Some(true))
+    );
+    let mut bob = Bot::start(&server, "bob", &["--room", "8"]).await;
+    assert_eq!(bob.until("stream-added").await["userId"], "alice");
+    // Reports come once a second; wait for one that shows steady video.
+    let mut counters = Vec::new();
+    let report = loop {
+        let r = bob.until("stream-stats").await;
+        if let Some(c) = r["lastCounter"].as_u64() {
+            counters.push(c);
+        }
+        if r["fps"].as_u64().unwrap_or(0) >= 20 && counters.len() >= 2 {
+            break r;
+        }
+        assert!(counters.len() < 10, "no steady video: {r}");
+    };
+    assert_eq!(report["userId"], "alice");
+    assert!(counters.windows(2).all(|w| w[1] > w[0]), "{counters:?}");
+    assert!(report["audioPackets"].as_u64().unwrap() > 0);
+    // Bad media flags are refused before joining.
+    let out = kaigi()
+        .args([
+            "bot",
+            "--server",
+            "ws://127.0.0.1:1",
+            "--app",
+            "1",
+            "--key",
+            "k",
+            "--user",
+            "x",
+            "--room",
+            "1",
+            "--video",
+            "webcam",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("test-pattern"));
+}

@@ -23,3 +23,10 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// The identifier whose UserSig authorizes admin API calls (as TRTC's server
 /// REST APIs).
 pub const ADMIN_IDENTIFIER: &str = "administrator";
+
+/// The default log filter for Kaigi's binaries: `level` for Kaigi itself,
+/// errors only from the WebRTC stack (whose warnings are routine, e.g. about
+/// packets sent before DTLS completes). `KAIGI_LOG` replaces it.
+pub fn log_filter(level: &str) -> String {
+    format!("{level},rtc=error,rtc_ice=error,rtc_dtls=error,rtc_srtp=error,rtc_sctp=error,rtc_interceptor=error,webrtc=error")
+}

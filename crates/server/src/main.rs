@@ -34,7 +34,8 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_env("KAIGI_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+            EnvFilter::try_from_env("KAIGI_LOG")
+                .unwrap_or_else(|_| EnvFilter::new(kaigi_proto::log_filter("info"))),
         )
         .init();
     let args = Args::parse();
