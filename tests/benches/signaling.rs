@@ -6,22 +6,19 @@
 //! short run).
 
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use kaigi_sdk::{ClientEvent, Role};
-use kaigi_tests::{raw_join, room, test_config, TestServer};
+use kaigi_tests::bench::ChildServer;
+use kaigi_tests::{raw_join, room, TestServer};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
-const SERVE_ENV: &str = "KAIGI_BENCH_SERVE";
-
 fn main() {
-    if std::env::var_os(SERVE_ENV).is_some() {
-        serve_child();
+    if kaigi_tests::bench::serve_child_if_asked() {
         return;
     }
     let quick = std::env::args().any(|a| a == "--quick");
@@ -30,28 +27,6 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(run(quick));
-}
-
-/// The memory benchmark's server: a separate process, so its RSS is the
-/// server's alone.
-fn serve_child() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let mut cfg = test_config("127.0.0.1:0".parse().unwrap());
-        cfg.heartbeat_timeout = Duration::from_secs(600);
-        let h = kaigi_server::start(cfg).await.unwrap();
-        println!("{}", h.local_addr());
-        // Serve until the parent closes our stdin.
-        let _ = tokio::task::spawn_blocking(|| {
-            let mut s = String::new();
-            let _ = std::io::stdin().read_line(&mut s);
-        })
-        .await;
-        h.shutdown().await;
-    });
 }
 
 struct Stats {
@@ -271,36 +246,6 @@ fn rss_kib(pid: u32) -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap()
-}
-
-/// A server in a child process (ends when its stdin closes).
-struct ChildServer {
-    child: std::process::Child,
-    addr: std::net::SocketAddr,
-}
-
-impl ChildServer {
-    fn start() -> Self {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .env(SERVE_ENV, "1")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        ChildServer {
-            addr: line.trim().parse().unwrap(),
-            child,
-        }
-    }
-
-    fn stop(mut self) {
-        drop(self.child.stdin.take());
-        let _ = self.child.wait();
-    }
 }
 
 async fn memory_per_idle_client(n: usize) -> f64 {

@@ -305,3 +305,124 @@ pub async fn raw_close_code(ws: &mut RawWs) -> Option<u16> {
 pub fn raw_join(req_id: u64, user: &str, room: u64) -> Value {
     json!({"type":"join","reqId":req_id,"sdkAppId":APP.0,"userId":user,"userSig":sig(user),"roomId":room})
 }
+
+/// Helpers for the benchmark binaries.
+pub mod bench {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    use std::time::Duration;
+
+    use super::test_config;
+
+    const SERVE_ENV: &str = "KAIGI_BENCH_SERVE";
+
+    /// In a benchmark's child process, runs the server and returns true;
+    /// otherwise returns false at once.
+    pub fn serve_child_if_asked() -> bool {
+        if std::env::var_os(SERVE_ENV).is_none() {
+            return false;
+        }
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let mut cfg = test_config("127.0.0.1:0".parse().expect("addr"));
+            cfg.heartbeat_timeout = Duration::from_secs(600);
+            let h = kaigi_server::start(cfg).await.expect("server starts");
+            println!("{}", h.local_addr());
+            // Serve until the parent closes our stdin.
+            let _ = tokio::task::spawn_blocking(|| {
+                let mut s = String::new();
+                let _ = std::io::stdin().read_line(&mut s);
+            })
+            .await;
+            h.shutdown().await;
+        });
+        true
+    }
+
+    /// The machine, for the record: (date, cores, CPU model).
+    pub fn machine() -> (String, usize, String) {
+        let cpu = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|c| {
+                c.lines().find_map(|l| {
+                    l.strip_prefix("model name")
+                        .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
+                })
+            })
+            .unwrap_or_default();
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0);
+        let date = Command::new("date")
+            .args(["-u", "+%Y-%m-%d"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default();
+        (date, cores, cpu)
+    }
+
+    /// Writes `body` as the section `name` of BENCHMARKS.md (between
+    /// `<!-- name:start -->` and `<!-- name:end -->`), and `json` to
+    /// `bench-results/<name>.json`.
+    pub fn write_results(name: &str, body: &str, json: &serde_json::Value) {
+        let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+        let _ = std::fs::create_dir_all(root.join("bench-results"));
+        let pretty = serde_json::to_string_pretty(json).unwrap_or_default();
+        let _ = std::fs::write(
+            root.join(format!("bench-results/{name}.json")),
+            pretty + "\n",
+        );
+        let (start, end) = (
+            format!("<!-- {name}:start -->"),
+            format!("<!-- {name}:end -->"),
+        );
+        let section = format!("{start}\n{body}{end}");
+        let path = root.join("BENCHMARKS.md");
+        let old =
+            std::fs::read_to_string(&path).unwrap_or_else(|_| "# Kaigi benchmarks\n\n".into());
+        let new = match (old.find(&start), old.find(&end)) {
+            (Some(a), Some(b)) => format!("{}{}{}", &old[..a], section, &old[b + end.len()..]),
+            _ => format!("{old}\n{section}\n"),
+        };
+        let _ = std::fs::write(&path, new);
+    }
+
+    /// A server in a child process (the benchmark binary itself, re-run),
+    /// so the server's CPU and memory are its own. Ends when dropped.
+    pub struct ChildServer {
+        /// The child process.
+        pub child: std::process::Child,
+        /// Where it listens.
+        pub addr: std::net::SocketAddr,
+    }
+
+    impl ChildServer {
+        /// Starts it and waits for its address.
+        pub fn start() -> Self {
+            let mut child = Command::new(std::env::current_exe().expect("own path"))
+                .env(SERVE_ENV, "1")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("child server starts");
+            let mut line = String::new();
+            let stdout = child.stdout.take().expect("piped stdout");
+            BufReader::new(stdout)
+                .read_line(&mut line)
+                .expect("address line");
+            ChildServer {
+                addr: line.trim().parse().expect("an address"),
+                child,
+            }
+        }
+
+        /// Stops it.
+        pub fn stop(mut self) {
+            drop(self.child.stdin.take());
+            let _ = self.child.wait();
+        }
+    }
+}
