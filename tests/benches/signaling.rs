@@ -6,13 +6,11 @@
 //! short run).
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use kaigi_sdk::{ClientEvent, Role};
-use kaigi_tests::bench::ChildServer;
+use kaigi_tests::bench::{machine, write_results, ChildServer};
 use kaigi_tests::{raw_join, room, TestServer};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
@@ -365,24 +363,7 @@ async fn run(quick: bool) {
         },
     ];
 
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines().find_map(|l| {
-                l.strip_prefix("model name")
-                    .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
-            })
-        })
-        .unwrap_or_default();
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(0);
-    let date = Command::new("date")
-        .arg("-u")
-        .arg("+%Y-%m-%d")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_default();
+    let (date, cores, cpu) = machine();
 
     let mut table = String::new();
     let _ = writeln!(
@@ -401,7 +382,6 @@ async fn run(quick: bool) {
     }
     println!("\n{table}");
 
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let json = json!({
         "date": date, "cpu": cpu, "cores": cores, "quick": quick,
         "join_ms": {"p50": join.p50, "p99": join.p99, "n": join.n},
@@ -411,33 +391,12 @@ async fn run(quick: bool) {
         "dismiss_1000_sdk_clients_ms": {"median": dis_sdk.p50, "worst": dis_sdk.max, "rounds": dis_sdk.n},
         "idle_client_kib": mem, "idle_clients": idle,
     });
-    std::fs::create_dir_all(root.join("bench-results")).unwrap();
-    std::fs::write(
-        root.join("bench-results/signaling.json"),
-        serde_json::to_string_pretty(&json).unwrap() + "\n",
-    )
-    .unwrap();
-
-    let section = format!(
-        "<!-- signaling:start -->\n## Signaling (issue: rooms and forced exits)\n\nMeasured {date} on {cores} cores ({cpu}), release build, server (its own process) and clients on 127.0.0.1{}. \
-         Produced by `cargo bench -p kaigi-tests --bench signaling`; raw figures in `bench-results/signaling.json`.\n\n{table}<!-- signaling:end -->",
+    let body = format!(
+        "## Signaling (issue: rooms and forced exits)\n\nMeasured {date} on {cores} cores ({cpu}), release build, server (its own process) and clients on 127.0.0.1{}. \
+         Produced by `cargo bench -p kaigi-tests --bench signaling`; raw figures in `bench-results/signaling.json`.\n\n{table}",
         if quick { " (quick run)" } else { "" }
     );
-    let path = root.join("BENCHMARKS.md");
-    let old = std::fs::read_to_string(&path).unwrap_or_else(|_| "# Kaigi benchmarks\n\nEach figure beside its goal. Regenerate with the command named in each section.\n\n".into());
-    let new = match (
-        old.find("<!-- signaling:start -->"),
-        old.find("<!-- signaling:end -->"),
-    ) {
-        (Some(a), Some(b)) => format!(
-            "{}{}{}",
-            &old[..a],
-            section,
-            &old[b + "<!-- signaling:end -->".len()..]
-        ),
-        _ => format!("{old}{section}\n"),
-    };
-    std::fs::write(&path, new).unwrap();
+    write_results("signaling", &body, &json);
     drop(server);
     child.stop();
 }

@@ -667,14 +667,26 @@ mod tests {
         video: true,
     };
 
-    fn subscribes(fx: &[Effect]) -> Vec<(SessionId, SessionId)> {
+    /// The (subscriber, publisher) pairs of the Subscribe (or, with
+    /// `unsubscribe`, Unsubscribe) effects, sorted.
+    fn pairs(fx: &[Effect], unsubscribe: bool) -> Vec<(SessionId, SessionId)> {
         let mut v: Vec<_> = fx
             .iter()
-            .filter_map(|e| match e {
-                Effect::Subscribe {
-                    subscriber,
-                    publisher,
-                } => Some((*subscriber, *publisher)),
+            .filter_map(|e| match (e, unsubscribe) {
+                (
+                    Effect::Subscribe {
+                        subscriber,
+                        publisher,
+                    },
+                    false,
+                )
+                | (
+                    Effect::Unsubscribe {
+                        subscriber,
+                        publisher,
+                    },
+                    true,
+                ) => Some((*subscriber, *publisher)),
                 _ => None,
             })
             .collect();
@@ -682,19 +694,12 @@ mod tests {
         v
     }
 
+    fn subscribes(fx: &[Effect]) -> Vec<(SessionId, SessionId)> {
+        pairs(fx, false)
+    }
+
     fn unsubscribes(fx: &[Effect]) -> Vec<(SessionId, SessionId)> {
-        let mut v: Vec<_> = fx
-            .iter()
-            .filter_map(|e| match e {
-                Effect::Unsubscribe {
-                    subscriber,
-                    publisher,
-                } => Some((*subscriber, *publisher)),
-                _ => None,
-            })
-            .collect();
-        v.sort();
-        v
+        pairs(fx, true)
     }
 
     #[test]
