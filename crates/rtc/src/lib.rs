@@ -214,3 +214,96 @@ pub async fn build_peer(
         .await
         .map_err(RtcError::from_display)
 }
+
+/// What a peer connection reports to its owner.
+pub enum PeerEvent {
+    /// A remote track arrived.
+    Track(Arc<dyn webrtc::media_stream::track_remote::TrackRemote>),
+    /// The connection failed.
+    Failed,
+}
+
+/// Whether ICE candidate gathering has completed, and a way to wait for it.
+#[derive(Default)]
+pub struct Gathering {
+    done: std::sync::atomic::AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+/// Forwards a peer connection's events to a channel and tracks gathering.
+pub struct EventHandler {
+    events: tokio::sync::mpsc::UnboundedSender<PeerEvent>,
+    gathering: Arc<Gathering>,
+}
+
+/// A handler for [`build_peer`], the receiver of its events, and its
+/// gathering state.
+pub fn event_handler() -> (
+    Arc<EventHandler>,
+    tokio::sync::mpsc::UnboundedReceiver<PeerEvent>,
+    Arc<Gathering>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let gathering = Arc::new(Gathering::default());
+    (
+        Arc::new(EventHandler {
+            events: tx,
+            gathering: gathering.clone(),
+        }),
+        rx,
+        gathering,
+    )
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for EventHandler {
+    async fn on_ice_gathering_state_change(
+        &self,
+        state: webrtc::peer_connection::RTCIceGatheringState,
+    ) {
+        if state == webrtc::peer_connection::RTCIceGatheringState::Complete {
+            self.gathering
+                .done
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            self.gathering.notify.notify_waiters();
+        }
+    }
+
+    async fn on_connection_state_change(
+        &self,
+        state: webrtc::peer_connection::RTCPeerConnectionState,
+    ) {
+        if state == webrtc::peer_connection::RTCPeerConnectionState::Failed {
+            let _ = self.events.send(PeerEvent::Failed);
+        }
+    }
+
+    async fn on_track(&self, track: Arc<dyn webrtc::media_stream::track_remote::TrackRemote>) {
+        let _ = self.events.send(PeerEvent::Track(track));
+    }
+}
+
+/// How long candidate gathering may take before a description goes out
+/// with what there is (host candidates only: normally milliseconds).
+pub const GATHER_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Sets `desc` as the local description and returns the SDP to send, with
+/// every candidate in it (no trickle ICE): the first time, it waits for
+/// gathering to complete.
+pub async fn set_local_and_gather(
+    pc: &dyn PeerConnection,
+    desc: webrtc::peer_connection::RTCSessionDescription,
+    gathering: &Gathering,
+) -> Result<String, RtcError> {
+    let waiter = gathering.notify.notified();
+    pc.set_local_description(desc)
+        .await
+        .map_err(RtcError::from_display)?;
+    if !gathering.done.load(std::sync::atomic::Ordering::SeqCst) {
+        let _ = tokio::time::timeout(GATHER_TIMEOUT, waiter).await;
+    }
+    pc.local_description()
+        .await
+        .map(|d| d.sdp)
+        .ok_or_else(|| RtcError("no local description".into()))
+}

@@ -13,21 +13,22 @@ use kaigi_media::{
     VideoFrame, OPUS_FRAME_SAMPLES, OPUS_SAMPLE_RATE,
 };
 use kaigi_proto::UserId;
-use kaigi_rtc::{build_peer, is_keyframe_request, track, RtpCodecKind};
+use kaigi_rtc::{
+    build_peer, event_handler, is_keyframe_request, set_local_and_gather, track, Gathering,
+    PeerEvent, RtpCodecKind,
+};
 use rtc::media::io::sample_builder::SampleBuilder;
 use rtc::media::Sample;
 use rtc::rtp::codec::h264::H264Packet;
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::media_stream::Track;
-use webrtc::peer_connection::{
-    PeerConnection, PeerConnectionEventHandler, RTCIceGatheringState, RTCSessionDescription,
-};
+use webrtc::peer_connection::{PeerConnection, RTCSessionDescription};
 
 use crate::error::ClientError;
 
@@ -394,37 +395,12 @@ impl RemoteStream {
     }
 }
 
-enum PcEvent {
-    Track(Arc<dyn TrackRemote>),
-}
-
-struct Handler {
-    events: mpsc::UnboundedSender<PcEvent>,
-    gathered: Arc<AtomicBool>,
-    gathered_notify: Arc<Notify>,
-}
-
-#[async_trait::async_trait]
-impl PeerConnectionEventHandler for Handler {
-    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
-        if state == RTCIceGatheringState::Complete {
-            self.gathered.store(true, Ordering::SeqCst);
-            self.gathered_notify.notify_waiters();
-        }
-    }
-
-    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
-        let _ = self.events.send(PcEvent::Track(track));
-    }
-}
-
 /// The client's peer connection, remote streams and publication.
 pub(crate) struct MediaSession {
     bind: IpAddr,
     pc: Option<Box<dyn PeerConnection>>,
-    events: Option<mpsc::UnboundedReceiver<PcEvent>>,
-    gathered: Arc<AtomicBool>,
-    gathered_notify: Arc<Notify>,
+    events: Option<mpsc::UnboundedReceiver<PeerEvent>>,
+    gathering: Arc<Gathering>,
     /// A stream to attach at the next offer.
     pending: Option<LocalStream>,
     published: Option<LocalStream>,
@@ -445,8 +421,7 @@ impl MediaSession {
             bind,
             pc: None,
             events: None,
-            gathered: Arc::new(AtomicBool::new(false)),
-            gathered_notify: Arc::new(Notify::new()),
+            gathering: Arc::new(Gathering::default()),
             pending: None,
             published: None,
             remotes,
@@ -476,17 +451,13 @@ impl MediaSession {
     ) -> Result<String, ClientError> {
         let err = |e: webrtc::error::Error| ClientError::Media(e.to_string());
         if self.pc.is_none() {
-            let (tx, rx) = mpsc::unbounded_channel();
-            let handler = Handler {
-                events: tx,
-                gathered: self.gathered.clone(),
-                gathered_notify: self.gathered_notify.clone(),
-            };
-            let pc = build_peer(self.bind, Arc::new(handler))
+            let (handler, events, gathering) = event_handler();
+            let pc = build_peer(self.bind, handler)
                 .await
                 .map_err(|e| ClientError::Media(e.to_string()))?;
             self.pc = Some(Box::new(pc));
-            self.events = Some(rx);
+            self.events = Some(events);
+            self.gathering = gathering;
         }
         let pc = self
             .pc
@@ -510,16 +481,9 @@ impl MediaSession {
         let offer = RTCSessionDescription::offer(sdp).map_err(err)?;
         pc.set_remote_description(offer).await.map_err(err)?;
         let answer = pc.create_answer(None).await.map_err(err)?;
-        let waiter = self.gathered_notify.notified();
-        pc.set_local_description(answer).await.map_err(err)?;
-        if !self.gathered.load(Ordering::SeqCst) {
-            let _ = tokio::time::timeout(Duration::from_secs(3), waiter).await;
-        }
-        let local = pc
-            .local_description()
+        set_local_and_gather(pc.as_ref(), answer, &self.gathering)
             .await
-            .ok_or_else(|| ClientError::Media("no local description".into()))?;
-        Ok(local.sdp)
+            .map_err(|e| ClientError::Media(e.to_string()))
     }
 
     /// After `published`: starts the sources sending with the negotiated
@@ -550,7 +514,8 @@ impl MediaSession {
     pub async fn next_track(&mut self) -> Arc<dyn TrackRemote> {
         match self.events.as_mut() {
             Some(rx) => match rx.recv().await {
-                Some(PcEvent::Track(t)) => t,
+                Some(PeerEvent::Track(t)) => t,
+                Some(PeerEvent::Failed) => std::future::pending().await,
                 None => std::future::pending().await,
             },
             None => std::future::pending().await,

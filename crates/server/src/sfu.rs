@@ -5,31 +5,25 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock, Weak};
-use std::time::Duration;
 
 use kaigi_proto::UserId;
-use kaigi_rtc::{build_peer, is_keyframe_request, pli, track, RtcError, RtpCodecKind};
+use kaigi_rtc::{
+    build_peer, event_handler, is_keyframe_request, pli, set_local_and_gather, track, Gathering,
+    PeerEvent, RtcError, RtpCodecKind,
+};
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::media_stream::Track;
-use webrtc::peer_connection::{
-    PeerConnection, PeerConnectionEventHandler, RTCIceGatheringState, RTCPeerConnectionState,
-    RTCSessionDescription,
-};
+use webrtc::peer_connection::{PeerConnection, RTCSessionDescription};
 use webrtc::rtp_transceiver::RtpTransceiver;
 
 use crate::registry::{SessionId, StreamKinds};
-
-/// How long gathering host candidates may take before an offer goes out
-/// with what there is.
-const GATHER_TIMEOUT: Duration = Duration::from_secs(3);
 
 fn kind_name(kind: RtpCodecKind) -> &'static str {
     if kind == RtpCodecKind::Audio {
@@ -187,47 +181,12 @@ impl Publication {
     }
 }
 
-/// What a session's peer connection reports.
-pub enum MediaEvent {
-    /// A publisher's track arrived.
-    Track(Arc<dyn TrackRemote>),
-    /// The connection failed or closed.
-    Failed(RTCPeerConnectionState),
-}
-
-struct Handler {
-    events: mpsc::UnboundedSender<MediaEvent>,
-    gathered: Arc<AtomicBool>,
-    gathered_notify: Arc<Notify>,
-}
-
-#[async_trait::async_trait]
-impl PeerConnectionEventHandler for Handler {
-    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
-        if state == RTCIceGatheringState::Complete {
-            self.gathered.store(true, Ordering::SeqCst);
-            self.gathered_notify.notify_waiters();
-        }
-    }
-
-    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
-        if matches!(state, RTCPeerConnectionState::Failed) {
-            let _ = self.events.send(MediaEvent::Failed(state));
-        }
-    }
-
-    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
-        let _ = self.events.send(MediaEvent::Track(track));
-    }
-}
-
 /// A session's peer connection and its negotiation state.
 pub struct MediaPeer {
     pc: Box<dyn PeerConnection>,
     /// Events from the connection, for the session task.
-    pub events: mpsc::UnboundedReceiver<MediaEvent>,
-    gathered: Arc<AtomicBool>,
-    gathered_notify: Arc<Notify>,
+    pub events: mpsc::UnboundedReceiver<PeerEvent>,
+    gathering: Arc<Gathering>,
     negotiating: bool,
     renegotiate: bool,
     subscriptions: HashMap<SessionId, Subscription>,
@@ -238,20 +197,12 @@ pub struct MediaPeer {
 impl MediaPeer {
     /// A peer connection bound to a UDP port on `ip`.
     pub async fn new(ip: IpAddr) -> Result<Self, RtcError> {
-        let (tx, events) = mpsc::unbounded_channel();
-        let gathered = Arc::new(AtomicBool::new(false));
-        let gathered_notify = Arc::new(Notify::new());
-        let handler = Handler {
-            events: tx,
-            gathered: gathered.clone(),
-            gathered_notify: gathered_notify.clone(),
-        };
-        let pc = build_peer(ip, Arc::new(handler)).await?;
+        let (handler, events, gathering) = event_handler();
+        let pc = build_peer(ip, handler).await?;
         Ok(MediaPeer {
             pc: Box::new(pc),
             events,
-            gathered,
-            gathered_notify,
+            gathering,
             negotiating: false,
             renegotiate: false,
             subscriptions: HashMap::new(),
@@ -386,21 +337,7 @@ impl MediaPeer {
             .create_offer(None)
             .await
             .map_err(RtcError::from_display)?;
-        let waiter = self.gathered_notify.notified();
-        self.pc
-            .set_local_description(offer)
-            .await
-            .map_err(RtcError::from_display)?;
-        if !self.gathered.load(Ordering::SeqCst) {
-            // Host candidates only: this is quick; send what there is if not.
-            let _ = tokio::time::timeout(GATHER_TIMEOUT, waiter).await;
-        }
-        let sdp = self
-            .pc
-            .local_description()
-            .await
-            .map(|d| d.sdp)
-            .ok_or_else(|| RtcError("no local description".into()))?;
+        let sdp = set_local_and_gather(self.pc.as_ref(), offer, &self.gathering).await?;
         self.negotiating = true;
         Ok(Some(sdp))
     }

@@ -22,8 +22,9 @@ use tracing::{debug, info, info_span, warn, Instrument};
 use crate::config::RateLimit;
 use crate::metrics::Metrics;
 use crate::registry::{JoinError, Place, PublishError, SessionId, StreamKinds};
-use crate::sfu::{MediaEvent, MediaPeer, Publication};
+use crate::sfu::{MediaPeer, Publication};
 use crate::state::{unix_now, Outbound, Shared, OUTBOX_CAPACITY};
+use kaigi_rtc::PeerEvent;
 
 /// WebSocket close codes the server uses (see `docs/protocol.md`).
 pub mod close_code {
@@ -130,7 +131,7 @@ struct Session {
 }
 
 /// The next event of a session's peer connection; never, without one.
-async fn next_media_event(media: &mut Option<MediaPeer>) -> MediaEvent {
+async fn next_media_event(media: &mut Option<MediaPeer>) -> PeerEvent {
     match media {
         Some(m) => match m.events.recv().await {
             Some(e) => e,
@@ -510,14 +511,14 @@ impl Session {
         }
     }
 
-    async fn on_media_event(&mut self, event: MediaEvent) {
+    async fn on_media_event(&mut self, event: PeerEvent) {
         match event {
-            MediaEvent::Track(remote) => match &self.publication {
+            PeerEvent::Track(remote) => match &self.publication {
                 Some(p) => p.attach(remote).await,
                 None => debug!("a track arrived while not publishing; ignored"),
             },
-            MediaEvent::Failed(state) => {
-                warn!(?state, "media connection failed");
+            PeerEvent::Failed => {
+                warn!("media connection failed");
                 self.send(&ServerMessage::Error(ErrorMessage::new(
                     None,
                     ErrorCode::MediaFailed,
