@@ -177,3 +177,67 @@ async fn a_late_joiner_hears_of_and_receives_existing_streams() {
     );
     sees_video(&late, &mut late_events, "alice").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mute_is_announced_and_stops_media_unmute_resumes_it() {
+    let server = TestServer::start().await;
+    let (alice, _) = server.joined("alice", &room(6)).await;
+    let (bob, mut bob_events) = server.joined("bob", &room(6)).await;
+    let _stream = publish(&alice).await;
+    sees_video(&bob, &mut bob_events, "alice").await;
+    let remote = bob.remote_streams().pop().unwrap();
+
+    within("mute", alice.mute_video(true)).await.unwrap();
+    let audio_at_mute = remote.audio_packets();
+    let (e, _) = wait_for(&mut bob_events, "mute-video", |e| {
+        matches!(e, ClientEvent::MuteVideo { .. })
+    })
+    .await;
+    assert_eq!(
+        e,
+        ClientEvent::MuteVideo {
+            user_id: "alice".parse().unwrap()
+        }
+    );
+    let (e, _) = wait_for(&mut bob_events, "stream-updated", |e| {
+        matches!(e, ClientEvent::StreamUpdated { .. })
+    })
+    .await;
+    assert_eq!(
+        e,
+        ClientEvent::StreamUpdated {
+            user_id: "alice".parse().unwrap(),
+            audio_muted: false,
+            video_muted: true
+        }
+    );
+    // A frame already in flight may still land; after that, nothing.
+    let mut video = remote.video();
+    let _ = tokio::time::timeout(Duration::from_millis(200), video.changed()).await;
+    video.borrow_and_update();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), video.changed())
+            .await
+            .is_err(),
+        "frames kept coming while muted"
+    );
+    within("unmute", alice.mute_video(false)).await.unwrap();
+    wait_for(&mut bob_events, "unmute-video", |e| {
+        matches!(e, ClientEvent::UnmuteVideo { .. })
+    })
+    .await;
+    within("frames after unmute", video.changed())
+        .await
+        .unwrap();
+    // Audio went on the whole time (0.7 s and more of 20 ms packets).
+    assert!(
+        remote.audio_packets() >= audio_at_mute + 20,
+        "audio stopped with the video"
+    );
+
+    // Muting with nothing published is refused.
+    match bob.mute_audio(true).await {
+        Err(ClientError::Server { code, .. }) => assert_eq!(code, ErrorCode::NotPublishing),
+        other => panic!("{other:?}"),
+    }
+}

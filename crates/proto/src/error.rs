@@ -49,6 +49,8 @@ pub enum ErrorCode {
     AlreadyPublishing,
     /// Setting up the media connection failed.
     MediaFailed,
+    /// The request needs a published stream.
+    NotPublishing,
     /// The server failed; not the client's fault.
     Internal,
 }
@@ -76,6 +78,7 @@ impl ErrorCode {
             ErrorCode::AudienceCannotPublish => 4010,
             ErrorCode::AlreadyPublishing => 4011,
             ErrorCode::MediaFailed => 4012,
+            ErrorCode::NotPublishing => 4013,
             ErrorCode::Internal => 5000,
         }
     }

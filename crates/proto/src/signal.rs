@@ -126,6 +126,18 @@ pub enum ClientMessage {
         /// Echoed in the reply.
         req_id: u64,
     },
+    /// Mutes or unmutes the published audio or video (absent: unchanged);
+    /// answered with `muted`.
+    Mute {
+        /// Echoed in the reply.
+        req_id: u64,
+        /// Whether audio is muted.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        audio: Option<bool>,
+        /// Whether video is muted.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        video: Option<bool>,
+    },
     /// The client's SDP answer to the server's latest `offer`.
     Answer {
         /// The SDP text.
@@ -141,7 +153,8 @@ impl ClientMessage {
             ClientMessage::Leave { req_id }
             | ClientMessage::Ping { req_id }
             | ClientMessage::Publish { req_id, .. }
-            | ClientMessage::Unpublish { req_id } => *req_id,
+            | ClientMessage::Unpublish { req_id }
+            | ClientMessage::Mute { req_id, .. } => *req_id,
             ClientMessage::Answer { .. } => 0,
         }
     }
@@ -314,6 +327,20 @@ pub enum ServerMessage {
         /// Echoes the publish's request id.
         req_id: u64,
     },
+    /// `mute` done.
+    Muted {
+        /// Echoes the mute's request id.
+        req_id: u64,
+    },
+    /// A stream's mute state changed.
+    StreamUpdated {
+        /// Whose stream.
+        user_id: UserId,
+        /// Whether its audio is muted.
+        audio_muted: bool,
+        /// Whether its video is muted.
+        video_muted: bool,
+    },
     /// `unpublish` done.
     Unpublished {
         /// Echoes the unpublish's request id.
@@ -339,6 +366,12 @@ pub enum ServerMessage {
         audio: bool,
         /// Whether it has video.
         video: bool,
+        /// Whether its audio is muted now.
+        #[serde(default)]
+        audio_muted: bool,
+        /// Whether its video is muted now.
+        #[serde(default)]
+        video_muted: bool,
     },
     /// A user's stream ended (unpublish, leave, removal, replaced session).
     StreamRemoved {

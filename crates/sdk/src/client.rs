@@ -147,6 +147,11 @@ pub(crate) enum Command {
         oneshot::Sender<Result<(), ClientError>>,
     ),
     Unpublish(oneshot::Sender<Result<(), ClientError>>),
+    Mute {
+        audio: Option<bool>,
+        video: Option<bool>,
+        reply: oneshot::Sender<Result<(), ClientError>>,
+    },
 }
 
 struct SessionCtl {
@@ -280,6 +285,27 @@ impl Client {
     pub async fn unpublish(&self) -> Result<(), ClientError> {
         let (tx, rx) = oneshot::channel();
         self.command(Command::Unpublish(tx))?;
+        rx.await.unwrap_or(Err(ClientError::ConnectionLost))
+    }
+
+    /// Mutes or unmutes the published audio: nothing is sent while muted,
+    /// and the others get `mute-audio` / `unmute-audio` and `stream-updated`.
+    pub async fn mute_audio(&self, muted: bool) -> Result<(), ClientError> {
+        self.mute(Some(muted), None).await
+    }
+
+    /// Mutes or unmutes the published video (see [`Client::mute_audio`]).
+    pub async fn mute_video(&self, muted: bool) -> Result<(), ClientError> {
+        self.mute(None, Some(muted)).await
+    }
+
+    async fn mute(&self, audio: Option<bool>, video: Option<bool>) -> Result<(), ClientError> {
+        let (reply, rx) = oneshot::channel();
+        self.command(Command::Mute {
+            audio,
+            video,
+            reply,
+        })?;
         rx.await.unwrap_or(Err(ClientError::ConnectionLost))
     }
 

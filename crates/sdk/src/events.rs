@@ -60,6 +60,36 @@ pub enum ClientEvent {
         /// Whose stream.
         user_id: UserId,
     },
+    /// A stream's mute state changed (the specific `mute-*`/`unmute-*`
+    /// events come first).
+    StreamUpdated {
+        /// Whose stream.
+        user_id: UserId,
+        /// Whether its audio is muted.
+        audio_muted: bool,
+        /// Whether its video is muted.
+        video_muted: bool,
+    },
+    /// A user muted their audio.
+    MuteAudio {
+        /// Who.
+        user_id: UserId,
+    },
+    /// A user unmuted their audio.
+    UnmuteAudio {
+        /// Who.
+        user_id: UserId,
+    },
+    /// A user muted their video.
+    MuteVideo {
+        /// Who.
+        user_id: UserId,
+    },
+    /// A user unmuted their video.
+    UnmuteVideo {
+        /// Who.
+        user_id: UserId,
+    },
     /// A user's stream is being received; see `Client::remote_streams`.
     StreamSubscribed {
         /// Whose stream.
@@ -100,6 +130,11 @@ impl ClientEvent {
             ClientEvent::StreamAdded { .. } => "stream-added",
             ClientEvent::StreamRemoved { .. } => "stream-removed",
             ClientEvent::StreamSubscribed { .. } => "stream-subscribed",
+            ClientEvent::StreamUpdated { .. } => "stream-updated",
+            ClientEvent::MuteAudio { .. } => "mute-audio",
+            ClientEvent::UnmuteAudio { .. } => "unmute-audio",
+            ClientEvent::MuteVideo { .. } => "mute-video",
+            ClientEvent::UnmuteVideo { .. } => "unmute-video",
             ClientEvent::ConnectionStateChanged { .. } => "connection-state-changed",
             ClientEvent::ClientBanned { .. } => "client-banned",
             ClientEvent::Error { .. } => "error",

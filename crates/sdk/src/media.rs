@@ -442,6 +442,18 @@ impl MediaSession {
         }
     }
 
+    /// Applies mute flags to the published stream.
+    pub fn set_muted(&self, audio: Option<bool>, video: Option<bool>) {
+        if let Some(stream) = &self.published {
+            if let Some(a) = audio {
+                stream.set_audio_muted(a);
+            }
+            if let Some(v) = video {
+                stream.set_video_muted(v);
+            }
+        }
+    }
+
     /// Answers the server's offer; `carries_publish` says it is the offer
     /// for the pending publish.
     pub async fn answer(

@@ -45,6 +45,9 @@ type Reply = oneshot::Sender<Result<(), ClientError>>;
 struct Pending {
     publish: Option<(u64, Option<Reply>)>,
     unpublish: Option<(u64, Reply)>,
+    mute: Option<(u64, Reply)>,
+    /// Each remote stream's (audio muted, video muted).
+    mutes: std::collections::HashMap<kaigi_proto::UserId, (bool, bool)>,
 }
 
 impl Pending {
@@ -56,6 +59,9 @@ impl Pending {
         if let Some((_, r)) = self.unpublish.take() {
             let _ = r.send(Err(ClientError::ConnectionLost));
         }
+        if let Some((_, r)) = self.mute.take() {
+            let _ = r.send(Err(ClientError::ConnectionLost));
+        }
     }
 }
 
@@ -65,7 +71,9 @@ async fn until_leave(commands: &mut mpsc::UnboundedReceiver<Command>) -> Option<
     loop {
         match commands.recv().await {
             Some(Command::Leave(reply)) => return Some(reply),
-            Some(Command::Publish(_, reply)) | Some(Command::Unpublish(reply)) => {
+            Some(Command::Publish(_, reply))
+            | Some(Command::Unpublish(reply))
+            | Some(Command::Mute { reply, .. }) => {
                 let _ = reply.send(Err(ClientError::ConnectionLost));
             }
             None => return None,
@@ -357,6 +365,15 @@ async fn connected(
                     }
                     pending.unpublish = Some((*req_id, reply));
                 }
+                Some(Command::Mute { audio, video, reply }) => {
+                    *req_id += 1;
+                    media.set_muted(audio, video);
+                    if send(ws, &ClientMessage::Mute { req_id: *req_id, audio, video }).await.is_err() {
+                        let _ = reply.send(Err(ClientError::ConnectionLost));
+                        return Outcome::Lost;
+                    }
+                    pending.mute = Some((*req_id, reply));
+                }
                 None => return Outcome::Leave(None),
             },
             track = media.next_track() => {
@@ -420,10 +437,36 @@ async fn connected(
                             let _ = reply.send(Err(to_client_error(e)));
                         }
                     }
-                    Some(ServerMessage::StreamAdded { user_id, audio, video }) => {
+                    Some(ServerMessage::StreamAdded { user_id, audio, video, audio_muted, video_muted }) => {
+                        pending.mutes.insert(user_id.clone(), (audio_muted, video_muted));
                         shared.emit(ClientEvent::StreamAdded { user_id, audio, video });
                     }
+                    Some(ServerMessage::StreamUpdated { user_id, audio_muted, video_muted }) => {
+                        let (was_audio, was_video) = pending
+                            .mutes
+                            .insert(user_id.clone(), (audio_muted, video_muted))
+                            .unwrap_or_default();
+                        let u = user_id.clone();
+                        if audio_muted != was_audio {
+                            shared.emit(if audio_muted { ClientEvent::MuteAudio { user_id: u.clone() } } else { ClientEvent::UnmuteAudio { user_id: u.clone() } });
+                        }
+                        if video_muted != was_video {
+                            shared.emit(if video_muted { ClientEvent::MuteVideo { user_id: u } } else { ClientEvent::UnmuteVideo { user_id: u } });
+                        }
+                        shared.emit(ClientEvent::StreamUpdated { user_id, audio_muted, video_muted });
+                    }
+                    Some(ServerMessage::Muted { req_id: r }) if pending.mute.as_ref().is_some_and(|(id, _)| *id == r) => {
+                        if let Some((_, reply)) = pending.mute.take() {
+                            let _ = reply.send(Ok(()));
+                        }
+                    }
+                    Some(ServerMessage::Error(e)) if e.req_id.is_some() && pending.mute.as_ref().is_some_and(|(id, _)| Some(*id) == e.req_id) => {
+                        if let Some((_, reply)) = pending.mute.take() {
+                            let _ = reply.send(Err(to_client_error(e)));
+                        }
+                    }
                     Some(ServerMessage::StreamRemoved { user_id }) => {
+                        pending.mutes.remove(&user_id);
                         media.stream_removed(&user_id);
                         shared.emit(ClientEvent::StreamRemoved { user_id });
                     }

@@ -58,7 +58,7 @@ pub struct Participant {
     /// Unix seconds when they joined.
     pub joined_at: u64,
     /// What they publish, if anything.
-    pub stream: Option<StreamKinds>,
+    pub stream: Option<Stream>,
     seq: u64,
 }
 
@@ -69,6 +69,29 @@ pub struct StreamKinds {
     pub audio: bool,
     /// Video.
     pub video: bool,
+}
+
+/// A published stream: what it carries and what is muted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stream {
+    /// What it carries.
+    pub kinds: StreamKinds,
+    /// Audio muted.
+    pub audio_muted: bool,
+    /// Video muted.
+    pub video_muted: bool,
+}
+
+impl Stream {
+    fn added(&self, user: &UserId) -> ServerMessage {
+        ServerMessage::StreamAdded {
+            user_id: user.clone(),
+            audio: self.kinds.audio,
+            video: self.kinds.video,
+            audio_muted: self.audio_muted,
+            video_muted: self.video_muted,
+        }
+    }
 }
 
 /// Why `publish` was refused.
@@ -83,6 +106,9 @@ pub enum PublishError {
     /// Already publishing.
     #[error("already publishing; unpublish first")]
     AlreadyPublishing,
+    /// `mute` with nothing published.
+    #[error("nothing is published")]
+    NotPublishing,
 }
 
 /// A room: created by the first join, removed when the last user goes.
@@ -253,14 +279,10 @@ impl Registry {
         let mut effects = Vec::new();
         // The newcomer hears of, and receives, every stream already published.
         for (user, p) in room.participants() {
-            if let (true, Some(kinds)) = (p.session != session, p.stream) {
+            if let (true, Some(stream)) = (p.session != session, p.stream) {
                 effects.push(Effect::Broadcast {
                     to: vec![session],
-                    msg: ServerMessage::StreamAdded {
-                        user_id: user.clone(),
-                        audio: kinds.audio,
-                        video: kinds.video,
-                    },
+                    msg: stream.added(user),
                 });
                 effects.push(Effect::Subscribe {
                     subscriber: session,
@@ -363,7 +385,12 @@ impl Registry {
         if me.stream.is_some() {
             return Err(PublishError::AlreadyPublishing);
         }
-        me.stream = Some(kinds);
+        let stream = Stream {
+            kinds,
+            audio_muted: false,
+            video_muted: false,
+        };
+        me.stream = Some(stream);
         let others = room.sessions_except(session);
         let mut effects: Vec<Effect> = others
             .iter()
@@ -375,14 +402,46 @@ impl Registry {
         if !others.is_empty() {
             effects.push(Effect::Broadcast {
                 to: others,
-                msg: ServerMessage::StreamAdded {
-                    user_id: place.user.clone(),
-                    audio: kinds.audio,
-                    video: kinds.video,
-                },
+                msg: stream.added(&place.user),
             });
         }
         Ok(effects)
+    }
+
+    /// Changes what of `session`'s stream is muted; the others get
+    /// `stream-updated` when anything changed.
+    pub fn mute(
+        &mut self,
+        session: SessionId,
+        audio: Option<bool>,
+        video: Option<bool>,
+    ) -> Result<Vec<Effect>, PublishError> {
+        let place = self.places.get(&session).ok_or(PublishError::NotInRoom)?;
+        let room = self
+            .rooms
+            .get_mut(&(place.app, place.room.clone()))
+            .ok_or(PublishError::NotInRoom)?;
+        let me = room
+            .participants
+            .get_mut(&place.user)
+            .ok_or(PublishError::NotInRoom)?;
+        let stream = me.stream.as_mut().ok_or(PublishError::NotPublishing)?;
+        let before = *stream;
+        stream.audio_muted = audio.unwrap_or(stream.audio_muted);
+        stream.video_muted = video.unwrap_or(stream.video_muted);
+        let after = *stream;
+        let to = room.sessions_except(session);
+        if before == after || to.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(vec![Effect::Broadcast {
+            to,
+            msg: ServerMessage::StreamUpdated {
+                user_id: place.user.clone(),
+                audio_muted: after.audio_muted,
+                video_muted: after.video_muted,
+            },
+        }])
     }
 
     /// Ends `session`'s stream, if it has one.
@@ -713,6 +772,26 @@ mod tests {
         assert_eq!(subscribes(&fx), [(2, 1)]);
         assert!(fx.iter().any(|e| matches!(e, Effect::Broadcast { msg: ServerMessage::StreamAdded { .. }, to } if to == &vec![2])));
         assert_eq!(r.publish(1, AV), Err(PublishError::AlreadyPublishing));
+        let fx = r.mute(1, None, Some(true)).unwrap();
+        assert!(matches!(
+            &fx[..],
+            [Effect::Broadcast {
+                msg: ServerMessage::StreamUpdated {
+                    video_muted: true,
+                    audio_muted: false,
+                    ..
+                },
+                ..
+            }]
+        ));
+        assert!(
+            r.mute(1, None, Some(true)).unwrap().is_empty(),
+            "no change, no update"
+        );
+        assert_eq!(
+            r.mute(2, Some(true), None),
+            Err(PublishError::NotPublishing)
+        );
         let (_, fx) = r
             .join(3, place(num(7), "c"), Role::Audience, None, 0)
             .unwrap();

@@ -336,6 +336,25 @@ impl Session {
                 self.stop_publishing();
                 Some(ServerMessage::Unpublished { req_id })
             }
+            ClientMessage::Mute {
+                req_id,
+                audio,
+                video,
+            } => {
+                let id = self.id;
+                let muted = self.shared.apply(|reg| match reg.mute(id, audio, video) {
+                    Ok(fx) => (Ok(()), fx),
+                    Err(e) => (Err(e), Vec::new()),
+                });
+                Some(match muted {
+                    Ok(()) => ServerMessage::Muted { req_id },
+                    Err(e) => ServerMessage::Error(ErrorMessage::new(
+                        Some(req_id),
+                        publish_error_code(e),
+                        e.to_string(),
+                    )),
+                })
+            }
             ClientMessage::Answer { sdp } => self.answer(sdp).await.err().map(ServerMessage::Error),
         };
         if let Some(reply) = reply {
@@ -402,12 +421,11 @@ impl Session {
             if e != PublishError::AlreadyPublishing {
                 self.shared.remove_publication(id);
             }
-            let code = match e {
-                PublishError::NotInRoom => ErrorCode::NotInRoom,
-                PublishError::Audience => ErrorCode::AudienceCannotPublish,
-                PublishError::AlreadyPublishing => ErrorCode::AlreadyPublishing,
-            };
-            return Err(ErrorMessage::new(None, code, e.to_string()));
+            return Err(ErrorMessage::new(
+                None,
+                publish_error_code(e),
+                e.to_string(),
+            ));
         }
         self.publication = Some(publication);
         self.publish_reply = Some(req_id);
@@ -589,6 +607,15 @@ impl Session {
             heartbeat_interval_ms: heartbeat_interval(timeout).as_millis() as u64,
             heartbeat_timeout_ms: timeout.as_millis() as u64,
         })
+    }
+}
+
+fn publish_error_code(e: PublishError) -> ErrorCode {
+    match e {
+        PublishError::NotInRoom => ErrorCode::NotInRoom,
+        PublishError::Audience => ErrorCode::AudienceCannotPublish,
+        PublishError::AlreadyPublishing => ErrorCode::AlreadyPublishing,
+        PublishError::NotPublishing => ErrorCode::NotPublishing,
     }
 }
 
