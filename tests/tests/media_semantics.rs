@@ -241,3 +241,34 @@ async fn mute_is_announced_and_stops_media_unmute_resumes_it() {
         other => panic!("{other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audio_volume_reports_each_speaker() {
+    let server = TestServer::start().await;
+    let (alice, _) = server.joined("alice", &room(7)).await;
+    let (bob, mut bob_events) = server.joined("bob", &room(7)).await;
+    let _alice_stream = publish(&alice).await;
+    let _bob_stream = publish(&bob).await;
+    sees_video(&bob, &mut bob_events, "alice").await;
+    bob.enable_audio_volume_evaluation(Some(Duration::from_millis(200)));
+    let (e, _) = wait_for(&mut bob_events, "audio-volume with both", |e| {
+        matches!(e, ClientEvent::AudioVolume { result } if result.len() == 2 && result.iter().all(|v| v.audio_volume > 0))
+    })
+    .await;
+    let ClientEvent::AudioVolume { result } = e else {
+        unreachable!()
+    };
+    let mut users: Vec<_> = result
+        .iter()
+        .map(|v| v.user_id.as_str().to_owned())
+        .collect();
+    users.sort();
+    assert_eq!(users, ["alice", "bob"]);
+    // Alice mutes her audio: her volume drops to 0 for bob.
+    within("mute audio", alice.mute_audio(true)).await.unwrap();
+    wait_for(&mut bob_events, "alice silent", |e| {
+        matches!(e, ClientEvent::AudioVolume { result } if result.iter().any(|v| v.user_id.as_str() == "alice" && v.audio_volume == 0))
+    })
+    .await;
+    bob.enable_audio_volume_evaluation(None);
+}

@@ -104,6 +104,8 @@ pub(crate) struct Shared {
     listeners: Mutex<Vec<mpsc::UnboundedSender<ClientEvent>>>,
     /// Streams received from the other users.
     pub remotes: Remotes,
+    /// The stream this client publishes, for its own volume.
+    pub local: Mutex<Option<crate::media::LocalStream>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -165,6 +167,7 @@ struct SessionCtl {
 pub struct Client {
     shared: Arc<Shared>,
     session: tokio::sync::Mutex<Option<SessionCtl>>,
+    volume_task: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Client {
@@ -183,7 +186,9 @@ impl Client {
                 }),
                 listeners: Mutex::new(Vec::new()),
                 remotes: Arc::new(Mutex::new(std::collections::HashMap::new())),
+                local: Mutex::new(None),
             }),
+            volume_task: Mutex::new(None),
             session: tokio::sync::Mutex::new(None),
         })
     }
@@ -309,6 +314,44 @@ impl Client {
         rx.await.unwrap_or(Err(ClientError::ConnectionLost))
     }
 
+    /// Emits `audio-volume` every `interval` with each user's volume (this
+    /// client's own published audio included); `None` stops it.
+    pub fn enable_audio_volume_evaluation(&self, interval: Option<Duration>) {
+        let mut task = lock(&self.volume_task);
+        if let Some(t) = task.take() {
+            t.abort();
+        }
+        let Some(interval) = interval.filter(|i| !i.is_zero()) else {
+            return;
+        };
+        let weak = Arc::downgrade(&self.shared);
+        *task = Some(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            loop {
+                tick.tick().await;
+                let Some(shared) = weak.upgrade() else { break };
+                if shared.status().state != ConnectionState::Connected {
+                    continue;
+                }
+                let mut result: Vec<crate::events::AudioVolumeEntry> = lock(&shared.remotes)
+                    .values()
+                    .filter(|r| r.audio_packets() > 0)
+                    .map(|r| crate::events::AudioVolumeEntry {
+                        user_id: r.user_id().clone(),
+                        audio_volume: r.audio_level(),
+                    })
+                    .collect();
+                if let Some(local) = lock(&shared.local).as_ref().filter(|l| l.has_audio()) {
+                    result.push(crate::events::AudioVolumeEntry {
+                        user_id: shared.opts.user_id.clone(),
+                        audio_volume: local.audio_level(),
+                    });
+                }
+                shared.emit(ClientEvent::AudioVolume { result });
+            }
+        }));
+    }
+
     /// The streams being received from the other users.
     pub fn remote_streams(&self) -> Vec<crate::media::RemoteStream> {
         self.shared
@@ -352,6 +395,9 @@ impl Client {
 
 impl Drop for Client {
     fn drop(&mut self) {
+        if let Some(t) = lock(&self.volume_task).take() {
+            t.abort();
+        }
         // Dropping the command sender makes the session task leave and end.
         if let Some(ctl) = self.session.get_mut().take() {
             drop(ctl.commands);

@@ -90,6 +90,12 @@ pub enum ClientEvent {
         /// Who.
         user_id: UserId,
     },
+    /// Volumes, at the interval set with
+    /// `Client::enable_audio_volume_evaluation`.
+    AudioVolume {
+        /// One entry per user with audio, this client's own included.
+        result: Vec<AudioVolumeEntry>,
+    },
     /// A user's stream is being received; see `Client::remote_streams`.
     StreamSubscribed {
         /// Whose stream.
@@ -131,6 +137,7 @@ impl ClientEvent {
             ClientEvent::StreamRemoved { .. } => "stream-removed",
             ClientEvent::StreamSubscribed { .. } => "stream-subscribed",
             ClientEvent::StreamUpdated { .. } => "stream-updated",
+            ClientEvent::AudioVolume { .. } => "audio-volume",
             ClientEvent::MuteAudio { .. } => "mute-audio",
             ClientEvent::UnmuteAudio { .. } => "unmute-audio",
             ClientEvent::MuteVideo { .. } => "mute-video",
@@ -140,6 +147,16 @@ impl ClientEvent {
             ClientEvent::Error { .. } => "error",
         }
     }
+}
+
+/// One user's volume in an `audio-volume` event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AudioVolumeEntry {
+    /// Who.
+    pub user_id: UserId,
+    /// 0 (silence) to 100.
+    pub audio_volume: u8,
 }
 
 /// A stream of a client's events from the moment it was made; no event is

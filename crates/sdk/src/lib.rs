@@ -35,7 +35,7 @@ mod session;
 
 pub use client::{Client, ClientOptions, JoinInfo, ReconnectPolicy};
 pub use error::ClientError;
-pub use events::{ClientEvent, ConnectionState, EventStream};
+pub use events::{AudioVolumeEntry, ClientEvent, ConnectionState, EventStream};
 pub use kaigi_proto::signal::{PeerInfo, PeerLeaveReason};
 pub use kaigi_proto::{KickReason, Role, RoomId, SdkAppId, UserId};
 pub use media::{LocalStream, RemoteStream, SyntheticSource};

@@ -64,6 +64,7 @@ struct LocalInner {
     audio_pt: AtomicU8,
     keyframe: AtomicBool,
     listening: AtomicBool,
+    audio_level: AtomicU8,
     video_muted: AtomicBool,
     audio_muted: AtomicBool,
     frames_sent: AtomicU64,
@@ -113,6 +114,7 @@ impl LocalStream {
             audio_pt: AtomicU8::new(0),
             keyframe: AtomicBool::new(false),
             listening: AtomicBool::new(false),
+            audio_level: AtomicU8::new(0),
             video_muted: AtomicBool::new(false),
             audio_muted: AtomicBool::new(false),
             frames_sent: AtomicU64::new(0),
@@ -182,7 +184,10 @@ impl LocalStream {
                     }
                     let frame = tone.frame(OPUS_FRAME_SAMPLES, kaigi_media::unix_micros());
                     let pt = me.audio_pt.load(Ordering::SeqCst);
-                    if pt == 0 || me.audio_muted.load(Ordering::SeqCst) {
+                    let muted = me.audio_muted.load(Ordering::SeqCst);
+                    me.audio_level
+                        .store(if muted { 0 } else { frame.volume() }, Ordering::Relaxed);
+                    if pt == 0 || muted {
                         continue;
                     }
                     if let Ok(packet) = encoder.encode(&frame) {
@@ -207,6 +212,11 @@ impl LocalStream {
     /// Whether it has video.
     pub fn has_video(&self) -> bool {
         self.inner.video.is_some()
+    }
+
+    /// The captured audio's volume, 0–100 (0 while muted).
+    pub fn audio_level(&self) -> u8 {
+        self.inner.audio_level.load(Ordering::Relaxed)
     }
 
     /// Video frames sent so far.
@@ -284,8 +294,13 @@ struct RemoteInner {
     frames_decoded: AtomicU64,
     audio_level: AtomicU8,
     audio_packets: AtomicU64,
+    /// When the last audio packet arrived (µs since the Unix epoch).
+    audio_at: AtomicU64,
     closed: CancellationToken,
 }
+
+/// After this long without audio packets (muted, or gone) a stream is silent.
+const SILENT_AFTER_US: u64 = 300_000;
 
 /// Another user's stream, received and decoded.
 #[derive(Clone)]
@@ -302,6 +317,7 @@ impl RemoteStream {
                 frames_decoded: AtomicU64::new(0),
                 audio_level: AtomicU8::new(0),
                 audio_packets: AtomicU64::new(0),
+                audio_at: AtomicU64::new(0),
                 closed: CancellationToken::new(),
             }),
         }
@@ -322,8 +338,13 @@ impl RemoteStream {
         self.inner.frames_decoded.load(Ordering::Relaxed)
     }
 
-    /// The latest audio volume, 0–100.
+    /// The current audio volume, 0–100 (0 when no audio has arrived for
+    /// 300 ms: muted or gone).
     pub fn audio_level(&self) -> u8 {
+        let at = self.inner.audio_at.load(Ordering::Relaxed);
+        if kaigi_media::unix_micros().saturating_sub(at) > SILENT_AFTER_US {
+            return 0;
+        }
         self.inner.audio_level.load(Ordering::Relaxed)
     }
 
@@ -362,6 +383,8 @@ impl RemoteStream {
                 };
                 if kind == RtpCodecKind::Audio {
                     me.audio_packets.fetch_add(1, Ordering::Relaxed);
+                    me.audio_at
+                        .store(kaigi_media::unix_micros(), Ordering::Relaxed);
                     if let Ok(frame) = opus.decode(&packet.payload) {
                         me.audio_level.store(frame.volume(), Ordering::Relaxed);
                     }
@@ -440,6 +463,11 @@ impl MediaSession {
             s.inner.video_pt.store(0, Ordering::SeqCst);
             s.inner.audio_pt.store(0, Ordering::SeqCst);
         }
+    }
+
+    /// The published stream, if any.
+    pub fn published(&self) -> Option<&LocalStream> {
+        self.published.as_ref()
     }
 
     /// Applies mute flags to the published stream.

@@ -196,6 +196,7 @@ pub(crate) async fn run(
         .await;
         if !matches!(outcome, Outcome::Lost) {
             pending.fail_all();
+            *shared.local.lock().unwrap_or_else(|e| e.into_inner()) = None;
             // Leave and every forced exit stop all media.
             let _ = std::mem::replace(
                 &mut media,
@@ -359,6 +360,7 @@ async fn connected(
                 Some(Command::Unpublish(reply)) => {
                     *req_id += 1;
                     media.unpublish();
+                    *shared.local.lock().unwrap_or_else(|e| e.into_inner()) = None;
                     if send(ws, &ClientMessage::Unpublish { req_id: *req_id }).await.is_err() {
                         let _ = reply.send(Err(ClientError::ConnectionLost));
                         return Outcome::Lost;
@@ -422,6 +424,7 @@ async fn connected(
                     },
                     Some(ServerMessage::Published { req_id: r }) if pending.publish.as_ref().is_some_and(|(id, _)| *id == r) => {
                         media.start_sending().await;
+                        *shared.local.lock().unwrap_or_else(|e| e.into_inner()) = media.published().cloned();
                         if let Some((_, Some(reply))) = pending.publish.take() {
                             let _ = reply.send(Ok(()));
                         }
