@@ -16,15 +16,7 @@ use kaigi_tests::{room, TestServer};
 use serde_json::json;
 
 fn main() {
-    if kaigi_tests::bench::serve_child_if_asked() {
-        return;
-    }
-    let quick = std::env::args().any(|a| a == "--quick");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(run(quick));
+    kaigi_tests::bench::main(run);
 }
 
 fn percentile(v: &mut [f64], q: f64) -> f64 {

@@ -16,15 +16,7 @@ use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
 fn main() {
-    if kaigi_tests::bench::serve_child_if_asked() {
-        return;
-    }
-    let quick = std::env::args().any(|a| a == "--quick");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(run(quick));
+    kaigi_tests::bench::main(run);
 }
 
 struct Stats {

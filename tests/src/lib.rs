@@ -316,6 +316,21 @@ pub mod bench {
 
     const SERVE_ENV: &str = "KAIGI_BENCH_SERVE";
 
+    /// A benchmark binary's `main`: in the child process, serve; otherwise
+    /// run `bench` (told whether `--quick` was given) on a multi-threaded
+    /// runtime.
+    pub fn main<F: std::future::Future<Output = ()>>(bench: impl FnOnce(bool) -> F) {
+        if serve_child_if_asked() {
+            return;
+        }
+        let quick = std::env::args().any(|a| a == "--quick");
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(bench(quick));
+    }
+
     /// In a benchmark's child process, runs the server and returns true;
     /// otherwise returns false at once.
     pub fn serve_child_if_asked() -> bool {

@@ -363,6 +363,13 @@ impl Registry {
         effects
     }
 
+    /// Where `session` is, and its room.
+    fn room_of(&mut self, session: SessionId) -> Option<(Place, &mut Room)> {
+        let place = self.places.get(&session)?.clone();
+        let room = self.rooms.get_mut(&(place.app, place.room.clone()))?;
+        Some((place, room))
+    }
+
     /// Marks `session`'s stream as published: the others are told and
     /// subscribed.
     pub fn publish(
@@ -370,11 +377,7 @@ impl Registry {
         session: SessionId,
         kinds: StreamKinds,
     ) -> Result<Vec<Effect>, PublishError> {
-        let place = self.places.get(&session).ok_or(PublishError::NotInRoom)?;
-        let room = self
-            .rooms
-            .get_mut(&(place.app, place.room.clone()))
-            .ok_or(PublishError::NotInRoom)?;
+        let (place, room) = self.room_of(session).ok_or(PublishError::NotInRoom)?;
         let me = room
             .participants
             .get_mut(&place.user)
@@ -416,11 +419,7 @@ impl Registry {
         audio: Option<bool>,
         video: Option<bool>,
     ) -> Result<Vec<Effect>, PublishError> {
-        let place = self.places.get(&session).ok_or(PublishError::NotInRoom)?;
-        let room = self
-            .rooms
-            .get_mut(&(place.app, place.room.clone()))
-            .ok_or(PublishError::NotInRoom)?;
+        let (place, room) = self.room_of(session).ok_or(PublishError::NotInRoom)?;
         let me = room
             .participants
             .get_mut(&place.user)
