@@ -231,12 +231,13 @@ async fn run(socket: WebSocket, shared: Arc<Shared>, peer: SocketAddr) {
     }
     .instrument(span.clone())
     .await;
-    shared.close_session(id);
     shared.remove_publication(id);
     if let Some(mut media) = s.media.take() {
         media.detach_all(id);
         media.close().await;
     }
+    // Counted as open until its media is torn down.
+    shared.close_session(id);
     let reason = match end {
         End::Kicked => None,
         End::Timeout => Some(PeerLeaveReason::Timeout),
