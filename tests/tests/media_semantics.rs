@@ -272,3 +272,138 @@ async fn audio_volume_reports_each_speaker() {
     .await;
     bob.enable_audio_volume_evaluation(None);
 }
+
+/// Waits until `remote` has received `n` more audio packets.
+async fn hears(remote: &kaigi_sdk::RemoteStream, n: u64) {
+    let start = remote.audio_packets();
+    within("audio packets", async {
+        while remote.audio_packets() < start + n {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manual_subscription_receives_what_was_asked() {
+    let server = TestServer::start().await;
+    let (alice, _) = server.joined("alice", &room(11)).await;
+    let mut opts = server.options("bob");
+    opts.auto_subscribe = false;
+    let bob = Client::new(opts).unwrap();
+    let mut bob_events = bob.events();
+    bob.join(room(11), Role::Anchor).await.unwrap();
+    let alice_id: kaigi_sdk::UserId = "alice".parse().unwrap();
+    match bob.subscribe(&alice_id, Default::default()).await {
+        Err(ClientError::Server { code, .. }) => assert_eq!(code, ErrorCode::StreamNotFound),
+        other => panic!("subscribing to nothing: {other:?}"),
+    }
+    let _stream = publish(&alice).await;
+    wait_for(&mut bob_events, "stream-added", |e| {
+        matches!(e, ClientEvent::StreamAdded { .. })
+    })
+    .await;
+
+    // Audio only: packets arrive, no picture does.
+    let audio_only = kaigi_sdk::SubscribeOptions {
+        audio: true,
+        video: false,
+    };
+    within("subscribe audio", bob.subscribe(&alice_id, audio_only))
+        .await
+        .unwrap();
+    let (_, skipped) = wait_for(&mut bob_events, "stream-subscribed", |e| {
+        matches!(e, ClientEvent::StreamSubscribed { .. })
+    })
+    .await;
+    assert!(
+        !skipped
+            .iter()
+            .any(|e| matches!(e, ClientEvent::StreamSubscribed { .. })),
+        "nothing was received before subscribing"
+    );
+    let remote = bob.remote_streams().pop().unwrap();
+    hears(&remote, 25).await;
+    assert_eq!(remote.frames_decoded(), 0, "video arrived unasked");
+
+    // Everything: the picture follows.
+    within(
+        "subscribe all",
+        bob.subscribe(&alice_id, Default::default()),
+    )
+    .await
+    .unwrap();
+    sees_video(&bob, &mut bob_events, "alice").await;
+
+    // Unsubscribed: the stream is gone, and nothing more arrives.
+    within("unsubscribe", bob.unsubscribe(&alice_id))
+        .await
+        .unwrap();
+    assert!(bob.remote_streams().is_empty());
+    let mut video = remote.video();
+    video.borrow_and_update();
+    let _ = tokio::time::timeout(Duration::from_millis(200), video.changed()).await;
+    video.borrow_and_update();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), video.changed())
+            .await
+            .is_err(),
+        "frames kept coming after unsubscribe"
+    );
+    // And it can be received again.
+    within(
+        "subscribe again",
+        bob.subscribe(&alice_id, Default::default()),
+    )
+    .await
+    .unwrap();
+    sees_video(&bob, &mut bob_events, "alice").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switching_role_allows_then_ends_publishing() {
+    let server = TestServer::start().await;
+    let (alice, mut alice_events) = server.joined("alice", &room(12)).await;
+    let (viewer, _) = server.client("viewer");
+    viewer.join(room(12), Role::Audience).await.unwrap();
+    let stream = LocalStream::synthetic(viewer.user_id(), small()).unwrap();
+    assert!(viewer.publish(&stream).await.is_err());
+
+    within("to anchor", viewer.switch_role(Role::Anchor))
+        .await
+        .unwrap();
+    let (e, _) = wait_for(&mut alice_events, "peer-role", |e| {
+        matches!(e, ClientEvent::PeerRole { .. })
+    })
+    .await;
+    assert_eq!(
+        e,
+        ClientEvent::PeerRole {
+            user_id: "viewer".parse().unwrap(),
+            role: Role::Anchor
+        }
+    );
+    assert!(alice
+        .remote_users()
+        .iter()
+        .any(|p| p.user_id.as_str() == "viewer" && p.role == Role::Anchor));
+    within("publish as anchor", viewer.publish(&stream))
+        .await
+        .unwrap();
+    sees_video(&alice, &mut alice_events, "viewer").await;
+
+    within("to audience", viewer.switch_role(Role::Audience))
+        .await
+        .unwrap();
+    wait_for(
+        &mut alice_events,
+        "stream-removed",
+        |e| matches!(e, ClientEvent::StreamRemoved { user_id } if user_id.as_str() == "viewer"),
+    )
+    .await;
+    assert!(alice.remote_streams().is_empty());
+    match viewer.publish(&stream).await {
+        Err(ClientError::Server { code, .. }) => assert_eq!(code, ErrorCode::AudienceCannotPublish),
+        other => panic!("{other:?}"),
+    }
+}

@@ -51,6 +51,8 @@ pub enum ErrorCode {
     MediaFailed,
     /// The request needs a published stream.
     NotPublishing,
+    /// The named user is not publishing in this room.
+    StreamNotFound,
     /// The server failed; not the client's fault.
     Internal,
 }
@@ -79,6 +81,7 @@ impl ErrorCode {
             ErrorCode::AlreadyPublishing => 4011,
             ErrorCode::MediaFailed => 4012,
             ErrorCode::NotPublishing => 4013,
+            ErrorCode::StreamNotFound => 4014,
             ErrorCode::Internal => 5000,
         }
     }

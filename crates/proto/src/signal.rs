@@ -89,6 +89,19 @@ pub struct JoinRequest {
     /// The protocol version the client speaks; 1 when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocol: Option<u32>,
+    /// Whether the server subscribes this client to every stream in the
+    /// room by itself (the default). When false, the client asks with
+    /// `subscribe`.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub auto_subscribe: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 /// Messages a client sends.
@@ -138,6 +151,36 @@ pub enum ClientMessage {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         video: Option<bool>,
     },
+    /// Receive a user's published stream (all of it, or only its audio or
+    /// video); answered with `subscribed`. Subscribing again changes what
+    /// is received.
+    Subscribe {
+        /// Echoed in the reply.
+        req_id: u64,
+        /// Whose stream.
+        user_id: String,
+        /// Receive its audio (default true).
+        #[serde(default = "yes")]
+        audio: bool,
+        /// Receive its video (default true).
+        #[serde(default = "yes")]
+        video: bool,
+    },
+    /// Stop receiving a user's stream; answered with `unsubscribed`.
+    Unsubscribe {
+        /// Echoed in the reply.
+        req_id: u64,
+        /// Whose stream.
+        user_id: String,
+    },
+    /// Change this client's role in the room; answered with
+    /// `role-switched`. Becoming `audience` ends what it publishes.
+    SwitchRole {
+        /// Echoed in the reply.
+        req_id: u64,
+        /// The new role.
+        role: Role,
+    },
     /// The client's SDP answer to the server's latest `offer`.
     Answer {
         /// The SDP text.
@@ -154,7 +197,10 @@ impl ClientMessage {
             | ClientMessage::Ping { req_id }
             | ClientMessage::Publish { req_id, .. }
             | ClientMessage::Unpublish { req_id }
-            | ClientMessage::Mute { req_id, .. } => *req_id,
+            | ClientMessage::Mute { req_id, .. }
+            | ClientMessage::Subscribe { req_id, .. }
+            | ClientMessage::Unsubscribe { req_id, .. }
+            | ClientMessage::SwitchRole { req_id, .. } => *req_id,
             ClientMessage::Answer { .. } => 0,
         }
     }
@@ -345,6 +391,38 @@ pub enum ServerMessage {
     Unpublished {
         /// Echoes the unpublish's request id.
         req_id: u64,
+    },
+    /// `subscribe` done: the stream's tracks arrive with the next `offer`.
+    Subscribed {
+        /// Echoes the subscribe's request id.
+        req_id: u64,
+        /// Whose stream.
+        user_id: UserId,
+        /// Whether its audio is received.
+        audio: bool,
+        /// Whether its video is received.
+        video: bool,
+    },
+    /// `unsubscribe` done: the stream's tracks end with the next `offer`.
+    Unsubscribed {
+        /// Echoes the unsubscribe's request id.
+        req_id: u64,
+        /// Whose stream.
+        user_id: UserId,
+    },
+    /// `switch-role` done.
+    RoleSwitched {
+        /// Echoes the switch-role's request id.
+        req_id: u64,
+        /// The role now held.
+        role: Role,
+    },
+    /// Another user in the room changed role.
+    PeerRole {
+        /// Who.
+        user_id: UserId,
+        /// Their new role.
+        role: Role,
     },
     /// The server's SDP offer for the client's one peer connection; the
     /// client replies with `answer`. The server is always the offerer.

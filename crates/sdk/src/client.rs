@@ -53,6 +53,9 @@ pub struct ClientOptions {
     pub leave_timeout: Duration,
     /// Rejoining after a dropped connection.
     pub reconnect: ReconnectPolicy,
+    /// Receive every stream in the room without asking (the default, as
+    /// TRTC). When false, call [`Client::subscribe`] after `stream-added`.
+    pub auto_subscribe: bool,
 }
 
 impl ClientOptions {
@@ -71,6 +74,7 @@ impl ClientOptions {
             join_timeout: Duration::from_secs(10),
             leave_timeout: Duration::from_secs(5),
             reconnect: ReconnectPolicy::default(),
+            auto_subscribe: true,
         }
     }
 }
@@ -149,11 +153,45 @@ pub(crate) enum Command {
         oneshot::Sender<Result<(), ClientError>>,
     ),
     Unpublish(oneshot::Sender<Result<(), ClientError>>),
+    /// A request answered by one reply from the server.
+    Request(Request, oneshot::Sender<Result<(), ClientError>>),
+}
+
+/// The requests [`Command::Request`] carries.
+#[derive(Debug, Clone)]
+pub(crate) enum Request {
     Mute {
         audio: Option<bool>,
         video: Option<bool>,
-        reply: oneshot::Sender<Result<(), ClientError>>,
     },
+    Subscribe {
+        user: UserId,
+        audio: bool,
+        video: bool,
+    },
+    Unsubscribe {
+        user: UserId,
+    },
+    SwitchRole(Role),
+}
+
+/// What of a remote stream to receive (see [`Client::subscribe`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubscribeOptions {
+    /// Receive its audio.
+    pub audio: bool,
+    /// Receive its video.
+    pub video: bool,
+}
+
+impl Default for SubscribeOptions {
+    /// Audio and video.
+    fn default() -> Self {
+        SubscribeOptions {
+            audio: true,
+            video: true,
+        }
+    }
 }
 
 struct SessionCtl {
@@ -305,12 +343,43 @@ impl Client {
     }
 
     async fn mute(&self, audio: Option<bool>, video: Option<bool>) -> Result<(), ClientError> {
+        self.request(Request::Mute { audio, video }).await
+    }
+
+    /// Receives `user`'s stream, or only its audio or video; subscribing
+    /// again changes what is received. Needed with `auto_subscribe: false`,
+    /// and after [`Client::unsubscribe`]. `stream-subscribed` follows when
+    /// its first track arrives. A user who publishes nothing gets
+    /// `STREAM_NOT_FOUND`.
+    pub async fn subscribe(
+        &self,
+        user: &UserId,
+        opts: SubscribeOptions,
+    ) -> Result<(), ClientError> {
+        self.request(Request::Subscribe {
+            user: user.clone(),
+            audio: opts.audio,
+            video: opts.video,
+        })
+        .await
+    }
+
+    /// Stops receiving `user`'s stream (its [`crate::media::RemoteStream`] ends).
+    pub async fn unsubscribe(&self, user: &UserId) -> Result<(), ClientError> {
+        self.request(Request::Unsubscribe { user: user.clone() })
+            .await
+    }
+
+    /// Switches between `anchor` and `audience`. Becoming an audience stops
+    /// publishing (the others get `stream-removed`); the others get
+    /// `peer-role`.
+    pub async fn switch_role(&self, role: Role) -> Result<(), ClientError> {
+        self.request(Request::SwitchRole(role)).await
+    }
+
+    async fn request(&self, request: Request) -> Result<(), ClientError> {
         let (reply, rx) = oneshot::channel();
-        self.command(Command::Mute {
-            audio,
-            video,
-            reply,
-        })?;
+        self.command(Command::Request(request, reply))?;
         rx.await.unwrap_or(Err(ClientError::ConnectionLost))
     }
 

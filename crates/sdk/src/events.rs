@@ -46,6 +46,13 @@ pub enum ClientEvent {
         /// Why.
         reason: PeerLeaveReason,
     },
+    /// A user in the room switched role (`anchor` / `audience`).
+    PeerRole {
+        /// Who.
+        user_id: UserId,
+        /// Their new role.
+        role: Role,
+    },
     /// A user in the room started publishing.
     StreamAdded {
         /// Whose stream.
@@ -133,6 +140,7 @@ impl ClientEvent {
         match self {
             ClientEvent::PeerJoin { .. } => "peer-join",
             ClientEvent::PeerLeave { .. } => "peer-leave",
+            ClientEvent::PeerRole { .. } => "peer-role",
             ClientEvent::StreamAdded { .. } => "stream-added",
             ClientEvent::StreamRemoved { .. } => "stream-removed",
             ClientEvent::StreamSubscribed { .. } => "stream-subscribed",

@@ -33,7 +33,7 @@ mod events;
 mod media;
 mod session;
 
-pub use client::{Client, ClientOptions, JoinInfo, ReconnectPolicy};
+pub use client::{Client, ClientOptions, JoinInfo, ReconnectPolicy, SubscribeOptions};
 pub use error::ClientError;
 pub use events::{AudioVolumeEntry, ClientEvent, ConnectionState, EventStream};
 pub use kaigi_proto::signal::{PeerInfo, PeerLeaveReason};

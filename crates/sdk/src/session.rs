@@ -1,7 +1,7 @@
 //! The session task: owns the signaling WebSocket while in a room, relays
 //! server events, sends heartbeats, and rejoins after a dropped connection.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,7 +9,7 @@ use futures_util::{SinkExt, StreamExt};
 use kaigi_proto::signal::{
     ClientMessage, ErrorMessage, JoinRequest, Joined, PeerLeaveReason, RoomRef, ServerMessage,
 };
-use kaigi_proto::{ErrorCode, KickReason, Role, RoomId, PROTOCOL_VERSION};
+use kaigi_proto::{ErrorCode, KickReason, Role, RoomId, UserId, PROTOCOL_VERSION};
 use rand::Rng;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
@@ -18,7 +18,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tracing::{debug, info, warn};
 
-use crate::client::{Command, Shared};
+use crate::client::{Command, Request, Shared};
 use crate::error::ClientError;
 use crate::events::{ClientEvent, ConnectionState};
 use crate::media::{Arrived, MediaSession};
@@ -40,14 +40,18 @@ fn local_ip(ws: &Ws) -> std::net::IpAddr {
 
 type Reply = oneshot::Sender<Result<(), ClientError>>;
 
-/// Requests waiting for the server's answer.
+/// Requests waiting for the server's answer, and what the session
+/// remembers across reconnects.
 #[derive(Default)]
 struct Pending {
     publish: Option<(u64, Option<Reply>)>,
     unpublish: Option<(u64, Reply)>,
-    mute: Option<(u64, Reply)>,
+    /// Other requests by request id.
+    requests: HashMap<u64, (Request, Reply)>,
     /// Each remote stream's (audio muted, video muted).
-    mutes: std::collections::HashMap<kaigi_proto::UserId, (bool, bool)>,
+    mutes: HashMap<UserId, (bool, bool)>,
+    /// Streams subscribed by request (asked again after a reconnect).
+    subscribed: HashMap<UserId, (bool, bool)>,
 }
 
 impl Pending {
@@ -59,8 +63,36 @@ impl Pending {
         if let Some((_, r)) = self.unpublish.take() {
             let _ = r.send(Err(ClientError::ConnectionLost));
         }
-        if let Some((_, r)) = self.mute.take() {
+        for (_, (_, r)) in self.requests.drain() {
             let _ = r.send(Err(ClientError::ConnectionLost));
+        }
+    }
+
+    /// The request `req_id` answered: removed, with its reply.
+    fn answered(&mut self, req_id: Option<u64>) -> Option<(Request, Reply)> {
+        self.requests.remove(&req_id?)
+    }
+}
+
+impl Request {
+    fn message(&self, req_id: u64) -> ClientMessage {
+        match self.clone() {
+            Request::Mute { audio, video } => ClientMessage::Mute {
+                req_id,
+                audio,
+                video,
+            },
+            Request::Subscribe { user, audio, video } => ClientMessage::Subscribe {
+                req_id,
+                user_id: user.to_string(),
+                audio,
+                video,
+            },
+            Request::Unsubscribe { user } => ClientMessage::Unsubscribe {
+                req_id,
+                user_id: user.to_string(),
+            },
+            Request::SwitchRole(role) => ClientMessage::SwitchRole { req_id, role },
         }
     }
 }
@@ -73,7 +105,7 @@ async fn until_leave(commands: &mut mpsc::UnboundedReceiver<Command>) -> Option<
             Some(Command::Leave(reply)) => return Some(reply),
             Some(Command::Publish(_, reply))
             | Some(Command::Unpublish(reply))
-            | Some(Command::Mute { reply, .. }) => {
+            | Some(Command::Request(_, reply)) => {
                 let _ = reply.send(Err(ClientError::ConnectionLost));
             }
             None => return None,
@@ -145,6 +177,7 @@ pub(crate) async fn connect_and_join(
             role,
             resume,
             protocol: Some(PROTOCOL_VERSION),
+            auto_subscribe: opts.auto_subscribe,
         });
         send(&mut ws, &join).await?;
         loop {
@@ -234,14 +267,22 @@ pub(crate) async fn run(
                 .close()
                 .await;
                 let resume = joined.session_id.clone();
+                // The role now held, which `switch-role` may have changed.
+                let role = shared.status().room.as_ref().map_or(role, |(_, r)| *r);
                 match reconnect(&shared, &room, role, resume, &mut commands).await {
                     Rejoin::Joined(new_ws, new_joined) => {
                         ws = *new_ws;
                         joined = new_joined;
                         req_id = JOIN_REQ_ID;
                         media = MediaSession::new(local_ip(&ws), shared.remotes.clone());
-                        resync_peers(&shared, &joined);
+                        resync_peers(&shared, &joined, &room);
                         shared.set_state(ConnectionState::Connected);
+                        // Streams subscribed by request are asked for again.
+                        for (user, (audio, video)) in pending.subscribed.clone() {
+                            req_id += 1;
+                            let msg = Request::Subscribe { user, audio, video }.message(req_id);
+                            let _ = send(&mut ws, &msg).await;
+                        }
                         if let Some(stream) = republish.filter(|s| !s.is_closed()) {
                             req_id += 1;
                             let msg = ClientMessage::Publish {
@@ -304,13 +345,17 @@ fn banned(shared: &Shared, reason: KickReason, message: String) {
 
 /// Emits joins and leaves for the difference between the peers known
 /// before a drop and those found on rejoining.
-fn resync_peers(shared: &Shared, joined: &Joined) {
+fn resync_peers(shared: &Shared, joined: &Joined, room: &RoomId) {
     let now: BTreeMap<_, _> = joined
         .users
         .iter()
         .map(|p| (p.user_id.clone(), p.role))
         .collect();
-    let before = std::mem::replace(&mut shared.status().peers, now.clone());
+    let before = {
+        let mut status = shared.status();
+        status.room = Some((room.clone(), joined.role));
+        std::mem::replace(&mut status.peers, now.clone())
+    };
     for (user, _) in before.iter().filter(|(u, _)| !now.contains_key(*u)) {
         shared.emit(ClientEvent::PeerLeave {
             user_id: user.clone(),
@@ -367,14 +412,16 @@ async fn connected(
                     }
                     pending.unpublish = Some((*req_id, reply));
                 }
-                Some(Command::Mute { audio, video, reply }) => {
+                Some(Command::Request(request, reply)) => {
                     *req_id += 1;
-                    media.set_muted(audio, video);
-                    if send(ws, &ClientMessage::Mute { req_id: *req_id, audio, video }).await.is_err() {
+                    if let Request::Mute { audio, video } = &request {
+                        media.set_muted(*audio, *video);
+                    }
+                    if send(ws, &request.message(*req_id)).await.is_err() {
                         let _ = reply.send(Err(ClientError::ConnectionLost));
                         return Outcome::Lost;
                     }
-                    pending.mute = Some((*req_id, reply));
+                    pending.requests.insert(*req_id, (request, reply));
                 }
                 None => return Outcome::Leave(None),
             },
@@ -458,18 +505,29 @@ async fn connected(
                         }
                         shared.emit(ClientEvent::StreamUpdated { user_id, audio_muted, video_muted });
                     }
-                    Some(ServerMessage::Muted { req_id: r }) if pending.mute.as_ref().is_some_and(|(id, _)| *id == r) => {
-                        if let Some((_, reply)) = pending.mute.take() {
+                    Some(
+                        ServerMessage::Muted { req_id: r }
+                        | ServerMessage::Subscribed { req_id: r, .. }
+                        | ServerMessage::Unsubscribed { req_id: r, .. }
+                        | ServerMessage::RoleSwitched { req_id: r, .. },
+                    ) if pending.requests.contains_key(&r) => {
+                        if let Some((request, reply)) = pending.answered(Some(r)) {
+                            request_done(shared, media, pending, request);
                             let _ = reply.send(Ok(()));
                         }
                     }
-                    Some(ServerMessage::Error(e)) if e.req_id.is_some() && pending.mute.as_ref().is_some_and(|(id, _)| Some(*id) == e.req_id) => {
-                        if let Some((_, reply)) = pending.mute.take() {
+                    Some(ServerMessage::Error(e)) if e.req_id.is_some_and(|r| pending.requests.contains_key(&r)) => {
+                        if let Some((_, reply)) = pending.answered(e.req_id) {
                             let _ = reply.send(Err(to_client_error(e)));
                         }
                     }
+                    Some(ServerMessage::PeerRole { user_id, role }) => {
+                        shared.status().peers.insert(user_id.clone(), role);
+                        shared.emit(ClientEvent::PeerRole { user_id, role });
+                    }
                     Some(ServerMessage::StreamRemoved { user_id }) => {
                         pending.mutes.remove(&user_id);
+                        pending.subscribed.remove(&user_id);
                         media.stream_removed(&user_id);
                         shared.emit(ClientEvent::StreamRemoved { user_id });
                     }
@@ -481,6 +539,35 @@ async fn connected(
                     }
                     Some(other) => debug!(?other, "ignored"),
                 }
+            }
+        }
+    }
+}
+
+/// What a request's success changes on this side.
+fn request_done(
+    shared: &Shared,
+    media: &mut MediaSession,
+    pending: &mut Pending,
+    request: Request,
+) {
+    match request {
+        Request::Mute { .. } => {}
+        Request::Subscribe { user, audio, video } => {
+            pending.subscribed.insert(user, (audio, video));
+        }
+        Request::Unsubscribe { user } => {
+            pending.subscribed.remove(&user);
+            media.stream_removed(&user);
+        }
+        Request::SwitchRole(role) => {
+            if let Some((_, r)) = shared.status().room.as_mut() {
+                *r = role;
+            }
+            if role == Role::Audience {
+                // The server ended what was published.
+                media.unpublish();
+                *shared.local.lock().unwrap_or_else(|e| e.into_inner()) = None;
             }
         }
     }

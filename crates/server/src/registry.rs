@@ -25,12 +25,15 @@ pub enum Effect {
         /// The message.
         msg: ServerMessage,
     },
-    /// Attach `publisher`'s stream to `subscriber`'s media connection.
+    /// Attach `publisher`'s stream (the `kinds` of it) to `subscriber`'s
+    /// media connection, replacing any earlier subscription to it.
     Subscribe {
         /// Who receives.
         subscriber: SessionId,
         /// Whose stream.
         publisher: SessionId,
+        /// What of it.
+        kinds: StreamKinds,
     },
     /// Detach `publisher`'s stream from `subscriber`'s media connection.
     Unsubscribe {
@@ -59,6 +62,8 @@ pub struct Participant {
     pub joined_at: u64,
     /// What they publish, if anything.
     pub stream: Option<Stream>,
+    /// Whether they receive every stream without asking.
+    pub auto_subscribe: bool,
     seq: u64,
 }
 
@@ -69,6 +74,14 @@ pub struct StreamKinds {
     pub audio: bool,
     /// Video.
     pub video: bool,
+}
+
+impl StreamKinds {
+    /// Neither audio nor video.
+    pub const NONE: StreamKinds = StreamKinds {
+        audio: false,
+        video: false,
+    };
 }
 
 /// A published stream: what it carries and what is muted.
@@ -109,6 +122,9 @@ pub enum PublishError {
     /// `mute` with nothing published.
     #[error("nothing is published")]
     NotPublishing,
+    /// `subscribe` to a user who publishes nothing in this room.
+    #[error("that user publishes nothing in this room")]
+    StreamNotFound,
 }
 
 /// A room: created by the first join, removed when the last user goes.
@@ -166,6 +182,25 @@ pub enum JoinError {
     /// The session it resumes was forced out.
     #[error("the session being resumed was forced out ({0})")]
     ResumeBanned(KickReason),
+}
+
+/// How a session takes part in a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Member {
+    /// Its role.
+    pub role: Role,
+    /// Whether it receives every stream without asking.
+    pub auto_subscribe: bool,
+}
+
+impl From<Role> for Member {
+    /// A member with this role that receives every stream.
+    fn from(role: Role) -> Self {
+        Member {
+            role,
+            auto_subscribe: true,
+        }
+    }
 }
 
 /// A successful join.
@@ -240,10 +275,14 @@ impl Registry {
         &mut self,
         session: SessionId,
         place: Place,
-        role: Role,
+        member: Member,
         resume: Option<SessionId>,
         now: u64,
     ) -> Result<(Joined, Vec<Effect>), JoinError> {
+        let Member {
+            role,
+            auto_subscribe,
+        } = member;
         if let Some(p) = self.places.get(&session) {
             return Err(JoinError::AlreadyInRoom(p.room.clone()));
         }
@@ -273,21 +312,26 @@ impl Registry {
                 role,
                 joined_at: now,
                 stream: None,
+                auto_subscribe,
                 seq: self.next_seq,
             },
         );
         let mut effects = Vec::new();
-        // The newcomer hears of, and receives, every stream already published.
+        // The newcomer hears of, and (unless it asks itself) receives,
+        // every stream already published.
         for (user, p) in room.participants() {
             if let (true, Some(stream)) = (p.session != session, p.stream) {
                 effects.push(Effect::Broadcast {
                     to: vec![session],
                     msg: stream.added(user),
                 });
-                effects.push(Effect::Subscribe {
-                    subscriber: session,
-                    publisher: p.session,
-                });
+                if auto_subscribe {
+                    effects.push(Effect::Subscribe {
+                        subscriber: session,
+                        publisher: p.session,
+                        kinds: stream.kinds,
+                    });
+                }
             }
         }
         let replaced = previous.as_ref().map(|p| p.session);
@@ -395,11 +439,14 @@ impl Registry {
         };
         me.stream = Some(stream);
         let others = room.sessions_except(session);
-        let mut effects: Vec<Effect> = others
-            .iter()
-            .map(|o| Effect::Subscribe {
-                subscriber: *o,
+        let mut effects: Vec<Effect> = room
+            .participants
+            .values()
+            .filter(|p| p.session != session && p.auto_subscribe)
+            .map(|p| Effect::Subscribe {
+                subscriber: p.session,
                 publisher: session,
+                kinds,
             })
             .collect();
         if !others.is_empty() {
@@ -441,6 +488,93 @@ impl Registry {
                 video_muted: after.video_muted,
             },
         }])
+    }
+
+    /// Subscribes `session` to `user`'s stream, or to the `kinds` of it
+    /// that the stream carries. Returns what will be received.
+    pub fn subscribe(
+        &mut self,
+        session: SessionId,
+        user: &UserId,
+        kinds: StreamKinds,
+    ) -> Result<(StreamKinds, Vec<Effect>), PublishError> {
+        let (place, room) = self.room_of(session).ok_or(PublishError::NotInRoom)?;
+        let publisher = room
+            .participants
+            .get(user)
+            .filter(|_| *user != place.user)
+            .ok_or(PublishError::StreamNotFound)?;
+        let stream = publisher.stream.ok_or(PublishError::StreamNotFound)?;
+        let kinds = StreamKinds {
+            audio: kinds.audio && stream.kinds.audio,
+            video: kinds.video && stream.kinds.video,
+        };
+        let effect = if kinds.audio || kinds.video {
+            Effect::Subscribe {
+                subscriber: session,
+                publisher: publisher.session,
+                kinds,
+            }
+        } else {
+            Effect::Unsubscribe {
+                subscriber: session,
+                publisher: publisher.session,
+            }
+        };
+        Ok((kinds, vec![effect]))
+    }
+
+    /// Stops `session` receiving `user`'s stream. Not receiving it already,
+    /// or `user` publishing nothing, is not an error.
+    pub fn unsubscribe(
+        &mut self,
+        session: SessionId,
+        user: &UserId,
+    ) -> Result<Vec<Effect>, PublishError> {
+        let (_, room) = self.room_of(session).ok_or(PublishError::NotInRoom)?;
+        Ok(room
+            .participants
+            .get(user)
+            .map(|p| Effect::Unsubscribe {
+                subscriber: session,
+                publisher: p.session,
+            })
+            .into_iter()
+            .collect())
+    }
+
+    /// Changes `session`'s role. Becoming an audience ends its stream. The
+    /// others get `peer-role` when the role changed.
+    pub fn switch_role(
+        &mut self,
+        session: SessionId,
+        role: Role,
+    ) -> Result<Vec<Effect>, PublishError> {
+        let (place, room) = self.room_of(session).ok_or(PublishError::NotInRoom)?;
+        let me = room
+            .participants
+            .get_mut(&place.user)
+            .ok_or(PublishError::NotInRoom)?;
+        if me.role == role {
+            return Ok(Vec::new());
+        }
+        me.role = role;
+        let ends_stream = role == Role::Audience && me.stream.take().is_some();
+        let mut effects = Vec::new();
+        if ends_stream {
+            effects.extend(stream_removed(room, session, session, &place.user));
+        }
+        let to = room.sessions_except(session);
+        if !to.is_empty() {
+            effects.push(Effect::Broadcast {
+                to,
+                msg: ServerMessage::PeerRole {
+                    user_id: place.user.clone(),
+                    role,
+                },
+            });
+        }
+        Ok(effects)
     }
 
     /// Ends `session`'s stream, if it has one.
@@ -590,11 +724,11 @@ mod tests {
     fn join_announces_and_lists_others() {
         let mut r = Registry::new();
         let (j, fx) = r
-            .join(1, place(num(7), "a"), Role::Anchor, None, 100)
+            .join(1, place(num(7), "a"), Role::Anchor.into(), None, 100)
             .unwrap();
         assert!(j.users.is_empty() && j.created_room && fx.is_empty());
         let (j, fx) = r
-            .join(2, place(num(7), "b"), Role::Audience, None, 101)
+            .join(2, place(num(7), "b"), Role::Audience.into(), None, 101)
             .unwrap();
         assert_eq!(
             j.users,
@@ -614,7 +748,7 @@ mod tests {
             }]
         );
         assert_eq!(
-            r.join(2, place(num(8), "b"), Role::Anchor, None, 1),
+            r.join(2, place(num(8), "b"), Role::Anchor.into(), None, 1),
             Err(JoinError::AlreadyInRoom(num(7)))
         );
     }
@@ -622,12 +756,12 @@ mod tests {
     #[test]
     fn duplicate_user_kicks_earlier_silently_for_others() {
         let mut r = Registry::new();
-        r.join(1, place(num(7), "a"), Role::Anchor, None, 0)
+        r.join(1, place(num(7), "a"), Role::Anchor.into(), None, 0)
             .unwrap();
-        r.join(2, place(num(7), "dup"), Role::Anchor, None, 0)
+        r.join(2, place(num(7), "dup"), Role::Anchor.into(), None, 0)
             .unwrap();
         let (j, fx) = r
-            .join(3, place(num(7), "dup"), Role::Anchor, None, 0)
+            .join(3, place(num(7), "dup"), Role::Anchor.into(), None, 0)
             .unwrap();
         assert_eq!(j.replaced, Some(2));
         assert_eq!(
@@ -642,7 +776,7 @@ mod tests {
         assert_eq!(r.room(APP, &num(7)).unwrap().len(), 2);
         // And it may not resume.
         assert_eq!(
-            r.join(9, place(num(7), "dup"), Role::Anchor, Some(2), 0),
+            r.join(9, place(num(7), "dup"), Role::Anchor.into(), Some(2), 0),
             Err(JoinError::ResumeBanned(KickReason::DuplicateUserId))
         );
     }
@@ -650,13 +784,13 @@ mod tests {
     #[test]
     fn numeric_and_string_rooms_are_apart() {
         let mut r = Registry::new();
-        r.join(1, place(num(123), "a"), Role::Anchor, None, 0)
+        r.join(1, place(num(123), "a"), Role::Anchor.into(), None, 0)
             .unwrap();
         let (j, fx) = r
             .join(
                 2,
                 place(RoomId::str("123").unwrap(), "a"),
-                Role::Anchor,
+                Role::Anchor.into(),
                 None,
                 0,
             )
@@ -668,9 +802,9 @@ mod tests {
     #[test]
     fn last_leave_removes_room() {
         let mut r = Registry::new();
-        r.join(1, place(num(7), "a"), Role::Anchor, None, 0)
+        r.join(1, place(num(7), "a"), Role::Anchor.into(), None, 0)
             .unwrap();
-        r.join(2, place(num(7), "b"), Role::Anchor, None, 0)
+        r.join(2, place(num(7), "b"), Role::Anchor.into(), None, 0)
             .unwrap();
         let fx = r.leave(1, PeerLeaveReason::Timeout);
         assert_eq!(
@@ -692,7 +826,8 @@ mod tests {
     fn remove_and_dismiss() {
         let mut r = Registry::new();
         for (s, u) in [(1, "a"), (2, "b"), (3, "c")] {
-            r.join(s, place(num(7), u), Role::Anchor, None, 0).unwrap();
+            r.join(s, place(num(7), u), Role::Anchor.into(), None, 0)
+                .unwrap();
         }
         let users = [UserId::new("b").unwrap(), UserId::new("zz").unwrap()];
         let (removed, fx) = r.remove_users(APP, &num(7), &users, 0).unwrap();
@@ -735,6 +870,7 @@ mod tests {
                     Effect::Subscribe {
                         subscriber,
                         publisher,
+                        ..
                     },
                     false,
                 )
@@ -763,9 +899,9 @@ mod tests {
     #[test]
     fn publish_subscribes_everyone_and_newcomers() {
         let mut r = Registry::new();
-        r.join(1, place(num(7), "a"), Role::Anchor, None, 0)
+        r.join(1, place(num(7), "a"), Role::Anchor.into(), None, 0)
             .unwrap();
-        r.join(2, place(num(7), "b"), Role::Anchor, None, 0)
+        r.join(2, place(num(7), "b"), Role::Anchor.into(), None, 0)
             .unwrap();
         let fx = r.publish(1, AV).unwrap();
         assert_eq!(subscribes(&fx), [(2, 1)]);
@@ -792,7 +928,7 @@ mod tests {
             Err(PublishError::NotPublishing)
         );
         let (_, fx) = r
-            .join(3, place(num(7), "c"), Role::Audience, None, 0)
+            .join(3, place(num(7), "c"), Role::Audience.into(), None, 0)
             .unwrap();
         assert_eq!(subscribes(&fx), [(3, 1)]);
         assert_eq!(r.publish(3, AV), Err(PublishError::Audience));
@@ -803,21 +939,111 @@ mod tests {
     }
 
     #[test]
+    fn manual_subscribers_choose_what_they_receive() {
+        let mut r = Registry::new();
+        let manual = Member {
+            role: Role::Anchor,
+            auto_subscribe: false,
+        };
+        r.join(1, place(num(7), "a"), Role::Anchor.into(), None, 0)
+            .unwrap();
+        r.join(2, place(num(7), "m"), manual, None, 0).unwrap();
+        let a = UserId::new("a").unwrap();
+        assert_eq!(
+            r.subscribe(2, &a, AV).unwrap_err(),
+            PublishError::StreamNotFound,
+            "nothing published yet"
+        );
+        let fx = r.publish(1, AV).unwrap();
+        assert!(subscribes(&fx).is_empty(), "manual: told, not subscribed");
+        assert!(fx.iter().any(|e| matches!(
+            e,
+            Effect::Broadcast {
+                msg: ServerMessage::StreamAdded { .. },
+                ..
+            }
+        )));
+        let audio_only = StreamKinds {
+            audio: true,
+            video: false,
+        };
+        let (got, fx) = r.subscribe(2, &a, audio_only).unwrap();
+        assert_eq!(got, audio_only);
+        assert!(matches!(
+            &fx[..],
+            [Effect::Subscribe {
+                subscriber: 2,
+                publisher: 1,
+                kinds
+            }] if *kinds == audio_only
+        ));
+        assert_eq!(unsubscribes(&r.unsubscribe(2, &a).unwrap()), [(2, 1)]);
+        assert_eq!(
+            r.subscribe(2, &UserId::new("m").unwrap(), AV).unwrap_err(),
+            PublishError::StreamNotFound,
+            "not one's own stream"
+        );
+        assert_eq!(
+            r.subscribe(2, &UserId::new("nobody").unwrap(), AV)
+                .unwrap_err(),
+            PublishError::StreamNotFound
+        );
+        assert_eq!(r.subscribe(9, &a, AV).unwrap_err(), PublishError::NotInRoom);
+        // A manual newcomer hears of existing streams but is not subscribed.
+        let (_, fx) = r.join(3, place(num(7), "n"), manual, None, 0).unwrap();
+        assert!(subscribes(&fx).is_empty());
+        assert!(!fx.is_empty());
+    }
+
+    #[test]
+    fn switching_to_audience_ends_the_stream() {
+        let mut r = Registry::new();
+        r.join(1, place(num(7), "a"), Role::Anchor.into(), None, 0)
+            .unwrap();
+        r.join(2, place(num(7), "b"), Role::Audience.into(), None, 0)
+            .unwrap();
+        assert_eq!(r.publish(2, AV), Err(PublishError::Audience));
+        let fx = r.switch_role(2, Role::Anchor).unwrap();
+        assert!(
+            matches!(&fx[..], [Effect::Broadcast { to, msg: ServerMessage::PeerRole { role: Role::Anchor, .. } }] if to == &vec![1])
+        );
+        assert!(r.switch_role(2, Role::Anchor).unwrap().is_empty());
+        r.publish(2, AV).unwrap();
+        let fx = r.switch_role(2, Role::Audience).unwrap();
+        assert_eq!(unsubscribes(&fx), [(1, 2)]);
+        assert!(fx.iter().any(|e| matches!(
+            e,
+            Effect::Broadcast {
+                msg: ServerMessage::StreamRemoved { .. },
+                ..
+            }
+        )));
+        assert_eq!(r.publish(2, AV), Err(PublishError::Audience));
+        let b = UserId::new("b").unwrap();
+        let members = r.room(APP, &num(7)).unwrap().participants();
+        assert_eq!(
+            members.iter().find(|(u, _)| **u == b).unwrap().1.role,
+            Role::Audience
+        );
+        assert_eq!(r.switch_role(9, Role::Anchor), Err(PublishError::NotInRoom));
+    }
+
+    #[test]
     fn leaving_publishers_are_unsubscribed_and_takeover_swaps_streams() {
         let mut r = Registry::new();
-        r.join(1, place(num(7), "a"), Role::Anchor, None, 0)
+        r.join(1, place(num(7), "a"), Role::Anchor.into(), None, 0)
             .unwrap();
-        r.join(2, place(num(7), "b"), Role::Anchor, None, 0)
+        r.join(2, place(num(7), "b"), Role::Anchor.into(), None, 0)
             .unwrap();
         r.publish(1, AV).unwrap();
         let fx = r.leave(1, PeerLeaveReason::Left);
         assert_eq!(unsubscribes(&fx), [(2, 1)]);
-        r.join(3, place(num(7), "c"), Role::Anchor, None, 0)
+        r.join(3, place(num(7), "c"), Role::Anchor.into(), None, 0)
             .unwrap();
         r.publish(3, AV).unwrap();
         // c signs in again elsewhere: its old stream ends for b, no leave.
         let (_, fx) = r
-            .join(4, place(num(7), "c"), Role::Anchor, None, 0)
+            .join(4, place(num(7), "c"), Role::Anchor.into(), None, 0)
             .unwrap();
         assert_eq!(unsubscribes(&fx), [(2, 3)]);
         assert!(!fx.iter().any(|e| matches!(
@@ -838,13 +1064,13 @@ mod tests {
     #[test]
     fn kicked_memory_is_bounded_in_time() {
         let mut r = Registry::new();
-        r.join(1, place(num(7), "a"), Role::Anchor, None, 0)
+        r.join(1, place(num(7), "a"), Role::Anchor.into(), None, 0)
             .unwrap();
         r.dismiss(APP, &num(7), 0).unwrap();
         r.join(
             2,
             place(num(7), "b"),
-            Role::Anchor,
+            Role::Anchor.into(),
             None,
             KICKED_MEMORY_SECS + 10,
         )

@@ -36,8 +36,9 @@ fn kind_name(kind: RtpCodecKind) -> &'static str {
 /// An incoming track and its SSRC.
 type Incoming = (Arc<dyn TrackRemote>, u32);
 
-/// A received publication and the transceivers that carry it to this session.
-type Subscription = (Weak<Publication>, Vec<Arc<dyn RtpTransceiver>>);
+/// A received publication, what of it is received, and the transceivers
+/// that carry it to this session.
+type Subscription = (Weak<Publication>, StreamKinds, Vec<Arc<dyn RtpTransceiver>>);
 
 /// One subscriber's copy of a published track.
 #[derive(Clone)]
@@ -192,6 +193,9 @@ pub struct MediaPeer {
     subscriptions: HashMap<SessionId, Subscription>,
     /// Publishers to ask for a keyframe once the negotiation in flight ends.
     keyframes_after: Vec<SessionId>,
+    /// Numbers this session's outgoing tracks: each subscription's tracks
+    /// get new ids, so the client sees them as new.
+    tracks_made: u64,
 }
 
 impl MediaPeer {
@@ -207,6 +211,7 @@ impl MediaPeer {
             renegotiate: false,
             subscriptions: HashMap::new(),
             keyframes_after: Vec::new(),
+            tracks_made: 0,
         })
     }
 
@@ -230,26 +235,40 @@ impl MediaPeer {
         Ok(())
     }
 
-    /// Sends `publication` to this session (`me`): one local track per kind.
+    /// Sends the `kinds` of `publication` to this session (`me`): one local
+    /// track per kind, replacing an earlier subscription with other kinds.
+    /// Returns whether anything changed (so a new offer is due).
     pub async fn subscribe(
         &mut self,
         me: SessionId,
         publication: &Arc<Publication>,
-    ) -> Result<(), RtcError> {
-        if self.subscriptions.contains_key(&publication.session) {
-            return Ok(());
+        kinds: StreamKinds,
+    ) -> Result<bool, RtcError> {
+        match self.subscriptions.get(&publication.session) {
+            Some((_, had, _)) if *had == kinds => return Ok(false),
+            Some(_) => {
+                self.unsubscribe(me, publication.session).await?;
+            }
+            None => {}
         }
         let user = publication.user.as_str();
         let mut transceivers = Vec::new();
         for (on, kind) in [
-            (publication.kinds.audio, RtpCodecKind::Audio),
-            (publication.kinds.video, RtpCodecKind::Video),
+            (kinds.audio && publication.kinds.audio, RtpCodecKind::Audio),
+            (kinds.video && publication.kinds.video, RtpCodecKind::Video),
         ] {
             if !on {
                 continue;
             }
-            // Unique per publication: a republished stream is a new track.
-            let track_id = format!("{user}-{}-{:x}", kind_name(kind), publication.id);
+            // Unique per publication and subscription: a republished or
+            // resubscribed stream is a new track.
+            self.tracks_made += 1;
+            let track_id = format!(
+                "{user}-{}-{:x}-{}",
+                kind_name(kind),
+                publication.id,
+                self.tracks_made
+            );
             let local = Arc::new(TrackLocalStaticRTP::new(track(user, &track_id, kind)));
             let ssrc = local.ssrcs().await.first().copied().unwrap_or_default();
             // A dedicated send-only transceiver: `add_track` would reuse any
@@ -289,10 +308,12 @@ impl MediaPeer {
         }
         self.subscriptions.insert(
             publication.session,
-            (Arc::downgrade(publication), transceivers),
+            (Arc::downgrade(publication), kinds, transceivers),
         );
-        self.keyframes_after.push(publication.session);
-        Ok(())
+        if kinds.video {
+            self.keyframes_after.push(publication.session);
+        }
+        Ok(true)
     }
 
     /// Stops sending `publisher`'s stream to this session (`me`).
@@ -301,7 +322,7 @@ impl MediaPeer {
         me: SessionId,
         publisher: SessionId,
     ) -> Result<bool, RtcError> {
-        let Some((publication, transceivers)) = self.subscriptions.remove(&publisher) else {
+        let Some((publication, _, transceivers)) = self.subscriptions.remove(&publisher) else {
             return Ok(false);
         };
         if let Some(p) = publication.upgrade() {
@@ -317,7 +338,7 @@ impl MediaPeer {
 
     /// Detaches this session from every publication it receives.
     pub fn detach_all(&mut self, me: SessionId) {
-        for (publication, _) in self.subscriptions.values() {
+        for (publication, _, _) in self.subscriptions.values() {
             if let Some(p) = publication.upgrade() {
                 p.remove_outputs(me);
             }

@@ -13,7 +13,7 @@ use kaigi_proto::signal::{
     parse_client_message, ClientMessage, ErrorMessage, JoinRequest, Joined, ParseError,
     PeerLeaveReason, RoomRef, ServerMessage,
 };
-use kaigi_proto::{usersig, ErrorCode, SdkAppId, UserId, PROTOCOL_VERSION};
+use kaigi_proto::{usersig, ErrorCode, Role, SdkAppId, UserId, PROTOCOL_VERSION};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -21,7 +21,7 @@ use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::config::RateLimit;
 use crate::metrics::Metrics;
-use crate::registry::{JoinError, Place, PublishError, SessionId, StreamKinds};
+use crate::registry::{JoinError, Member, Place, PublishError, SessionId, StreamKinds};
 use crate::sfu::{MediaPeer, Publication};
 use crate::state::{unix_now, Outbound, Shared, OUTBOX_CAPACITY};
 use kaigi_rtc::PeerEvent;
@@ -176,7 +176,7 @@ async fn run(socket: WebSocket, shared: Arc<Shared>, peer: SocketAddr) {
                     Some(Outbound::Text(text)) => {
                         if s.socket.send(Message::Text(text)).await.is_err() { break End::Left; }
                     }
-                    Some(Outbound::Subscribe(publisher)) => s.subscribe(publisher).await,
+                    Some(Outbound::Subscribe(publisher, kinds)) => s.subscribe(publisher, kinds).await,
                     Some(Outbound::Unsubscribe(publisher)) => s.unsubscribe(publisher).await,
                     Some(Outbound::Kick(reason)) => {
                         info!(%reason, "forced out");
@@ -356,10 +356,94 @@ impl Session {
                     )),
                 })
             }
+            ClientMessage::Subscribe {
+                req_id,
+                user_id,
+                audio,
+                video,
+            } => Some(self.request_subscription(
+                req_id,
+                &user_id,
+                Some(StreamKinds { audio, video }),
+            )),
+            ClientMessage::Unsubscribe { req_id, user_id } => {
+                Some(self.request_subscription(req_id, &user_id, None))
+            }
+            ClientMessage::SwitchRole { req_id, role } => {
+                let id = self.id;
+                let switched = self.shared.apply(|reg| match reg.switch_role(id, role) {
+                    Ok(fx) => (Ok(()), fx),
+                    Err(e) => (Err(e), Vec::new()),
+                });
+                Some(match switched {
+                    Ok(()) => {
+                        if role == Role::Audience && self.publication.take().is_some() {
+                            // The registry already told the others.
+                            self.shared.remove_publication(id);
+                        }
+                        info!(%role, "role switched");
+                        ServerMessage::RoleSwitched { req_id, role }
+                    }
+                    Err(e) => ServerMessage::Error(ErrorMessage::new(
+                        Some(req_id),
+                        publish_error_code(e),
+                        e.to_string(),
+                    )),
+                })
+            }
             ClientMessage::Answer { sdp } => self.answer(sdp).await.err().map(ServerMessage::Error),
         };
         if let Some(reply) = reply {
             self.send(&reply).await;
+        }
+    }
+
+    /// `subscribe` (with the kinds wanted) or `unsubscribe` (`None`): the
+    /// registry checks it, and its effect reaches this session's own outbox
+    /// like any other subscription change.
+    fn request_subscription(
+        &mut self,
+        req_id: u64,
+        user_id: &str,
+        kinds: Option<StreamKinds>,
+    ) -> ServerMessage {
+        let user = match UserId::new(user_id) {
+            Ok(u) => u,
+            Err(e) => {
+                return ServerMessage::Error(ErrorMessage::new(
+                    Some(req_id),
+                    ErrorCode::InvalidParameter,
+                    e.to_string(),
+                ))
+            }
+        };
+        let id = self.id;
+        let done = self.shared.apply(|reg| {
+            let result = match kinds {
+                Some(k) => reg.subscribe(id, &user, k),
+                None => reg.unsubscribe(id, &user).map(|fx| (StreamKinds::NONE, fx)),
+            };
+            match result {
+                Ok((got, fx)) => (Ok(got), fx),
+                Err(e) => (Err(e), Vec::new()),
+            }
+        });
+        match (done, kinds) {
+            (Ok(got), Some(_)) => ServerMessage::Subscribed {
+                req_id,
+                user_id: user,
+                audio: got.audio,
+                video: got.video,
+            },
+            (Ok(_), None) => ServerMessage::Unsubscribed {
+                req_id,
+                user_id: user,
+            },
+            (Err(e), _) => ServerMessage::Error(ErrorMessage::new(
+                Some(req_id),
+                publish_error_code(e),
+                e.to_string(),
+            )),
         }
     }
 
@@ -494,18 +578,22 @@ impl Session {
         Ok(())
     }
 
-    async fn subscribe(&mut self, publisher: SessionId) {
+    async fn subscribe(&mut self, publisher: SessionId, kinds: StreamKinds) {
         let Some(publication) = self.shared.publication(publisher) else {
             return;
         };
         let id = self.id;
         let result = async {
-            self.media()
+            let changed = self
+                .media()
                 .await?
-                .subscribe(id, &publication)
+                .subscribe(id, &publication, kinds)
                 .await
                 .map_err(|e| ErrorMessage::new(None, ErrorCode::MediaFailed, e.to_string()))?;
-            self.renegotiate().await
+            if changed {
+                self.renegotiate().await?;
+            }
+            Ok::<(), ErrorMessage>(())
         }
         .await;
         if let Err(e) = result {
@@ -581,13 +669,21 @@ impl Session {
             room: room.clone(),
             user: user.clone(),
         };
-        let outcome =
-            self.shared.apply(
-                |reg| match reg.join(id, place, j.role, resume, unix_now()) {
-                    Ok((joined, fx)) => (Ok(joined), fx),
-                    Err(e) => (Err(e), Vec::new()),
+        let outcome = self.shared.apply(|reg| {
+            match reg.join(
+                id,
+                place,
+                Member {
+                    role: j.role,
+                    auto_subscribe: j.auto_subscribe,
                 },
-            );
+                resume,
+                unix_now(),
+            ) {
+                Ok((joined, fx)) => (Ok(joined), fx),
+                Err(e) => (Err(e), Vec::new()),
+            }
+        });
         let joined = outcome.map_err(|e| match e {
             JoinError::AlreadyInRoom(_) => {
                 ErrorMessage::new(None, ErrorCode::AlreadyInRoom, e.to_string())
@@ -617,6 +713,7 @@ fn publish_error_code(e: PublishError) -> ErrorCode {
         PublishError::Audience => ErrorCode::AudienceCannotPublish,
         PublishError::AlreadyPublishing => ErrorCode::AlreadyPublishing,
         PublishError::NotPublishing => ErrorCode::NotPublishing,
+        PublishError::StreamNotFound => ErrorCode::StreamNotFound,
     }
 }
 

@@ -15,7 +15,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::registry::{Effect, Registry, SessionId};
+use crate::registry::{Effect, Registry, SessionId, StreamKinds};
 use crate::sfu::Publication;
 
 /// How many messages may wait for a slow client before it is dropped.
@@ -30,8 +30,8 @@ pub enum Outbound {
     Text(Utf8Bytes),
     /// Send `client-banned` with this reason, then close.
     Kick(KickReason),
-    /// Start receiving this publisher's stream.
-    Subscribe(SessionId),
+    /// Start receiving (these kinds of) this publisher's stream.
+    Subscribe(SessionId, StreamKinds),
     /// Stop receiving this publisher's stream.
     Unsubscribe(SessionId),
 }
@@ -162,8 +162,9 @@ impl Shared {
                 Effect::Subscribe {
                     subscriber,
                     publisher,
+                    kinds,
                 } => {
-                    deliver(subscriber, Outbound::Subscribe(publisher));
+                    deliver(subscriber, Outbound::Subscribe(publisher, kinds));
                 }
                 Effect::Unsubscribe {
                     subscriber,
