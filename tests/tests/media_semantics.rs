@@ -407,3 +407,48 @@ async fn switching_role_allows_then_ends_publishing() {
         other => panic!("{other:?}"),
     }
 }
+
+fn quality(e: &ClientEvent) -> Option<(u8, u8, u32)> {
+    match e {
+        ClientEvent::NetworkQuality {
+            uplink_network_quality,
+            downlink_network_quality,
+            uplink_rtt,
+            ..
+        } => Some((
+            *uplink_network_quality,
+            *downlink_network_quality,
+            *uplink_rtt,
+        )),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn network_quality_is_reported_and_disconnection_is_graded_6() {
+    let mut server = TestServer::start().await;
+    let (alice, mut alice_events) = server.joined("alice", &room(13)).await;
+    // Before any media: graded from the signaling round trip.
+    let (e, _) = wait_for(&mut alice_events, "network-quality", |e| {
+        quality(e).is_some()
+    })
+    .await;
+    assert_eq!(quality(&e).map(|q| (q.0, q.1)), Some((1, 1)), "{e:?}");
+    let (bob, mut bob_events) = server.joined("bob", &room(13)).await;
+    let _a = publish(&alice).await;
+    let _b = publish(&bob).await;
+    sees_video(&bob, &mut bob_events, "alice").await;
+    // Loopback with media flowing: no loss, RTT of the ICE checks in
+    // milliseconds: excellent both ways, twice in a row.
+    for _ in 0..2 {
+        let (e, _) = wait_for(&mut bob_events, "network-quality", |e| quality(e).is_some()).await;
+        let (up, down, rtt) = quality(&e).unwrap();
+        assert_eq!((up, down), (1, 1), "{e:?}");
+        assert!(rtt < 100, "{e:?}");
+    }
+    server.stop().await;
+    wait_for(&mut bob_events, "network-quality 6", |e| {
+        quality(e).is_some_and(|q| q.0 == 6 && q.1 == 6)
+    })
+    .await;
+}

@@ -23,6 +23,8 @@ use webrtc::peer_connection::{
     PeerConnectionEventHandler, Registry, SettingEngineBuilder,
 };
 
+pub mod quality;
+
 pub use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 
 /// The payload type Kaigi offers H.264 with.

@@ -103,6 +103,25 @@ pub enum ClientEvent {
         /// One entry per user with audio, this client's own included.
         result: Vec<AudioVolumeEntry>,
     },
+    /// Network quality, every 2 s while in a room (and `6` for both when
+    /// the connection drops). Grades: 0 unknown, 1 excellent, 2 good,
+    /// 3 poor, 4 bad, 5 very bad, 6 disconnected.
+    NetworkQuality {
+        /// Grade of what this client sends.
+        uplink_network_quality: u8,
+        /// Grade of what this client receives.
+        downlink_network_quality: u8,
+        /// Round-trip time to the server, ms.
+        #[serde(rename = "uplinkRTT")]
+        uplink_rtt: u32,
+        /// Loss of what this client sends, percent (the server's reports).
+        uplink_loss: u8,
+        /// Round-trip time to the server, ms.
+        #[serde(rename = "downlinkRTT")]
+        downlink_rtt: u32,
+        /// Loss of what this client receives, percent.
+        downlink_loss: u8,
+    },
     /// A user's stream is being received; see `Client::remote_streams`.
     StreamSubscribed {
         /// Whose stream.
@@ -146,6 +165,7 @@ impl ClientEvent {
             ClientEvent::StreamSubscribed { .. } => "stream-subscribed",
             ClientEvent::StreamUpdated { .. } => "stream-updated",
             ClientEvent::AudioVolume { .. } => "audio-volume",
+            ClientEvent::NetworkQuality { .. } => "network-quality",
             ClientEvent::MuteAudio { .. } => "mute-audio",
             ClientEvent::UnmuteAudio { .. } => "unmute-audio",
             ClientEvent::MuteVideo { .. } => "mute-video",
@@ -153,6 +173,20 @@ impl ClientEvent {
             ClientEvent::ConnectionStateChanged { .. } => "connection-state-changed",
             ClientEvent::ClientBanned { .. } => "client-banned",
             ClientEvent::Error { .. } => "error",
+        }
+    }
+}
+
+impl ClientEvent {
+    /// The `network-quality` event for a measurement.
+    pub(crate) fn network_quality(q: kaigi_rtc::quality::Quality) -> Self {
+        ClientEvent::NetworkQuality {
+            uplink_network_quality: q.uplink,
+            downlink_network_quality: q.downlink,
+            uplink_rtt: q.rtt_ms,
+            uplink_loss: q.uplink_loss,
+            downlink_rtt: q.rtt_ms,
+            downlink_loss: q.downlink_loss,
         }
     }
 }

@@ -583,6 +583,14 @@ impl MediaSession {
         })
     }
 
+    /// The connection's loss and RTT counters; `None` before it exists.
+    pub async fn link_counters(&self) -> Option<kaigi_rtc::quality::LinkCounters> {
+        match &self.pc {
+            Some(pc) => Some(kaigi_rtc::quality::link_counters(pc.as_ref()).await),
+            None => None,
+        }
+    }
+
     /// Forgets a user's stream.
     pub fn stream_removed(&mut self, user: &UserId) {
         if let Some(s) = self.remotes.lock().ok().and_then(|mut r| r.remove(user)) {

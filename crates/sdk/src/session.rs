@@ -22,10 +22,14 @@ use crate::client::{Command, Request, Shared};
 use crate::error::ClientError;
 use crate::events::{ClientEvent, ConnectionState};
 use crate::media::{Arrived, MediaSession};
+use kaigi_rtc::quality::{assess, grade, LinkCounters, Quality};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 const JOIN_REQ_ID: u64 = 1;
+
+/// How often `network-quality` is reported.
+const QUALITY_INTERVAL: Duration = Duration::from_secs(2);
 
 /// The interface that reaches the server: media binds to it.
 fn local_ip(ws: &Ws) -> std::net::IpAddr {
@@ -257,6 +261,11 @@ pub(crate) async fn run(
             }
             Outcome::Lost => {
                 shared.set_state(ConnectionState::Reconnecting);
+                shared.emit(ClientEvent::network_quality(Quality {
+                    uplink: grade::DISCONNECTED,
+                    downlink: grade::DISCONNECTED,
+                    ..Quality::default()
+                }));
                 pending.fail_all();
                 // The server's side of the media is gone with the session;
                 // what was published is published again after rejoining.
@@ -381,9 +390,17 @@ async fn connected(
 ) -> Outcome {
     let interval = Duration::from_millis(joined.heartbeat_interval_ms.max(100));
     let dead_after = Duration::from_millis(joined.heartbeat_timeout_ms.max(1000));
-    let mut heartbeat = tokio::time::interval_at(Instant::now() + interval, interval);
+    // The first ping goes out at once: it measures the round trip.
+    let mut heartbeat = tokio::time::interval(interval);
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut last_heard = Instant::now();
+    let mut quality_tick =
+        tokio::time::interval_at(Instant::now() + QUALITY_INTERVAL, QUALITY_INTERVAL);
+    quality_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut counters = LinkCounters::default();
+    // The outstanding ping, and the latest signaling round trip (ms).
+    let mut ping: Option<(u64, Instant)> = None;
+    let mut signaling_rtt: Option<f64> = None;
     loop {
         tokio::select! {
             cmd = commands.recv() => match cmd {
@@ -435,6 +452,16 @@ async fn connected(
                 if send(ws, &ClientMessage::Ping { req_id: *req_id }).await.is_err() {
                     return Outcome::Lost;
                 }
+                ping = Some((*req_id, Instant::now()));
+            }
+            _ = quality_tick.tick() => {
+                let mut now = media.link_counters().await.unwrap_or_default();
+                if now.rtt_ms().is_none() {
+                    // No media yet: the signaling round trip stands in.
+                    now.ice_rtt_ms = signaling_rtt;
+                }
+                shared.emit(ClientEvent::network_quality(assess(&counters, &now)));
+                counters = now;
             }
             _ = tokio::time::sleep_until(last_heard + dead_after) => {
                 warn!("nothing heard from the server; reconnecting");
@@ -444,6 +471,11 @@ async fn connected(
                 last_heard = Instant::now();
                 match msg {
                     None => return Outcome::Lost,
+                    Some(ServerMessage::Pong { req_id: r }) => {
+                        if let Some((_, sent)) = ping.take_if(|(id, _)| *id == r) {
+                            signaling_rtt = Some(sent.elapsed().as_secs_f64() * 1000.0);
+                        }
+                    }
                     Some(ServerMessage::PeerJoin { user_id, role }) => {
                         shared.status().peers.insert(user_id.clone(), role);
                         shared.emit(ClientEvent::PeerJoin { user_id, role });
