@@ -1,5 +1,7 @@
-//! After leave and after a forced exit, the media connections are closed
-//! and their UDP sockets are gone (checked in /proc, not assumed).
+//! After leave and after a forced exit, the media connections are closed,
+//! their UDP sockets are gone (checked in /proc), the published streams'
+//! sources are closed, and every task the clients and the server started
+//! has ended (counted by the runtime), not assumed.
 
 use std::collections::HashSet;
 
@@ -38,10 +40,17 @@ fn udp_sockets() -> HashSet<u64> {
     mine
 }
 
+fn alive_tasks() -> usize {
+    tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn leave_and_kick_free_every_media_socket() {
+async fn leave_and_kick_free_every_media_socket_source_and_task() {
     let server = TestServer::start().await;
     let before = udp_sockets();
+    let tasks_before = alive_tasks();
     let (alice, _) = server.joined("alice", &room(1)).await;
     let (bob, mut bob_events) = server.joined("bob", &room(1)).await;
     let stream = LocalStream::synthetic(
@@ -53,11 +62,20 @@ async fn leave_and_kick_free_every_media_socket() {
     )
     .unwrap();
     within("publish", alice.publish(&stream)).await.unwrap();
+    let bob_stream = LocalStream::synthetic(bob.user_id(), SyntheticSource::default()).unwrap();
+    within("bob publishes", bob.publish(&bob_stream))
+        .await
+        .unwrap();
     wait_for(&mut bob_events, "stream-subscribed", |e| {
         matches!(e, ClientEvent::StreamSubscribed { .. })
     })
     .await;
     let during = udp_sockets();
+    let tasks_during = alive_tasks();
+    assert!(
+        tasks_during > tasks_before + 8,
+        "sessions, peer connections and encoders run as tasks: {tasks_before} → {tasks_during}"
+    );
     assert!(
         during.len() >= before.len() + 4,
         "four peer connections hold UDP sockets: {} → {}",
@@ -73,11 +91,21 @@ async fn leave_and_kick_free_every_media_socket() {
         matches!(e, ClientEvent::ClientBanned { .. })
     })
     .await;
+    assert!(bob_stream.is_closed(), "a forced exit closes the sources");
     within("leave", alice.leave()).await.unwrap();
-    stream.close();
+    assert!(stream.is_closed(), "leave closes the sources");
     // Every server session has ended, media torn down first.
     server.wait_sessions(0).await;
     drop(bob);
+    // Every task of the clients' and server's sessions and peer
+    // connections ends (the server's own listeners stay).
+    eprintln!("tasks: {tasks_before} → {tasks_during} → {}", alive_tasks());
+    within("tasks to end", async {
+        while alive_tasks() > tasks_before {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
     let after = udp_sockets();
     let leaked: Vec<_> = after.difference(&before).collect();
     assert!(

@@ -6,7 +6,10 @@ use anyhow::Context;
 use clap::Args;
 use kaigi_proto::signal::RoomRef;
 use kaigi_proto::{Role, UserId};
-use kaigi_sdk::{Client, ClientEvent, ClientOptions, ConnectionState};
+use kaigi_sdk::{
+    AudioInput, Client, ClientEvent, ClientOptions, ConnectionState, LocalStream,
+    LocalStreamConfig, VideoInput,
+};
 use serde_json::json;
 
 use crate::{unix_now, RoomArgs, ServerArgs};
@@ -27,63 +30,85 @@ pub struct BotArgs {
     /// anchor or audience.
     #[arg(long, default_value = "anchor")]
     role: Role,
-    /// Video to publish: `test-pattern` (640x480), `test-pattern:WxH`, or `none`.
+    /// Video to publish: `test-pattern` (640x480), `test-pattern:WxH`,
+    /// `camera` (the first), `camera:ID` (see `kaigi devices`), or `none`.
     #[arg(long, default_value = "none", value_parser = parse_video)]
-    video: VideoArg,
-    /// Audio to publish: `tone` (440 Hz), `tone:HZ`, or `none`.
+    video: VideoInput,
+    /// Audio to publish: `tone` (440 Hz), `tone:HZ`, `mic` (the first),
+    /// `mic:ID`, or `none`.
     #[arg(long, default_value = "none", value_parser = parse_audio)]
-    audio: AudioArg,
-    /// Frames per second of the test pattern.
+    audio: AudioInput,
+    /// Frames per second of the video.
     #[arg(long, default_value_t = 30)]
     fps: u32,
+    /// Play what the others say on this speaker (`default`: the first).
+    #[arg(long)]
+    speaker: Option<String>,
 }
 
-/// `--video`: a test pattern of this size, or none.
-#[derive(Debug, Clone, Copy)]
-struct VideoArg(Option<(usize, usize)>);
-
-/// `--audio`: a tone at this frequency, or none.
-#[derive(Debug, Clone, Copy)]
-struct AudioArg(Option<f64>);
-
-fn parse_video(s: &str) -> Result<VideoArg, String> {
-    parse_video_size(s).map(VideoArg)
+fn size(s: &str) -> Result<(usize, usize), String> {
+    let (w, h) = s
+        .split_once('x')
+        .ok_or_else(|| format!("expected WxH, got {s:?}"))?;
+    let (w, h): (usize, usize) = (
+        w.parse().map_err(|_| "bad width")?,
+        h.parse().map_err(|_| "bad height")?,
+    );
+    if w == 0 || h == 0 || w % 2 == 1 || h % 2 == 1 || w > 4096 || h > 4096 {
+        return Err(format!("{w}x{h}: width and height must be even, 2–4096"));
+    }
+    Ok((w, h))
 }
 
-fn parse_audio(s: &str) -> Result<AudioArg, String> {
-    parse_tone(s).map(AudioArg)
-}
-
-fn parse_video_size(s: &str) -> Result<Option<(usize, usize)>, String> {
+fn parse_video(s: &str) -> Result<VideoInput, String> {
     match s {
-        "none" => Ok(None),
-        "test-pattern" => Ok(Some((640, 480))),
+        "none" => Ok(VideoInput::None),
+        "test-pattern" => Ok(VideoInput::TestPattern {
+            width: 640,
+            height: 480,
+        }),
+        "camera" => Ok(VideoInput::Camera {
+            id: None,
+            width: 640,
+            height: 480,
+        }),
         other => {
-            let size = other
-                .strip_prefix("test-pattern:")
-                .ok_or_else(|| format!("expected test-pattern[:WxH] or none, got {other:?}"))?;
-            let (w, h) = size
-                .split_once('x')
-                .ok_or_else(|| format!("expected WxH, got {size:?}"))?;
-            let (w, h) = (
-                w.parse().map_err(|_| "bad width")?,
-                h.parse().map_err(|_| "bad height")?,
-            );
-            Ok(Some((w, h)))
+            if let Some(wh) = other.strip_prefix("test-pattern:") {
+                let (width, height) = size(wh)?;
+                Ok(VideoInput::TestPattern { width, height })
+            } else if let Some(id) = other.strip_prefix("camera:").filter(|i| !i.is_empty()) {
+                Ok(VideoInput::Camera {
+                    id: Some(id.to_owned()),
+                    width: 640,
+                    height: 480,
+                })
+            } else {
+                Err(format!(
+                    "expected test-pattern[:WxH], camera[:ID] or none, got {other:?}"
+                ))
+            }
         }
     }
 }
 
-fn parse_tone(s: &str) -> Result<Option<f64>, String> {
+fn parse_audio(s: &str) -> Result<AudioInput, String> {
     match s {
-        "none" => Ok(None),
-        "tone" => Ok(Some(440.0)),
-        other => other
-            .strip_prefix("tone:")
-            .and_then(|hz| hz.parse::<f64>().ok())
-            .filter(|hz| *hz > 0.0 && *hz < 24_000.0)
-            .map(Some)
-            .ok_or_else(|| format!("expected tone[:HZ] or none, got {other:?}")),
+        "none" => Ok(AudioInput::None),
+        "tone" => Ok(AudioInput::Tone { hz: 440.0 }),
+        "mic" => Ok(AudioInput::Microphone { id: None }),
+        other => {
+            if let Some(id) = other.strip_prefix("mic:").filter(|i| !i.is_empty()) {
+                return Ok(AudioInput::Microphone {
+                    id: Some(id.to_owned()),
+                });
+            }
+            other
+                .strip_prefix("tone:")
+                .and_then(|hz| hz.parse::<f64>().ok())
+                .filter(|hz| *hz > 0.0 && *hz < 24_000.0)
+                .map(|hz| AudioInput::Tone { hz })
+                .ok_or_else(|| format!("expected tone[:HZ], mic[:ID] or none, got {other:?}"))
+        }
     }
 }
 
@@ -154,17 +179,32 @@ pub async fn run(args: BotArgs) -> anyhow::Result<ExitCode> {
     line(joined_line);
     // The join's own state changes were emitted before this point.
     while events.try_recv().is_some() {}
-    let _local = if args.video.0.is_some() || args.audio.0.is_some() {
-        let source = kaigi_sdk::SyntheticSource {
-            video: args.video.0,
+    if let Some(speaker) = &args.speaker {
+        let id = Some(speaker.as_str()).filter(|s| *s != "default");
+        match client.set_audio_output(id) {
+            Ok(()) => line(json!({"event": "playing", "speaker": client.audio_output()})),
+            Err(e) => line(json!({"event": "error", "name": e.name(), "message": e.to_string()})),
+        }
+    }
+    let _local = if args.video != VideoInput::None || args.audio != AudioInput::None {
+        let config = LocalStreamConfig {
+            video: args.video.clone(),
+            audio: args.audio.clone(),
             fps: args.fps,
-            tone_hz: args.audio.0,
             ..Default::default()
         };
-        let stream = kaigi_sdk::LocalStream::synthetic(client.user_id(), source)?;
+        let stream = match LocalStream::new(client.user_id(), config) {
+            Ok(s) => s,
+            Err(e) => {
+                line(json!({"event": "error", "name": e.name(), "message": e.to_string()}));
+                let _ = client.leave().await;
+                return Ok(ExitCode::FAILURE);
+            }
+        };
         match client.publish(&stream).await {
             Ok(()) => line(
-                json!({"event": "published", "audio": stream.has_audio(), "video": stream.has_video()}),
+                json!({"event": "published", "audio": stream.has_audio(), "video": stream.has_video(),
+                       "camera": stream.camera_id(), "microphone": stream.microphone_id()}),
             ),
             Err(e) => {
                 line(json!({"event": "publish-failed", "name": e.name(), "message": e.to_string()}))
@@ -226,5 +266,40 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_parse() {
+        assert_eq!(
+            parse_video("test-pattern:320x240"),
+            Ok(VideoInput::TestPattern {
+                width: 320,
+                height: 240
+            })
+        );
+        assert!(matches!(
+            parse_video("camera:/dev/video2"),
+            Ok(VideoInput::Camera { id: Some(id), .. }) if id == "/dev/video2"
+        ));
+        assert!(parse_video("test-pattern:321x240").is_err());
+        assert!(parse_video("camera:").is_err());
+        assert!(parse_video("webcam").is_err());
+        assert_eq!(
+            parse_audio("tone:1000"),
+            Ok(AudioInput::Tone { hz: 1000.0 })
+        );
+        assert_eq!(
+            parse_audio("mic:hw:1"),
+            Ok(AudioInput::Microphone {
+                id: Some("hw:1".into())
+            })
+        );
+        assert_eq!(parse_audio("mic"), Ok(AudioInput::Microphone { id: None }));
+        assert!(parse_audio("tone:-5").is_err());
     }
 }

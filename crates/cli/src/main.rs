@@ -41,6 +41,8 @@ enum Command {
     Admin(AdminCommand),
     /// Join a room and print one JSON line per event until forced out or Ctrl-C.
     Bot(bot::BotArgs),
+    /// List this machine's cameras, microphones and speakers as JSON.
+    Devices,
 }
 
 #[derive(Debug, Subcommand)]
@@ -220,6 +222,22 @@ async fn main() -> ExitCode {
         }),
         Command::Admin(cmd) => admin::run(cmd).await,
         Command::Bot(args) => bot::run(args).await,
+        Command::Devices => {
+            let list = |d: Vec<kaigi_sdk::DeviceInfo>| {
+                d.into_iter()
+                    .map(|d| serde_json::json!({"id": d.id, "label": d.label}))
+                    .collect::<Vec<_>>()
+            };
+            println!(
+                "{}",
+                serde_json::json!({
+                    "cameras": list(kaigi_sdk::devices::cameras()),
+                    "microphones": list(kaigi_sdk::devices::microphones()),
+                    "speakers": list(kaigi_sdk::devices::speakers()),
+                })
+            );
+            Ok(ExitCode::SUCCESS)
+        }
     };
     match result {
         Ok(code) => code,

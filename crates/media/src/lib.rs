@@ -1,16 +1,23 @@
 //! kaigi-media: raw frames, synthetic sources that stand in for cameras and
 //! microphones (a moving test pattern that carries a frame counter and
 //! capture time through lossy coding, a sine tone), and the codecs: H.264
-//! through openh264, Opus at 48 kHz. No networking.
+//! through openh264, Opus at 48 kHz; cameras (nokhwa), microphones and
+//! speakers (cpal). No networking.
 
 #![forbid(unsafe_code)]
 
+pub mod audio_device;
+pub mod camera;
+pub mod devices;
 pub mod frame;
 pub mod h264;
 pub mod opus_codec;
 pub mod pattern;
 pub mod tone;
 
+pub use audio_device::{Microphone, Mixer, Speaker};
+pub use camera::{Camera, CameraSettings};
+pub use devices::{DeviceError, DeviceInfo, DeviceKind};
 pub use frame::{AudioFrame, VideoFrame};
 pub use h264::{EncodedVideo, H264Decoder, H264Encoder, H264Settings};
 pub use opus_codec::{OpusDecoder, OpusEncoder, OPUS_FRAME_SAMPLES, OPUS_SAMPLE_RATE};

@@ -110,6 +110,8 @@ pub(crate) struct Shared {
     pub remotes: Remotes,
     /// The stream this client publishes, for its own volume.
     pub local: Mutex<Option<crate::media::LocalStream>>,
+    /// The speaker's mixer, while remote audio is played.
+    pub audio_out: crate::media::AudioOut,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -206,6 +208,8 @@ pub struct Client {
     shared: Arc<Shared>,
     session: tokio::sync::Mutex<Option<SessionCtl>>,
     volume_task: Mutex<Option<JoinHandle<()>>>,
+    /// The open speaker, while remote audio is played.
+    speaker: Mutex<Option<kaigi_media::Speaker>>,
 }
 
 impl Client {
@@ -225,8 +229,10 @@ impl Client {
                 listeners: Mutex::new(Vec::new()),
                 remotes: Arc::new(Mutex::new(std::collections::HashMap::new())),
                 local: Mutex::new(None),
+                audio_out: Arc::new(Mutex::new(None)),
             }),
             volume_task: Mutex::new(None),
+            speaker: Mutex::new(None),
             session: tokio::sync::Mutex::new(None),
         })
     }
@@ -321,7 +327,34 @@ impl Client {
     pub async fn publish(&self, stream: &crate::media::LocalStream) -> Result<(), ClientError> {
         let (tx, rx) = oneshot::channel();
         self.command(Command::Publish(stream.clone(), tx))?;
-        rx.await.unwrap_or(Err(ClientError::ConnectionLost))
+        let result = rx.await.unwrap_or(Err(ClientError::ConnectionLost));
+        if result.is_ok() {
+            self.forward_device_errors(stream);
+        }
+        result
+    }
+
+    /// Reports the published stream's device failures as `error` events
+    /// (`DEVICE_LOST`) until the stream closes.
+    fn forward_device_errors(&self, stream: &crate::media::LocalStream) {
+        let mut errors = stream.device_errors();
+        let closed = stream.closed_token();
+        let weak = Arc::downgrade(&self.shared);
+        tokio::spawn(async move {
+            loop {
+                let e = tokio::select! {
+                    _ = closed.cancelled() => break,
+                    e = errors.recv() => match e { Some(e) => e, None => break },
+                };
+                let Some(shared) = weak.upgrade() else { break };
+                let err = ClientError::Device(e);
+                shared.emit(ClientEvent::Error {
+                    code: 0,
+                    name: err.name(),
+                    message: err.to_string(),
+                });
+            }
+        });
     }
 
     /// Stops publishing.
@@ -421,6 +454,39 @@ impl Client {
         }));
     }
 
+    /// Plays every remote user's audio on speaker `id` (from
+    /// [`crate::devices::speakers`]; `None`: the first one), replacing the
+    /// speaker in use. A speaker that stops working later is reported as
+    /// an `error` event (`DEVICE_LOST`).
+    pub fn set_audio_output(&self, id: Option<&str>) -> Result<(), ClientError> {
+        let mixer = kaigi_media::Mixer::new();
+        let weak = Arc::downgrade(&self.shared);
+        let speaker = kaigi_media::Speaker::open(id, mixer.clone(), move |e| {
+            if let Some(shared) = weak.upgrade() {
+                let err = ClientError::Device(e);
+                shared.emit(ClientEvent::Error {
+                    code: 0,
+                    name: err.name(),
+                    message: err.to_string(),
+                });
+            }
+        })?;
+        *lock(&self.shared.audio_out) = Some(mixer);
+        *lock(&self.speaker) = Some(speaker);
+        Ok(())
+    }
+
+    /// Stops playing remote audio and releases the speaker.
+    pub fn stop_audio_output(&self) {
+        *lock(&self.shared.audio_out) = None;
+        drop(lock(&self.speaker).take());
+    }
+
+    /// The speaker in use, if remote audio is played.
+    pub fn audio_output(&self) -> Option<String> {
+        lock(&self.speaker).as_ref().map(|s| s.name().to_owned())
+    }
+
     /// The streams being received from the other users.
     pub fn remote_streams(&self) -> Vec<crate::media::RemoteStream> {
         self.shared
@@ -443,8 +509,11 @@ impl Client {
         }
     }
 
-    /// Leaves the room: resolves when the server has confirmed. Not in a
-    /// room (never joined, already left, forced out): does nothing.
+    /// Leaves the room: resolves when the server has confirmed. All media
+    /// stops: the peer connection closes, and the published
+    /// [`crate::LocalStream`] is closed (its devices released), as after a
+    /// forced exit. Not in a room (never joined, already left, forced out):
+    /// does nothing.
     pub async fn leave(&self) -> Result<(), ClientError> {
         let mut slot = self.session.lock().await;
         let Some(ctl) = slot.take() else {

@@ -41,6 +41,9 @@ pub enum ClientError {
     /// Media could not be set up (codec, device, peer connection).
     #[error("media: {0}")]
     Media(String),
+    /// A camera, microphone or speaker could not be used.
+    #[error(transparent)]
+    Device(#[from] kaigi_media::DeviceError),
     /// Any other error the server reported.
     #[error("server error ({code}): {message}")]
     Server {
@@ -81,6 +84,14 @@ impl ClientError {
             ClientError::Banned(_) => "SESSION_BANNED".into(),
             ClientError::NotInRoom => "NOT_IN_ROOM".into(),
             ClientError::Media(_) => "MEDIA_FAILED".into(),
+            ClientError::Device(kaigi_media::DeviceError::NotFound { .. }) => {
+                "DEVICE_NOT_FOUND".into()
+            }
+            ClientError::Device(kaigi_media::DeviceError::NoDevice(_)) => "NO_DEVICE".into(),
+            ClientError::Device(kaigi_media::DeviceError::Open { .. }) => {
+                "DEVICE_UNAVAILABLE".into()
+            }
+            ClientError::Device(kaigi_media::DeviceError::Lost { .. }) => "DEVICE_LOST".into(),
         }
     }
 }

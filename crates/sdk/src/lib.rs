@@ -36,6 +36,31 @@ mod session;
 pub use client::{Client, ClientOptions, JoinInfo, ReconnectPolicy, SubscribeOptions};
 pub use error::ClientError;
 pub use events::{AudioVolumeEntry, ClientEvent, ConnectionState, EventStream};
+pub use kaigi_media::{DeviceError, DeviceInfo, DeviceKind};
 pub use kaigi_proto::signal::{PeerInfo, PeerLeaveReason};
 pub use kaigi_proto::{KickReason, Role, RoomId, SdkAppId, UserId};
-pub use media::{LocalStream, RemoteStream, SyntheticSource};
+pub use media::{
+    AudioInput, LocalStream, LocalStreamConfig, RemoteStream, SyntheticSource, VideoInput,
+};
+
+/// The cameras, microphones and speakers of this machine (empty lists on a
+/// machine without them).
+pub mod devices {
+    use kaigi_media::devices::list;
+    pub use kaigi_media::{DeviceInfo, DeviceKind};
+
+    /// Cameras.
+    pub fn cameras() -> Vec<DeviceInfo> {
+        list(DeviceKind::Camera)
+    }
+
+    /// Microphones.
+    pub fn microphones() -> Vec<DeviceInfo> {
+        list(DeviceKind::Microphone)
+    }
+
+    /// Speakers.
+    pub fn speakers() -> Vec<DeviceInfo> {
+        list(DeviceKind::Speaker)
+    }
+}

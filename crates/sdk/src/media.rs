@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kaigi_media::{
-    H264Decoder, H264Encoder, H264Settings, OpusDecoder, OpusEncoder, SineTone, TestPattern,
-    VideoFrame, OPUS_FRAME_SAMPLES, OPUS_SAMPLE_RATE,
+    AudioFrame, Camera, CameraSettings, DeviceError, H264Decoder, H264Encoder, H264Settings,
+    Microphone, OpusDecoder, OpusEncoder, SineTone, TestPattern, VideoFrame, OPUS_FRAME_SAMPLES,
+    OPUS_SAMPLE_RATE,
 };
 use kaigi_proto::UserId;
 use kaigi_rtc::{
@@ -57,6 +58,98 @@ impl Default for SyntheticSource {
     }
 }
 
+/// Where a [`LocalStream`]'s video comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum VideoInput {
+    /// No video.
+    None,
+    /// A moving test pattern of this size carrying a frame counter and
+    /// capture time.
+    TestPattern {
+        /// Width (even).
+        width: usize,
+        /// Height (even).
+        height: usize,
+    },
+    /// A camera: `id` from [`crate::devices::cameras`], or the first one.
+    Camera {
+        /// The device id.
+        id: Option<String>,
+        /// Wanted width; the camera gives the closest it has.
+        width: u32,
+        /// Wanted height.
+        height: u32,
+    },
+}
+
+/// Where a [`LocalStream`]'s audio comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AudioInput {
+    /// No audio.
+    None,
+    /// A sine tone at this frequency.
+    Tone {
+        /// Hz.
+        hz: f64,
+    },
+    /// A microphone: `id` from [`crate::devices::microphones`], or the
+    /// first one.
+    Microphone {
+        /// The device id.
+        id: Option<String>,
+    },
+}
+
+/// What a [`LocalStream`] captures and how it encodes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LocalStreamConfig {
+    /// The video source.
+    pub video: VideoInput,
+    /// The audio source.
+    pub audio: AudioInput,
+    /// Frames per second.
+    pub fps: u32,
+    /// Video bitrate.
+    pub video_bitrate_bps: u32,
+}
+
+impl Default for LocalStreamConfig {
+    /// The first camera at 640×480, 30 fps, and the first microphone.
+    fn default() -> Self {
+        LocalStreamConfig {
+            video: VideoInput::Camera {
+                id: None,
+                width: 640,
+                height: 480,
+            },
+            audio: AudioInput::Microphone { id: None },
+            fps: 30,
+            video_bitrate_bps: 1_000_000,
+        }
+    }
+}
+
+impl From<SyntheticSource> for LocalStreamConfig {
+    fn from(s: SyntheticSource) -> Self {
+        LocalStreamConfig {
+            video: match s.video {
+                Some((width, height)) => VideoInput::TestPattern { width, height },
+                None => VideoInput::None,
+            },
+            audio: match s.tone_hz {
+                Some(hz) => AudioInput::Tone { hz },
+                None => AudioInput::None,
+            },
+            fps: s.fps,
+            video_bitrate_bps: s.video_bitrate_bps,
+        }
+    }
+}
+
+/// Raw frames waiting for the encoder: the newest few, older ones dropped
+/// when the encoder falls behind.
+const RAW_QUEUE: usize = 2;
+
 struct LocalInner {
     video: Option<Arc<TrackLocalStaticSample>>,
     audio: Option<Arc<TrackLocalStaticSample>>,
@@ -69,10 +162,19 @@ struct LocalInner {
     audio_muted: AtomicBool,
     frames_sent: AtomicU64,
     closed: CancellationToken,
+    config: LocalStreamConfig,
+    /// Where captured frames go (to the encoders).
+    video_in: mpsc::Sender<VideoFrame>,
+    audio_in: mpsc::Sender<AudioFrame>,
+    /// The open devices; dropping them releases them.
+    camera: Mutex<Option<Camera>>,
+    microphone: Mutex<Option<Microphone>>,
+    /// Listeners for device failures.
+    device_errors: Arc<Mutex<Vec<mpsc::UnboundedSender<DeviceError>>>>,
 }
 
-/// Media this client captures and can publish: here, synthetic sources
-/// (cameras and microphones come with the device layer).
+/// Media this client captures and can publish: from a camera and a
+/// microphone, or from synthetic sources (test pattern, tone).
 #[derive(Clone)]
 pub struct LocalStream {
     inner: Arc<LocalInner>,
@@ -96,19 +198,46 @@ fn kind_track(
         .map_err(|e| ClientError::Media(e.to_string()))
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A device-failure callback that tells every listener once.
+fn report_to(
+    listeners: &Arc<Mutex<Vec<mpsc::UnboundedSender<DeviceError>>>>,
+) -> impl FnMut(DeviceError) + Send + 'static {
+    let listeners = listeners.clone();
+    move |e| lock(&listeners).retain(|l| l.send(e.clone()).is_ok())
+}
+
 impl LocalStream {
     /// Starts synthetic sources for `user` (the stream id others see).
     pub fn synthetic(user: &UserId, source: SyntheticSource) -> Result<Self, ClientError> {
+        Self::new(user, source.into())
+    }
+
+    /// Opens the configured sources for `user` (the stream id others see):
+    /// cameras and microphones are opened now, so a missing or busy device
+    /// is an error here, not later.
+    pub fn new(user: &UserId, config: LocalStreamConfig) -> Result<Self, ClientError> {
         let media = |e: kaigi_media::MediaError| ClientError::Media(e.to_string());
         let instance: u32 = rand::random();
+        let has_video = config.video != VideoInput::None;
+        let has_audio = config.audio != AudioInput::None;
+        if !has_video && !has_audio {
+            return Err(ClientError::InvalidOptions(
+                "a stream needs audio, video or both".into(),
+            ));
+        }
+        let fps = config.fps.clamp(1, 60);
+        let (video_in, video_rx) = mpsc::channel::<VideoFrame>(RAW_QUEUE);
+        let (audio_in, audio_rx) = mpsc::channel::<AudioFrame>(RAW_QUEUE * 4);
         let inner = Arc::new(LocalInner {
-            video: source
-                .video
-                .map(|_| kind_track(user.as_str(), RtpCodecKind::Video, instance))
+            video: has_video
+                .then(|| kind_track(user.as_str(), RtpCodecKind::Video, instance))
                 .transpose()?,
-            audio: source
-                .tone_hz
-                .map(|_| kind_track(user.as_str(), RtpCodecKind::Audio, instance))
+            audio: has_audio
+                .then(|| kind_track(user.as_str(), RtpCodecKind::Audio, instance))
                 .transpose()?,
             video_pt: AtomicU8::new(0),
             audio_pt: AtomicU8::new(0),
@@ -119,89 +248,164 @@ impl LocalStream {
             audio_muted: AtomicBool::new(false),
             frames_sent: AtomicU64::new(0),
             closed: CancellationToken::new(),
+            config: config.clone(),
+            video_in,
+            audio_in,
+            camera: Mutex::new(None),
+            microphone: Mutex::new(None),
+            device_errors: Arc::new(Mutex::new(Vec::new())),
         });
-        if let (Some((w, h)), Some(track)) = (source.video, inner.video.clone()) {
-            let mut pattern = TestPattern::new(w, h).map_err(media)?;
-            let mut encoder = H264Encoder::new(H264Settings {
-                bitrate_bps: source.video_bitrate_bps,
-                fps: source.fps as f32,
+        let stream = LocalStream { inner };
+        // Sources first: a device that cannot be opened fails the call.
+        match &config.video {
+            VideoInput::None => {}
+            VideoInput::TestPattern { width, height } => {
+                let pattern = TestPattern::new(*width, *height).map_err(media)?;
+                stream.run_pattern(pattern, fps);
+            }
+            VideoInput::Camera { id, .. } => stream.switch_camera(id.as_deref())?,
+        }
+        match &config.audio {
+            AudioInput::None => {}
+            AudioInput::Tone { hz } => stream.run_tone(*hz),
+            AudioInput::Microphone { id } => stream.switch_microphone(id.as_deref())?,
+        }
+        if let Some(track) = stream.inner.video.clone() {
+            let encoder = H264Encoder::new(H264Settings {
+                bitrate_bps: config.video_bitrate_bps,
+                fps: fps as f32,
                 keyframe_interval: 100_000,
             })
             .map_err(media)?;
-            let me = inner.clone();
-            let period = Duration::from_secs_f64(1.0 / f64::from(source.fps.max(1)));
-            tokio::spawn(async move {
-                let ssrc = track.ssrcs().await.first().copied().unwrap_or_default();
-                let mut tick = tokio::time::interval(period);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-                loop {
-                    tokio::select! {
-                        _ = me.closed.cancelled() => break,
-                        _ = tick.tick() => {}
-                    }
-                    let pt = me.video_pt.load(Ordering::SeqCst);
-                    let frame = pattern.next_frame();
-                    if pt == 0 || me.video_muted.load(Ordering::SeqCst) {
-                        continue;
-                    }
-                    if me.keyframe.swap(false, Ordering::SeqCst) {
-                        encoder.request_keyframe();
-                    }
-                    match encoder.encode(&frame) {
-                        Ok(Some(e)) => {
-                            let sample = Sample {
-                                data: Bytes::from(e.data),
-                                duration: period,
-                                ..Sample::new(Instant::now())
-                            };
-                            if track
-                                .sample_writer(ssrc, pt)
-                                .write_sample(&sample)
-                                .await
-                                .is_ok()
-                            {
-                                me.frames_sent.fetch_add(1, Ordering::Relaxed);
-                            }
-                        }
-                        Ok(None) => {}
-                        Err(e) => warn!(error = %e, "encoding failed"),
-                    }
-                }
-            });
+            let period = Duration::from_secs_f64(1.0 / f64::from(fps));
+            tokio::spawn(encode_video(
+                stream.inner.clone(),
+                track,
+                encoder,
+                video_rx,
+                period,
+            ));
         }
-        if let (Some(hz), Some(track)) = (source.tone_hz, inner.audio.clone()) {
-            let mut tone = SineTone::new(hz, OPUS_SAMPLE_RATE);
-            let mut encoder = OpusEncoder::new(1, 32_000).map_err(media)?;
-            let me = inner.clone();
-            tokio::spawn(async move {
-                let ssrc = track.ssrcs().await.first().copied().unwrap_or_default();
-                let mut tick = tokio::time::interval(Duration::from_millis(20));
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-                loop {
-                    tokio::select! {
-                        _ = me.closed.cancelled() => break,
-                        _ = tick.tick() => {}
-                    }
-                    let frame = tone.frame(OPUS_FRAME_SAMPLES, kaigi_media::unix_micros());
-                    let pt = me.audio_pt.load(Ordering::SeqCst);
-                    let muted = me.audio_muted.load(Ordering::SeqCst);
-                    me.audio_level
-                        .store(if muted { 0 } else { frame.volume() }, Ordering::Relaxed);
-                    if pt == 0 || muted {
-                        continue;
-                    }
-                    if let Ok(packet) = encoder.encode(&frame) {
-                        let sample = Sample {
-                            data: Bytes::from(packet),
-                            duration: Duration::from_millis(20),
-                            ..Sample::new(Instant::now())
-                        };
-                        let _ = track.sample_writer(ssrc, pt).write_sample(&sample).await;
-                    }
-                }
-            });
+        if let Some(track) = stream.inner.audio.clone() {
+            let encoder = OpusEncoder::new(1, 32_000).map_err(media)?;
+            tokio::spawn(encode_audio(stream.inner.clone(), track, encoder, audio_rx));
         }
-        Ok(LocalStream { inner })
+        Ok(stream)
+    }
+
+    fn run_pattern(&self, mut pattern: TestPattern, fps: u32) {
+        let me = self.inner.clone();
+        let period = Duration::from_secs_f64(1.0 / f64::from(fps));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                tokio::select! {
+                    _ = me.closed.cancelled() => break,
+                    _ = tick.tick() => {}
+                }
+                // The counter advances whether or not anyone takes the frame.
+                let _ = me.video_in.try_send(pattern.next_frame());
+            }
+        });
+    }
+
+    fn run_tone(&self, hz: f64) {
+        let me = self.inner.clone();
+        let mut tone = SineTone::new(hz, OPUS_SAMPLE_RATE);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(20));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                tokio::select! {
+                    _ = me.closed.cancelled() => break,
+                    _ = tick.tick() => {}
+                }
+                let frame = tone.frame(OPUS_FRAME_SAMPLES, kaigi_media::unix_micros());
+                let _ = me.audio_in.try_send(frame);
+            }
+        });
+    }
+
+    /// Switches to camera `id` (or the first one) without interrupting the
+    /// stream: the new camera is opened before the old one is released, so
+    /// on failure the old one keeps going. Only for camera streams.
+    pub fn switch_camera(&self, id: Option<&str>) -> Result<(), ClientError> {
+        let VideoInput::Camera { width, height, .. } = &self.inner.config.video else {
+            return Err(ClientError::InvalidOptions(
+                "this stream's video does not come from a camera".into(),
+            ));
+        };
+        if self.is_closed() {
+            return Err(ClientError::InvalidOptions("the stream is closed".into()));
+        }
+        let settings = CameraSettings {
+            width: *width,
+            height: *height,
+            fps: self.inner.config.fps.clamp(1, 60),
+        };
+        let tx = self.inner.video_in.clone();
+        let camera = Camera::open(
+            id,
+            settings,
+            move |f| {
+                let _ = tx.try_send(f);
+            },
+            report_to(&self.inner.device_errors),
+        )?;
+        let old = lock(&self.inner.camera).replace(camera);
+        drop(old);
+        self.inner.keyframe.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Switches to microphone `id` (or the first one); see
+    /// [`LocalStream::switch_camera`]. Only for microphone streams.
+    pub fn switch_microphone(&self, id: Option<&str>) -> Result<(), ClientError> {
+        if !matches!(self.inner.config.audio, AudioInput::Microphone { .. }) {
+            return Err(ClientError::InvalidOptions(
+                "this stream's audio does not come from a microphone".into(),
+            ));
+        }
+        if self.is_closed() {
+            return Err(ClientError::InvalidOptions("the stream is closed".into()));
+        }
+        let tx = self.inner.audio_in.clone();
+        let mic = Microphone::open(
+            id,
+            move |f| {
+                let _ = tx.try_send(f);
+            },
+            report_to(&self.inner.device_errors),
+        )?;
+        let old = lock(&self.inner.microphone).replace(mic);
+        drop(old);
+        Ok(())
+    }
+
+    /// Device failures (a camera or microphone unplugged mid-call), as they
+    /// happen. The failed source stops; switch to another device to go on.
+    pub fn device_errors(&self) -> mpsc::UnboundedReceiver<DeviceError> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        lock(&self.inner.device_errors).push(tx);
+        rx
+    }
+
+    /// What the stream was made with.
+    pub fn config(&self) -> &LocalStreamConfig {
+        &self.inner.config
+    }
+
+    /// The open camera's id, if the video comes from one.
+    pub fn camera_id(&self) -> Option<String> {
+        lock(&self.inner.camera).as_ref().map(|c| c.id().to_owned())
+    }
+
+    /// The open microphone's id, if the audio comes from one.
+    pub fn microphone_id(&self) -> Option<String> {
+        lock(&self.inner.microphone)
+            .as_ref()
+            .map(|m| m.name().to_owned())
     }
 
     /// Whether it has audio.
@@ -237,14 +441,27 @@ impl LocalStream {
         self.inner.audio_muted.store(muted, Ordering::SeqCst);
     }
 
-    /// Stops the sources and releases them.
+    /// Stops the sources and releases the devices (the camera light goes
+    /// off before this returns).
     pub fn close(&self) {
         self.inner.closed.cancel();
+        drop(lock(&self.inner.camera).take());
+        drop(lock(&self.inner.microphone).take());
+    }
+
+    /// Cancelled when the stream closes.
+    pub(crate) fn closed_token(&self) -> CancellationToken {
+        self.inner.closed.clone()
     }
 
     /// Whether `close` was called.
     pub fn is_closed(&self) -> bool {
         self.inner.closed.is_cancelled()
+    }
+
+    /// Whether any device is still open (false after `close`).
+    pub fn holds_devices(&self) -> bool {
+        lock(&self.inner.camera).is_some() || lock(&self.inner.microphone).is_some()
     }
 
     /// Acts on keyframe requests (subscribers' PLIs relayed by the server)
@@ -288,6 +505,82 @@ impl LocalStream {
     }
 }
 
+/// Encodes captured video and sends it while a payload type is negotiated
+/// and video is not muted.
+async fn encode_video(
+    me: Arc<LocalInner>,
+    track: Arc<TrackLocalStaticSample>,
+    mut encoder: H264Encoder,
+    mut frames: mpsc::Receiver<VideoFrame>,
+    period: Duration,
+) {
+    let ssrc = track.ssrcs().await.first().copied().unwrap_or_default();
+    loop {
+        let frame = tokio::select! {
+            _ = me.closed.cancelled() => break,
+            f = frames.recv() => match f { Some(f) => f, None => break },
+        };
+        let pt = me.video_pt.load(Ordering::SeqCst);
+        if pt == 0 || me.video_muted.load(Ordering::SeqCst) {
+            continue;
+        }
+        if me.keyframe.swap(false, Ordering::SeqCst) {
+            encoder.request_keyframe();
+        }
+        match encoder.encode(&frame) {
+            Ok(Some(e)) => {
+                let sample = Sample {
+                    data: Bytes::from(e.data),
+                    duration: period,
+                    ..Sample::new(Instant::now())
+                };
+                if track
+                    .sample_writer(ssrc, pt)
+                    .write_sample(&sample)
+                    .await
+                    .is_ok()
+                {
+                    me.frames_sent.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Ok(None) => {}
+            Err(e) => warn!(error = %e, "encoding failed"),
+        }
+    }
+}
+
+/// Encodes captured audio (20 ms frames) and sends it while a payload type
+/// is negotiated and audio is not muted; keeps the level up to date.
+async fn encode_audio(
+    me: Arc<LocalInner>,
+    track: Arc<TrackLocalStaticSample>,
+    mut encoder: OpusEncoder,
+    mut frames: mpsc::Receiver<AudioFrame>,
+) {
+    let ssrc = track.ssrcs().await.first().copied().unwrap_or_default();
+    loop {
+        let frame = tokio::select! {
+            _ = me.closed.cancelled() => break,
+            f = frames.recv() => match f { Some(f) => f, None => break },
+        };
+        let pt = me.audio_pt.load(Ordering::SeqCst);
+        let muted = me.audio_muted.load(Ordering::SeqCst);
+        me.audio_level
+            .store(if muted { 0 } else { frame.volume() }, Ordering::Relaxed);
+        if pt == 0 || muted {
+            continue;
+        }
+        if let Ok(packet) = encoder.encode(&frame) {
+            let sample = Sample {
+                data: Bytes::from(packet),
+                duration: Duration::from_millis(20),
+                ..Sample::new(Instant::now())
+            };
+            let _ = track.sample_writer(ssrc, pt).write_sample(&sample).await;
+        }
+    }
+}
+
 struct RemoteInner {
     user: UserId,
     video: watch::Sender<Option<Arc<VideoFrame>>>,
@@ -297,7 +590,19 @@ struct RemoteInner {
     /// When the last audio packet arrived (µs since the Unix epoch).
     audio_at: AtomicU64,
     closed: CancellationToken,
+    /// Where decoded audio is played, when the app chose a speaker.
+    audio_out: AudioOut,
 }
+
+impl RemoteInner {
+    /// This stream's source id in the speaker's mixer.
+    fn mix_id(&self) -> u64 {
+        self as *const RemoteInner as u64
+    }
+}
+
+/// The speaker's mixer, when the app plays remote audio.
+pub(crate) type AudioOut = Arc<Mutex<Option<kaigi_media::Mixer>>>;
 
 /// After this long without audio packets (muted, or gone) a stream is silent.
 const SILENT_AFTER_US: u64 = 300_000;
@@ -309,7 +614,7 @@ pub struct RemoteStream {
 }
 
 impl RemoteStream {
-    fn new(user: UserId) -> Self {
+    fn new(user: UserId, audio_out: AudioOut) -> Self {
         RemoteStream {
             inner: Arc::new(RemoteInner {
                 user,
@@ -319,6 +624,7 @@ impl RemoteStream {
                 audio_packets: AtomicU64::new(0),
                 audio_at: AtomicU64::new(0),
                 closed: CancellationToken::new(),
+                audio_out,
             }),
         }
     }
@@ -387,6 +693,9 @@ impl RemoteStream {
                         .store(kaigi_media::unix_micros(), Ordering::Relaxed);
                     if let Ok(frame) = opus.decode(&packet.payload) {
                         me.audio_level.store(frame.volume(), Ordering::Relaxed);
+                        if let Some(mixer) = lock(&me.audio_out).as_ref() {
+                            mixer.push(me.mix_id(), &frame);
+                        }
                     }
                     continue;
                 }
@@ -415,6 +724,9 @@ impl RemoteStream {
 
     fn close(&self) {
         self.inner.closed.cancel();
+        if let Some(mixer) = lock(&self.inner.audio_out).as_ref() {
+            mixer.remove(self.inner.mix_id());
+        }
     }
 }
 
@@ -428,6 +740,7 @@ pub(crate) struct MediaSession {
     pending: Option<LocalStream>,
     published: Option<LocalStream>,
     remotes: Arc<Mutex<HashMap<UserId, RemoteStream>>>,
+    audio_out: AudioOut,
 }
 
 /// What a track arriving meant.
@@ -439,7 +752,11 @@ pub(crate) enum Arrived {
 }
 
 impl MediaSession {
-    pub fn new(bind: IpAddr, remotes: Arc<Mutex<HashMap<UserId, RemoteStream>>>) -> Self {
+    pub fn new(
+        bind: IpAddr,
+        remotes: Arc<Mutex<HashMap<UserId, RemoteStream>>>,
+        audio_out: AudioOut,
+    ) -> Self {
         MediaSession {
             bind,
             pc: None,
@@ -448,6 +765,7 @@ impl MediaSession {
             pending: None,
             published: None,
             remotes,
+            audio_out,
         }
     }
 
@@ -570,7 +888,7 @@ impl MediaSession {
         let (stream, first) = match remotes.get(&user) {
             Some(s) => (s.clone(), false),
             None => {
-                let s = RemoteStream::new(user.clone());
+                let s = RemoteStream::new(user.clone(), self.audio_out.clone());
                 remotes.insert(user.clone(), s.clone());
                 (s, true)
             }

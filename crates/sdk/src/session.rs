@@ -218,7 +218,11 @@ pub(crate) async fn run(
     mut commands: mpsc::UnboundedReceiver<Command>,
 ) {
     let mut req_id = JOIN_REQ_ID;
-    let mut media = MediaSession::new(local_ip(&ws), shared.remotes.clone());
+    let mut media = MediaSession::new(
+        local_ip(&ws),
+        shared.remotes.clone(),
+        shared.audio_out.clone(),
+    );
     let mut pending = Pending::default();
     loop {
         let outcome = connected(
@@ -234,13 +238,21 @@ pub(crate) async fn run(
         if !matches!(outcome, Outcome::Lost) {
             pending.fail_all();
             *shared.local.lock().unwrap_or_else(|e| e.into_inner()) = None;
-            // Leave and every forced exit stop all media.
-            let _ = std::mem::replace(
+            // Leave and every forced exit stop all media, and close the
+            // published stream's sources (devices released).
+            let published = std::mem::replace(
                 &mut media,
-                MediaSession::new(local_ip(&ws), shared.remotes.clone()),
+                MediaSession::new(
+                    local_ip(&ws),
+                    shared.remotes.clone(),
+                    shared.audio_out.clone(),
+                ),
             )
             .close()
             .await;
+            if let Some(stream) = published {
+                stream.close();
+            }
         }
         match outcome {
             Outcome::Leave(reply) => {
@@ -271,7 +283,11 @@ pub(crate) async fn run(
                 // what was published is published again after rejoining.
                 let republish = std::mem::replace(
                     &mut media,
-                    MediaSession::new(local_ip(&ws), shared.remotes.clone()),
+                    MediaSession::new(
+                        local_ip(&ws),
+                        shared.remotes.clone(),
+                        shared.audio_out.clone(),
+                    ),
                 )
                 .close()
                 .await;
@@ -283,7 +299,11 @@ pub(crate) async fn run(
                         ws = *new_ws;
                         joined = new_joined;
                         req_id = JOIN_REQ_ID;
-                        media = MediaSession::new(local_ip(&ws), shared.remotes.clone());
+                        media = MediaSession::new(
+                            local_ip(&ws),
+                            shared.remotes.clone(),
+                            shared.audio_out.clone(),
+                        );
                         resync_peers(&shared, &joined, &room);
                         shared.set_state(ConnectionState::Connected);
                         // Streams subscribed by request are asked for again.

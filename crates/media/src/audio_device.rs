@@ -1,0 +1,521 @@
+//! Microphones and speakers through cpal. Audio inside Kaigi is 48 kHz;
+//! devices run at whatever rate they offer, converted on the way in and out.
+//! cpal streams live on a thread of their own (they are not `Send` on every
+//! platform) until the handle is dropped.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use cpal::traits::{DeviceTrait, HostTrait, StreamTrait};
+use cpal::{SampleFormat, SizedSample, StreamConfig};
+use tracing::{debug, warn};
+
+use crate::devices::{DeviceError, DeviceKind};
+use crate::{unix_micros, AudioFrame, OPUS_FRAME_SAMPLES, OPUS_SAMPLE_RATE};
+
+/// Linear-interpolating rate converter for one mono signal.
+#[derive(Debug, Clone)]
+pub struct Resampler {
+    step: f64,
+    pos: f64,
+    last: f32,
+}
+
+impl Resampler {
+    /// Converts from `from` Hz to `to` Hz.
+    pub fn new(from: u32, to: u32) -> Self {
+        Resampler {
+            step: f64::from(from) / f64::from(to.max(1)),
+            pos: 0.0,
+            last: 0.0,
+        }
+    }
+
+    /// Converts `input`, appending to `out`. State carries across calls.
+    pub fn process(&mut self, input: &[f32], out: &mut Vec<f32>) {
+        if (self.step - 1.0).abs() < f64::EPSILON {
+            out.extend_from_slice(input);
+            return;
+        }
+        // Position is relative to `last` (index -1) … input[n-1].
+        while self.pos < input.len() as f64 {
+            let i = self.pos.floor();
+            let frac = (self.pos - i) as f32;
+            let a = if i < 1.0 {
+                self.last
+            } else {
+                input[i as usize - 1]
+            };
+            let b = input[i as usize];
+            out.push(a + (b - a) * frac);
+            self.pos += self.step;
+        }
+        self.pos -= input.len() as f64;
+        if let Some(l) = input.last() {
+            self.last = *l;
+        }
+    }
+}
+
+fn find_device(kind: DeviceKind, id: Option<&str>) -> Result<cpal::Device, DeviceError> {
+    let host = cpal::default_host();
+    let not_found = || match id {
+        Some(id) => DeviceError::NotFound {
+            kind,
+            id: id.to_owned(),
+        },
+        None => DeviceError::NoDevice(kind),
+    };
+    let devices = match kind {
+        DeviceKind::Microphone => host.input_devices().map(|d| d.collect::<Vec<_>>()),
+        _ => host.output_devices().map(|d| d.collect::<Vec<_>>()),
+    }
+    .map_err(|_| not_found())?;
+    match id {
+        Some(id) => devices
+            .into_iter()
+            .find(|d| d.name().is_ok_and(|n| n == id))
+            .ok_or_else(not_found),
+        // The first listed device: the host's "default" is not always one
+        // that opens.
+        None => devices.into_iter().next().ok_or_else(not_found),
+    }
+}
+
+/// Runs `build` on a thread of its own and keeps what it returns (a cpal
+/// stream) alive there until the returned handle is dropped.
+fn stream_thread(
+    kind: DeviceKind,
+    name: String,
+    build: impl FnOnce() -> Result<cpal::Stream, DeviceError> + Send + 'static,
+) -> Result<DeviceThread, DeviceError> {
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let (stop_tx, stop_rx) = mpsc::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name(format!("kaigi-{kind}"))
+        .spawn(move || {
+            let stream = match build().and_then(|s| {
+                s.play().map_err(|e| DeviceError::Open {
+                    kind,
+                    id: name.clone(),
+                    message: e.to_string(),
+                })?;
+                Ok(s)
+            }) {
+                Ok(s) => {
+                    let _ = ready_tx.send(Ok(()));
+                    s
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            // Until the handle is dropped.
+            let _ = stop_rx.recv();
+            drop(stream);
+            debug!(device = %name, "closed");
+        })
+        .map_err(|e| DeviceError::Open {
+            kind,
+            id: String::new(),
+            message: e.to_string(),
+        })?;
+    match ready_rx.recv() {
+        Ok(Ok(())) => Ok(DeviceThread {
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }),
+        Ok(Err(e)) => {
+            let _ = thread.join();
+            Err(e)
+        }
+        Err(_) => Err(DeviceError::Open {
+            kind,
+            id: String::new(),
+            message: "the device thread ended".into(),
+        }),
+    }
+}
+
+/// Keeps a device stream open; closes it (and joins its thread) on drop.
+struct DeviceThread {
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for DeviceThread {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// An open microphone delivering 20 ms, 48 kHz mono frames. Dropping it
+/// closes the device.
+pub struct Microphone {
+    name: String,
+    _thread: DeviceThread,
+}
+
+impl Microphone {
+    /// Opens the microphone named `id` (or the first one) and calls
+    /// `on_frame` with each 20 ms frame, `on_error` once if it stops
+    /// working (unplugged).
+    pub fn open(
+        id: Option<&str>,
+        on_frame: impl FnMut(AudioFrame) + Send + 'static,
+        on_error: impl FnMut(DeviceError) + Send + 'static,
+    ) -> Result<Self, DeviceError> {
+        let kind = DeviceKind::Microphone;
+        let device = find_device(kind, id)?;
+        let name = device.name().unwrap_or_default();
+        let open_err = |e: String| DeviceError::Open {
+            kind,
+            id: name.clone(),
+            message: e,
+        };
+        let config = device
+            .default_input_config()
+            .map_err(|e| open_err(e.to_string()))?;
+        let format = config.sample_format();
+        let config: StreamConfig = config.into();
+        let n = name.clone();
+        let thread = stream_thread(kind, name.clone(), move || {
+            let chunker = Chunker::new(config.sample_rate.0, config.channels, on_frame);
+            let errors = error_reporter(kind, n.clone(), on_error);
+            let stream = match format {
+                SampleFormat::F32 => input_stream::<f32>(&device, &config, chunker, errors),
+                SampleFormat::I16 => input_stream::<i16>(&device, &config, chunker, errors),
+                SampleFormat::U16 => input_stream::<u16>(&device, &config, chunker, errors),
+                other => Err(cpal::BuildStreamError::StreamConfigNotSupported).inspect_err(|_| {
+                    warn!(format = ?other, "unsupported sample format");
+                }),
+            };
+            stream.map_err(|e| DeviceError::Open {
+                kind,
+                id: n,
+                message: e.to_string(),
+            })
+        })?;
+        Ok(Microphone {
+            name,
+            _thread: thread,
+        })
+    }
+
+    /// The device's name (its id).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+fn error_reporter(
+    kind: DeviceKind,
+    id: String,
+    mut on_error: impl FnMut(DeviceError) + Send + 'static,
+) -> impl FnMut(cpal::StreamError) + Send + 'static {
+    let mut reported = false;
+    move |e| {
+        warn!(device = %id, error = %e, "device error");
+        if !reported {
+            reported = true;
+            on_error(DeviceError::Lost {
+                kind,
+                id: id.clone(),
+                message: e.to_string(),
+            });
+        }
+    }
+}
+
+fn input_stream<T: SizedSample + cpal::Sample>(
+    device: &cpal::Device,
+    config: &StreamConfig,
+    mut chunker: Chunker<impl FnMut(AudioFrame) + Send + 'static>,
+    errors: impl FnMut(cpal::StreamError) + Send + 'static,
+) -> Result<cpal::Stream, cpal::BuildStreamError>
+where
+    f32: cpal::FromSample<T>,
+{
+    device.build_input_stream(
+        config,
+        move |data: &[T], _| chunker.push(data),
+        errors,
+        None,
+    )
+}
+
+/// Turns device buffers (any rate, any channels) into 20 ms 48 kHz mono frames.
+struct Chunker<F> {
+    channels: usize,
+    resampler: Resampler,
+    mono: Vec<f32>,
+    pending: Vec<f32>,
+    on_frame: F,
+}
+
+impl<F: FnMut(AudioFrame)> Chunker<F> {
+    fn new(rate: u32, channels: u16, on_frame: F) -> Self {
+        Chunker {
+            channels: usize::from(channels.max(1)),
+            resampler: Resampler::new(rate, OPUS_SAMPLE_RATE),
+            mono: Vec::new(),
+            pending: Vec::with_capacity(OPUS_FRAME_SAMPLES * 2),
+            on_frame,
+        }
+    }
+
+    fn push<T: cpal::Sample>(&mut self, data: &[T])
+    where
+        f32: cpal::FromSample<T>,
+    {
+        self.mono.clear();
+        self.mono.extend(
+            data.chunks(self.channels)
+                .map(|c| c.iter().map(|s| s.to_sample::<f32>()).sum::<f32>() / c.len() as f32),
+        );
+        self.resampler.process(&self.mono, &mut self.pending);
+        while self.pending.len() >= OPUS_FRAME_SAMPLES {
+            let samples = self
+                .pending
+                .drain(..OPUS_FRAME_SAMPLES)
+                .map(|s| (s.clamp(-1.0, 1.0) * 32767.0) as i16)
+                .collect();
+            (self.on_frame)(AudioFrame {
+                sample_rate: OPUS_SAMPLE_RATE,
+                channels: 1,
+                samples,
+                captured_us: unix_micros(),
+            });
+        }
+    }
+}
+
+/// At most this much audio (48 kHz samples) waits per source: 200 ms.
+const MIX_QUEUE_MAX: usize = OPUS_SAMPLE_RATE as usize / 5;
+
+/// Sums several 48 kHz sources (remote users) for a speaker. Each source
+/// has a short queue; a source that falls behind is silence, one that runs
+/// ahead loses its oldest audio.
+#[derive(Clone, Default)]
+pub struct Mixer {
+    sources: Arc<Mutex<HashMap<u64, VecDeque<f32>>>>,
+}
+
+impl Mixer {
+    /// An empty mixer.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Queues a decoded frame from `source` (any channel count, 48 kHz).
+    pub fn push(&self, source: u64, frame: &AudioFrame) {
+        let channels = usize::from(frame.channels.max(1));
+        let Ok(mut sources) = self.sources.lock() else {
+            return;
+        };
+        let q = sources.entry(source).or_default();
+        q.extend(
+            frame
+                .samples
+                .chunks(channels)
+                .map(|c| c.iter().map(|s| f32::from(*s)).sum::<f32>() / (c.len() as f32 * 32768.0)),
+        );
+        if q.len() > MIX_QUEUE_MAX {
+            let extra = q.len() - MIX_QUEUE_MAX;
+            q.drain(..extra);
+        }
+    }
+
+    /// Forgets a source.
+    pub fn remove(&self, source: u64) {
+        if let Ok(mut s) = self.sources.lock() {
+            s.remove(&source);
+        }
+    }
+
+    /// Fills `out` with the next 48 kHz mono samples of the mix.
+    pub fn pull(&self, out: &mut [f32]) {
+        out.fill(0.0);
+        let Ok(mut sources) = self.sources.lock() else {
+            return;
+        };
+        let n = out.len();
+        for q in sources.values_mut() {
+            let take = n.min(q.len());
+            for (o, s) in out.iter_mut().zip(q.drain(..take)) {
+                *o += s;
+            }
+        }
+        for o in out.iter_mut() {
+            *o = o.clamp(-1.0, 1.0);
+        }
+    }
+}
+
+/// An open speaker playing a [`Mixer`]. Dropping it closes the device.
+pub struct Speaker {
+    name: String,
+    _thread: DeviceThread,
+}
+
+impl Speaker {
+    /// Opens the speaker named `id` (or the first one) and plays `mixer`;
+    /// `on_error` is called once if it stops working.
+    pub fn open(
+        id: Option<&str>,
+        mixer: Mixer,
+        on_error: impl FnMut(DeviceError) + Send + 'static,
+    ) -> Result<Self, DeviceError> {
+        let kind = DeviceKind::Speaker;
+        let device = find_device(kind, id)?;
+        let name = device.name().unwrap_or_default();
+        let supported = device
+            .default_output_config()
+            .map_err(|e| DeviceError::Open {
+                kind,
+                id: name.clone(),
+                message: e.to_string(),
+            })?;
+        let format = supported.sample_format();
+        let config: StreamConfig = supported.into();
+        let n = name.clone();
+        let thread = stream_thread(kind, name.clone(), move || {
+            let errors = error_reporter(kind, n.clone(), on_error);
+            let stream = match format {
+                SampleFormat::F32 => output_stream::<f32>(&device, &config, mixer, errors),
+                SampleFormat::I16 => output_stream::<i16>(&device, &config, mixer, errors),
+                SampleFormat::U16 => output_stream::<u16>(&device, &config, mixer, errors),
+                _ => Err(cpal::BuildStreamError::StreamConfigNotSupported),
+            };
+            stream.map_err(|e| DeviceError::Open {
+                kind,
+                id: n,
+                message: e.to_string(),
+            })
+        })?;
+        Ok(Speaker {
+            name,
+            _thread: thread,
+        })
+    }
+
+    /// The device's name (its id).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+fn output_stream<T: SizedSample + cpal::FromSample<f32>>(
+    device: &cpal::Device,
+    config: &StreamConfig,
+    mixer: Mixer,
+    errors: impl FnMut(cpal::StreamError) + Send + 'static,
+) -> Result<cpal::Stream, cpal::BuildStreamError> {
+    let channels = usize::from(config.channels.max(1));
+    let rate = config.sample_rate.0;
+    let mut resampler = Resampler::new(OPUS_SAMPLE_RATE, rate);
+    let mut mixed: Vec<f32> = Vec::new();
+    let mut converted: Vec<f32> = Vec::new();
+    let mut carry: VecDeque<f32> = VecDeque::new();
+    device.build_output_stream(
+        config,
+        move |out: &mut [T], _| {
+            let frames = out.len() / channels;
+            // Pull enough 48 kHz audio to produce `frames` at the device rate.
+            while carry.len() < frames {
+                let need = ((frames - carry.len()) as u64 * u64::from(OPUS_SAMPLE_RATE))
+                    .div_ceil(u64::from(rate))
+                    .max(1) as usize;
+                mixed.resize(need, 0.0);
+                mixer.pull(&mut mixed);
+                converted.clear();
+                resampler.process(&mixed, &mut converted);
+                carry.extend(converted.iter().copied());
+            }
+            for frame in out.chunks_mut(channels) {
+                let s = carry.pop_front().unwrap_or(0.0);
+                for o in frame {
+                    *o = T::from_sample(s);
+                }
+            }
+        },
+        errors,
+        None,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tone::estimate_frequency;
+    use crate::SineTone;
+
+    #[test]
+    fn resampling_keeps_the_pitch() {
+        let mut tone = SineTone::new(440.0, 44_100);
+        let frame = tone.frame(44_100, 0);
+        let input: Vec<f32> = frame
+            .samples
+            .iter()
+            .map(|s| f32::from(*s) / 32768.0)
+            .collect();
+        let mut r = Resampler::new(44_100, 48_000);
+        let mut out = Vec::new();
+        for chunk in input.chunks(441) {
+            r.process(chunk, &mut out);
+        }
+        assert!((out.len() as i64 - 48_000).abs() <= 2, "{}", out.len());
+        let pcm: Vec<i16> = out.iter().map(|s| (s * 32767.0) as i16).collect();
+        let f = estimate_frequency(&pcm, 48_000).unwrap();
+        assert!((f - 440.0).abs() < 3.0, "{f}");
+    }
+
+    #[test]
+    fn chunker_makes_20ms_mono_frames_from_stereo_44k() {
+        let mut frames = Vec::new();
+        let mut c = Chunker::new(44_100, 2, |f: AudioFrame| frames.push(f));
+        // 100 ms of stereo at 44.1 kHz, in odd-sized buffers.
+        let data = vec![0.25f32; 4410 * 2];
+        for b in data.chunks(734) {
+            c.push(b);
+        }
+        drop(c);
+        // 100 ms is 5 frames; the converter may hold back a sample.
+        assert!((4..=5).contains(&frames.len()), "{}", frames.len());
+        assert!(frames
+            .iter()
+            .all(|f| f.samples.len() == OPUS_FRAME_SAMPLES && f.channels == 1));
+        assert!(frames[1].samples.iter().all(|s| (*s - 8191).abs() <= 1));
+    }
+
+    #[test]
+    fn mixer_sums_sources_and_bounds_queues() {
+        let m = Mixer::new();
+        let frame = |v: i16| AudioFrame {
+            sample_rate: 48_000,
+            channels: 2,
+            samples: vec![v; 1920],
+            captured_us: 0,
+        };
+        m.push(1, &frame(8192));
+        m.push(2, &frame(4096));
+        let mut out = vec![0.0; 960];
+        m.pull(&mut out);
+        assert!(out.iter().all(|s| (s - 0.375).abs() < 1e-4));
+        m.pull(&mut out);
+        assert!(out.iter().all(|s| *s == 0.0), "drained");
+        for _ in 0..100 {
+            m.push(1, &frame(8192));
+        }
+        let mut all = vec![0.0; 48_000];
+        m.pull(&mut all);
+        assert_eq!(all.iter().filter(|s| **s != 0.0).count(), MIX_QUEUE_MAX);
+        m.remove(1);
+    }
+}
