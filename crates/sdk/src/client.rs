@@ -56,6 +56,9 @@ pub struct ClientOptions {
     /// Receive every stream in the room without asking (the default, as
     /// TRTC). When false, call [`Client::subscribe`] after `stream-added`.
     pub auto_subscribe: bool,
+    /// Decode received video (the default). Tools that only relay or
+    /// measure (load generators) turn it off: packets are still counted.
+    pub decode: bool,
 }
 
 impl ClientOptions {
@@ -75,6 +78,7 @@ impl ClientOptions {
             leave_timeout: Duration::from_secs(5),
             reconnect: ReconnectPolicy::default(),
             auto_subscribe: true,
+            decode: true,
         }
     }
 }

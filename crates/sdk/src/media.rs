@@ -592,6 +592,43 @@ struct RemoteInner {
     closed: CancellationToken,
     /// Where decoded audio is played, when the app chose a speaker.
     audio_out: AudioOut,
+    /// Whether video is decoded (false: packets are only counted).
+    decode: bool,
+    /// RTP packets received, and expected by their sequence numbers.
+    rtp_received: AtomicU64,
+    rtp_expected: AtomicU64,
+}
+
+/// Counts a track's packets against its sequence numbers.
+#[derive(Debug, Default)]
+struct SeqCounter {
+    first: Option<u64>,
+    highest: u64,
+}
+
+impl SeqCounter {
+    /// Notes `seq`; returns how much the expected count grew.
+    fn push(&mut self, seq: u16) -> u64 {
+        let Some(first) = self.first else {
+            self.first = Some(u64::from(seq));
+            self.highest = u64::from(seq);
+            return 1;
+        };
+        // Extend to 64 bits: the candidate nearest the highest seen.
+        let cycle = self.highest & !0xffff;
+        let ext = [cycle.wrapping_sub(0x1_0000), cycle, cycle + 0x1_0000]
+            .into_iter()
+            .map(|c| c.wrapping_add(u64::from(seq)))
+            .min_by_key(|e| e.abs_diff(self.highest))
+            .unwrap_or(self.highest);
+        if ext > self.highest && ext >= first {
+            let grew = ext - self.highest;
+            self.highest = ext;
+            grew
+        } else {
+            0
+        }
+    }
 }
 
 impl RemoteInner {
@@ -614,7 +651,7 @@ pub struct RemoteStream {
 }
 
 impl RemoteStream {
-    fn new(user: UserId, audio_out: AudioOut) -> Self {
+    fn new(user: UserId, audio_out: AudioOut, decode: bool) -> Self {
         RemoteStream {
             inner: Arc::new(RemoteInner {
                 user,
@@ -625,6 +662,9 @@ impl RemoteStream {
                 audio_at: AtomicU64::new(0),
                 closed: CancellationToken::new(),
                 audio_out,
+                decode,
+                rtp_received: AtomicU64::new(0),
+                rtp_expected: AtomicU64::new(0),
             }),
         }
     }
@@ -654,6 +694,19 @@ impl RemoteStream {
         self.inner.audio_level.load(Ordering::Relaxed)
     }
 
+    /// RTP packets (audio and video) received so far.
+    pub fn packets_received(&self) -> u64 {
+        self.inner.rtp_received.load(Ordering::Relaxed)
+    }
+
+    /// RTP packets lost so far: expected by sequence number, not received.
+    pub fn packets_lost(&self) -> u64 {
+        self.inner
+            .rtp_expected
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.packets_received())
+    }
+
     /// Audio packets received so far.
     pub fn audio_packets(&self) -> u64 {
         self.inner.audio_packets.load(Ordering::Relaxed)
@@ -675,8 +728,9 @@ impl RemoteStream {
             let media_ssrc = remote.ssrcs().await.first().copied().unwrap_or_default();
             // Until a picture decodes, ask for a keyframe (at most every
             // 300 ms): one sent before this subscription existed is lost.
-            let mut need_keyframe = kind == RtpCodecKind::Video;
+            let mut need_keyframe = kind == RtpCodecKind::Video && me.decode;
             let mut last_pli: Option<Instant> = None;
+            let mut seq = SeqCounter::default();
             loop {
                 let evt = tokio::select! {
                     _ = me.closed.cancelled() => break,
@@ -687,6 +741,9 @@ impl RemoteStream {
                     Some(TrackRemoteEvent::OnEnded) | None => break,
                     Some(_) => continue,
                 };
+                me.rtp_received.fetch_add(1, Ordering::Relaxed);
+                me.rtp_expected
+                    .fetch_add(seq.push(packet.header.sequence_number), Ordering::Relaxed);
                 if kind == RtpCodecKind::Audio {
                     me.audio_packets.fetch_add(1, Ordering::Relaxed);
                     me.audio_at
@@ -697,6 +754,9 @@ impl RemoteStream {
                             mixer.push(me.mix_id(), &frame);
                         }
                     }
+                    continue;
+                }
+                if !me.decode {
                     continue;
                 }
                 builder.push(Instant::now(), packet);
@@ -741,6 +801,8 @@ pub(crate) struct MediaSession {
     published: Option<LocalStream>,
     remotes: Arc<Mutex<HashMap<UserId, RemoteStream>>>,
     audio_out: AudioOut,
+    /// Whether received video is decoded.
+    pub decode: bool,
 }
 
 /// What a track arriving meant.
@@ -766,6 +828,7 @@ impl MediaSession {
             published: None,
             remotes,
             audio_out,
+            decode: true,
         }
     }
 
@@ -888,7 +951,7 @@ impl MediaSession {
         let (stream, first) = match remotes.get(&user) {
             Some(s) => (s.clone(), false),
             None => {
-                let s = RemoteStream::new(user.clone(), self.audio_out.clone());
+                let s = RemoteStream::new(user.clone(), self.audio_out.clone(), self.decode);
                 remotes.insert(user.clone(), s.clone());
                 (s, true)
             }
@@ -928,5 +991,21 @@ impl MediaSession {
             let _ = pc.close().await;
         }
         self.published.take().or(self.pending.take())
+    }
+}
+
+#[cfg(test)]
+mod seq_tests {
+    use super::SeqCounter;
+
+    #[test]
+    fn counts_gaps_across_the_wrap_and_ignores_reordering() {
+        let mut c = SeqCounter::default();
+        let mut expected = 0;
+        for s in [65530u16, 65531, 65533, 65535, 0, 3, 2, 4] {
+            expected += c.push(s);
+        }
+        // 65530..=4 is 11 sequence numbers; 8 arrived (one reordered).
+        assert_eq!(expected, 11);
     }
 }

@@ -44,6 +44,17 @@ fn local_ip(ws: &Ws) -> std::net::IpAddr {
 
 type Reply = oneshot::Sender<Result<(), ClientError>>;
 
+/// A media session for the connection `ws`.
+fn new_media(shared: &Shared, ws: &Ws) -> MediaSession {
+    let mut m = MediaSession::new(
+        local_ip(ws),
+        shared.remotes.clone(),
+        shared.audio_out.clone(),
+    );
+    m.decode = shared.opts.decode;
+    m
+}
+
 /// Requests waiting for the server's answer, and what the session
 /// remembers across reconnects.
 #[derive(Default)]
@@ -218,11 +229,7 @@ pub(crate) async fn run(
     mut commands: mpsc::UnboundedReceiver<Command>,
 ) {
     let mut req_id = JOIN_REQ_ID;
-    let mut media = MediaSession::new(
-        local_ip(&ws),
-        shared.remotes.clone(),
-        shared.audio_out.clone(),
-    );
+    let mut media = new_media(&shared, &ws);
     let mut pending = Pending::default();
     loop {
         let outcome = connected(
@@ -240,16 +247,9 @@ pub(crate) async fn run(
             *shared.local.lock().unwrap_or_else(|e| e.into_inner()) = None;
             // Leave and every forced exit stop all media, and close the
             // published stream's sources (devices released).
-            let published = std::mem::replace(
-                &mut media,
-                MediaSession::new(
-                    local_ip(&ws),
-                    shared.remotes.clone(),
-                    shared.audio_out.clone(),
-                ),
-            )
-            .close()
-            .await;
+            let published = std::mem::replace(&mut media, new_media(&shared, &ws))
+                .close()
+                .await;
             if let Some(stream) = published {
                 stream.close();
             }
@@ -281,16 +281,9 @@ pub(crate) async fn run(
                 pending.fail_all();
                 // The server's side of the media is gone with the session;
                 // what was published is published again after rejoining.
-                let republish = std::mem::replace(
-                    &mut media,
-                    MediaSession::new(
-                        local_ip(&ws),
-                        shared.remotes.clone(),
-                        shared.audio_out.clone(),
-                    ),
-                )
-                .close()
-                .await;
+                let republish = std::mem::replace(&mut media, new_media(&shared, &ws))
+                    .close()
+                    .await;
                 let resume = joined.session_id.clone();
                 // The role now held, which `switch-role` may have changed.
                 let role = shared.status().room.as_ref().map_or(role, |(_, r)| *r);
@@ -299,11 +292,7 @@ pub(crate) async fn run(
                         ws = *new_ws;
                         joined = new_joined;
                         req_id = JOIN_REQ_ID;
-                        media = MediaSession::new(
-                            local_ip(&ws),
-                            shared.remotes.clone(),
-                            shared.audio_out.clone(),
-                        );
+                        media = new_media(&shared, &ws);
                         resync_peers(&shared, &joined, &room);
                         shared.set_state(ConnectionState::Connected);
                         // Streams subscribed by request are asked for again.
