@@ -10,8 +10,14 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rtc::interceptor::{Attribute, Interceptor, Packet, Slot, StreamInfo, TaggedPacket};
+use rtc::interceptor::{
+    Attribute, Interceptor, NackGeneratorBuilder, NackResponderBuilder, Packet, Slot, StreamInfo,
+    TaggedPacket,
+};
 use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::interceptor_registry::{
+    configure_rtcp_reports, configure_simulcast_extension_headers, configure_twcc_receiver_only,
+};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::rtp_sender::{
@@ -19,8 +25,8 @@ use rtc::rtp_transceiver::rtp_sender::{
 };
 use rtc::sansio::Protocol;
 use webrtc::peer_connection::{
-    register_default_interceptors, MediaEngine, PeerConnection, PeerConnectionBuilder,
-    PeerConnectionEventHandler, Registry, SettingEngineBuilder,
+    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, Registry,
+    SettingEngineBuilder,
 };
 
 pub mod quality;
@@ -184,6 +190,9 @@ impl Interceptor for KeyframeRequests {
     fn unbind_remote_stream(&mut self, _: &StreamInfo) {}
 }
 
+/// Sent packets kept per stream for retransmission on NACK.
+pub const NACK_HISTORY: u16 = 256;
+
 /// Builds a peer connection with Kaigi's codecs and interceptors, bound to
 /// a UDP port on `bind` (host candidates only).
 pub async fn build_peer(
@@ -197,8 +206,20 @@ pub async fn build_peer(
     media
         .register_codec(opus_codec(), RtpCodecKind::Audio)
         .map_err(RtcError::from_display)?;
-    let registry = register_default_interceptors(Registry::new(), &mut media)
-        .map_err(RtcError::from_display)?
+    // The defaults (NACK, TWCC receiver, RTCP reports), but with a shorter
+    // retransmission history: the default 1024 packets per sent stream is
+    // the largest share of an SFU's memory per forwarded stream, and
+    // NACKs for packets older than ~2 s of video come too late to help.
+    configure_simulcast_extension_headers(&mut media).map_err(RtcError::from_display)?;
+    let registry = Registry::new()
+        .with(
+            Slot::NackResponder,
+            NackResponderBuilder::new().with_size(NACK_HISTORY).build(),
+        )
+        .with(Slot::NackGenerator, NackGeneratorBuilder::new().build());
+    let registry =
+        configure_twcc_receiver_only(registry, &mut media).map_err(RtcError::from_display)?;
+    let registry = configure_rtcp_reports(registry)
         // Application-most: every other interceptor has seen the RTCP first.
         .with(Slot::from(14_000), KeyframeRequests::default());
     // The default 200 ms between ICE checks dominates connection time on a
