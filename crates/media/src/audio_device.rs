@@ -12,7 +12,7 @@ use cpal::traits::{DeviceTrait, HostTrait, StreamTrait};
 use cpal::{SampleFormat, SizedSample, StreamConfig};
 use tracing::{debug, warn};
 
-use crate::devices::{DeviceError, DeviceKind};
+use crate::devices::{spawn_device_thread, DeviceError, DeviceKind};
 use crate::{unix_micros, AudioFrame, OPUS_FRAME_SAMPLES, OPUS_SAMPLE_RATE};
 
 /// Linear-interpolating rate converter for one mono signal.
@@ -91,53 +91,34 @@ fn stream_thread(
     name: String,
     build: impl FnOnce() -> Result<cpal::Stream, DeviceError> + Send + 'static,
 ) -> Result<DeviceThread, DeviceError> {
-    let (ready_tx, ready_rx) = mpsc::channel();
     let (stop_tx, stop_rx) = mpsc::channel::<()>();
-    let thread = std::thread::Builder::new()
-        .name(format!("kaigi-{kind}"))
-        .spawn(move || {
-            let stream = match build().and_then(|s| {
-                s.play().map_err(|e| DeviceError::Open {
-                    kind,
-                    id: name.clone(),
-                    message: e.to_string(),
-                })?;
-                Ok(s)
-            }) {
-                Ok(s) => {
-                    let _ = ready_tx.send(Ok(()));
-                    s
-                }
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e));
-                    return;
-                }
-            };
-            // Until the handle is dropped.
-            let _ = stop_rx.recv();
-            drop(stream);
-            debug!(device = %name, "closed");
-        })
-        .map_err(|e| DeviceError::Open {
-            kind,
-            id: String::new(),
-            message: e.to_string(),
-        })?;
-    match ready_rx.recv() {
-        Ok(Ok(())) => Ok(DeviceThread {
-            stop: Some(stop_tx),
-            thread: Some(thread),
-        }),
-        Ok(Err(e)) => {
-            let _ = thread.join();
-            Err(e)
-        }
-        Err(_) => Err(DeviceError::Open {
-            kind,
-            id: String::new(),
-            message: "the device thread ended".into(),
-        }),
-    }
+    let id = name.clone();
+    let thread = spawn_device_thread(kind, &id, move |ready| {
+        let opened = build().and_then(|s| {
+            s.play().map_err(|e| DeviceError::Open {
+                kind,
+                id: name.clone(),
+                message: e.to_string(),
+            })?;
+            Ok(s)
+        });
+        let stream = match opened {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = ready.send(Err(e));
+                return;
+            }
+        };
+        let _ = ready.send(Ok(()));
+        // Until the handle is dropped.
+        let _ = stop_rx.recv();
+        drop(stream);
+        debug!(device = %name, "closed");
+    })?;
+    Ok(DeviceThread {
+        stop: Some(stop_tx),
+        thread: Some(thread),
+    })
 }
 
 /// Keeps a device stream open; closes it (and joins its thread) on drop.

@@ -11,7 +11,7 @@ use nokhwa::utils::{
 };
 use tracing::{debug, warn};
 
-use crate::devices::{DeviceError, DeviceKind};
+use crate::devices::{spawn_device_thread, DeviceError, DeviceKind};
 use crate::{unix_micros, VideoFrame};
 
 /// What to ask a camera for; it gives the closest it supports.
@@ -72,76 +72,54 @@ impl Camera {
             return Err(DeviceError::NotFound { kind, id });
         }
         let stop = Arc::new(AtomicBool::new(false));
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (thread_stop, thread_id) = (stop.clone(), id.clone());
-        let thread = std::thread::Builder::new()
-            .name("kaigi-camera".into())
-            .spawn(move || {
-                let requested = RequestedFormat::new::<RgbFormat>(RequestedFormatType::Closest(
-                    CameraFormat::new(
-                        Resolution::new(settings.width, settings.height),
-                        FrameFormat::YUYV,
-                        settings.fps,
-                    ),
-                ));
-                let opened = nokhwa::Camera::new(camera_index(&thread_id), requested)
-                    .and_then(|mut c| c.open_stream().map(|_| c));
-                let mut camera = match opened {
-                    Ok(c) => {
-                        let _ = ready_tx.send(Ok(()));
-                        c
-                    }
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(DeviceError::Open {
+        let thread = spawn_device_thread(kind, &id, move |ready| {
+            let requested =
+                RequestedFormat::new::<RgbFormat>(RequestedFormatType::Closest(CameraFormat::new(
+                    Resolution::new(settings.width, settings.height),
+                    FrameFormat::YUYV,
+                    settings.fps,
+                )));
+            let opened = nokhwa::Camera::new(camera_index(&thread_id), requested)
+                .and_then(|mut c| c.open_stream().map(|_| c));
+            let mut camera = match opened {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = ready.send(Err(DeviceError::Open {
+                        kind,
+                        id: thread_id.clone(),
+                        message: e.to_string(),
+                    }));
+                    return;
+                }
+            };
+            let _ = ready.send(Ok(()));
+            while !thread_stop.load(Ordering::SeqCst) {
+                let frame = camera
+                    .frame()
+                    .map_err(|e| e.to_string())
+                    .and_then(|b| to_i420(&b).ok_or_else(|| "unreadable frame".to_owned()));
+                match frame {
+                    Ok(f) => on_frame(f),
+                    Err(message) => {
+                        warn!(camera = %thread_id, %message, "camera lost");
+                        on_error(DeviceError::Lost {
                             kind,
                             id: thread_id.clone(),
-                            message: e.to_string(),
-                        }));
-                        return;
-                    }
-                };
-                while !thread_stop.load(Ordering::SeqCst) {
-                    let frame = camera
-                        .frame()
-                        .map_err(|e| e.to_string())
-                        .and_then(|b| to_i420(&b).ok_or_else(|| "unreadable frame".to_owned()));
-                    match frame {
-                        Ok(f) => on_frame(f),
-                        Err(message) => {
-                            warn!(camera = %thread_id, %message, "camera lost");
-                            on_error(DeviceError::Lost {
-                                kind,
-                                id: thread_id.clone(),
-                                message,
-                            });
-                            break;
-                        }
+                            message,
+                        });
+                        break;
                     }
                 }
-                let _ = camera.stop_stream();
-                debug!(camera = %thread_id, "closed");
-            })
-            .map_err(|e| DeviceError::Open {
-                kind,
-                id: id.clone(),
-                message: e.to_string(),
-            })?;
-        match ready_rx.recv() {
-            Ok(Ok(())) => Ok(Camera {
-                id,
-                stop,
-                thread: Some(thread),
-            }),
-            Ok(Err(e)) => {
-                let _ = thread.join();
-                Err(e)
             }
-            Err(_) => Err(DeviceError::Open {
-                kind,
-                id,
-                message: "the capture thread ended".into(),
-            }),
-        }
+            let _ = camera.stop_stream();
+            debug!(camera = %thread_id, "closed");
+        })?;
+        Ok(Camera {
+            id,
+            stop,
+            thread: Some(thread),
+        })
     }
 
     /// The camera's id.
@@ -187,9 +165,7 @@ pub fn yuyv_to_i420(src: &[u8], width: usize, height: usize) -> Option<VideoFram
         return None;
     }
     let mut f = VideoFrame::black(w, h).ok()?;
-    let luma = w * h;
-    let (y, uv) = f.data.split_at_mut(luma);
-    let (u, v) = uv.split_at_mut(luma / 4);
+    let (y, u, v) = f.planes_mut();
     for row in 0..h {
         let line = &src[row * width * 2..];
         for col in 0..w {
@@ -215,9 +191,7 @@ pub fn nv12_to_i420(src: &[u8], width: usize, height: usize) -> Option<VideoFram
         return None;
     }
     let mut f = VideoFrame::black(w, h).ok()?;
-    let luma = w * h;
-    let (y, uv) = f.data.split_at_mut(luma);
-    let (u, v) = uv.split_at_mut(luma / 4);
+    let (y, u, v) = f.planes_mut();
     for row in 0..h {
         y[row * w..row * w + w].copy_from_slice(&src[row * width..row * width + w]);
     }
@@ -239,9 +213,7 @@ pub fn rgb_to_i420(src: &[u8], width: usize, height: usize) -> Option<VideoFrame
         return None;
     }
     let mut f = VideoFrame::black(w, h).ok()?;
-    let luma = w * h;
-    let (y, uv) = f.data.split_at_mut(luma);
-    let (u, v) = uv.split_at_mut(luma / 4);
+    let (y, u, v) = f.planes_mut();
     let px = |row: usize, col: usize| {
         let i = (row * width + col) * 3;
         (

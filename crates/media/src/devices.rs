@@ -103,3 +103,35 @@ pub fn list(kind: DeviceKind) -> Vec<DeviceInfo> {
         }
     }
 }
+
+/// Runs `body` on a thread of its own. `body` opens the device, says
+/// through `ready` whether that worked, and then keeps it running while it
+/// is in use. Returns once it has said: the thread, or the error (with the
+/// thread joined).
+pub(crate) fn spawn_device_thread(
+    kind: DeviceKind,
+    id: &str,
+    body: impl FnOnce(std::sync::mpsc::Sender<Result<(), DeviceError>>) + Send + 'static,
+) -> Result<std::thread::JoinHandle<()>, DeviceError> {
+    let failed = |message: String| DeviceError::Open {
+        kind,
+        id: id.to_owned(),
+        message,
+    };
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let thread = std::thread::Builder::new()
+        .name(format!("kaigi-{kind}"))
+        .spawn(move || body(ready_tx))
+        .map_err(|e| failed(e.to_string()))?;
+    match ready_rx.recv() {
+        Ok(Ok(())) => Ok(thread),
+        Ok(Err(e)) => {
+            let _ = thread.join();
+            Err(e)
+        }
+        Err(_) => {
+            let _ = thread.join();
+            Err(failed("the device thread ended".into()))
+        }
+    }
+}

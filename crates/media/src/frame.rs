@@ -51,6 +51,14 @@ impl VideoFrame {
         &self.data[l + l / 4..]
     }
 
+    /// The Y, U and V planes, mutable.
+    pub fn planes_mut(&mut self) -> (&mut [u8], &mut [u8], &mut [u8]) {
+        let l = self.width * self.height;
+        let (y, uv) = self.data.split_at_mut(l);
+        let (u, v) = uv.split_at_mut(l / 4);
+        (y, u, v)
+    }
+
     /// The Y plane, mutable.
     pub fn y_mut(&mut self) -> &mut [u8] {
         let l = self.width * self.height;
