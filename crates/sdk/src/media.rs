@@ -171,6 +171,8 @@ struct LocalInner {
     microphone: Mutex<Option<Microphone>>,
     /// Listeners for device failures.
     device_errors: Arc<Mutex<Vec<mpsc::UnboundedSender<DeviceError>>>>,
+    /// The newest captured frame, for a local preview.
+    preview: watch::Sender<Option<Arc<VideoFrame>>>,
 }
 
 /// Media this client captures and can publish: from a camera and a
@@ -254,6 +256,7 @@ impl LocalStream {
             camera: Mutex::new(None),
             microphone: Mutex::new(None),
             device_errors: Arc::new(Mutex::new(Vec::new())),
+            preview: watch::Sender::new(None),
         });
         let stream = LocalStream { inner };
         // Sources first: a device that cannot be opened fails the call.
@@ -391,6 +394,12 @@ impl LocalStream {
         rx
     }
 
+    /// The newest captured video frame, as it changes (a local preview);
+    /// captured whether or not the stream is published or muted.
+    pub fn video(&self) -> watch::Receiver<Option<Arc<VideoFrame>>> {
+        self.inner.preview.subscribe()
+    }
+
     /// What the stream was made with.
     pub fn config(&self) -> &LocalStreamConfig {
         &self.inner.config
@@ -520,6 +529,10 @@ async fn encode_video(
             _ = me.closed.cancelled() => break,
             f = frames.recv() => match f { Some(f) => f, None => break },
         };
+        let frame = Arc::new(frame);
+        if me.preview.receiver_count() > 0 {
+            me.preview.send_replace(Some(frame.clone()));
+        }
         let pt = me.video_pt.load(Ordering::SeqCst);
         if pt == 0 || me.video_muted.load(Ordering::SeqCst) {
             continue;

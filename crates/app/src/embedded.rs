@@ -1,0 +1,77 @@
+//! The embedded server: with no server configured, the app hosts
+//! kaigi-server in-process, with the dev app (shared with the `kaigi` CLI)
+//! so that `kaigi bot` joins the same room without flags.
+
+use std::net::SocketAddr;
+
+use kaigi_proto::SdkAppId;
+use kaigi_server::config::{Config, DevApp, DevAppExt};
+use kaigi_server::ServerHandle;
+use tracing::{info, warn};
+
+/// The address the embedded server listens on unless `KAIGI_LISTEN` says
+/// otherwise. Loopback by default: joining from another machine is a
+/// choice (see the README).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7880";
+
+/// A kaigi-server running inside the app.
+pub struct EmbeddedServer {
+    handle: ServerHandle,
+    app: DevApp,
+    url: String,
+}
+
+impl EmbeddedServer {
+    /// Starts it on `listen` (a busy port falls back to any free one).
+    pub async fn start(listen: SocketAddr) -> std::io::Result<Self> {
+        let mut app = DevApp::load_or_generate();
+        let handle = match kaigi_server::start(Config::new(listen, vec![app.credential()])).await {
+            Ok(h) => h,
+            Err(e) if listen.port() != 0 => {
+                warn!(%listen, error = %e, "port busy; using any free port");
+                let any = SocketAddr::new(listen.ip(), 0);
+                kaigi_server::start(Config::new(any, vec![app.credential()])).await?
+            }
+            Err(e) => return Err(e),
+        };
+        let url = format!("ws://{}", handle.local_addr());
+        app.server = Some(url.clone());
+        if let Err(e) = app.save() {
+            warn!(error = %e, "the dev app could not be saved; `kaigi` needs --server/--app/--key");
+        }
+        info!(%url, "embedded server started");
+        Ok(EmbeddedServer { handle, app, url })
+    }
+
+    /// `ws://HOST:PORT`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The app it serves.
+    pub fn sdk_app_id(&self) -> SdkAppId {
+        self.app.sdk_app_id
+    }
+
+    /// The app's secret key, to make UserSigs.
+    pub fn secret_key(&self) -> &str {
+        &self.app.secret_key
+    }
+
+    /// The command that joins `room` as a second participant.
+    pub fn bot_command(&self, room: &kaigi_proto::RoomId) -> String {
+        let room_arg = match room {
+            kaigi_proto::RoomId::Num(n) => format!("--room {n}"),
+            kaigi_proto::RoomId::Str(s) => format!("--str-room '{s}'"),
+        };
+        format!(
+            "kaigi bot --server {} --app {} --key {} --user bot {room_arg} --video test-pattern --audio tone",
+            self.url, self.app.sdk_app_id, self.app.secret_key
+        )
+    }
+
+    /// Stops it: everyone connected is told to reconnect later.
+    pub async fn stop(self) {
+        self.handle.shutdown().await;
+    }
+}

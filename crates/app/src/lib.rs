@@ -1,0 +1,25 @@
+//! kaigi-app: the desktop app without its window. The Tauri shell
+//! (`apps/desktop/src-tauri`) only registers these commands and forwards
+//! [`UiEvent`]s; everything here is tested without a web view.
+//!
+//! - [`App`]: the managed state (the `Client`, the local stream, the
+//!   embedded server) and the commands the UI calls.
+//! - [`UiEvent`]: what the UI is told (`client-left`, `client-banned`, …),
+//!   through an injected emitter.
+//! - [`AppError`]: the one error type that crosses IPC, as `{code, message}`.
+//! - [`FrameServer`]: decoded video to the web view over a loopback
+//!   WebSocket with a per-launch token, newest frame wins.
+
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod embedded;
+pub mod error;
+pub mod events;
+pub mod frames;
+
+pub use app::{App, Devices, JoinForm, Joined, Preview};
+pub use embedded::EmbeddedServer;
+pub use error::AppError;
+pub use events::{Emitter, UiEvent};
+pub use frames::FrameServer;

@@ -1,0 +1,250 @@
+//! The app's core against a real server: joining through the form,
+//! publishing, tiles on the frame server, leaving, and each forced exit
+//! reaching the UI as `client-banned` with the local stream closed.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use kaigi_app::{App, AppError, JoinForm, UiEvent};
+use kaigi_sdk::{ClientEvent, KickReason, LocalStream, SyntheticSource};
+use kaigi_tests::*;
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+
+struct Ui {
+    rx: mpsc::UnboundedReceiver<UiEvent>,
+}
+
+impl Ui {
+    /// The next event named `name`, within 10 s.
+    async fn wait(&mut self, name: &str) -> serde_json::Value {
+        let found = tokio::time::timeout(Duration::from_secs(10), async {
+            while let Some(e) = self.rx.recv().await {
+                if e.name() == name {
+                    return Some(serde_json::to_value(&e).unwrap());
+                }
+            }
+            None
+        })
+        .await;
+        match found {
+            Ok(Some(v)) => v,
+            _ => panic!("the UI never got {name}"),
+        }
+    }
+}
+
+async fn app() -> (App, Ui) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let app = App::new(std::sync::Arc::new(move |e| {
+        let _ = tx.send(e);
+    }))
+    .await
+    .unwrap();
+    (app, Ui { rx })
+}
+
+fn form(server: &TestServer, user: &str, room: u64) -> JoinForm {
+    JoinForm {
+        server: Some(server.url()),
+        sdk_app_id: Some(APP.0),
+        user_id: user.into(),
+        user_sig: Some(sig(user)),
+        room_id: Some(room),
+        camera: Some("test-pattern".into()),
+        microphone: Some("tone".into()),
+        ..Default::default()
+    }
+}
+
+/// The next frame on a tile: (width, height, frame number).
+async fn next_frame(app: &App, tile: &str) -> (u32, u32, u32) {
+    let ep = app.frame_endpoint();
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(format!("{}/{tile}?token={}", ep.url, ep.token))
+            .await
+            .unwrap();
+    let msg = within("a frame", async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Binary(b))) => return b,
+                Some(Ok(_)) => continue,
+                other => panic!("tile {tile} closed: {other:?}"),
+            }
+        }
+    })
+    .await;
+    let t = &msg[msg.len() - 16..];
+    let u = |i: usize| u32::from_le_bytes(t[i..i + 4].try_into().unwrap());
+    assert_eq!(&t[12..], b"KGF1");
+    let (w, h) = (u(0), u(4));
+    assert_eq!(msg.len() - 16, (w * h * 3 / 2) as usize, "an I420 frame");
+    (w, h, u(8))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_publish_see_a_peer_and_leave() {
+    let server = TestServer::start().await;
+    let (app, mut ui) = app().await;
+    let joined = app.join_room(form(&server, "alice", 31)).await.unwrap();
+    assert!(joined.publishing && !joined.embedded);
+    assert_eq!(next_frame(&app, "local").await.0, 640);
+
+    // A second participant publishes: the UI hears of it and its tile plays.
+    let (bot, _) = server.joined("bot", &room(31)).await;
+    let stream = LocalStream::synthetic(
+        bot.user_id(),
+        SyntheticSource {
+            video: Some((320, 240)),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    bot.publish(&stream).await.unwrap();
+    let e = ui.wait("peer-join").await;
+    assert_eq!(e["userId"], "bot");
+    ui.wait("stream-added").await;
+    ui.wait("stream-subscribed").await;
+    let (w, h, _) = next_frame(&app, "bot").await;
+    assert_eq!((w, h), (320, 240));
+    // The bot hears alice.
+    ui.wait("audio-volume").await;
+
+    app.set_mute(None, Some(true)).await.unwrap();
+    app.leave_room().await.unwrap();
+    ui.wait("client-left").await;
+    assert!(!app.in_room().await && !app.has_local_stream().await);
+    assert_eq!(
+        app.leave_room().await,
+        Err(AppError::new("NOT_IN_ROOM", "not in a room"))
+    );
+    // Rejoining works.
+    app.join_room(form(&server, "alice", 31)).await.unwrap();
+    app.leave_room().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_forced_exit_reaches_the_ui_and_closes_the_stream() {
+    let server = TestServer::start().await;
+    let (app, mut ui) = app().await;
+    let cases = [
+        (KickReason::DuplicateUserId, "duplicate-user-id"),
+        (KickReason::RemovedByAdmin, "removed-by-admin"),
+        (KickReason::RoomDismissed, "room-dismissed"),
+    ];
+    for (reason, wire) in cases {
+        app.join_room(form(&server, "alice", 32)).await.unwrap();
+        assert!(app.has_local_stream().await);
+        let _other = match reason {
+            KickReason::DuplicateUserId => Some(server.joined("alice", &room(32)).await),
+            KickReason::RemovedByAdmin => {
+                server
+                    .admin("RemoveUser", json!({"RoomId": 32, "UserIds": ["alice"]}))
+                    .await;
+                None
+            }
+            KickReason::RoomDismissed => {
+                server.admin("DismissRoom", json!({"RoomId": 32})).await;
+                None
+            }
+        };
+        let e = ui.wait("client-banned").await;
+        assert_eq!(e["reason"], wire);
+        assert_eq!(e["message"], reason.message());
+        ui.wait("local-stream-closed").await;
+        assert!(!app.in_room().await, "{wire}: the client is forgotten");
+        assert!(!app.has_local_stream().await, "{wire}: devices released");
+        if let Some((c, _)) = _other {
+            c.leave().await.unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_server_hosts_the_room() {
+    let dir = std::env::temp_dir().join(format!("kaigi-app-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // The dev app and the port are this test's own.
+    std::env::set_var("KAIGI_DEV_APP", dir.join("dev-app.json"));
+    std::env::set_var("KAIGI_LISTEN", "127.0.0.1:0");
+    let (app, mut ui) = app().await;
+    let joined = app
+        .join_room(JoinForm {
+            user_id: "host".into(),
+            str_room_id: Some("standup".into()),
+            camera: Some("test-pattern".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(joined.embedded && joined.publishing);
+    let cmd = joined.bot_command.clone().unwrap();
+    assert!(
+        cmd.contains(&joined.server) && cmd.contains("--str-room 'standup'"),
+        "{cmd}"
+    );
+    // A participant with the embedded app's credentials joins the same room.
+    let e = app.embedded().await.unwrap();
+    let user = kaigi_sdk::UserId::new("guest").unwrap();
+    let guest = kaigi_sdk::Client::new(kaigi_sdk::ClientOptions::new(
+        e.url(),
+        e.sdk_app_id(),
+        user.clone(),
+        kaigi_proto::usersig::generate(e.sdk_app_id(), e.secret_key(), "guest", 600, now()),
+    ))
+    .unwrap();
+    let mut guest_events = guest.events();
+    guest
+        .join(str_room("standup"), kaigi_sdk::Role::Anchor)
+        .await
+        .unwrap();
+    assert_eq!(ui.wait("peer-join").await["userId"], "guest");
+    wait_for(&mut guest_events, "host's stream", |e| {
+        matches!(e, ClientEvent::StreamSubscribed { .. })
+    })
+    .await;
+    guest.leave().await.unwrap();
+    app.leave_room().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn tiles_need_the_token_and_forms_are_checked() {
+    let (app, _ui) = app().await;
+    let ep = app.frame_endpoint();
+    assert!(
+        tokio_tungstenite::connect_async(format!("{}/local?token=wrong", ep.url))
+            .await
+            .is_err(),
+        "a wrong token is refused"
+    );
+    let bad = app
+        .join_room(JoinForm {
+            user_id: "a b".into(),
+            room_id: Some(1),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code, "INVALID_PARAMETER");
+    let no_room = app
+        .join_room(JoinForm {
+            user_id: "alice".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(no_room.code, "INVALID_PARAMETER");
+    let no_sig = app
+        .join_room(JoinForm {
+            server: Some("ws://127.0.0.1:9".into()),
+            sdk_app_id: Some(1),
+            user_id: "alice".into(),
+            room_id: Some(1),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(no_sig.code, "INVALID_PARAMETER");
+}
