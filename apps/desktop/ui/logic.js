@@ -1,0 +1,162 @@
+// The room view's state, changed only by the events the app sends. No DOM
+// and no IPC here, so it is tested in Node with plain objects.
+
+/** A fresh room view. */
+export function emptyRoom(me) {
+  return {
+    me,
+    screen: "room", // "room" | "kicked" | "left"
+    connection: "CONNECTED",
+    kickedReason: null,
+    quality: 0,
+    // userId -> {userId, role, hasStream, audio, video, audioMuted, videoMuted, volume, subscribed}
+    peers: {},
+  };
+}
+
+function peer(state, userId) {
+  if (!state.peers[userId]) {
+    state.peers[userId] = {
+      userId,
+      role: "anchor",
+      hasStream: false,
+      audio: false,
+      video: false,
+      audioMuted: false,
+      videoMuted: false,
+      volume: 0,
+      subscribed: false,
+    };
+  }
+  return state.peers[userId];
+}
+
+/** Volume at or above which a user counts as speaking. */
+export const SPEAKING = 12;
+
+/** Applies one app event (its JSON payload) to the state, in place. */
+export function applyEvent(state, e) {
+  switch (e.event) {
+    case "peer-join":
+      peer(state, e.userId).role = e.role;
+      break;
+    case "peer-leave":
+      delete state.peers[e.userId];
+      break;
+    case "peer-role":
+      peer(state, e.userId).role = e.role;
+      break;
+    case "stream-added": {
+      const p = peer(state, e.userId);
+      Object.assign(p, { hasStream: true, audio: e.audio, video: e.video });
+      break;
+    }
+    case "stream-subscribed":
+      peer(state, e.userId).subscribed = true;
+      break;
+    case "stream-removed": {
+      const p = peer(state, e.userId);
+      Object.assign(p, { hasStream: false, subscribed: false, volume: 0 });
+      break;
+    }
+    case "stream-updated": {
+      const p = peer(state, e.userId);
+      Object.assign(p, { audioMuted: e.audioMuted, videoMuted: e.videoMuted });
+      break;
+    }
+    case "audio-volume":
+      for (const p of Object.values(state.peers)) p.volume = 0;
+      for (const v of e.result || []) {
+        if (v.userId !== state.me) peer(state, v.userId).volume = v.audioVolume;
+      }
+      break;
+    case "network-quality":
+      state.quality = Math.max(e.uplinkNetworkQuality, e.downlinkNetworkQuality);
+      break;
+    case "connection-state-changed":
+      state.connection = e.state;
+      break;
+    case "client-banned":
+      state.screen = "kicked";
+      state.kickedReason = e.reason;
+      state.peers = {};
+      break;
+    case "client-left":
+      state.screen = "left";
+      state.peers = {};
+      break;
+    default:
+      break;
+  }
+  return state;
+}
+
+/** The loudest remote speaker above the threshold, if any. */
+export function activeSpeaker(state) {
+  let best = null;
+  for (const p of Object.values(state.peers)) {
+    if (p.volume >= SPEAKING && (!best || p.volume > best.volume)) best = p;
+  }
+  return best ? best.userId : null;
+}
+
+/** The tiles to show: remote users in name order (those with a stream first). */
+export function tiles(state) {
+  return Object.values(state.peers).sort(
+    (a, b) => Number(b.hasStream) - Number(a.hasStream) || a.userId.localeCompare(b.userId),
+  );
+}
+
+/** The join form as the app's `join_room` takes it; throws on bad input. */
+export function joinForm(fields) {
+  const userId = (fields.name || "").trim();
+  if (!userId) throw { code: "INVALID_PARAMETER", message: "a name is required" };
+  const room = (fields.room || "").trim();
+  if (!room) throw { code: "INVALID_PARAMETER", message: "a room is required" };
+  const numeric = /^[0-9]+$/.test(room);
+  const server = (fields.server || "").trim();
+  const form = {
+    userId,
+    roomId: numeric ? Number(room) : null,
+    strRoomId: numeric ? null : room,
+    role: fields.role === "audience" ? "audience" : "anchor",
+    camera: fields.camera || null,
+    microphone: fields.microphone || null,
+    server: server || null,
+    sdkAppId: null,
+    userSig: null,
+  };
+  if (server) {
+    const app = Number((fields.sdkAppId || "").trim());
+    if (!Number.isInteger(app) || app <= 0) {
+      throw { code: "INVALID_PARAMETER", message: "SdkAppId is required with a server" };
+    }
+    form.sdkAppId = app;
+    form.userSig = (fields.userSig || "").trim() || null;
+  }
+  return form;
+}
+
+/** Reads one frame message: I420 bytes followed by a 16-byte trailer. */
+export function parseFrame(buffer) {
+  const bytes = buffer.byteLength;
+  if (bytes < 16) return null;
+  const view = new DataView(buffer, bytes - 16);
+  const magic = String.fromCharCode(
+    view.getUint8(12), view.getUint8(13), view.getUint8(14), view.getUint8(15),
+  );
+  if (magic !== "KGF1") return null;
+  const width = view.getUint32(0, true);
+  const height = view.getUint32(4, true);
+  const number = view.getUint32(8, true);
+  const luma = width * height;
+  if (luma * 3 / 2 !== bytes - 16) return null;
+  return {
+    width,
+    height,
+    number,
+    y: new Uint8Array(buffer, 0, luma),
+    u: new Uint8Array(buffer, luma, luma / 4),
+    v: new Uint8Array(buffer, luma + luma / 4, luma / 4),
+  };
+}

@@ -1,0 +1,165 @@
+// Video tiles: one WebSocket per tile to the app's frame server, drawing
+// I420 frames with WebGL (a YUV→RGB shader), or with a 2D canvas where
+// WebGL is missing. Newest frame wins: frames are drawn as they arrive,
+// at most once per display refresh.
+
+import { parseFrame } from "./logic.js";
+
+const VERTEX = `
+attribute vec2 pos;
+varying vec2 uv;
+void main() {
+  uv = vec2((pos.x + 1.0) / 2.0, (1.0 - pos.y) / 2.0);
+  gl_Position = vec4(pos, 0.0, 1.0);
+}`;
+
+const FRAGMENT = `
+precision mediump float;
+varying vec2 uv;
+uniform sampler2D ty, tu, tv;
+void main() {
+  float y = 1.1643 * (texture2D(ty, uv).r - 0.0625);
+  float u = texture2D(tu, uv).r - 0.5;
+  float v = texture2D(tv, uv).r - 0.5;
+  gl_FragColor = vec4(y + 1.5958 * v, y - 0.39173 * u - 0.8129 * v, y + 2.017 * u, 1.0);
+}`;
+
+function glRenderer(canvas) {
+  const gl = canvas.getContext("webgl", { antialias: false, depth: false });
+  if (!gl) return null;
+  const shader = (type, src) => {
+    const s = gl.createShader(type);
+    gl.shaderSource(s, src);
+    gl.compileShader(s);
+    return s;
+  };
+  const prog = gl.createProgram();
+  gl.attachShader(prog, shader(gl.VERTEX_SHADER, VERTEX));
+  gl.attachShader(prog, shader(gl.FRAGMENT_SHADER, FRAGMENT));
+  gl.linkProgram(prog);
+  if (!gl.getProgramParameter(prog, gl.LINK_STATUS)) return null;
+  gl.useProgram(prog);
+  const buf = gl.createBuffer();
+  gl.bindBuffer(gl.ARRAY_BUFFER, buf);
+  gl.bufferData(gl.ARRAY_BUFFER, new Float32Array([-1, -1, 1, -1, -1, 1, 1, 1]), gl.STATIC_DRAW);
+  const pos = gl.getAttribLocation(prog, "pos");
+  gl.enableVertexAttribArray(pos);
+  gl.vertexAttribPointer(pos, 2, gl.FLOAT, false, 0, 0);
+  gl.pixelStorei(gl.UNPACK_ALIGNMENT, 1);
+  const textures = ["ty", "tu", "tv"].map((name, i) => {
+    const t = gl.createTexture();
+    gl.activeTexture(gl.TEXTURE0 + i);
+    gl.bindTexture(gl.TEXTURE_2D, t);
+    for (const p of [gl.TEXTURE_MIN_FILTER, gl.TEXTURE_MAG_FILTER]) {
+      gl.texParameteri(gl.TEXTURE_2D, p, gl.LINEAR);
+    }
+    for (const p of [gl.TEXTURE_WRAP_S, gl.TEXTURE_WRAP_T]) {
+      gl.texParameteri(gl.TEXTURE_2D, p, gl.CLAMP_TO_EDGE);
+    }
+    gl.uniform1i(gl.getUniformLocation(prog, name), i);
+    return t;
+  });
+  return (f) => {
+    if (canvas.width !== f.width || canvas.height !== f.height) {
+      canvas.width = f.width;
+      canvas.height = f.height;
+    }
+    gl.viewport(0, 0, f.width, f.height);
+    const planes = [
+      [f.y, f.width, f.height],
+      [f.u, f.width / 2, f.height / 2],
+      [f.v, f.width / 2, f.height / 2],
+    ];
+    planes.forEach(([data, w, h], i) => {
+      gl.activeTexture(gl.TEXTURE0 + i);
+      gl.bindTexture(gl.TEXTURE_2D, textures[i]);
+      gl.texImage2D(gl.TEXTURE_2D, 0, gl.LUMINANCE, w, h, 0, gl.LUMINANCE, gl.UNSIGNED_BYTE, data);
+    });
+    gl.drawArrays(gl.TRIANGLE_STRIP, 0, 4);
+  };
+}
+
+function canvasRenderer(canvas) {
+  const ctx = canvas.getContext("2d");
+  let image = null;
+  return (f) => {
+    if (!image || image.width !== f.width || image.height !== f.height) {
+      canvas.width = f.width;
+      canvas.height = f.height;
+      image = ctx.createImageData(f.width, f.height);
+    }
+    const out = image.data;
+    const cw = f.width / 2;
+    for (let row = 0; row < f.height; row++) {
+      for (let col = 0; col < f.width; col++) {
+        const y = 1.1643 * (f.y[row * f.width + col] - 16);
+        const ci = (row >> 1) * cw + (col >> 1);
+        const u = f.u[ci] - 128;
+        const v = f.v[ci] - 128;
+        const o = (row * f.width + col) * 4;
+        out[o] = y + 1.5958 * v;
+        out[o + 1] = y - 0.39173 * u - 0.8129 * v;
+        out[o + 2] = y + 2.017 * u;
+        out[o + 3] = 255;
+      }
+    }
+    ctx.putImageData(image, 0, 0);
+  };
+}
+
+/**
+ * Plays tile `tile` (`local` or a user id) into `canvas` until `stop()`.
+ * Reconnects while the tile is wanted (the stream may start later).
+ * `canvas.dataset.fps` and `.frames` say what was drawn.
+ */
+export function playTile(endpoint, tile, canvas) {
+  const draw = glRenderer(canvas) || canvasRenderer(canvas);
+  let ws = null;
+  let stopped = false;
+  let pending = null;
+  let scheduled = false;
+  let frames = 0;
+  let windowStart = performance.now();
+  let windowFrames = 0;
+  const paint = () => {
+    scheduled = false;
+    if (!pending || stopped) return;
+    const f = parseFrame(pending);
+    pending = null;
+    if (!f) return;
+    draw(f);
+    frames += 1;
+    windowFrames += 1;
+    const now = performance.now();
+    if (now - windowStart >= 1000) {
+      canvas.dataset.fps = String(Math.round((windowFrames * 1000) / (now - windowStart)));
+      windowStart = now;
+      windowFrames = 0;
+    }
+    canvas.dataset.frames = String(frames);
+    canvas.classList.add("live");
+  };
+  const connect = () => {
+    if (stopped) return;
+    ws = new WebSocket(`${endpoint.url}/${encodeURIComponent(tile)}?token=${endpoint.token}`);
+    ws.binaryType = "arraybuffer";
+    ws.onmessage = (m) => {
+      pending = m.data; // newest wins
+      if (!scheduled) {
+        scheduled = true;
+        requestAnimationFrame(paint);
+      }
+    };
+    ws.onclose = () => {
+      canvas.classList.remove("live");
+      if (!stopped) setTimeout(connect, 500);
+    };
+  };
+  connect();
+  return {
+    stop() {
+      stopped = true;
+      if (ws) ws.close();
+    },
+  };
+}
