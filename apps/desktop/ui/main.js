@@ -94,6 +94,32 @@ function renderToolbar() {
   cam.classList.toggle("off", muted.video);
 }
 
+const ICONS = {
+  mic: "M12 14a3 3 0 0 0 3-3V5a3 3 0 0 0-6 0v6a3 3 0 0 0 3 3zm5-3a5 5 0 0 1-10 0H5a7 7 0 0 0 6 6.9V21h2v-3.1A7 7 0 0 0 19 11z",
+  cam: "M17 10.5V7a1 1 0 0 0-1-1H4a1 1 0 0 0-1 1v10a1 1 0 0 0 1 1h12a1 1 0 0 0 1-1v-3.5l4 4v-11z",
+};
+
+/** A small microphone or camera icon, struck through when off. */
+function icon(kind, on) {
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("viewBox", "0 0 24 24");
+  svg.setAttribute("aria-label", `${kind} ${on ? "on" : "off"}`);
+  svg.dataset.state = on ? "on" : "off";
+  const path = document.createElementNS(ns, "path");
+  path.setAttribute("d", ICONS[kind]);
+  svg.append(path);
+  if (!on) {
+    svg.classList.add("off");
+    const strike = document.createElementNS(ns, "path");
+    strike.setAttribute("d", "M3 3l18 18");
+    strike.setAttribute("stroke", "currentColor");
+    strike.setAttribute("stroke-width", "2.5");
+    svg.append(strike);
+  }
+  return svg;
+}
+
 function tileElement(userId) {
   let el = document.querySelector(`.tile[data-user="${CSS.escape(userId)}"]`);
   if (!el) {
@@ -122,8 +148,10 @@ function renderRoom() {
     wanted.add(p.userId);
     const el = tileElement(p.userId);
     el.classList.toggle("speaking", p.userId === speaker);
-    const icons = [p.audio && !p.audioMuted ? "🎤" : "🔇", p.video && !p.videoMuted ? "📷" : "🚫"];
-    el.querySelector(".icons").textContent = icons.join(" ");
+    el.querySelector(".icons").replaceChildren(
+      icon("mic", p.audio && !p.audioMuted),
+      icon("cam", p.video && !p.videoMuted),
+    );
     const showVideo = p.subscribed && p.video && !p.videoMuted;
     el.querySelector(".novideo").textContent = showVideo ? "" : t("noVideo");
     if (p.subscribed && !players[p.userId]) {
