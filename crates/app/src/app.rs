@@ -125,6 +125,7 @@ pub struct App {
     state: Arc<Mutex<State>>,
     embedded: OnceCell<EmbeddedServer>,
     listen: SocketAddr,
+    media_ip: Option<std::net::IpAddr>,
 }
 
 fn local_config(camera: Option<&str>, microphone: Option<&str>) -> LocalStreamConfig {
@@ -155,7 +156,8 @@ fn local_config(camera: Option<&str>, microphone: Option<&str>) -> LocalStreamCo
 
 impl App {
     /// An app delivering its events through `emit`. The embedded server
-    /// listens on `KAIGI_LISTEN` (default 127.0.0.1:7880) once first needed.
+    /// listens on `KAIGI_LISTEN` (default 127.0.0.1:7880), with media on
+    /// `KAIGI_MEDIA_IP` if set, once first needed.
     pub async fn new(emit: Emitter) -> Result<Self, AppError> {
         let listen = std::env::var("KAIGI_LISTEN")
             .ok()
@@ -163,6 +165,13 @@ impl App {
             .unwrap_or_else(|| DEFAULT_LISTEN.to_owned())
             .parse()
             .map_err(|e| AppError::invalid(format!("KAIGI_LISTEN: {e}")))?;
+        let media_ip = match std::env::var("KAIGI_MEDIA_IP") {
+            Ok(ip) if !ip.is_empty() => Some(
+                ip.parse()
+                    .map_err(|e| AppError::invalid(format!("KAIGI_MEDIA_IP: {e}")))?,
+            ),
+            _ => None,
+        };
         let frames = FrameServer::start()
             .await
             .map_err(|e| AppError::new("FRAME_SERVER_FAILED", e.to_string()))?;
@@ -172,6 +181,7 @@ impl App {
             state: Arc::new(Mutex::new(State::default())),
             embedded: OnceCell::new(),
             listen,
+            media_ip,
         })
     }
 
@@ -191,7 +201,7 @@ impl App {
     /// The embedded server, started on first use.
     pub async fn embedded(&self) -> Result<&EmbeddedServer, AppError> {
         self.embedded
-            .get_or_try_init(|| EmbeddedServer::start(self.listen))
+            .get_or_try_init(|| EmbeddedServer::start(self.listen, self.media_ip))
             .await
             .map_err(|e| AppError::new("SERVER_START_FAILED", e.to_string()))
     }

@@ -2,7 +2,7 @@
 //! kaigi-server in-process, with the dev app (shared with the `kaigi` CLI)
 //! so that `kaigi bot` joins the same room without flags.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use kaigi_proto::SdkAppId;
 use kaigi_server::config::{Config, DevApp, DevAppExt};
@@ -22,19 +22,31 @@ pub struct EmbeddedServer {
 }
 
 impl EmbeddedServer {
-    /// Starts it on `listen` (a busy port falls back to any free one).
-    pub async fn start(listen: SocketAddr) -> std::io::Result<Self> {
+    /// Starts it on `listen` (a busy port falls back to any free one),
+    /// with media on `media_ip` (default: the listener's IP; give the LAN
+    /// address when listening on 0.0.0.0).
+    pub async fn start(listen: SocketAddr, media_ip: Option<IpAddr>) -> std::io::Result<Self> {
         let mut app = DevApp::load_or_generate();
-        let handle = match kaigi_server::start(Config::new(listen, vec![app.credential()])).await {
+        let config = |addr: SocketAddr| {
+            let mut c = Config::new(addr, vec![app.credential()]);
+            c.media_ip = media_ip;
+            c
+        };
+        let handle = match kaigi_server::start(config(listen)).await {
             Ok(h) => h,
             Err(e) if listen.port() != 0 => {
                 warn!(%listen, error = %e, "port busy; using any free port");
-                let any = SocketAddr::new(listen.ip(), 0);
-                kaigi_server::start(Config::new(any, vec![app.credential()])).await?
+                kaigi_server::start(config(SocketAddr::new(listen.ip(), 0))).await?
             }
             Err(e) => return Err(e),
         };
-        let url = format!("ws://{}", handle.local_addr());
+        // A server on every interface is reached at the media address.
+        let addr = handle.local_addr();
+        let host = match (addr.ip().is_unspecified(), media_ip) {
+            (true, Some(ip)) => SocketAddr::new(ip, addr.port()),
+            _ => addr,
+        };
+        let url = format!("ws://{host}");
         app.server = Some(url.clone());
         if let Err(e) = app.save() {
             warn!(error = %e, "the dev app could not be saved; `kaigi` needs --server/--app/--key");
