@@ -153,6 +153,13 @@ impl Room {
         self.participants.is_empty()
     }
 
+    /// The session's own participant entry (gone if it was replaced).
+    fn member_mut(&mut self, user: &UserId) -> Result<&mut Participant, PublishError> {
+        self.participants
+            .get_mut(user)
+            .ok_or(PublishError::NotInRoom)
+    }
+
     fn sessions_except(&self, except: SessionId) -> Vec<SessionId> {
         self.participants
             .values()
@@ -422,10 +429,7 @@ impl Registry {
         kinds: StreamKinds,
     ) -> Result<Vec<Effect>, PublishError> {
         let (place, room) = self.room_of(session).ok_or(PublishError::NotInRoom)?;
-        let me = room
-            .participants
-            .get_mut(&place.user)
-            .ok_or(PublishError::NotInRoom)?;
+        let me = room.member_mut(&place.user)?;
         if me.role == Role::Audience {
             return Err(PublishError::Audience);
         }
@@ -467,10 +471,7 @@ impl Registry {
         video: Option<bool>,
     ) -> Result<Vec<Effect>, PublishError> {
         let (place, room) = self.room_of(session).ok_or(PublishError::NotInRoom)?;
-        let me = room
-            .participants
-            .get_mut(&place.user)
-            .ok_or(PublishError::NotInRoom)?;
+        let me = room.member_mut(&place.user)?;
         let stream = me.stream.as_mut().ok_or(PublishError::NotPublishing)?;
         let before = *stream;
         stream.audio_muted = audio.unwrap_or(stream.audio_muted);
@@ -551,10 +552,7 @@ impl Registry {
         role: Role,
     ) -> Result<Vec<Effect>, PublishError> {
         let (place, room) = self.room_of(session).ok_or(PublishError::NotInRoom)?;
-        let me = room
-            .participants
-            .get_mut(&place.user)
-            .ok_or(PublishError::NotInRoom)?;
+        let me = room.member_mut(&place.user)?;
         if me.role == role {
             return Ok(Vec::new());
         }

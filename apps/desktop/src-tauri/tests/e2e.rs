@@ -95,30 +95,25 @@ impl Driver {
             .to_owned()
     }
 
-    async fn click(&self, css: &str) {
-        let id = self.element(css).await;
+    /// POSTs `action` (`click`, `clear`, `value`) to element `id`.
+    async fn act(&self, id: &str, action: &str, body: Value) {
         self.call(
             reqwest::Method::POST,
-            &format!("/element/{id}/click"),
-            Some(json!({})),
+            &format!("/element/{id}/{action}"),
+            Some(body),
         )
         .await;
     }
 
+    async fn click(&self, css: &str) {
+        let id = self.element(css).await;
+        self.act(&id, "click", json!({})).await;
+    }
+
     async fn type_into(&self, css: &str, text: &str) {
         let id = self.element(css).await;
-        self.call(
-            reqwest::Method::POST,
-            &format!("/element/{id}/clear"),
-            Some(json!({})),
-        )
-        .await;
-        self.call(
-            reqwest::Method::POST,
-            &format!("/element/{id}/value"),
-            Some(json!({"text": text})),
-        )
-        .await;
+        self.act(&id, "clear", json!({})).await;
+        self.act(&id, "value", json!({"text": text})).await;
     }
 
     async fn shot(&self, name: &str) {
