@@ -13,6 +13,10 @@ fn main() {
         "set_microphone",
         "set_speaker",
         "frame_endpoint",
+        "open_view",
+        "next_frame",
+        "watch_tile",
+        "close_view",
     ]);
     if let Err(e) = tauri_build::try_build(tauri_build::Attributes::new().app_manifest(manifest)) {
         panic!("tauri build step: {e:#}");

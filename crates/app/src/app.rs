@@ -19,7 +19,7 @@ use tracing::{info, warn};
 use crate::embedded::{EmbeddedServer, DEFAULT_LISTEN};
 use crate::error::AppError;
 use crate::events::{AppEvent, Emitter, UiEvent};
-use crate::frames::FrameServer;
+use crate::frames::{FrameServer, IpcViews};
 
 /// The camera entry that is a moving test pattern (for machines without a
 /// camera, demos and tests).
@@ -122,6 +122,7 @@ struct State {
 pub struct App {
     emit: Emitter,
     frames: FrameServer,
+    views: IpcViews,
     state: Arc<Mutex<State>>,
     embedded: OnceCell<EmbeddedServer>,
     listen: SocketAddr,
@@ -178,6 +179,7 @@ impl App {
         Ok(App {
             emit,
             frames,
+            views: IpcViews::default(),
             state: Arc::new(Mutex::new(State::default())),
             embedded: OnceCell::new(),
             listen,
@@ -191,6 +193,38 @@ impl App {
             url: self.frames.url(),
             token: self.frames.token().to_owned(),
         }
+    }
+
+    /// Opens a view of `tile` (`local` or a user id) to pull frames from
+    /// over the IPC with [`App::next_frame`].
+    pub fn open_view(&self, tile: &str) -> Result<u64, AppError> {
+        Ok(self.views.open(self.frames.open_view(tile))?)
+    }
+
+    /// The view's next frame, in the frame server's message format (I420 +
+    /// trailer); empty once the tile has ended or the view was closed.
+    pub async fn next_frame(&self, view: u64) -> Result<Vec<u8>, AppError> {
+        Ok(self.views.next(view).await?)
+    }
+
+    /// Pushes `tile`'s frames to `sink` (a Tauri channel) as they come; an
+    /// empty message when the tile ends. Returns the view id to close.
+    pub fn push_view(
+        &self,
+        tile: &str,
+        sink: impl Fn(Vec<u8>) -> bool + Send + 'static,
+    ) -> Result<u64, AppError> {
+        Ok(self.views.push(self.frames.open_view(tile), sink)?)
+    }
+
+    /// Closes an IPC view.
+    pub fn close_view(&self, view: u64) {
+        self.views.close(view);
+    }
+
+    /// How many IPC views are open.
+    pub fn open_views(&self) -> usize {
+        self.views.len()
     }
 
     /// The frame server (for measurements).

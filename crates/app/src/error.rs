@@ -38,6 +38,17 @@ impl From<ClientError> for AppError {
     }
 }
 
+impl From<crate::frames::ViewError> for AppError {
+    fn from(e: crate::frames::ViewError) -> Self {
+        use crate::frames::ViewError;
+        let code = match e {
+            ViewError::Unknown(_) => "UNKNOWN_VIEW",
+            ViewError::TooMany => "TOO_MANY_VIEWS",
+        };
+        AppError::new(code, e.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -148,6 +148,11 @@ impl FrameServer {
         self.shared.sources.clone()
     }
 
+    /// A view of `tile` for a transport of the caller's (the Tauri IPC).
+    pub fn open_view(&self, tile: &str) -> TileView {
+        TileView::new(self.shared.clone(), tile)
+    }
+
     /// Frames and bytes sent to views so far.
     pub fn sent(&self) -> (u64, u64) {
         (
@@ -175,42 +180,221 @@ async fn upgrade(
     ws.on_upgrade(move |socket| view(socket, shared, tile))
 }
 
-/// Sends `tile`'s frames to one view until the tile ends or the view goes.
+/// One view of a tile: waits for the tile's source, then yields its
+/// newest frames as view messages. Shared by the WebSocket and IPC paths.
+pub struct TileView {
+    tile: String,
+    sources: watch::Receiver<HashMap<String, FrameSource>>,
+    frames: Option<FrameSource>,
+    number: u32,
+    shared: Arc<Shared>,
+}
+
+impl TileView {
+    fn new(shared: Arc<Shared>, tile: &str) -> Self {
+        TileView {
+            tile: tile.to_owned(),
+            sources: shared.sources.0.subscribe(),
+            frames: None,
+            number: 0,
+            shared,
+        }
+    }
+
+    /// The next frame as a view message (I420 + trailer), the newest one
+    /// when several came since the last call; `None` once the tile has
+    /// ended (or never started and the table went away).
+    pub async fn next(&mut self) -> Option<Vec<u8>> {
+        loop {
+            let Some(frames) = self.frames.as_mut() else {
+                // Wait for the tile's source (the view may open before the stream).
+                if let Some(s) = self.sources.borrow_and_update().get(&self.tile).cloned() {
+                    debug!(tile = %self.tile, "view opened");
+                    let mut s = s;
+                    // A frame already there is shown at once.
+                    s.mark_changed();
+                    self.frames = Some(s);
+                    continue;
+                }
+                self.sources.changed().await.ok()?;
+                continue;
+            };
+            tokio::select! {
+                changed = frames.changed() => {
+                    changed.ok()?;
+                    let Some(frame) = frames.borrow_and_update().clone() else { continue };
+                    self.number = self.number.wrapping_add(1);
+                    let msg = frame_message(&frame, self.number);
+                    self.shared.frames_sent.fetch_add(1, Ordering::Relaxed);
+                    self.shared.bytes_sent.fetch_add(msg.len() as u64, Ordering::Relaxed);
+                    return Some(msg);
+                }
+                changed = self.sources.changed() => {
+                    let gone = changed.is_err()
+                        || !self.sources.borrow_and_update().contains_key(&self.tile);
+                    if gone {
+                        debug!(tile = %self.tile, "tile ended");
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Sends `tile`'s frames to one WebSocket view until the tile ends or the
+/// view goes.
 async fn view(mut socket: WebSocket, shared: Arc<Shared>, tile: String) {
-    let mut sources = shared.sources.0.subscribe();
-    // Wait for the tile's source (the view may open before the stream).
-    let mut frames = loop {
-        if let Some(s) = sources.borrow_and_update().get(&tile).cloned() {
-            break s;
-        }
-        tokio::select! {
-            changed = sources.changed() => if changed.is_err() { return },
-            msg = socket.recv() => if !matches!(msg, Some(Ok(_))) { return },
-        }
-    };
-    debug!(%tile, "view opened");
-    let mut number: u32 = 0;
-    // A frame already there is shown at once.
-    frames.mark_changed();
+    let mut view = TileView::new(shared, &tile);
     loop {
         tokio::select! {
-            changed = frames.changed() => {
-                if changed.is_err() { break }
-                let Some(frame) = frames.borrow_and_update().clone() else { continue };
-                number = number.wrapping_add(1);
-                let msg = frame_message(&frame, number);
-                let len = msg.len() as u64;
+            msg = view.next() => {
+                let Some(msg) = msg else { break };
                 if socket.send(Message::Binary(msg.into())).await.is_err() { break }
-                shared.frames_sent.fetch_add(1, Ordering::Relaxed);
-                shared.bytes_sent.fetch_add(len, Ordering::Relaxed);
-            }
-            changed = sources.changed() => {
-                let gone = changed.is_err() || !sources.borrow_and_update().contains_key(&tile);
-                if gone { break }
             }
             msg = socket.recv() => if !matches!(msg, Some(Ok(_))) { break },
         }
     }
     let _ = socket.send(Message::Close(None)).await;
     debug!(%tile, "view closed");
+}
+
+/// The most views open over the IPC at once (a tile is one view; a UI that
+/// leaks views gets an error, not unbounded memory).
+pub const MAX_IPC_VIEWS: usize = 64;
+
+struct IpcView {
+    view: Arc<tokio::sync::Mutex<TileView>>,
+    stop: CancellationToken,
+}
+
+/// Views over the Tauri IPC, by id: pulled a frame at a time
+/// ([`IpcViews::next`], a command whose raw-bytes response is the frame) or
+/// pushed to a sink ([`IpcViews::push`], a Tauri channel). Both end with an
+/// empty message when the tile ends.
+#[derive(Default)]
+pub struct IpcViews {
+    next_id: AtomicU64,
+    views: Arc<std::sync::Mutex<HashMap<u64, IpcView>>>,
+}
+
+/// A view id the IPC does not know (closed, ended, or never opened).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ViewError {
+    /// No such view.
+    #[error("no view {0}")]
+    Unknown(u64),
+    /// [`MAX_IPC_VIEWS`] are open.
+    #[error("{MAX_IPC_VIEWS} views are open already")]
+    TooMany,
+}
+
+impl IpcViews {
+    fn insert(&self, view: TileView) -> Result<(u64, IpcView), ViewError> {
+        let mut views = self.views.lock().unwrap_or_else(|p| p.into_inner());
+        if views.len() >= MAX_IPC_VIEWS {
+            return Err(ViewError::TooMany);
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let v = IpcView {
+            view: Arc::new(tokio::sync::Mutex::new(view)),
+            stop: CancellationToken::new(),
+        };
+        let handle = IpcView {
+            view: v.view.clone(),
+            stop: v.stop.clone(),
+        };
+        views.insert(id, v);
+        Ok((id, handle))
+    }
+
+    fn remove(views: &std::sync::Mutex<HashMap<u64, IpcView>>, id: u64) {
+        let removed = views.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+        if let Some(v) = removed {
+            v.stop.cancel();
+        }
+    }
+
+    /// Opens a view to pull frames from.
+    pub fn open(&self, view: TileView) -> Result<u64, ViewError> {
+        self.insert(view).map(|(id, _)| id)
+    }
+
+    /// The view's next frame (the newest); empty once the tile has ended or
+    /// the view was closed, after which the id is forgotten.
+    pub async fn next(&self, id: u64) -> Result<Vec<u8>, ViewError> {
+        let (view, stop) = {
+            let views = self.views.lock().unwrap_or_else(|p| p.into_inner());
+            let v = views.get(&id).ok_or(ViewError::Unknown(id))?;
+            (v.view.clone(), v.stop.clone())
+        };
+        let mut view = view.lock().await;
+        let msg = tokio::select! {
+            _ = stop.cancelled() => None,
+            m = view.next() => m,
+        };
+        match msg {
+            Some(m) => Ok(m),
+            None => {
+                Self::remove(&self.views, id);
+                Ok(Vec::new())
+            }
+        }
+    }
+
+    /// Sends the view's frames to `sink` as they come (newest first when
+    /// the sink is slow to return), then an empty message when the tile
+    /// ends. Stops when `sink` returns false or the view is closed.
+    pub fn push(
+        &self,
+        view: TileView,
+        sink: impl Fn(Vec<u8>) -> bool + Send + 'static,
+    ) -> Result<u64, ViewError> {
+        let (id, v) = self.insert(view)?;
+        let views = self.views.clone();
+        tokio::spawn(async move {
+            let mut view = v.view.lock().await;
+            loop {
+                let msg = tokio::select! {
+                    _ = v.stop.cancelled() => break,
+                    m = view.next() => m,
+                };
+                let ended = msg.is_none();
+                if !sink(msg.unwrap_or_default()) || ended {
+                    break;
+                }
+            }
+            Self::remove(&views, id);
+        });
+        Ok(id)
+    }
+
+    /// Closes a view: a pending `next` returns empty, a push stops.
+    pub fn close(&self, id: u64) {
+        Self::remove(&self.views, id);
+    }
+
+    /// Closes every view.
+    pub fn close_all(&self) {
+        let all: Vec<u64> = self
+            .views
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .copied()
+            .collect();
+        for id in all {
+            self.close(id);
+        }
+    }
+
+    /// How many views are open.
+    pub fn len(&self) -> usize {
+        self.views.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }

@@ -248,3 +248,88 @@ async fn tiles_need_the_token_and_forms_are_checked() {
         .unwrap_err();
     assert_eq!(no_sig.code, "INVALID_PARAMETER");
 }
+
+/// (width, height, frame number) of a view message, checking its shape.
+fn trailer(msg: &[u8]) -> (u32, u32, u32) {
+    let t = &msg[msg.len() - 16..];
+    let u = |i: usize| u32::from_le_bytes(t[i..i + 4].try_into().unwrap());
+    assert_eq!(&t[12..], b"KGF1");
+    assert_eq!(msg.len() - 16, (u(0) * u(4) * 3 / 2) as usize);
+    (u(0), u(4), u(8))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_over_the_ipc_pulled_and_pushed_end_with_the_tile() {
+    let (app, _ui) = app().await;
+    // A view may open before its tile has a source.
+    let pulled = app.open_view("local").unwrap();
+    app.start_preview("alice", Some("test-pattern"), None)
+        .await
+        .unwrap();
+    let first = within("a pulled frame", app.next_frame(pulled))
+        .await
+        .unwrap();
+    let second = within("a pulled frame", app.next_frame(pulled))
+        .await
+        .unwrap();
+    let (a, b) = (trailer(&first), trailer(&second));
+    assert_eq!((a.0, a.1), (640, 360));
+    assert_eq!(b.2, a.2 + 1, "numbered per view");
+
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let _pushed = app.push_view("local", move |m| tx.send(m).is_ok()).unwrap();
+    for _ in 0..3 {
+        let m = within("a pushed frame", rx.recv()).await.unwrap();
+        assert_eq!(trailer(&m).0, 640);
+    }
+    assert_eq!(app.open_views(), 2);
+
+    // The preview stops: both views end with an empty message and are gone.
+    app.stop_preview().await;
+    let end = within("the pulled view's end", async {
+        loop {
+            let m = app.next_frame(pulled).await.unwrap();
+            if m.is_empty() {
+                return m;
+            }
+        }
+    })
+    .await;
+    assert!(end.is_empty());
+    within("the pushed view's end", async {
+        while let Some(m) = rx.recv().await {
+            if m.is_empty() {
+                return;
+            }
+        }
+        panic!("the pushed view stopped without its end message");
+    })
+    .await;
+    assert_eq!(
+        app.next_frame(pulled).await.unwrap_err().code,
+        "UNKNOWN_VIEW"
+    );
+    within("the pushed view forgotten", async {
+        while app.open_views() > 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+
+    // Closing a view wakes a pending pull; views are bounded.
+    let waiting = app.open_view("nobody").unwrap();
+    let (pending, ()) = tokio::join!(app.next_frame(waiting), async {
+        tokio::task::yield_now().await;
+        app.close_view(waiting);
+    });
+    assert!(pending.unwrap().is_empty(), "a closed view ends its pull");
+    assert_eq!(app.open_views(), 0);
+    let ids: Vec<u64> = (0..kaigi_app::frames::MAX_IPC_VIEWS)
+        .map(|_| app.open_view("nobody").unwrap())
+        .collect();
+    assert_eq!(app.open_view("nobody").unwrap_err().code, "TOO_MANY_VIEWS");
+    for id in ids {
+        app.close_view(id);
+    }
+    assert_eq!(app.open_views(), 0);
+}

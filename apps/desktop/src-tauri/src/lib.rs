@@ -1,0 +1,169 @@
+//! The Kaigi desktop app: a Tauri 2 window over kaigi-app. This crate only
+//! registers kaigi-app's commands (plus the IPC video paths, which need
+//! Tauri's types) and forwards its events to the window as Tauri events.
+
+use std::sync::Arc;
+
+use kaigi_app::app::{FrameEndpoint, JoinForm};
+use kaigi_app::{App, AppError, Devices, Joined, Preview, UiEvent};
+use tauri::ipc::{Channel, InvokeResponseBody, Response};
+use tauri::{Emitter, Manager, Runtime, State};
+
+#[tauri::command]
+fn list_devices(app: State<'_, App>) -> Devices {
+    app.list_devices()
+}
+
+#[tauri::command]
+async fn start_preview(
+    app: State<'_, App>,
+    user_id: String,
+    camera: Option<String>,
+    microphone: Option<String>,
+) -> Result<Preview, AppError> {
+    app.start_preview(&user_id, camera.as_deref(), microphone.as_deref())
+        .await
+}
+
+#[tauri::command]
+async fn stop_preview(app: State<'_, App>) -> Result<(), AppError> {
+    app.stop_preview().await;
+    Ok(())
+}
+
+#[tauri::command]
+async fn join_room(app: State<'_, App>, form: JoinForm) -> Result<Joined, AppError> {
+    app.join_room(form).await
+}
+
+#[tauri::command]
+async fn leave_room(app: State<'_, App>) -> Result<(), AppError> {
+    app.leave_room().await
+}
+
+#[tauri::command]
+async fn set_mute(
+    app: State<'_, App>,
+    audio: Option<bool>,
+    video: Option<bool>,
+) -> Result<(), AppError> {
+    app.set_mute(audio, video).await
+}
+
+#[tauri::command]
+async fn set_camera(app: State<'_, App>, id: String) -> Result<(), AppError> {
+    app.set_camera(&id).await
+}
+
+#[tauri::command]
+async fn set_microphone(app: State<'_, App>, id: String) -> Result<(), AppError> {
+    app.set_microphone(&id).await
+}
+
+#[tauri::command]
+async fn set_speaker(app: State<'_, App>, id: String) -> Result<(), AppError> {
+    app.set_speaker(&id).await
+}
+
+#[tauri::command]
+fn frame_endpoint(app: State<'_, App>) -> FrameEndpoint {
+    app.frame_endpoint()
+}
+
+#[tauri::command]
+fn open_view(app: State<'_, App>, tile: String) -> Result<u64, AppError> {
+    app.open_view(&tile)
+}
+
+/// The view's next frame as raw bytes (an `ArrayBuffer` in the window):
+/// I420 + the frame server's 16-byte trailer; empty when the tile ended.
+#[tauri::command]
+async fn next_frame(app: State<'_, App>, view: u64) -> Result<Response, AppError> {
+    Ok(Response::new(app.next_frame(view).await?))
+}
+
+/// Pushes the tile's frames through `frames` as raw bytes; an empty one
+/// when the tile ends.
+#[tauri::command]
+async fn watch_tile(
+    app: State<'_, App>,
+    tile: String,
+    frames: Channel<InvokeResponseBody>,
+) -> Result<u64, AppError> {
+    app.push_view(&tile, move |m| {
+        frames.send(InvokeResponseBody::Raw(m)).is_ok()
+    })
+}
+
+#[tauri::command]
+fn close_view(app: State<'_, App>, view: u64) {
+    app.close_view(view);
+}
+
+/// The commands the window may call; `build.rs` makes a permission for
+/// each, and `capabilities/default.json` grants them.
+pub const COMMANDS: &[&str] = &[
+    "list_devices",
+    "start_preview",
+    "stop_preview",
+    "join_room",
+    "leave_room",
+    "set_mute",
+    "set_camera",
+    "set_microphone",
+    "set_speaker",
+    "frame_endpoint",
+    "open_view",
+    "next_frame",
+    "watch_tile",
+    "close_view",
+];
+
+/// The app's context: `tauri.conf.json`, the capabilities and `../ui`.
+pub fn context<R: Runtime>() -> tauri::Context<R> {
+    tauri::generate_context!()
+}
+
+/// Adds the app to a builder (the real runtime's, or the mock one in
+/// tests): the managed [`App`], whose events go to every window, and the
+/// commands.
+pub fn configure<R: Runtime>(builder: tauri::Builder<R>) -> tauri::Builder<R> {
+    builder
+        .setup(|tauri_app| {
+            let handle = tauri_app.handle().clone();
+            let emit = Arc::new(move |event: UiEvent| {
+                if let Err(e) = handle.emit(event.name(), &event) {
+                    tracing::warn!(error = %e, "an event did not reach the window");
+                }
+            });
+            let app = tauri::async_runtime::block_on(App::new(emit))?;
+            tauri_app.manage(app);
+            Ok(())
+        })
+        .invoke_handler(tauri::generate_handler![
+            list_devices,
+            start_preview,
+            stop_preview,
+            join_room,
+            leave_room,
+            set_mute,
+            set_camera,
+            set_microphone,
+            set_speaker,
+            frame_endpoint,
+            open_view,
+            next_frame,
+            watch_tile,
+            close_view,
+        ])
+}
+
+/// Leaves the room cleanly when the app exits, so the others see a leave,
+/// not a timeout.
+pub fn on_run_event<R: Runtime>(handle: &tauri::AppHandle<R>, event: tauri::RunEvent) {
+    if let tauri::RunEvent::Exit = event {
+        if let Some(app) = handle.try_state::<App>() {
+            let _ = tauri::async_runtime::block_on(app.leave_room());
+        }
+    }
+}
