@@ -24,6 +24,14 @@ void main() {
   gl_FragColor = vec4(y + 1.5958 * v, y - 0.39173 * u - 0.8129 * v, y + 2.017 * u, 1.0);
 }`;
 
+/** The frame's size fitted into `canvas`'s box in device pixels, at most the frame's. */
+export function fitted(f, canvas) {
+  const dpr = globalThis.devicePixelRatio || 1;
+  const scale = Math.min(1, (canvas.clientWidth * dpr) / f.width, (canvas.clientHeight * dpr) / f.height);
+  if (!(scale > 0)) return { width: f.width, height: f.height };
+  return { width: Math.max(2, Math.round(f.width * scale)), height: Math.max(2, Math.round(f.height * scale)) };
+}
+
 function glRenderer(canvas) {
   const gl = canvas.getContext("webgl", { antialias: false, depth: false });
   if (!gl) return null;
@@ -60,11 +68,15 @@ function glRenderer(canvas) {
     return t;
   });
   return (f) => {
-    if (canvas.width !== f.width || canvas.height !== f.height) {
-      canvas.width = f.width;
-      canvas.height = f.height;
+    // Shade only the pixels shown: the drawing buffer is the frame fitted
+    // into the tile's box (never larger than the frame); CSS keeps the
+    // aspect. Under software GL this is most of the drawing cost.
+    const { width, height } = fitted(f, canvas);
+    if (canvas.width !== width || canvas.height !== height) {
+      canvas.width = width;
+      canvas.height = height;
     }
-    gl.viewport(0, 0, f.width, f.height);
+    gl.viewport(0, 0, width, height);
     const planes = [
       [f.y, f.width, f.height],
       [f.u, f.width / 2, f.height / 2],
@@ -108,13 +120,91 @@ function canvasRenderer(canvas) {
 }
 
 /**
+ * The ways frames reach the window, each `(endpoint, tile, onFrame, onEnd)
+ * → stop()`: `onFrame(ArrayBuffer)` per frame (I420 + trailer), `onEnd()`
+ * once when the tile ends or the path breaks.
+ *  - `websocket`: the app's loopback frame server, a socket per tile.
+ *  - `ipc`: the `next_frame` command, whose raw-bytes response is the frame.
+ *  - `channel`: a Tauri channel the app pushes raw frames through.
+ * BENCHMARKS.md compares them; `off` draws nothing (the benchmark's baseline).
+ */
+const TRANSPORTS = {
+  websocket(endpoint, tile, onFrame, onEnd) {
+    const ws = new WebSocket(`${endpoint.url}/${encodeURIComponent(tile)}?token=${endpoint.token}`);
+    ws.binaryType = "arraybuffer";
+    ws.onmessage = (m) => onFrame(m.data);
+    ws.onclose = () => onEnd();
+    return () => ws.close();
+  },
+  ipc(endpoint, tile, onFrame, onEnd) {
+    const invoke = window.__TAURI__.core.invoke;
+    let stopped = false;
+    let view = null;
+    (async () => {
+      try {
+        view = await invoke("open_view", { tile });
+        while (!stopped) {
+          const buf = await invoke("next_frame", { view });
+          if (!buf || buf.byteLength === 0) break; // the tile ended
+          onFrame(buf);
+        }
+      } catch (e) {
+        console.warn("frames over the IPC:", e);
+      }
+      if (!stopped) onEnd();
+    })();
+    return () => {
+      stopped = true;
+      if (view !== null) invoke("close_view", { view }).catch(() => {});
+    };
+  },
+  channel(endpoint, tile, onFrame, onEnd) {
+    const { invoke, Channel } = window.__TAURI__.core;
+    let stopped = false;
+    let view = null;
+    const frames = new Channel();
+    frames.onmessage = (buf) => {
+      if (stopped) return;
+      if (!buf || buf.byteLength === 0) onEnd();
+      else onFrame(buf);
+    };
+    invoke("watch_tile", { tile, frames })
+      .then((id) => {
+        view = id;
+        if (stopped) invoke("close_view", { view }).catch(() => {});
+      })
+      .catch(() => !stopped && onEnd());
+    return () => {
+      stopped = true;
+      if (view !== null) invoke("close_view", { view }).catch(() => {});
+    };
+  },
+  off() {
+    return () => {};
+  },
+};
+
+/** The default path: the fastest measured (BENCHMARKS.md, "Video into the window"). */
+export const DEFAULT_TRANSPORT = "websocket";
+
+/** The path in use: `localStorage["kaigi.transport"]` if it names one. */
+export function currentTransport() {
+  const chosen = globalThis.localStorage && localStorage.getItem("kaigi.transport");
+  return chosen in TRANSPORTS ? chosen : DEFAULT_TRANSPORT;
+}
+
+/**
  * Plays tile `tile` (`local` or a user id) into `canvas` until `stop()`.
  * Reconnects while the tile is wanted (the stream may start later).
- * `canvas.dataset.fps` and `.frames` say what was drawn.
+ * `canvas.dataset.fps` and `.frames` say what was drawn, `.renderer` and
+ * `.transport` how.
  */
-export function playTile(endpoint, tile, canvas) {
-  const draw = glRenderer(canvas) || canvasRenderer(canvas);
-  let ws = null;
+export function playTile(endpoint, tile, canvas, transport = currentTransport()) {
+  const gl = glRenderer(canvas);
+  const draw = gl || canvasRenderer(canvas);
+  canvas.dataset.renderer = gl ? "webgl" : "2d";
+  canvas.dataset.transport = transport;
+  let close = null;
   let stopped = false;
   let pending = null;
   let scheduled = false;
@@ -139,27 +229,28 @@ export function playTile(endpoint, tile, canvas) {
     canvas.dataset.frames = String(frames);
     canvas.classList.add("live");
   };
+  const onFrame = (buf) => {
+    pending = buf; // newest wins
+    if (!scheduled) {
+      scheduled = true;
+      requestAnimationFrame(paint);
+    }
+  };
   const connect = () => {
     if (stopped) return;
-    ws = new WebSocket(`${endpoint.url}/${encodeURIComponent(tile)}?token=${endpoint.token}`);
-    ws.binaryType = "arraybuffer";
-    ws.onmessage = (m) => {
-      pending = m.data; // newest wins
-      if (!scheduled) {
-        scheduled = true;
-        requestAnimationFrame(paint);
-      }
-    };
-    ws.onclose = () => {
+    let ended = false;
+    close = TRANSPORTS[transport](endpoint, tile, onFrame, () => {
+      if (ended) return;
+      ended = true;
       canvas.classList.remove("live");
       if (!stopped) setTimeout(connect, 500);
-    };
+    });
   };
   connect();
   return {
     stop() {
       stopped = true;
-      if (ws) ws.close();
+      if (close) close();
     },
   };
 }

@@ -1,0 +1,330 @@
+//! Video into the window: the local preview and 4 remote tiles, each
+//! 640×360 at 30 fps, in the real app under Xvfb, for each path frames can
+//! take into the web view — the loopback WebSocket, the `next_frame`
+//! command (raw-bytes response), a Tauri channel (raw bytes) — and `off`
+//! (tiles not fed: the same call, decoding and publishing, nothing drawn)
+//! as the baseline. For each: the frames each tile drew per second, and
+//! the CPU of the app's processes (the Rust process, WebKit's web and
+//! network processes) and of Xvfb over the same window. Delivery and
+//! drawing cost = a path's CPU minus the baseline's.
+//!
+//! `cargo bench -p kaigi-desktop --bench tiles` (add `-- --quick` for a
+//! short window). Writes `bench-results/desktop-tiles.json` and its section
+//! of `BENCHMARKS.md`; screenshots go to `target/*/bench-screenshots/`.
+
+#[path = "../tests/driver/mod.rs"]
+#[allow(dead_code)]
+mod driver;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use driver::Driver;
+use kaigi_proto::devapp::DevApp;
+use kaigi_proto::{usersig, Role, RoomId, UserId};
+use kaigi_sdk::{AudioInput, Client, ClientOptions, LocalStream, LocalStreamConfig, VideoInput};
+use serde_json::{json, Value};
+
+const ROOM: &str = "bench-tiles";
+const TRANSPORTS: [&str; 4] = ["off", "websocket", "ipc", "channel"];
+const REMOTES: usize = 4;
+const GOAL_FPS: f64 = 25.0;
+
+/// CPU ticks (user + system) of the processes under `root`, by kind.
+fn cpu_ticks(root: u32) -> HashMap<&'static str, u64> {
+    let mut procs = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid … utime(14) stime(15)
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let comm = stat[open + 1..close].to_owned();
+        let rest: Vec<&str> = stat[close + 2..].split(' ').collect();
+        let num = |i: usize| rest.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        procs.push((pid, num(1) as u32, comm, num(11) + num(12)));
+    }
+    let parent: HashMap<u32, u32> = procs.iter().map(|p| (p.0, p.1)).collect();
+    let under = |mut pid: u32| {
+        while pid > 1 {
+            if pid == root {
+                return true;
+            }
+            pid = parent.get(&pid).copied().unwrap_or(0);
+        }
+        false
+    };
+    let mut by_kind = HashMap::new();
+    for (pid, _, comm, ticks) in procs {
+        if !under(pid) {
+            continue;
+        }
+        let kind = match comm.as_str() {
+            "kaigi-desktop" => "app",
+            c if c.starts_with("WebKitWebProc") => "web",
+            c if c.starts_with("WebKitNetwork") => "network",
+            "Xvfb" => "xvfb",
+            _ => continue,
+        };
+        *by_kind.entry(kind).or_insert(0) += ticks;
+    }
+    by_kind
+}
+
+/// Each tile's drawn-frame count, renderer and path.
+const TILES_JS: &str = "return [...document.querySelectorAll('#tile-local canvas, .tile.remote canvas')].map(c => ({tile: c.closest('figure').dataset.user || 'local', frames: Number(c.dataset.frames || 0), fps: Number(c.dataset.fps || 0), renderer: c.dataset.renderer || '', transport: c.dataset.transport || ''}))";
+
+struct Bot {
+    client: Client,
+    _stream: LocalStream,
+}
+
+async fn bots(dev: &DevApp, url: &str) -> Vec<Bot> {
+    let mut out = Vec::new();
+    for i in 0..REMOTES {
+        let user = UserId::new(format!("bot{i}")).expect("a user id");
+        let sig = usersig::generate(
+            dev.sdk_app_id,
+            &dev.secret_key,
+            user.as_str(),
+            3600,
+            kaigi_tests::now(),
+        );
+        let mut opts = ClientOptions::new(url.to_owned(), dev.sdk_app_id, user.clone(), sig);
+        // Publish only: the bots' own decoding would compete for the cores.
+        opts.auto_subscribe = false;
+        let client = Client::new(opts).expect("a client");
+        client
+            .join(RoomId::str(ROOM).expect("a room"), Role::Anchor)
+            .await
+            .expect("a bot joins");
+        let stream = LocalStream::new(
+            &user,
+            LocalStreamConfig {
+                video: VideoInput::TestPattern {
+                    width: 640,
+                    height: 360,
+                },
+                audio: AudioInput::Tone {
+                    hz: 300.0 + 100.0 * i as f64,
+                },
+                fps: 30,
+                video_bitrate_bps: 800_000,
+            },
+        )
+        .expect("a synthetic stream");
+        client.publish(&stream).await.expect("a bot publishes");
+        out.push(Bot {
+            client,
+            _stream: stream,
+        });
+    }
+    out
+}
+
+async fn measure(transport: &str, window: Duration, shots: PathBuf) -> Value {
+    let app = PathBuf::from(env!("CARGO_BIN_EXE_kaigi-desktop"));
+    let work = std::env::temp_dir().join(format!(
+        "kaigi-bench-tiles-{}-{transport}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&work).expect("a work folder");
+    let dev_app = work.join("dev-app.json");
+    let envs: [(&str, String); 7] = [
+        ("KAIGI_DEV_APP", dev_app.to_string_lossy().into_owned()),
+        ("KAIGI_LISTEN", "127.0.0.1:0".to_owned()),
+        ("WEBKIT_DISABLE_COMPOSITING_MODE", "1".to_owned()),
+        ("NO_AT_BRIDGE", "1".to_owned()),
+        ("LANG", "en_US.UTF-8".to_owned()),
+        (
+            "XDG_CONFIG_HOME",
+            work.join("config").to_string_lossy().into_owned(),
+        ),
+        (
+            "XDG_DATA_HOME",
+            work.join("data").to_string_lossy().into_owned(),
+        ),
+    ];
+    let (driver, d) = Driver::launch(&app, &envs, shots).await;
+    d.until(
+        "the join screen",
+        "return !document.getElementById('join').disabled",
+    )
+    .await;
+    d.js(&format!(
+        "localStorage.setItem('kaigi.transport', '{transport}'); return true"
+    ))
+    .await;
+    d.join("host", ROOM).await;
+    let dev: DevApp = serde_json::from_str(
+        &std::fs::read_to_string(&dev_app).expect("the embedded server's dev app"),
+    )
+    .expect("a dev app");
+    let url = dev.server.clone().expect("the embedded server's address");
+    let bots = bots(&dev, &url).await;
+    d.until(
+        "four remote tiles",
+        &format!("return document.querySelectorAll('.tile.remote').length === {REMOTES}"),
+    )
+    .await;
+    if transport != "off" {
+        // Every tile drawing (up to 30 s): then the measurement starts.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            let tiles = d.js(TILES_JS).await;
+            let all = tiles.as_array().is_some_and(|t| {
+                t.len() == REMOTES + 1 && t.iter().all(|t| t["fps"].as_f64() >= Some(GOAL_FPS))
+            });
+            if all {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    println!("{transport:>10}: measuring for {} s", window.as_secs());
+    let root = driver.0.id();
+    let hz = 100.0; // USER_HZ on Linux
+    let (t0, c0, f0) = (Instant::now(), cpu_ticks(root), d.js(TILES_JS).await);
+    tokio::time::sleep(window).await;
+    let (c1, f1) = (cpu_ticks(root), d.js(TILES_JS).await);
+    let secs = t0.elapsed().as_secs_f64();
+    d.shot(&format!("tiles-{transport}")).await;
+    let pct = |k: &str| {
+        let used = c1
+            .get(k)
+            .unwrap_or(&0)
+            .saturating_sub(*c0.get(k).unwrap_or(&0));
+        (used as f64 / hz / secs * 1000.0).round() / 10.0
+    };
+    let before: HashMap<String, f64> = f0
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| {
+            (
+                t["tile"].as_str().unwrap_or("").to_owned(),
+                t["frames"].as_f64().unwrap_or(0.0),
+            )
+        })
+        .collect();
+    let tiles: Vec<Value> = f1
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| {
+            let name = t["tile"].as_str().unwrap_or("").to_owned();
+            let drawn =
+                t["frames"].as_f64().unwrap_or(0.0) - before.get(&name).copied().unwrap_or(0.0);
+            json!({"tile": name, "fps": (drawn / secs * 10.0).round() / 10.0,
+                   "renderer": t["renderer"], "transport": t["transport"]})
+        })
+        .collect();
+    let min_fps = tiles
+        .iter()
+        .filter_map(|t| t["fps"].as_f64())
+        .fold(f64::INFINITY, f64::min);
+    for b in &bots {
+        let _ = b.client.leave().await;
+    }
+    d.quit().await;
+    drop(driver);
+    let _ = std::fs::remove_dir_all(&work);
+    let (app_cpu, web, net, xvfb) = (pct("app"), pct("web"), pct("network"), pct("xvfb"));
+    let renderer = tiles
+        .first()
+        .and_then(|t| t["renderer"].as_str())
+        .unwrap_or("")
+        .to_owned();
+    println!(
+        "{transport:>10}: min {min_fps:.1} fps over {} tiles ({renderer}); CPU % of a core: app {app_cpu}, web {web}, network {net}, Xvfb {xvfb}",
+        tiles.len()
+    );
+    json!({"transport": transport, "seconds": secs, "tiles": tiles, "min_fps": if min_fps.is_finite() { min_fps } else { 0.0 },
+           "renderer": renderer,
+           "cpu_pct": {"app": app_cpu, "web": web, "network": net, "xvfb": xvfb,
+                       "app_total": ((app_cpu + web + net) * 10.0).round() / 10.0}})
+}
+
+async fn run(quick: bool) {
+    let window = Duration::from_secs(if quick { 4 } else { 15 });
+    let shots = PathBuf::from(env!("CARGO_BIN_EXE_kaigi-desktop"))
+        .parent()
+        .expect("the binary's folder")
+        .join("bench-screenshots");
+    // Paths named on the command line (`-- websocket ipc`) narrow the run.
+    let named: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| TRANSPORTS.contains(&a.as_str()))
+        .collect();
+    let mut results = Vec::new();
+    for t in TRANSPORTS
+        .into_iter()
+        .filter(|t| named.is_empty() || named.iter().any(|n| n == t))
+    {
+        results.push(measure(t, window, shots.clone()).await);
+    }
+    if !named.is_empty() {
+        return; // a partial run is not written down
+    }
+    let base = results[0]["cpu_pct"]["app_total"].as_f64().unwrap_or(0.0);
+    let base_x = results[0]["cpu_pct"]["xvfb"].as_f64().unwrap_or(0.0);
+    let (date, cores, cpu) = kaigi_tests::bench::machine();
+    let mut body = format!(
+        "## Video into the window (issue: the desktop app)\n\n\
+         `cargo bench -p kaigi-desktop --bench tiles` — {date}, {cores} cores ({cpu}); the release app under Xvfb \
+         (1280×800, software rendering), joined on its embedded server with its test-pattern camera published, \
+         {REMOTES} remote publishers at 640×360/30 fps; {}-second window per path. CPU is % of one core; \
+         \"app\" is the app's Rust process (embedded server, decoding {REMOTES} streams, encoding the local one, \
+         frame delivery), \"WebKit\" its web and network processes. Delivery + drawing = the path's app and WebKit CPU \
+         minus the `off` baseline's (same call, tiles not fed).\n\n\
+         | path | slowest of 5 tiles, drawn fps (goal ≥ {GOAL_FPS}) | renderer | app | WebKit | Xvfb | delivery + drawing |\n\
+         |---|---|---|---|---|---|---|\n",
+        window.as_secs()
+    );
+    for r in &results {
+        let c = &r["cpu_pct"];
+        let total = c["app_total"].as_f64().unwrap_or(0.0);
+        let web = c["web"].as_f64().unwrap_or(0.0) + c["network"].as_f64().unwrap_or(0.0);
+        let (fps, extra) = if r["transport"] == "off" {
+            ("— (not drawn)".to_owned(), "baseline".to_owned())
+        } else {
+            let fps = r["min_fps"].as_f64().unwrap_or(0.0);
+            let ok = if fps >= GOAL_FPS { "met" } else { "missed" };
+            (
+                format!("{fps:.1} ({ok})"),
+                format!(
+                    "{:.1} % (+ {:.1} % Xvfb)",
+                    total - base,
+                    c["xvfb"].as_f64().unwrap_or(0.0) - base_x
+                ),
+            )
+        };
+        body.push_str(&format!(
+            "| {} | {fps} | {} | {:.1} % | {web:.1} % | {:.1} % | {extra} |\n",
+            r["transport"].as_str().unwrap_or(""),
+            r["renderer"]
+                .as_str()
+                .filter(|s| !s.is_empty())
+                .unwrap_or("—"),
+            c["app"].as_f64().unwrap_or(0.0),
+            c["xvfb"].as_f64().unwrap_or(0.0),
+        ));
+    }
+    body.push('\n');
+    println!("{body}");
+    kaigi_tests::bench::write_results(
+        "desktop-tiles",
+        &body,
+        &json!({"date": date, "cores": cores, "cpu": cpu, "results": results}),
+    );
+}
+
+fn main() {
+    kaigi_tests::bench::main(run);
+}
