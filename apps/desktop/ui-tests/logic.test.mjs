@@ -32,6 +32,12 @@ test("events build the room view", () => {
     uplinkRTT: 5, uplinkLoss: 0, downlinkRTT: 5, downlinkLoss: 6,
   });
   assert.equal(s.quality, 3);
+  applyEvent(s, {
+    event: "network-quality", uplinkNetworkQuality: 6, downlinkNetworkQuality: 6,
+    uplinkRTT: 0, uplinkLoss: 100, downlinkRTT: 0, downlinkLoss: 100,
+  });
+  applyEvent(s, { event: "connection-state-changed", prevState: "RECONNECTING", state: "CONNECTED" });
+  assert.equal(s.quality, 0, "back from a drop: unknown until the next report, not disconnected");
   applyEvent(s, { event: "client-banned", reason: "room-dismissed", message: "x" });
   assert.equal(s.screen, "kicked");
   assert.equal(s.kickedReason, "room-dismissed");

@@ -74,6 +74,9 @@ export function applyEvent(state, e) {
       state.quality = Math.max(e.uplinkNetworkQuality, e.downlinkNetworkQuality);
       break;
     case "connection-state-changed":
+      // Back from a drop: the last grade (disconnected) no longer holds;
+      // unknown until the next report.
+      if (e.state === "CONNECTED" && state.connection !== "CONNECTED") state.quality = 0;
       state.connection = e.state;
       break;
     case "client-banned":

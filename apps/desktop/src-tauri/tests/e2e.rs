@@ -3,7 +3,9 @@
 //! form on the embedded server and see a bot's video; leave; rejoin; and
 //! each forced exit — a bot with the same name, `kaigi admin remove-user`,
 //! `kaigi admin dismiss-room` — shows the kicked-out dialog with its
-//! reason, whose OK returns to the join screen. Each step saves a
+//! reason, whose OK returns to the join screen; then a server of one's own
+//! (the advanced fields) goes away and comes back: the reconnecting banner
+//! shows and goes. Each step saves a
 //! screenshot under `target/e2e-screenshots/`.
 
 mod driver;
@@ -12,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use driver::{Driver, Proc};
+use serde_json::json;
 
 const ROOM: &str = "e2e-standup";
 const NAME: &str = "alice";
@@ -37,6 +40,18 @@ async fn kicked(d: &Driver, reason: &str, words: &str, shot: &str) {
         "return !document.getElementById('join-screen').hidden",
     )
     .await;
+}
+
+/// Waits (up to 20 s) until something accepts connections on `addr`.
+async fn wait_listening(addr: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing listens on {addr}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 fn kaigi_cli(bin_dir: &Path) -> PathBuf {
@@ -179,6 +194,73 @@ async fn a_person_joins_sees_a_bot_leaves_and_is_forced_out_three_ways() {
         "room-dismissed",
         "room was closed",
         "07-kicked-dismissed",
+    )
+    .await;
+
+    // 7. A server of one's own, through the advanced fields; it goes away
+    //    (the reconnecting banner) and comes back on the same address.
+    let server_bin = bin_dir.join("kaigi-server");
+    let port = driver::free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let (app_id, key) = (1_400_000_777u32, "e2e-own-server-key");
+    let start_server = || {
+        Proc(
+            Command::new(&server_bin)
+                .args(["--listen", &listen, "--app", &format!("{app_id}:{key}")])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("kaigi-server (`cargo test --workspace` builds it)"),
+        )
+    };
+    let own = start_server();
+    wait_listening(&listen).await;
+    let user_sig = kaigi_proto::usersig::generate(
+        kaigi_proto::SdkAppId(app_id),
+        key,
+        NAME,
+        3600,
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    );
+    d.click("details summary").await;
+    d.type_into("#server", &format!("ws://{listen}")).await;
+    d.type_into("#sdkAppId", &app_id.to_string()).await;
+    d.type_into("#userSig", &user_sig).await;
+    d.join(NAME, ROOM).await;
+    let hosted = d
+        .js("return document.getElementById('hosted').hidden")
+        .await;
+    assert_eq!(
+        hosted,
+        json!(true),
+        "no hosted-room box for a server of one's own"
+    );
+    drop(own);
+    d.until(
+        "the reconnecting banner",
+        "return !document.getElementById('banner').hidden && document.getElementById('badge').classList.contains('RECONNECTING')",
+    )
+    .await;
+    d.shot("08-reconnecting").await;
+    let _own = start_server();
+    d.until(
+        "the banner gone after the server came back",
+        "return document.getElementById('banner').hidden && document.getElementById('badge').classList.contains('CONNECTED')",
+    )
+    .await;
+    d.until(
+        "network quality reported again after the reconnect",
+        "const q = document.getElementById('quality').textContent; return !/disconnected|unknown/.test(q)",
+    )
+    .await;
+    d.shot("09-reconnected").await;
+    d.click("#leave").await;
+    d.until(
+        "the join screen after leaving the own server",
+        "return !document.getElementById('join-screen').hidden",
     )
     .await;
 
