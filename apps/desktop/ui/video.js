@@ -120,29 +120,35 @@ function canvasRenderer(canvas) {
 }
 
 /**
- * The ways frames reach the window, each `(endpoint, tile, onFrame, onEnd)
- * → stop()`: `onFrame(ArrayBuffer)` per frame (I420 + trailer), `onEnd()`
- * once when the tile ends or the path breaks.
+ * The ways frames reach the window, each `(endpoint, tile, size, onFrame,
+ * onEnd) → {stop(), resize(size)}`: `size` is the tile's box in device
+ * pixels (`{w, h}`; the app scales frames down to it), `onFrame(ArrayBuffer)`
+ * per frame (I420 + trailer), `onEnd()` once when the tile ends or the path
+ * breaks.
  *  - `websocket`: the app's loopback frame server, a socket per tile.
  *  - `ipc`: the `next_frame` command, whose raw-bytes response is the frame.
  *  - `channel`: a Tauri channel the app pushes raw frames through.
  * BENCHMARKS.md compares them; `off` draws nothing (the benchmark's baseline).
  */
 const TRANSPORTS = {
-  websocket(endpoint, tile, onFrame, onEnd) {
-    const ws = new WebSocket(`${endpoint.url}/${encodeURIComponent(tile)}?token=${endpoint.token}`);
+  websocket(endpoint, tile, size, onFrame, onEnd) {
+    const url = `${endpoint.url}/${encodeURIComponent(tile)}?token=${endpoint.token}&w=${size.w}&h=${size.h}`;
+    const ws = new WebSocket(url);
     ws.binaryType = "arraybuffer";
     ws.onmessage = (m) => onFrame(m.data);
     ws.onclose = () => onEnd();
-    return () => ws.close();
+    return {
+      stop: () => ws.close(),
+      resize: (s) => ws.readyState === WebSocket.OPEN && ws.send(`${s.w}x${s.h}`),
+    };
   },
-  ipc(endpoint, tile, onFrame, onEnd) {
+  ipc(endpoint, tile, size, onFrame, onEnd) {
     const invoke = window.__TAURI__.core.invoke;
     let stopped = false;
     let view = null;
     (async () => {
       try {
-        view = await invoke("open_view", { tile });
+        view = await invoke("open_view", { tile, width: size.w, height: size.h });
         while (!stopped) {
           const buf = await invoke("next_frame", { view });
           if (!buf || buf.byteLength === 0) break; // the tile ended
@@ -153,12 +159,14 @@ const TRANSPORTS = {
       }
       if (!stopped) onEnd();
     })();
-    return () => {
+    const stop = () => {
       stopped = true;
       if (view !== null) invoke("close_view", { view }).catch(() => {});
     };
+    // A new size: a new view (the player reconnects after onEnd).
+    return { stop, resize: () => (stop(), onEnd()) };
   },
-  channel(endpoint, tile, onFrame, onEnd) {
+  channel(endpoint, tile, size, onFrame, onEnd) {
     const { invoke, Channel } = window.__TAURI__.core;
     let stopped = false;
     let view = null;
@@ -168,19 +176,20 @@ const TRANSPORTS = {
       if (!buf || buf.byteLength === 0) onEnd();
       else onFrame(buf);
     };
-    invoke("watch_tile", { tile, frames })
+    invoke("watch_tile", { tile, frames, width: size.w, height: size.h })
       .then((id) => {
         view = id;
         if (stopped) invoke("close_view", { view }).catch(() => {});
       })
       .catch(() => !stopped && onEnd());
-    return () => {
+    const stop = () => {
       stopped = true;
       if (view !== null) invoke("close_view", { view }).catch(() => {});
     };
+    return { stop, resize: () => (stop(), onEnd()) };
   },
   off() {
-    return () => {};
+    return { stop() {}, resize() {} };
   },
 };
 
@@ -204,7 +213,6 @@ export function playTile(endpoint, tile, canvas, transport = currentTransport())
   const draw = gl || canvasRenderer(canvas);
   canvas.dataset.renderer = gl ? "webgl" : "2d";
   canvas.dataset.transport = transport;
-  let close = null;
   let stopped = false;
   let pending = null;
   let scheduled = false;
@@ -236,21 +244,40 @@ export function playTile(endpoint, tile, canvas, transport = currentTransport())
       requestAnimationFrame(paint);
     }
   };
+  // The tile's box in device pixels: frames are sent at most this big.
+  const box = () => {
+    const dpr = globalThis.devicePixelRatio || 1;
+    return { w: Math.round(canvas.clientWidth * dpr), h: Math.round(canvas.clientHeight * dpr) };
+  };
+  let sent = box();
   const connect = () => {
     if (stopped) return;
     let ended = false;
-    close = TRANSPORTS[transport](endpoint, tile, onFrame, () => {
+    sent = box();
+    path = TRANSPORTS[transport](endpoint, tile, sent, onFrame, () => {
       if (ended) return;
       ended = true;
       canvas.classList.remove("live");
-      if (!stopped) setTimeout(connect, 500);
+      if (!stopped) setTimeout(connect, resizing ? 0 : 500);
+      resizing = false;
     });
   };
+  let path = null;
+  let resizing = false;
+  const resized = new ResizeObserver(() => {
+    const now = box();
+    if (!path || (now.w === sent.w && now.h === sent.h)) return;
+    sent = now;
+    resizing = true;
+    path.resize(now);
+  });
+  resized.observe(canvas);
   connect();
   return {
     stop() {
       stopped = true;
-      if (close) close();
+      resized.disconnect();
+      if (path) path.stop();
     },
   };
 }

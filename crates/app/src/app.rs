@@ -196,9 +196,10 @@ impl App {
     }
 
     /// Opens a view of `tile` (`local` or a user id) to pull frames from
-    /// over the IPC with [`App::next_frame`].
-    pub fn open_view(&self, tile: &str) -> Result<u64, AppError> {
-        Ok(self.views.open(self.frames.open_view(tile))?)
+    /// over the IPC with [`App::next_frame`], scaled down to fit `fit`
+    /// (the tile's width and height in device pixels; zero: as they are).
+    pub fn open_view(&self, tile: &str, fit: (u32, u32)) -> Result<u64, AppError> {
+        Ok(self.views.open(self.frames.open_view(tile, fit))?)
     }
 
     /// The view's next frame, in the frame server's message format (I420 +
@@ -212,9 +213,10 @@ impl App {
     pub fn push_view(
         &self,
         tile: &str,
+        fit: (u32, u32),
         sink: impl Fn(Vec<u8>) -> bool + Send + 'static,
     ) -> Result<u64, AppError> {
-        Ok(self.views.push(self.frames.open_view(tile), sink)?)
+        Ok(self.views.push(self.frames.open_view(tile, fit), sink)?)
     }
 
     /// Closes an IPC view.

@@ -3,7 +3,9 @@
 //! `/frames/<userId>`). Each binary message is one I420 frame followed by
 //! a 16-byte trailer: width, height, frame number (u32 little-endian) and
 //! the magic `KGF1`. Newest frame wins: a slow view skips frames, never
-//! queues them.
+//! queues them. A view may give its tile's size in device pixels (`w`, `h`
+//! in the URL; later a text message `WxH`): frames are then scaled down to
+//! fit before they are sent.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -84,8 +86,19 @@ pub struct FrameServer {
 }
 
 #[derive(Deserialize)]
-struct TokenQuery {
+struct ViewQuery {
     token: String,
+    /// The tile's size in device pixels (frames are scaled down to fit).
+    #[serde(default)]
+    w: u32,
+    #[serde(default)]
+    h: u32,
+}
+
+/// A view's text message `WxH`: the tile's new size.
+fn parse_size(text: &str) -> Option<(u32, u32)> {
+    let (w, h) = text.trim().split_once('x')?;
+    Some((w.parse().ok()?, h.parse().ok()?))
 }
 
 impl FrameServer {
@@ -148,9 +161,12 @@ impl FrameServer {
         self.shared.sources.clone()
     }
 
-    /// A view of `tile` for a transport of the caller's (the Tauri IPC).
-    pub fn open_view(&self, tile: &str) -> TileView {
-        TileView::new(self.shared.clone(), tile)
+    /// A view of `tile` for a transport of the caller's (the Tauri IPC),
+    /// its frames scaled down to fit `fit` (width, height; zero: as they are).
+    pub fn open_view(&self, tile: &str, fit: (u32, u32)) -> TileView {
+        let mut v = TileView::new(self.shared.clone(), tile);
+        v.set_fit(fit.0, fit.1);
+        v
     }
 
     /// Frames and bytes sent to views so far.
@@ -171,13 +187,13 @@ impl Drop for FrameServer {
 async fn upgrade(
     State(shared): State<Arc<Shared>>,
     Path(tile): Path<String>,
-    Query(q): Query<TokenQuery>,
+    Query(q): Query<ViewQuery>,
     ws: WebSocketUpgrade,
 ) -> Response {
     if q.token != shared.token {
         return (StatusCode::UNAUTHORIZED, "bad token").into_response();
     }
-    ws.on_upgrade(move |socket| view(socket, shared, tile))
+    ws.on_upgrade(move |socket| view(socket, shared, tile, (q.w, q.h)))
 }
 
 /// One view of a tile: waits for the tile's source, then yields its
@@ -187,6 +203,7 @@ pub struct TileView {
     sources: watch::Receiver<HashMap<String, FrameSource>>,
     frames: Option<FrameSource>,
     number: u32,
+    fit: Option<(usize, usize)>,
     shared: Arc<Shared>,
 }
 
@@ -197,8 +214,16 @@ impl TileView {
             sources: shared.sources.0.subscribe(),
             frames: None,
             number: 0,
+            fit: None,
             shared,
         }
+    }
+
+    /// Scales frames down to fit in `width × height` (the tile's size in
+    /// device pixels) before they are sent; zero: as they are.
+    pub fn set_fit(&mut self, width: u32, height: u32) {
+        let clamp = |v: u32| (v as usize).min(8192);
+        self.fit = (width > 0 && height > 0).then(|| (clamp(width), clamp(height)));
     }
 
     /// The next frame as a view message (I420 + trailer), the newest one
@@ -224,7 +249,8 @@ impl TileView {
                     changed.ok()?;
                     let Some(frame) = frames.borrow_and_update().clone() else { continue };
                     self.number = self.number.wrapping_add(1);
-                    let msg = frame_message(&frame, self.number);
+                    let scaled = self.fit.and_then(|(w, h)| frame.scaled_to_fit(w, h));
+                    let msg = frame_message(scaled.as_ref().unwrap_or(&frame), self.number);
                     self.shared.frames_sent.fetch_add(1, Ordering::Relaxed);
                     self.shared.bytes_sent.fetch_add(msg.len() as u64, Ordering::Relaxed);
                     return Some(msg);
@@ -243,16 +269,25 @@ impl TileView {
 }
 
 /// Sends `tile`'s frames to one WebSocket view until the tile ends or the
-/// view goes.
-async fn view(mut socket: WebSocket, shared: Arc<Shared>, tile: String) {
+/// view goes. A text message `WxH` from the view resizes its frames.
+async fn view(mut socket: WebSocket, shared: Arc<Shared>, tile: String, size: (u32, u32)) {
     let mut view = TileView::new(shared, &tile);
+    view.set_fit(size.0, size.1);
     loop {
         tokio::select! {
             msg = view.next() => {
                 let Some(msg) = msg else { break };
                 if socket.send(Message::Binary(msg.into())).await.is_err() { break }
             }
-            msg = socket.recv() => if !matches!(msg, Some(Ok(_))) { break },
+            msg = socket.recv() => match msg {
+                Some(Ok(Message::Text(t))) => {
+                    if let Some((w, h)) = parse_size(&t) {
+                        view.set_fit(w, h);
+                    }
+                }
+                Some(Ok(_)) => {}
+                _ => break,
+            },
         }
     }
     let _ = socket.send(Message::Close(None)).await;

@@ -262,7 +262,7 @@ fn trailer(msg: &[u8]) -> (u32, u32, u32) {
 async fn frames_over_the_ipc_pulled_and_pushed_end_with_the_tile() {
     let (app, _ui) = app().await;
     // A view may open before its tile has a source.
-    let pulled = app.open_view("local").unwrap();
+    let pulled = app.open_view("local", (0, 0)).unwrap();
     app.start_preview("alice", Some("test-pattern"), None)
         .await
         .unwrap();
@@ -277,7 +277,9 @@ async fn frames_over_the_ipc_pulled_and_pushed_end_with_the_tile() {
     assert_eq!(b.2, a.2 + 1, "numbered per view");
 
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let _pushed = app.push_view("local", move |m| tx.send(m).is_ok()).unwrap();
+    let _pushed = app
+        .push_view("local", (0, 0), move |m| tx.send(m).is_ok())
+        .unwrap();
     for _ in 0..3 {
         let m = within("a pushed frame", rx.recv()).await.unwrap();
         assert_eq!(trailer(&m).0, 640);
@@ -317,7 +319,7 @@ async fn frames_over_the_ipc_pulled_and_pushed_end_with_the_tile() {
     .await;
 
     // Closing a view wakes a pending pull; views are bounded.
-    let waiting = app.open_view("nobody").unwrap();
+    let waiting = app.open_view("nobody", (0, 0)).unwrap();
     let (pending, ()) = tokio::join!(app.next_frame(waiting), async {
         tokio::task::yield_now().await;
         app.close_view(waiting);
@@ -325,11 +327,65 @@ async fn frames_over_the_ipc_pulled_and_pushed_end_with_the_tile() {
     assert!(pending.unwrap().is_empty(), "a closed view ends its pull");
     assert_eq!(app.open_views(), 0);
     let ids: Vec<u64> = (0..kaigi_app::frames::MAX_IPC_VIEWS)
-        .map(|_| app.open_view("nobody").unwrap())
+        .map(|_| app.open_view("nobody", (0, 0)).unwrap())
         .collect();
-    assert_eq!(app.open_view("nobody").unwrap_err().code, "TOO_MANY_VIEWS");
+    assert_eq!(
+        app.open_view("nobody", (0, 0)).unwrap_err().code,
+        "TOO_MANY_VIEWS"
+    );
     for id in ids {
         app.close_view(id);
     }
     assert_eq!(app.open_views(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn views_get_frames_at_the_tile_size() {
+    use futures_util::SinkExt;
+    let (app, _ui) = app().await;
+    app.start_preview("alice", Some("test-pattern"), None)
+        .await
+        .unwrap();
+    // The WebSocket: the size in the URL, then a new size as text.
+    let ep = app.frame_endpoint();
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!(
+        "{}/local?token={}&w=354&h=196",
+        ep.url, ep.token
+    ))
+    .await
+    .unwrap();
+    let (w, h, _) = within("a fitted frame", async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Binary(b))) => return trailer(&b),
+                Some(Ok(_)) => continue,
+                other => panic!("the view closed: {other:?}"),
+            }
+        }
+    })
+    .await;
+    assert_eq!((w, h), (348, 196), "640×360 fitted into 354×196");
+    ws.send(Message::Text("160x200".into())).await.unwrap();
+    within("a frame at the new size", async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Binary(b))) if trailer(&b).0 == 160 => {
+                    assert_eq!(trailer(&b).1, 90);
+                    return;
+                }
+                Some(Ok(_)) => continue,
+                other => panic!("the view closed: {other:?}"),
+            }
+        }
+    })
+    .await;
+    // The IPC: the size when the view opens; a bigger box: as they are.
+    let small = app.open_view("local", (320, 320)).unwrap();
+    let m = within("a pulled frame", app.next_frame(small))
+        .await
+        .unwrap();
+    assert_eq!((trailer(&m).0, trailer(&m).1), (320, 180));
+    let big = app.open_view("local", (1920, 1080)).unwrap();
+    let m = within("a pulled frame", app.next_frame(big)).await.unwrap();
+    assert_eq!((trailer(&m).0, trailer(&m).1), (640, 360));
 }

@@ -13,6 +13,7 @@ pub mod frame;
 pub mod h264;
 pub mod opus_codec;
 pub mod pattern;
+pub mod scale;
 pub mod tone;
 
 pub use audio_device::{Microphone, Mixer, Speaker};

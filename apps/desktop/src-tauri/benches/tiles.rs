@@ -310,7 +310,7 @@ async fn run(quick: bool) {
             r["transport"].as_str().unwrap_or(""),
             r["renderer"]
                 .as_str()
-                .filter(|s| !s.is_empty())
+                .filter(|s| !s.is_empty() && r["transport"] != "off")
                 .unwrap_or("—"),
             c["app"].as_f64().unwrap_or(0.0),
             c["xvfb"].as_f64().unwrap_or(0.0),

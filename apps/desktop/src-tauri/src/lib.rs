@@ -70,9 +70,16 @@ fn frame_endpoint(app: State<'_, App>) -> FrameEndpoint {
     app.frame_endpoint()
 }
 
+/// A view of `tile` whose frames `next_frame` returns, scaled down to fit
+/// `width × height` (device pixels; absent: as they are).
 #[tauri::command]
-fn open_view(app: State<'_, App>, tile: String) -> Result<u64, AppError> {
-    app.open_view(&tile)
+fn open_view(
+    app: State<'_, App>,
+    tile: String,
+    width: Option<u32>,
+    height: Option<u32>,
+) -> Result<u64, AppError> {
+    app.open_view(&tile, (width.unwrap_or(0), height.unwrap_or(0)))
 }
 
 /// The view's next frame as raw bytes (an `ArrayBuffer` in the window):
@@ -89,8 +96,11 @@ async fn watch_tile(
     app: State<'_, App>,
     tile: String,
     frames: Channel<InvokeResponseBody>,
+    width: Option<u32>,
+    height: Option<u32>,
 ) -> Result<u64, AppError> {
-    app.push_view(&tile, move |m| {
+    let fit = (width.unwrap_or(0), height.unwrap_or(0));
+    app.push_view(&tile, fit, move |m| {
         frames.send(InvokeResponseBody::Raw(m)).is_ok()
     })
 }

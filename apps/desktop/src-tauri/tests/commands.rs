@@ -171,6 +171,18 @@ fn commands_errors_frames_and_events_through_the_tauri_layer() {
     let frame = raw_of(invoke(&window, "next_frame", json!({"view": view})).unwrap());
     assert_eq!(frame_size(&frame), (640, 360));
     invoke(&window, "close_view", json!({"view": view})).unwrap();
+    // At the tile's size: scaled down to fit.
+    let view = json_of(
+        invoke(
+            &window,
+            "open_view",
+            json!({"tile": "local", "width": 354, "height": 196}),
+        )
+        .unwrap(),
+    );
+    let frame = raw_of(invoke(&window, "next_frame", json!({"view": view})).unwrap());
+    assert_eq!(frame_size(&frame), (348, 196));
+    invoke(&window, "close_view", json!({"view": view})).unwrap();
     let pushed = json_of(
         invoke(
             &window,
