@@ -110,24 +110,7 @@ fn close_view(app: State<'_, App>, view: u64) {
     app.close_view(view);
 }
 
-/// The commands the window may call; `build.rs` makes a permission for
-/// each, and `capabilities/default.json` grants them.
-pub const COMMANDS: &[&str] = &[
-    "list_devices",
-    "start_preview",
-    "stop_preview",
-    "join_room",
-    "leave_room",
-    "set_mute",
-    "set_camera",
-    "set_microphone",
-    "set_speaker",
-    "frame_endpoint",
-    "open_view",
-    "next_frame",
-    "watch_tile",
-    "close_view",
-];
+include!("commands.rs");
 
 /// The app's context: `tauri.conf.json`, the capabilities and `../ui`.
 pub fn context<R: Runtime>() -> tauri::Context<R> {

@@ -150,6 +150,16 @@ async fn a_person_joins_sees_a_bot_leaves_and_is_forced_out_three_ways() {
     d.join(NAME, ROOM).await;
     d.shot("04-rejoined").await;
 
+    // An admin call through the CLI, which must succeed.
+    let admin = |args: &[&str]| {
+        let out = cli_cmd(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    };
+
     // 4. The same name joins elsewhere → dialog (duplicate).
     let dup = Proc(
         cli_cmd(&["bot", "--user", NAME, "--str-room", ROOM])
@@ -163,14 +173,7 @@ async fn a_person_joins_sees_a_bot_leaves_and_is_forced_out_three_ways() {
 
     // 5. Removed by the administrator.
     d.join(NAME, ROOM).await;
-    let out = cli_cmd(&["admin", "remove-user", "--str-room", ROOM, "--user", NAME])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    admin(&["admin", "remove-user", "--str-room", ROOM, "--user", NAME]);
     kicked(
         &d,
         "removed-by-admin",
@@ -181,14 +184,7 @@ async fn a_person_joins_sees_a_bot_leaves_and_is_forced_out_three_ways() {
 
     // 6. The room is dismissed.
     d.join(NAME, ROOM).await;
-    let out = cli_cmd(&["admin", "dismiss-room", "--str-room", ROOM])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    admin(&["admin", "dismiss-room", "--str-room", ROOM]);
     kicked(
         &d,
         "room-dismissed",
