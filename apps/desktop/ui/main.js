@@ -2,7 +2,8 @@
 // changes go through logic.js; words through i18n.js.
 
 import { LANGUAGES, pickLanguage, translator, errorText, kickedText } from "./i18n.js";
-import { emptyRoom, applyEvent, activeSpeaker, tiles, joinForm } from "./logic.js";
+import { activeSpeaker, tiles, joinForm } from "./logic.js";
+import { createSession } from "./session.js";
 import { playTile } from "./video.js";
 
 const tauri = window.__TAURI__;
@@ -12,17 +13,11 @@ const $ = (id) => document.getElementById(id);
 let lang = localStorage.getItem("kaigi.lang") || pickLanguage(navigator.languages);
 let t = translator(lang);
 let endpoint = null;
-let room = null; // logic state while in a room
+let room = null; // the session's room state while in a room
 let players = {}; // tile id -> player
 let muted = { audio: false, video: false };
 let previewPlayer = null;
 
-const EVENTS = [
-  "peer-join", "peer-leave", "peer-role", "stream-added", "stream-removed", "stream-updated",
-  "stream-subscribed", "mute-audio", "unmute-audio", "mute-video", "unmute-video",
-  "audio-volume", "network-quality", "connection-state-changed", "client-banned",
-  "client-left", "local-stream-closed", "error",
-];
 
 function translate() {
   document.documentElement.lang = lang;
@@ -177,6 +172,7 @@ function leaveRoomView() {
   players = {};
   for (const el of document.querySelectorAll(".tile.remote")) el.remove();
   room = null;
+  session.room = null;
   showScreen("join");
   $("join").disabled = false;
   $("join").textContent = t("join");
@@ -200,9 +196,8 @@ async function onJoin(ev) {
   if (previewPlayer) previewPlayer.stop();
   previewPlayer = null;
   try {
-    const joined = await invoke("join_room", { form });
-    room = emptyRoom(joined.userId);
-    for (const u of joined.users) applyEvent(room, { event: "peer-join", ...u });
+    const joined = await session.join(form);
+    room = session.room;
     muted = { audio: false, video: false };
     $("hosted").hidden = !joined.embedded;
     $("server-address").textContent = joined.server;
@@ -234,19 +229,23 @@ async function toggle(kind) {
   }
 }
 
-function onEvent(name, payload) {
-  if (name === "error") return showError({ code: payload.name, message: payload.message });
-  if (!room) return;
-  applyEvent(room, payload);
-  if (name === "client-banned") {
-    $("kicked-reason").textContent = kickedText(t, payload.reason);
-    $("kicked").dataset.reason = payload.reason;
-    $("kicked").showModal();
-    return;
+/** What the session says to show. */
+function onChange(change) {
+  switch (change.kind) {
+    case "error":
+      return showError(change.error);
+    case "kicked":
+      $("kicked-reason").textContent = kickedText(t, change.reason);
+      $("kicked").dataset.reason = change.reason;
+      return $("kicked").showModal();
+    case "left":
+      return leaveRoomView();
+    default:
+      return renderRoom();
   }
-  if (name === "client-left") return leaveRoomView();
-  renderRoom();
 }
+
+const session = createSession({ invoke, listen: (name, cb) => tauri.event.listen(name, cb) }, onChange);
 
 async function main() {
   const langs = $("language");
@@ -261,7 +260,7 @@ async function main() {
   $("name").value = localStorage.getItem("kaigi.name") || "";
   $("room").value = localStorage.getItem("kaigi.room") || "";
   endpoint = await invoke("frame_endpoint");
-  for (const name of EVENTS) tauri.event.listen(name, (e) => onEvent(name, e.payload));
+  await session.start();
   await loadDevices();
   for (const id of ["camera", "microphone"]) {
     const saved = localStorage.getItem(`kaigi.${id}`);
@@ -274,16 +273,10 @@ async function main() {
   $("cam").addEventListener("click", () => toggle("video"));
   $("leave").addEventListener("click", async () => {
     $("leave").disabled = true;
-    try {
-      await invoke("leave_room");
-    } catch (e) {
-      showError(e);
-      leaveRoomView();
-    } finally {
-      $("leave").disabled = false;
-    }
+    await session.leave();
+    $("leave").disabled = false;
   });
-  $("kicked").addEventListener("close", leaveRoomView);
+  $("kicked").addEventListener("close", () => session.dismissKicked());
   $("room-camera").addEventListener("change", (e) =>
     invoke("set_camera", { id: e.target.value }).catch(showError));
   $("room-microphone").addEventListener("change", (e) =>

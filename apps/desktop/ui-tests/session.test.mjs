@@ -1,0 +1,118 @@
+// The window's IPC conversation against a mocked Tauri IPC: the commands it
+// calls with the arguments the Rust side takes, the events it listens for,
+// and what it shows for a join, peers, a forced exit, a leave and errors.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { createSession, EVENTS } from "../ui/session.js";
+import { joinForm } from "../ui/logic.js";
+
+/** A mocked IPC: `handlers[cmd](args)` answers invokes; `emit` plays an app event. */
+function mockIpc(handlers) {
+  const calls = [];
+  const listeners = new Map();
+  return {
+    calls,
+    listeners,
+    invoke: async (cmd, args) => {
+      calls.push([cmd, args]);
+      if (!handlers[cmd]) throw { code: "UNKNOWN_COMMAND", message: cmd };
+      return handlers[cmd](args);
+    },
+    listen: async (name, cb) => {
+      listeners.set(name, cb);
+      return () => listeners.delete(name);
+    },
+    emit(name, payload) {
+      const cb = listeners.get(name);
+      assert.ok(cb, `nobody listens for ${name}`);
+      cb({ event: name, payload: { event: name, ...payload } });
+    },
+  };
+}
+
+const JOINED = {
+  userId: "alice", room: "standup", role: "anchor", server: "ws://127.0.0.1:7880",
+  embedded: true, botCommand: "kaigi bot …", publishing: true,
+  users: [{ userId: "bob", role: "anchor" }],
+};
+
+test("it listens for every event the app emits", async () => {
+  const ipc = mockIpc({});
+  await createSession(ipc, () => {}).start();
+  // The names kaigi-app's UiEvent and the SDK's ClientEvent serialize to.
+  const rust = readFileSync(new URL("../../../crates/sdk/src/events.rs", import.meta.url), "utf8")
+    + readFileSync(new URL("../../../crates/app/src/events.rs", import.meta.url), "utf8");
+  const named = [...rust.matchAll(/=> "([a-z]+(?:-[a-z]+)+|error)"/g)].map((m) => m[1]);
+  assert.ok(named.includes("client-banned") && named.includes("client-left"), `found ${named}`);
+  for (const n of named) assert.ok(EVENTS.includes(n), `the window does not listen for ${n}`);
+  assert.deepEqual([...ipc.listeners.keys()].sort(), [...EVENTS].sort());
+});
+
+test("join, peers, a forced exit and its OK", async () => {
+  const ipc = mockIpc({ join_room: () => JOINED });
+  const shown = [];
+  const s = createSession(ipc, (c) => shown.push(c));
+  await s.start();
+  const form = joinForm({ name: "alice", room: "standup", camera: "test-pattern" });
+  const joined = await s.join(form);
+  assert.equal(joined.embedded, true);
+  assert.deepEqual(ipc.calls[0], ["join_room", { form }], "the command takes {form}");
+  assert.equal(ipc.calls[0][1].form.strRoomId, "standup");
+  assert.deepEqual(Object.keys(s.room.peers), ["bob"], "those already there");
+
+  ipc.emit("peer-join", { userId: "carol", role: "anchor" });
+  ipc.emit("stream-added", { userId: "carol", audio: true, video: true });
+  assert.deepEqual(shown.map((c) => c.kind), ["room", "room"]);
+  assert.equal(s.room.peers.carol.video, true);
+
+  ipc.emit("client-banned", { reason: "duplicate-user-id", message: "kicked out" });
+  assert.deepEqual(shown.at(-1), { kind: "kicked", reason: "duplicate-user-id" });
+  ipc.emit("local-stream-closed", {});
+  s.dismissKicked();
+  assert.deepEqual(shown.at(-1), { kind: "left" });
+  assert.equal(s.room, null);
+  // Events after the room ended change nothing.
+  const before = shown.length;
+  ipc.emit("peer-leave", { userId: "carol", reason: "left" });
+  assert.equal(shown.length, before);
+});
+
+test("leave ends the room on client-left; a failed leave ends it too, with words", async () => {
+  const ipc = mockIpc({ join_room: () => JOINED, leave_room: () => null });
+  const shown = [];
+  const s = createSession(ipc, (c) => shown.push(c));
+  await s.start();
+  await s.join(joinForm({ name: "alice", room: "1" }));
+  await s.leave();
+  assert.deepEqual(ipc.calls.at(-1), ["leave_room", undefined]);
+  assert.notEqual(s.room, null, "the room view stays until the leave completes");
+  ipc.emit("client-left", {});
+  assert.deepEqual(shown.at(-1), { kind: "left" });
+  assert.equal(s.room, null);
+
+  const failing = mockIpc({
+    join_room: () => JOINED,
+    leave_room: () => { throw { code: "NOT_IN_ROOM", message: "not in a room" }; },
+  });
+  const shown2 = [];
+  const s2 = createSession(failing, (c) => shown2.push(c));
+  await s2.start();
+  await s2.join(joinForm({ name: "alice", room: "1" }));
+  await s2.leave();
+  assert.deepEqual(shown2.map((c) => c.kind), ["error", "left"]);
+  assert.equal(shown2[0].error.code, "NOT_IN_ROOM");
+});
+
+test("a refused join rejects with the app's {code, message}; error events are shown", async () => {
+  const ipc = mockIpc({
+    join_room: () => { throw { code: "USERSIG_EXPIRED", message: "expired at 1" }; },
+  });
+  const shown = [];
+  const s = createSession(ipc, (c) => shown.push(c));
+  await s.start();
+  await assert.rejects(s.join(joinForm({ name: "alice", room: "1" })), { code: "USERSIG_EXPIRED" });
+  assert.equal(s.room, null);
+  ipc.emit("error", { name: "DEVICE_LOST", message: "the camera went away" });
+  assert.deepEqual(shown, [{ kind: "error", error: { code: "DEVICE_LOST", message: "the camera went away" } }]);
+});

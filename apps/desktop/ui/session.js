@@ -1,0 +1,71 @@
+// The window's conversation with the app over Tauri's IPC, with `invoke`
+// and `listen` passed in: main.js gives it `window.__TAURI__`'s, the Node
+// tests a mocked IPC. What to show is decided here; drawing it is main.js's.
+
+import { emptyRoom, applyEvent } from "./logic.js";
+
+/** Every event the app emits (kaigi-app's `UiEvent` names). */
+export const EVENTS = [
+  "peer-join", "peer-leave", "peer-role", "stream-added", "stream-removed", "stream-updated",
+  "stream-subscribed", "mute-audio", "unmute-audio", "mute-video", "unmute-video",
+  "audio-volume", "network-quality", "connection-state-changed", "client-banned",
+  "client-left", "local-stream-closed", "error",
+];
+
+/**
+ * A session: `session.room` is the room view's state (null outside a room).
+ * `onChange(what)` is told what to show: `{kind: "room"}` (render the room),
+ * `{kind: "kicked", reason}` (the dialog), `{kind: "left"}` (back to the join
+ * screen), `{kind: "error", error}` (`{code, message}` to put in words).
+ */
+export function createSession({ invoke, listen }, onChange) {
+  const session = {
+    room: null,
+    joined: null,
+
+    /** Listens for every app event. */
+    async start() {
+      await Promise.all(EVENTS.map((name) => listen(name, (e) => session.handle(name, e.payload))));
+    },
+
+    /** Applies one event and says what to show. */
+    handle(name, payload) {
+      if (name === "error") return onChange({ kind: "error", error: { code: payload.name, message: payload.message } });
+      if (!session.room) return;
+      applyEvent(session.room, payload);
+      if (name === "client-banned") return onChange({ kind: "kicked", reason: payload.reason });
+      if (name === "client-left") {
+        session.room = null;
+        return onChange({ kind: "left" });
+      }
+      onChange({ kind: "room" });
+    },
+
+    /** Joins with a `joinForm(...)` result; the room starts with those already there. */
+    async join(form) {
+      const joined = await invoke("join_room", { form });
+      session.joined = joined;
+      session.room = emptyRoom(joined.userId);
+      for (const u of joined.users) applyEvent(session.room, { event: "peer-join", ...u });
+      return joined;
+    },
+
+    /** Leaves; the app's `client-left` ends the room view. A failed leave ends it too. */
+    async leave() {
+      try {
+        await invoke("leave_room");
+      } catch (error) {
+        session.room = null;
+        onChange({ kind: "error", error });
+        onChange({ kind: "left" });
+      }
+    },
+
+    /** After the kicked-out dialog's OK. */
+    dismissKicked() {
+      session.room = null;
+      onChange({ kind: "left" });
+    },
+  };
+  return session;
+}
