@@ -238,6 +238,23 @@ pub fn drain(events: &mut EventStream) -> Vec<ClientEvent> {
     v
 }
 
+/// Publishes a 320×240 test pattern and a tone from `client`; the stream
+/// is returned so it stays open.
+pub async fn publish_pattern(client: &Client) -> kaigi_sdk::LocalStream {
+    let stream = kaigi_sdk::LocalStream::synthetic(
+        client.user_id(),
+        kaigi_sdk::SyntheticSource {
+            video: Some((320, 240)),
+            ..Default::default()
+        },
+    )
+    .expect("a synthetic stream");
+    within("publish", client.publish(&stream))
+        .await
+        .expect("the stream is published");
+    stream
+}
+
 /// Awaits `fut` or fails the test after [`WAIT`].
 pub async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
     tokio::time::timeout(WAIT, fut)

@@ -7,7 +7,7 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use kaigi_sdk::{ClientEvent, LocalStream, SyntheticSource};
+use kaigi_sdk::ClientEvent;
 use kaigi_tests::*;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
@@ -64,15 +64,7 @@ impl Peer {
 async fn aiortc_publishes_receives_and_is_forced_out() {
     let server = TestServer::start().await;
     let (alice, mut alice_events) = server.joined("alice", &room(21)).await;
-    let stream = LocalStream::synthetic(
-        alice.user_id(),
-        SyntheticSource {
-            video: Some((320, 240)),
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    within("publish", alice.publish(&stream)).await.unwrap();
+    let _stream = publish_pattern(&alice).await;
 
     let mut peer = Peer::start(&server, "py", 21);
     peer.wait("joined", |v| v["event"] == "joined").await;

@@ -53,15 +53,7 @@ async fn leave_and_kick_free_every_media_socket_source_and_task() {
     let tasks_before = alive_tasks();
     let (alice, _) = server.joined("alice", &room(1)).await;
     let (bob, mut bob_events) = server.joined("bob", &room(1)).await;
-    let stream = LocalStream::synthetic(
-        alice.user_id(),
-        SyntheticSource {
-            video: Some((320, 240)),
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    within("publish", alice.publish(&stream)).await.unwrap();
+    let stream = publish_pattern(&alice).await;
     let bob_stream = LocalStream::synthetic(bob.user_id(), SyntheticSource::default()).unwrap();
     within("bob publishes", bob.publish(&bob_stream))
         .await

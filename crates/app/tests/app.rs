@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use kaigi_app::{App, AppError, JoinForm, UiEvent};
-use kaigi_sdk::{ClientEvent, KickReason, LocalStream, SyntheticSource};
+use kaigi_sdk::{ClientEvent, KickReason};
 use kaigi_tests::*;
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -93,15 +93,7 @@ async fn join_publish_see_a_peer_and_leave() {
 
     // A second participant publishes: the UI hears of it and its tile plays.
     let (bot, _) = server.joined("bot", &room(31)).await;
-    let stream = LocalStream::synthetic(
-        bot.user_id(),
-        SyntheticSource {
-            video: Some((320, 240)),
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    bot.publish(&stream).await.unwrap();
+    let _stream = publish_pattern(&bot).await;
     let e = ui.wait("peer-join").await;
     assert_eq!(e["userId"], "bot");
     ui.wait("stream-added").await;
