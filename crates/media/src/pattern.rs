@@ -169,8 +169,9 @@ impl TestPattern {
             }
         }
         // A box bouncing across the lower part.
-        let size = (h / 6).max(8);
+        // `new` guarantees the stamp fits; the box gets what is left below it.
         let top = rows_needed(w) * BLOCK + BLOCK;
+        let size = (h / 6).max(8).min(h - top);
         let span_x = w - size;
         let span_y = (h - top - size).max(1);
         let bx = bounce(n * 7, span_x);
@@ -213,6 +214,15 @@ fn bounce(t: usize, span: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn smallest_pattern_draws_every_frame() {
+        let mut p = TestPattern::new(320, 112).unwrap();
+        for i in 0..100 {
+            let f = p.frame_at(i);
+            assert_eq!(Stamp::read(&f).map(|s| s.counter), Some(i as u32));
+        }
+    }
 
     #[test]
     fn stamp_round_trips_uncoded() {

@@ -17,8 +17,11 @@ pub use ids::{IdError, Role, RoomId, SdkAppId, UserId};
 pub use kick::KickReason;
 pub use usersig::{UserSig, UserSigClaims, UserSigError};
 
-/// The version of the signaling protocol described in `docs/protocol.md`.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// The version of the signaling protocol described in `docs/protocol.md`:
+/// the newest, which this crate's clients speak.
+pub const PROTOCOL_VERSION: u32 = 2;
+/// The oldest protocol version the server still serves.
+pub const MIN_PROTOCOL_VERSION: u32 = 1;
 
 /// The identifier whose UserSig authorizes admin API calls (as TRTC's server
 /// REST APIs).

@@ -7,8 +7,12 @@ use crate::error::ErrorCode;
 use crate::ids::{IdError, Role, RoomId, UserId};
 use crate::kick::KickReason;
 
-/// The largest text message the server accepts, in bytes.
+/// The largest text message the server accepts, in bytes, but for `answer`.
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024;
+/// The largest `answer` the server accepts, in bytes: an SDP grows with the
+/// streams a client sends and receives (about 700 bytes per m-line), and a
+/// room of 150 publishers must still fit.
+pub const MAX_ANSWER_BYTES: usize = 256 * 1024;
 
 /// How a room is named on the wire: exactly one of `roomId` (number) and
 /// `strRoomId` (string).
@@ -210,7 +214,7 @@ impl ClientMessage {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
     /// Over [`MAX_MESSAGE_BYTES`].
-    #[error("message of {0} bytes is larger than the limit of {MAX_MESSAGE_BYTES}")]
+    #[error("message of {0} bytes is larger than the limit of {MAX_MESSAGE_BYTES} ({MAX_ANSWER_BYTES} for an answer)")]
     TooLarge(usize),
     /// Not a JSON object of a known type with the right fields.
     #[error("{message}")]
@@ -240,12 +244,17 @@ impl ParseError {
     }
 }
 
-/// Parses one client message, enforcing the size limit first.
+/// Parses one client message, enforcing the size limits: an `answer` may
+/// be up to [`MAX_ANSWER_BYTES`], anything else up to [`MAX_MESSAGE_BYTES`].
 pub fn parse_client_message(text: &str) -> Result<ClientMessage, ParseError> {
-    if text.len() > MAX_MESSAGE_BYTES {
+    if text.len() > MAX_ANSWER_BYTES {
         return Err(ParseError::TooLarge(text.len()));
     }
-    serde_json::from_str(text).map_err(|e| {
+    let parsed: Result<ClientMessage, _> = serde_json::from_str(text);
+    if text.len() > MAX_MESSAGE_BYTES && !matches!(parsed, Ok(ClientMessage::Answer { .. })) {
+        return Err(ParseError::TooLarge(text.len()));
+    }
+    parsed.map_err(|e| {
         // Salvage the request id so the error can answer the request.
         let req_id = serde_json::from_str::<serde_json::Value>(text)
             .ok()
@@ -434,6 +443,12 @@ pub enum ServerMessage {
         /// (and to no other).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         publish_req_id: Option<u64>,
+        /// Set (protocol 2) when this offer is for a new peer connection
+        /// that replaces the client's current one: the client closes the
+        /// old connection, answers from a new one, and attaches what it
+        /// publishes to this offer's receive-only m-lines.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        new_connection: bool,
     },
     /// A user in the room started publishing; the server subscribes this
     /// client and renegotiates.
@@ -576,6 +591,49 @@ mod tests {
         assert_eq!(
             parse_client_message(&big),
             Err(ParseError::TooLarge(big.len()))
+        );
+    }
+
+    #[test]
+    fn an_answer_may_be_larger_than_other_messages() {
+        let sdp = "a".repeat(MAX_MESSAGE_BYTES * 4);
+        let answer = format!(r#"{{"type":"answer","sdp":"{sdp}"}}"#);
+        assert!(matches!(
+            parse_client_message(&answer),
+            Ok(ClientMessage::Answer { .. })
+        ));
+        let huge = format!(
+            r#"{{"type":"answer","sdp":"{}"}}"#,
+            "a".repeat(MAX_ANSWER_BYTES)
+        );
+        assert_eq!(
+            parse_client_message(&huge),
+            Err(ParseError::TooLarge(huge.len()))
+        );
+        // Only an answer: a large join is still refused.
+        let join = format!(r#"{{"type":"join","reqId":1,"userSig":"{sdp}"}}"#);
+        assert_eq!(
+            parse_client_message(&join),
+            Err(ParseError::TooLarge(join.len()))
+        );
+    }
+
+    #[test]
+    fn new_connection_is_on_the_wire_only_when_set() {
+        let plain = ServerMessage::Offer {
+            sdp: "v=0".into(),
+            publish_req_id: None,
+            new_connection: false,
+        };
+        assert_eq!(plain.to_json(), r#"{"type":"offer","sdp":"v=0"}"#);
+        let fresh = ServerMessage::Offer {
+            sdp: "v=0".into(),
+            publish_req_id: None,
+            new_connection: true,
+        };
+        assert_eq!(
+            fresh.to_json(),
+            r#"{"type":"offer","sdp":"v=0","newConnection":true}"#
         );
     }
 }

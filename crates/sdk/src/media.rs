@@ -850,6 +850,11 @@ impl MediaSession {
         self.pending = Some(stream);
     }
 
+    /// Forgets a publish the server refused; what is published stays.
+    pub fn cancel_publish(&mut self) {
+        self.pending = None;
+    }
+
     /// Stops sending the published stream (it keeps running until closed).
     pub fn unpublish(&mut self) {
         self.pending = None;
@@ -877,13 +882,29 @@ impl MediaSession {
     }
 
     /// Answers the server's offer; `carries_publish` says it is the offer
-    /// for the pending publish.
+    /// for the pending publish, `new_connection` that it replaces the
+    /// current connection (the published stream moves to the new one).
     pub async fn answer(
         &mut self,
         sdp: String,
         carries_publish: bool,
+        new_connection: bool,
     ) -> Result<String, ClientError> {
         let err = |e: webrtc::error::Error| ClientError::Media(e.to_string());
+        let mut moved = false;
+        if new_connection {
+            // Closed first: a local track is bound to one connection at a
+            // time. Remote streams stay; their new tracks attach to them.
+            if let Some(pc) = self.pc.take() {
+                let _ = pc.close().await;
+            }
+            self.events = None;
+            if let Some(stream) = self.published.take() {
+                self.pending = Some(stream);
+                moved = true;
+            }
+        }
+        let carries_publish = carries_publish || moved;
         if self.pc.is_none() {
             let (handler, events, gathering) = event_handler();
             let pc = build_peer(self.bind, handler)
@@ -915,9 +936,14 @@ impl MediaSession {
         let offer = RTCSessionDescription::offer(sdp).map_err(err)?;
         pc.set_remote_description(offer).await.map_err(err)?;
         let answer = pc.create_answer(None).await.map_err(err)?;
-        set_local_and_gather(pc.as_ref(), answer, &self.gathering)
+        let sdp = set_local_and_gather(pc.as_ref(), answer, &self.gathering)
             .await
-            .map_err(|e| ClientError::Media(e.to_string()))
+            .map_err(|e| ClientError::Media(e.to_string()))?;
+        if moved {
+            // No `published` follows a replacement: send at once.
+            self.start_sending().await;
+        }
+        Ok(sdp)
     }
 
     /// After `published`: starts the sources sending with the negotiated

@@ -496,8 +496,8 @@ async fn connected(
                     Some(ServerMessage::ClientBanned { reason, message }) => {
                         return Outcome::Banned(reason, message);
                     }
-                    Some(ServerMessage::Offer { sdp, publish_req_id }) => match media
-                        .answer(sdp, publish_req_id.is_some() && publish_req_id == pending.publish.as_ref().map(|(id, _)| *id))
+                    Some(ServerMessage::Offer { sdp, publish_req_id, new_connection }) => match media
+                        .answer(sdp, publish_req_id.is_some() && publish_req_id == pending.publish.as_ref().map(|(id, _)| *id), new_connection)
                         .await
                     {
                         Ok(sdp) => {
@@ -523,7 +523,13 @@ async fn connected(
                         }
                     }
                     Some(ServerMessage::Error(e)) if e.req_id.is_some() && pending.publish.as_ref().is_some_and(|(id, _)| Some(*id) == e.req_id) => {
-                        media.unpublish();
+                        // Refused as a second publish, the first goes on;
+                        // otherwise nothing is published.
+                        if e.code == ErrorCode::AlreadyPublishing.code() {
+                            media.cancel_publish();
+                        } else {
+                            media.unpublish();
+                        }
                         if let Some((_, Some(reply))) = pending.publish.take() {
                             let _ = reply.send(Err(to_client_error(e)));
                         }

@@ -22,5 +22,5 @@ pub mod sfu;
 pub mod signaling;
 pub mod state;
 
-pub use config::{AppCredential, Config};
+pub use config::{AppCredential, Config, RateLimit};
 pub use server::{start, ServerHandle};

@@ -114,7 +114,11 @@ impl Publication {
                 }
             }
             if let Ok(mut r) = me.remotes.write() {
-                r.remove(&kind);
+                // A replaced connection's track ends after the new one is
+                // attached: remove only this one.
+                if r.get(&kind).is_some_and(|(_, s)| *s == ssrc) {
+                    r.remove(&kind);
+                }
             }
             debug!(user = %me.user, kind = kind_name(kind), "forwarding ended");
         });
@@ -196,7 +200,19 @@ pub struct MediaPeer {
     /// Numbers this session's outgoing tracks: each subscription's tracks
     /// get new ids, so the client sees them as new.
     tracks_made: u64,
+    /// The receive-only transceivers of the current publication.
+    receiving: Vec<Arc<dyn RtpTransceiver>>,
+    /// Stopped transceivers: their m-lines stay in every offer (webrtc-rs
+    /// does not recycle m-lines), so they are counted to know when the
+    /// connection is worth replacing.
+    ended: usize,
 }
+
+/// How many ended m-lines a connection carries before the server replaces
+/// it (for clients that speak protocol 2): a replacement costs every
+/// stream a DTLS handshake and a keyframe, so not too often, and the SDP
+/// stays within a few kilobytes of what is live.
+pub const ENDED_MLINES_BEFORE_REPLACING: usize = 16;
 
 impl MediaPeer {
     /// A peer connection bound to a UDP port on `ip`.
@@ -212,7 +228,30 @@ impl MediaPeer {
             subscriptions: HashMap::new(),
             keyframes_after: Vec::new(),
             tracks_made: 0,
+            receiving: Vec::new(),
+            ended: 0,
         })
+    }
+
+    /// How many stopped m-lines the connection carries.
+    pub fn ended_mlines(&self) -> usize {
+        self.ended
+    }
+
+    /// The publishers this session receives, and what of each.
+    pub fn subscriptions(&self) -> Vec<(Arc<Publication>, StreamKinds)> {
+        self.subscriptions
+            .values()
+            .filter_map(|(p, kinds, _)| p.upgrade().map(|p| (p, *kinds)))
+            .collect()
+    }
+
+    /// Retires the receive-only transceivers of the publication that
+    /// ended. They stay `recvonly` (a client may still be bound to them;
+    /// nothing arriving on them is forwarded) and count as ended m-lines.
+    pub fn retire_receiving(&mut self) {
+        self.ended += self.receiving.len();
+        self.receiving.clear();
     }
 
     /// Adds receive-only transceivers for what the client will publish.
@@ -226,10 +265,12 @@ impl MediaPeer {
                     direction: RTCRtpTransceiverDirection::Recvonly,
                     ..Default::default()
                 };
-                self.pc
+                let t = self
+                    .pc
                     .add_transceiver_from_kind(kind, Some(init))
                     .await
                     .map_err(RtcError::from_display)?;
+                self.receiving.push(t);
             }
         }
         Ok(())
@@ -332,6 +373,7 @@ impl MediaPeer {
         // client's remote tracks.
         for t in &transceivers {
             t.stop().await.map_err(RtcError::from_display)?;
+            self.ended += 1;
         }
         Ok(true)
     }

@@ -13,7 +13,9 @@ use kaigi_proto::signal::{
     parse_client_message, ClientMessage, ErrorMessage, JoinRequest, Joined, ParseError,
     PeerLeaveReason, RoomRef, ServerMessage,
 };
-use kaigi_proto::{usersig, ErrorCode, Role, SdkAppId, UserId, PROTOCOL_VERSION};
+use kaigi_proto::{
+    usersig, ErrorCode, Role, SdkAppId, UserId, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
+};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -22,7 +24,7 @@ use tracing::{debug, info, info_span, warn, Instrument};
 use crate::config::RateLimit;
 use crate::metrics::Metrics;
 use crate::registry::{JoinError, Member, Place, PublishError, SessionId, StreamKinds};
-use crate::sfu::{MediaPeer, Publication};
+use crate::sfu::{MediaPeer, Publication, ENDED_MLINES_BEFORE_REPLACING};
 use crate::state::{unix_now, Outbound, Shared, OUTBOX_CAPACITY};
 use kaigi_rtc::PeerEvent;
 
@@ -128,6 +130,10 @@ struct Session {
     publish_reply: Option<u64>,
     /// Whether the offer in flight carries that publish.
     publish_offered: bool,
+    /// The protocol version the client joined with.
+    protocol: u32,
+    /// The next offer is the first of a replaced connection.
+    new_connection: bool,
 }
 
 /// The next event of a session's peer connection; never, without one.
@@ -154,6 +160,8 @@ async fn run(socket: WebSocket, shared: Arc<Shared>, peer: SocketAddr) {
         publication: None,
         publish_reply: None,
         publish_offered: false,
+        protocol: kaigi_proto::MIN_PROTOCOL_VERSION,
+        new_connection: false,
     };
     let end = async {
         debug!("connected");
@@ -297,7 +305,7 @@ impl Session {
             ClientMessage::Ping { req_id } => Some(ServerMessage::Pong { req_id }),
             ClientMessage::Leave { req_id } => {
                 let id = self.id;
-                self.stop_publishing();
+                self.stop_publishing().await;
                 self.shared
                     .apply(|reg| ((), reg.leave(id, PeerLeaveReason::Left)));
                 if let Some(mut media) = self.media.take() {
@@ -334,7 +342,7 @@ impl Session {
                     ServerMessage::Error(e)
                 }),
             ClientMessage::Unpublish { req_id } => {
-                self.stop_publishing();
+                self.stop_publishing().await;
                 Some(ServerMessage::Unpublished { req_id })
             }
             ClientMessage::Mute {
@@ -380,6 +388,9 @@ impl Session {
                         if role == Role::Audience && self.publication.take().is_some() {
                             // The registry already told the others.
                             self.shared.remove_publication(id);
+                            if let Some(media) = self.media.as_mut() {
+                                media.retire_receiving();
+                            }
                         }
                         info!(%role, "role switched");
                         ServerMessage::RoleSwitched { req_id, role }
@@ -459,8 +470,48 @@ impl Session {
             .ok_or_else(|| ErrorMessage::new(None, ErrorCode::Internal, "no media connection"))
     }
 
+    /// Replaces the media connection with a new one that carries only what
+    /// is live: ended m-lines otherwise stay in every offer for good.
+    async fn replace_media(&mut self) -> Result<(), ErrorMessage> {
+        let Some(mut old) = self.media.take() else {
+            return Ok(());
+        };
+        let id = self.id;
+        let subscriptions = old.subscriptions();
+        info!(
+            ended = old.ended_mlines(),
+            live = subscriptions.len(),
+            "replacing the media connection"
+        );
+        old.detach_all(id);
+        old.close().await;
+        let publishing = self.publication.as_ref().map(|p| p.kinds);
+        let failed =
+            |e: kaigi_rtc::RtcError| ErrorMessage::new(None, ErrorCode::MediaFailed, e.to_string());
+        let media = self.media().await?;
+        if let Some(kinds) = publishing {
+            media.receive(kinds).await.map_err(failed)?;
+        }
+        for (publication, kinds) in subscriptions {
+            media
+                .subscribe(id, &publication, kinds)
+                .await
+                .map_err(failed)?;
+        }
+        self.new_connection = true;
+        Ok(())
+    }
+
     /// Sends a new offer, unless one is in flight (then it follows).
     async fn renegotiate(&mut self) -> Result<(), ErrorMessage> {
+        let worn = self
+            .media
+            .as_ref()
+            .is_some_and(|m| !m.negotiating() && m.ended_mlines() > ENDED_MLINES_BEFORE_REPLACING);
+        // Protocol 1 clients do not know `newConnection`.
+        if worn && self.protocol >= 2 {
+            self.replace_media().await?;
+        }
         let sdp = self
             .media()
             .await?
@@ -470,9 +521,11 @@ impl Session {
         if let Some(sdp) = sdp {
             let publish_req_id = self.publish_reply.filter(|_| !self.publish_offered);
             self.publish_offered |= publish_req_id.is_some();
+            let new_connection = std::mem::take(&mut self.new_connection);
             self.send(&ServerMessage::Offer {
                 sdp,
                 publish_req_id,
+                new_connection,
             })
             .await;
         }
@@ -495,6 +548,15 @@ impl Session {
                 "join a room before publishing",
             ));
         };
+        // Refused before anything is registered: the real publication
+        // stays untouched.
+        if self.publication.is_some() {
+            return Err(ErrorMessage::new(
+                None,
+                ErrorCode::AlreadyPublishing,
+                PublishError::AlreadyPublishing.to_string(),
+            ));
+        }
         // Registered before the registry announces it, so subscribers find it.
         let publication = Publication::new(id, place.user, kinds);
         self.shared.add_publication(publication.clone());
@@ -503,9 +565,7 @@ impl Session {
             Err(e) => (Err(e), Vec::new()),
         });
         if let Err(e) = published {
-            if e != PublishError::AlreadyPublishing {
-                self.shared.remove_publication(id);
-            }
+            self.shared.remove_publication(id);
             return Err(ErrorMessage::new(
                 None,
                 publish_error_code(e),
@@ -526,18 +586,21 @@ impl Session {
         .await;
         if let Err(e) = ready {
             self.publish_reply = None;
-            self.stop_publishing();
+            self.stop_publishing().await;
             return Err(e);
         }
         info!(audio = kinds.audio, video = kinds.video, "publishing");
         Ok(())
     }
 
-    fn stop_publishing(&mut self) {
+    async fn stop_publishing(&mut self) {
         if self.publication.take().is_some() {
             let id = self.id;
             self.shared.apply(|reg| ((), reg.unpublish(id)));
             self.shared.remove_publication(id);
+            if let Some(media) = self.media.as_mut() {
+                media.retire_receiving();
+            }
         }
     }
 
@@ -555,7 +618,7 @@ impl Session {
                 let mut err = ErrorMessage::new(None, ErrorCode::MediaFailed, e.to_string());
                 if let Some(req_id) = self.publish_reply.take().filter(|_| self.publish_offered) {
                     self.publish_offered = false;
-                    self.stop_publishing();
+                    self.stop_publishing().await;
                     err.req_id = Some(req_id);
                 }
                 return Err(err);
@@ -638,14 +701,15 @@ impl Session {
 
     fn join(&mut self, j: JoinRequest) -> Result<Joined, ErrorMessage> {
         let invalid = |m: String| ErrorMessage::new(None, ErrorCode::InvalidParameter, m);
-        if let Some(v) = j.protocol {
-            if v != PROTOCOL_VERSION {
-                return Err(ErrorMessage::new(
-                    None,
-                    ErrorCode::UnsupportedProtocol,
-                    format!("this server speaks protocol {PROTOCOL_VERSION}, not {v}"),
-                ));
-            }
+        let protocol = j.protocol.unwrap_or(MIN_PROTOCOL_VERSION);
+        if !(MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&protocol) {
+            return Err(ErrorMessage::new(
+                None,
+                ErrorCode::UnsupportedProtocol,
+                format!(
+                    "this server speaks protocols {MIN_PROTOCOL_VERSION} to {PROTOCOL_VERSION}, not {protocol}"
+                ),
+            ));
         }
         let user = UserId::new(j.user_id.clone()).map_err(|e| invalid(e.to_string()))?;
         let room = j.room.room().map_err(|e| invalid(e.to_string()))?;
@@ -693,7 +757,8 @@ impl Session {
                 ..ErrorMessage::new(None, ErrorCode::SessionBanned, reason.message())
             },
         })?;
-        info!(%app, %room, %user, role = %j.role, replaced = joined.replaced.is_some(), "joined");
+        self.protocol = protocol;
+        info!(%app, %room, %user, role = %j.role, protocol, replaced = joined.replaced.is_some(), "joined");
         let timeout = self.shared.config.heartbeat_timeout;
         Ok(Joined {
             req_id: j.req_id,

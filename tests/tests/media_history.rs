@@ -1,0 +1,160 @@
+//! A session's media connection does not grow with its history: ended
+//! publications and subscriptions leave m-lines behind, and the server
+//! replaces the connection before they add up, so a subscriber survives
+//! any number of others' publish/unpublish cycles and a room holds many
+//! publishers.
+
+use std::time::Duration;
+
+use kaigi_sdk::{ClientEvent, ConnectionState, LocalStream, SyntheticSource};
+use kaigi_tests::*;
+
+/// A small, cheap stream: 320×112 at 10 fps and a tone.
+fn small_stream(client: &kaigi_sdk::Client) -> LocalStream {
+    LocalStream::synthetic(
+        client.user_id(),
+        SyntheticSource {
+            video: Some((320, 112)),
+            fps: 10,
+            video_bitrate_bps: 100_000,
+            ..Default::default()
+        },
+    )
+    .expect("a synthetic stream")
+}
+
+/// Whether any event says the connection dropped.
+fn dropped(events: &[ClientEvent]) -> Option<&ClientEvent> {
+    events.iter().find(|e| {
+        matches!(
+            e,
+            ClientEvent::ConnectionStateChanged {
+                state: ConnectionState::Reconnecting | ConnectionState::Disconnected,
+                ..
+            } | ClientEvent::Error { .. }
+        )
+    })
+}
+
+/// Waits until `user`'s stream at `client` decodes at least `frames` more frames.
+async fn frames_arrive(client: &kaigi_sdk::Client, user: &str, frames: u64) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut start = None;
+    let mut last = None;
+    while tokio::time::Instant::now() < deadline {
+        let got = client
+            .remote_streams()
+            .into_iter()
+            .find(|s| s.user_id().as_str() == user)
+            .map(|s| (s.frames_decoded(), s.packets_received(), s.audio_packets()));
+        match (got, start) {
+            (Some((n, _, _)), None) => start = Some(n),
+            (Some((n, _, _)), Some(s)) if n >= s + frames => return,
+            _ => {}
+        }
+        last = got;
+        // Polling a counter, not synchronizing: the frames come at their own pace.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!(
+        "{frames} frames from {user} did not arrive: (frames, packets, audio packets) = {last:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_unpublish_cycles_never_disturb_a_subscriber() {
+    const CYCLES: usize = 200;
+    // The cycles run faster than a person could click: past the
+    // per-connection rate limit, which is not what this test is about.
+    let server = TestServer::start_with(|c| {
+        c.rate_limit = kaigi_server::RateLimit {
+            per_sec: 10_000,
+            burst: 10_000,
+        }
+    })
+    .await;
+    let r = room(1);
+    let (watcher, mut watcher_events) = server.joined("watcher", &r).await;
+    let (steady, _) = server.joined("steady", &r).await;
+    let _steady_stream = small_stream(&steady);
+    within("steady publishes", steady.publish(&_steady_stream))
+        .await
+        .expect("steady publishes");
+    frames_arrive(&watcher, "steady", 5).await;
+
+    let (cycler, mut cycler_events) = server.joined("cycler", &r).await;
+    let stream = small_stream(&cycler);
+    for i in 0..CYCLES {
+        within("publish", cycler.publish(&stream))
+            .await
+            .unwrap_or_else(|e| panic!("publish {i} failed: {e}"));
+        within("unpublish", cycler.unpublish())
+            .await
+            .unwrap_or_else(|e| panic!("unpublish {i} failed: {e}"));
+    }
+    let seen = drain(&mut watcher_events);
+    assert!(dropped(&seen).is_none(), "watcher: {:?}", dropped(&seen));
+    let seen = drain(&mut cycler_events);
+    assert!(dropped(&seen).is_none(), "cycler: {:?}", dropped(&seen));
+    // Everyone's media still flows: the watcher gets steady's video, and a
+    // last publication of the cycler's reaches it too.
+    frames_arrive(&watcher, "steady", 5).await;
+    within("publish", cycler.publish(&stream))
+        .await
+        .expect("a last publish");
+    frames_arrive(&watcher, "cycler", 5).await;
+    assert_eq!(watcher.connection_state(), ConnectionState::Connected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_of_25_publishers_holds() {
+    const PUBLISHERS: usize = 25;
+    let server = TestServer::start().await;
+    let r = room(2);
+    let (watcher, mut watcher_events) = server.joined("watcher", &r).await;
+    let mut publishers = Vec::new();
+    for i in 0..PUBLISHERS {
+        let mut options = server.options(&format!("p{i}"));
+        // Publishers only send: the watcher receives all of them.
+        options.auto_subscribe = false;
+        let client = kaigi_sdk::Client::new(options).expect("client");
+        let events = client.events();
+        within("join", client.join(r.clone(), kaigi_sdk::Role::Anchor))
+            .await
+            .expect("join");
+        let stream = small_stream(&client);
+        within("publish", client.publish(&stream))
+            .await
+            .unwrap_or_else(|e| panic!("publisher {i}: {e}"));
+        publishers.push((client, events, stream));
+    }
+    for i in 0..PUBLISHERS {
+        frames_arrive(&watcher, &format!("p{i}"), 3).await;
+    }
+    let seen = drain(&mut watcher_events);
+    assert!(dropped(&seen).is_none(), "watcher: {:?}", dropped(&seen));
+    for (i, (_, events, _)) in publishers.iter_mut().enumerate() {
+        let seen = drain(events);
+        assert!(dropped(&seen).is_none(), "p{i}: {:?}", dropped(&seen));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_second_publish_leaves_the_first_untouched() {
+    let server = TestServer::start().await;
+    let r = room(3);
+    let (alice, _) = server.joined("alice", &r).await;
+    let first = small_stream(&alice);
+    within("publish", alice.publish(&first))
+        .await
+        .expect("first publish");
+    let second = small_stream(&alice);
+    let refused = within("second publish", alice.publish(&second)).await;
+    assert!(
+        matches!(&refused, Err(e) if e.to_string().contains("already publishing")),
+        "{refused:?}"
+    );
+    // Someone who joins later still receives the first publication.
+    let (bob, _) = server.joined("bob", &r).await;
+    frames_arrive(&bob, "alice", 5).await;
+}
