@@ -102,11 +102,11 @@ async fn bad_clients_are_closed_and_others_served() {
     assert_eq!(raw_close_code(&mut ws).await, Some(1009));
     expect_leave(&mut good_events, "oversized").await;
 
-    // Far over the frame limit: refused by the WebSocket layer; the
-    // connection ends either way.
+    // Over the frame limit: refused by the WebSocket layer, closed with 1009.
     let mut ws = server.raw().await;
-    let _ = ws.send(Message::text("x".repeat(200_000))).await;
-    let _ = raw_close_code(&mut ws).await;
+    let huge = "x".repeat(kaigi_proto::signal::MAX_ANSWER_BYTES + 4096);
+    let _ = ws.send(Message::text(huge)).await;
+    assert_eq!(raw_close_code(&mut ws).await, Some(1009));
 
     // Binary frames.
     let mut ws = server.raw().await;
@@ -149,6 +149,7 @@ async fn bad_clients_are_closed_and_others_served() {
     for (reason, n) in [
         ("malformed", 2),
         ("too-large", 1),
+        ("websocket", 1),
         ("binary", 1),
         ("rate-limited", 2),
     ] {
@@ -159,4 +160,55 @@ async fn bad_clients_are_closed_and_others_served() {
             "{reason}: {metrics}"
         );
     }
+}
+
+#[tokio::test]
+async fn the_admin_identity_cannot_join() {
+    let server = TestServer::start().await;
+    let mut ws = server.raw().await;
+    raw_send(&mut ws, raw_join(1, kaigi_proto::ADMIN_IDENTIFIER, 1)).await;
+    let refused = raw_recv(&mut ws).await.unwrap();
+    assert_eq!(refused["name"], "INVALID_PARAMETER", "{refused}");
+    assert_eq!(refused["reqId"], 1);
+    assert_eq!(server.users_in(&room(1)).await, None);
+}
+
+#[tokio::test]
+async fn a_connection_that_never_joins_is_closed_even_while_it_pings() {
+    let server = TestServer::start_with(|c| {
+        c.heartbeat_timeout = std::time::Duration::from_secs(60);
+    })
+    .await;
+    let mut idle = server.raw().await;
+    let opened = std::time::Instant::now();
+    // Pings (WebSocket and protocol) keep the heartbeat alive, not the
+    // connection's claim to a place in a room.
+    let closed = tokio::time::timeout(kaigi_server::JOIN_DEADLINE * 2, async {
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+        let mut n = 0u64;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    n += 1;
+                    if idle.send(Message::Ping(vec![1].into())).await.is_err() { break None; }
+                    if idle.send(Message::text(json!({"type":"ping","reqId":n}).to_string())).await.is_err() { break None; }
+                }
+                m = futures_util::StreamExt::next(&mut idle) => match m {
+                    Some(Ok(Message::Text(t))) => {
+                        let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+                        if v["type"] == "error" { assert_eq!(v["name"], "HEARTBEAT_TIMEOUT", "{v}"); }
+                    }
+                    Some(Ok(Message::Close(f))) => break f.map(|f| u16::from(f.code)),
+                    Some(Ok(_)) => {}
+                    None | Some(Err(_)) => break None,
+                }
+            }
+        }
+    })
+    .await
+    .expect("closed within twice the join deadline");
+    assert_eq!(closed, Some(4000));
+    assert!(
+        opened.elapsed() >= kaigi_server::JOIN_DEADLINE - std::time::Duration::from_millis(100)
+    );
 }

@@ -32,9 +32,10 @@ enum Command {
         /// The user id (or `administrator` for admin calls).
         #[arg(long)]
         user: String,
-        /// Validity in seconds.
-        #[arg(long, default_value_t = 180 * 86400)]
-        expire: u64,
+        /// Validity in seconds [default: 180 days for a user; 5 minutes
+        /// for `administrator`, whose UserSig authorizes admin calls].
+        #[arg(long)]
+        expire: Option<u64>,
     },
     /// Call the server's admin API and print its JSON response.
     #[command(subcommand)]
@@ -171,6 +172,16 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// A user's UserSig lasts as long as TRTC's examples make them; an
+/// administrator's authorizes admin calls, so it is short-lived.
+fn default_expire(user: &str) -> u64 {
+    if user == kaigi_proto::ADMIN_IDENTIFIER {
+        300
+    } else {
+        180 * 86400
+    }
+}
+
 fn usersig(
     app: Option<SdkAppId>,
     key: Option<String>,
@@ -216,7 +227,13 @@ async fn main() -> ExitCode {
             key,
             user,
             expire,
-        } => usersig(app, key, &user, expire).map(|s| {
+        } => usersig(
+            app,
+            key,
+            &user,
+            expire.unwrap_or_else(|| default_expire(&user)),
+        )
+        .map(|s| {
             println!("{s}");
             ExitCode::SUCCESS
         }),

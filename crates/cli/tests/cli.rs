@@ -141,6 +141,25 @@ async fn usersig_command_makes_a_valid_sig() {
         .await
         .unwrap();
     assert!(!bad.status.success());
+    // Without --expire: an admin sig is short-lived, a user's is not.
+    for (user, expire) in [("administrator", 300), ("alice", 180 * 86400)] {
+        let out = kaigi()
+            .args([
+                "usersig",
+                "--app",
+                "1400000009",
+                "--key",
+                KEY,
+                "--user",
+                user,
+            ])
+            .output()
+            .await
+            .unwrap();
+        let sig = String::from_utf8(out.stdout).unwrap();
+        let claims = usersig::verify(sig.trim(), APP, KEY, user, now).unwrap();
+        assert_eq!(claims.expire, expire, "{user}");
+    }
 }
 
 #[tokio::test]

@@ -24,3 +24,4 @@ pub mod state;
 
 pub use config::{AppCredential, Config, RateLimit};
 pub use server::{start, ServerHandle};
+pub use signaling::{JOIN_DEADLINE, WRITE_DEADLINE};

@@ -17,6 +17,9 @@ use crate::config::Config;
 use crate::state::Shared;
 use crate::{admin, signaling};
 
+/// The kernel send buffer of each accepted connection.
+pub const SEND_BUFFER_BYTES: usize = 128 * 1024;
+
 /// A running server.
 pub struct ServerHandle {
     addr: SocketAddr,
@@ -33,6 +36,12 @@ pub async fn start(config: Config) -> std::io::Result<ServerHandle> {
     let listener = listener.tap_io(|tcp| {
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "TCP_NODELAY");
+        }
+        // Autotuning lets one socket buffer megabytes for a client that
+        // does not read; messages are small, so a fixed buffer bounds the
+        // memory and lets the session notice such a client in time.
+        if let Err(e) = socket2::SockRef::from(&*tcp).set_send_buffer_size(SEND_BUFFER_BYTES) {
+            tracing::debug!(error = %e, "SO_SNDBUF");
         }
     });
     let shared = Shared::new(config);

@@ -8,7 +8,8 @@ use std::time::Duration;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
 use axum::response::Response;
-use futures_util::SinkExt;
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
 use kaigi_proto::signal::{
     parse_client_message, ClientMessage, ErrorMessage, JoinRequest, Joined, ParseError,
     PeerLeaveReason, RoomRef, ServerMessage,
@@ -44,19 +45,33 @@ pub mod close_code {
     pub const HEARTBEAT_TIMEOUT: u16 = 4000;
     /// The client could not keep up with the messages sent to it.
     pub const TOO_SLOW: u16 = 4001;
+    /// A WebSocket protocol violation (unmasked or reserved frames, bad
+    /// opcodes, bad fragmentation).
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// A text frame that is not UTF-8.
+    pub const INVALID_TEXT: u16 = 1007;
 }
 
-/// Frames larger than this are refused by the WebSocket layer itself;
-/// between [`kaigi_proto::signal::MAX_MESSAGE_BYTES`] and this, the client gets a typed error.
-const MAX_FRAME_BYTES: usize = 64 * 1024;
+/// Frames larger than this are refused by the WebSocket layer itself (close
+/// 1009); up to it, an over-long message gets a typed error first.
+const MAX_FRAME_BYTES: usize = kaigi_proto::signal::MAX_ANSWER_BYTES + 1024;
 
-/// How long a closing connection waits for the client's close frame.
+/// How long a closing connection waits for the client's close frame, and
+/// then for its last writes.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// How many frames a closing connection reads and discards at most.
 const CLOSE_DRAIN_FRAMES: usize = 4096;
+/// Frames handed to a session's writer and not yet written; more means the
+/// client does not read, and it is dropped.
+const WRITE_QUEUE: usize = 256;
+/// How long one write to a client may take before it is dropped as too slow.
+pub const WRITE_DEADLINE: Duration = Duration::from_secs(10);
+/// How long a connection may stay open without being in a room: on
+/// opening and after a `leave`. Pings do not extend it.
+pub const JOIN_DEADLINE: Duration = Duration::from_secs(10);
 
 // Messages over the protocol limit but under the frame limit get a typed error.
-const _: () = assert!(kaigi_proto::signal::MAX_MESSAGE_BYTES < MAX_FRAME_BYTES);
+const _: () = assert!(kaigi_proto::signal::MAX_ANSWER_BYTES < MAX_FRAME_BYTES);
 
 /// `GET /ws`: upgrade to a signaling session.
 pub async fn upgrade(
@@ -121,7 +136,16 @@ enum End {
 struct Session {
     id: SessionId,
     shared: Arc<Shared>,
-    socket: WebSocket,
+    /// Frames for the writer task; never awaited, so no client can block
+    /// its own session.
+    out: mpsc::Sender<Message>,
+    /// The read half of the socket.
+    incoming: SplitStream<WebSocket>,
+    /// Cancelled when the client is too slow (outbox or writer overflow,
+    /// or a write past its deadline).
+    dropped: CancellationToken,
+    /// When the connection must be in a room by, while it is in none.
+    join_by: Option<Instant>,
     /// The peer connection, made on the first publish or subscription.
     media: Option<MediaPeer>,
     /// What this session publishes.
@@ -147,15 +171,79 @@ async fn next_media_event(media: &mut Option<MediaPeer>) -> PeerEvent {
     }
 }
 
+/// Writes frames to the client in order, batching what is queued into one
+/// flush. A write that does not finish by [`WRITE_DEADLINE`] marks the
+/// session too slow and ends the writer (the socket closes when the
+/// session ends).
+async fn write_loop(
+    mut sink: SplitSink<WebSocket, Message>,
+    mut frames: mpsc::Receiver<Message>,
+    dropped: CancellationToken,
+) {
+    while let Some(first) = frames.recv().await {
+        let mut closing = matches!(first, Message::Close(_));
+        let wrote = tokio::time::timeout(WRITE_DEADLINE, async {
+            sink.feed(first).await?;
+            while !closing {
+                let Ok(next) = frames.try_recv() else { break };
+                closing = matches!(next, Message::Close(_));
+                sink.feed(next).await?;
+            }
+            sink.flush().await
+        })
+        .await;
+        match wrote {
+            Ok(Ok(())) if !closing => {}
+            Ok(_) => break,
+            Err(_) => {
+                debug!("a write to the client missed its deadline");
+                dropped.cancel();
+                break;
+            }
+        }
+    }
+}
+
+/// The close code for a WebSocket-level read error, if the connection is
+/// still there to be told.
+fn read_error_close(e: &axum::Error) -> Option<(u16, ErrorCode, &'static str)> {
+    let inner = std::error::Error::source(e)?;
+    let ws = inner.downcast_ref::<tungstenite::Error>()?;
+    match ws {
+        tungstenite::Error::Capacity(_) => Some((
+            close_code::TOO_BIG,
+            ErrorCode::MessageTooLarge,
+            "frame too large",
+        )),
+        tungstenite::Error::Utf8(_) => Some((
+            close_code::INVALID_TEXT,
+            ErrorCode::InvalidMessage,
+            "text frame is not UTF-8",
+        )),
+        tungstenite::Error::Protocol(_) => Some((
+            close_code::PROTOCOL_ERROR,
+            ErrorCode::InvalidMessage,
+            "WebSocket protocol violation",
+        )),
+        _ => None,
+    }
+}
+
 async fn run(socket: WebSocket, shared: Arc<Shared>, peer: SocketAddr) {
     let (tx, mut rx) = mpsc::channel(OUTBOX_CAPACITY);
     let dropped = CancellationToken::new();
     let id = shared.open_session(tx, dropped.clone());
     let span = info_span!("session", id = %format_args!("{id:016x}"), %peer);
+    let (sink, incoming) = socket.split();
+    let (out, frames) = mpsc::channel(WRITE_QUEUE);
+    let writer = tokio::spawn(write_loop(sink, frames, dropped.clone()));
     let mut s = Session {
         id,
         shared: shared.clone(),
-        socket,
+        out,
+        incoming,
+        dropped: dropped.clone(),
+        join_by: Some(Instant::now() + JOIN_DEADLINE),
         media: None,
         publication: None,
         publish_reply: None,
@@ -169,6 +257,7 @@ async fn run(socket: WebSocket, shared: Arc<Shared>, peer: SocketAddr) {
         let mut deadline = Instant::now() + timeout;
         let mut bucket = Bucket::new(shared.config.rate_limit);
         loop {
+            let join_by = s.join_by;
             tokio::select! {
                 biased;
                 _ = shared.shutdown.cancelled() => {
@@ -177,20 +266,17 @@ async fn run(socket: WebSocket, shared: Arc<Shared>, peer: SocketAddr) {
                 }
                 _ = dropped.cancelled() => {
                     Metrics::count(&shared.metrics.rejected, "too-slow");
+                    info!("dropped: the client does not read what is sent to it");
                     s.close(close_code::TOO_SLOW, "too slow").await;
                     break End::Fault;
                 }
                 out = rx.recv() => match out {
-                    Some(Outbound::Text(text)) => {
-                        if s.socket.send(Message::Text(text)).await.is_err() { break End::Left; }
-                    }
+                    Some(Outbound::Text(text)) => s.push(Message::Text(text)),
                     Some(Outbound::Subscribe(publisher, kinds)) => s.subscribe(publisher, kinds).await,
                     Some(Outbound::Unsubscribe(publisher)) => s.unsubscribe(publisher).await,
                     Some(Outbound::Kick(reason)) => {
                         info!(%reason, "forced out");
-                        // Queued, not flushed: it leaves with the close frame
-                        // in one write.
-                        let _ = s.socket.feed(Message::Text(shared.banned_text(reason))).await;
+                        s.push(Message::Text(shared.banned_text(reason)));
                         s.close(close_code::NORMAL, "client-banned").await;
                         break End::Kicked;
                     }
@@ -202,8 +288,26 @@ async fn run(socket: WebSocket, shared: Arc<Shared>, peer: SocketAddr) {
                     s.fail(ErrorCode::HeartbeatTimeout, format!("nothing received for {} s", timeout.as_secs()), close_code::HEARTBEAT_TIMEOUT).await;
                     break End::Timeout;
                 }
-                frame = s.socket.recv() => {
-                    let Some(Ok(frame)) = frame else { break End::Left };
+                _ = tokio::time::sleep_until(join_by.unwrap_or(deadline)), if join_by.is_some() => {
+                    Metrics::count(&shared.metrics.rejected, "no-join");
+                    info!("no join in time");
+                    s.fail(ErrorCode::HeartbeatTimeout, format!("no join within {} s", JOIN_DEADLINE.as_secs()), close_code::HEARTBEAT_TIMEOUT).await;
+                    break End::Timeout;
+                }
+                frame = s.incoming.next() => {
+                    let frame = match frame {
+                        Some(Ok(frame)) => frame,
+                        Some(Err(e)) => {
+                            if let Some((code, name, why)) = read_error_close(&e) {
+                                Metrics::count(&shared.metrics.rejected, "websocket");
+                                warn!(error = %e, "bad frame");
+                                s.fail(name, format!("{why}: {e}"), code).await;
+                                break End::Fault;
+                            }
+                            break End::Left;
+                        }
+                        None => break End::Left,
+                    };
                     deadline = Instant::now() + timeout;
                     // Every frame counts, control frames included.
                     if !matches!(frame, Message::Close(_)) && !bucket.take() {
@@ -219,7 +323,7 @@ async fn run(socket: WebSocket, shared: Arc<Shared>, peer: SocketAddr) {
                                     let code = if matches!(e, ParseError::TooLarge(_)) { close_code::TOO_BIG } else { close_code::POLICY };
                                     Metrics::count(&shared.metrics.rejected, if code == close_code::TOO_BIG { "too-large" } else { "malformed" });
                                     warn!(error = %e, "bad message");
-                                    s.send(&ServerMessage::Error(ErrorMessage::new(e.req_id(), e.code(), e.to_string()))).await;
+                                    s.send(&ServerMessage::Error(ErrorMessage::new(e.req_id(), e.code(), e.to_string())));
                                     s.close(code, "bad message").await;
                                     break End::Fault;
                                 }
@@ -230,7 +334,12 @@ async fn run(socket: WebSocket, shared: Arc<Shared>, peer: SocketAddr) {
                             s.fail(ErrorCode::InvalidMessage, "binary frames are not part of the protocol", close_code::UNSUPPORTED_DATA).await;
                             break End::Fault;
                         }
-                        Message::Close(_) => break End::Left,
+                        Message::Close(_) => {
+                            // Answer the client's close; the writer ends
+                            // after it.
+                            s.push(Message::Close(None));
+                            break End::Left;
+                        }
                         Message::Ping(_) | Message::Pong(_) => {}
                     }
                 }
@@ -239,6 +348,17 @@ async fn run(socket: WebSocket, shared: Arc<Shared>, peer: SocketAddr) {
     }
     .instrument(span.clone())
     .await;
+    // The writer gets a bounded time for what is queued (the close frame
+    // last); a client that does not read loses it.
+    // Closing the writer's queue lets it end once the queue is written.
+    drop(std::mem::replace(&mut s.out, mpsc::channel(1).0));
+    let mut writer = writer;
+    if tokio::time::timeout(CLOSE_GRACE, &mut writer)
+        .await
+        .is_err()
+    {
+        writer.abort();
+    }
     shared.remove_publication(id);
     if let Some(mut media) = s.media.take() {
         media.detach_all(id);
@@ -262,27 +382,33 @@ fn session_id_text(id: SessionId) -> String {
 }
 
 impl Session {
-    async fn send(&mut self, msg: &ServerMessage) {
-        let _ = self
-            .socket
-            .send(Message::Text(Utf8Bytes::from(msg.to_json())))
-            .await;
+    /// Queues a frame for the writer; a full queue means the client does
+    /// not read, and it is dropped.
+    fn push(&mut self, frame: Message) {
+        if self.out.try_send(frame).is_err() {
+            self.dropped.cancel();
+        }
+    }
+
+    fn send(&mut self, msg: &ServerMessage) {
+        self.push(Message::Text(Utf8Bytes::from(msg.to_json())));
     }
 
     /// Sends a close frame, then waits (briefly, boundedly) for the
     /// client's close so that what was sent before it is not lost to a TCP
     /// reset caused by unread data.
     async fn close(&mut self, code: u16, reason: &'static str) {
-        let frame = Message::Close(Some(CloseFrame {
+        self.push(Message::Close(Some(CloseFrame {
             code,
             reason: Utf8Bytes::from_static(reason),
-        }));
-        if self.socket.send(frame).await.is_err() {
+        })));
+        if self.dropped.is_cancelled() {
+            // It does not read: it will not answer either.
             return;
         }
         let _ = tokio::time::timeout(CLOSE_GRACE, async {
             for _ in 0..CLOSE_DRAIN_FRAMES {
-                match self.socket.recv().await {
+                match self.incoming.next().await {
                     Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
                     Some(Ok(_)) => {}
                 }
@@ -295,8 +421,7 @@ impl Session {
     async fn fail(&mut self, name: ErrorCode, message: impl Into<String>, code: u16) {
         self.send(&ServerMessage::Error(ErrorMessage::new(
             None, name, message,
-        )))
-        .await;
+        )));
         self.close(code, "error").await;
     }
 
@@ -312,12 +437,14 @@ impl Session {
                     media.detach_all(id);
                     media.close().await;
                 }
+                self.join_by = Some(Instant::now() + JOIN_DEADLINE);
                 Some(ServerMessage::Left { req_id })
             }
             ClientMessage::Join(join) => {
                 let req_id = join.req_id;
                 Some(match self.join(join) {
                     Ok(j) => {
+                        self.join_by = None;
                         self.shared.metrics.joins.inc();
                         ServerMessage::Joined(j)
                     }
@@ -405,7 +532,7 @@ impl Session {
             ClientMessage::Answer { sdp } => self.answer(sdp).await.err().map(ServerMessage::Error),
         };
         if let Some(reply) = reply {
-            self.send(&reply).await;
+            self.send(&reply);
         }
     }
 
@@ -526,8 +653,7 @@ impl Session {
                 sdp,
                 publish_req_id,
                 new_connection,
-            })
-            .await;
+            });
         }
         Ok(())
     }
@@ -632,7 +758,7 @@ impl Session {
         if self.publish_offered {
             self.publish_offered = false;
             if let Some(req_id) = self.publish_reply.take() {
-                self.send(&ServerMessage::Published { req_id }).await;
+                self.send(&ServerMessage::Published { req_id });
             }
         }
         if again {
@@ -661,7 +787,7 @@ impl Session {
         .await;
         if let Err(e) = result {
             warn!(error = %e.message, "subscribing failed");
-            self.send(&ServerMessage::Error(e)).await;
+            self.send(&ServerMessage::Error(e));
         }
     }
 
@@ -693,8 +819,7 @@ impl Session {
                     None,
                     ErrorCode::MediaFailed,
                     "the media connection failed",
-                )))
-                .await;
+                )));
             }
         }
     }
@@ -712,6 +837,13 @@ impl Session {
             ));
         }
         let user = UserId::new(j.user_id.clone()).map_err(|e| invalid(e.to_string()))?;
+        // Its UserSig authorizes admin calls; it is no participant.
+        if user.as_str() == kaigi_proto::ADMIN_IDENTIFIER {
+            return Err(invalid(format!(
+                "{} is the admin identity and cannot join rooms",
+                kaigi_proto::ADMIN_IDENTIFIER
+            )));
+        }
         let room = j.room.room().map_err(|e| invalid(e.to_string()))?;
         let app = SdkAppId(j.sdk_app_id);
         let key = self.shared.app_keys.get(&app).ok_or_else(|| {
