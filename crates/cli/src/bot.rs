@@ -137,8 +137,21 @@ fn stream_report(
     })
 }
 
+/// Set once stdout is gone (e.g. `kaigi bot … | head -3` ended).
+static STDOUT_CLOSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Prints one JSON line; a closed stdout is noted, never a panic.
 fn line(value: serde_json::Value) {
-    println!("{value}");
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if writeln!(out, "{value}").and_then(|()| out.flush()).is_err() {
+        STDOUT_CLOSED.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Whether nobody reads the bot's output any more.
+fn stdout_closed() -> bool {
+    STDOUT_CLOSED.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 pub async fn run(args: BotArgs) -> anyhow::Result<ExitCode> {
@@ -219,6 +232,15 @@ pub async fn run(args: BotArgs) -> anyhow::Result<ExitCode> {
     let mut report = tokio::time::interval(std::time::Duration::from_secs(1));
     let mut last_frames = std::collections::HashMap::new();
     loop {
+        if stdout_closed() {
+            // Whoever read the events is gone: leave cleanly and quietly.
+            let left = client.leave().await;
+            return Ok(if left.is_ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            });
+        }
         tokio::select! {
             _ = report.tick() => {
                 for stream in client.remote_streams() {

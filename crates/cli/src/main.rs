@@ -215,6 +215,7 @@ fn usersig(
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             EnvFilter::try_from_env("KAIGI_LOG")
                 .unwrap_or_else(|_| EnvFilter::new(kaigi_proto::log_filter("warn"))),

@@ -331,3 +331,50 @@ async fn bots_publish_and_report_what_they_receive() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("test-pattern"));
 }
+
+#[tokio::test]
+async fn a_bot_whose_output_is_closed_leaves_quietly() {
+    let server = kaigi_server::start(kaigi_server::Config::new(
+        "127.0.0.1:0".parse().unwrap(),
+        vec![kaigi_server::AppCredential {
+            id: APP,
+            key: KEY.into(),
+        }],
+    ))
+    .await
+    .unwrap();
+    let mut child = kaigi()
+        .args(["bot", "--server", &format!("ws://{}", server.local_addr())])
+        .args([
+            "--app",
+            &APP.to_string(),
+            "--key",
+            KEY,
+            "--user",
+            "piped",
+            "--room",
+            "5",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(WAIT, lines.next_line())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(first.unwrap().contains("joined"));
+    // As `| head -1` does: the reader goes away.
+    drop(lines);
+    // The next event makes the bot write; it finds stdout closed.
+    let other = Bot::start(&server, "other", &["--room", "5"]).await;
+    let out = tokio::time::timeout(WAIT, child.wait_with_output())
+        .await
+        .expect("the bot exits")
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    drop(other);
+}
