@@ -37,24 +37,32 @@ struct Bot {
     lines: Lines<BufReader<ChildStdout>>,
 }
 
+/// `--server`, `--app` and `--key` for the test server and app.
+fn server_args(server: &ServerHandle) -> [String; 6] {
+    [
+        "--server".into(),
+        format!("ws://{}", server.local_addr()),
+        "--app".into(),
+        APP.to_string(),
+        "--key".into(),
+        KEY.into(),
+    ]
+}
+
+/// `kaigi bot` for `user` on `server` in `room`, its stdout piped.
+fn bot_command(server: &ServerHandle, user: &str, room: &[&str]) -> Command {
+    let mut c = kaigi();
+    c.arg("bot")
+        .args(server_args(server))
+        .args(["--user", user])
+        .args(room)
+        .stdout(Stdio::piped());
+    c
+}
+
 impl Bot {
     async fn start(server: &ServerHandle, user: &str, room: &[&str]) -> Bot {
-        let mut child = kaigi()
-            .args([
-                "bot",
-                "--server",
-                &format!("ws://{}", server.local_addr()),
-                "--app",
-                &APP.to_string(),
-                "--key",
-                KEY,
-                "--user",
-                user,
-            ])
-            .args(room)
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = bot_command(server, user, room).spawn().unwrap();
         let lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let mut bot = Bot { child, lines };
         let first = bot.next().await;
@@ -94,14 +102,7 @@ async fn admin(server: &ServerHandle, args: &[&str]) -> (i32, Value) {
     let out = kaigi()
         .arg("admin")
         .args(args)
-        .args([
-            "--server",
-            &format!("ws://{}", server.local_addr()),
-            "--app",
-            &APP.to_string(),
-            "--key",
-            KEY,
-        ])
+        .args(server_args(server))
         .output()
         .await
         .unwrap();
@@ -110,30 +111,34 @@ async fn admin(server: &ServerHandle, args: &[&str]) -> (i32, Value) {
     (out.status.code().unwrap(), json)
 }
 
-#[tokio::test]
-async fn usersig_command_makes_a_valid_sig() {
+/// `kaigi usersig` for `user` of the test app, with `extra` arguments.
+async fn usersig_for(user: &str, extra: &[&str]) -> String {
     let out = kaigi()
         .args([
             "usersig",
             "--app",
-            "1400000009",
+            &APP.to_string(),
             "--key",
             KEY,
             "--user",
-            "alice",
-            "--expire",
-            "600",
+            user,
         ])
+        .args(extra)
         .output()
         .await
         .unwrap();
     assert!(out.status.success());
-    let sig = String::from_utf8(out.stdout).unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+#[tokio::test]
+async fn usersig_command_makes_a_valid_sig() {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    let claims = usersig::verify(sig.trim(), APP, KEY, "alice", now).unwrap();
+    let sig = usersig_for("alice", &["--expire", "600"]).await;
+    let claims = usersig::verify(&sig, APP, KEY, "alice", now).unwrap();
     assert_eq!(claims.expire, 600);
     let bad = kaigi()
         .args(["usersig", "--app", "1", "--key", "k", "--user", "no spaces"])
@@ -143,21 +148,8 @@ async fn usersig_command_makes_a_valid_sig() {
     assert!(!bad.status.success());
     // Without --expire: an admin sig is short-lived, a user's is not.
     for (user, expire) in [("administrator", 300), ("alice", 180 * 86400)] {
-        let out = kaigi()
-            .args([
-                "usersig",
-                "--app",
-                "1400000009",
-                "--key",
-                KEY,
-                "--user",
-                user,
-            ])
-            .output()
-            .await
-            .unwrap();
-        let sig = String::from_utf8(out.stdout).unwrap();
-        let claims = usersig::verify(sig.trim(), APP, KEY, user, now).unwrap();
+        let sig = usersig_for(user, &[]).await;
+        let claims = usersig::verify(&sig, APP, KEY, user, now).unwrap();
         assert_eq!(claims.expire, expire, "{user}");
     }
 }
@@ -334,28 +326,8 @@ async fn bots_publish_and_report_what_they_receive() {
 
 #[tokio::test]
 async fn a_bot_whose_output_is_closed_leaves_quietly() {
-    let server = kaigi_server::start(kaigi_server::Config::new(
-        "127.0.0.1:0".parse().unwrap(),
-        vec![kaigi_server::AppCredential {
-            id: APP,
-            key: KEY.into(),
-        }],
-    ))
-    .await
-    .unwrap();
-    let mut child = kaigi()
-        .args(["bot", "--server", &format!("ws://{}", server.local_addr())])
-        .args([
-            "--app",
-            &APP.to_string(),
-            "--key",
-            KEY,
-            "--user",
-            "piped",
-            "--room",
-            "5",
-        ])
-        .stdout(Stdio::piped())
+    let server = server().await;
+    let mut child = bot_command(&server, "piped", &["--room", "5"])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();

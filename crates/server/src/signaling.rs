@@ -236,7 +236,7 @@ async fn run(socket: WebSocket, shared: Arc<Shared>, peer: SocketAddr) {
     let span = info_span!("session", id = %format_args!("{id:016x}"), %peer);
     let (sink, incoming) = socket.split();
     let (out, frames) = mpsc::channel(WRITE_QUEUE);
-    let writer = tokio::spawn(write_loop(sink, frames, dropped.clone()));
+    let mut writer = tokio::spawn(write_loop(sink, frames, dropped.clone()));
     let mut s = Session {
         id,
         shared: shared.clone(),
@@ -352,7 +352,6 @@ async fn run(socket: WebSocket, shared: Arc<Shared>, peer: SocketAddr) {
     // last); a client that does not read loses it.
     // Closing the writer's queue lets it end once the queue is written.
     drop(std::mem::replace(&mut s.out, mpsc::channel(1).0));
-    let mut writer = writer;
     if tokio::time::timeout(CLOSE_GRACE, &mut writer)
         .await
         .is_err()
