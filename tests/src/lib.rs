@@ -59,6 +59,15 @@ pub struct TestServer {
     pub addr: SocketAddr,
 }
 
+/// A valid admin query string for the test app (a fresh 5-minute sig).
+pub fn admin_query() -> String {
+    let admin_sig = usersig::generate(APP, KEY, ADMIN_IDENTIFIER, 300, now());
+    format!(
+        "sdkappid={}&identifier={ADMIN_IDENTIFIER}&usersig={admin_sig}&random=1&contenttype=json",
+        APP.0
+    )
+}
+
 /// The config every test server starts from.
 pub fn test_config(listen: SocketAddr) -> Config {
     Config::new(
@@ -156,9 +165,7 @@ impl TestServer {
         if body.get("SdkAppId").is_none() {
             body["SdkAppId"] = json!(APP.0);
         }
-        let admin_sig = usersig::generate(APP, KEY, ADMIN_IDENTIFIER, 300, now());
-        let query = format!("sdkappid={}&identifier={ADMIN_IDENTIFIER}&usersig={admin_sig}&random=1&contenttype=json", APP.0);
-        self.admin_raw("POST", action, &query, body.to_string())
+        self.admin_raw("POST", action, &admin_query(), body.to_string())
             .await
     }
 
@@ -253,6 +260,78 @@ pub async fn publish_pattern(client: &Client) -> kaigi_sdk::LocalStream {
         .await
         .expect("the stream is published");
     stream
+}
+
+/// Waits until `user`'s stream at `client` decodes at least `frames` more frames.
+pub async fn frames_arrive(client: &kaigi_sdk::Client, user: &str, frames: u64) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut start = None;
+    let mut last = None;
+    while tokio::time::Instant::now() < deadline {
+        let got = client
+            .remote_streams()
+            .into_iter()
+            .find(|s| s.user_id().as_str() == user)
+            .map(|s| (s.frames_decoded(), s.packets_received(), s.audio_packets()));
+        match (got, start) {
+            (Some((n, _, _)), None) => start = Some(n),
+            (Some((n, _, _)), Some(s)) if n >= s + frames => return,
+            _ => {}
+        }
+        last = got;
+        // Polling a counter, not synchronizing: the frames come at their own pace.
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!(
+        "{frames} frames from {user} did not arrive: (frames, packets, audio packets) = {last:?}"
+    );
+}
+
+/// The UDP sockets this process has open, by inode, with the IPv4 address
+/// each is bound to (`None` for IPv6 ones).
+pub fn udp_socket_addrs() -> std::collections::HashMap<u64, Option<SocketAddr>> {
+    let mut udp = std::collections::HashMap::new();
+    for table in ["/proc/net/udp", "/proc/net/udp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let Some(inode) = fields.get(9).and_then(|i| i.parse::<u64>().ok()) else {
+                continue;
+            };
+            // "0100007F:1F90": the address in host byte order, the port in hex.
+            let addr = fields.get(1).and_then(|a| {
+                let (ip, port) = a.split_once(':')?;
+                let ip = u32::from_str_radix(ip, 16).ok()?;
+                let port = u16::from_str_radix(port, 16).ok()?;
+                (a.len() == 13)
+                    .then(|| SocketAddr::from((std::net::Ipv4Addr::from(u32::from_be(ip)), port)))
+            });
+            udp.insert(inode, addr);
+        }
+    }
+    let mut mine = std::collections::HashMap::new();
+    for fd in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+        if let Ok(target) = std::fs::read_link(fd.path()) {
+            let t = target.to_string_lossy().to_string();
+            if let Some(inode) = t
+                .strip_prefix("socket:[")
+                .and_then(|r| r.strip_suffix(']'))
+                .and_then(|i| i.parse::<u64>().ok())
+            {
+                if let Some(addr) = udp.get(&inode) {
+                    mine.insert(inode, *addr);
+                }
+            }
+        }
+    }
+    mine
+}
+
+/// Inodes of the UDP sockets this process has open.
+pub fn udp_sockets() -> std::collections::HashSet<u64> {
+    udp_socket_addrs().into_keys().collect()
 }
 
 /// Awaits `fut` or fails the test after [`WAIT`].

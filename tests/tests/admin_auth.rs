@@ -103,6 +103,8 @@ async fn bad_admin_auth_changes_nothing() {
         ("NoSuchAction", body.clone(), "InvalidAction"),
         ("DismissRoom", "{not json".to_owned(), "InvalidParameter"),
         ("DismissRoom", "[1]".to_owned(), "InvalidParameter"),
+        // An empty body is not a JSON object.
+        ("DismissRoom", String::new(), "InvalidParameter"),
         (
             "DismissRoom",
             json!({"RoomId": 8001}).to_string(),
@@ -126,6 +128,39 @@ async fn bad_admin_auth_changes_nothing() {
             "{action}: {resp}"
         );
     }
+
+    // A malformed chunked body is a bad body, not a large one.
+    let mut tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let request = format!(
+        "POST /api/DismissRoom?{q} HTTP/1.1\r\nHost: k\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{{}}\r\n0\r\n\r\n"
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut tcp, request.as_bytes())
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    within(
+        "the answer",
+        tokio::io::AsyncReadExt::read_to_end(&mut tcp, &mut answer),
+    )
+    .await
+    .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.contains("\"InvalidParameter\"") && !answer.contains("RequestSizeLimitExceeded"),
+        "{answer}"
+    );
+    // The Content-Type is not checked: a JSON body is read as JSON.
+    let resp = reqwest::Client::new()
+        .post(format!("http://{}/api/DescribeRoom?{q}", server.addr))
+        .header("Content-Type", "text/plain")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .await
+        .unwrap();
+    assert_eq!(resp["Response"]["Total"], 1, "{resp}");
 
     // Nothing changed: alice is still there and was told nothing.
     assert_eq!(alice.connection_state(), ConnectionState::Connected);

@@ -4,8 +4,6 @@
 //! any number of others' publish/unpublish cycles and a room holds many
 //! publishers.
 
-use std::time::Duration;
-
 use kaigi_sdk::{ClientEvent, ConnectionState, LocalStream, SyntheticSource};
 use kaigi_tests::*;
 
@@ -34,31 +32,6 @@ fn dropped(events: &[ClientEvent]) -> Option<&ClientEvent> {
             } | ClientEvent::Error { .. }
         )
     })
-}
-
-/// Waits until `user`'s stream at `client` decodes at least `frames` more frames.
-async fn frames_arrive(client: &kaigi_sdk::Client, user: &str, frames: u64) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let mut start = None;
-    let mut last = None;
-    while tokio::time::Instant::now() < deadline {
-        let got = client
-            .remote_streams()
-            .into_iter()
-            .find(|s| s.user_id().as_str() == user)
-            .map(|s| (s.frames_decoded(), s.packets_received(), s.audio_packets()));
-        match (got, start) {
-            (Some((n, _, _)), None) => start = Some(n),
-            (Some((n, _, _)), Some(s)) if n >= s + frames => return,
-            _ => {}
-        }
-        last = got;
-        // Polling a counter, not synchronizing: the frames come at their own pace.
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!(
-        "{frames} frames from {user} did not arrive: (frames, packets, audio packets) = {last:?}"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,42 +3,9 @@
 //! sources are closed, and every task the clients and the server started
 //! has ended (counted by the runtime), not assumed.
 
-use std::collections::HashSet;
-
 use kaigi_sdk::{ClientEvent, LocalStream, SyntheticSource};
 use kaigi_tests::*;
 use serde_json::json;
-
-/// Inodes of the UDP sockets this process has open.
-fn udp_sockets() -> HashSet<u64> {
-    let mut udp: HashSet<u64> = HashSet::new();
-    for table in ["/proc/net/udp", "/proc/net/udp6"] {
-        let Ok(text) = std::fs::read_to_string(table) else {
-            continue;
-        };
-        for line in text.lines().skip(1) {
-            if let Some(inode) = line.split_whitespace().nth(9).and_then(|i| i.parse().ok()) {
-                udp.insert(inode);
-            }
-        }
-    }
-    let mut mine = HashSet::new();
-    for fd in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
-        if let Ok(target) = std::fs::read_link(fd.path()) {
-            let t = target.to_string_lossy().to_string();
-            if let Some(inode) = t
-                .strip_prefix("socket:[")
-                .and_then(|r| r.strip_suffix(']'))
-                .and_then(|i| i.parse::<u64>().ok())
-            {
-                if udp.contains(&inode) {
-                    mine.insert(inode);
-                }
-            }
-        }
-    }
-    mine
-}
 
 fn alive_tasks() -> usize {
     tokio::runtime::Handle::current()

@@ -29,6 +29,7 @@ use webrtc::peer_connection::{
     SettingEngineBuilder,
 };
 
+pub mod guard;
 pub mod quality;
 
 pub use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
@@ -224,13 +225,19 @@ pub async fn build_peer(
         .with(Slot::from(14_000), KeyframeRequests::default());
     // The default 200 ms between ICE checks dominates connection time on a
     // LAN or loopback; 20 ms brings setup to tens of milliseconds.
+    // No mDNS: Kaigi's candidates are addresses, and an mDNS socket means
+    // a multicast bind on 224.0.0.251:5353 per connection (which fails on
+    // a host without a default route).
     let settings = SettingEngineBuilder::new()
         .with_ice_connection_attempts(Some(Duration::from_millis(20)), None)
+        .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
         .build();
+    let runtime = guard::GuardedRuntime::new().map_err(RtcError::from_display)?;
     PeerConnectionBuilder::new()
         .with_media_engine(media)
         .with_interceptor_registry(registry)
         .with_setting_engine(settings)
+        .with_runtime(Arc::new(runtime))
         .with_handler(handler)
         .with_udp_addrs(vec![format!("{}", std::net::SocketAddr::new(bind, 0))])
         .build()

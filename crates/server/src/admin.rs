@@ -19,6 +19,9 @@ use crate::state::{unix_now, Shared};
 
 /// The largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// How long a request's body may take to arrive (its headers have their
+/// own deadline, [`crate::listener::HEADER_READ_TIMEOUT`]).
+pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// At most this many users per `RemoveUser` call (TRTC's limit).
 pub const MAX_USER_IDS: usize = 10;
 /// `ListRooms` default and maximum page size.
@@ -91,6 +94,7 @@ pub async fn handle(
     let result = serve(&shared, &action, &query, method, body).await;
     let (label, response) = match result {
         Ok(mut fields) => {
+            info!(%action, %request_id, "admin call done");
             fields.insert("RequestId".into(), json!(request_id));
             ("ok".to_owned(), Value::Object(fields))
         }
@@ -134,20 +138,9 @@ async fn serve(
     let app = authenticate(shared, query)?;
     let action = Action::parse(action)
         .ok_or_else(|| err("InvalidAction", format!("no such action: {action}")))?;
-    let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
-        .await
-        .map_err(|_| {
-            err(
-                "RequestSizeLimitExceeded",
-                format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
-            )
-        })?;
-    let body: Value = if bytes.is_empty() {
-        Value::Object(Map::new())
-    } else {
-        serde_json::from_slice(&bytes)
-            .map_err(|e| err("InvalidParameter", format!("the body is not JSON: {e}")))?
-    };
+    let bytes = read_body(body).await?;
+    let body: Value = serde_json::from_slice(&bytes)
+        .map_err(|e| err("InvalidParameter", format!("the body is not JSON: {e}")))?;
     let body = body
         .as_object()
         .ok_or_else(|| err("InvalidParameter", "the body must be a JSON object"))?;
@@ -227,6 +220,41 @@ async fn serve(
         }
     }
     Ok(out)
+}
+
+/// Reads the whole body: at most [`MAX_BODY_BYTES`], within
+/// [`BODY_READ_TIMEOUT`].
+async fn read_body(body: Body) -> Result<bytes::Bytes, ApiError> {
+    let read = tokio::time::timeout(
+        BODY_READ_TIMEOUT,
+        axum::body::to_bytes(body, MAX_BODY_BYTES),
+    );
+    match read.await {
+        Err(_) => Err(err(
+            "InvalidParameter",
+            format!(
+                "the body did not arrive within {} s",
+                BODY_READ_TIMEOUT.as_secs()
+            ),
+        )),
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(e)) => {
+            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+            while let Some(s) = source {
+                if s.is::<http_body_util::LengthLimitError>() {
+                    return Err(err(
+                        "RequestSizeLimitExceeded",
+                        format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
+                    ));
+                }
+                source = s.source();
+            }
+            Err(err(
+                "InvalidParameter",
+                format!("the body could not be read: {e}"),
+            ))
+        }
+    }
 }
 
 /// Checks the query's `sdkappid`, `identifier` and `usersig`.

@@ -67,7 +67,17 @@ pub struct Config {
     /// The address media (WebRTC over UDP) binds to; by default the
     /// listener's IP.
     pub media_ip: Option<std::net::IpAddr>,
+    /// Open connections in all; by default what the open-file limit allows
+    /// (see [`crate::listener::connections_for_fd_limit`]).
+    pub max_connections: Option<usize>,
+    /// Open connections from one IP address; 0 for no cap. Behind a
+    /// reverse proxy every client has the proxy's address: set 0 there.
+    pub max_connections_per_ip: usize,
 }
+
+/// The default cap on connections from one IP address: an office or a
+/// school behind one NAT address fits; one host cannot take every slot.
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 256;
 
 /// The default heartbeat timeout, well under TRTC's 90 s.
 pub const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(20);
@@ -81,6 +91,8 @@ impl Config {
             heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
             rate_limit: RateLimit::default(),
             media_ip: None,
+            max_connections: None,
+            max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
         }
     }
 
@@ -112,6 +124,10 @@ pub struct FileConfig {
     pub rate_limit_burst: Option<u32>,
     /// `media_ip = "192.168.1.10"`: where WebRTC media binds.
     pub media_ip: Option<std::net::IpAddr>,
+    /// `max_connections = 10000`
+    pub max_connections: Option<usize>,
+    /// `max_connections_per_ip = 256` (0: no cap)
+    pub max_connections_per_ip: Option<usize>,
 }
 
 impl FileConfig {

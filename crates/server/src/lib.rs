@@ -15,6 +15,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod listener;
 pub mod metrics;
 pub mod registry;
 pub mod server;

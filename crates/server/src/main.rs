@@ -28,6 +28,13 @@ struct Args {
     /// The IP WebRTC media binds to [default: the --listen IP].
     #[arg(long, env = "KAIGI_MEDIA_IP")]
     media_ip: Option<std::net::IpAddr>,
+    /// Open connections in all [default: what the open-file limit allows].
+    #[arg(long, env = "KAIGI_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// Open connections from one IP address, 0 for no cap [default: 256].
+    /// Set 0 behind a reverse proxy.
+    #[arg(long, env = "KAIGI_MAX_CONNECTIONS_PER_IP")]
+    max_connections_per_ip: Option<usize>,
 }
 
 #[tokio::main]
@@ -70,6 +77,10 @@ async fn main() -> anyhow::Result<()> {
             .context("--heartbeat-timeout")?;
     }
     config.media_ip = args.media_ip.or(file.media_ip);
+    config.max_connections = args.max_connections.or(file.max_connections);
+    if let Some(n) = args.max_connections_per_ip.or(file.max_connections_per_ip) {
+        config.max_connections_per_ip = n;
+    }
     let defaults = RateLimit::default();
     config.rate_limit = RateLimit {
         per_sec: file.rate_limit_per_sec.unwrap_or(defaults.per_sec),

@@ -41,6 +41,8 @@ pub struct Metrics {
     pub rejected: Family<Reason, Counter>,
     /// Admin API calls.
     pub admin_calls: Family<AdminCall, Counter>,
+    /// Datagrams the media sockets' gate dropped (see `kaigi_rtc::guard`).
+    junk_datagrams: Counter,
 }
 
 impl Metrics {
@@ -56,6 +58,7 @@ impl Metrics {
             kicks: Family::default(),
             rejected: Family::default(),
             admin_calls: Family::default(),
+            junk_datagrams: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -82,6 +85,11 @@ impl Metrics {
             "Admin API calls by action and result",
             m.admin_calls.clone(),
         );
+        registry.register(
+            "media_datagrams_dropped",
+            "Datagrams at media ports dropped before WebRTC: non-STUN from an address the socket never sent to, or past its SSRC bound",
+            m.junk_datagrams.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -96,6 +104,12 @@ impl Metrics {
 
     /// The text exposition format.
     pub fn encode(&self) -> String {
+        // The gate counts process-wide; catch the counter up.
+        let dropped = kaigi_rtc::guard::dropped_datagrams();
+        let seen = self.junk_datagrams.get();
+        if dropped > seen {
+            self.junk_datagrams.inc_by(dropped - seen);
+        }
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::routing::{any, get};
-use axum::serve::ListenerExt;
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -15,7 +14,7 @@ use tracing::info;
 
 use crate::config::Config;
 use crate::state::Shared;
-use crate::{admin, signaling};
+use crate::{admin, listener, signaling};
 
 /// The kernel send buffer of each accepted connection.
 pub const SEND_BUFFER_BYTES: usize = 128 * 1024;
@@ -28,34 +27,30 @@ pub struct ServerHandle {
 }
 
 /// Binds `config.listen` and serves until [`ServerHandle::shutdown`].
+///
+/// Raises the process's open-file limit to its hard limit first, and caps
+/// connections so that the descriptors never run out under joined clients
+/// (see [`listener`]).
 pub async fn start(config: Config) -> std::io::Result<ServerHandle> {
+    let nofile = listener::raise_fd_limit();
     let listener = TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
-    // Signaling messages are small and latency-bound: never let Nagle's
-    // algorithm hold one back waiting for an ACK.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "TCP_NODELAY");
-        }
-        // Autotuning lets one socket buffer megabytes for a client that
-        // does not read; messages are small, so a fixed buffer bounds the
-        // memory and lets the session notice such a client in time.
-        if let Err(e) = socket2::SockRef::from(&*tcp).set_send_buffer_size(SEND_BUFFER_BYTES) {
-            tracing::debug!(error = %e, "SO_SNDBUF");
-        }
-    });
+    let limits = listener::ConnectionLimits {
+        total: config
+            .max_connections
+            .unwrap_or_else(|| listener::connections_for_fd_limit(nofile)),
+        per_ip: config.max_connections_per_ip,
+    };
     let shared = Shared::new(config);
     let router = router(shared.clone());
-    let token = shared.shutdown.clone();
-    let serve = tokio::spawn(async move {
-        axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(token.cancelled_owned())
-        .await
-    });
-    info!(%addr, apps = shared.config.apps.len(), "kaigi-server listening");
+    let serve = tokio::spawn(listener::serve(listener, router, limits, shared.clone()));
+    info!(
+        %addr,
+        apps = shared.config.apps.len(),
+        max_connections = limits.total,
+        max_connections_per_ip = limits.per_ip,
+        "kaigi-server listening"
+    );
     Ok(ServerHandle {
         addr,
         shared,

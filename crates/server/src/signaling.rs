@@ -77,6 +77,7 @@ const _: () = assert!(kaigi_proto::signal::MAX_ANSWER_BYTES < MAX_FRAME_BYTES);
 pub async fn upgrade(
     State(shared): State<Arc<Shared>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    slot: Option<axum::Extension<crate::listener::ConnectionSlot>>,
     ws: WebSocketUpgrade,
 ) -> Response {
     ws.max_message_size(MAX_FRAME_BYTES)
@@ -87,7 +88,11 @@ pub async fn upgrade(
         .write_buffer_size(16 * 1024)
         .on_upgrade(move |socket| {
             let tracker = shared.tasks.clone();
-            tracker.track_future(run(socket, shared, peer))
+            tracker.track_future(async move {
+                // The connection counts against the caps until the session ends.
+                let _slot = slot;
+                run(socket, shared, peer).await
+            })
         })
 }
 
@@ -284,6 +289,7 @@ async fn run(socket: WebSocket, shared: Arc<Shared>, peer: SocketAddr) {
                 },
                 event = next_media_event(&mut s.media) => s.on_media_event(event).await,
                 _ = tokio::time::sleep_until(deadline) => {
+                    Metrics::count(&shared.metrics.rejected, "heartbeat");
                     info!("heartbeat timeout");
                     s.fail(ErrorCode::HeartbeatTimeout, format!("nothing received for {} s", timeout.as_secs()), close_code::HEARTBEAT_TIMEOUT).await;
                     break End::Timeout;
