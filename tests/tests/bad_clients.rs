@@ -212,3 +212,28 @@ async fn a_connection_that_never_joins_is_closed_even_while_it_pings() {
         opened.elapsed() >= kaigi_server::JOIN_DEADLINE - std::time::Duration::from_millis(100)
     );
 }
+
+#[tokio::test]
+async fn an_answer_that_crossed_a_leave_is_ignored() {
+    let server = TestServer::start().await;
+    let mut ws = raw_in_room(&server, "alice", 1).await;
+    raw_send(&mut ws, json!({"type": "leave", "reqId": 2})).await;
+    raw_send(&mut ws, json!({"type": "answer", "sdp": "v=0\r\n"})).await;
+    raw_send(&mut ws, json!({"type": "ping", "reqId": 3})).await;
+    let mut seen = Vec::new();
+    loop {
+        let msg = raw_recv(&mut ws).await.expect("the connection stays open");
+        if msg["type"] == "pong" {
+            break;
+        }
+        seen.push(msg);
+    }
+    assert!(
+        seen.iter().all(|m| m["type"] != "error"),
+        "no error for a stale answer: {seen:?}"
+    );
+    // And it can join again on the same connection.
+    raw_send(&mut ws, raw_join(4, "alice", 1)).await;
+    let joined = raw_recv(&mut ws).await.expect("joined");
+    assert_eq!(joined["type"], "joined", "{joined}");
+}

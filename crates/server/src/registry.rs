@@ -238,19 +238,19 @@ fn stream_removed(
     if to.is_empty() {
         return Vec::new();
     }
-    let mut effects: Vec<Effect> = to
-        .iter()
-        .map(|s| Effect::Unsubscribe {
-            subscriber: *s,
-            publisher,
-        })
-        .collect();
-    effects.push(Effect::Broadcast {
-        to,
+    // The message first: a client hears that the stream ended before the
+    // offer that marks its m-lines inactive.
+    let unsubscribes = to.iter().map(|s| Effect::Unsubscribe {
+        subscriber: *s,
+        publisher,
+    });
+    let mut effects = vec![Effect::Broadcast {
+        to: to.clone(),
         msg: ServerMessage::StreamRemoved {
             user_id: user.clone(),
         },
-    });
+    }];
+    effects.extend(unsubscribes);
     effects
 }
 
@@ -349,6 +349,19 @@ impl Registry {
                 if old.stream.is_some() {
                     effects.extend(stream_removed(room, session, old.session, &place.user));
                 }
+                // The takeover's role is the user's role now.
+                if old.role != role {
+                    let to = room.sessions_except(session);
+                    if !to.is_empty() {
+                        effects.push(Effect::Broadcast {
+                            to,
+                            msg: ServerMessage::PeerRole {
+                                user_id: place.user.clone(),
+                                role,
+                            },
+                        });
+                    }
+                }
                 effects.push(Effect::Kick {
                     session: old.session,
                     reason: KickReason::DuplicateUserId,
@@ -443,22 +456,24 @@ impl Registry {
         };
         me.stream = Some(stream);
         let others = room.sessions_except(session);
-        let mut effects: Vec<Effect> = room
-            .participants
-            .values()
-            .filter(|p| p.session != session && p.auto_subscribe)
-            .map(|p| Effect::Subscribe {
-                subscriber: p.session,
-                publisher: session,
-                kinds,
-            })
-            .collect();
+        let mut effects = Vec::new();
+        // `stream-added` before the offer that carries the stream.
         if !others.is_empty() {
             effects.push(Effect::Broadcast {
                 to: others,
                 msg: stream.added(&place.user),
             });
         }
+        effects.extend(
+            room.participants
+                .values()
+                .filter(|p| p.session != session && p.auto_subscribe)
+                .map(|p| Effect::Subscribe {
+                    subscriber: p.session,
+                    publisher: session,
+                    kinds,
+                }),
+        );
         Ok(effects)
     }
 
@@ -776,6 +791,71 @@ mod tests {
         assert_eq!(
             r.join(9, place(num(7), "dup"), Role::Anchor.into(), Some(2), 0),
             Err(JoinError::ResumeBanned(KickReason::DuplicateUserId))
+        );
+    }
+
+    #[test]
+    fn a_takeover_with_another_role_announces_the_role() {
+        let mut r = Registry::new();
+        r.join(1, place(num(7), "a"), Role::Anchor.into(), None, 0)
+            .unwrap();
+        r.join(2, place(num(7), "dup"), Role::Anchor.into(), None, 0)
+            .unwrap();
+        let (_, fx) = r
+            .join(3, place(num(7), "dup"), Role::Audience.into(), None, 0)
+            .unwrap();
+        assert_eq!(
+            fx,
+            vec![
+                Effect::Broadcast {
+                    to: vec![1],
+                    msg: ServerMessage::PeerRole {
+                        user_id: UserId::new("dup").unwrap(),
+                        role: Role::Audience
+                    }
+                },
+                Effect::Kick {
+                    session: 2,
+                    reason: KickReason::DuplicateUserId
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn stream_messages_come_before_their_offers() {
+        let mut r = Registry::new();
+        r.join(1, place(num(7), "a"), Role::Anchor.into(), None, 0)
+            .unwrap();
+        r.join(2, place(num(7), "b"), Role::Anchor.into(), None, 0)
+            .unwrap();
+        let fx = r.publish(1, AV).unwrap();
+        assert!(
+            matches!(
+                &fx[..],
+                [
+                    Effect::Broadcast {
+                        msg: ServerMessage::StreamAdded { .. },
+                        ..
+                    },
+                    Effect::Subscribe { .. }
+                ]
+            ),
+            "{fx:?}"
+        );
+        let fx = r.unpublish(1);
+        assert!(
+            matches!(
+                &fx[..],
+                [
+                    Effect::Broadcast {
+                        msg: ServerMessage::StreamRemoved { .. },
+                        ..
+                    },
+                    Effect::Unsubscribe { .. }
+                ]
+            ),
+            "{fx:?}"
         );
     }
 

@@ -737,11 +737,10 @@ impl Session {
 
     async fn answer(&mut self, sdp: String) -> Result<(), ErrorMessage> {
         let Some(media) = self.media.as_mut().filter(|m| m.negotiating()) else {
-            return Err(ErrorMessage::new(
-                None,
-                ErrorCode::InvalidMessage,
-                "an answer with no offer outstanding",
-            ));
+            // A client's answer can cross a `leave` (or a kick of its media)
+            // on the wire: nothing to apply it to, nothing wrong either.
+            debug!("an answer with no offer outstanding, ignored");
+            return Ok(());
         };
         let (keyframes, again) = match media.answer(sdp).await {
             Ok(r) => r,

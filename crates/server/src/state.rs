@@ -2,7 +2,6 @@
 //! sessions' outboxes, and the one place registry effects become I/O.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -51,7 +50,6 @@ pub struct Shared {
     registry: Mutex<Registry>,
     sessions: Mutex<HashMap<SessionId, SessionHandle>>,
     session_count: watch::Sender<usize>,
-    next_session: AtomicU64,
     /// Metrics.
     pub metrics: Metrics,
     /// Cancelled when the server shuts down.
@@ -79,16 +77,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Shared {
     /// State for a server with this config.
     pub fn new(config: Config) -> Arc<Self> {
-        // Session ids start at a random point so that a resumed id from an
-        // earlier server run does not name a session of this one.
-        let start = rand::random::<u64>() >> 1;
         Arc::new(Shared {
             app_keys: config.app_keys(),
             config,
             registry: Mutex::new(Registry::new()),
             sessions: Mutex::new(HashMap::new()),
             session_count: watch::Sender::new(0),
-            next_session: AtomicU64::new(start),
             metrics: Metrics::new(),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
@@ -103,8 +97,15 @@ impl Shared {
         outbox: mpsc::Sender<Outbound>,
         drop: CancellationToken,
     ) -> SessionId {
-        let id = self.next_session.fetch_add(1, Ordering::Relaxed);
         let mut sessions = lock(&self.sessions);
+        // Random, so that nobody can guess another client's id to `resume`
+        // with; unique among the open sessions.
+        let id = loop {
+            let id = rand::random::<u64>();
+            if id != 0 && !sessions.contains_key(&id) {
+                break id;
+            }
+        };
         sessions.insert(id, SessionHandle { outbox, drop });
         self.session_count.send_replace(sessions.len());
         self.metrics.connections.inc();
