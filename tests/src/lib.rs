@@ -334,6 +334,32 @@ pub fn udp_sockets() -> std::collections::HashSet<u64> {
     udp_socket_addrs().into_keys().collect()
 }
 
+/// Reads up to the reply of type `kind`, past room events.
+pub async fn raw_reply(ws: &mut RawWs, kind: &str) {
+    loop {
+        let m = raw_recv(ws).await.expect("open");
+        if m.get("reqId").is_some() {
+            assert_eq!(m["type"], kind, "{m}");
+            return;
+        }
+    }
+}
+
+/// A raw signaling connection whose receive buffer is as small as the
+/// kernel allows, so the server's writes back up after a few kilobytes.
+pub async fn tiny_window_ws(addr: SocketAddr) -> RawWs {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(1024).expect("SO_RCVBUF");
+    let tcp = socket.connect(addr).await.expect("connect");
+    let (ws, _) = tokio_tungstenite::client_async(
+        format!("ws://{addr}/ws"),
+        tokio_tungstenite::MaybeTlsStream::Plain(tcp),
+    )
+    .await
+    .expect("handshake");
+    ws
+}
+
 /// Awaits `fut` or fails the test after [`WAIT`].
 pub async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
     tokio::time::timeout(WAIT, fut)
@@ -411,6 +437,14 @@ pub mod bench {
     use super::test_config;
 
     const SERVE_ENV: &str = "KAIGI_BENCH_SERVE";
+    /// The child server's listen address (default: a free loopback port).
+    pub const LISTEN_ENV: &str = "KAIGI_BENCH_LISTEN";
+    /// The child server's heartbeat timeout in seconds (default: 600).
+    pub const HEARTBEAT_ENV: &str = "KAIGI_BENCH_HEARTBEAT";
+    /// The child server's per-IP connection cap (default: the server's).
+    pub const PER_IP_ENV: &str = "KAIGI_BENCH_PER_IP";
+    /// Set: the child server has no practical rate limit (for churn).
+    pub const FAST_ENV: &str = "KAIGI_BENCH_FAST";
 
     /// A benchmark binary's `main`: in the child process, serve; otherwise
     /// run `bench` (told whether `--quick` was given) on a multi-threaded
@@ -438,8 +472,23 @@ pub mod bench {
             .build()
             .expect("runtime");
         rt.block_on(async {
-            let mut cfg = test_config("127.0.0.1:0".parse().expect("addr"));
-            cfg.heartbeat_timeout = Duration::from_secs(600);
+            let env = |k: &str| std::env::var(k).ok();
+            let listen = env(LISTEN_ENV).unwrap_or_else(|| "127.0.0.1:0".into());
+            let mut cfg = test_config(listen.parse().expect("addr"));
+            cfg.heartbeat_timeout = Duration::from_secs(
+                env(HEARTBEAT_ENV)
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(600),
+            );
+            if let Some(n) = env(PER_IP_ENV).and_then(|s| s.parse().ok()) {
+                cfg.max_connections_per_ip = n;
+            }
+            if env(FAST_ENV).is_some() {
+                cfg.rate_limit = kaigi_server::RateLimit {
+                    per_sec: 1_000_000,
+                    burst: 1_000_000,
+                };
+            }
             let h = kaigi_server::start(cfg).await.expect("server starts");
             println!("{}", h.local_addr());
             // Serve until the parent closes our stdin.
@@ -513,8 +562,15 @@ pub mod bench {
     impl ChildServer {
         /// Starts it and waits for its address.
         pub fn start() -> Self {
+            Self::start_with(&[])
+        }
+
+        /// Starts it with settings (`LISTEN_ENV` and the others) and waits
+        /// for its address.
+        pub fn start_with(settings: &[(&str, String)]) -> Self {
             let mut child = Command::new(std::env::current_exe().expect("own path"))
                 .env(SERVE_ENV, "1")
+                .envs(settings.iter().map(|(k, v)| (*k, v.as_str())))
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .spawn()

@@ -101,6 +101,8 @@ async fn bad_admin_auth_changes_nothing() {
     let q = query(APP.0, ADMIN_IDENTIFIER, &good);
     let cases = [
         ("NoSuchAction", body.clone(), "InvalidAction"),
+        // Not UTF-8 once decoded: still TRTC's JSON, not a bare 400.
+        ("%ff%fe%00", body.clone(), "InvalidAction"),
         ("DismissRoom", "{not json".to_owned(), "InvalidParameter"),
         ("DismissRoom", "[1]".to_owned(), "InvalidParameter"),
         // An empty body is not a JSON object.

@@ -7,38 +7,10 @@ use std::time::{Duration, Instant};
 use kaigi_proto::signal::PeerLeaveReason;
 use kaigi_sdk::ClientEvent;
 use kaigi_tests::*;
-use tokio::net::TcpSocket;
-
-/// Reads up to the reply of type `kind`, past room events (the churner is
-/// in the room, so it also sees the stuck client leave).
-async fn reply(ws: &mut RawWs, kind: &str) {
-    loop {
-        let m = raw_recv(ws).await.expect("open");
-        if m.get("reqId").is_some() {
-            assert_eq!(m["type"], kind, "{m}");
-            return;
-        }
-    }
-}
 
 /// A flag that tells a background loop to stop.
 fn stop_flag() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
     std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false))
-}
-
-/// A raw signaling connection whose receive buffer is as small as the
-/// kernel allows, so the server's writes back up after a few kilobytes.
-async fn tiny_window_ws(server: &TestServer) -> RawWs {
-    let socket = TcpSocket::new_v4().expect("socket");
-    socket.set_recv_buffer_size(1024).expect("SO_RCVBUF");
-    let tcp = socket.connect(server.addr).await.expect("connect");
-    let (ws, _) = tokio_tungstenite::client_async(
-        format!("ws://{}/ws", server.addr),
-        tokio_tungstenite::MaybeTlsStream::Plain(tcp),
-    )
-    .await
-    .expect("handshake");
-    ws
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -53,7 +25,7 @@ async fn a_client_that_stops_reading_is_dropped() {
     })
     .await;
     let (_watcher, mut watcher_events) = server.joined("watcher", &room(1)).await;
-    let mut stuck = tiny_window_ws(&server).await;
+    let mut stuck = tiny_window_ws(server.addr).await;
     raw_send(&mut stuck, raw_join(1, "stuck", 1)).await;
     assert_eq!(raw_recv(&mut stuck).await.unwrap()["type"], "joined");
     // From here on `stuck` neither reads nor writes.
@@ -72,13 +44,13 @@ async fn a_client_that_stops_reading_is_dropped() {
                     break;
                 }
                 raw_send(&mut churn, raw_join(i * 2, CHURNER, 1)).await;
-                reply(&mut churn, "joined").await;
+                raw_reply(&mut churn, "joined").await;
                 raw_send(
                     &mut churn,
                     serde_json::json!({"type":"leave","reqId":i * 2 + 1}),
                 )
                 .await;
-                reply(&mut churn, "left").await;
+                raw_reply(&mut churn, "left").await;
             }
             churn
         })

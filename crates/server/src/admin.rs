@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
-use axum::http::Method;
+use axum::extract::{Query, State};
+use axum::http::{Method, Uri};
 use axum::Json;
 use kaigi_proto::{usersig, RoomId, SdkAppId, UserId, UserSigError, ADMIN_IDENTIFIER};
 use serde_json::{json, Map, Value};
@@ -82,14 +82,18 @@ impl Action {
 }
 
 /// `/api/{action}`: every method comes here so that each failure answers
-/// in TRTC's JSON shape.
+/// in TRTC's JSON shape. The action is taken from the path as sent (every
+/// action name is plain ASCII), so a path that does not percent-decode to
+/// UTF-8 is `InvalidAction` too, not a bare 400.
 pub async fn handle(
     State(shared): State<Arc<Shared>>,
-    Path(action): Path<String>,
+    uri: Uri,
     Query(query): Query<HashMap<String, String>>,
     method: Method,
     body: Body,
 ) -> Json<Value> {
+    let raw = uri.path().strip_prefix("/api/").unwrap_or_default();
+    let action: String = raw.chars().take(64).collect();
     let request_id = uuid::Uuid::new_v4().to_string();
     let result = serve(&shared, &action, &query, method, body).await;
     let (label, response) = match result {

@@ -1,0 +1,751 @@
+//! Reliability: faults and load against the real server in its own
+//! process — `kill -9` and restart mid-call, a killed client, a client
+//! that stops reading, a churn soak, thousands of idle WebSockets, random
+//! bytes at the media ports, and junk at the admin API. Prints a table,
+//! writes `bench-results/reliability.json`, and updates its section of
+//! `BENCHMARKS.md`.
+//!
+//! `cargo bench -p kaigi-tests --bench reliability` (add `-- --quick` for a
+//! short run).
+
+use std::collections::HashSet;
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kaigi_proto::signal::PeerLeaveReason;
+use kaigi_sdk::{ClientEvent, ConnectionState};
+use kaigi_tests::bench::{
+    machine, write_results, ChildServer, FAST_ENV, HEARTBEAT_ENV, LISTEN_ENV, PER_IP_ENV,
+};
+use kaigi_tests::*;
+use rand::Rng;
+use serde_json::{json, Value};
+
+const CLIENT_ENV: &str = "KAIGI_BENCH_CLIENT";
+
+fn main() {
+    if let Ok(spec) = std::env::var(CLIENT_ENV) {
+        client_child(&spec);
+        return;
+    }
+    kaigi_server::listener::raise_fd_limit();
+    kaigi_tests::bench::main(run);
+}
+
+/// In a client child process: join `room` as `user` at `addr`, say so, and
+/// stay until killed.
+fn client_child(spec: &str) {
+    let mut parts = spec.split(' ');
+    let (addr, user, r) = (
+        parts.next().unwrap().parse().unwrap(),
+        parts.next().unwrap().to_owned(),
+        parts.next().unwrap().parse().unwrap(),
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let server = TestServer::remote(addr);
+        let (_c, _e) = server.joined(&user, &room(r)).await;
+        println!("joined");
+        std::future::pending::<()>().await;
+    });
+}
+
+/// What a process holds: resident memory (KiB), fds, threads, UDP sockets.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Holdings {
+    rss_kib: u64,
+    fds: usize,
+    threads: usize,
+    udp: usize,
+}
+
+fn holdings(pid: u32) -> Holdings {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let mut udp_inodes = HashSet::new();
+    for table in ["udp", "udp6"] {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            if let Some(inode) = line.split_whitespace().nth(9) {
+                udp_inodes.insert(inode.to_owned());
+            }
+        }
+    }
+    let mut fds = 0;
+    let mut udp = 0;
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        fds += 1;
+        if let Ok(t) = std::fs::read_link(fd.path()) {
+            let t = t.to_string_lossy().to_string();
+            if let Some(i) = t.strip_prefix("socket:[").and_then(|r| r.strip_suffix(']')) {
+                if udp_inodes.contains(i) {
+                    udp += 1;
+                }
+            }
+        }
+    }
+    Holdings {
+        rss_kib: field("VmRSS:"),
+        fds,
+        threads: field("Threads:") as usize,
+        udp,
+    }
+}
+
+/// The local UDP ports a process has open.
+fn udp_ports(pid: u32) -> Vec<u16> {
+    let mut inodes = std::collections::HashMap::new();
+    let text = std::fs::read_to_string(format!("/proc/{pid}/net/udp")).unwrap_or_default();
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if let (Some(local), Some(inode)) = (f.get(1), f.get(9)) {
+            if let Some(port) = local
+                .split_once(':')
+                .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())
+            {
+                inodes.insert(inode.to_string(), port);
+            }
+        }
+    }
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|fd| {
+            let t = std::fs::read_link(fd.path()).ok()?;
+            let t = t.to_string_lossy().to_string();
+            let i = t.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned();
+            inodes.get(&i).copied()
+        })
+        .collect()
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 10_000.0).round() / 10.0
+}
+
+/// Polls `f` (a state, not an event) until it holds or `limit` passes.
+async fn until(limit: Duration, mut f: impl AsyncFnMut() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
+}
+
+/// A free loopback port for a server that restarts on the same address.
+fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+async fn restart(clients: usize, publishers: usize) -> Value {
+    let addr = free_addr();
+    let settings = [(LISTEN_ENV, addr.to_string()), (HEARTBEAT_ENV, "20".into())];
+    let mut child = ChildServer::start_with(&settings);
+    let server = TestServer::remote(child.addr);
+    let r = room(1);
+    let mut joined = Vec::new();
+    for i in 0..clients {
+        joined.push(server.joined(&format!("u{i}"), &r).await);
+    }
+    let mut streams = Vec::new();
+    for (c, _) in joined.iter().take(publishers) {
+        streams.push(publish_pattern(c).await);
+    }
+    let (banned, mut banned_events) = server.joined("banned", &r).await;
+    server
+        .admin("RemoveUser", json!({"RoomId": 1, "UserIds": ["banned"]}))
+        .await;
+    wait_for(&mut banned_events, "client-banned", |e| {
+        matches!(e, ClientEvent::ClientBanned { .. })
+    })
+    .await;
+    for (i, (c, _)) in joined.iter().enumerate() {
+        for p in (0..publishers).filter(|p| *p != i) {
+            frames_arrive(c, &format!("u{p}"), 3).await;
+        }
+    }
+
+    child.child.kill().expect("kill -9");
+    let _ = child.child.wait();
+    let restarted = Instant::now();
+    let child = ChildServer::start_with(&settings);
+    let server = TestServer::remote(child.addr);
+    let all_back = until(Duration::from_secs(30), async || {
+        joined
+            .iter()
+            .all(|(c, _)| c.connection_state() == ConnectionState::Connected)
+            && server.users_in(&r).await.map(|u| u.len()) == Some(clients)
+    })
+    .await;
+    let back = restarted.elapsed();
+    for (i, (c, _)) in joined.iter().enumerate() {
+        for p in (0..publishers).filter(|p| *p != i) {
+            frames_arrive(c, &format!("u{p}"), 3).await;
+        }
+    }
+    let media = restarted.elapsed();
+    let users = server.users_in(&r).await.unwrap_or_default();
+    let banned_out = !users.iter().any(|u| u == "banned")
+        && banned.connection_state() != ConnectionState::Connected;
+    drop((joined, streams, banned));
+    child.stop();
+    json!({"clients": clients, "publishers": publishers, "all_back": all_back,
+           "back_ms": ms(back), "media_ms": ms(media), "banned_stay_out": banned_out})
+}
+
+async fn killed_client(runs: usize) -> Value {
+    let child = ChildServer::start_with(&[(HEARTBEAT_ENV, "20".into())]);
+    let server = TestServer::remote(child.addr);
+    let (_observer, mut events) = server.joined("observer", &room(2)).await;
+    let mut times = Vec::new();
+    for i in 0..runs {
+        let user = format!("victim{i}");
+        let mut victim = Command::new(std::env::current_exe().unwrap())
+            .env(CLIENT_ENV, format!("{} {user} 2", child.addr))
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(victim.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "joined");
+        wait_for(
+            &mut events,
+            "peer-join",
+            |e| matches!(e, ClientEvent::PeerJoin { user_id, .. } if user_id.as_str() == user),
+        )
+        .await;
+        let t = Instant::now();
+        victim.kill().unwrap();
+        let _ = victim.wait();
+        wait_for(
+            &mut events,
+            "peer-leave",
+            |e| matches!(e, ClientEvent::PeerLeave { user_id, .. } if user_id.as_str() == user),
+        )
+        .await;
+        times.push(ms(t.elapsed()));
+    }
+    child.stop();
+    let max = times.iter().cloned().fold(0.0, f64::max);
+    json!({"runs": runs, "peer_leave_ms": times, "max_ms": max, "heartbeat_timeout_ms": 20_000})
+}
+
+async fn stuck_reader(runs: usize) -> Value {
+    let child = ChildServer::start_with(&[(FAST_ENV, "1".into()), (HEARTBEAT_ENV, "30".into())]);
+    let server = TestServer::remote(child.addr);
+    let (_watcher, mut events) = server.joined("watcher", &room(3)).await;
+    let mut times = Vec::new();
+    let mut reasons = Vec::new();
+    for run in 0..runs {
+        let user = format!("stuck{run}");
+        let mut stuck = tiny_window_ws(child.addr).await;
+        raw_send(&mut stuck, raw_join(1, &user, 3)).await;
+        assert_eq!(raw_recv(&mut stuck).await.unwrap()["type"], "joined");
+        let mut churn = server.raw().await;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let churning = {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                for i in 0..50_000u64 {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
+                    raw_send(
+                        &mut churn,
+                        raw_join(i * 2, "churner-with-a-long-user-id-0032", 3),
+                    )
+                    .await;
+                    raw_reply(&mut churn, "joined").await;
+                    raw_send(&mut churn, json!({"type": "leave", "reqId": i * 2 + 1})).await;
+                    raw_reply(&mut churn, "left").await;
+                }
+            })
+        };
+        let t = Instant::now();
+        let (left, _) = wait_for(
+            &mut events,
+            "peer-leave of the stuck client",
+            |e| matches!(e, ClientEvent::PeerLeave { user_id, .. } if user_id.as_str() == user),
+        )
+        .await;
+        times.push(ms(t.elapsed()));
+        if let ClientEvent::PeerLeave { reason, .. } = left {
+            reasons.push(match reason {
+                PeerLeaveReason::Timeout => "timeout",
+                _ => "too slow (left)",
+            });
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = churning.await;
+        drop(stuck);
+    }
+    child.stop();
+    json!({"runs": runs, "dropped_after_ms": times, "reasons": reasons})
+}
+
+async fn join_leave_cycles(server: &TestServer, cycles: usize, lanes: usize) {
+    let per_lane = cycles / lanes;
+    let mut tasks = Vec::new();
+    for lane in 0..lanes {
+        let mut ws = server.raw().await;
+        tasks.push(tokio::spawn(async move {
+            for i in 0..per_lane as u64 {
+                raw_send(
+                    &mut ws,
+                    raw_join(i * 2, &format!("churn{lane}"), 10 + lane as u64),
+                )
+                .await;
+                raw_reply(&mut ws, "joined").await;
+                raw_send(&mut ws, json!({"type": "leave", "reqId": i * 2 + 1})).await;
+                raw_reply(&mut ws, "left").await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+async fn publish_cycles(server: &TestServer, cycles: usize) {
+    let r = room(9);
+    let (_watcher, _) = server.joined("watcher", &r).await;
+    let (cycler, _) = server.joined("cycler", &r).await;
+    let stream = kaigi_sdk::LocalStream::synthetic(
+        cycler.user_id(),
+        kaigi_sdk::SyntheticSource {
+            video: Some((320, 112)),
+            fps: 10,
+            video_bitrate_bps: 100_000,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    for _ in 0..cycles {
+        within("publish", cycler.publish(&stream)).await.unwrap();
+        within("unpublish", cycler.unpublish()).await.unwrap();
+    }
+    within("leave", cycler.leave()).await.unwrap();
+}
+
+async fn soak(cycles: usize, publishes: usize) -> Value {
+    let child = ChildServer::start_with(&[(FAST_ENV, "1".into())]);
+    let pid = child.child.id();
+    let server = TestServer::remote(child.addr);
+    // Warm up: allocator arenas, runtime threads, the codec tables.
+    join_leave_cycles(&server, 500, 10).await;
+    publish_cycles(&server, 10).await;
+    let settle = async |base: Option<Holdings>| {
+        // Sessions end a moment after their clients; wait for the counts.
+        let mut h = holdings(pid);
+        until(Duration::from_secs(5), async || {
+            h = holdings(pid);
+            base.is_none_or(|b| h.fds <= b.fds && h.udp <= b.udp && h.threads <= b.threads)
+        })
+        .await;
+        h
+    };
+    let base = settle(None).await;
+    let t = Instant::now();
+    join_leave_cycles(&server, cycles, 10).await;
+    let churn_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    publish_cycles(&server, publishes).await;
+    let publish_s = t.elapsed().as_secs_f64();
+    let after = settle(Some(base)).await;
+    child.stop();
+    let growth = (after.rss_kib as f64 - base.rss_kib as f64) / base.rss_kib as f64 * 100.0;
+    json!({"join_leave_cycles": cycles, "publish_cycles": publishes,
+           "churn_s": (churn_s * 10.0).round() / 10.0, "publish_s": (publish_s * 10.0).round() / 10.0,
+           "before": {"rss_kib": base.rss_kib, "fds": base.fds, "threads": base.threads, "udp": base.udp},
+           "after": {"rss_kib": after.rss_kib, "fds": after.fds, "threads": after.threads, "udp": after.udp},
+           "rss_growth_pct": (growth * 10.0).round() / 10.0})
+}
+
+async fn idle_websockets(n: usize, never_join: usize) -> Value {
+    let child = ChildServer::start_with(&[(PER_IP_ENV, "0".into())]);
+    let pid = child.child.id();
+    let server = TestServer::remote(child.addr);
+    let before = holdings(pid);
+    let mut held = Vec::with_capacity(n);
+    let t = Instant::now();
+    for i in 0..n {
+        let mut ws = server.raw().await;
+        raw_send(
+            &mut ws,
+            raw_join(1, &format!("idle{i}"), 100 + (i / 50) as u64),
+        )
+        .await;
+        held.push(ws);
+    }
+    // Each got its `joined` (read the first message of each).
+    for ws in held.iter_mut() {
+        let m = raw_recv(ws).await.expect("joined");
+        assert_eq!(m["type"], "joined", "{m}");
+    }
+    let opened_s = t.elapsed().as_secs_f64();
+    let during = holdings(pid);
+    let per_conn = (during.rss_kib - before.rss_kib) as f64 * 1024.0 / n as f64;
+    // Connections that never join: closed at the join deadline.
+    let mut closes = Vec::new();
+    let started = Instant::now();
+    let mut loners = Vec::new();
+    for _ in 0..never_join {
+        loners.push(server.raw().await);
+    }
+    for mut ws in loners {
+        let code = raw_close_code(&mut ws).await;
+        closes.push((ms(started.elapsed()), code));
+    }
+    let still = server.users_in(&room(100)).await.map(|u| u.len());
+    drop(held);
+    child.stop();
+    let first = closes.iter().map(|c| c.0).fold(f64::MAX, f64::min);
+    let last = closes.iter().map(|c| c.0).fold(0.0, f64::max);
+    json!({"connections": n, "opened_s": (opened_s * 10.0).round() / 10.0,
+           "rss_before_kib": before.rss_kib, "rss_during_kib": during.rss_kib,
+           "bytes_per_connection": per_conn.round(), "fds_during": during.fds,
+           "never_join": never_join, "never_join_closed_first_ms": first,
+           "never_join_closed_last_ms": last,
+           "never_join_close_codes": closes.iter().map(|c| c.1).collect::<HashSet<_>>(),
+           "room_100_users_after": still})
+}
+
+async fn junk_at_media_ports(datagrams: usize) -> Value {
+    let child = ChildServer::start();
+    let pid = child.child.id();
+    let server = TestServer::remote(child.addr);
+    let r = room(20);
+    let (alice, _) = server.joined("alice", &r).await;
+    let (bob, _) = server.joined("bob", &r).await;
+    let _stream = publish_pattern(&alice).await;
+    frames_arrive(&bob, "alice", 5).await;
+    let ports = udp_ports(pid);
+    let before = holdings(pid);
+    let frames = |c: &kaigi_sdk::Client| {
+        c.remote_streams()
+            .into_iter()
+            .find(|s| s.user_id().as_str() == "alice")
+            .map(|s| s.frames_decoded())
+            .unwrap_or(0)
+    };
+    let frames_before = frames(&bob);
+    let t = Instant::now();
+    let spray_ports = ports.clone();
+    let sent = tokio::task::spawn_blocking(move || {
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut rng = rand::rng();
+        let mut buf = [0u8; 1200];
+        let mut sent = 0usize;
+        for i in 0..datagrams {
+            let len = rng.random_range(1..buf.len());
+            rng.fill(&mut buf[..len]);
+            if i % 2 == 0 && len > 12 {
+                // Half of it RTP-shaped, each with a new SSRC.
+                buf[0] = 0x80;
+                buf[1] = 102;
+            }
+            let port = spray_ports[i % spray_ports.len()];
+            if sock.send_to(&buf[..len], ("127.0.0.1", port)).is_ok() {
+                sent += 1;
+            }
+            if i % 64 == 0 {
+                std::thread::yield_now();
+            }
+        }
+        sent
+    })
+    .await
+    .unwrap();
+    let spray = t.elapsed();
+    let fps = (frames(&bob) - frames_before) as f64 / spray.as_secs_f64();
+    frames_arrive(&bob, "alice", 10).await;
+    let after = holdings(pid);
+    let metrics = reqwest::get(format!("http://{}/metrics", child.addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let dropped: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("kaigi_media_datagrams_dropped_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    child.stop();
+    json!({"datagrams": sent, "ports": ports.len(), "spray_s": (spray.as_secs_f64() * 10.0).round() / 10.0,
+           "video_fps_during": fps.round(), "dropped_by_gate": dropped,
+           "rss_before_kib": before.rss_kib, "rss_after_kib": after.rss_kib})
+}
+
+async fn admin_junk() -> Value {
+    let child = ChildServer::start();
+    let pid = child.child.id();
+    let server = TestServer::remote(child.addr);
+    let r = room(30);
+    let (alice, _) = server.joined("alice", &r).await;
+    let before = holdings(pid);
+    let http = reqwest::Client::new();
+    let base = format!("http://{}", child.addr);
+    let q = admin_query();
+    let mut rows = Vec::new();
+    let call = async |rows: &mut Vec<Value>, name: &str, req: reqwest::RequestBuilder| {
+        let t = Instant::now();
+        let outcome = match req.send().await {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                let body = resp.text().await.unwrap_or_default();
+                let code = serde_json::from_str::<Value>(&body)
+                    .ok()
+                    .and_then(|v| v["Response"]["Error"]["Code"].as_str().map(str::to_owned));
+                format!("{status} {}", code.unwrap_or_else(|| "-".into()))
+            }
+            Err(e) if e.is_request() || e.is_body() => "connection closed by the server".into(),
+            Err(e) => format!("error: {e}"),
+        };
+        rows.push(json!({"request": name, "outcome": outcome, "ms": ms(t.elapsed())}));
+    };
+    let dismiss = format!("{base}/api/DismissRoom?{q}");
+    call(
+        &mut rows,
+        "malformed JSON",
+        http.post(&dismiss).body("{\"SdkAppId\":"),
+    )
+    .await;
+    call(
+        &mut rows,
+        "1 MB body",
+        http.post(&dismiss).body(vec![b' '; 1 << 20]),
+    )
+    .await;
+    // 100 MB, streamed over a raw connection: the server answers after
+    // 64 KiB and closes; the sender sees its writes fail.
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let t = Instant::now();
+        let tcp = tokio::net::TcpStream::connect(child.addr).await.unwrap();
+        let (mut rd, mut wr) = tcp.into_split();
+        let head = format!(
+            "POST /api/DismissRoom?{q} HTTP/1.1\r\nHost: k\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            100u64 << 20
+        );
+        let writer = tokio::spawn(async move {
+            let chunk = vec![b' '; 1 << 20];
+            let mut written = 0u64;
+            if wr.write_all(head.as_bytes()).await.is_ok() {
+                for _ in 0..100 {
+                    if wr.write_all(&chunk).await.is_err() {
+                        break;
+                    }
+                    written += chunk.len() as u64;
+                }
+            }
+            written
+        });
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(30), rd.read_to_end(&mut answer)).await;
+        let answer = String::from_utf8_lossy(&answer);
+        let code = answer
+            .split("\r\n\r\n")
+            .nth(1)
+            .and_then(|b| serde_json::from_str::<Value>(b.trim()).ok())
+            .and_then(|v| v["Response"]["Error"]["Code"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| "-".into());
+        let status = answer.lines().next().unwrap_or("closed").to_owned();
+        writer.abort();
+        rows.push(json!({"request": "100 MB body", "outcome": format!("{status} {code}"), "ms": ms(t.elapsed())}));
+    }
+    call(
+        &mut rows,
+        "wrong Content-Type",
+        http.post(&dismiss)
+            .header("Content-Type", "image/png")
+            .body(vec![0x89, b'P', b'N', b'G']),
+    )
+    .await;
+    call(
+        &mut rows,
+        "junk action",
+        http.post(format!("{base}/api/%ff%fe%00?{q}")).body("{}"),
+    )
+    .await;
+    call(
+        &mut rows,
+        "path traversal",
+        http.get(format!("{base}/../../etc/passwd")),
+    )
+    .await;
+    // A 100 KB request line: HTTP clients refuse to build one, so raw TCP.
+    {
+        let t = Instant::now();
+        let head = format!(
+            "POST /api/DismissRoom?{} HTTP/1.1\r\nHost: k\r\nContent-Length: 0\r\n\r\n",
+            "a".repeat(100_000)
+        );
+        let answer = {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut tcp = tokio::net::TcpStream::connect(child.addr).await.unwrap();
+            let _ = tcp.write_all(head.as_bytes()).await;
+            let mut buf = vec![0; 4096];
+            let n = tokio::time::timeout(Duration::from_secs(15), tcp.read(&mut buf))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or(0);
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        };
+        let status = answer
+            .lines()
+            .next()
+            .filter(|l| !l.is_empty())
+            .unwrap_or("connection closed by the server")
+            .to_owned();
+        rows.push(json!({"request": "100 KB URL", "outcome": status, "ms": ms(t.elapsed())}));
+    }
+    call(
+        &mut rows,
+        "no such path",
+        http.post(format!("{base}/api/DismissRoom/extra?{q}"))
+            .body("{}"),
+    )
+    .await;
+    let serving = reqwest::get(format!("{base}/healthz"))
+        .await
+        .is_ok_and(|r| r.status() == 200);
+    let users = server.users_in(&r).await;
+    let intact = users == Some(vec!["alice".to_owned()])
+        && alice.connection_state() == ConnectionState::Connected;
+    let after = holdings(pid);
+    child.stop();
+    json!({"requests": rows, "serving_after": serving, "room_intact": intact,
+           "rss_before_kib": before.rss_kib, "rss_after_kib": after.rss_kib})
+}
+
+/// A JSON array as `a, b, c` (strings without quotes), for the table.
+fn list(v: &Value) -> String {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_owned))
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_else(|| v.to_string())
+}
+
+async fn run(quick: bool) {
+    let (date, cores, cpu) = machine();
+    println!(
+        "reliability, {date}, {cores} cores, {cpu}{}",
+        if quick { ", quick" } else { "" }
+    );
+    let restart = restart(10, 3).await;
+    println!("restart: {restart}");
+    let killed = killed_client(if quick { 2 } else { 5 }).await;
+    println!("killed client: {killed}");
+    let stuck = stuck_reader(if quick { 1 } else { 3 }).await;
+    println!("stuck reader: {stuck}");
+    let soak = if quick {
+        soak(1_000, 20).await
+    } else {
+        soak(10_000, 200).await
+    };
+    println!("soak: {soak}");
+    let idle = idle_websockets(if quick { 500 } else { 5_000 }, 100).await;
+    println!("idle: {idle}");
+    let junk = junk_at_media_ports(if quick { 100_000 } else { 1_000_000 }).await;
+    println!("junk datagrams: {junk}");
+    let admin = admin_junk().await;
+    println!("admin junk: {admin}");
+
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "## Reliability (issue: hardening)\n\nMeasured {date} on {cores} cores ({cpu}), release build; the server in its own process (kill -9 is a real SIGKILL), clients in the benchmark's process on 127.0.0.1{}. `cargo bench -p kaigi-tests --bench reliability`.\n",
+        if quick { ", quick run" } else { "" }
+    );
+    let _ = writeln!(md, "| fault or load | result | goal |\n|---|---|---|");
+    let _ = writeln!(
+        md,
+        "| server `kill -9` mid-call, restart on the same port ({} clients, {} publishing, 1 removed before) | all back in the room in {} ms, every subscriber decoding every publisher again {} ms after the restart; removed one stayed out: {} | all back, nothing lost, banned stay out |",
+        restart["clients"], restart["publishers"], restart["back_ms"], restart["media_ms"], restart["banned_stay_out"]
+    );
+    let _ = writeln!(
+        md,
+        "| client process `kill -9` ({} runs) | `peer-leave` after {} ms (max {} ms) | well under the 20,000 ms heartbeat timeout |",
+        killed["runs"], list(&killed["peer_leave_ms"]), killed["max_ms"]
+    );
+    let _ = writeln!(
+        md,
+        "| a client that stops reading while the room churns ({} runs) | dropped after {} ms ({}) | dropped, no ghost |",
+        stuck["runs"], list(&stuck["dropped_after_ms"]), list(&stuck["reasons"])
+    );
+    let _ = writeln!(
+        md,
+        "| churn soak: {} join/leave cycles ({} s) and {} publish/unpublish cycles ({} s) | RSS {} → {} KiB ({:+} %); fds {} → {}; threads {} → {}; UDP sockets {} → {} | RSS within 5 %, counts back to baseline |",
+        soak["join_leave_cycles"], soak["churn_s"], soak["publish_cycles"], soak["publish_s"],
+        soak["before"]["rss_kib"], soak["after"]["rss_kib"], soak["rss_growth_pct"],
+        soak["before"]["fds"], soak["after"]["fds"], soak["before"]["threads"], soak["after"]["threads"],
+        soak["before"]["udp"], soak["after"]["udp"]
+    );
+    let _ = writeln!(
+        md,
+        "| {} idle joined WebSockets, one address (per-IP cap off) | all held; {} bytes of server memory each; {} never-joining connections closed {}–{} ms after opening (codes {}) | held; never-joining ones closed at the 10 s join deadline |",
+        idle["connections"], idle["bytes_per_connection"], idle["never_join"],
+        idle["never_join_closed_first_ms"], idle["never_join_closed_last_ms"], list(&idle["never_join_close_codes"])
+    );
+    let _ = writeln!(
+        md,
+        "| {} random and RTP-shaped datagrams at the server's {} media ports in {} s, during a call | video kept at {} fps; {} dropped before WebRTC; RSS {} → {} KiB | media flows, memory bounded |",
+        junk["datagrams"], junk["ports"], junk["spray_s"], junk["video_fps_during"], junk["dropped_by_gate"],
+        junk["rss_before_kib"], junk["rss_after_kib"]
+    );
+    let outcomes: Vec<String> = admin["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            format!(
+                "{}: {} ({} ms)",
+                r["request"].as_str().unwrap_or(""),
+                r["outcome"].as_str().unwrap_or(""),
+                r["ms"]
+            )
+        })
+        .collect();
+    let _ = writeln!(
+        md,
+        "| admin API junk | {}; serving after: {}; room unchanged: {}; RSS {} → {} KiB | refused, nothing changed, serving |",
+        outcomes.join("; "), admin["serving_after"], admin["room_intact"], admin["rss_before_kib"], admin["rss_after_kib"]
+    );
+    print!("{md}");
+    write_results(
+        "reliability",
+        &md,
+        &json!({"date": date, "cores": cores, "cpu": cpu, "quick": quick, "restart": restart,
+                "killed_client": killed, "stuck_reader": stuck, "soak": soak, "idle": idle,
+                "junk_datagrams": junk, "admin_junk": admin}),
+    );
+}
