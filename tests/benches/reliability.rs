@@ -369,7 +369,12 @@ async fn soak(cycles: usize, publishes: usize) -> Value {
     };
     let base = settle(None).await;
     let t = Instant::now();
-    join_leave_cycles(&server, cycles, 10).await;
+    // RSS after each quarter: a leak climbs on, a warmed allocator levels.
+    let mut rss_steps = Vec::new();
+    for _ in 0..4 {
+        join_leave_cycles(&server, cycles / 4, 10).await;
+        rss_steps.push(holdings(pid).rss_kib);
+    }
     let churn_s = t.elapsed().as_secs_f64();
     let t = Instant::now();
     publish_cycles(&server, publishes).await;
@@ -381,7 +386,7 @@ async fn soak(cycles: usize, publishes: usize) -> Value {
            "churn_s": (churn_s * 10.0).round() / 10.0, "publish_s": (publish_s * 10.0).round() / 10.0,
            "before": {"rss_kib": base.rss_kib, "fds": base.fds, "threads": base.threads, "udp": base.udp},
            "after": {"rss_kib": after.rss_kib, "fds": after.fds, "threads": after.threads, "udp": after.udp},
-           "rss_growth_pct": (growth * 10.0).round() / 10.0})
+           "rss_after_quarters_kib": rss_steps, "rss_growth_pct": (growth * 10.0).round() / 10.0})
 }
 
 async fn idle_websockets(n: usize, never_join: usize) -> Value {

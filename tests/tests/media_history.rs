@@ -2,7 +2,7 @@
 //! publications and subscriptions leave m-lines behind, and the server
 //! replaces the connection before they add up, so a subscriber survives
 //! any number of others' publish/unpublish cycles and a room holds many
-//! publishers.
+//! publishers. Cycling leaves no task behind on either side.
 
 use kaigi_sdk::{ClientEvent, ConnectionState, LocalStream, SyntheticSource};
 use kaigi_tests::*;
@@ -19,6 +19,12 @@ fn small_stream(client: &kaigi_sdk::Client) -> LocalStream {
         },
     )
     .expect("a synthetic stream")
+}
+
+fn alive_tasks() -> usize {
+    tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks()
 }
 
 /// Whether any event says the connection dropped.
@@ -77,6 +83,53 @@ async fn publish_unpublish_cycles_never_disturb_a_subscriber() {
         .expect("a last publish");
     frames_arrive(&watcher, "cycler", 5).await;
     assert_eq!(watcher.connection_state(), ConnectionState::Connected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cycles_with_nothing_else_live_leak_no_task_and_break_no_connection() {
+    const WARM: usize = 20;
+    const CYCLES: usize = 100;
+    let server = TestServer::start_with(|c| {
+        c.rate_limit = kaigi_server::RateLimit {
+            per_sec: 10_000,
+            burst: 10_000,
+        }
+    })
+    .await;
+    let r = room(4);
+    // The watcher receives nothing but the cycler: when its worn
+    // connection is due for replacement, nothing on it is live.
+    let (watcher, mut watcher_events) = server.joined("watcher", &r).await;
+    let (cycler, mut cycler_events) = server.joined("cycler", &r).await;
+    let stream = small_stream(&cycler);
+    let cycle = async |n: usize| {
+        for i in 0..n {
+            within("publish", cycler.publish(&stream))
+                .await
+                .unwrap_or_else(|e| panic!("publish {i} failed: {e}"));
+            within("unpublish", cycler.unpublish())
+                .await
+                .unwrap_or_else(|e| panic!("unpublish {i} failed: {e}"));
+        }
+    };
+    cycle(WARM).await;
+    let tasks_before = alive_tasks();
+    cycle(CYCLES).await;
+    let tasks_after = alive_tasks();
+    let seen = drain(&mut watcher_events);
+    assert!(dropped(&seen).is_none(), "watcher: {:?}", dropped(&seen));
+    let seen = drain(&mut cycler_events);
+    assert!(dropped(&seen).is_none(), "cycler: {:?}", dropped(&seen));
+    // Tasks of the connection in use come and go (a few per connection,
+    // which is replaced every few cycles); one per cycle would be a leak.
+    assert!(
+        tasks_after < tasks_before + CYCLES / 4,
+        "tasks grew with publish cycles: {tasks_before} → {tasks_after}"
+    );
+    within("publish", cycler.publish(&stream))
+        .await
+        .expect("a last publish");
+    frames_arrive(&watcher, "cycler", 5).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -212,6 +212,9 @@ pub struct Client {
     shared: Arc<Shared>,
     session: tokio::sync::Mutex<Option<SessionCtl>>,
     volume_task: Mutex<Option<JoinHandle<()>>>,
+    /// Forwards the published stream's device failures: one task for the
+    /// stream published now, however often it was published.
+    device_task: Mutex<Option<(crate::media::LocalStream, JoinHandle<()>)>>,
     /// The open speaker, while remote audio is played.
     speaker: Mutex<Option<kaigi_media::Speaker>>,
 }
@@ -236,6 +239,7 @@ impl Client {
                 audio_out: Arc::new(Mutex::new(None)),
             }),
             volume_task: Mutex::new(None),
+            device_task: Mutex::new(None),
             speaker: Mutex::new(None),
             session: tokio::sync::Mutex::new(None),
         })
@@ -339,12 +343,22 @@ impl Client {
     }
 
     /// Reports the published stream's device failures as `error` events
-    /// (`DEVICE_LOST`) until the stream closes.
+    /// (`DEVICE_LOST`) until it closes or stops being the published one.
+    /// Publishing the same stream again keeps the one forwarder.
     fn forward_device_errors(&self, stream: &crate::media::LocalStream) {
+        let mut slot = lock(&self.device_task);
+        if let Some((s, task)) = slot.as_ref() {
+            if s.same_as(stream) && !task.is_finished() {
+                return;
+            }
+        }
+        if let Some((_, task)) = slot.take() {
+            task.abort();
+        }
         let mut errors = stream.device_errors();
         let closed = stream.closed_token();
         let weak = Arc::downgrade(&self.shared);
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             loop {
                 let e = tokio::select! {
                     _ = closed.cancelled() => break,
@@ -359,13 +373,23 @@ impl Client {
                 });
             }
         });
+        *slot = Some((stream.clone(), task));
+    }
+
+    /// Ends the device-failure forwarder (nothing is published any more).
+    fn stop_device_errors(&self) {
+        if let Some((_, task)) = lock(&self.device_task).take() {
+            task.abort();
+        }
     }
 
     /// Stops publishing.
     pub async fn unpublish(&self) -> Result<(), ClientError> {
         let (tx, rx) = oneshot::channel();
         self.command(Command::Unpublish(tx))?;
-        rx.await.unwrap_or(Err(ClientError::ConnectionLost))
+        let result = rx.await.unwrap_or(Err(ClientError::ConnectionLost));
+        self.stop_device_errors();
+        result
     }
 
     /// Mutes or unmutes the published audio: nothing is sent while muted,
@@ -540,6 +564,7 @@ impl Drop for Client {
         if let Some(t) = lock(&self.volume_task).take() {
             t.abort();
         }
+        self.stop_device_errors();
         // Dropping the command sender makes the session task leave and end.
         if let Some(ctl) = self.session.get_mut().take() {
             drop(ctl.commands);

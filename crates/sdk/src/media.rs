@@ -390,8 +390,17 @@ impl LocalStream {
     /// happen. The failed source stops; switch to another device to go on.
     pub fn device_errors(&self) -> mpsc::UnboundedReceiver<DeviceError> {
         let (tx, rx) = mpsc::unbounded_channel();
-        lock(&self.inner.device_errors).push(tx);
+        let mut listeners = lock(&self.inner.device_errors);
+        // Listeners that went away are forgotten here too, not only when
+        // an error is next reported.
+        listeners.retain(|l| !l.is_closed());
+        listeners.push(tx);
         rx
+    }
+
+    /// Whether `other` is a handle to this same stream.
+    pub fn same_as(&self, other: &LocalStream) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
     }
 
     /// The newest captured video frame, as it changes (a local preview);

@@ -238,6 +238,13 @@ impl MediaPeer {
         self.ended
     }
 
+    /// Whether this session receives any publisher that still publishes.
+    pub fn has_subscriptions(&self) -> bool {
+        self.subscriptions
+            .values()
+            .any(|(p, _, _)| p.strong_count() > 0)
+    }
+
     /// The publishers this session receives, and what of each.
     pub fn subscriptions(&self) -> Vec<(Arc<Publication>, StreamKinds)> {
         self.subscriptions

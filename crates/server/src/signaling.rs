@@ -636,10 +636,15 @@ impl Session {
 
     /// Sends a new offer, unless one is in flight (then it follows).
     async fn renegotiate(&mut self) -> Result<(), ErrorMessage> {
-        let worn = self
-            .media
-            .as_ref()
-            .is_some_and(|m| !m.negotiating() && m.ended_mlines() > ENDED_MLINES_BEFORE_REPLACING);
+        // A connection is replaced only when something on it is live: a
+        // new one with no m-line at all cannot be offered. Until then the
+        // ended m-lines ride along (what one step ends, at most).
+        let live = self.publication.is_some();
+        let worn = self.media.as_ref().is_some_and(|m| {
+            !m.negotiating()
+                && m.ended_mlines() > ENDED_MLINES_BEFORE_REPLACING
+                && (live || m.has_subscriptions())
+        });
         // Protocol 1 clients do not know `newConnection`.
         if worn && self.protocol >= 2 {
             self.replace_media().await?;

@@ -2,6 +2,7 @@
 //! WebKitWebDriver), shared by the end-to-end test and the tile benchmark.
 
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -15,11 +16,32 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
-/// Kills the process (and waits) when dropped.
+/// A child process, killed and waited for when dropped (on success or on
+/// a failed assertion). One started in its own process group (as
+/// [`Driver::launch`] starts `xvfb-run`) takes its whole group with it —
+/// Xvfb, tauri-driver, WebKitWebDriver and the app.
 pub struct Proc(pub Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
+        let group = format!("-{}", self.0.id());
+        for signal in ["-TERM", "-KILL"] {
+            let sent = Command::new("kill")
+                .args([signal, "--", &group])
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if !sent {
+                break; // not a group leader, or the group is gone
+            }
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.0.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -133,6 +155,7 @@ impl Driver {
                     &native.to_string(),
                 ])
                 .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
+                .process_group(0)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
