@@ -355,8 +355,10 @@ async fn soak(cycles: usize, publishes: usize) -> Value {
     let pid = child.child.id();
     let server = TestServer::remote(child.addr);
     // Warm up: allocator arenas, runtime threads, the codec tables.
+    // Publish cycles replace the watcher's and the cycler's connections
+    // every few cycles: warm up over several replacements.
     join_leave_cycles(&server, 500, 10).await;
-    publish_cycles(&server, 10).await;
+    publish_cycles(&server, 50).await;
     let settle = async |base: Option<Holdings>| {
         // Sessions end a moment after their clients; wait for the counts.
         let mut h = holdings(pid);
@@ -369,7 +371,8 @@ async fn soak(cycles: usize, publishes: usize) -> Value {
     };
     let base = settle(None).await;
     let t = Instant::now();
-    // RSS after each quarter: a leak climbs on, a warmed allocator levels.
+    // RSS after each quarter of the join/leave cycles, then of the publish
+    // cycles: a leak climbs on, a warmed allocator levels.
     let mut rss_steps = Vec::new();
     for _ in 0..4 {
         join_leave_cycles(&server, cycles / 4, 10).await;
@@ -377,7 +380,10 @@ async fn soak(cycles: usize, publishes: usize) -> Value {
     }
     let churn_s = t.elapsed().as_secs_f64();
     let t = Instant::now();
-    publish_cycles(&server, publishes).await;
+    for _ in 0..4 {
+        publish_cycles(&server, publishes / 4).await;
+        rss_steps.push(holdings(pid).rss_kib);
+    }
     let publish_s = t.elapsed().as_secs_f64();
     let after = settle(Some(base)).await;
     child.stop();
@@ -709,9 +715,9 @@ async fn run(quick: bool) {
     );
     let _ = writeln!(
         md,
-        "| churn soak: {} join/leave cycles ({} s) and {} publish/unpublish cycles ({} s) | RSS {} → {} KiB ({:+} %); fds {} → {}; threads {} → {}; UDP sockets {} → {} | RSS within 5 %, counts back to baseline |",
+        "| churn soak: {} join/leave cycles ({} s) and {} publish/unpublish cycles ({} s) | RSS {} → {} KiB ({:+} %; after each quarter of each kind: {} KiB); fds {} → {}; threads {} → {}; UDP sockets {} → {} | RSS within 5 %, counts back to baseline |",
         soak["join_leave_cycles"], soak["churn_s"], soak["publish_cycles"], soak["publish_s"],
-        soak["before"]["rss_kib"], soak["after"]["rss_kib"], soak["rss_growth_pct"],
+        soak["before"]["rss_kib"], soak["after"]["rss_kib"], soak["rss_growth_pct"], list(&soak["rss_after_quarters_kib"]),
         soak["before"]["fds"], soak["after"]["fds"], soak["before"]["threads"], soak["after"]["threads"],
         soak["before"]["udp"], soak["after"]["udp"]
     );

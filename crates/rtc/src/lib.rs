@@ -317,6 +317,26 @@ impl PeerConnectionEventHandler for EventHandler {
 /// with what there is (host candidates only: normally milliseconds).
 pub const GATHER_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// How long closing a peer connection may take. Closing waits for the
+/// connection's driver; a driver that does not answer must not hold up
+/// whoever is closing (a session ending, a client leaving).
+pub const CLOSE_DEADLINE: Duration = Duration::from_secs(2);
+
+/// Closes `pc` within [`CLOSE_DEADLINE`]; whether it closed in time.
+pub async fn close_peer(pc: &dyn PeerConnection) -> bool {
+    match tokio::time::timeout(CLOSE_DEADLINE, pc.close()).await {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "closing a peer connection");
+            true
+        }
+        Err(_) => {
+            tracing::warn!("a peer connection did not close in time; abandoned");
+            false
+        }
+    }
+}
+
 /// Sets `desc` as the local description and returns the SDP to send, with
 /// every candidate in it (no trickle ICE): the first time, it waits for
 /// gathering to complete.

@@ -905,7 +905,7 @@ impl MediaSession {
             // Closed first: a local track is bound to one connection at a
             // time. Remote streams stay; their new tracks attach to them.
             if let Some(pc) = self.pc.take() {
-                let _ = pc.close().await;
+                kaigi_rtc::close_peer(pc.as_ref()).await;
             }
             self.events = None;
             if let Some(stream) = self.published.take() {
@@ -1036,7 +1036,7 @@ impl MediaSession {
             }
         }
         if let Some(pc) = self.pc.take() {
-            let _ = pc.close().await;
+            kaigi_rtc::close_peer(pc.as_ref()).await;
         }
         self.published.take().or(self.pending.take())
     }

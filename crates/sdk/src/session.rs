@@ -146,12 +146,23 @@ fn to_client_error(e: ErrorMessage) -> ClientError {
     }
 }
 
+/// How long one write to the server may take. A server (or a path) that
+/// stops reading fills the socket's buffer and then blocks the write; past
+/// this the connection counts as lost and the session reconnects, so the
+/// session task never hangs on its own socket.
+const SEND_DEADLINE: Duration = Duration::from_secs(5);
+
 async fn send(ws: &mut Ws, msg: &ClientMessage) -> Result<(), ClientError> {
     let text =
         serde_json::to_string(msg).map_err(|e| ClientError::InvalidOptions(e.to_string()))?;
-    ws.send(Message::text(text))
-        .await
-        .map_err(|_| ClientError::ConnectionLost)
+    match tokio::time::timeout(SEND_DEADLINE, ws.send(Message::text(text))).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(ClientError::ConnectionLost),
+        Err(_) => {
+            warn!("a write to the server did not complete in time; reconnecting");
+            Err(ClientError::ConnectionLost)
+        }
+    }
 }
 
 /// The next server message; `None` when the connection is gone.

@@ -437,8 +437,6 @@ impl MediaPeer {
 
     /// Closes the connection, freeing its sockets and tasks.
     pub async fn close(self) {
-        if let Err(e) = self.pc.close().await {
-            debug!(error = %e, "closing the peer connection");
-        }
+        kaigi_rtc::close_peer(self.pc.as_ref()).await;
     }
 }
