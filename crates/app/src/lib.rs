@@ -1,5 +1,5 @@
 //! kaigi-app: the desktop app without its window. The Tauri shell
-//! (`apps/desktop/src-tauri`) only registers these commands and forwards
+//! (`src-tauri`) only registers these commands and forwards
 //! [`UiEvent`]s; everything here is tested without a web view.
 //!
 //! - [`App`]: the managed state (the `Client`, the local stream, the

@@ -2,8 +2,8 @@
 // frame parsing, and the words for every reason and language.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { emptyRoom, applyEvent, activeSpeaker, tiles, joinForm, parseFrame } from "../ui/logic.js";
-import { MESSAGES, pickLanguage, translator, errorText, kickedText } from "../ui/i18n.js";
+import { emptyRoom, applyEvent, activeSpeaker, tiles, joinForm, parseFrame } from "../logic.js";
+import { MESSAGES, pickLanguage, translator, errorText, kickedText } from "../i18n.js";
 
 test("events build the room view", () => {
   const s = emptyRoom("alice");

@@ -4,8 +4,8 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
-import { createSession, EVENTS } from "../ui/session.js";
-import { joinForm } from "../ui/logic.js";
+import { createSession, EVENTS } from "../session.js";
+import { joinForm } from "../logic.js";
 
 /** A mocked IPC: `handlers[cmd](args)` answers invokes; `emit` plays an app event. */
 function mockIpc(handlers) {
@@ -41,8 +41,8 @@ test("it listens for every event the app emits", async () => {
   const ipc = mockIpc({});
   await createSession(ipc, () => {}).start();
   // The names kaigi-app's UiEvent and the SDK's ClientEvent serialize to.
-  const rust = readFileSync(new URL("../../../crates/sdk/src/events.rs", import.meta.url), "utf8")
-    + readFileSync(new URL("../../../crates/app/src/events.rs", import.meta.url), "utf8");
+  const rust = readFileSync(new URL("../../crates/sdk/src/events.rs", import.meta.url), "utf8")
+    + readFileSync(new URL("../../crates/app/src/events.rs", import.meta.url), "utf8");
   const named = [...rust.matchAll(/=> "([a-z]+(?:-[a-z]+)+|error)"/g)].map((m) => m[1]);
   assert.ok(named.includes("client-banned") && named.includes("client-left"), `found ${named}`);
   for (const n of named) assert.ok(EVENTS.includes(n), `the window does not listen for ${n}`);

@@ -112,7 +112,8 @@ fn close_view(app: State<'_, App>, view: u64) {
 
 include!("commands.rs");
 
-/// The app's context: `tauri.conf.json`, the capabilities and `../ui`.
+/// The app's context: `tauri.conf.json`, the capabilities and the files
+/// of `../ui` it lists.
 pub fn context<R: Runtime>() -> tauri::Context<R> {
     tauri::generate_context!()
 }

@@ -256,3 +256,28 @@ fn every_command_is_registered_granted_and_given_a_permission() {
         "granted beyond what the UI uses: {extra:?}"
     );
 }
+
+#[test]
+fn the_app_embeds_every_ui_file_and_nothing_else() {
+    // `frontendDist` lists the UI's files, so its tests stay out of the app.
+    let conf: Value = serde_json::from_str(include_str!("../tauri.conf.json")).unwrap();
+    let mut listed: Vec<String> = conf["build"]["frontendDist"]
+        .as_array()
+        .expect("frontendDist is a list of files")
+        .iter()
+        .map(|p| p.as_str().unwrap().trim_start_matches("../ui/").to_owned())
+        .collect();
+    listed.sort();
+    let ui = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../ui");
+    let mut present: Vec<String> = std::fs::read_dir(&ui)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    present.sort();
+    assert_eq!(
+        listed, present,
+        "tauri.conf.json's frontendDist against ui/"
+    );
+}
