@@ -268,6 +268,10 @@ impl TileView {
     }
 }
 
+/// How long one write to a view may take before the view counts as gone
+/// (a page that stopped reading, e.g. a frozen web view).
+const VIEW_SEND_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Sends `tile`'s frames to one WebSocket view until the tile ends or the
 /// view goes. A text message `WxH` from the view resizes its frames.
 async fn view(mut socket: WebSocket, shared: Arc<Shared>, tile: String, size: (u32, u32)) {
@@ -277,7 +281,15 @@ async fn view(mut socket: WebSocket, shared: Arc<Shared>, tile: String, size: (u
         tokio::select! {
             msg = view.next() => {
                 let Some(msg) = msg else { break };
-                if socket.send(Message::Binary(msg.into())).await.is_err() { break }
+                // A view that stops reading is dropped, not waited on.
+                match tokio::time::timeout(VIEW_SEND_DEADLINE, socket.send(Message::Binary(msg.into()))).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => break,
+                    Err(_) => {
+                        debug!(%tile, "view stopped reading; closed");
+                        return;
+                    }
+                }
             }
             msg = socket.recv() => match msg {
                 Some(Ok(Message::Text(t))) => {
@@ -290,7 +302,7 @@ async fn view(mut socket: WebSocket, shared: Arc<Shared>, tile: String, size: (u
             },
         }
     }
-    let _ = socket.send(Message::Close(None)).await;
+    let _ = tokio::time::timeout(VIEW_SEND_DEADLINE, socket.send(Message::Close(None))).await;
     debug!(%tile, "view closed");
 }
 
