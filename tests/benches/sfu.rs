@@ -26,9 +26,9 @@ const WHY: &str = "Where the server's time goes (`perf record` on the server pro
 socket inside that call, work a remote receiver would do on its own machine; about 11 % copying packets (marshalling and \
 SRTP); the rest spread thin over the webrtc crate's per-packet interceptor chain and driver channels. Past about 80 \
 subscribers the bench's own clients (4 encoders and every subscriber's connection, on the same 2 cores) starve, so the \
-forwarded rate stops growing while nothing is lost. The per-core figure depends much on the machine: on the 2-core AMD \
-EPYC machines it varied run to run between about 39,000 and 47,000, on the 2-core Intel Xeon machines it is about \
-84,000 at the same load (the CPU the server's process is charged for halves). Beyond that: batched sends (`sendmmsg` / UDP GSO) in the webrtc crate's socket layer, and no \
+forwarded rate stops growing while nothing is lost. This run, on a 2-core Intel Xeon machine, gives about 84,000 per \
+core (the server's CPU at each step about half of before); the earlier runs, on 2-core AMD EPYC machines, varied \
+between 39,000 and 47,000. Further: batched sends (`sendmmsg` / UDP GSO) in the webrtc crate's socket layer, and no \
 per-subscriber packet clone before encryption; subscribers on another host would also take the receive-side kernel \
 work off the server's account. Memory per forwarded stream is bounded by the retransmission history, cut from the \
 webrtc default of 1024 to 256 packets per sent stream (about 8 s of this video; 245 KiB per stream before).\n";
