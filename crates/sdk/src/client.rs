@@ -1,87 +1,22 @@
 //! The [`Client`]: one user's presence in one room at a time.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kaigi_proto::endpoint::signaling_url;
 use kaigi_proto::signal::PeerInfo;
-use kaigi_proto::{Role, RoomId, SdkAppId, UserId};
+use kaigi_proto::{Role, RoomId, UserId};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{info_span, Instrument};
 
 use crate::error::ClientError;
 use crate::events::{ClientEvent, ConnectionState, EventStream};
+use crate::machine::{Request, Status};
+use crate::options::ClientOptions;
 use crate::session;
-
-/// How the client rejoins after its signaling connection drops.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ReconnectPolicy {
-    /// Wait before the first attempt.
-    pub initial_backoff: Duration,
-    /// The longest wait between attempts (the wait doubles up to this).
-    pub max_backoff: Duration,
-    /// Give up (state `DISCONNECTED`, an `error` event) after this long.
-    pub give_up_after: Duration,
-}
-
-impl Default for ReconnectPolicy {
-    fn default() -> Self {
-        ReconnectPolicy {
-            initial_backoff: Duration::from_millis(200),
-            max_backoff: Duration::from_secs(5),
-            give_up_after: Duration::from_secs(120),
-        }
-    }
-}
-
-/// What a [`Client`] needs to know.
-#[derive(Debug, Clone)]
-pub struct ClientOptions {
-    /// The server: `ws://HOST:PORT` (`wss://`, `http://`, `https://` work too).
-    pub server_url: String,
-    /// The application.
-    pub sdk_app_id: SdkAppId,
-    /// This user.
-    pub user_id: UserId,
-    /// This user's UserSig.
-    pub user_sig: String,
-    /// How long `join` (connect + join) may take.
-    pub join_timeout: Duration,
-    /// How long `leave` waits for the server's confirmation.
-    pub leave_timeout: Duration,
-    /// Rejoining after a dropped connection.
-    pub reconnect: ReconnectPolicy,
-    /// Receive every stream in the room without asking (the default, as
-    /// TRTC). When false, call [`Client::subscribe`] after `stream-added`.
-    pub auto_subscribe: bool,
-    /// Decode received video (the default). Tools that only relay or
-    /// measure (load generators) turn it off: packets are still counted.
-    pub decode: bool,
-}
-
-impl ClientOptions {
-    /// Options with default timeouts and reconnect policy.
-    pub fn new(
-        server_url: impl Into<String>,
-        sdk_app_id: SdkAppId,
-        user_id: UserId,
-        user_sig: impl Into<String>,
-    ) -> Self {
-        ClientOptions {
-            server_url: server_url.into(),
-            sdk_app_id,
-            user_id,
-            user_sig: user_sig.into(),
-            join_timeout: Duration::from_secs(10),
-            leave_timeout: Duration::from_secs(5),
-            reconnect: ReconnectPolicy::default(),
-            auto_subscribe: true,
-            decode: true,
-        }
-    }
-}
+use crate::shared::{lock, Order, Shared};
 
 /// What `join` found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,91 +29,6 @@ pub struct JoinInfo {
     pub session_id: String,
     /// The users already in the room.
     pub users: Vec<PeerInfo>,
-}
-
-pub(crate) type Remotes = Arc<Mutex<std::collections::HashMap<UserId, crate::media::RemoteStream>>>;
-
-pub(crate) struct Status {
-    pub state: ConnectionState,
-    pub room: Option<(RoomId, Role)>,
-    pub peers: BTreeMap<UserId, Role>,
-}
-
-/// What the client and its session task share.
-pub(crate) struct Shared {
-    pub opts: ClientOptions,
-    pub url: String,
-    status: Mutex<Status>,
-    listeners: Mutex<Vec<mpsc::UnboundedSender<ClientEvent>>>,
-    /// Streams received from the other users.
-    pub remotes: Remotes,
-    /// The stream this client publishes, for its own volume.
-    pub local: Mutex<Option<crate::media::LocalStream>>,
-    /// The speaker's mixer, while remote audio is played.
-    pub audio_out: crate::media::AudioOut,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-impl Shared {
-    pub fn emit(&self, event: ClientEvent) {
-        lock(&self.listeners).retain(|l| l.send(event.clone()).is_ok());
-    }
-
-    pub fn status(&self) -> MutexGuard<'_, Status> {
-        lock(&self.status)
-    }
-
-    /// Moves to `state`, emitting `connection-state-changed` if it changed.
-    pub fn set_state(&self, state: ConnectionState) {
-        let prev = {
-            let mut s = self.status();
-            let prev = s.state;
-            s.state = state;
-            if state == ConnectionState::Disconnected {
-                s.room = None;
-                s.peers.clear();
-            }
-            prev
-        };
-        if prev != state {
-            self.emit(ClientEvent::ConnectionStateChanged {
-                prev_state: prev,
-                state,
-            });
-        }
-    }
-}
-
-pub(crate) enum Command {
-    Leave(oneshot::Sender<Result<(), ClientError>>),
-    Publish(
-        crate::media::LocalStream,
-        oneshot::Sender<Result<(), ClientError>>,
-    ),
-    Unpublish(oneshot::Sender<Result<(), ClientError>>),
-    /// A request answered by one reply from the server.
-    Request(Request, oneshot::Sender<Result<(), ClientError>>),
-}
-
-/// The requests [`Command::Request`] carries.
-#[derive(Debug, Clone)]
-pub(crate) enum Request {
-    Mute {
-        audio: Option<bool>,
-        video: Option<bool>,
-    },
-    Subscribe {
-        user: UserId,
-        audio: bool,
-        video: bool,
-    },
-    Unsubscribe {
-        user: UserId,
-    },
-    SwitchRole(Role),
 }
 
 /// What of a remote stream to receive (see [`Client::subscribe`]).
@@ -201,7 +51,7 @@ impl Default for SubscribeOptions {
 }
 
 struct SessionCtl {
-    commands: mpsc::UnboundedSender<Command>,
+    commands: mpsc::UnboundedSender<Order>,
     task: JoinHandle<()>,
 }
 
@@ -323,9 +173,8 @@ impl Client {
         };
         let (tx, rx) = mpsc::unbounded_channel();
         let span = info_span!("client", user = %self.shared.opts.user_id, %room);
-        let task = tokio::spawn(
-            session::run(self.shared.clone(), ws, joined, room, role, rx).instrument(span),
-        );
+        let task =
+            tokio::spawn(session::run(self.shared.clone(), ws, joined, room, rx).instrument(span));
         *slot = Some(SessionCtl { commands: tx, task });
         Ok(info)
     }
@@ -334,7 +183,7 @@ impl Client {
     /// An `audience` gets `AUDIENCE_CANNOT_PUBLISH`.
     pub async fn publish(&self, stream: &crate::media::LocalStream) -> Result<(), ClientError> {
         let (tx, rx) = oneshot::channel();
-        self.command(Command::Publish(stream.clone(), tx))?;
+        self.command(Order::Publish(stream.clone(), tx))?;
         let result = rx.await.unwrap_or(Err(ClientError::ConnectionLost));
         if result.is_ok() {
             self.forward_device_errors(stream);
@@ -386,7 +235,7 @@ impl Client {
     /// Stops publishing.
     pub async fn unpublish(&self) -> Result<(), ClientError> {
         let (tx, rx) = oneshot::channel();
-        self.command(Command::Unpublish(tx))?;
+        self.command(Order::Unpublish(tx))?;
         let result = rx.await.unwrap_or(Err(ClientError::ConnectionLost));
         self.stop_device_errors();
         result
@@ -440,7 +289,7 @@ impl Client {
 
     async fn request(&self, request: Request) -> Result<(), ClientError> {
         let (reply, rx) = oneshot::channel();
-        self.command(Command::Request(request, reply))?;
+        self.command(Order::Request(request, reply))?;
         rx.await.unwrap_or(Err(ClientError::ConnectionLost))
     }
 
@@ -524,7 +373,7 @@ impl Client {
             .unwrap_or_default()
     }
 
-    fn command(&self, cmd: Command) -> Result<(), ClientError> {
+    fn command(&self, cmd: Order) -> Result<(), ClientError> {
         let slot = self
             .session
             .try_lock()
@@ -548,7 +397,7 @@ impl Client {
             return Ok(());
         };
         let (tx, rx) = oneshot::channel();
-        let result = if ctl.commands.send(Command::Leave(tx)).is_ok() {
+        let result = if ctl.commands.send(Order::Leave(tx)).is_ok() {
             // If the task ended first (forced out), there is nothing to leave.
             rx.await.unwrap_or(Ok(()))
         } else {

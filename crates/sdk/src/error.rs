@@ -55,6 +55,17 @@ pub enum ClientError {
 }
 
 impl ClientError {
+    /// The numeric code an `error` event carries: the server's code where
+    /// there is one (`MEDIA_FAILED` for media), 0 for other client-side
+    /// failures.
+    pub fn code(&self) -> u32 {
+        match self {
+            ClientError::Auth { code, .. } | ClientError::Server { code, .. } => code.code(),
+            ClientError::Media(_) => ErrorCode::MediaFailed.code(),
+            _ => 0,
+        }
+    }
+
     /// Whether a retry (as reconnect does) may succeed.
     pub fn is_retryable(&self) -> bool {
         matches!(

@@ -178,6 +178,15 @@ impl ClientEvent {
 }
 
 impl ClientEvent {
+    /// The `error` event for a failure outside any call.
+    pub(crate) fn error(e: &crate::error::ClientError) -> Self {
+        ClientEvent::Error {
+            code: e.code(),
+            name: e.name(),
+            message: e.to_string(),
+        }
+    }
+
     /// The `network-quality` event for a measurement.
     pub(crate) fn network_quality(q: kaigi_rtc::quality::Quality) -> Self {
         ClientEvent::NetworkQuality {

@@ -30,10 +30,13 @@
 mod client;
 mod error;
 mod events;
+mod machine;
 mod media;
+mod options;
 mod session;
+mod shared;
 
-pub use client::{Client, ClientOptions, JoinInfo, ReconnectPolicy, SubscribeOptions};
+pub use client::{Client, JoinInfo, SubscribeOptions};
 pub use error::ClientError;
 pub use events::{AudioVolumeEntry, ClientEvent, ConnectionState, EventStream};
 pub use kaigi_media::{DeviceError, DeviceInfo, DeviceKind};
@@ -42,6 +45,7 @@ pub use kaigi_proto::{KickReason, Role, RoomId, SdkAppId, UserId};
 pub use media::{
     AudioInput, LocalStream, LocalStreamConfig, RemoteStream, SyntheticSource, VideoInput,
 };
+pub use options::{ClientOptions, ReconnectPolicy};
 
 /// The cameras, microphones and speakers of this machine (empty lists on a
 /// machine without them).

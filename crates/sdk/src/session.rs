@@ -1,156 +1,58 @@
-//! The session task: owns the signaling WebSocket while in a room, relays
-//! server events, sends heartbeats, and rejoins after a dropped connection.
+//! The session's I/O: owns the signaling WebSocket and the media session
+//! while in a room, feeds the [`Machine`] what happens (server messages,
+//! the client's orders, the time, the results of what it asked for) and
+//! carries out what it returns. Every decision is the machine's.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use kaigi_proto::signal::{
-    ClientMessage, ErrorMessage, JoinRequest, Joined, PeerLeaveReason, RoomRef, ServerMessage,
-};
-use kaigi_proto::{ErrorCode, KickReason, Role, RoomId, UserId, PROTOCOL_VERSION};
-use rand::Rng;
+use kaigi_proto::signal::{ClientMessage, JoinRequest, Joined, RoomRef, ServerMessage};
+use kaigi_proto::{Role, RoomId, PROTOCOL_VERSION};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-use tracing::{debug, info, warn};
+use tracing::warn;
 
-use crate::client::{Command, Request, Shared};
 use crate::error::ClientError;
-use crate::events::{ClientEvent, ConnectionState};
-use crate::media::{Arrived, MediaSession};
-use kaigi_rtc::quality::{assess, grade, LinkCounters, Quality};
+use crate::machine::{
+    to_client_error, Command, Machine, MediaAction, Output, Settings, Token, JOIN_REQ_ID,
+};
+use crate::media::{Arrived, LocalStream, MediaSession};
+use crate::shared::{lock, Order, Reply, Shared};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-const JOIN_REQ_ID: u64 = 1;
-
-/// How often `network-quality` is reported.
-const QUALITY_INTERVAL: Duration = Duration::from_secs(2);
-
-/// The interface that reaches the server: media binds to it.
-fn local_ip(ws: &Ws) -> std::net::IpAddr {
-    let addr = match ws.get_ref() {
-        MaybeTlsStream::Plain(s) => s.local_addr().ok(),
-        MaybeTlsStream::Rustls(s) => s.get_ref().0.local_addr().ok(),
-        _ => None,
-    };
-    addr.map(|a| a.ip())
-        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
-}
-
-type Reply = oneshot::Sender<Result<(), ClientError>>;
-
-/// A media session for the connection `ws`.
-fn new_media(shared: &Shared, ws: &Ws) -> MediaSession {
-    let mut m = MediaSession::new(
-        local_ip(ws),
-        shared.remotes.clone(),
-        shared.audio_out.clone(),
-    );
-    m.decode = shared.opts.decode;
-    m
-}
-
-/// Requests waiting for the server's answer, and what the session
-/// remembers across reconnects.
-#[derive(Default)]
-struct Pending {
-    publish: Option<(u64, Option<Reply>)>,
-    unpublish: Option<(u64, Reply)>,
-    /// Other requests by request id.
-    requests: HashMap<u64, (Request, Reply)>,
-    /// Each remote stream's (audio muted, video muted).
-    mutes: HashMap<UserId, (bool, bool)>,
-    /// Streams subscribed by request (asked again after a reconnect).
-    subscribed: HashMap<UserId, (bool, bool)>,
-}
-
-impl Pending {
-    /// Fails everything outstanding (the connection dropped).
-    fn fail_all(&mut self) {
-        if let Some((_, Some(r))) = self.publish.take() {
-            let _ = r.send(Err(ClientError::ConnectionLost));
-        }
-        if let Some((_, r)) = self.unpublish.take() {
-            let _ = r.send(Err(ClientError::ConnectionLost));
-        }
-        for (_, (_, r)) in self.requests.drain() {
-            let _ = r.send(Err(ClientError::ConnectionLost));
-        }
-    }
-
-    /// The request `req_id` answered: removed, with its reply.
-    fn answered(&mut self, req_id: Option<u64>) -> Option<(Request, Reply)> {
-        self.requests.remove(&req_id?)
-    }
-}
-
-impl Request {
-    fn message(&self, req_id: u64) -> ClientMessage {
-        match self.clone() {
-            Request::Mute { audio, video } => ClientMessage::Mute {
-                req_id,
-                audio,
-                video,
-            },
-            Request::Subscribe { user, audio, video } => ClientMessage::Subscribe {
-                req_id,
-                user_id: user.to_string(),
-                audio,
-                video,
-            },
-            Request::Unsubscribe { user } => ClientMessage::Unsubscribe {
-                req_id,
-                user_id: user.to_string(),
-            },
-            Request::SwitchRole(role) => ClientMessage::SwitchRole { req_id, role },
-        }
-    }
-}
-
-/// Waits for `leave` (or the client being dropped), refusing other
-/// commands meanwhile: used while no connection exists.
-async fn until_leave(commands: &mut mpsc::UnboundedReceiver<Command>) -> Option<Reply> {
-    loop {
-        match commands.recv().await {
-            Some(Command::Leave(reply)) => return Some(reply),
-            Some(Command::Publish(_, reply))
-            | Some(Command::Unpublish(reply))
-            | Some(Command::Request(_, reply)) => {
-                let _ = reply.send(Err(ClientError::ConnectionLost));
-            }
-            None => return None,
-        }
-    }
-}
-
-fn to_client_error(e: ErrorMessage) -> ClientError {
-    match e.name {
-        c if c.is_auth() => ClientError::Auth {
-            code: c,
-            message: e.message,
-        },
-        ErrorCode::InvalidParameter => ClientError::InvalidParameter(e.message),
-        ErrorCode::AlreadyInRoom => ClientError::AlreadyInRoom,
-        ErrorCode::SessionBanned => {
-            ClientError::Banned(e.kick_reason.unwrap_or(KickReason::DuplicateUserId))
-        }
-        code => ClientError::Server {
-            code,
-            message: e.message,
-        },
-    }
-}
+/// A rejoin attempt under way.
+type Attempt = Pin<Box<dyn Future<Output = Result<(Ws, Joined), ClientError>> + Send>>;
 
 /// How long one write to the server may take. A server (or a path) that
 /// stops reading fills the socket's buffer and then blocks the write; past
 /// this the connection counts as lost and the session reconnects, so the
 /// session task never hangs on its own socket.
 const SEND_DEADLINE: Duration = Duration::from_secs(5);
+
+/// How many queued orders one turn of the session loop takes.
+const ORDERS_PER_TURN: usize = 64;
+
+/// How long the closing handshake may take.
+const CLOSE_DEADLINE: Duration = Duration::from_secs(1);
+
+/// The interface that reaches the server: media binds to it.
+fn local_ip(ws: &Ws) -> IpAddr {
+    let addr = match ws.get_ref() {
+        MaybeTlsStream::Plain(s) => s.local_addr().ok(),
+        MaybeTlsStream::Rustls(s) => s.get_ref().0.local_addr().ok(),
+        _ => None,
+    };
+    addr.map(|a| a.ip())
+        .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
+}
 
 async fn send(ws: &mut Ws, msg: &ClientMessage) -> Result<(), ClientError> {
     let text =
@@ -224,486 +126,280 @@ pub(crate) async fn connect_and_join(
         .map_err(|_| ClientError::Timeout(timeout.as_millis() as u64))?
 }
 
-enum Outcome {
-    Leave(Option<oneshot::Sender<Result<(), ClientError>>>),
-    Banned(KickReason, String),
-    Lost,
+fn now() -> std::time::Instant {
+    std::time::Instant::now()
+}
+
+/// What the session task holds: the I/O the machine's outputs act on.
+struct Io {
+    shared: Arc<Shared>,
+    room: RoomId,
+    ws: Option<Ws>,
+    /// The address media binds to (the interface that reaches the server).
+    bind: IpAddr,
+    media: MediaSession,
+    replies: HashMap<Token, Reply>,
+    next_token: Token,
+    /// The stream of the publish order being handled.
+    to_publish: Option<LocalStream>,
+    /// The published stream, kept across a dropped connection.
+    kept: Option<LocalStream>,
+    rejoin: Option<Attempt>,
 }
 
 /// Runs a joined session until leave, a forced exit, or giving up.
 pub(crate) async fn run(
     shared: Arc<Shared>,
-    mut ws: Ws,
-    mut joined: Joined,
+    ws: Ws,
+    joined: Joined,
     room: RoomId,
-    role: Role,
-    mut commands: mpsc::UnboundedReceiver<Command>,
+    mut orders: mpsc::UnboundedReceiver<Order>,
 ) {
-    let mut req_id = JOIN_REQ_ID;
-    let mut media = new_media(&shared, &ws);
-    let mut pending = Pending::default();
-    loop {
-        let outcome = connected(
-            &shared,
-            &mut ws,
-            &joined,
-            &mut commands,
-            &mut req_id,
-            &mut media,
-            &mut pending,
-        )
-        .await;
-        if !matches!(outcome, Outcome::Lost) {
-            pending.fail_all();
-            *shared.local.lock().unwrap_or_else(|e| e.into_inner()) = None;
-            // Leave and every forced exit stop all media, and close the
-            // published stream's sources (devices released).
-            let published = std::mem::replace(&mut media, new_media(&shared, &ws))
-                .close()
-                .await;
-            if let Some(stream) = published {
-                stream.close();
-            }
-        }
-        match outcome {
-            Outcome::Leave(reply) => {
-                req_id += 1;
-                let result = leave(&shared, &mut ws, req_id).await;
-                shared.set_state(ConnectionState::Disconnected);
-                info!("left");
-                if let Some(reply) = reply {
-                    let _ = reply.send(result);
-                }
-                return;
-            }
-            Outcome::Banned(reason, message) => {
-                // Tell the app first; the closing handshake can follow.
-                banned(&shared, reason, message);
-                let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
-                return;
-            }
-            Outcome::Lost => {
-                shared.set_state(ConnectionState::Reconnecting);
-                shared.emit(ClientEvent::network_quality(Quality {
-                    uplink: grade::DISCONNECTED,
-                    downlink: grade::DISCONNECTED,
-                    ..Quality::default()
-                }));
-                pending.fail_all();
-                // The server's side of the media is gone with the session;
-                // what was published is published again after rejoining.
-                let republish = std::mem::replace(&mut media, new_media(&shared, &ws))
-                    .close()
-                    .await;
-                let resume = joined.session_id.clone();
-                // The role now held, which `switch-role` may have changed.
-                let role = shared.status().room.as_ref().map_or(role, |(_, r)| *r);
-                match reconnect(&shared, &room, role, resume, &mut commands).await {
-                    Rejoin::Joined(new_ws, new_joined) => {
-                        ws = *new_ws;
-                        joined = new_joined;
-                        req_id = JOIN_REQ_ID;
-                        media = new_media(&shared, &ws);
-                        resync_peers(&shared, &joined, &room);
-                        shared.set_state(ConnectionState::Connected);
-                        // Streams subscribed by request are asked for again.
-                        for (user, (audio, video)) in pending.subscribed.clone() {
-                            req_id += 1;
-                            let msg = Request::Subscribe { user, audio, video }.message(req_id);
-                            let _ = send(&mut ws, &msg).await;
-                        }
-                        if let Some(stream) = republish.filter(|s| !s.is_closed()) {
-                            req_id += 1;
-                            let msg = ClientMessage::Publish {
-                                req_id,
-                                audio: stream.has_audio(),
-                                video: stream.has_video(),
-                            };
-                            media.publish(stream);
-                            if send(&mut ws, &msg).await.is_ok() {
-                                pending.publish = Some((req_id, None));
-                            }
-                        }
-                    }
-                    Rejoin::Stopped(reply) => {
-                        shared.set_state(ConnectionState::Disconnected);
-                        if let Some(reply) = reply {
-                            let _ = reply.send(Ok(()));
-                        }
-                        return;
-                    }
-                    Rejoin::Banned(reason) => {
-                        banned(&shared, reason, reason.message().to_owned());
-                        return;
-                    }
-                    Rejoin::Failed(e) => {
-                        warn!(error = %e, "reconnecting failed; giving up");
-                        shared.set_state(ConnectionState::Disconnected);
-                        shared.emit(ClientEvent::Error {
-                            code: 0,
-                            name: "RECONNECT_FAILED".into(),
-                            message: format!("could not rejoin the room: {e}"),
-                        });
-                        return;
-                    }
-                }
-            }
-        }
-    }
-}
-
-fn banned(shared: &Shared, reason: KickReason, message: String) {
-    info!(%reason, "forced out");
-    // The state is already DISCONNECTED when the app handles the event.
-    let prev = {
-        let mut s = shared.status();
-        let prev = s.state;
-        s.state = ConnectionState::Disconnected;
-        s.room = None;
-        s.peers.clear();
-        prev
+    let settings = Settings {
+        reconnect: shared.opts.reconnect,
+        leave_timeout: shared.opts.leave_timeout,
+        request_timeout: shared.opts.request_timeout,
     };
-    shared.emit(ClientEvent::ClientBanned { reason, message });
-    if prev != ConnectionState::Disconnected {
-        shared.emit(ClientEvent::ConnectionStateChanged {
-            prev_state: prev,
-            state: ConnectionState::Disconnected,
-        });
-    }
-}
-
-/// Emits joins and leaves for the difference between the peers known
-/// before a drop and those found on rejoining.
-fn resync_peers(shared: &Shared, joined: &Joined, room: &RoomId) {
-    let now: BTreeMap<_, _> = joined
-        .users
-        .iter()
-        .map(|p| (p.user_id.clone(), p.role))
-        .collect();
-    let before = {
-        let mut status = shared.status();
-        status.room = Some((room.clone(), joined.role));
-        std::mem::replace(&mut status.peers, now.clone())
+    let mut machine = Machine::new(settings, room.clone(), &joined, now(), rand::random());
+    let bind = local_ip(&ws);
+    let mut io = Io {
+        media: MediaSession::new(bind, shared.remotes.clone(), shared.audio_out.clone()),
+        shared,
+        room,
+        ws: Some(ws),
+        bind,
+        replies: HashMap::new(),
+        next_token: 0,
+        to_publish: None,
+        kept: None,
+        rejoin: None,
     };
-    for (user, _) in before.iter().filter(|(u, _)| !now.contains_key(*u)) {
-        shared.emit(ClientEvent::PeerLeave {
-            user_id: user.clone(),
-            reason: PeerLeaveReason::Left,
-        });
-    }
-    for (user, role) in now.iter().filter(|(u, _)| !before.contains_key(*u)) {
-        shared.emit(ClientEvent::PeerJoin {
-            user_id: user.clone(),
-            role: *role,
-        });
-    }
-}
-
-async fn connected(
-    shared: &Shared,
-    ws: &mut Ws,
-    joined: &Joined,
-    commands: &mut mpsc::UnboundedReceiver<Command>,
-    req_id: &mut u64,
-    media: &mut MediaSession,
-    pending: &mut Pending,
-) -> Outcome {
-    let interval = Duration::from_millis(joined.heartbeat_interval_ms.max(100));
-    let dead_after = Duration::from_millis(joined.heartbeat_timeout_ms.max(1000));
-    // The first ping goes out at once: it measures the round trip.
-    let mut heartbeat = tokio::time::interval(interval);
-    heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut last_heard = Instant::now();
-    let mut quality_tick =
-        tokio::time::interval_at(Instant::now() + QUALITY_INTERVAL, QUALITY_INTERVAL);
-    quality_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut counters = LinkCounters::default();
-    // The outstanding ping, and the latest signaling round trip (ms).
-    let mut ping: Option<(u64, Instant)> = None;
-    let mut signaling_rtt: Option<f64> = None;
-    loop {
-        tokio::select! {
-            cmd = commands.recv() => match cmd {
-                Some(Command::Leave(reply)) => return Outcome::Leave(Some(reply)),
-                Some(Command::Publish(stream, reply)) => {
-                    if pending.publish.is_some() {
-                        let _ = reply.send(Err(ClientError::Server { code: ErrorCode::AlreadyPublishing, message: "a publish is in progress".into() }));
-                        continue;
+    io.media.decode = io.shared.opts.decode;
+    // One timer, moved when the machine's next deadline moves.
+    let timer = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(timer);
+    let mut armed: Option<std::time::Instant> = None;
+    while !machine.is_done() {
+        let wake = machine.poll_timeout();
+        if wake != armed {
+            if let Some(at) = wake {
+                timer.as_mut().reset(at.into());
+            }
+            armed = wake;
+        }
+        let out = tokio::select! {
+            order = orders.recv() => {
+                let mut out = io.order(&mut machine, order);
+                // Orders that queued meanwhile go in the same turn (up to
+                // a bound, so the connection is read in between).
+                for _ in 0..ORDERS_PER_TURN {
+                    if machine.is_done() || out.iter().any(|o| matches!(o, Output::Media(MediaAction::Publish))) {
+                        break;
                     }
-                    *req_id += 1;
-                    let msg = ClientMessage::Publish { req_id: *req_id, audio: stream.has_audio(), video: stream.has_video() };
-                    media.publish(stream);
-                    if send(ws, &msg).await.is_err() {
-                        let _ = reply.send(Err(ClientError::ConnectionLost));
-                        return Outcome::Lost;
+                    match orders.try_recv() {
+                        Ok(order) => out.extend(io.order(&mut machine, Some(order))),
+                        Err(_) => break,
                     }
-                    pending.publish = Some((*req_id, Some(reply)));
                 }
-                Some(Command::Unpublish(reply)) => {
-                    *req_id += 1;
-                    media.unpublish();
-                    *shared.local.lock().unwrap_or_else(|e| e.into_inner()) = None;
-                    if send(ws, &ClientMessage::Unpublish { req_id: *req_id }).await.is_err() {
-                        let _ = reply.send(Err(ClientError::ConnectionLost));
-                        return Outcome::Lost;
-                    }
-                    pending.unpublish = Some((*req_id, reply));
+                out
+            }
+            msg = next_message_on(&mut io.ws) => match msg {
+                Some(m) => machine.server(m, now()),
+                None => {
+                    io.ws = None;
+                    machine.connection_lost(now())
                 }
-                Some(Command::Request(request, reply)) => {
-                    *req_id += 1;
-                    if let Request::Mute { audio, video } = &request {
-                        media.set_muted(*audio, *video);
-                    }
-                    if send(ws, &request.message(*req_id)).await.is_err() {
-                        let _ = reply.send(Err(ClientError::ConnectionLost));
-                        return Outcome::Lost;
-                    }
-                    pending.requests.insert(*req_id, (request, reply));
-                }
-                None => return Outcome::Leave(None),
             },
-            track = media.next_track() => {
-                if let Some(Arrived::Subscribed(user_id)) = media.on_track(track).await {
-                    shared.emit(ClientEvent::StreamSubscribed { user_id });
+            track = io.media.next_track() => match io.media.on_track(track).await {
+                Some(Arrived::Subscribed(user)) => machine.subscribed(user),
+                _ => Vec::new(),
+            },
+            _ = &mut timer, if armed.is_some() => {
+                armed = None;
+                machine.timeout(now())
+            }
+            result = attempt_of(&mut io.rejoin) => {
+                io.rejoin = None;
+                match result {
+                    Ok((ws, joined)) => io.rejoined(&mut machine, ws, &joined),
+                    Err(e) => machine.rejoin_failed(e, now()),
                 }
             }
-            _ = heartbeat.tick() => {
-                *req_id += 1;
-                if send(ws, &ClientMessage::Ping { req_id: *req_id }).await.is_err() {
-                    return Outcome::Lost;
-                }
-                ping = Some((*req_id, Instant::now()));
-            }
-            _ = quality_tick.tick() => {
-                let mut now = media.link_counters().await.unwrap_or_default();
-                if now.rtt_ms().is_none() {
-                    // No media yet: the signaling round trip stands in.
-                    now.ice_rtt_ms = signaling_rtt;
-                }
-                shared.emit(ClientEvent::network_quality(assess(&counters, &now)));
-                counters = now;
-            }
-            _ = tokio::time::sleep_until(last_heard + dead_after) => {
-                warn!("nothing heard from the server; reconnecting");
-                return Outcome::Lost;
-            }
-            msg = next_message(ws) => {
-                last_heard = Instant::now();
-                match msg {
-                    None => return Outcome::Lost,
-                    Some(ServerMessage::Pong { req_id: r }) => {
-                        if let Some((_, sent)) = ping.take_if(|(id, _)| *id == r) {
-                            signaling_rtt = Some(sent.elapsed().as_secs_f64() * 1000.0);
-                        }
-                    }
-                    Some(ServerMessage::PeerJoin { user_id, role }) => {
-                        shared.status().peers.insert(user_id.clone(), role);
-                        shared.emit(ClientEvent::PeerJoin { user_id, role });
-                    }
-                    Some(ServerMessage::PeerLeave { user_id, reason }) => {
-                        shared.status().peers.remove(&user_id);
-                        shared.emit(ClientEvent::PeerLeave { user_id, reason });
-                    }
-                    Some(ServerMessage::ClientBanned { reason, message }) => {
-                        return Outcome::Banned(reason, message);
-                    }
-                    Some(ServerMessage::Offer { sdp, publish_req_id, new_connection }) => match media
-                        .answer(sdp, publish_req_id.is_some() && publish_req_id == pending.publish.as_ref().map(|(id, _)| *id), new_connection)
-                        .await
-                    {
-                        Ok(sdp) => {
-                            if send(ws, &ClientMessage::Answer { sdp }).await.is_err() {
-                                return Outcome::Lost;
-                            }
-                        }
-                        Err(e) => {
-                            warn!(error = %e, "answering the server's offer failed");
-                            shared.emit(ClientEvent::Error { code: ErrorCode::MediaFailed.code(), name: e.name(), message: e.to_string() });
-                        }
-                    },
-                    Some(ServerMessage::Published { req_id: r }) if pending.publish.as_ref().is_some_and(|(id, _)| *id == r) => {
-                        media.start_sending().await;
-                        *shared.local.lock().unwrap_or_else(|e| e.into_inner()) = media.published().cloned();
-                        if let Some((_, Some(reply))) = pending.publish.take() {
-                            let _ = reply.send(Ok(()));
-                        }
-                    }
-                    Some(ServerMessage::Unpublished { req_id: r }) if pending.unpublish.as_ref().is_some_and(|(id, _)| *id == r) => {
-                        if let Some((_, reply)) = pending.unpublish.take() {
-                            let _ = reply.send(Ok(()));
-                        }
-                    }
-                    Some(ServerMessage::Error(e)) if e.req_id.is_some() && pending.publish.as_ref().is_some_and(|(id, _)| Some(*id) == e.req_id) => {
-                        // Refused as a second publish, the first goes on;
-                        // otherwise nothing is published.
-                        if e.code == ErrorCode::AlreadyPublishing.code() {
-                            media.cancel_publish();
-                        } else {
-                            media.unpublish();
-                        }
-                        if let Some((_, Some(reply))) = pending.publish.take() {
-                            let _ = reply.send(Err(to_client_error(e)));
-                        }
-                    }
-                    Some(ServerMessage::StreamAdded { user_id, audio, video, audio_muted, video_muted }) => {
-                        pending.mutes.insert(user_id.clone(), (audio_muted, video_muted));
-                        shared.emit(ClientEvent::StreamAdded { user_id, audio, video });
-                    }
-                    Some(ServerMessage::StreamUpdated { user_id, audio_muted, video_muted }) => {
-                        let (was_audio, was_video) = pending
-                            .mutes
-                            .insert(user_id.clone(), (audio_muted, video_muted))
-                            .unwrap_or_default();
-                        let u = user_id.clone();
-                        if audio_muted != was_audio {
-                            shared.emit(if audio_muted { ClientEvent::MuteAudio { user_id: u.clone() } } else { ClientEvent::UnmuteAudio { user_id: u.clone() } });
-                        }
-                        if video_muted != was_video {
-                            shared.emit(if video_muted { ClientEvent::MuteVideo { user_id: u } } else { ClientEvent::UnmuteVideo { user_id: u } });
-                        }
-                        shared.emit(ClientEvent::StreamUpdated { user_id, audio_muted, video_muted });
-                    }
-                    Some(
-                        ServerMessage::Muted { req_id: r }
-                        | ServerMessage::Subscribed { req_id: r, .. }
-                        | ServerMessage::Unsubscribed { req_id: r, .. }
-                        | ServerMessage::RoleSwitched { req_id: r, .. },
-                    ) if pending.requests.contains_key(&r) => {
-                        if let Some((request, reply)) = pending.answered(Some(r)) {
-                            request_done(shared, media, pending, request);
-                            let _ = reply.send(Ok(()));
-                        }
-                    }
-                    Some(ServerMessage::Error(e)) if e.req_id.is_some_and(|r| pending.requests.contains_key(&r)) => {
-                        if let Some((_, reply)) = pending.answered(e.req_id) {
-                            let _ = reply.send(Err(to_client_error(e)));
-                        }
-                    }
-                    Some(ServerMessage::PeerRole { user_id, role }) => {
-                        shared.status().peers.insert(user_id.clone(), role);
-                        shared.emit(ClientEvent::PeerRole { user_id, role });
-                    }
-                    Some(ServerMessage::StreamRemoved { user_id }) => {
-                        pending.mutes.remove(&user_id);
-                        pending.subscribed.remove(&user_id);
-                        media.stream_removed(&user_id);
-                        shared.emit(ClientEvent::StreamRemoved { user_id });
-                    }
-                    Some(ServerMessage::Error(e)) => {
-                        warn!(code = e.code, message = %e.message, "server error");
-                        if e.req_id.is_none() && e.name != ErrorCode::ServerShuttingDown {
-                            shared.emit(ClientEvent::Error { code: e.code, name: e.name.to_string(), message: e.message });
-                        }
-                    }
-                    Some(other) => debug!(?other, "ignored"),
-                }
-            }
-        }
-    }
-}
-
-/// What a request's success changes on this side.
-fn request_done(
-    shared: &Shared,
-    media: &mut MediaSession,
-    pending: &mut Pending,
-    request: Request,
-) {
-    match request {
-        Request::Mute { .. } => {}
-        Request::Subscribe { user, audio, video } => {
-            pending.subscribed.insert(user, (audio, video));
-        }
-        Request::Unsubscribe { user } => {
-            pending.subscribed.remove(&user);
-            media.stream_removed(&user);
-        }
-        Request::SwitchRole(role) => {
-            if let Some((_, r)) = shared.status().room.as_mut() {
-                *r = role;
-            }
-            if role == Role::Audience {
-                // The server ended what was published.
-                media.unpublish();
-                *shared.local.lock().unwrap_or_else(|e| e.into_inner()) = None;
-            }
-        }
-    }
-}
-
-/// Sends `leave` and waits for `left`, then closes the connection.
-async fn leave(shared: &Shared, ws: &mut Ws, req_id: u64) -> Result<(), ClientError> {
-    let timeout = shared.opts.leave_timeout;
-    let result = async {
-        if send(ws, &ClientMessage::Leave { req_id }).await.is_err() {
-            // The connection is gone, and with it our place in the room.
-            return Ok(());
-        }
-        loop {
-            match next_message(ws).await {
-                Some(ServerMessage::Left { req_id: r }) if r == req_id => return Ok(()),
-                Some(ServerMessage::ClientBanned { .. }) | None => return Ok(()),
-                Some(_) => {}
-            }
-        }
-    };
-    let result = tokio::time::timeout(timeout, result)
-        .await
-        .unwrap_or(Err(ClientError::Timeout(timeout.as_millis() as u64)));
-    // Finish the closing handshake so the server sees a clean close.
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        let _ = ws.close(None).await;
-        while let Some(Ok(_)) = ws.next().await {}
-    })
-    .await;
-    result
-}
-
-enum Rejoin {
-    Joined(Box<Ws>, Joined),
-    Stopped(Option<oneshot::Sender<Result<(), ClientError>>>),
-    Banned(KickReason),
-    Failed(ClientError),
-}
-
-async fn reconnect(
-    shared: &Shared,
-    room: &RoomId,
-    role: Role,
-    resume: String,
-    commands: &mut mpsc::UnboundedReceiver<Command>,
-) -> Rejoin {
-    let policy = shared.opts.reconnect;
-    let started = Instant::now();
-    let mut backoff = policy.initial_backoff;
-    let mut attempt = 0u32;
-    loop {
-        // Jitter spreads out many clients reconnecting to a restarted server.
-        let wait = backoff.mul_f64(rand::rng().random_range(0.8..1.2));
-        tokio::select! {
-            reply = until_leave(commands) => return Rejoin::Stopped(reply),
-            _ = tokio::time::sleep(wait) => {}
-        }
-        attempt += 1;
-        let try_join = connect_and_join(shared, room, role, Some(resume.clone()));
-        let result = tokio::select! {
-            reply = until_leave(commands) => return Rejoin::Stopped(reply),
-            r = try_join => r,
         };
-        match result {
-            Ok((ws, joined)) => {
-                info!(attempt, "rejoined");
-                return Rejoin::Joined(Box::new(ws), joined);
+        io.apply(&mut machine, out).await;
+        io.to_publish = None;
+    }
+}
+
+/// The next message on the connection, if there is one; else never.
+async fn next_message_on(ws: &mut Option<Ws>) -> Option<ServerMessage> {
+    match ws {
+        Some(ws) => next_message(ws).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The rejoin attempt's result, if one runs; else never.
+async fn attempt_of(attempt: &mut Option<Attempt>) -> Result<(Ws, Joined), ClientError> {
+    match attempt {
+        Some(a) => a.await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Io {
+    fn token(&mut self, reply: Reply) -> Token {
+        self.next_token += 1;
+        self.replies.insert(self.next_token, reply);
+        self.next_token
+    }
+
+    /// Hands the client's order to the machine.
+    fn order(&mut self, machine: &mut Machine, order: Option<Order>) -> Vec<Output> {
+        let (command, reply) = match order {
+            // The client was dropped: leave, nobody waits.
+            None => (Command::Leave, None),
+            Some(Order::Leave(reply)) => (Command::Leave, Some(reply)),
+            Some(Order::Publish(stream, reply)) => {
+                let command = Command::Publish {
+                    audio: stream.has_audio(),
+                    video: stream.has_video(),
+                };
+                self.to_publish = Some(stream);
+                (command, Some(reply))
             }
-            Err(ClientError::Banned(reason)) => return Rejoin::Banned(reason),
-            Err(e) if !e.is_retryable() => return Rejoin::Failed(e),
-            Err(e) => {
-                debug!(attempt, error = %e, "rejoin failed; retrying");
-                if started.elapsed() >= policy.give_up_after {
-                    return Rejoin::Failed(e);
+            Some(Order::Unpublish(reply)) => (Command::Unpublish, Some(reply)),
+            Some(Order::Request(request, reply)) => (Command::Request(request), Some(reply)),
+        };
+        let token = reply.map(|r| self.token(r));
+        machine.command(command, token, now())
+    }
+
+    /// A rejoin attempt succeeded: new connection, new media, and what was
+    /// published is published again if its stream still runs.
+    fn rejoined(&mut self, machine: &mut Machine, ws: Ws, joined: &Joined) -> Vec<Output> {
+        self.bind = local_ip(&ws);
+        self.ws = Some(ws);
+        self.media = self.new_media();
+        self.to_publish = self.kept.take().filter(|s| !s.is_closed());
+        let kinds = self
+            .to_publish
+            .as_ref()
+            .map(|s| (s.has_audio(), s.has_video()));
+        machine.rejoined(joined, kinds, now())
+    }
+
+    fn new_media(&self) -> MediaSession {
+        let mut m = MediaSession::new(
+            self.bind,
+            self.shared.remotes.clone(),
+            self.shared.audio_out.clone(),
+        );
+        m.decode = self.shared.opts.decode;
+        m
+    }
+
+    fn set_local(&self, stream: Option<LocalStream>) {
+        *lock(&self.shared.local) = stream;
+    }
+
+    /// Carries out `out` in order; what that reports back to the machine
+    /// (an answer made, link counters, a failed write) is carried out too.
+    async fn apply(&mut self, machine: &mut Machine, out: Vec<Output>) {
+        let mut queue = VecDeque::from(out);
+        while let Some(output) = queue.pop_front() {
+            match output {
+                Output::Status(status) => *self.shared.status() = status,
+                Output::Emit(event) => self.shared.emit(event),
+                Output::Send(msg) => {
+                    let Some(ws) = self.ws.as_mut() else { continue };
+                    if send(ws, &msg).await.is_err() {
+                        self.ws = None;
+                        queue.extend(machine.connection_lost(now()));
+                    }
                 }
-                backoff = (backoff * 2).min(policy.max_backoff);
+                Output::Reply(token, result) => {
+                    if let Some(reply) = self.replies.remove(&token) {
+                        let _ = reply.send(result);
+                    }
+                }
+                Output::Media(action) => {
+                    let more = self.media_action(machine, action).await;
+                    queue.extend(more);
+                }
+                Output::Rejoin { resume, role } => {
+                    let shared = self.shared.clone();
+                    let room = self.room.clone();
+                    self.rejoin = Some(Box::pin(async move {
+                        connect_and_join(&shared, &room, role, Some(resume)).await
+                    }));
+                }
+                Output::CancelRejoin => self.rejoin = None,
+                Output::Close => {
+                    if let Some(mut ws) = self.ws.take() {
+                        // Finish the closing handshake so the server sees
+                        // a clean close, within a bound.
+                        let _ = tokio::time::timeout(CLOSE_DEADLINE, async {
+                            let _ = ws.close(None).await;
+                            while let Some(Ok(_)) = ws.next().await {}
+                        })
+                        .await;
+                    }
+                }
+                Output::Done => {}
             }
         }
+    }
+
+    async fn media_action(&mut self, machine: &mut Machine, action: MediaAction) -> Vec<Output> {
+        match action {
+            MediaAction::Publish | MediaAction::Republish => {
+                if let Some(stream) = self.to_publish.take() {
+                    self.media.publish(stream);
+                }
+            }
+            MediaAction::CancelPublish => self.media.cancel_publish(),
+            MediaAction::Unpublish => {
+                self.media.unpublish();
+                self.set_local(None);
+            }
+            MediaAction::SetMuted { audio, video } => self.media.set_muted(audio, video),
+            MediaAction::Answer {
+                sdp,
+                carries_publish,
+                new_connection,
+            } => {
+                let answer = self
+                    .media
+                    .answer(sdp, carries_publish, new_connection)
+                    .await;
+                return machine.answered(answer);
+            }
+            MediaAction::StartSending => {
+                self.media.start_sending().await;
+                self.set_local(self.media.published().cloned());
+            }
+            MediaAction::StreamRemoved(user) => self.media.stream_removed(&user),
+            MediaAction::MeasureLink => {
+                let counters = self.media.link_counters().await.unwrap_or_default();
+                return machine.link(counters);
+            }
+            MediaAction::Reset => {
+                let fresh = self.new_media();
+                let old = std::mem::replace(&mut self.media, fresh);
+                self.kept = old.close().await;
+            }
+            MediaAction::CloseAll => {
+                self.set_local(None);
+                let fresh = self.new_media();
+                let old = std::mem::replace(&mut self.media, fresh);
+                let published = old.close().await;
+                // Devices are released: the published stream's sources end.
+                for stream in published.into_iter().chain(self.kept.take()) {
+                    stream.close();
+                }
+            }
+        }
+        Vec::new()
     }
 }
