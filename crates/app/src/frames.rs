@@ -322,7 +322,7 @@ struct IpcView {
 #[derive(Default)]
 pub struct IpcViews {
     next_id: AtomicU64,
-    views: Arc<std::sync::Mutex<HashMap<u64, IpcView>>>,
+    views: Arc<parking_lot::Mutex<HashMap<u64, IpcView>>>,
 }
 
 /// A view id the IPC does not know (closed, ended, or never opened).
@@ -338,7 +338,7 @@ pub enum ViewError {
 
 impl IpcViews {
     fn insert(&self, view: TileView) -> Result<(u64, IpcView), ViewError> {
-        let mut views = self.views.lock().unwrap_or_else(|p| p.into_inner());
+        let mut views = self.views.lock();
         if views.len() >= MAX_IPC_VIEWS {
             return Err(ViewError::TooMany);
         }
@@ -355,8 +355,8 @@ impl IpcViews {
         Ok((id, handle))
     }
 
-    fn remove(views: &std::sync::Mutex<HashMap<u64, IpcView>>, id: u64) {
-        let removed = views.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+    fn remove(views: &parking_lot::Mutex<HashMap<u64, IpcView>>, id: u64) {
+        let removed = views.lock().remove(&id);
         if let Some(v) = removed {
             v.stop.cancel();
         }
@@ -371,7 +371,7 @@ impl IpcViews {
     /// the view was closed, after which the id is forgotten.
     pub async fn next(&self, id: u64) -> Result<Vec<u8>, ViewError> {
         let (view, stop) = {
-            let views = self.views.lock().unwrap_or_else(|p| p.into_inner());
+            let views = self.views.lock();
             let v = views.get(&id).ok_or(ViewError::Unknown(id))?;
             (v.view.clone(), v.stop.clone())
         };
@@ -423,13 +423,7 @@ impl IpcViews {
 
     /// Closes every view.
     pub fn close_all(&self) {
-        let all: Vec<u64> = self
-            .views
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .keys()
-            .copied()
-            .collect();
+        let all: Vec<u64> = self.views.lock().keys().copied().collect();
         for id in all {
             self.close(id);
         }
@@ -437,7 +431,7 @@ impl IpcViews {
 
     /// How many views are open.
     pub fn len(&self) -> usize {
-        self.views.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.views.lock().len()
     }
 
     /// Whether none is.

@@ -5,7 +5,9 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::thread::JoinHandle;
 
 use cpal::traits::{DeviceTrait, HostTrait, StreamTrait};
@@ -297,9 +299,7 @@ impl Mixer {
     /// Queues a decoded frame from `source` (any channel count, 48 kHz).
     pub fn push(&self, source: u64, frame: &AudioFrame) {
         let channels = usize::from(frame.channels.max(1));
-        let Ok(mut sources) = self.sources.lock() else {
-            return;
-        };
+        let mut sources = self.sources.lock();
         let q = sources.entry(source).or_default();
         q.extend(
             frame
@@ -315,17 +315,13 @@ impl Mixer {
 
     /// Forgets a source.
     pub fn remove(&self, source: u64) {
-        if let Ok(mut s) = self.sources.lock() {
-            s.remove(&source);
-        }
+        self.sources.lock().remove(&source);
     }
 
     /// Fills `out` with the next 48 kHz mono samples of the mix.
     pub fn pull(&self, out: &mut [f32]) {
         out.fill(0.0);
-        let Ok(mut sources) = self.sources.lock() else {
-            return;
-        };
+        let mut sources = self.sources.lock();
         let n = out.len();
         for q in sources.values_mut() {
             let take = n.min(q.len());

@@ -28,7 +28,9 @@ use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -216,9 +218,9 @@ impl fmt::Debug for GuardedSocket {
 }
 
 impl GuardedSocket {
-    fn filter(&self) -> std::sync::MutexGuard<'_, DatagramFilter> {
+    fn filter(&self) -> parking_lot::MutexGuard<'_, DatagramFilter> {
         // The filter holds no invariant a panic elsewhere could break.
-        self.filter.lock().unwrap_or_else(|e| e.into_inner())
+        self.filter.lock()
     }
 }
 

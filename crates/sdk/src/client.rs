@@ -1,7 +1,9 @@
 //! The [`Client`]: one user's presence in one room at a time.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use kaigi_proto::endpoint::signaling_url;
@@ -16,7 +18,7 @@ use crate::events::{ClientEvent, ConnectionState, EventStream};
 use crate::machine::{Request, Status};
 use crate::options::ClientOptions;
 use crate::session;
-use crate::shared::{lock, Order, Shared};
+use crate::shared::{Order, Shared};
 
 /// What `join` found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,7 +101,7 @@ impl Client {
     /// open; each gets every event.
     pub fn events(&self) -> EventStream {
         let (tx, rx) = mpsc::unbounded_channel();
-        lock(&self.shared.listeners).push(tx);
+        self.shared.listeners.lock().push(tx);
         EventStream { rx }
     }
 
@@ -195,7 +197,7 @@ impl Client {
     /// (`DEVICE_LOST`) until it closes or stops being the published one.
     /// Publishing the same stream again keeps the one forwarder.
     fn forward_device_errors(&self, stream: &crate::media::LocalStream) {
-        let mut slot = lock(&self.device_task);
+        let mut slot = self.device_task.lock();
         if let Some((s, task)) = slot.as_ref() {
             if s.same_as(stream) && !task.is_finished() {
                 return;
@@ -214,12 +216,7 @@ impl Client {
                     e = errors.recv() => match e { Some(e) => e, None => break },
                 };
                 let Some(shared) = weak.upgrade() else { break };
-                let err = ClientError::Device(e);
-                shared.emit(ClientEvent::Error {
-                    code: 0,
-                    name: err.name(),
-                    message: err.to_string(),
-                });
+                shared.emit(ClientEvent::error(&ClientError::Device(e)));
             }
         });
         *slot = Some((stream.clone(), task));
@@ -227,7 +224,7 @@ impl Client {
 
     /// Ends the device-failure forwarder (nothing is published any more).
     fn stop_device_errors(&self) {
-        if let Some((_, task)) = lock(&self.device_task).take() {
+        if let Some((_, task)) = self.device_task.lock().take() {
             task.abort();
         }
     }
@@ -296,7 +293,7 @@ impl Client {
     /// Emits `audio-volume` every `interval` with each user's volume (this
     /// client's own published audio included); `None` stops it.
     pub fn enable_audio_volume_evaluation(&self, interval: Option<Duration>) {
-        let mut task = lock(&self.volume_task);
+        let mut task = self.volume_task.lock();
         if let Some(t) = task.take() {
             t.abort();
         }
@@ -312,7 +309,9 @@ impl Client {
                 if shared.status().state != ConnectionState::Connected {
                     continue;
                 }
-                let mut result: Vec<crate::events::AudioVolumeEntry> = lock(&shared.remotes)
+                let mut result: Vec<crate::events::AudioVolumeEntry> = shared
+                    .remotes
+                    .lock()
                     .values()
                     .filter(|r| r.audio_packets() > 0)
                     .map(|r| crate::events::AudioVolumeEntry {
@@ -320,7 +319,7 @@ impl Client {
                         audio_volume: r.audio_level(),
                     })
                     .collect();
-                if let Some(local) = lock(&shared.local).as_ref().filter(|l| l.has_audio()) {
+                if let Some(local) = shared.local.lock().as_ref().filter(|l| l.has_audio()) {
                     result.push(crate::events::AudioVolumeEntry {
                         user_id: shared.opts.user_id.clone(),
                         audio_volume: local.audio_level(),
@@ -340,37 +339,28 @@ impl Client {
         let weak = Arc::downgrade(&self.shared);
         let speaker = kaigi_media::Speaker::open(id, mixer.clone(), move |e| {
             if let Some(shared) = weak.upgrade() {
-                let err = ClientError::Device(e);
-                shared.emit(ClientEvent::Error {
-                    code: 0,
-                    name: err.name(),
-                    message: err.to_string(),
-                });
+                shared.emit(ClientEvent::error(&ClientError::Device(e)));
             }
         })?;
-        *lock(&self.shared.audio_out) = Some(mixer);
-        *lock(&self.speaker) = Some(speaker);
+        *self.shared.audio_out.lock() = Some(mixer);
+        *self.speaker.lock() = Some(speaker);
         Ok(())
     }
 
     /// Stops playing remote audio and releases the speaker.
     pub fn stop_audio_output(&self) {
-        *lock(&self.shared.audio_out) = None;
-        drop(lock(&self.speaker).take());
+        *self.shared.audio_out.lock() = None;
+        drop(self.speaker.lock().take());
     }
 
     /// The speaker in use, if remote audio is played.
     pub fn audio_output(&self) -> Option<String> {
-        lock(&self.speaker).as_ref().map(|s| s.name().to_owned())
+        self.speaker.lock().as_ref().map(|s| s.name().to_owned())
     }
 
     /// The streams being received from the other users.
     pub fn remote_streams(&self) -> Vec<crate::media::RemoteStream> {
-        self.shared
-            .remotes
-            .lock()
-            .map(|r| r.values().cloned().collect())
-            .unwrap_or_default()
+        self.shared.remotes.lock().values().cloned().collect()
     }
 
     fn command(&self, cmd: Order) -> Result<(), ClientError> {
@@ -410,7 +400,7 @@ impl Client {
 
 impl Drop for Client {
     fn drop(&mut self) {
-        if let Some(t) = lock(&self.volume_task).take() {
+        if let Some(t) = self.volume_task.lock().take() {
             t.abort();
         }
         self.stop_device_errors();

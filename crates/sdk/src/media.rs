@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -200,16 +202,12 @@ fn kind_track(
         .map_err(|e| ClientError::Media(e.to_string()))
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// A device-failure callback that tells every listener once.
 fn report_to(
     listeners: &Arc<Mutex<Vec<mpsc::UnboundedSender<DeviceError>>>>,
 ) -> impl FnMut(DeviceError) + Send + 'static {
     let listeners = listeners.clone();
-    move |e| lock(&listeners).retain(|l| l.send(e.clone()).is_ok())
+    move |e| listeners.lock().retain(|l| l.send(e.clone()).is_ok())
 }
 
 impl LocalStream {
@@ -356,7 +354,7 @@ impl LocalStream {
             },
             report_to(&self.inner.device_errors),
         )?;
-        let old = lock(&self.inner.camera).replace(camera);
+        let old = self.inner.camera.lock().replace(camera);
         drop(old);
         self.inner.keyframe.store(true, Ordering::SeqCst);
         Ok(())
@@ -381,7 +379,7 @@ impl LocalStream {
             },
             report_to(&self.inner.device_errors),
         )?;
-        let old = lock(&self.inner.microphone).replace(mic);
+        let old = self.inner.microphone.lock().replace(mic);
         drop(old);
         Ok(())
     }
@@ -390,7 +388,7 @@ impl LocalStream {
     /// happen. The failed source stops; switch to another device to go on.
     pub fn device_errors(&self) -> mpsc::UnboundedReceiver<DeviceError> {
         let (tx, rx) = mpsc::unbounded_channel();
-        let mut listeners = lock(&self.inner.device_errors);
+        let mut listeners = self.inner.device_errors.lock();
         // Listeners that went away are forgotten here too, not only when
         // an error is next reported.
         listeners.retain(|l| !l.is_closed());
@@ -416,12 +414,14 @@ impl LocalStream {
 
     /// The open camera's id, if the video comes from one.
     pub fn camera_id(&self) -> Option<String> {
-        lock(&self.inner.camera).as_ref().map(|c| c.id().to_owned())
+        self.inner.camera.lock().as_ref().map(|c| c.id().to_owned())
     }
 
     /// The open microphone's id, if the audio comes from one.
     pub fn microphone_id(&self) -> Option<String> {
-        lock(&self.inner.microphone)
+        self.inner
+            .microphone
+            .lock()
             .as_ref()
             .map(|m| m.name().to_owned())
     }
@@ -463,8 +463,8 @@ impl LocalStream {
     /// off before this returns).
     pub fn close(&self) {
         self.inner.closed.cancel();
-        drop(lock(&self.inner.camera).take());
-        drop(lock(&self.inner.microphone).take());
+        drop(self.inner.camera.lock().take());
+        drop(self.inner.microphone.lock().take());
     }
 
     /// Cancelled when the stream closes.
@@ -479,7 +479,7 @@ impl LocalStream {
 
     /// Whether any device is still open (false after `close`).
     pub fn holds_devices(&self) -> bool {
-        lock(&self.inner.camera).is_some() || lock(&self.inner.microphone).is_some()
+        self.inner.camera.lock().is_some() || self.inner.microphone.lock().is_some()
     }
 
     /// Acts on keyframe requests (subscribers' PLIs relayed by the server)
@@ -772,7 +772,7 @@ impl RemoteStream {
                         .store(kaigi_media::unix_micros(), Ordering::Relaxed);
                     if let Ok(frame) = opus.decode(&packet.payload) {
                         me.audio_level.store(frame.volume(), Ordering::Relaxed);
-                        if let Some(mixer) = lock(&me.audio_out).as_ref() {
+                        if let Some(mixer) = me.audio_out.lock().as_ref() {
                             mixer.push(me.mix_id(), &frame);
                         }
                     }
@@ -806,7 +806,7 @@ impl RemoteStream {
 
     fn close(&self) {
         self.inner.closed.cancel();
-        if let Some(mixer) = lock(&self.inner.audio_out).as_ref() {
+        if let Some(mixer) = self.inner.audio_out.lock().as_ref() {
             mixer.remove(self.inner.mix_id());
         }
     }
@@ -995,7 +995,7 @@ impl MediaSession {
     pub async fn on_track(&mut self, remote: Arc<dyn TrackRemote>) -> Option<Arrived> {
         let user = UserId::new(remote.stream_id().await).ok()?;
         let kind = remote.kind().await;
-        let mut remotes = self.remotes.lock().ok()?;
+        let mut remotes = self.remotes.lock();
         let (stream, first) = match remotes.get(&user) {
             Some(s) => (s.clone(), false),
             None => {
@@ -1022,7 +1022,8 @@ impl MediaSession {
 
     /// Forgets a user's stream.
     pub fn stream_removed(&mut self, user: &UserId) {
-        if let Some(s) = self.remotes.lock().ok().and_then(|mut r| r.remove(user)) {
+        let removed = self.remotes.lock().remove(user);
+        if let Some(s) = removed {
             s.close();
         }
     }
@@ -1030,10 +1031,9 @@ impl MediaSession {
     /// Closes the connection and every remote stream; the published local
     /// stream is returned so it can be published again after a reconnect.
     pub async fn close(mut self) -> Option<LocalStream> {
-        if let Ok(mut r) = self.remotes.lock() {
-            for (_, s) in r.drain() {
-                s.close();
-            }
+        let streams: Vec<_> = self.remotes.lock().drain().map(|(_, s)| s).collect();
+        for s in streams {
+            s.close();
         }
         if let Some(pc) = self.pc.take() {
             kaigi_rtc::close_peer(pc.as_ref()).await;

@@ -24,7 +24,7 @@ use crate::machine::{
     to_client_error, Command, Machine, MediaAction, Output, Settings, Token, JOIN_REQ_ID,
 };
 use crate::media::{Arrived, LocalStream, MediaSession};
-use crate::shared::{lock, Order, Reply, Shared};
+use crate::shared::{Order, Reply, Shared};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -300,7 +300,7 @@ impl Io {
     }
 
     fn set_local(&self, stream: Option<LocalStream>) {
-        *lock(&self.shared.local) = stream;
+        *self.shared.local.lock() = stream;
     }
 
     /// Carries out `out` in order; what that reports back to the machine

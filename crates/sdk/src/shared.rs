@@ -2,7 +2,9 @@
 //! the client gives the task.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, MutexGuard};
 
 use kaigi_proto::UserId;
 use tokio::sync::{mpsc, oneshot};
@@ -17,12 +19,6 @@ pub(crate) type Remotes = Arc<Mutex<HashMap<UserId, crate::media::RemoteStream>>
 
 /// Where a command's result goes.
 pub(crate) type Reply = oneshot::Sender<Result<(), ClientError>>;
-
-/// Locks `m`, also after a panic elsewhere poisoned it (the data is plain
-/// state, still consistent).
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// What the client and its session task share.
 pub(crate) struct Shared {
@@ -41,12 +37,14 @@ pub(crate) struct Shared {
 impl Shared {
     /// Sends `event` to every open event stream.
     pub fn emit(&self, event: ClientEvent) {
-        lock(&self.listeners).retain(|l| l.send(event.clone()).is_ok());
+        self.listeners
+            .lock()
+            .retain(|l| l.send(event.clone()).is_ok());
     }
 
     /// The status, locked.
     pub fn status(&self) -> MutexGuard<'_, Status> {
-        lock(&self.status)
+        self.status.lock()
     }
 
     /// Moves to `state` outside a session (while joining), emitting

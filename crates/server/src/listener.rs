@@ -11,7 +11,9 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use axum::extract::ConnectInfo;
@@ -99,7 +101,7 @@ struct Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         self.counts.total.fetch_sub(1, Ordering::Relaxed);
-        let mut per_ip = self.counts.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        let mut per_ip = self.counts.per_ip.lock();
         if let Some(n) = per_ip.get_mut(&self.ip) {
             *n -= 1;
             if *n == 0 {
@@ -118,7 +120,7 @@ enum Refusal {
 
 impl Counts {
     fn take(self: &Arc<Self>, ip: IpAddr, limits: ConnectionLimits) -> Result<Slot, Refusal> {
-        let mut per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        let mut per_ip = self.per_ip.lock();
         if self.total.load(Ordering::Relaxed) >= limits.total {
             return Err(Refusal::Total);
         }
@@ -301,7 +303,7 @@ mod tests {
             .map(|_| counts.take(ip(1), limits).unwrap())
             .collect();
         drop(slots);
-        assert!(counts.per_ip.lock().unwrap().is_empty());
+        assert!(counts.per_ip.lock().is_empty());
         assert_eq!(counts.total.load(Ordering::Relaxed), 0);
     }
 

@@ -2,7 +2,9 @@
 //! sessions' outboxes, and the one place registry effects become I/O.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::ws::Utf8Bytes;
@@ -68,12 +70,6 @@ pub fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding the lock leaves plain data that is still
-    // consistent at every await-free step, so keep serving.
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 impl Shared {
     /// State for a server with this config.
     pub fn new(config: Config) -> Arc<Self> {
@@ -97,7 +93,7 @@ impl Shared {
         outbox: mpsc::Sender<Outbound>,
         drop: CancellationToken,
     ) -> SessionId {
-        let mut sessions = lock(&self.sessions);
+        let mut sessions = self.sessions.lock();
         // Random, so that nobody can guess another client's id to `resume`
         // with; unique among the open sessions.
         let id = loop {
@@ -114,7 +110,7 @@ impl Shared {
 
     /// Unregisters a session; its place in a room is left by the caller.
     pub fn close_session(&self, id: SessionId) {
-        let mut sessions = lock(&self.sessions);
+        let mut sessions = self.sessions.lock();
         if sessions.remove(&id).is_some() {
             self.session_count.send_replace(sessions.len());
             self.metrics.connections.dec();
@@ -125,7 +121,7 @@ impl Shared {
     /// still holding the lock, so every session sees effects in the order
     /// the registry made them.
     pub fn apply<T>(&self, op: impl FnOnce(&mut Registry) -> (T, Vec<Effect>)) -> T {
-        let mut reg = lock(&self.registry);
+        let mut reg = self.registry.lock();
         let (out, effects) = op(&mut reg);
         if !effects.is_empty() {
             self.dispatch(effects);
@@ -138,11 +134,11 @@ impl Shared {
 
     /// Reads the registry.
     pub fn read<T>(&self, f: impl FnOnce(&Registry) -> T) -> T {
-        f(&lock(&self.registry))
+        f(&self.registry.lock())
     }
 
     fn dispatch(&self, effects: Vec<Effect>) {
-        let sessions = lock(&self.sessions);
+        let sessions = self.sessions.lock();
         let deliver = |to: SessionId, msg: Outbound| {
             if let Some(h) = sessions.get(&to) {
                 if h.outbox.try_send(msg).is_err() {
@@ -192,17 +188,17 @@ impl Shared {
 
     /// Registers a session's publication (before the registry announces it).
     pub fn add_publication(&self, p: Arc<Publication>) {
-        lock(&self.publications).insert(p.session, p);
+        self.publications.lock().insert(p.session, p);
     }
 
     /// A session's publication.
     pub fn publication(&self, session: SessionId) -> Option<Arc<Publication>> {
-        lock(&self.publications).get(&session).cloned()
+        self.publications.lock().get(&session).cloned()
     }
 
     /// Removes and closes a session's publication.
     pub fn remove_publication(&self, session: SessionId) {
-        if let Some(p) = lock(&self.publications).remove(&session) {
+        if let Some(p) = self.publications.lock().remove(&session) {
             p.close();
         }
     }
