@@ -4,7 +4,8 @@
 
 use std::sync::Arc;
 
-use kaigi_app::app::{FrameEndpoint, JoinForm};
+use kaigi_app::app::FrameEndpoint;
+use kaigi_app::JoinForm;
 use kaigi_app::{App, AppError, Devices, Joined, Preview, UiEvent};
 use tauri::ipc::{Channel, InvokeResponseBody, Response};
 use tauri::{Emitter, Manager, Runtime, State};

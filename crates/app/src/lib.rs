@@ -13,13 +13,17 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+mod call;
 pub mod embedded;
 pub mod error;
 pub mod events;
 pub mod frames;
+mod media;
 
-pub use app::{App, Devices, JoinForm, Joined, Preview};
+pub use app::App;
+pub use call::{JoinForm, Joined};
 pub use embedded::EmbeddedServer;
 pub use error::AppError;
 pub use events::{Emitter, UiEvent};
 pub use frames::FrameServer;
+pub use media::{Devices, Preview, TEST_PATTERN, TONE};

@@ -17,6 +17,7 @@ pub mod admin;
 pub mod config;
 pub mod listener;
 pub mod metrics;
+mod negotiation;
 pub mod registry;
 pub mod server;
 pub mod sfu;

@@ -24,8 +24,9 @@ use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::config::RateLimit;
 use crate::metrics::Metrics;
-use crate::registry::{JoinError, Member, Place, PublishError, SessionId, StreamKinds};
-use crate::sfu::{MediaPeer, Publication, ENDED_MLINES_BEFORE_REPLACING};
+use crate::negotiation::publish_error_code;
+use crate::registry::{JoinError, Member, Place, SessionId, StreamKinds};
+use crate::sfu::{MediaPeer, Publication};
 use crate::state::{unix_now, Outbound, Shared, OUTBOX_CAPACITY};
 use kaigi_rtc::PeerEvent;
 
@@ -138,31 +139,31 @@ enum End {
     Fault,
 }
 
-struct Session {
-    id: SessionId,
-    shared: Arc<Shared>,
+pub(crate) struct Session {
+    pub(crate) id: SessionId,
+    pub(crate) shared: Arc<Shared>,
     /// Frames for the writer task; never awaited, so no client can block
     /// its own session.
-    out: mpsc::Sender<Message>,
+    pub(crate) out: mpsc::Sender<Message>,
     /// The read half of the socket.
-    incoming: SplitStream<WebSocket>,
+    pub(crate) incoming: SplitStream<WebSocket>,
     /// Cancelled when the client is too slow (outbox or writer overflow,
     /// or a write past its deadline).
-    dropped: CancellationToken,
+    pub(crate) dropped: CancellationToken,
     /// When the connection must be in a room by, while it is in none.
-    join_by: Option<Instant>,
+    pub(crate) join_by: Option<Instant>,
     /// The peer connection, made on the first publish or subscription.
-    media: Option<MediaPeer>,
+    pub(crate) media: Option<MediaPeer>,
     /// What this session publishes.
-    publication: Option<Arc<Publication>>,
+    pub(crate) publication: Option<Arc<Publication>>,
     /// The `publish` to answer once the negotiation carrying it completes.
-    publish_reply: Option<u64>,
+    pub(crate) publish_reply: Option<u64>,
     /// Whether the offer in flight carries that publish.
-    publish_offered: bool,
+    pub(crate) publish_offered: bool,
     /// The protocol version the client joined with.
-    protocol: u32,
+    pub(crate) protocol: u32,
     /// The next offer is the first of a replaced connection.
-    new_connection: bool,
+    pub(crate) new_connection: bool,
 }
 
 /// The next event of a session's peer connection; never, without one.
@@ -395,7 +396,7 @@ impl Session {
         }
     }
 
-    fn send(&mut self, msg: &ServerMessage) {
+    pub(crate) fn send(&mut self, msg: &ServerMessage) {
         self.push(Message::Text(Utf8Bytes::from(msg.to_json())));
     }
 
@@ -590,249 +591,6 @@ impl Session {
         }
     }
 
-    async fn media(&mut self) -> Result<&mut MediaPeer, ErrorMessage> {
-        if self.media.is_none() {
-            let peer = MediaPeer::new(self.shared.config.media_ip())
-                .await
-                .map_err(|e| ErrorMessage::new(None, ErrorCode::MediaFailed, e.to_string()))?;
-            self.media = Some(peer);
-        }
-        self.media
-            .as_mut()
-            .ok_or_else(|| ErrorMessage::new(None, ErrorCode::Internal, "no media connection"))
-    }
-
-    /// Replaces the media connection with a new one that carries only what
-    /// is live: ended m-lines otherwise stay in every offer for good.
-    async fn replace_media(&mut self) -> Result<(), ErrorMessage> {
-        let Some(mut old) = self.media.take() else {
-            return Ok(());
-        };
-        let id = self.id;
-        let subscriptions = old.subscriptions();
-        info!(
-            ended = old.ended_mlines(),
-            live = subscriptions.len(),
-            "replacing the media connection"
-        );
-        old.detach_all(id);
-        old.close().await;
-        let publishing = self.publication.as_ref().map(|p| p.kinds);
-        let failed =
-            |e: kaigi_rtc::RtcError| ErrorMessage::new(None, ErrorCode::MediaFailed, e.to_string());
-        let media = self.media().await?;
-        if let Some(kinds) = publishing {
-            media.receive(kinds).await.map_err(failed)?;
-        }
-        for (publication, kinds) in subscriptions {
-            media
-                .subscribe(id, &publication, kinds)
-                .await
-                .map_err(failed)?;
-        }
-        self.new_connection = true;
-        Ok(())
-    }
-
-    /// Sends a new offer, unless one is in flight (then it follows).
-    async fn renegotiate(&mut self) -> Result<(), ErrorMessage> {
-        // A connection is replaced only when something on it is live: a
-        // new one with no m-line at all cannot be offered. Until then the
-        // ended m-lines ride along (what one step ends, at most).
-        let live = self.publication.is_some();
-        let worn = self.media.as_ref().is_some_and(|m| {
-            !m.negotiating()
-                && m.ended_mlines() > ENDED_MLINES_BEFORE_REPLACING
-                && (live || m.has_subscriptions())
-        });
-        // Protocol 1 clients do not know `newConnection`.
-        if worn && self.protocol >= 2 {
-            self.replace_media().await?;
-        }
-        let sdp = self
-            .media()
-            .await?
-            .offer()
-            .await
-            .map_err(|e| ErrorMessage::new(None, ErrorCode::MediaFailed, e.to_string()))?;
-        if let Some(sdp) = sdp {
-            let publish_req_id = self.publish_reply.filter(|_| !self.publish_offered);
-            self.publish_offered |= publish_req_id.is_some();
-            let new_connection = std::mem::take(&mut self.new_connection);
-            self.send(&ServerMessage::Offer {
-                sdp,
-                publish_req_id,
-                new_connection,
-            });
-        }
-        Ok(())
-    }
-
-    async fn publish(&mut self, req_id: u64, kinds: StreamKinds) -> Result<(), ErrorMessage> {
-        if !kinds.audio && !kinds.video {
-            return Err(ErrorMessage::new(
-                None,
-                ErrorCode::InvalidParameter,
-                "publish audio, video or both",
-            ));
-        }
-        let id = self.id;
-        let Some(place) = self.shared.read(|reg| reg.place(id).cloned()) else {
-            return Err(ErrorMessage::new(
-                None,
-                ErrorCode::NotInRoom,
-                "join a room before publishing",
-            ));
-        };
-        // Refused before anything is registered: the real publication
-        // stays untouched.
-        if self.publication.is_some() {
-            return Err(ErrorMessage::new(
-                None,
-                ErrorCode::AlreadyPublishing,
-                PublishError::AlreadyPublishing.to_string(),
-            ));
-        }
-        // Registered before the registry announces it, so subscribers find it.
-        let publication = Publication::new(id, place.user, kinds);
-        self.shared.add_publication(publication.clone());
-        let published = self.shared.apply(|reg| match reg.publish(id, kinds) {
-            Ok(fx) => (Ok(()), fx),
-            Err(e) => (Err(e), Vec::new()),
-        });
-        if let Err(e) = published {
-            self.shared.remove_publication(id);
-            return Err(ErrorMessage::new(
-                None,
-                publish_error_code(e),
-                e.to_string(),
-            ));
-        }
-        self.publication = Some(publication);
-        self.publish_reply = Some(req_id);
-        self.publish_offered = false;
-        let ready = async {
-            self.media()
-                .await?
-                .receive(kinds)
-                .await
-                .map_err(|e| ErrorMessage::new(None, ErrorCode::MediaFailed, e.to_string()))?;
-            self.renegotiate().await
-        }
-        .await;
-        if let Err(e) = ready {
-            self.publish_reply = None;
-            self.stop_publishing().await;
-            return Err(e);
-        }
-        info!(audio = kinds.audio, video = kinds.video, "publishing");
-        Ok(())
-    }
-
-    async fn stop_publishing(&mut self) {
-        if self.publication.take().is_some() {
-            let id = self.id;
-            self.shared.apply(|reg| ((), reg.unpublish(id)));
-            self.shared.remove_publication(id);
-            if let Some(media) = self.media.as_mut() {
-                media.retire_receiving();
-            }
-        }
-    }
-
-    async fn answer(&mut self, sdp: String) -> Result<(), ErrorMessage> {
-        let Some(media) = self.media.as_mut().filter(|m| m.negotiating()) else {
-            // A client's answer can cross a `leave` (or a kick of its media)
-            // on the wire: nothing to apply it to, nothing wrong either.
-            debug!("an answer with no offer outstanding, ignored");
-            return Ok(());
-        };
-        let (keyframes, again) = match media.answer(sdp).await {
-            Ok(r) => r,
-            Err(e) => {
-                let mut err = ErrorMessage::new(None, ErrorCode::MediaFailed, e.to_string());
-                if let Some(req_id) = self.publish_reply.take().filter(|_| self.publish_offered) {
-                    self.publish_offered = false;
-                    self.stop_publishing().await;
-                    err.req_id = Some(req_id);
-                }
-                return Err(err);
-            }
-        };
-        for publisher in keyframes {
-            if let Some(p) = self.shared.publication(publisher) {
-                p.request_keyframe().await;
-            }
-        }
-        if self.publish_offered {
-            self.publish_offered = false;
-            if let Some(req_id) = self.publish_reply.take() {
-                self.send(&ServerMessage::Published { req_id });
-            }
-        }
-        if again {
-            self.renegotiate().await?;
-        }
-        Ok(())
-    }
-
-    async fn subscribe(&mut self, publisher: SessionId, kinds: StreamKinds) {
-        let Some(publication) = self.shared.publication(publisher) else {
-            return;
-        };
-        let id = self.id;
-        let result = async {
-            let changed = self
-                .media()
-                .await?
-                .subscribe(id, &publication, kinds)
-                .await
-                .map_err(|e| ErrorMessage::new(None, ErrorCode::MediaFailed, e.to_string()))?;
-            if changed {
-                self.renegotiate().await?;
-            }
-            Ok::<(), ErrorMessage>(())
-        }
-        .await;
-        if let Err(e) = result {
-            warn!(error = %e.message, "subscribing failed");
-            self.send(&ServerMessage::Error(e));
-        }
-    }
-
-    async fn unsubscribe(&mut self, publisher: SessionId) {
-        let id = self.id;
-        let Some(media) = self.media.as_mut() else {
-            return;
-        };
-        match media.unsubscribe(id, publisher).await {
-            Ok(true) => {
-                if let Err(e) = self.renegotiate().await {
-                    warn!(error = %e.message, "renegotiating after unsubscribe failed");
-                }
-            }
-            Ok(false) => {}
-            Err(e) => warn!(error = %e, "unsubscribing failed"),
-        }
-    }
-
-    async fn on_media_event(&mut self, event: PeerEvent) {
-        match event {
-            PeerEvent::Track(remote) => match &self.publication {
-                Some(p) => p.attach(remote).await,
-                None => debug!("a track arrived while not publishing; ignored"),
-            },
-            PeerEvent::Failed => {
-                warn!("media connection failed");
-                self.send(&ServerMessage::Error(ErrorMessage::new(
-                    None,
-                    ErrorCode::MediaFailed,
-                    "the media connection failed",
-                )));
-            }
-        }
-    }
-
     fn join(&mut self, j: JoinRequest) -> Result<Joined, ErrorMessage> {
         let invalid = |m: String| ErrorMessage::new(None, ErrorCode::InvalidParameter, m);
         let protocol = j.protocol.unwrap_or(MIN_PROTOCOL_VERSION);
@@ -910,16 +668,6 @@ impl Session {
             heartbeat_interval_ms: heartbeat_interval(timeout).as_millis() as u64,
             heartbeat_timeout_ms: timeout.as_millis() as u64,
         })
-    }
-}
-
-fn publish_error_code(e: PublishError) -> ErrorCode {
-    match e {
-        PublishError::NotInRoom => ErrorCode::NotInRoom,
-        PublishError::Audience => ErrorCode::AudienceCannotPublish,
-        PublishError::AlreadyPublishing => ErrorCode::AlreadyPublishing,
-        PublishError::NotPublishing => ErrorCode::NotPublishing,
-        PublishError::StreamNotFound => ErrorCode::StreamNotFound,
     }
 }
 

@@ -1,8 +1,6 @@
-//! Local and remote streams, and the client's side of the one peer
-//! connection to the server (which always makes the offers).
+//! The stream this client publishes: its sources (camera, microphone, or
+//! a synthetic pattern and tone), encoders and the tracks they feed.
 
-use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
@@ -11,27 +9,18 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kaigi_media::{
-    AudioFrame, Camera, CameraSettings, DeviceError, H264Decoder, H264Encoder, H264Settings,
-    Microphone, OpusDecoder, OpusEncoder, SineTone, TestPattern, VideoFrame, OPUS_FRAME_SAMPLES,
-    OPUS_SAMPLE_RATE,
+    AudioFrame, Camera, CameraSettings, DeviceError, H264Encoder, H264Settings, Microphone,
+    OpusEncoder, SineTone, TestPattern, VideoFrame, OPUS_FRAME_SAMPLES, OPUS_SAMPLE_RATE,
 };
 use kaigi_proto::UserId;
-use kaigi_rtc::{
-    build_peer, event_handler, is_keyframe_request, set_local_and_gather, track, Gathering,
-    PeerEvent, RtpCodecKind,
-};
-use rtc::media::io::sample_builder::SampleBuilder;
+use kaigi_rtc::{is_keyframe_request, track, RtpCodecKind};
 use rtc::media::Sample;
-use rtc::rtp::codec::h264::H264Packet;
-use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::warn;
 use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
-use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::media_stream::Track;
-use webrtc::peer_connection::{PeerConnection, RTCSessionDescription};
 
 use crate::error::ClientError;
 
@@ -485,7 +474,7 @@ impl LocalStream {
     /// Acts on keyframe requests (subscribers' PLIs relayed by the server)
     /// once the video track is bound to a connection: polling an unbound
     /// track ends at once.
-    fn listen_for_keyframe_requests(&self) {
+    pub(super) fn listen_for_keyframe_requests(&self) {
         let Some(track) = self.inner.video.clone() else {
             return;
         };
@@ -513,7 +502,24 @@ impl LocalStream {
         });
     }
 
-    fn tracks(&self) -> Vec<Arc<TrackLocalStaticSample>> {
+    /// Starts sending `kind` with the negotiated payload type `pt` (video
+    /// starts with a keyframe).
+    pub(super) fn send_as(&self, kind: RtpCodecKind, pt: u8) {
+        if kind == RtpCodecKind::Audio {
+            self.inner.audio_pt.store(pt, Ordering::SeqCst);
+        } else {
+            self.inner.video_pt.store(pt, Ordering::SeqCst);
+            self.inner.keyframe.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// Stops sending (no payload type); the sources keep running.
+    pub(super) fn stop_sending(&self) {
+        self.inner.video_pt.store(0, Ordering::SeqCst);
+        self.inner.audio_pt.store(0, Ordering::SeqCst);
+    }
+
+    pub(super) fn tracks(&self) -> Vec<Arc<TrackLocalStaticSample>> {
         self.inner
             .video
             .iter()
@@ -600,460 +606,5 @@ async fn encode_audio(
             };
             let _ = track.sample_writer(ssrc, pt).write_sample(&sample).await;
         }
-    }
-}
-
-struct RemoteInner {
-    user: UserId,
-    video: watch::Sender<Option<Arc<VideoFrame>>>,
-    frames_decoded: AtomicU64,
-    audio_level: AtomicU8,
-    audio_packets: AtomicU64,
-    /// When the last audio packet arrived (µs since the Unix epoch).
-    audio_at: AtomicU64,
-    closed: CancellationToken,
-    /// Where decoded audio is played, when the app chose a speaker.
-    audio_out: AudioOut,
-    /// Whether video is decoded (false: packets are only counted).
-    decode: bool,
-    /// RTP packets received, and expected by their sequence numbers.
-    rtp_received: AtomicU64,
-    rtp_expected: AtomicU64,
-}
-
-/// Counts a track's packets against its sequence numbers.
-#[derive(Debug, Default)]
-struct SeqCounter {
-    first: Option<u64>,
-    highest: u64,
-}
-
-impl SeqCounter {
-    /// Notes `seq`; returns how much the expected count grew.
-    fn push(&mut self, seq: u16) -> u64 {
-        let Some(first) = self.first else {
-            self.first = Some(u64::from(seq));
-            self.highest = u64::from(seq);
-            return 1;
-        };
-        // Extend to 64 bits: the candidate nearest the highest seen.
-        let cycle = self.highest & !0xffff;
-        let ext = [cycle.wrapping_sub(0x1_0000), cycle, cycle + 0x1_0000]
-            .into_iter()
-            .map(|c| c.wrapping_add(u64::from(seq)))
-            .min_by_key(|e| e.abs_diff(self.highest))
-            .unwrap_or(self.highest);
-        if ext > self.highest && ext >= first {
-            let grew = ext - self.highest;
-            self.highest = ext;
-            grew
-        } else {
-            0
-        }
-    }
-}
-
-impl RemoteInner {
-    /// This stream's source id in the speaker's mixer.
-    fn mix_id(&self) -> u64 {
-        self as *const RemoteInner as u64
-    }
-}
-
-/// The speaker's mixer, when the app plays remote audio.
-pub(crate) type AudioOut = Arc<Mutex<Option<kaigi_media::Mixer>>>;
-
-/// After this long without audio packets (muted, or gone) a stream is silent.
-const SILENT_AFTER_US: u64 = 300_000;
-
-/// Another user's stream, received and decoded.
-#[derive(Clone)]
-pub struct RemoteStream {
-    inner: Arc<RemoteInner>,
-}
-
-impl RemoteStream {
-    fn new(user: UserId, audio_out: AudioOut, decode: bool) -> Self {
-        RemoteStream {
-            inner: Arc::new(RemoteInner {
-                user,
-                video: watch::Sender::new(None),
-                frames_decoded: AtomicU64::new(0),
-                audio_level: AtomicU8::new(0),
-                audio_packets: AtomicU64::new(0),
-                audio_at: AtomicU64::new(0),
-                closed: CancellationToken::new(),
-                audio_out,
-                decode,
-                rtp_received: AtomicU64::new(0),
-                rtp_expected: AtomicU64::new(0),
-            }),
-        }
-    }
-
-    /// Whose stream.
-    pub fn user_id(&self) -> &UserId {
-        &self.inner.user
-    }
-
-    /// The newest decoded video frame, as it changes.
-    pub fn video(&self) -> watch::Receiver<Option<Arc<VideoFrame>>> {
-        self.inner.video.subscribe()
-    }
-
-    /// Video frames decoded so far.
-    pub fn frames_decoded(&self) -> u64 {
-        self.inner.frames_decoded.load(Ordering::Relaxed)
-    }
-
-    /// The current audio volume, 0–100 (0 when no audio has arrived for
-    /// 300 ms: muted or gone).
-    pub fn audio_level(&self) -> u8 {
-        let at = self.inner.audio_at.load(Ordering::Relaxed);
-        if kaigi_media::unix_micros().saturating_sub(at) > SILENT_AFTER_US {
-            return 0;
-        }
-        self.inner.audio_level.load(Ordering::Relaxed)
-    }
-
-    /// RTP packets (audio and video) received so far.
-    pub fn packets_received(&self) -> u64 {
-        self.inner.rtp_received.load(Ordering::Relaxed)
-    }
-
-    /// RTP packets lost so far: expected by sequence number, not received.
-    pub fn packets_lost(&self) -> u64 {
-        self.inner
-            .rtp_expected
-            .load(Ordering::Relaxed)
-            .saturating_sub(self.packets_received())
-    }
-
-    /// Audio packets received so far.
-    pub fn audio_packets(&self) -> u64 {
-        self.inner.audio_packets.load(Ordering::Relaxed)
-    }
-
-    fn attach(&self, remote: Arc<dyn TrackRemote>, kind: RtpCodecKind) {
-        let me = self.inner.clone();
-        tokio::spawn(async move {
-            let mut builder =
-                SampleBuilder::new(128, H264Packet::default(), kaigi_rtc::VIDEO_CLOCK_RATE);
-            let mut h264 = match H264Decoder::new() {
-                Ok(d) => d,
-                Err(e) => return warn!(error = %e, "no H.264 decoder"),
-            };
-            let mut opus = match OpusDecoder::new(2) {
-                Ok(d) => d,
-                Err(e) => return warn!(error = %e, "no Opus decoder"),
-            };
-            let media_ssrc = remote.ssrcs().await.first().copied().unwrap_or_default();
-            // Until a picture decodes, ask for a keyframe (at most every
-            // 300 ms): one sent before this subscription existed is lost.
-            let mut need_keyframe = kind == RtpCodecKind::Video && me.decode;
-            let mut last_pli: Option<Instant> = None;
-            let mut seq = SeqCounter::default();
-            loop {
-                let evt = tokio::select! {
-                    _ = me.closed.cancelled() => break,
-                    evt = remote.poll() => evt,
-                };
-                let packet = match evt {
-                    Some(TrackRemoteEvent::OnRtpPacket(p)) => p,
-                    Some(TrackRemoteEvent::OnEnded) | None => break,
-                    Some(_) => continue,
-                };
-                me.rtp_received.fetch_add(1, Ordering::Relaxed);
-                me.rtp_expected
-                    .fetch_add(seq.push(packet.header.sequence_number), Ordering::Relaxed);
-                if kind == RtpCodecKind::Audio {
-                    me.audio_packets.fetch_add(1, Ordering::Relaxed);
-                    me.audio_at
-                        .store(kaigi_media::unix_micros(), Ordering::Relaxed);
-                    if let Ok(frame) = opus.decode(&packet.payload) {
-                        me.audio_level.store(frame.volume(), Ordering::Relaxed);
-                        if let Some(mixer) = me.audio_out.lock().as_ref() {
-                            mixer.push(me.mix_id(), &frame);
-                        }
-                    }
-                    continue;
-                }
-                if !me.decode {
-                    continue;
-                }
-                builder.push(Instant::now(), packet);
-                while let Some(sample) = builder.pop(Instant::now()) {
-                    match h264.decode(&sample.data) {
-                        Ok(Some(frame)) => {
-                            need_keyframe = false;
-                            me.frames_decoded.fetch_add(1, Ordering::Relaxed);
-                            me.video.send_replace(Some(Arc::new(frame)));
-                        }
-                        Ok(None) => {}
-                        Err(_) => need_keyframe = true,
-                    }
-                }
-                if need_keyframe
-                    && last_pli.is_none_or(|t| t.elapsed() >= Duration::from_millis(300))
-                {
-                    last_pli = Some(Instant::now());
-                    let _ = remote.write_rtcp(vec![kaigi_rtc::pli(media_ssrc)]).await;
-                }
-            }
-            debug!(user = %me.user, "remote track ended");
-        });
-    }
-
-    fn close(&self) {
-        self.inner.closed.cancel();
-        if let Some(mixer) = self.inner.audio_out.lock().as_ref() {
-            mixer.remove(self.inner.mix_id());
-        }
-    }
-}
-
-/// The client's peer connection, remote streams and publication.
-pub(crate) struct MediaSession {
-    bind: IpAddr,
-    pc: Option<Box<dyn PeerConnection>>,
-    events: Option<mpsc::UnboundedReceiver<PeerEvent>>,
-    gathering: Arc<Gathering>,
-    /// A stream to attach at the next offer.
-    pending: Option<LocalStream>,
-    published: Option<LocalStream>,
-    remotes: Arc<Mutex<HashMap<UserId, RemoteStream>>>,
-    audio_out: AudioOut,
-    /// Whether received video is decoded.
-    pub decode: bool,
-}
-
-/// What a track arriving meant.
-pub(crate) enum Arrived {
-    /// The first track of this user's stream.
-    Subscribed(UserId),
-    /// Another track of a stream already subscribed.
-    More,
-}
-
-impl MediaSession {
-    pub fn new(
-        bind: IpAddr,
-        remotes: Arc<Mutex<HashMap<UserId, RemoteStream>>>,
-        audio_out: AudioOut,
-    ) -> Self {
-        MediaSession {
-            bind,
-            pc: None,
-            events: None,
-            gathering: Arc::new(Gathering::default()),
-            pending: None,
-            published: None,
-            remotes,
-            audio_out,
-            decode: true,
-        }
-    }
-
-    /// Attaches `stream` at the next offer.
-    pub fn publish(&mut self, stream: LocalStream) {
-        self.pending = Some(stream);
-    }
-
-    /// Forgets a publish the server refused; what is published stays.
-    pub fn cancel_publish(&mut self) {
-        self.pending = None;
-    }
-
-    /// Stops sending the published stream (it keeps running until closed).
-    pub fn unpublish(&mut self) {
-        self.pending = None;
-        if let Some(s) = self.published.take() {
-            s.inner.video_pt.store(0, Ordering::SeqCst);
-            s.inner.audio_pt.store(0, Ordering::SeqCst);
-        }
-    }
-
-    /// The published stream, if any.
-    pub fn published(&self) -> Option<&LocalStream> {
-        self.published.as_ref()
-    }
-
-    /// Applies mute flags to the published stream.
-    pub fn set_muted(&self, audio: Option<bool>, video: Option<bool>) {
-        if let Some(stream) = &self.published {
-            if let Some(a) = audio {
-                stream.set_audio_muted(a);
-            }
-            if let Some(v) = video {
-                stream.set_video_muted(v);
-            }
-        }
-    }
-
-    /// Answers the server's offer; `carries_publish` says it is the offer
-    /// for the pending publish, `new_connection` that it replaces the
-    /// current connection (the published stream moves to the new one).
-    pub async fn answer(
-        &mut self,
-        sdp: String,
-        carries_publish: bool,
-        new_connection: bool,
-    ) -> Result<String, ClientError> {
-        let err = |e: webrtc::error::Error| ClientError::Media(e.to_string());
-        let mut moved = false;
-        if new_connection {
-            // Closed first: a local track is bound to one connection at a
-            // time. Remote streams stay; their new tracks attach to them.
-            if let Some(pc) = self.pc.take() {
-                kaigi_rtc::close_peer(pc.as_ref()).await;
-            }
-            self.events = None;
-            if let Some(stream) = self.published.take() {
-                self.pending = Some(stream);
-                moved = true;
-            }
-        }
-        let carries_publish = carries_publish || moved;
-        if self.pc.is_none() {
-            let (handler, events, gathering) = event_handler();
-            let pc = build_peer(self.bind, handler)
-                .await
-                .map_err(|e| ClientError::Media(e.to_string()))?;
-            self.pc = Some(Box::new(pc));
-            self.events = Some(events);
-            self.gathering = gathering;
-        }
-        let pc = self
-            .pc
-            .as_ref()
-            .ok_or_else(|| ClientError::Media("no peer connection".into()))?;
-        if let Some(stream) = self.pending.take_if(|_| carries_publish) {
-            // Send-only transceivers without a mid, added before the offer
-            // is applied, are what its new receive-only m-lines bind to;
-            // `add_track` could take a subscription's transceiver instead.
-            for t in stream.tracks() {
-                let init = RTCRtpTransceiverInit {
-                    direction: RTCRtpTransceiverDirection::Sendonly,
-                    ..Default::default()
-                };
-                pc.add_transceiver_from_track(t.clone() as Arc<dyn TrackLocal>, Some(init))
-                    .await
-                    .map_err(err)?;
-            }
-            self.published = Some(stream);
-        }
-        let offer = RTCSessionDescription::offer(sdp).map_err(err)?;
-        pc.set_remote_description(offer).await.map_err(err)?;
-        let answer = pc.create_answer(None).await.map_err(err)?;
-        let sdp = set_local_and_gather(pc.as_ref(), answer, &self.gathering)
-            .await
-            .map_err(|e| ClientError::Media(e.to_string()))?;
-        if moved {
-            // No `published` follows a replacement: send at once.
-            self.start_sending().await;
-        }
-        Ok(sdp)
-    }
-
-    /// After `published`: starts the sources sending with the negotiated
-    /// payload types.
-    pub async fn start_sending(&mut self) {
-        let (Some(pc), Some(stream)) = (&self.pc, &self.published) else {
-            return;
-        };
-        for sender in pc.get_senders().await {
-            let kind = sender.track().kind().await;
-            let Ok(params) = sender.get_parameters().await else {
-                continue;
-            };
-            let Some(pt) = params.rtp_parameters.codecs.first().map(|c| c.payload_type) else {
-                continue;
-            };
-            if kind == RtpCodecKind::Audio {
-                stream.inner.audio_pt.store(pt, Ordering::SeqCst);
-            } else {
-                stream.inner.video_pt.store(pt, Ordering::SeqCst);
-                stream.inner.keyframe.store(true, Ordering::SeqCst);
-            }
-        }
-        stream.listen_for_keyframe_requests();
-    }
-
-    /// The next track the server sends; never, before a connection exists.
-    pub async fn next_track(&mut self) -> Arc<dyn TrackRemote> {
-        match self.events.as_mut() {
-            Some(rx) => match rx.recv().await {
-                Some(PeerEvent::Track(t)) => t,
-                Some(PeerEvent::Failed) => std::future::pending().await,
-                None => std::future::pending().await,
-            },
-            None => std::future::pending().await,
-        }
-    }
-
-    /// Decodes a track the server sent; the stream id names its user.
-    pub async fn on_track(&mut self, remote: Arc<dyn TrackRemote>) -> Option<Arrived> {
-        let user = UserId::new(remote.stream_id().await).ok()?;
-        let kind = remote.kind().await;
-        let mut remotes = self.remotes.lock();
-        let (stream, first) = match remotes.get(&user) {
-            Some(s) => (s.clone(), false),
-            None => {
-                let s = RemoteStream::new(user.clone(), self.audio_out.clone(), self.decode);
-                remotes.insert(user.clone(), s.clone());
-                (s, true)
-            }
-        };
-        stream.attach(remote, kind);
-        Some(if first {
-            Arrived::Subscribed(user)
-        } else {
-            Arrived::More
-        })
-    }
-
-    /// The connection's loss and RTT counters; `None` before it exists.
-    pub async fn link_counters(&self) -> Option<kaigi_rtc::quality::LinkCounters> {
-        match &self.pc {
-            Some(pc) => Some(kaigi_rtc::quality::link_counters(pc.as_ref()).await),
-            None => None,
-        }
-    }
-
-    /// Forgets a user's stream.
-    pub fn stream_removed(&mut self, user: &UserId) {
-        let removed = self.remotes.lock().remove(user);
-        if let Some(s) = removed {
-            s.close();
-        }
-    }
-
-    /// Closes the connection and every remote stream; the published local
-    /// stream is returned so it can be published again after a reconnect.
-    pub async fn close(mut self) -> Option<LocalStream> {
-        let streams: Vec<_> = self.remotes.lock().drain().map(|(_, s)| s).collect();
-        for s in streams {
-            s.close();
-        }
-        if let Some(pc) = self.pc.take() {
-            kaigi_rtc::close_peer(pc.as_ref()).await;
-        }
-        self.published.take().or(self.pending.take())
-    }
-}
-
-#[cfg(test)]
-mod seq_tests {
-    use super::SeqCounter;
-
-    #[test]
-    fn counts_gaps_across_the_wrap_and_ignores_reordering() {
-        let mut c = SeqCounter::default();
-        let mut expected = 0;
-        for s in [65530u16, 65531, 65533, 65535, 0, 3, 2, 4] {
-            expected += c.push(s);
-        }
-        // 65530..=4 is 11 sequence numbers; 8 arrived (one reordered).
-        assert_eq!(expected, 11);
     }
 }

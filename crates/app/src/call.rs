@@ -1,0 +1,267 @@
+//! The call: joining (the embedded server or another), leaving, muting,
+//! and the bridge from the client's events to the UI and the tiles.
+
+use std::sync::Arc;
+
+use kaigi_proto::signal::PeerInfo;
+use kaigi_proto::{usersig, Role, RoomId, SdkAppId, UserId};
+use kaigi_sdk::{Client, ClientEvent, ClientOptions};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
+use tracing::{info, warn};
+
+use crate::app::{App, State};
+use crate::error::AppError;
+use crate::events::{AppEvent, Emitter, UiEvent};
+use crate::media::close_local;
+
+/// The join form.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct JoinForm {
+    /// `ws://HOST:PORT`; empty: the embedded server.
+    pub server: Option<String>,
+    /// Required with `server`.
+    pub sdk_app_id: Option<u32>,
+    /// The name to join as.
+    pub user_id: String,
+    /// Required with `server`; made by the app for the embedded server.
+    pub user_sig: Option<String>,
+    /// A numeric room, or …
+    pub room_id: Option<u64>,
+    /// … a string room.
+    pub str_room_id: Option<String>,
+    /// `anchor` (default) or `audience`.
+    pub role: Option<Role>,
+    /// Camera id (`test-pattern` for the pattern); none: no video.
+    pub camera: Option<String>,
+    /// Microphone id (`tone` for a tone); none: no audio.
+    pub microphone: Option<String>,
+}
+
+/// What `join_room` returns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Joined {
+    /// Who joined.
+    pub user_id: UserId,
+    /// The room, as the UI shows it.
+    pub room: String,
+    /// The role held.
+    pub role: Role,
+    /// The others already there.
+    pub users: Vec<PeerInfo>,
+    /// The server joined.
+    pub server: String,
+    /// Whether that is the embedded server.
+    pub embedded: bool,
+    /// For the embedded server: the command that joins a second participant.
+    pub bot_command: Option<String>,
+    /// Whether this client publishes (anchors with a camera or microphone).
+    pub publishing: bool,
+}
+
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The frame server's tile table, for the bridge task.
+#[derive(Clone)]
+pub(crate) struct FramesHandle(crate::frames::SourceTable);
+
+/// Forwards the client's events to the UI; keeps the tiles in step with
+/// the remote streams; after a forced exit closes the local stream and
+/// forgets the client.
+pub(crate) async fn bridge(
+    mut events: kaigi_sdk::EventStream,
+    emit: Emitter,
+    client: Arc<Client>,
+    state: Arc<Mutex<State>>,
+    frames: FramesHandle,
+) {
+    while let Some(event) = events.recv().await {
+        match &event {
+            ClientEvent::StreamSubscribed { user_id } => {
+                if let Some(remote) = client
+                    .remote_streams()
+                    .into_iter()
+                    .find(|r| r.user_id() == user_id)
+                {
+                    frames.0.set(user_id.as_str(), remote.video());
+                }
+            }
+            ClientEvent::StreamRemoved { user_id } => frames.0.remove(user_id.as_str()),
+            ClientEvent::ClientBanned { reason, .. } => {
+                warn!(%reason, "forced out");
+                let mut s = state.lock().await;
+                if s.client.as_ref().is_some_and(|c| Arc::ptr_eq(c, &client)) {
+                    s.client = None;
+                    s.bridge = None;
+                }
+                client.stop_audio_output();
+                if let Some(local) = s.local.take() {
+                    local.close();
+                }
+                frames.0.clear();
+                drop(s);
+                emit(UiEvent::Client(event));
+                emit(UiEvent::App(AppEvent::LocalStreamClosed {}));
+                continue;
+            }
+            _ => {}
+        }
+        emit(UiEvent::Client(event));
+    }
+}
+
+impl App {
+    /// Joins a room (the embedded server when no server is given) and, as
+    /// an anchor with a camera or microphone, publishes.
+    pub async fn join_room(&self, form: JoinForm) -> Result<Joined, AppError> {
+        let user =
+            UserId::new(form.user_id.trim()).map_err(|e| AppError::invalid(e.to_string()))?;
+        let room = match (form.room_id, form.str_room_id.as_deref().map(str::trim)) {
+            (Some(n), None) => RoomId::num(n),
+            (None, Some(s)) if !s.is_empty() => RoomId::str(s.to_owned()),
+            _ => return Err(AppError::invalid("give a room number or a room name")),
+        }
+        .map_err(|e| AppError::invalid(e.to_string()))?;
+        let role = form.role.unwrap_or_default();
+        let server = form
+            .server
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty());
+        let (url, app_id, sig, embedded) = match server {
+            Some(url) => {
+                let app = form
+                    .sdk_app_id
+                    .ok_or_else(|| AppError::invalid("SdkAppId is required with a server"))?;
+                let sig = form
+                    .user_sig
+                    .clone()
+                    .filter(|s| !s.trim().is_empty())
+                    .ok_or_else(|| AppError::invalid("UserSig is required with a server"))?;
+                (url.to_owned(), SdkAppId(app), sig, false)
+            }
+            None => {
+                let e = self.embedded().await?;
+                let sig = usersig::generate(
+                    e.sdk_app_id(),
+                    e.secret_key(),
+                    user.as_str(),
+                    86_400,
+                    unix_now(),
+                );
+                (e.url().to_owned(), e.sdk_app_id(), sig, true)
+            }
+        };
+        let mut state = self.state.lock().await;
+        if state.client.is_some() {
+            return Err(AppError::new("ALREADY_IN_ROOM", "leave the room first"));
+        }
+        let client = Arc::new(Client::new(ClientOptions::new(
+            url.clone(),
+            app_id,
+            user.clone(),
+            sig,
+        ))?);
+        client.enable_audio_volume_evaluation(Some(std::time::Duration::from_millis(300)));
+        let events = client.events();
+        let joined = client.join(room.clone(), role).await?;
+        state.bridge = Some(tokio::spawn(bridge(
+            events,
+            self.emit.clone(),
+            client.clone(),
+            self.state.clone(),
+            self.frames_handle(),
+        )));
+        state.client = Some(client.clone());
+        // Anchors publish what the preview shows (made again if it was
+        // opened under another name).
+        let mut publishing = false;
+        if role == Role::Anchor && (form.camera.is_some() || form.microphone.is_some()) {
+            drop(state);
+            self.start_preview(
+                user.as_str(),
+                form.camera.as_deref(),
+                form.microphone.as_deref(),
+            )
+            .await?;
+            state = self.state.lock().await;
+            if let Some(local) = state.local.clone() {
+                client.publish(&local).await?;
+                publishing = true;
+            }
+        }
+        info!(%user, %room, %url, "joined");
+        let bot_command = if embedded {
+            self.embedded.get().map(|e| e.bot_command(&room))
+        } else {
+            None
+        };
+        Ok(Joined {
+            user_id: user,
+            room: room.to_string(),
+            role: joined.role,
+            users: joined.users,
+            server: url,
+            embedded,
+            bot_command,
+            publishing,
+        })
+    }
+
+    pub(crate) fn frames_handle(&self) -> FramesHandle {
+        FramesHandle(self.frames.shared_sources())
+    }
+
+    /// Leaves the room: when it completes the local stream is closed and
+    /// `client-left` is emitted.
+    pub async fn leave_room(&self) -> Result<(), AppError> {
+        let mut state = self.state.lock().await;
+        let Some(client) = state.client.take() else {
+            return Err(AppError::new("NOT_IN_ROOM", "not in a room"));
+        };
+        let result = client.leave().await;
+        if let Some(b) = state.bridge.take() {
+            b.abort();
+        }
+        client.stop_audio_output();
+        close_local(&mut state, &self.frames, &self.emit);
+        self.frames.clear();
+        (self.emit)(UiEvent::App(AppEvent::ClientLeft {}));
+        result.map_err(AppError::from)
+    }
+
+    /// Mutes or unmutes the microphone and camera (absent: unchanged).
+    pub async fn set_mute(&self, audio: Option<bool>, video: Option<bool>) -> Result<(), AppError> {
+        let state = self.state.lock().await;
+        let publishing = state.client.as_ref().filter(|_| state.local.is_some());
+        match publishing {
+            Some(client) => {
+                if let Some(a) = audio {
+                    client.mute_audio(a).await?;
+                }
+                if let Some(v) = video {
+                    client.mute_video(v).await?;
+                }
+            }
+            None => {
+                let local = state.local.as_ref().ok_or_else(|| {
+                    AppError::new("NO_LOCAL_STREAM", "no camera or microphone is open")
+                })?;
+                if let Some(a) = audio {
+                    local.set_audio_muted(a);
+                }
+                if let Some(v) = video {
+                    local.set_video_muted(v);
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,221 @@
+//! What the registry holds and returns: rooms, participants, streams,
+//! places, errors, and the effects the I/O layer carries out.
+
+use std::collections::HashMap;
+
+use kaigi_proto::signal::{PeerInfo, ServerMessage};
+use kaigi_proto::{KickReason, Role, RoomId, SdkAppId, UserId};
+
+/// A signaling session (one WebSocket connection), unique per server run.
+pub type SessionId = u64;
+
+/// What the I/O layer must do after an operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Send one message to several sessions (serialized once).
+    Broadcast {
+        /// Recipients.
+        to: Vec<SessionId>,
+        /// The message.
+        msg: ServerMessage,
+    },
+    /// Attach `publisher`'s stream (the `kinds` of it) to `subscriber`'s
+    /// media connection, replacing any earlier subscription to it.
+    Subscribe {
+        /// Who receives.
+        subscriber: SessionId,
+        /// Whose stream.
+        publisher: SessionId,
+        /// What of it.
+        kinds: StreamKinds,
+    },
+    /// Detach `publisher`'s stream from `subscriber`'s media connection.
+    Unsubscribe {
+        /// Who received.
+        subscriber: SessionId,
+        /// Whose stream.
+        publisher: SessionId,
+    },
+    /// Tell a session it was forced out (`client-banned`), then close it.
+    Kick {
+        /// The session.
+        session: SessionId,
+        /// Why.
+        reason: KickReason,
+    },
+}
+
+/// A participant in a room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Participant {
+    /// The session that holds this user's place.
+    pub session: SessionId,
+    /// Their role.
+    pub role: Role,
+    /// Unix seconds when they joined.
+    pub joined_at: u64,
+    /// What they publish, if anything.
+    pub stream: Option<Stream>,
+    /// Whether they receive every stream without asking.
+    pub auto_subscribe: bool,
+    pub(super) seq: u64,
+}
+
+/// The kinds of media a published stream carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamKinds {
+    /// Audio.
+    pub audio: bool,
+    /// Video.
+    pub video: bool,
+}
+
+impl StreamKinds {
+    /// Neither audio nor video.
+    pub const NONE: StreamKinds = StreamKinds {
+        audio: false,
+        video: false,
+    };
+}
+
+/// A published stream: what it carries and what is muted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stream {
+    /// What it carries.
+    pub kinds: StreamKinds,
+    /// Audio muted.
+    pub audio_muted: bool,
+    /// Video muted.
+    pub video_muted: bool,
+}
+
+impl Stream {
+    pub(super) fn added(&self, user: &UserId) -> ServerMessage {
+        ServerMessage::StreamAdded {
+            user_id: user.clone(),
+            audio: self.kinds.audio,
+            video: self.kinds.video,
+            audio_muted: self.audio_muted,
+            video_muted: self.video_muted,
+        }
+    }
+}
+
+/// Why `publish` was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PublishError {
+    /// The session is in no room.
+    #[error("join a room before publishing")]
+    NotInRoom,
+    /// Audiences may not publish.
+    #[error("an audience cannot publish; switch to the anchor role")]
+    Audience,
+    /// Already publishing.
+    #[error("already publishing; unpublish first")]
+    AlreadyPublishing,
+    /// `mute` with nothing published.
+    #[error("nothing is published")]
+    NotPublishing,
+    /// `subscribe` to a user who publishes nothing in this room.
+    #[error("that user publishes nothing in this room")]
+    StreamNotFound,
+}
+
+/// A room: created by the first join, removed when the last user goes.
+#[derive(Debug, Clone, Default)]
+pub struct Room {
+    /// Unix seconds when the room was created.
+    pub created_at: u64,
+    pub(super) participants: HashMap<UserId, Participant>,
+}
+
+impl Room {
+    /// Participants in join order.
+    pub fn participants(&self) -> Vec<(&UserId, &Participant)> {
+        let mut v: Vec<_> = self.participants.iter().collect();
+        v.sort_by_key(|(_, p)| p.seq);
+        v
+    }
+
+    /// How many users are in the room.
+    pub fn len(&self) -> usize {
+        self.participants.len()
+    }
+
+    /// Whether the room is empty (never true for a room in the registry).
+    pub fn is_empty(&self) -> bool {
+        self.participants.is_empty()
+    }
+
+    /// The session's own participant entry (gone if it was replaced).
+    pub(super) fn member_mut(&mut self, user: &UserId) -> Result<&mut Participant, PublishError> {
+        self.participants
+            .get_mut(user)
+            .ok_or(PublishError::NotInRoom)
+    }
+
+    pub(super) fn sessions_except(&self, except: SessionId) -> Vec<SessionId> {
+        self.participants
+            .values()
+            .map(|p| p.session)
+            .filter(|s| *s != except)
+            .collect()
+    }
+}
+
+/// Where a session is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Place {
+    /// The app.
+    pub app: SdkAppId,
+    /// The room.
+    pub room: RoomId,
+    /// The user.
+    pub user: UserId,
+}
+
+/// Why a join was refused by the registry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JoinError {
+    /// The session is already in a room.
+    #[error("this connection is already in room {0}; leave first")]
+    AlreadyInRoom(RoomId),
+    /// The session it resumes was forced out.
+    #[error("the session being resumed was forced out ({0})")]
+    ResumeBanned(KickReason),
+}
+
+/// How a session takes part in a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Member {
+    /// Its role.
+    pub role: Role,
+    /// Whether it receives every stream without asking.
+    pub auto_subscribe: bool,
+}
+
+impl From<Role> for Member {
+    /// A member with this role that receives every stream.
+    fn from(role: Role) -> Self {
+        Member {
+            role,
+            auto_subscribe: true,
+        }
+    }
+}
+
+/// A successful join.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Joined {
+    /// Who else is in the room, in join order.
+    pub users: Vec<PeerInfo>,
+    /// The session this join took the place of (same user id), if any.
+    pub replaced: Option<SessionId>,
+    /// Whether this join created the room.
+    pub created_room: bool,
+}
+
+/// The admin API's "no such room".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the room does not exist")]
+pub struct RoomNotExist;
