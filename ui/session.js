@@ -3,14 +3,10 @@
 // tests a mocked IPC. What to show is decided here; drawing it is main.js's.
 
 import { emptyRoom, applyEvent } from "./logic.js";
+import { EVENTS } from "./contract.js";
 
-/** Every event the app emits (kaigi-app's `UiEvent` names). */
-export const EVENTS = [
-  "peer-join", "peer-leave", "peer-role", "stream-added", "stream-removed", "stream-updated",
-  "stream-subscribed", "mute-audio", "unmute-audio", "mute-video", "unmute-video",
-  "audio-volume", "network-quality", "connection-state-changed", "client-banned",
-  "client-left", "local-stream-closed", "error",
-];
+/** Every event the app emits (generated from kaigi-app's `UiEvent`). */
+export { EVENTS };
 
 /**
  * A session: `session.room` is the room view's state (null outside a room).

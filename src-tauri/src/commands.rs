@@ -1,21 +1,24 @@
-// The app's command names: included by build.rs (a permission for each)
-// and by the library (`COMMANDS`), so the two cannot drift apart.
+// The app's commands: included by build.rs (a permission for each) and by
+// the library (`COMMANDS`, and through it the UI's generated contract), so
+// none of them can drift apart.
 
-/// The commands the window may call; `build.rs` makes a permission for
-/// each, and `capabilities/default.json` grants them.
-pub const COMMANDS: &[&str] = &[
-    "list_devices",
-    "start_preview",
-    "stop_preview",
-    "join_room",
-    "leave_room",
-    "set_mute",
-    "set_camera",
-    "set_microphone",
-    "set_speaker",
-    "frame_endpoint",
-    "open_view",
-    "next_frame",
-    "watch_tile",
-    "close_view",
+/// The commands the window may call, each with the names of its
+/// arguments as the window passes them (camelCase). `build.rs` makes a
+/// permission for each, `capabilities/default.json` grants them, and
+/// `ui/contract.js` lists them for the UI.
+pub const COMMANDS: &[(&str, &[&str])] = &[
+    ("list_devices", &[]),
+    ("start_preview", &["userId", "camera", "microphone"]),
+    ("stop_preview", &[]),
+    ("join_room", &["form"]),
+    ("leave_room", &[]),
+    ("set_mute", &["audio", "video"]),
+    ("set_camera", &["id"]),
+    ("set_microphone", &["id"]),
+    ("set_speaker", &["id"]),
+    ("frame_endpoint", &[]),
+    ("open_view", &["tile", "width", "height"]),
+    ("next_frame", &["view"]),
+    ("watch_tile", &["tile", "frames", "width", "height"]),
+    ("close_view", &["view"]),
 ];

@@ -236,7 +236,7 @@ fn every_command_is_registered_granted_and_given_a_permission() {
         .iter()
         .filter_map(|p| p.as_str())
         .collect();
-    for cmd in kaigi_desktop::COMMANDS {
+    for (cmd, _) in kaigi_desktop::COMMANDS {
         let permission = format!("allow-{}", cmd.replace('_', "-"));
         assert!(
             granted.contains(&permission.as_str()),

@@ -4,6 +4,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { emptyRoom, applyEvent, activeSpeaker, tiles, joinForm, parseFrame } from "../logic.js";
 import { MESSAGES, pickLanguage, translator, errorText, kickedText } from "../i18n.js";
+import { ERROR_CODES } from "../contract.js";
 
 test("events build the room view", () => {
   const s = emptyRoom("alice");
@@ -92,6 +93,14 @@ test("every language has every word", () => {
   assert.equal(pickLanguage(["ja-JP", "en-US"]), "ja");
   assert.equal(pickLanguage(["ko"]), "ko");
   assert.equal(pickLanguage(["fr-FR"]), "en");
+});
+
+test("every error code the app can give has words in every language", () => {
+  assert.ok(ERROR_CODES.length > 30);
+  for (const lang of Object.keys(MESSAGES)) {
+    const missing = ERROR_CODES.filter((c) => !(`error.${c}` in MESSAGES[lang]));
+    assert.deepEqual(missing, [], `${lang} has no words for ${missing}`);
+  }
 });
 
 test("kick reasons and errors are said in words", () => {

@@ -3,8 +3,9 @@
 // and what it shows for a join, peers, a forced exit, a leave and errors.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
-import { createSession, EVENTS } from "../session.js";
+import { readFileSync, readdirSync } from "node:fs";
+import { createSession } from "../session.js";
+import { COMMANDS, EVENTS as CONTRACT_EVENTS } from "../contract.js";
 import { joinForm } from "../logic.js";
 
 /** A mocked IPC: `handlers[cmd](args)` answers invokes; `emit` plays an app event. */
@@ -40,13 +41,27 @@ const JOINED = {
 test("it listens for every event the app emits", async () => {
   const ipc = mockIpc({});
   await createSession(ipc, () => {}).start();
-  // The names kaigi-app's UiEvent and the SDK's ClientEvent serialize to.
-  const rust = readFileSync(new URL("../../crates/sdk/src/events.rs", import.meta.url), "utf8")
-    + readFileSync(new URL("../../crates/app/src/events.rs", import.meta.url), "utf8");
-  const named = [...rust.matchAll(/=> "([a-z]+(?:-[a-z]+)+|error)"/g)].map((m) => m[1]);
-  assert.ok(named.includes("client-banned") && named.includes("client-left"), `found ${named}`);
-  for (const n of named) assert.ok(EVENTS.includes(n), `the window does not listen for ${n}`);
-  assert.deepEqual([...ipc.listeners.keys()].sort(), [...EVENTS].sort());
+  // The names generated from kaigi-app's UiEvent (ui/contract.js).
+  assert.ok(CONTRACT_EVENTS.includes("client-banned") && CONTRACT_EVENTS.includes("client-left"));
+  assert.deepEqual([...ipc.listeners.keys()].sort(), [...CONTRACT_EVENTS].sort());
+});
+
+test("every command the UI calls exists, with arguments it takes", () => {
+  const dir = new URL("../", import.meta.url);
+  const sources = readdirSync(dir).filter((f) => f.endsWith(".js") && f !== "contract.js");
+  let calls = 0;
+  for (const file of sources) {
+    const src = readFileSync(new URL(file, dir), "utf8");
+    for (const m of src.matchAll(/invoke\("([a-z_]+)"(?:,\s*\{([^}]*)\})?/g)) {
+      calls += 1;
+      const [, name, args] = m;
+      assert.ok(name in COMMANDS, `${file} calls ${name}, which the app does not have`);
+      for (const key of (args || "").split(",").map((a) => a.trim().split(/[:\s]/)[0]).filter(Boolean)) {
+        assert.ok(COMMANDS[name].includes(key), `${file}: ${name} takes no argument ${key}`);
+      }
+    }
+  }
+  assert.ok(calls >= 10, `found ${calls} calls`);
 });
 
 test("join, peers, a forced exit and its OK", async () => {

@@ -13,7 +13,7 @@ use tokio::sync::{Mutex, OnceCell};
 use tokio::task::JoinHandle;
 
 use crate::embedded::{EmbeddedServer, DEFAULT_LISTEN};
-use crate::error::AppError;
+use crate::error::{AppError, AppErrorCode};
 use crate::events::Emitter;
 use crate::frames::{FrameServer, IpcViews};
 
@@ -64,7 +64,7 @@ impl App {
         };
         let frames = FrameServer::start()
             .await
-            .map_err(|e| AppError::new("FRAME_SERVER_FAILED", e.to_string()))?;
+            .map_err(|e| AppError::new(AppErrorCode::FrameServerFailed, e.to_string()))?;
         Ok(App {
             emit,
             frames,
@@ -128,7 +128,7 @@ impl App {
         self.embedded
             .get_or_try_init(|| EmbeddedServer::start(self.listen, self.media_ip))
             .await
-            .map_err(|e| AppError::new("SERVER_START_FAILED", e.to_string()))
+            .map_err(|e| AppError::new(AppErrorCode::ServerStartFailed, e.to_string()))
     }
 
     /// Whether a client is in a room.

@@ -11,7 +11,7 @@ use tokio::sync::Mutex;
 use tracing::{info, warn};
 
 use crate::app::{App, State};
-use crate::error::AppError;
+use crate::error::{AppError, AppErrorCode};
 use crate::events::{AppEvent, Emitter, UiEvent};
 use crate::media::close_local;
 
@@ -161,7 +161,10 @@ impl App {
         };
         let mut state = self.state.lock().await;
         if state.client.is_some() {
-            return Err(AppError::new("ALREADY_IN_ROOM", "leave the room first"));
+            return Err(AppError::new(
+                AppErrorCode::AlreadyInRoom,
+                "leave the room first",
+            ));
         }
         let client = Arc::new(Client::new(ClientOptions::new(
             url.clone(),
@@ -224,7 +227,7 @@ impl App {
     pub async fn leave_room(&self) -> Result<(), AppError> {
         let mut state = self.state.lock().await;
         let Some(client) = state.client.take() else {
-            return Err(AppError::new("NOT_IN_ROOM", "not in a room"));
+            return Err(AppError::new(AppErrorCode::NotInRoom, "not in a room"));
         };
         let result = client.leave().await;
         if let Some(b) = state.bridge.take() {
@@ -252,7 +255,10 @@ impl App {
             }
             None => {
                 let local = state.local.as_ref().ok_or_else(|| {
-                    AppError::new("NO_LOCAL_STREAM", "no camera or microphone is open")
+                    AppError::new(
+                        AppErrorCode::NoLocalStream,
+                        "no camera or microphone is open",
+                    )
                 })?;
                 if let Some(a) = audio {
                     local.set_audio_muted(a);

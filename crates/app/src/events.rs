@@ -35,6 +35,18 @@ pub enum AppEvent {
 }
 
 impl UiEvent {
+    /// One event of every kind the UI is sent (for its generated contract).
+    pub fn examples() -> Vec<UiEvent> {
+        ClientEvent::examples()
+            .into_iter()
+            .map(UiEvent::Client)
+            .chain([
+                UiEvent::App(AppEvent::ClientLeft {}),
+                UiEvent::App(AppEvent::LocalStreamClosed {}),
+            ])
+            .collect()
+    }
+
     /// The event's name, which the UI listens for.
     pub fn name(&self) -> &'static str {
         match self {

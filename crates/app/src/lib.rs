@@ -23,7 +23,7 @@ mod media;
 pub use app::App;
 pub use call::{JoinForm, Joined};
 pub use embedded::EmbeddedServer;
-pub use error::AppError;
+pub use error::{AppError, AppErrorCode};
 pub use events::{Emitter, UiEvent};
 pub use frames::FrameServer;
 pub use media::{Devices, Preview, TEST_PATTERN, TONE};

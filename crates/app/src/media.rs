@@ -8,7 +8,7 @@ use kaigi_sdk::{devices, AudioInput, Client, LocalStream, LocalStreamConfig, Vid
 use serde::Serialize;
 
 use crate::app::{App, State};
-use crate::error::AppError;
+use crate::error::{AppError, AppErrorCode};
 use crate::events::{AppEvent, Emitter, UiEvent};
 use crate::frames::FrameServer;
 
@@ -190,7 +190,10 @@ impl App {
         let (local, client) = {
             let state = self.state.lock().await;
             let local = state.local.clone().ok_or_else(|| {
-                AppError::new("NO_LOCAL_STREAM", "no camera or microphone is open")
+                AppError::new(
+                    AppErrorCode::NoLocalStream,
+                    "no camera or microphone is open",
+                )
             })?;
             (local, state.client.clone())
         };
@@ -237,7 +240,7 @@ impl App {
         let client = state
             .client
             .as_ref()
-            .ok_or_else(|| AppError::new("NOT_IN_ROOM", "join a room first"))?;
+            .ok_or_else(|| AppError::new(AppErrorCode::NotInRoom, "join a room first"))?;
         client.set_audio_output(Some(id)).map_err(AppError::from)
     }
 }

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use kaigi_app::{App, AppError, JoinForm, UiEvent};
+use kaigi_app::{App, AppError, AppErrorCode, JoinForm, UiEvent};
 use kaigi_sdk::{ClientEvent, KickReason};
 use kaigi_tests::*;
 use serde_json::json;
@@ -109,7 +109,7 @@ async fn join_publish_see_a_peer_and_leave() {
     assert!(!app.in_room().await && !app.has_local_stream().await);
     assert_eq!(
         app.leave_room().await,
-        Err(AppError::new("NOT_IN_ROOM", "not in a room"))
+        Err(AppError::new(AppErrorCode::NotInRoom, "not in a room"))
     );
     // Rejoining works.
     app.join_room(form(&server, "alice", 31)).await.unwrap();
@@ -219,7 +219,7 @@ async fn tiles_need_the_token_and_forms_are_checked() {
         })
         .await
         .unwrap_err();
-    assert_eq!(bad.code, "INVALID_PARAMETER");
+    assert_eq!(bad.code, AppErrorCode::InvalidParameter);
     let no_room = app
         .join_room(JoinForm {
             user_id: "alice".into(),
@@ -227,7 +227,7 @@ async fn tiles_need_the_token_and_forms_are_checked() {
         })
         .await
         .unwrap_err();
-    assert_eq!(no_room.code, "INVALID_PARAMETER");
+    assert_eq!(no_room.code, AppErrorCode::InvalidParameter);
     let no_sig = app
         .join_room(JoinForm {
             server: Some("ws://127.0.0.1:9".into()),
@@ -238,7 +238,7 @@ async fn tiles_need_the_token_and_forms_are_checked() {
         })
         .await
         .unwrap_err();
-    assert_eq!(no_sig.code, "INVALID_PARAMETER");
+    assert_eq!(no_sig.code, AppErrorCode::InvalidParameter);
 }
 
 /// (width, height, frame number) of a view message, checking its shape.
@@ -301,7 +301,7 @@ async fn frames_over_the_ipc_pulled_and_pushed_end_with_the_tile() {
     .await;
     assert_eq!(
         app.next_frame(pulled).await.unwrap_err().code,
-        "UNKNOWN_VIEW"
+        AppErrorCode::UnknownView
     );
     within("the pushed view forgotten", async {
         while app.open_views() > 0 {
@@ -323,7 +323,7 @@ async fn frames_over_the_ipc_pulled_and_pushed_end_with_the_tile() {
         .collect();
     assert_eq!(
         app.open_view("nobody", (0, 0)).unwrap_err().code,
-        "TOO_MANY_VIEWS"
+        AppErrorCode::TooManyViews
     );
     for id in ids {
         app.close_view(id);

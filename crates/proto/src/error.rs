@@ -58,6 +58,32 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, in the order of their numbers.
+    pub const ALL: [ErrorCode; 22] = [
+        ErrorCode::UsersigExpired,
+        ErrorCode::UsersigUndecodable,
+        ErrorCode::UsersigBadSignature,
+        ErrorCode::UsersigWrongUser,
+        ErrorCode::UsersigWrongApp,
+        ErrorCode::UnknownSdkAppId,
+        ErrorCode::InvalidMessage,
+        ErrorCode::MessageTooLarge,
+        ErrorCode::RateLimited,
+        ErrorCode::InvalidParameter,
+        ErrorCode::NotInRoom,
+        ErrorCode::AlreadyInRoom,
+        ErrorCode::SessionBanned,
+        ErrorCode::HeartbeatTimeout,
+        ErrorCode::ServerShuttingDown,
+        ErrorCode::UnsupportedProtocol,
+        ErrorCode::AudienceCannotPublish,
+        ErrorCode::AlreadyPublishing,
+        ErrorCode::MediaFailed,
+        ErrorCode::NotPublishing,
+        ErrorCode::StreamNotFound,
+        ErrorCode::Internal,
+    ];
+
     /// The numeric code.
     pub fn code(self) -> u32 {
         match self {
@@ -124,6 +150,19 @@ impl From<&UserSigError> for ErrorCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn all_lists_every_code_once() {
+        // `code()` matches every variant: a new one fails to compile there,
+        // and its number is missing here until it is listed.
+        let mut numbers: Vec<u32> = ErrorCode::ALL.iter().map(|c| c.code()).collect();
+        numbers.sort();
+        numbers.dedup();
+        assert_eq!(numbers.len(), ErrorCode::ALL.len());
+        let names: std::collections::HashSet<String> =
+            ErrorCode::ALL.iter().map(|c| c.to_string()).collect();
+        assert_eq!(names.len(), ErrorCode::ALL.len());
+    }
 
     #[test]
     fn names_and_codes() {

@@ -154,6 +154,69 @@ pub enum ClientEvent {
 }
 
 impl ClientEvent {
+    /// One event of every kind, with made-up values: for generating the
+    /// UI's contract (names and payload fields) and for tests.
+    pub fn examples() -> Vec<ClientEvent> {
+        let u = || UserId::new("u").expect("a valid user id");
+        vec![
+            ClientEvent::PeerJoin {
+                user_id: u(),
+                role: Role::Anchor,
+            },
+            ClientEvent::PeerLeave {
+                user_id: u(),
+                reason: PeerLeaveReason::Left,
+            },
+            ClientEvent::PeerRole {
+                user_id: u(),
+                role: Role::Audience,
+            },
+            ClientEvent::StreamAdded {
+                user_id: u(),
+                audio: true,
+                video: true,
+            },
+            ClientEvent::StreamRemoved { user_id: u() },
+            ClientEvent::StreamSubscribed { user_id: u() },
+            ClientEvent::StreamUpdated {
+                user_id: u(),
+                audio_muted: true,
+                video_muted: false,
+            },
+            ClientEvent::AudioVolume {
+                result: vec![AudioVolumeEntry {
+                    user_id: u(),
+                    audio_volume: 50,
+                }],
+            },
+            ClientEvent::NetworkQuality {
+                uplink_network_quality: 1,
+                downlink_network_quality: 1,
+                uplink_rtt: 10,
+                uplink_loss: 0,
+                downlink_rtt: 10,
+                downlink_loss: 0,
+            },
+            ClientEvent::MuteAudio { user_id: u() },
+            ClientEvent::UnmuteAudio { user_id: u() },
+            ClientEvent::MuteVideo { user_id: u() },
+            ClientEvent::UnmuteVideo { user_id: u() },
+            ClientEvent::ConnectionStateChanged {
+                prev_state: ConnectionState::Connecting,
+                state: ConnectionState::Connected,
+            },
+            ClientEvent::ClientBanned {
+                reason: KickReason::RemovedByAdmin,
+                message: KickReason::RemovedByAdmin.message().into(),
+            },
+            ClientEvent::Error {
+                code: 0,
+                name: "RECONNECT_FAILED".into(),
+                message: "m".into(),
+            },
+        ]
+    }
+
     /// The TRTC event name (`peer-join`, `client-banned`, …).
     pub fn name(&self) -> &'static str {
         match self {
@@ -240,6 +303,19 @@ impl Stream for EventStream {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn examples_hold_one_event_of_each_kind_named_as_it_serializes() {
+        let examples = ClientEvent::examples();
+        let names: std::collections::HashSet<_> = examples.iter().map(|e| e.name()).collect();
+        assert_eq!(names.len(), examples.len(), "one of each");
+        for e in &examples {
+            // `name()` matches every variant; a new one must be added here
+            // too, or the UI's contract would not list it.
+            assert_eq!(serde_json::to_value(e).unwrap()["event"], e.name());
+        }
+        assert_eq!(examples.len(), 16);
+    }
 
     #[test]
     fn wire_shapes() {

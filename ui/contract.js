@@ -1,0 +1,161 @@
+// Generated from the Rust side by src-tauri/tests/contract.rs; do not edit.
+// Regenerate: KAIGI_BLESS=1 cargo test -p kaigi-desktop --test contract
+
+/** The commands the window may call, with their arguments' names. */
+export const COMMANDS = {
+  "close_view": [
+    "view"
+  ],
+  "frame_endpoint": [],
+  "join_room": [
+    "form"
+  ],
+  "leave_room": [],
+  "list_devices": [],
+  "next_frame": [
+    "view"
+  ],
+  "open_view": [
+    "tile",
+    "width",
+    "height"
+  ],
+  "set_camera": [
+    "id"
+  ],
+  "set_microphone": [
+    "id"
+  ],
+  "set_mute": [
+    "audio",
+    "video"
+  ],
+  "set_speaker": [
+    "id"
+  ],
+  "start_preview": [
+    "userId",
+    "camera",
+    "microphone"
+  ],
+  "stop_preview": [],
+  "watch_tile": [
+    "tile",
+    "frames",
+    "width",
+    "height"
+  ]
+};
+
+/** The events the window is sent, with their payloads' fields. */
+export const EVENT_FIELDS = {
+  "audio-volume": [
+    "result"
+  ],
+  "client-banned": [
+    "message",
+    "reason"
+  ],
+  "client-left": [],
+  "connection-state-changed": [
+    "prevState",
+    "state"
+  ],
+  "error": [
+    "code",
+    "message",
+    "name"
+  ],
+  "local-stream-closed": [],
+  "mute-audio": [
+    "userId"
+  ],
+  "mute-video": [
+    "userId"
+  ],
+  "network-quality": [
+    "downlinkLoss",
+    "downlinkNetworkQuality",
+    "downlinkRTT",
+    "uplinkLoss",
+    "uplinkNetworkQuality",
+    "uplinkRTT"
+  ],
+  "peer-join": [
+    "role",
+    "userId"
+  ],
+  "peer-leave": [
+    "reason",
+    "userId"
+  ],
+  "peer-role": [
+    "role",
+    "userId"
+  ],
+  "stream-added": [
+    "audio",
+    "userId",
+    "video"
+  ],
+  "stream-removed": [
+    "userId"
+  ],
+  "stream-subscribed": [
+    "userId"
+  ],
+  "stream-updated": [
+    "audioMuted",
+    "userId",
+    "videoMuted"
+  ],
+  "unmute-audio": [
+    "userId"
+  ],
+  "unmute-video": [
+    "userId"
+  ]
+};
+
+/** The events' names. */
+export const EVENTS = Object.keys(EVENT_FIELDS);
+
+/** Every error `code` a command or an `error` event can carry. */
+export const ERROR_CODES = [
+  "ALREADY_IN_ROOM",
+  "ALREADY_PUBLISHING",
+  "AUDIENCE_CANNOT_PUBLISH",
+  "CONNECTION_LOST",
+  "DEVICE_LOST",
+  "DEVICE_NOT_FOUND",
+  "DEVICE_UNAVAILABLE",
+  "FRAME_SERVER_FAILED",
+  "HEARTBEAT_TIMEOUT",
+  "INTERNAL",
+  "INVALID_MESSAGE",
+  "INVALID_OPTIONS",
+  "INVALID_PARAMETER",
+  "MEDIA_FAILED",
+  "MESSAGE_TOO_LARGE",
+  "NOT_IN_ROOM",
+  "NOT_PUBLISHING",
+  "NO_DEVICE",
+  "NO_LOCAL_STREAM",
+  "RATE_LIMITED",
+  "RECONNECT_FAILED",
+  "SERVER_SHUTTING_DOWN",
+  "SERVER_START_FAILED",
+  "SERVER_UNREACHABLE",
+  "SESSION_BANNED",
+  "STREAM_NOT_FOUND",
+  "TIMEOUT",
+  "TOO_MANY_VIEWS",
+  "UNKNOWN_SDK_APP_ID",
+  "UNKNOWN_VIEW",
+  "UNSUPPORTED_PROTOCOL",
+  "USERSIG_BAD_SIGNATURE",
+  "USERSIG_EXPIRED",
+  "USERSIG_UNDECODABLE",
+  "USERSIG_WRONG_APP",
+  "USERSIG_WRONG_USER"
+];
