@@ -173,9 +173,7 @@ async fn restart(clients: usize, publishers: usize) -> Value {
         streams.push(publish_pattern(c).await);
     }
     let (banned, mut banned_events) = server.joined("banned", &r).await;
-    server
-        .admin("RemoveUser", json!({"RoomId": 1, "UserIds": ["banned"]}))
-        .await;
+    server.remove_users(&room(1), &["banned"]).await;
     wait_for(&mut banned_events, "client-banned", |e| {
         matches!(e, ClientEvent::ClientBanned { .. })
     })

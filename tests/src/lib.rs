@@ -7,10 +7,11 @@ use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::{SinkExt, StreamExt};
+use kaigi_proto::admin::{read_response, AdminError, DescribedRoom, Request};
 use kaigi_proto::{usersig, Role, RoomId, SdkAppId, UserId, ADMIN_IDENTIFIER};
 use kaigi_sdk::{Client, ClientEvent, ClientOptions, EventStream, ReconnectPolicy};
 use kaigi_server::{AppCredential, Config, ServerHandle};
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
@@ -183,25 +184,53 @@ impl TestServer {
         resp.json().await.expect("admin JSON")
     }
 
+    /// Calls the admin API with a typed request: the answer's fields, or
+    /// its error.
+    pub async fn request(&self, request: &Request) -> Result<Map<String, Value>, AdminError> {
+        let body = request.body(APP).to_string();
+        let answer = self
+            .admin_raw("POST", request.action().name(), &admin_query(), body)
+            .await;
+        read_response(&answer).cloned()
+    }
+
+    /// Removes `users` from `room` (`RemoveUser` or its string twin).
+    pub async fn remove_users(&self, room: &RoomId, users: &[&str]) {
+        let users = users.iter().map(|u| UserId::new(*u).unwrap()).collect();
+        let room = room.clone();
+        self.request(&Request::RemoveUser { room, users })
+            .await
+            .expect("RemoveUser");
+    }
+
+    /// Dismisses `room` (`DismissRoom` or its string twin).
+    pub async fn dismiss(&self, room: &RoomId) {
+        let room = room.clone();
+        self.request(&Request::DismissRoom { room })
+            .await
+            .expect("DismissRoom");
+    }
+
     /// `DescribeRoom`'s user ids, or `None` when the room does not exist.
     pub async fn users_in(&self, room: &RoomId) -> Option<Vec<String>> {
-        let id = match room {
-            RoomId::Num(n) => json!(n),
-            RoomId::Str(s) => json!(s),
-        };
-        let r = self.admin("DescribeRoom", json!({"RoomId": id})).await;
-        if let Some(code) = r.pointer("/Response/Error/Code") {
-            assert_eq!(code, "FailedOperation.RoomNotExist", "{r}");
-            return None;
+        let room = room.clone();
+        match self.request(&Request::DescribeRoom { room }).await {
+            Ok(fields) => {
+                let described: DescribedRoom =
+                    serde_json::from_value(Value::Object(fields)).expect("DescribeRoom's answer");
+                Some(
+                    described
+                        .users
+                        .into_iter()
+                        .map(|u| u.user_id.to_string())
+                        .collect(),
+                )
+            }
+            Err(e) => {
+                assert_eq!(e.code, "FailedOperation.RoomNotExist", "{e}");
+                None
+            }
         }
-        Some(
-            r["Response"]["Users"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|u| u["UserId"].as_str().unwrap().to_owned())
-                .collect(),
-        )
     }
 
     /// Opens a raw signaling WebSocket.

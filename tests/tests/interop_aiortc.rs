@@ -114,9 +114,7 @@ async fn aiortc_publishes_receives_and_is_forced_out() {
     .await;
 
     // Forced out by the admin API: aiortc reads client-banned.
-    server
-        .admin("RemoveUser", json!({"RoomId": 21, "UserIds": ["py"]}))
-        .await;
+    server.remove_users(&room(21), &["py"]).await;
     let v = peer
         .wait("client-banned", |v| v["event"] == "client-banned")
         .await;

@@ -5,7 +5,6 @@
 
 use kaigi_sdk::{ClientEvent, LocalStream, SyntheticSource};
 use kaigi_tests::*;
-use serde_json::json;
 
 fn alive_tasks() -> usize {
     tokio::runtime::Handle::current()
@@ -43,9 +42,7 @@ async fn leave_and_kick_free_every_media_socket_source_and_task() {
     );
 
     // Bob is removed by an administrator; Alice leaves.
-    server
-        .admin("RemoveUser", json!({"RoomId": 1, "UserIds": ["bob"]}))
-        .await;
+    server.remove_users(&room(1), &["bob"]).await;
     wait_for(&mut bob_events, "ban", |e| {
         matches!(e, ClientEvent::ClientBanned { .. })
     })

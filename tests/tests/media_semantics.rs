@@ -9,7 +9,6 @@ use kaigi_sdk::{
     Client, ClientError, ClientEvent, EventStream, LocalStream, Role, SyntheticSource,
 };
 use kaigi_tests::*;
-use serde_json::json;
 
 fn small() -> SyntheticSource {
     SyntheticSource {
@@ -136,9 +135,7 @@ async fn a_removed_publishers_media_stops_at_once() {
     sees_video(&bob, &mut bob_events, "alice").await;
     let remote = bob.remote_streams().pop().unwrap();
 
-    server
-        .admin("RemoveUser", json!({"RoomId": 9, "UserIds": ["alice"]}))
-        .await;
+    server.remove_users(&room(9), &["alice"]).await;
     let removed_at = Instant::now();
     wait_for(&mut bob_events, "stream-removed", |e| {
         matches!(e, ClientEvent::StreamRemoved { .. })

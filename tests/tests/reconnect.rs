@@ -3,7 +3,6 @@
 
 use kaigi_sdk::{ClientEvent, ConnectionState};
 use kaigi_tests::*;
-use serde_json::json;
 
 fn state_is(s: ConnectionState) -> impl Fn(&ClientEvent) -> bool {
     move |e| matches!(e, ClientEvent::ConnectionStateChanged { state, .. } if *state == s)
@@ -102,9 +101,7 @@ async fn left_and_banned_clients_never_reconnect() {
     let (banned, mut banned_events) = server.joined("banned", &r).await;
 
     leaver.leave().await.unwrap();
-    server
-        .admin("RemoveUser", json!({"RoomId": 9002, "UserIds": ["banned"]}))
-        .await;
+    server.remove_users(&room(9002), &["banned"]).await;
     wait_for(&mut banned_events, "ban", |e| {
         matches!(e, ClientEvent::ClientBanned { .. })
     })

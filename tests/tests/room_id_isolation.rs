@@ -29,7 +29,7 @@ async fn numeric_and_string_123_are_apart() {
     assert_eq!(server.users_in(&room(123)).await.unwrap(), ["a", "b"]);
 
     // Dismissing the numeric room leaves the string room alone.
-    server.admin("DismissRoom", json!({"RoomId": 123})).await;
+    server.dismiss(&room(123)).await;
     wait_for(&mut num_a_events, "ban", |e| {
         matches!(e, ClientEvent::ClientBanned { .. })
     })

@@ -8,7 +8,6 @@ use futures_util::StreamExt;
 use kaigi_app::{App, AppError, AppErrorCode, JoinForm, UiEvent};
 use kaigi_sdk::{ClientEvent, KickReason};
 use kaigi_tests::*;
-use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -131,13 +130,11 @@ async fn every_forced_exit_reaches_the_ui_and_closes_the_stream() {
         let _other = match reason {
             KickReason::DuplicateUserId => Some(server.joined("alice", &room(32)).await),
             KickReason::RemovedByAdmin => {
-                server
-                    .admin("RemoveUser", json!({"RoomId": 32, "UserIds": ["alice"]}))
-                    .await;
+                server.remove_users(&room(32), &["alice"]).await;
                 None
             }
             KickReason::RoomDismissed => {
-                server.admin("DismissRoom", json!({"RoomId": 32})).await;
+                server.dismiss(&room(32)).await;
                 None
             }
         };

@@ -3,8 +3,9 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use kaigi_proto::{endpoint, RoomId, UserId, ADMIN_IDENTIFIER};
-use serde_json::{json, Value};
+use kaigi_proto::admin::{read_response, Request, LIST_LIMIT};
+use kaigi_proto::{endpoint, UserId, ADMIN_IDENTIFIER};
+use serde_json::Value;
 
 use crate::{unix_now, AdminCommand, ServerArgs};
 
@@ -12,59 +13,41 @@ use crate::{unix_now, AdminCommand, ServerArgs};
 const ADMIN_SIG_SECS: u64 = 300;
 
 pub async fn run(cmd: AdminCommand) -> anyhow::Result<ExitCode> {
-    let (server, action, body) = match cmd {
+    let (server, request) = match cmd {
         AdminCommand::RemoveUser { target, users } => {
+            let users = users
+                .iter()
+                .map(|u| UserId::new(u.clone()).with_context(|| format!("--user {u:?}")))
+                .collect::<anyhow::Result<_>>()?;
             let room = target.room.room()?;
-            for u in &users {
-                UserId::new(u.clone()).with_context(|| format!("--user {u:?}"))?;
-            }
-            let action = if room.is_str() {
-                "RemoveUserByStrRoomId"
-            } else {
-                "RemoveUser"
-            };
-            (
-                target.server,
-                action,
-                json!({"RoomId": room_json(&room), "UserIds": users}),
-            )
+            (target.server, Request::RemoveUser { room, users })
         }
         AdminCommand::DismissRoom { target } => {
             let room = target.room.room()?;
-            let action = if room.is_str() {
-                "DismissRoomByStrRoomId"
-            } else {
-                "DismissRoom"
-            };
-            (target.server, action, json!({"RoomId": room_json(&room)}))
+            (target.server, Request::DismissRoom { room })
         }
         AdminCommand::DescribeRoom { target } => {
             let room = target.room.room()?;
-            (
-                target.server,
-                "DescribeRoom",
-                json!({"RoomId": room_json(&room)}),
-            )
+            (target.server, Request::DescribeRoom { room })
         }
-        AdminCommand::ListRooms { server } => (server, "ListRooms", json!({})),
+        AdminCommand::ListRooms { server } => (
+            server,
+            Request::ListRooms {
+                offset: 0,
+                limit: LIST_LIMIT,
+            },
+        ),
     };
-    call(&server, action, body).await
+    call(&server, &request).await
 }
 
-fn room_json(room: &RoomId) -> Value {
-    match room {
-        RoomId::Num(n) => json!(n),
-        RoomId::Str(s) => json!(s),
-    }
-}
-
-async fn call(args: &ServerArgs, action: &str, mut body: Value) -> anyhow::Result<ExitCode> {
+async fn call(args: &ServerArgs, request: &Request) -> anyhow::Result<ExitCode> {
     let r = args.resolve()?;
     let key = r.key.context("--key is required")?;
     let sig =
         kaigi_proto::usersig::generate(r.app, &key, ADMIN_IDENTIFIER, ADMIN_SIG_SECS, unix_now());
-    body["SdkAppId"] = json!(r.app.0);
-    let url = endpoint::api_url(&r.server, action)?;
+    let body = request.body(r.app);
+    let url = endpoint::api_url(&r.server, request.action().name())?;
     let response: Value = reqwest::Client::new()
         .post(&url)
         .query(&[
@@ -84,7 +67,7 @@ async fn call(args: &ServerArgs, action: &str, mut body: Value) -> anyhow::Resul
         .await
         .with_context(|| format!("reading the answer of {url}"))?;
     println!("{}", serde_json::to_string_pretty(&response)?);
-    let failed = response.pointer("/Response/Error").is_some();
+    let failed = read_response(&response).is_err();
     Ok(if failed {
         ExitCode::FAILURE
     } else {

@@ -4,6 +4,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod devapp;
 pub mod endpoint;
 pub mod error;
