@@ -53,12 +53,9 @@ fn raw_of(body: InvokeResponseBody) -> Vec<u8> {
 
 /// (width, height) of a frame message, checking its trailer.
 fn frame_size(m: &[u8]) -> (u32, u32) {
-    assert!(m.len() > 16, "a frame, not {} bytes", m.len());
-    let t = &m[m.len() - 16..];
-    assert_eq!(&t[12..], b"KGF1");
-    let u = |i: usize| u32::from_le_bytes(t[i..i + 4].try_into().unwrap());
-    assert_eq!(m.len() - 16, (u(0) * u(4) * 3 / 2) as usize);
-    (u(0), u(4))
+    let (w, h, _) = kaigi_app::frames::read_frame_message(m)
+        .unwrap_or_else(|| panic!("a frame, not {} bytes of something else", m.len()));
+    (w, h)
 }
 
 /// Collects the window's events by name.

@@ -216,10 +216,7 @@ async fn a_person_joins_sees_a_bot_leaves_and_is_forced_out_three_ways() {
         key,
         NAME,
         3600,
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs(),
+        kaigi_proto::unix_now(),
     );
     d.click("details summary").await;
     d.type_into("#server", &format!("ws://{listen}")).await;

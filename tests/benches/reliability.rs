@@ -174,10 +174,7 @@ async fn restart(clients: usize, publishers: usize) -> Value {
     }
     let (banned, mut banned_events) = server.joined("banned", &r).await;
     server.remove_users(&room(1), &["banned"]).await;
-    wait_for(&mut banned_events, "client-banned", |e| {
-        matches!(e, ClientEvent::ClientBanned { .. })
-    })
-    .await;
+    expect_event(&mut banned_events, "client-banned").await;
     for (i, (c, _)) in joined.iter().enumerate() {
         for p in (0..publishers).filter(|p| *p != i) {
             frames_arrive(c, &format!("u{p}"), 3).await;

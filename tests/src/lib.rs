@@ -4,7 +4,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use kaigi_proto::admin::{read_response, AdminError, DescribedRoom, Request};
@@ -31,12 +31,7 @@ pub const WAIT: Duration = Duration::from_secs(10);
 pub type RawWs = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Unix seconds now.
-pub fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
+pub use kaigi_proto::unix_now as now;
 
 /// A UserSig for `user` of the test app, valid for a day.
 pub fn sig(user: &str) -> String {
@@ -414,6 +409,12 @@ pub async fn wait_for(
         }
     })
     .await
+}
+
+/// Waits (within the test deadline) for the next event named `name`
+/// (`peer-join`, `client-banned`, …): it, and the events before it.
+pub async fn expect_event(events: &mut EventStream, name: &str) -> (ClientEvent, Vec<ClientEvent>) {
+    wait_for(events, name, |e| e.name() == name).await
 }
 
 /// Sends a JSON message on a raw connection.

@@ -58,10 +58,7 @@ async fn bad_clients_are_closed_and_others_served() {
 
     // Malformed JSON.
     let mut ws = raw_in_room(&server, "malformed", 1).await;
-    wait_for(&mut good_events, "join", |e| {
-        matches!(e, ClientEvent::PeerJoin { .. })
-    })
-    .await;
+    expect_event(&mut good_events, "peer-join").await;
     ws.send(Message::text("{this is not json")).await.unwrap();
     let err = raw_recv(&mut ws).await.unwrap();
     assert_eq!(
@@ -86,10 +83,7 @@ async fn bad_clients_are_closed_and_others_served() {
 
     // Oversized: over the 16 KiB message limit, under the frame limit.
     let mut ws = raw_in_room(&server, "oversized", 1).await;
-    wait_for(&mut good_events, "join", |e| {
-        matches!(e, ClientEvent::PeerJoin { .. })
-    })
-    .await;
+    expect_event(&mut good_events, "peer-join").await;
     raw_send(
         &mut ws,
         json!({"type": "ping", "reqId": 1, "pad": "x".repeat(20_000)}),
@@ -116,10 +110,7 @@ async fn bad_clients_are_closed_and_others_served() {
 
     // Flooding: far more messages than the rate limit allows.
     let mut ws = raw_in_room(&server, "flood", 1).await;
-    wait_for(&mut good_events, "join", |e| {
-        matches!(e, ClientEvent::PeerJoin { .. })
-    })
-    .await;
+    expect_event(&mut good_events, "peer-join").await;
     let limited = flood(&mut ws, |i| {
         Message::text(json!({"type": "ping", "reqId": i}).to_string())
     })
@@ -135,10 +126,7 @@ async fn bad_clients_are_closed_and_others_served() {
     // The good client was served throughout and still is.
     assert_eq!(good.connection_state(), ConnectionState::Connected);
     let (_late, _) = server.joined("late", &room(1)).await;
-    wait_for(&mut good_events, "peer-join late", |e| {
-        matches!(e, ClientEvent::PeerJoin { .. })
-    })
-    .await;
+    expect_event(&mut good_events, "peer-join").await;
     assert_eq!(server.users_in(&room(1)).await.unwrap(), ["good", "late"]);
     let metrics = reqwest::get(format!("http://{}/metrics", server.addr))
         .await

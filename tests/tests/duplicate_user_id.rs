@@ -12,10 +12,7 @@ async fn earlier_session_is_banned_and_later_stays() {
     let r = room(2001);
     let (first, mut first_events) = server.joined("alice", &r).await;
     let (_watcher, mut watcher_events) = server.joined("watcher", &r).await;
-    wait_for(&mut first_events, "watcher join", |e| {
-        matches!(e, ClientEvent::PeerJoin { .. })
-    })
-    .await;
+    expect_event(&mut first_events, "peer-join").await;
 
     let (second, mut second_events) = server.client("alice");
     let info = second.join(r.clone(), Role::Anchor).await.unwrap();
@@ -25,10 +22,7 @@ async fn earlier_session_is_banned_and_later_stays() {
         "the newcomer sees the watcher, not its old self"
     );
 
-    let (banned, _) = wait_for(&mut first_events, "client-banned", |e| {
-        matches!(e, ClientEvent::ClientBanned { .. })
-    })
-    .await;
+    let (banned, _) = expect_event(&mut first_events, "client-banned").await;
     assert_eq!(
         banned,
         ClientEvent::ClientBanned {
@@ -38,10 +32,7 @@ async fn earlier_session_is_banned_and_later_stays() {
     );
     assert_eq!(first.connection_state(), ConnectionState::Disconnected);
     assert_eq!(first.room(), None);
-    let (e, _) = wait_for(&mut first_events, "state change", |e| {
-        matches!(e, ClientEvent::ConnectionStateChanged { .. })
-    })
-    .await;
+    let (e, _) = expect_event(&mut first_events, "connection-state-changed").await;
     assert_eq!(
         e,
         ClientEvent::ConnectionStateChanged {

@@ -19,10 +19,7 @@ async fn silent_client_is_removed_after_timeout() {
     assert_eq!(joined["heartbeatIntervalMs"], 250);
     let started = std::time::Instant::now();
 
-    let (e, _) = wait_for(&mut sdk_events, "peer-leave silent", |e| {
-        matches!(e, ClientEvent::PeerLeave { .. })
-    })
-    .await;
+    let (e, _) = expect_event(&mut sdk_events, "peer-leave").await;
     assert_eq!(
         e,
         ClientEvent::PeerLeave {

@@ -28,10 +28,7 @@ async fn join_and_leave_with_peer_events() {
     let info = bob.join(r.clone(), Role::Audience).await.unwrap();
     assert_eq!(info.users.len(), 1);
     assert_eq!(info.users[0].user_id.as_str(), "alice");
-    let (e, _) = wait_for(&mut alice_events, "peer-join bob", |e| {
-        matches!(e, ClientEvent::PeerJoin { .. })
-    })
-    .await;
+    let (e, _) = expect_event(&mut alice_events, "peer-join").await;
     assert_eq!(
         e,
         ClientEvent::PeerJoin {
@@ -44,10 +41,7 @@ async fn join_and_leave_with_peer_events() {
 
     bob.leave().await.unwrap();
     assert_eq!(bob.connection_state(), ConnectionState::Disconnected);
-    let (e, _) = wait_for(&mut alice_events, "peer-leave bob", |e| {
-        matches!(e, ClientEvent::PeerLeave { .. })
-    })
-    .await;
+    let (e, _) = expect_event(&mut alice_events, "peer-leave").await;
     assert_eq!(
         e,
         ClientEvent::PeerLeave {

@@ -17,10 +17,7 @@ async fn pattern_is_decoded_by_a_subscriber_at_full_rate() {
     let stream = LocalStream::synthetic(alice.user_id(), SyntheticSource::default()).unwrap();
     within("publish", alice.publish(&stream)).await.unwrap();
 
-    let (added, _) = wait_for(&mut bob_events, "stream-added", |e| {
-        matches!(e, ClientEvent::StreamAdded { .. })
-    })
-    .await;
+    let (added, _) = expect_event(&mut bob_events, "stream-added").await;
     assert_eq!(
         added,
         ClientEvent::StreamAdded {
@@ -29,10 +26,7 @@ async fn pattern_is_decoded_by_a_subscriber_at_full_rate() {
             video: true
         }
     );
-    wait_for(&mut bob_events, "stream-subscribed", |e| {
-        matches!(e, ClientEvent::StreamSubscribed { .. })
-    })
-    .await;
+    expect_event(&mut bob_events, "stream-subscribed").await;
     let remote = bob
         .remote_streams()
         .into_iter()

@@ -3,7 +3,7 @@
 //! sources are closed, and every task the clients and the server started
 //! has ended (counted by the runtime), not assumed.
 
-use kaigi_sdk::{ClientEvent, LocalStream, SyntheticSource};
+use kaigi_sdk::{LocalStream, SyntheticSource};
 use kaigi_tests::*;
 
 fn alive_tasks() -> usize {
@@ -24,10 +24,7 @@ async fn leave_and_kick_free_every_media_socket_source_and_task() {
     within("bob publishes", bob.publish(&bob_stream))
         .await
         .unwrap();
-    wait_for(&mut bob_events, "stream-subscribed", |e| {
-        matches!(e, ClientEvent::StreamSubscribed { .. })
-    })
-    .await;
+    expect_event(&mut bob_events, "stream-subscribed").await;
     let during = udp_sockets();
     let tasks_during = alive_tasks();
     assert!(
@@ -43,10 +40,7 @@ async fn leave_and_kick_free_every_media_socket_source_and_task() {
 
     // Bob is removed by an administrator; Alice leaves.
     server.remove_users(&room(1), &["bob"]).await;
-    wait_for(&mut bob_events, "ban", |e| {
-        matches!(e, ClientEvent::ClientBanned { .. })
-    })
-    .await;
+    expect_event(&mut bob_events, "client-banned").await;
     assert!(bob_stream.is_closed(), "a forced exit closes the sources");
     within("leave", alice.leave()).await.unwrap();
     assert!(stream.is_closed(), "leave closes the sources");

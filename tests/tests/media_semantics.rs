@@ -75,10 +75,7 @@ async fn unpublish_removes_the_stream() {
     let _stream = publish(&alice).await;
     sees_video(&bob, &mut bob_events, "alice").await;
     within("unpublish", alice.unpublish()).await.unwrap();
-    let (e, _) = wait_for(&mut bob_events, "stream-removed", |e| {
-        matches!(e, ClientEvent::StreamRemoved { .. })
-    })
-    .await;
+    let (e, _) = expect_event(&mut bob_events, "stream-removed").await;
     assert_eq!(
         e,
         ClientEvent::StreamRemoved {
@@ -137,10 +134,7 @@ async fn a_removed_publishers_media_stops_at_once() {
 
     server.remove_users(&room(9), &["alice"]).await;
     let removed_at = Instant::now();
-    wait_for(&mut bob_events, "stream-removed", |e| {
-        matches!(e, ClientEvent::StreamRemoved { .. })
-    })
-    .await;
+    expect_event(&mut bob_events, "stream-removed").await;
     // No frame of alice's is decoded 200 ms after her removal.
     let frames = remote.frames_decoded();
     let mut video = remote.video();
@@ -160,10 +154,7 @@ async fn a_late_joiner_hears_of_and_receives_existing_streams() {
     let _stream = publish(&alice).await;
     let (late, mut late_events) = server.client("late");
     late.join(room(5), Role::Anchor).await.unwrap();
-    let (e, _) = wait_for(&mut late_events, "stream-added", |e| {
-        matches!(e, ClientEvent::StreamAdded { .. })
-    })
-    .await;
+    let (e, _) = expect_event(&mut late_events, "stream-added").await;
     assert_eq!(
         e,
         ClientEvent::StreamAdded {
@@ -186,20 +177,14 @@ async fn mute_is_announced_and_stops_media_unmute_resumes_it() {
 
     within("mute", alice.mute_video(true)).await.unwrap();
     let audio_at_mute = remote.audio_packets();
-    let (e, _) = wait_for(&mut bob_events, "mute-video", |e| {
-        matches!(e, ClientEvent::MuteVideo { .. })
-    })
-    .await;
+    let (e, _) = expect_event(&mut bob_events, "mute-video").await;
     assert_eq!(
         e,
         ClientEvent::MuteVideo {
             user_id: "alice".parse().unwrap()
         }
     );
-    let (e, _) = wait_for(&mut bob_events, "stream-updated", |e| {
-        matches!(e, ClientEvent::StreamUpdated { .. })
-    })
-    .await;
+    let (e, _) = expect_event(&mut bob_events, "stream-updated").await;
     assert_eq!(
         e,
         ClientEvent::StreamUpdated {
@@ -219,10 +204,7 @@ async fn mute_is_announced_and_stops_media_unmute_resumes_it() {
         "frames kept coming while muted"
     );
     within("unmute", alice.mute_video(false)).await.unwrap();
-    wait_for(&mut bob_events, "unmute-video", |e| {
-        matches!(e, ClientEvent::UnmuteVideo { .. })
-    })
-    .await;
+    expect_event(&mut bob_events, "unmute-video").await;
     within("frames after unmute", video.changed())
         .await
         .unwrap();
@@ -296,10 +278,7 @@ async fn manual_subscription_receives_what_was_asked() {
         other => panic!("subscribing to nothing: {other:?}"),
     }
     let _stream = publish(&alice).await;
-    wait_for(&mut bob_events, "stream-added", |e| {
-        matches!(e, ClientEvent::StreamAdded { .. })
-    })
-    .await;
+    expect_event(&mut bob_events, "stream-added").await;
 
     // Audio only: packets arrive, no picture does.
     let audio_only = kaigi_sdk::SubscribeOptions {
@@ -309,10 +288,7 @@ async fn manual_subscription_receives_what_was_asked() {
     within("subscribe audio", bob.subscribe(&alice_id, audio_only))
         .await
         .unwrap();
-    let (_, skipped) = wait_for(&mut bob_events, "stream-subscribed", |e| {
-        matches!(e, ClientEvent::StreamSubscribed { .. })
-    })
-    .await;
+    let (_, skipped) = expect_event(&mut bob_events, "stream-subscribed").await;
     assert!(
         !skipped
             .iter()
@@ -369,10 +345,7 @@ async fn switching_role_allows_then_ends_publishing() {
     within("to anchor", viewer.switch_role(Role::Anchor))
         .await
         .unwrap();
-    let (e, _) = wait_for(&mut alice_events, "peer-role", |e| {
-        matches!(e, ClientEvent::PeerRole { .. })
-    })
-    .await;
+    let (e, _) = expect_event(&mut alice_events, "peer-role").await;
     assert_eq!(
         e,
         ClientEvent::PeerRole {

@@ -15,10 +15,7 @@ async fn clients_rejoin_after_server_restart() {
     let r = room(9001);
     let (alice, mut alice_events) = server.joined("alice", &r).await;
     let (bob, mut bob_events) = server.joined("bob", &r).await;
-    wait_for(&mut alice_events, "bob", |e| {
-        matches!(e, ClientEvent::PeerJoin { .. })
-    })
-    .await;
+    expect_event(&mut alice_events, "peer-join").await;
 
     server.stop().await;
     wait_for(
@@ -102,10 +99,7 @@ async fn left_and_banned_clients_never_reconnect() {
 
     leaver.leave().await.unwrap();
     server.remove_users(&room(9002), &["banned"]).await;
-    wait_for(&mut banned_events, "ban", |e| {
-        matches!(e, ClientEvent::ClientBanned { .. })
-    })
-    .await;
+    expect_event(&mut banned_events, "client-banned").await;
     server.wait_sessions(1).await;
 
     server.stop().await;

@@ -20,10 +20,7 @@ async fn remove_one_of_three(server: &TestServer, r: RoomId, action: &str, room_
     assert!(resp["Response"]["Error"].is_null(), "{resp}");
     assert!(resp["Response"]["RequestId"].as_str().unwrap().len() >= 32);
 
-    let (e, _) = wait_for(&mut target_events, "client-banned", |e| {
-        matches!(e, ClientEvent::ClientBanned { .. })
-    })
-    .await;
+    let (e, _) = expect_event(&mut target_events, "client-banned").await;
     assert_eq!(
         e,
         ClientEvent::ClientBanned {
@@ -32,10 +29,7 @@ async fn remove_one_of_three(server: &TestServer, r: RoomId, action: &str, room_
         }
     );
     assert_eq!(target.connection_state(), ConnectionState::Disconnected);
-    let (e, _) = wait_for(&mut a_events, "peer-leave", |e| {
-        matches!(e, ClientEvent::PeerLeave { .. })
-    })
-    .await;
+    let (e, _) = expect_event(&mut a_events, "peer-leave").await;
     assert_eq!(
         e,
         ClientEvent::PeerLeave {

@@ -14,6 +14,7 @@ use crate::app::{App, State};
 use crate::error::{AppError, AppErrorCode};
 use crate::events::{AppEvent, Emitter, UiEvent};
 use crate::media::close_local;
+use kaigi_proto::unix_now;
 
 /// The join form.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -59,13 +60,6 @@ pub struct Joined {
     pub bot_command: Option<String>,
     /// Whether this client publishes (anchors with a camera or microphone).
     pub publishing: bool,
-}
-
-pub(crate) fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 /// The frame server's tile table, for the bridge task.

@@ -19,6 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use bytes_of::frame_message;
+pub use bytes_of::read_frame_message;
 use kaigi_media::VideoFrame;
 use serde::Deserialize;
 use tokio::sync::watch;
@@ -43,6 +44,31 @@ mod bytes_of {
         m.extend_from_slice(&number.to_le_bytes());
         m.extend_from_slice(TRAILER_MAGIC);
         m
+    }
+
+    /// Reads a view message's trailer: `(width, height, frame number)`,
+    /// or `None` when it is not a frame message (no magic, or a size that
+    /// does not match an I420 picture of that width and height).
+    pub fn read_frame_message(m: &[u8]) -> Option<(u32, u32, u32)> {
+        let t = m.len().checked_sub(16).map(|i| &m[i..])?;
+        let u = |i: usize| u32::from_le_bytes([t[i], t[i + 1], t[i + 2], t[i + 3]]);
+        let (w, h, n) = (u(0), u(4), u(8));
+        let picture = (u64::from(w) * u64::from(h) * 3).div_ceil(2);
+        (&t[12..] == TRAILER_MAGIC && (m.len() - 16) as u64 == picture).then_some((w, h, n))
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn a_frame_message_reads_back() {
+            let frame = VideoFrame::black(64, 36).unwrap();
+            let m = frame_message(&frame, 7);
+            assert_eq!(read_frame_message(&m), Some((64, 36, 7)));
+            assert_eq!(read_frame_message(&m[1..]), None, "size mismatch");
+            assert_eq!(read_frame_message(b"short"), None);
+        }
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use kaigi_app::{App, AppError, AppErrorCode, JoinForm, UiEvent};
-use kaigi_sdk::{ClientEvent, KickReason};
+use kaigi_sdk::KickReason;
 use kaigi_tests::*;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
@@ -189,10 +189,7 @@ async fn the_embedded_server_hosts_the_room() {
         .await
         .unwrap();
     assert_eq!(ui.wait("peer-join").await["userId"], "guest");
-    wait_for(&mut guest_events, "host's stream", |e| {
-        matches!(e, ClientEvent::StreamSubscribed { .. })
-    })
-    .await;
+    expect_event(&mut guest_events, "stream-subscribed").await;
     guest.leave().await.unwrap();
     app.leave_room().await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
@@ -240,11 +237,7 @@ async fn tiles_need_the_token_and_forms_are_checked() {
 
 /// (width, height, frame number) of a view message, checking its shape.
 fn trailer(msg: &[u8]) -> (u32, u32, u32) {
-    let t = &msg[msg.len() - 16..];
-    let u = |i: usize| u32::from_le_bytes(t[i..i + 4].try_into().unwrap());
-    assert_eq!(&t[12..], b"KGF1");
-    assert_eq!(msg.len() - 16, (u(0) * u(4) * 3 / 2) as usize);
-    (u(0), u(4), u(8))
+    kaigi_app::frames::read_frame_message(msg).expect("a frame message")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

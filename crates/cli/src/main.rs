@@ -165,12 +165,7 @@ impl ServerArgs {
     }
 }
 
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+use kaigi_proto::unix_now;
 
 /// A user's UserSig lasts as long as TRTC's examples make them; an
 /// administrator's authorizes admin calls, so it is short-lived.

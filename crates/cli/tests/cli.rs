@@ -133,10 +133,7 @@ async fn usersig_for(user: &str, extra: &[&str]) -> String {
 
 #[tokio::test]
 async fn usersig_command_makes_a_valid_sig() {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let now = kaigi_proto::unix_now();
     let sig = usersig_for("alice", &["--expire", "600"]).await;
     let claims = usersig::verify(&sig, APP, KEY, "alice", now).unwrap();
     assert_eq!(claims.expire, 600);

@@ -28,6 +28,15 @@ pub const MIN_PROTOCOL_VERSION: u32 = 1;
 /// REST APIs).
 pub const ADMIN_IDENTIFIER: &str = "administrator";
 
+/// Unix seconds now: the one wall clock of the project. Everything that
+/// decides by time (UserSig expiry, the registry) takes it as an input.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
 /// The default log filter for Kaigi's binaries: `level` for Kaigi itself,
 /// errors only from the WebRTC stack (whose warnings are routine, e.g. about
 /// packets sent before DTLS completes). `KAIGI_LOG` replaces it.

@@ -7,17 +7,13 @@
 use kaigi_proto::{usersig, SdkAppId, UserSigError};
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 fn dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests")
 }
 
 fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
+    kaigi_proto::unix_now()
 }
 
 fn python(args: &[&str]) -> String {

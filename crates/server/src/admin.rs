@@ -103,18 +103,13 @@ async fn serve(
     let now = unix_now();
     let fields = match Request::parse(action, &bytes, app)? {
         Request::RemoveUser { room, users } => {
-            let removed = shared.apply(|reg| match reg.remove_users(app, &room, &users, now) {
-                Ok((removed, fx)) => (Ok(removed), fx),
-                Err(e) => (Err(e), Vec::new()),
-            })?;
+            let removed = shared.try_apply(|reg| reg.remove_users(app, &room, &users, now))?;
             info!(%app, %room, removed = ?removed.iter().map(UserId::as_str).collect::<Vec<_>>(), "users removed");
             json!({})
         }
         Request::DismissRoom { room } => {
-            let kicked = shared.apply(|reg| match reg.dismiss(app, &room, now) {
-                Ok(fx) => (Ok(fx.len()), fx),
-                Err(e) => (Err(e), Vec::new()),
-            })?;
+            let kicked =
+                shared.try_apply(|reg| reg.dismiss(app, &room, now).map(|fx| (fx.len(), fx)))?;
             info!(%app, %room, kicked, "room dismissed");
             json!({})
         }

@@ -123,10 +123,9 @@ impl Session {
         // Registered before the registry announces it, so subscribers find it.
         let publication = Publication::new(id, place.user, kinds);
         self.shared.add_publication(publication.clone());
-        let published = self.shared.apply(|reg| match reg.publish(id, kinds) {
-            Ok(fx) => (Ok(()), fx),
-            Err(e) => (Err(e), Vec::new()),
-        });
+        let published = self
+            .shared
+            .try_apply(|reg| reg.publish(id, kinds).map(|fx| ((), fx)));
         if let Err(e) = published {
             self.shared.remove_publication(id);
             return Err(ErrorMessage::new(

@@ -484,10 +484,9 @@ impl Session {
                 video,
             } => {
                 let id = self.id;
-                let muted = self.shared.apply(|reg| match reg.mute(id, audio, video) {
-                    Ok(fx) => (Ok(()), fx),
-                    Err(e) => (Err(e), Vec::new()),
-                });
+                let muted = self
+                    .shared
+                    .try_apply(|reg| reg.mute(id, audio, video).map(|fx| ((), fx)));
                 Some(match muted {
                     Ok(()) => ServerMessage::Muted { req_id },
                     Err(e) => ServerMessage::Error(ErrorMessage::new(
@@ -512,10 +511,9 @@ impl Session {
             }
             ClientMessage::SwitchRole { req_id, role } => {
                 let id = self.id;
-                let switched = self.shared.apply(|reg| match reg.switch_role(id, role) {
-                    Ok(fx) => (Ok(()), fx),
-                    Err(e) => (Err(e), Vec::new()),
-                });
+                let switched = self
+                    .shared
+                    .try_apply(|reg| reg.switch_role(id, role).map(|fx| ((), fx)));
                 Some(match switched {
                     Ok(()) => {
                         if role == Role::Audience && self.publication.take().is_some() {
@@ -562,15 +560,9 @@ impl Session {
             }
         };
         let id = self.id;
-        let done = self.shared.apply(|reg| {
-            let result = match kinds {
-                Some(k) => reg.subscribe(id, &user, k),
-                None => reg.unsubscribe(id, &user).map(|fx| (StreamKinds::NONE, fx)),
-            };
-            match result {
-                Ok((got, fx)) => (Ok(got), fx),
-                Err(e) => (Err(e), Vec::new()),
-            }
+        let done = self.shared.try_apply(|reg| match kinds {
+            Some(k) => reg.subscribe(id, &user, k),
+            None => reg.unsubscribe(id, &user).map(|fx| (StreamKinds::NONE, fx)),
         });
         match (done, kinds) {
             (Ok(got), Some(_)) => ServerMessage::Subscribed {
@@ -632,21 +624,14 @@ impl Session {
             room: room.clone(),
             user: user.clone(),
         };
-        let outcome = self.shared.apply(|reg| {
-            match reg.join(
-                id,
-                place,
-                Member {
-                    role: j.role,
-                    auto_subscribe: j.auto_subscribe,
-                },
-                resume,
-                unix_now(),
-            ) {
-                Ok((joined, fx)) => (Ok(joined), fx),
-                Err(e) => (Err(e), Vec::new()),
-            }
-        });
+        let member = Member {
+            role: j.role,
+            auto_subscribe: j.auto_subscribe,
+        };
+        let now = unix_now();
+        let outcome = self
+            .shared
+            .try_apply(|reg| reg.join(id, place, member, resume, now));
         let joined = outcome.map_err(|e| match e {
             JoinError::AlreadyInRoom(_) => {
                 ErrorMessage::new(None, ErrorCode::AlreadyInRoom, e.to_string())

@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::ws::Utf8Bytes;
 use kaigi_proto::signal::ServerMessage;
@@ -62,13 +61,7 @@ pub struct Shared {
     publications: Mutex<HashMap<SessionId, Arc<Publication>>>,
 }
 
-/// Unix seconds now.
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+pub use kaigi_proto::unix_now;
 
 impl Shared {
     /// State for a server with this config.
@@ -130,6 +123,19 @@ impl Shared {
         self.metrics.rooms.set(rooms as i64);
         self.metrics.participants.set(participants as i64);
         out
+    }
+
+    /// Runs a registry operation that may be refused: its effects are
+    /// dispatched when it succeeds; its error is returned as it is, with
+    /// nothing changed.
+    pub fn try_apply<T, E>(
+        &self,
+        op: impl FnOnce(&mut Registry) -> Result<(T, Vec<Effect>), E>,
+    ) -> Result<T, E> {
+        self.apply(|reg| match op(reg) {
+            Ok((out, effects)) => (Ok(out), effects),
+            Err(e) => (Err(e), Vec::new()),
+        })
     }
 
     /// Reads the registry.
