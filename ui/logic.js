@@ -1,5 +1,7 @@
-// The room view's state, changed only by the events the app sends. No DOM
-// and no IPC here, so it is tested in Node with plain objects.
+// The room view's state, changed only through its one reducer
+// (`applyEvent`): the events the app sends, and the window's own actions
+// (`local-mute`). No DOM and no IPC here, so it is tested in Node with
+// plain objects.
 
 /** A fresh room view. */
 export function emptyRoom(me) {
@@ -9,6 +11,8 @@ export function emptyRoom(me) {
     connection: "CONNECTED",
     kickedReason: null,
     quality: 0,
+    // What this user sends: muted by the toolbar.
+    muted: { audio: false, video: false },
     // userId -> {userId, role, hasStream, audio, video, audioMuted, videoMuted, volume, subscribed}
     peers: {},
   };
@@ -34,9 +38,17 @@ function peer(state, userId) {
 /** Volume at or above which a user counts as speaking. */
 export const SPEAKING = 12;
 
-/** Applies one app event (its JSON payload) to the state, in place. */
+/**
+ * The reducer: applies one app event (its JSON payload) or one of the
+ * window's actions (`{event: "local-mute", audio?, video?}`) to the state,
+ * in place.
+ */
 export function applyEvent(state, e) {
   switch (e.event) {
+    case "local-mute":
+      if (typeof e.audio === "boolean") state.muted.audio = e.audio;
+      if (typeof e.video === "boolean") state.muted.video = e.video;
+      break;
     case "peer-join":
       peer(state, e.userId).role = e.role;
       break;
@@ -138,28 +150,4 @@ export function joinForm(fields) {
     form.userSig = (fields.userSig || "").trim() || null;
   }
   return form;
-}
-
-/** Reads one frame message: I420 bytes followed by a 16-byte trailer. */
-export function parseFrame(buffer) {
-  const bytes = buffer.byteLength;
-  if (bytes < 16) return null;
-  const view = new DataView(buffer, bytes - 16);
-  const magic = String.fromCharCode(
-    view.getUint8(12), view.getUint8(13), view.getUint8(14), view.getUint8(15),
-  );
-  if (magic !== "KGF1") return null;
-  const width = view.getUint32(0, true);
-  const height = view.getUint32(4, true);
-  const number = view.getUint32(8, true);
-  const luma = width * height;
-  if (luma * 3 / 2 !== bytes - 16) return null;
-  return {
-    width,
-    height,
-    number,
-    y: new Uint8Array(buffer, 0, luma),
-    u: new Uint8Array(buffer, luma, luma / 4),
-    v: new Uint8Array(buffer, luma + luma / 4, luma / 4),
-  };
 }

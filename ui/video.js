@@ -3,7 +3,30 @@
 // WebGL is missing. Newest frame wins: frames are drawn as they arrive,
 // at most once per display refresh.
 
-import { parseFrame } from "./logic.js";
+
+/** Reads one frame message: I420 bytes followed by a 16-byte trailer. */
+export function parseFrame(buffer) {
+  const bytes = buffer.byteLength;
+  if (bytes < 16) return null;
+  const view = new DataView(buffer, bytes - 16);
+  const magic = String.fromCharCode(
+    view.getUint8(12), view.getUint8(13), view.getUint8(14), view.getUint8(15),
+  );
+  if (magic !== "KGF1") return null;
+  const width = view.getUint32(0, true);
+  const height = view.getUint32(4, true);
+  const number = view.getUint32(8, true);
+  const luma = width * height;
+  if (luma * 3 / 2 !== bytes - 16) return null;
+  return {
+    width,
+    height,
+    number,
+    y: new Uint8Array(buffer, 0, luma),
+    u: new Uint8Array(buffer, luma, luma / 4),
+    v: new Uint8Array(buffer, luma + luma / 4, luma / 4),
+  };
+}
 
 const VERTEX = `
 attribute vec2 pos;

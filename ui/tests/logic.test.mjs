@@ -2,7 +2,8 @@
 // frame parsing, and the words for every reason and language.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { emptyRoom, applyEvent, activeSpeaker, tiles, joinForm, parseFrame } from "../logic.js";
+import { emptyRoom, applyEvent, activeSpeaker, tiles, joinForm } from "../logic.js";
+import { parseFrame } from "../video.js";
 import { MESSAGES, pickLanguage, translator, errorText, kickedText } from "../i18n.js";
 import { ERROR_CODES } from "../contract.js";
 
@@ -39,6 +40,10 @@ test("events build the room view", () => {
   });
   applyEvent(s, { event: "connection-state-changed", prevState: "RECONNECTING", state: "CONNECTED" });
   assert.equal(s.quality, 0, "back from a drop: unknown until the next report, not disconnected");
+  applyEvent(s, { event: "local-mute", audio: true });
+  assert.deepEqual(s.muted, { audio: true, video: false }, "the toolbar's mute is state too");
+  applyEvent(s, { event: "local-mute", video: true });
+  assert.deepEqual(s.muted, { audio: true, video: true });
   applyEvent(s, { event: "client-banned", reason: "room-dismissed", message: "x" });
   assert.equal(s.screen, "kicked");
   assert.equal(s.kickedReason, "room-dismissed");

@@ -1,0 +1,24 @@
+// Notices and dialogs: the error toast and the kicked-out dialog.
+
+import { errorText, kickedText } from "./i18n.js";
+
+/** Shows `error` (`{code, message}`) in words for a few seconds. */
+export function showError(ui, error) {
+  const toast = ui.$("toast");
+  toast.textContent = errorText(ui.t, error);
+  toast.hidden = false;
+  clearTimeout(showError.timer);
+  showError.timer = setTimeout(() => (toast.hidden = true), 6000);
+}
+
+/** Says why the user was forced out; `session.dismissKicked` on close. */
+export function showKicked(ui, reason) {
+  ui.$("kicked-reason").textContent = kickedText(ui.t, reason);
+  ui.$("kicked").dataset.reason = reason;
+  ui.$("kicked").showModal();
+}
+
+/** Wires the dialogs' buttons. */
+export function wireDialogs(ui) {
+  ui.$("kicked").addEventListener("close", () => ui.session.dismissKicked());
+}

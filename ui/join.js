@@ -1,0 +1,90 @@
+// The join screen: device pickers, the preview, and the join form.
+
+import { joinForm } from "./logic.js";
+import { playTile } from "./video.js";
+import { showError } from "./dialogs.js";
+import { enterRoom } from "./room.js";
+
+function fillDevices(ui, select, list, extra) {
+  const keep = select.value;
+  select.replaceChildren();
+  for (const [id, label] of extra) select.append(new Option(label, id));
+  for (const d of list) {
+    const label = d.id === "test-pattern" ? ui.t("testPattern") : d.id === "tone" ? ui.t("tone") : d.label;
+    select.append(new Option(label, d.id));
+  }
+  if ([...select.options].some((o) => o.value === keep)) select.value = keep;
+}
+
+/** Fills every device picker (join screen and toolbar). */
+export async function loadDevices(ui) {
+  const $ = ui.$;
+  const d = await ui.invoke("list_devices");
+  const none = [["", ui.t("none")]];
+  fillDevices(ui, $("camera"), d.cameras, none);
+  fillDevices(ui, $("microphone"), d.microphones, none);
+  fillDevices(ui, $("room-camera"), d.cameras, []);
+  fillDevices(ui, $("room-microphone"), d.microphones, []);
+  fillDevices(ui, $("room-speaker"), d.speakers, [["", ui.t("none")]]);
+  // A first-time default: the first real device, else the synthetic one.
+  if (!localStorage.getItem("kaigi.camera")) $("camera").selectedIndex = 1;
+  if (!localStorage.getItem("kaigi.microphone")) $("microphone").selectedIndex = 1;
+}
+
+/** (Re)starts the preview with the chosen devices. */
+export async function startPreview(ui) {
+  const $ = ui.$;
+  const name = $("name").value.trim() || "me";
+  try {
+    const p = await ui.invoke("start_preview", {
+      userId: name,
+      camera: $("camera").value || null,
+      microphone: $("microphone").value || null,
+    });
+    if (ui.previewPlayer) ui.previewPlayer.stop();
+    ui.previewPlayer = p.video ? playTile(ui.endpoint, "local", $("preview")) : null;
+  } catch (e) {
+    showError(ui, e);
+  }
+}
+
+async function onJoin(ui, ev) {
+  const $ = ui.$;
+  ev.preventDefault();
+  let form;
+  try {
+    form = joinForm(Object.fromEntries(new FormData($("join-form"))));
+  } catch (e) {
+    return showError(ui, e);
+  }
+  localStorage.setItem("kaigi.name", form.userId);
+  localStorage.setItem("kaigi.room", $("room").value.trim());
+  localStorage.setItem("kaigi.camera", $("camera").value);
+  localStorage.setItem("kaigi.microphone", $("microphone").value);
+  $("join").disabled = true;
+  $("join").textContent = ui.t("joining");
+  if (ui.previewPlayer) ui.previewPlayer.stop();
+  ui.previewPlayer = null;
+  try {
+    const joined = await ui.session.join(form);
+    enterRoom(ui, joined, form);
+  } catch (e) {
+    $("join").disabled = false;
+    $("join").textContent = ui.t("join");
+    showError(ui, e);
+    startPreview(ui);
+  }
+}
+
+/** Restores the form's last values and wires it. */
+export function wireJoin(ui) {
+  const $ = ui.$;
+  $("name").value = localStorage.getItem("kaigi.name") || "";
+  $("room").value = localStorage.getItem("kaigi.room") || "";
+  for (const id of ["camera", "microphone"]) {
+    const saved = localStorage.getItem(`kaigi.${id}`);
+    if (saved !== null && [...$(id).options].some((o) => o.value === saved)) $(id).value = saved;
+    $(id).addEventListener("change", () => startPreview(ui));
+  }
+  $("join-form").addEventListener("submit", (ev) => onJoin(ui, ev));
+}

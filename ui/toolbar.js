@@ -1,0 +1,60 @@
+// The room's toolbar: mute and camera buttons (their state is the room
+// state's `muted`), device switches, leave.
+
+import { applyEvent } from "./logic.js";
+import { showError } from "./dialogs.js";
+
+/** Draws the buttons from the room state. */
+export function renderToolbar(ui) {
+  const muted = (ui.session.room && ui.session.room.muted) || { audio: false, video: false };
+  const mic = ui.$("mic");
+  const cam = ui.$("cam");
+  mic.textContent = muted.audio ? ui.t("unmute") : ui.t("mute");
+  mic.classList.toggle("off", muted.audio);
+  cam.textContent = muted.video ? ui.t("cameraOn") : ui.t("cameraOff");
+  cam.classList.toggle("off", muted.video);
+}
+
+/** Mutes or unmutes `kind` ("audio" | "video"); the state follows the app. */
+async function toggle(ui, kind) {
+  const room = ui.session.room;
+  if (!room) return;
+  const next = !room.muted[kind];
+  try {
+    await ui.invoke("set_mute", kind === "audio" ? { audio: next } : { video: next });
+    applyEvent(room, { event: "local-mute", [kind]: next });
+    renderToolbar(ui);
+  } catch (e) {
+    showError(ui, e);
+  }
+}
+
+/** Wires the toolbar's controls. */
+export function wireToolbar(ui) {
+  const $ = ui.$;
+  $("mic").addEventListener("click", () => toggle(ui, "audio"));
+  $("cam").addEventListener("click", () => toggle(ui, "video"));
+  $("leave").addEventListener("click", async () => {
+    $("leave").disabled = true;
+    await ui.session.leave();
+    $("leave").disabled = false;
+  });
+  $("room-camera").addEventListener("change", (e) =>
+    ui.invoke("set_camera", { id: e.target.value }).catch((err) => showError(ui, err)));
+  $("room-microphone").addEventListener("change", (e) =>
+    ui.invoke("set_microphone", { id: e.target.value }).catch((err) => showError(ui, err)));
+  $("room-speaker").addEventListener("change", (e) => {
+    if (e.target.value) ui.invoke("set_speaker", { id: e.target.value }).catch((err) => showError(ui, err));
+  });
+  $("copy").addEventListener("click", async () => {
+    try {
+      await navigator.clipboard.writeText($("bot-command").textContent);
+      $("copy").textContent = ui.t("copied");
+    } catch {
+      const range = document.createRange();
+      range.selectNodeContents($("bot-command"));
+      getSelection().removeAllRanges();
+      getSelection().addRange(range);
+    }
+  });
+}
