@@ -3,23 +3,12 @@
 
 /** The commands the window may call, with their arguments' names. */
 export const COMMANDS = {
-  "close_view": [
-    "view"
-  ],
   "frame_endpoint": [],
   "join_room": [
     "form"
   ],
   "leave_room": [],
   "list_devices": [],
-  "next_frame": [
-    "view"
-  ],
-  "open_view": [
-    "tile",
-    "width",
-    "height"
-  ],
   "set_camera": [
     "id"
   ],
@@ -38,7 +27,22 @@ export const COMMANDS = {
     "camera",
     "microphone"
   ],
-  "stop_preview": [],
+  "stop_preview": []
+};
+
+/** The video paths over the IPC: only in builds for the tile benchmark. */
+export const IPC_TRANSPORT_COMMANDS = {
+  "close_view": [
+    "view"
+  ],
+  "next_frame": [
+    "view"
+  ],
+  "open_view": [
+    "tile",
+    "width",
+    "height"
+  ],
   "watch_tile": [
     "tile",
     "frames",

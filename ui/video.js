@@ -151,6 +151,8 @@ function canvasRenderer(canvas) {
  *  - `websocket`: the app's loopback frame server, a socket per tile.
  *  - `ipc`: the `next_frame` command, whose raw-bytes response is the frame.
  *  - `channel`: a Tauri channel the app pushes raw frames through.
+ * (`ipc` and `channel` lost; their commands exist only in builds with the
+ * `ipc-transports` feature, which the tile benchmark makes.)
  * BENCHMARKS.md compares them; `off` draws nothing (the benchmark's baseline).
  */
 const TRANSPORTS = {

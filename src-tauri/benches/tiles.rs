@@ -8,7 +8,7 @@
 //! network processes) and of Xvfb over the same window. Delivery and
 //! drawing cost = a path's CPU minus the baseline's.
 //!
-//! `cargo bench -p kaigi-desktop --bench tiles` (add `-- --quick` for a
+//! `cargo bench -p kaigi-desktop --features ipc-transports --bench tiles` (add `-- --quick` for a
 //! short window). Writes `bench-results/desktop-tiles.json` and its section
 //! of `BENCHMARKS.md`; screenshots go to `target/*/bench-screenshots/`.
 
@@ -277,7 +277,7 @@ async fn run(quick: bool) {
     let (date, cores, cpu) = kaigi_tests::bench::machine();
     let mut body = format!(
         "## Video into the window (issue: the desktop app)\n\n\
-         `cargo bench -p kaigi-desktop --bench tiles` — {date}, {cores} cores ({cpu}); the release app under Xvfb \
+         `cargo bench -p kaigi-desktop --features ipc-transports --bench tiles` — {date}, {cores} cores ({cpu}); the release app under Xvfb \
          (1280×800, software rendering), joined on its embedded server with its test-pattern camera published, \
          {REMOTES} remote publishers at 640×360/30 fps; {}-second window per path. CPU is % of one core; \
          \"app\" is the app's Rust process (embedded server, decoding {REMOTES} streams, encoding the local one, \

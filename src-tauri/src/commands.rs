@@ -17,6 +17,12 @@ pub const COMMANDS: &[(&str, &[&str])] = &[
     ("set_microphone", &["id"]),
     ("set_speaker", &["id"]),
     ("frame_endpoint", &[]),
+];
+
+/// The commands of the video paths over the IPC, which lost to the frame
+/// server's WebSocket: only in builds with the `ipc-transports` feature,
+/// for the tile benchmark's comparison (`capabilities/ipc/` grants them).
+pub const IPC_TRANSPORT_COMMANDS: &[(&str, &[&str])] = &[
     ("open_view", &["tile", "width", "height"]),
     ("next_frame", &["view"]),
     ("watch_tile", &["tile", "frames", "width", "height"]),

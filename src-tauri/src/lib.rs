@@ -1,13 +1,13 @@
 //! The Kaigi desktop app: a Tauri 2 window over kaigi-app. This crate only
-//! registers kaigi-app's commands (plus the IPC video paths, which need
-//! Tauri's types) and forwards its events to the window as Tauri events.
+//! registers kaigi-app's commands (plus, with the `ipc-transports` feature,
+//! the IPC video paths the tile benchmark compares) and forwards its events
+//! to the window as Tauri events.
 
 use std::sync::Arc;
 
 use kaigi_app::app::FrameEndpoint;
 use kaigi_app::JoinForm;
 use kaigi_app::{App, AppError, Devices, Joined, Preview, UiEvent};
-use tauri::ipc::{Channel, InvokeResponseBody, Response};
 use tauri::{Emitter, Manager, Runtime, State};
 
 #[tauri::command]
@@ -71,44 +71,52 @@ fn frame_endpoint(app: State<'_, App>) -> FrameEndpoint {
     app.frame_endpoint()
 }
 
-/// A view of `tile` whose frames `next_frame` returns, scaled down to fit
-/// `width × height` (device pixels; absent: as they are).
-#[tauri::command]
-fn open_view(
-    app: State<'_, App>,
-    tile: String,
-    width: Option<u32>,
-    height: Option<u32>,
-) -> Result<u64, AppError> {
-    app.open_view(&tile, (width.unwrap_or(0), height.unwrap_or(0)))
-}
+/// The video paths over the IPC (only with the `ipc-transports` feature).
+#[cfg(feature = "ipc-transports")]
+mod ipc {
+    use kaigi_app::{App, AppError};
+    use tauri::ipc::{Channel, InvokeResponseBody, Response};
+    use tauri::State;
 
-/// The view's next frame as raw bytes (an `ArrayBuffer` in the window):
-/// I420 + the frame server's 16-byte trailer; empty when the tile ended.
-#[tauri::command]
-async fn next_frame(app: State<'_, App>, view: u64) -> Result<Response, AppError> {
-    Ok(Response::new(app.next_frame(view).await?))
-}
+    /// A view of `tile` whose frames `next_frame` returns, scaled down to fit
+    /// `width × height` (device pixels; absent: as they are).
+    #[tauri::command]
+    pub fn open_view(
+        app: State<'_, App>,
+        tile: String,
+        width: Option<u32>,
+        height: Option<u32>,
+    ) -> Result<u64, AppError> {
+        app.open_view(&tile, (width.unwrap_or(0), height.unwrap_or(0)))
+    }
 
-/// Pushes the tile's frames through `frames` as raw bytes; an empty one
-/// when the tile ends.
-#[tauri::command]
-async fn watch_tile(
-    app: State<'_, App>,
-    tile: String,
-    frames: Channel<InvokeResponseBody>,
-    width: Option<u32>,
-    height: Option<u32>,
-) -> Result<u64, AppError> {
-    let fit = (width.unwrap_or(0), height.unwrap_or(0));
-    app.push_view(&tile, fit, move |m| {
-        frames.send(InvokeResponseBody::Raw(m)).is_ok()
-    })
-}
+    /// The view's next frame as raw bytes (an `ArrayBuffer` in the window):
+    /// I420 + the frame server's 16-byte trailer; empty when the tile ended.
+    #[tauri::command]
+    pub async fn next_frame(app: State<'_, App>, view: u64) -> Result<Response, AppError> {
+        Ok(Response::new(app.next_frame(view).await?))
+    }
 
-#[tauri::command]
-fn close_view(app: State<'_, App>, view: u64) {
-    app.close_view(view);
+    /// Pushes the tile's frames through `frames` as raw bytes; an empty one
+    /// when the tile ends.
+    #[tauri::command]
+    pub async fn watch_tile(
+        app: State<'_, App>,
+        tile: String,
+        frames: Channel<InvokeResponseBody>,
+        width: Option<u32>,
+        height: Option<u32>,
+    ) -> Result<u64, AppError> {
+        let fit = (width.unwrap_or(0), height.unwrap_or(0));
+        app.push_view(&tile, fit, move |m| {
+            frames.send(InvokeResponseBody::Raw(m)).is_ok()
+        })
+    }
+
+    #[tauri::command]
+    pub fn close_view(app: State<'_, App>, view: u64) {
+        app.close_view(view);
+    }
 }
 
 include!("commands.rs");
@@ -135,22 +143,41 @@ pub fn configure<R: Runtime>(builder: tauri::Builder<R>) -> tauri::Builder<R> {
             tauri_app.manage(app);
             Ok(())
         })
-        .invoke_handler(tauri::generate_handler![
-            list_devices,
-            start_preview,
-            stop_preview,
-            join_room,
-            leave_room,
-            set_mute,
-            set_camera,
-            set_microphone,
-            set_speaker,
-            frame_endpoint,
-            open_view,
-            next_frame,
-            watch_tile,
-            close_view,
-        ])
+        .invoke_handler(handler())
+}
+
+/// The commands' handler (with the IPC video paths where built).
+fn handler<R: Runtime>() -> impl Fn(tauri::ipc::Invoke<R>) -> bool + Send + Sync + 'static {
+    #[cfg(not(feature = "ipc-transports"))]
+    return tauri::generate_handler![
+        list_devices,
+        start_preview,
+        stop_preview,
+        join_room,
+        leave_room,
+        set_mute,
+        set_camera,
+        set_microphone,
+        set_speaker,
+        frame_endpoint,
+    ];
+    #[cfg(feature = "ipc-transports")]
+    return tauri::generate_handler![
+        list_devices,
+        start_preview,
+        stop_preview,
+        join_room,
+        leave_room,
+        set_mute,
+        set_camera,
+        set_microphone,
+        set_speaker,
+        frame_endpoint,
+        ipc::open_view,
+        ipc::next_frame,
+        ipc::watch_tile,
+        ipc::close_view,
+    ];
 }
 
 /// Leaves the room cleanly when the app exits, so the others see a leave,

@@ -14,6 +14,10 @@ use serde_json::{json, Value};
 
 fn contract() -> String {
     let commands: BTreeMap<&str, &[&str]> = kaigi_desktop::COMMANDS.iter().copied().collect();
+    let ipc_commands: BTreeMap<&str, &[&str]> = kaigi_desktop::IPC_TRANSPORT_COMMANDS
+        .iter()
+        .copied()
+        .collect();
     let events: BTreeMap<&str, Vec<String>> = UiEvent::examples()
         .iter()
         .map(|e| {
@@ -32,6 +36,8 @@ fn contract() -> String {
          // Regenerate: KAIGI_BLESS=1 cargo test -p kaigi-desktop --test contract\n\n\
          /** The commands the window may call, with their arguments' names. */\n\
          export const COMMANDS = {};\n\n\
+         /** The video paths over the IPC: only in builds for the tile benchmark. */\n\
+         export const IPC_TRANSPORT_COMMANDS = {};\n\n\
          /** The events the window is sent, with their payloads' fields. */\n\
          export const EVENT_FIELDS = {};\n\n\
          /** The events' names. */\n\
@@ -39,6 +45,7 @@ fn contract() -> String {
          /** Every error `code` a command or an `error` event can carry. */\n\
          export const ERROR_CODES = {};\n",
         pretty(json!(commands)),
+        pretty(json!(ipc_commands)),
         pretty(json!(events)),
         pretty(json!(codes)),
     )

@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use crate::embedded::{EmbeddedServer, DEFAULT_LISTEN};
 use crate::error::{AppError, AppErrorCode};
 use crate::events::Emitter;
-use crate::frames::{FrameServer, IpcViews};
+use crate::frames::FrameServer;
 
 /// Where the frame server is, for the UI's tiles.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -37,7 +37,8 @@ pub(crate) struct State {
 pub struct App {
     pub(crate) emit: Emitter,
     pub(crate) frames: FrameServer,
-    pub(crate) views: IpcViews,
+    #[cfg(feature = "ipc-transports")]
+    pub(crate) views: crate::ipc_views::IpcViews,
     pub(crate) state: Arc<Mutex<State>>,
     pub(crate) embedded: OnceCell<EmbeddedServer>,
     pub(crate) listen: SocketAddr,
@@ -68,7 +69,8 @@ impl App {
         Ok(App {
             emit,
             frames,
-            views: IpcViews::default(),
+            #[cfg(feature = "ipc-transports")]
+            views: Default::default(),
             state: Arc::new(Mutex::new(State::default())),
             embedded: OnceCell::new(),
             listen,
@@ -82,40 +84,6 @@ impl App {
             url: self.frames.url(),
             token: self.frames.token().to_owned(),
         }
-    }
-
-    /// Opens a view of `tile` (`local` or a user id) to pull frames from
-    /// over the IPC with [`App::next_frame`], scaled down to fit `fit`
-    /// (the tile's width and height in device pixels; zero: as they are).
-    pub fn open_view(&self, tile: &str, fit: (u32, u32)) -> Result<u64, AppError> {
-        Ok(self.views.open(self.frames.open_view(tile, fit))?)
-    }
-
-    /// The view's next frame, in the frame server's message format (I420 +
-    /// trailer); empty once the tile has ended or the view was closed.
-    pub async fn next_frame(&self, view: u64) -> Result<Vec<u8>, AppError> {
-        Ok(self.views.next(view).await?)
-    }
-
-    /// Pushes `tile`'s frames to `sink` (a Tauri channel) as they come; an
-    /// empty message when the tile ends. Returns the view id to close.
-    pub fn push_view(
-        &self,
-        tile: &str,
-        fit: (u32, u32),
-        sink: impl Fn(Vec<u8>) -> bool + Send + 'static,
-    ) -> Result<u64, AppError> {
-        Ok(self.views.push(self.frames.open_view(tile, fit), sink)?)
-    }
-
-    /// Closes an IPC view.
-    pub fn close_view(&self, view: u64) {
-        self.views.close(view);
-    }
-
-    /// How many IPC views are open.
-    pub fn open_views(&self) -> usize {
-        self.views.len()
     }
 
     /// The frame server (for measurements).

@@ -168,9 +168,10 @@ impl From<ClientError> for AppError {
     }
 }
 
-impl From<crate::frames::ViewError> for AppError {
-    fn from(e: crate::frames::ViewError) -> Self {
-        use crate::frames::ViewError;
+#[cfg(feature = "ipc-transports")]
+impl From<crate::ipc_views::ViewError> for AppError {
+    fn from(e: crate::ipc_views::ViewError) -> Self {
+        use crate::ipc_views::ViewError;
         let code = match e {
             ViewError::Unknown(_) => AppErrorCode::UnknownView,
             ViewError::TooMany => AppErrorCode::TooManyViews,

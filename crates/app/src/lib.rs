@@ -18,6 +18,8 @@ pub mod embedded;
 pub mod error;
 pub mod events;
 pub mod frames;
+#[cfg(feature = "ipc-transports")]
+pub mod ipc_views;
 mod media;
 
 pub use app::App;

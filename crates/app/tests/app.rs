@@ -240,6 +240,7 @@ fn trailer(msg: &[u8]) -> (u32, u32, u32) {
     kaigi_app::frames::read_frame_message(msg).expect("a frame message")
 }
 
+#[cfg(feature = "ipc-transports")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frames_over_the_ipc_pulled_and_pushed_end_with_the_tile() {
     let (app, _ui) = app().await;
@@ -308,7 +309,7 @@ async fn frames_over_the_ipc_pulled_and_pushed_end_with_the_tile() {
     });
     assert!(pending.unwrap().is_empty(), "a closed view ends its pull");
     assert_eq!(app.open_views(), 0);
-    let ids: Vec<u64> = (0..kaigi_app::frames::MAX_IPC_VIEWS)
+    let ids: Vec<u64> = (0..kaigi_app::ipc_views::MAX_IPC_VIEWS)
         .map(|_| app.open_view("nobody", (0, 0)).unwrap())
         .collect();
     assert_eq!(
@@ -362,12 +363,15 @@ async fn views_get_frames_at_the_tile_size() {
     })
     .await;
     // The IPC: the size when the view opens; a bigger box: as they are.
-    let small = app.open_view("local", (320, 320)).unwrap();
-    let m = within("a pulled frame", app.next_frame(small))
-        .await
-        .unwrap();
-    assert_eq!((trailer(&m).0, trailer(&m).1), (320, 180));
-    let big = app.open_view("local", (1920, 1080)).unwrap();
-    let m = within("a pulled frame", app.next_frame(big)).await.unwrap();
-    assert_eq!((trailer(&m).0, trailer(&m).1), (640, 360));
+    #[cfg(feature = "ipc-transports")]
+    {
+        let small = app.open_view("local", (320, 320)).unwrap();
+        let m = within("a pulled frame", app.next_frame(small))
+            .await
+            .unwrap();
+        assert_eq!((trailer(&m).0, trailer(&m).1), (320, 180));
+        let big = app.open_view("local", (1920, 1080)).unwrap();
+        let m = within("a pulled frame", app.next_frame(big)).await.unwrap();
+        assert_eq!((trailer(&m).0, trailer(&m).1), (640, 360));
+    }
 }
