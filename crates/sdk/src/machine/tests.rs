@@ -2,7 +2,8 @@
 //! clock: time is an `Instant` the test moves.
 
 use super::*;
-use kaigi_proto::signal::PeerInfo;
+use crate::options::ReconnectPolicy;
+use kaigi_proto::signal::{ErrorMessage, PeerInfo};
 
 const INTERVAL: u64 = 1_000;
 const TIMEOUT: u64 = 5_000;

@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use kaigi_proto::signal::{ClientMessage, ErrorMessage, Joined, PeerLeaveReason, ServerMessage};
+use kaigi_proto::signal::{ClientMessage, Joined, PeerLeaveReason, ServerMessage};
 use kaigi_proto::{ErrorCode, KickReason, Role, RoomId, UserId};
 use kaigi_rtc::quality::{assess, grade, LinkCounters, Quality};
 use rand::rngs::StdRng;
@@ -19,163 +19,12 @@ use tracing::{debug, info, warn};
 
 use crate::error::ClientError;
 use crate::events::{ClientEvent, ConnectionState};
-use crate::options::ReconnectPolicy;
 
 /// The join's request id; later requests count up from it.
 pub(crate) const JOIN_REQ_ID: u64 = 1;
 
 /// How often `network-quality` is reported.
 pub(crate) const QUALITY_INTERVAL: Duration = Duration::from_secs(2);
-
-/// Names one command's reply: the I/O loop holds the reply channel.
-pub(crate) type Token = u64;
-
-/// What the session tells the app about where it is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Status {
-    pub state: ConnectionState,
-    pub room: Option<(RoomId, Role)>,
-    pub peers: BTreeMap<UserId, Role>,
-}
-
-impl Status {
-    /// Moves to `state` (a disconnected client is in no room and sees no
-    /// one); the `connection-state-changed` event, if it changed.
-    pub fn transition(&mut self, state: ConnectionState) -> Option<ClientEvent> {
-        let prev = self.state;
-        self.state = state;
-        if state == ConnectionState::Disconnected {
-            self.room = None;
-            self.peers.clear();
-        }
-        (prev != state).then_some(ClientEvent::ConnectionStateChanged {
-            prev_state: prev,
-            state,
-        })
-    }
-}
-
-/// A request answered by one reply from the server.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Request {
-    Mute {
-        audio: Option<bool>,
-        video: Option<bool>,
-    },
-    Subscribe {
-        user: UserId,
-        audio: bool,
-        video: bool,
-    },
-    Unsubscribe {
-        user: UserId,
-    },
-    SwitchRole(Role),
-}
-
-impl Request {
-    fn message(&self, req_id: u64) -> ClientMessage {
-        match self.clone() {
-            Request::Mute { audio, video } => ClientMessage::Mute {
-                req_id,
-                audio,
-                video,
-            },
-            Request::Subscribe { user, audio, video } => ClientMessage::Subscribe {
-                req_id,
-                user_id: user.to_string(),
-                audio,
-                video,
-            },
-            Request::Unsubscribe { user } => ClientMessage::Unsubscribe {
-                req_id,
-                user_id: user.to_string(),
-            },
-            Request::SwitchRole(role) => ClientMessage::SwitchRole { req_id, role },
-        }
-    }
-}
-
-/// An app's command, as the machine sees it (the stream to publish stays
-/// with the I/O loop).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Command {
-    /// Publish a stream with these kinds.
-    Publish {
-        audio: bool,
-        video: bool,
-    },
-    Unpublish,
-    Request(Request),
-    /// Leave (also when the client is dropped: then nobody waits).
-    Leave,
-}
-
-/// What the I/O loop does with the media.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum MediaAction {
-    /// Attach the stream given with the publish command at the next offer.
-    Publish,
-    /// Forget a publish the server refused (what is published stays).
-    CancelPublish,
-    /// Stop sending the published stream.
-    Unpublish,
-    SetMuted {
-        audio: Option<bool>,
-        video: Option<bool>,
-    },
-    /// Answer the server's offer, then report with [`Machine::answered`].
-    Answer {
-        sdp: String,
-        carries_publish: bool,
-        new_connection: bool,
-    },
-    /// The publish is confirmed: start sending.
-    StartSending,
-    /// A remote stream ended (or was unsubscribed).
-    StreamRemoved(UserId),
-    /// Read the link counters, then report with [`Machine::link`].
-    MeasureLink,
-    /// The connection dropped: close the media, keeping the published
-    /// stream to publish again after rejoining.
-    Reset,
-    /// Rejoined: publish the kept stream again.
-    Republish,
-    /// Leave or forced exit: close the media and the published stream's
-    /// sources (devices released).
-    CloseAll,
-}
-
-/// One thing for the I/O loop to do, in order.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Output {
-    /// The status changed (set before the events that follow).
-    Status(Status),
-    Send(ClientMessage),
-    Emit(ClientEvent),
-    Reply(Token, Result<(), ClientError>),
-    Media(MediaAction),
-    /// Open a new connection and join with `resume`; report with
-    /// [`Machine::rejoined`] or [`Machine::rejoin_failed`].
-    Rejoin {
-        resume: String,
-        role: Role,
-    },
-    /// Drop the rejoin attempt under way.
-    CancelRejoin,
-    /// Close the signaling connection (a bounded closing handshake).
-    Close,
-    /// The session is over.
-    Done,
-}
-
-/// The machine's settings.
-#[derive(Debug, Clone)]
-pub(crate) struct Settings {
-    pub reconnect: ReconnectPolicy,
-    pub leave_timeout: Duration,
-    pub request_timeout: Duration,
-}
 
 /// A request waiting for the server's reply.
 #[derive(Debug)]
@@ -598,180 +447,6 @@ impl Machine {
         self.take()
     }
 
-    // ---- the connected session ----
-
-    fn connected_message(&mut self, msg: ServerMessage, now: Instant) {
-        match msg {
-            ServerMessage::Pong { req_id } => {
-                if let Phase::Connected(link) = &mut self.phase {
-                    if let Some((_, sent)) = link.ping.take_if(|(id, _)| *id == req_id) {
-                        link.signaling_rtt = Some(now.duration_since(sent).as_secs_f64() * 1000.0);
-                    }
-                }
-            }
-            ServerMessage::PeerJoin { user_id, role } => {
-                self.status.peers.insert(user_id.clone(), role);
-                self.push_status();
-                self.emit(ClientEvent::PeerJoin { user_id, role });
-            }
-            ServerMessage::PeerLeave { user_id, reason } => {
-                self.status.peers.remove(&user_id);
-                self.push_status();
-                self.emit(ClientEvent::PeerLeave { user_id, reason });
-            }
-            ServerMessage::PeerRole { user_id, role } => {
-                self.status.peers.insert(user_id.clone(), role);
-                self.push_status();
-                self.emit(ClientEvent::PeerRole { user_id, role });
-            }
-            ServerMessage::ClientBanned { reason, message } => {
-                self.fail_all();
-                self.media(MediaAction::CloseAll);
-                self.banned(reason, message);
-            }
-            ServerMessage::Offer {
-                sdp,
-                publish_req_id,
-                new_connection,
-            } => {
-                let carries_publish = publish_req_id
-                    .is_some_and(|r| self.publish.as_ref().is_some_and(|w| w.req_id == r));
-                self.media(MediaAction::Answer {
-                    sdp,
-                    carries_publish,
-                    new_connection,
-                });
-            }
-            ServerMessage::Published { req_id } if self.publish_is(req_id) => {
-                self.media(MediaAction::StartSending);
-                if let Some(w) = self.publish.take() {
-                    self.reply(w.token, Ok(()));
-                }
-            }
-            ServerMessage::Unpublished { req_id }
-                if self.unpublish.as_ref().is_some_and(|w| w.req_id == req_id) =>
-            {
-                if let Some(w) = self.unpublish.take() {
-                    self.reply(w.token, Ok(()));
-                }
-            }
-            ServerMessage::Error(e) if e.req_id.is_some_and(|r| self.publish_is(r)) => {
-                // Refused as a second publish, the first goes on;
-                // otherwise nothing is published.
-                if e.code == ErrorCode::AlreadyPublishing.code() {
-                    self.media(MediaAction::CancelPublish);
-                } else {
-                    self.published = None;
-                    self.media(MediaAction::Unpublish);
-                }
-                if let Some(w) = self.publish.take() {
-                    self.reply(w.token, Err(to_client_error(e)));
-                }
-            }
-            ServerMessage::StreamAdded {
-                user_id,
-                audio,
-                video,
-                audio_muted,
-                video_muted,
-            } => {
-                self.mutes
-                    .insert(user_id.clone(), (audio_muted, video_muted));
-                self.emit(ClientEvent::StreamAdded {
-                    user_id,
-                    audio,
-                    video,
-                });
-            }
-            ServerMessage::StreamUpdated {
-                user_id,
-                audio_muted,
-                video_muted,
-            } => {
-                let (was_audio, was_video) = self
-                    .mutes
-                    .insert(user_id.clone(), (audio_muted, video_muted))
-                    .unwrap_or_default();
-                let u = user_id.clone();
-                if audio_muted != was_audio {
-                    self.emit(if audio_muted {
-                        ClientEvent::MuteAudio { user_id: u.clone() }
-                    } else {
-                        ClientEvent::UnmuteAudio { user_id: u.clone() }
-                    });
-                }
-                if video_muted != was_video {
-                    self.emit(if video_muted {
-                        ClientEvent::MuteVideo { user_id: u }
-                    } else {
-                        ClientEvent::UnmuteVideo { user_id: u }
-                    });
-                }
-                self.emit(ClientEvent::StreamUpdated {
-                    user_id,
-                    audio_muted,
-                    video_muted,
-                });
-            }
-            ServerMessage::StreamRemoved { user_id } => {
-                self.mutes.remove(&user_id);
-                self.subscribed.remove(&user_id);
-                self.media(MediaAction::StreamRemoved(user_id.clone()));
-                self.emit(ClientEvent::StreamRemoved { user_id });
-            }
-            ServerMessage::Muted { req_id: r }
-            | ServerMessage::Subscribed { req_id: r, .. }
-            | ServerMessage::Unsubscribed { req_id: r, .. }
-            | ServerMessage::RoleSwitched { req_id: r, .. } => {
-                if let Some(w) = self.take_request(r) {
-                    self.request_done(w.what);
-                    self.reply(w.token, Ok(()));
-                }
-            }
-            ServerMessage::Error(e) if e.req_id.is_some_and(|r| self.has_request(r)) => {
-                if let Some(w) = e.req_id.and_then(|r| self.take_request(r)) {
-                    self.reply(w.token, Err(to_client_error(e)));
-                }
-            }
-            ServerMessage::Error(e) => {
-                warn!(code = e.code, message = %e.message, "server error");
-                if e.req_id.is_none() && e.name != ErrorCode::ServerShuttingDown {
-                    self.emit(ClientEvent::Error {
-                        code: e.code,
-                        name: e.name.to_string(),
-                        message: e.message,
-                    });
-                }
-            }
-            other => debug!(?other, "ignored"),
-        }
-    }
-
-    /// What a request's success changes on this side.
-    fn request_done(&mut self, request: Request) {
-        match request {
-            Request::Mute { .. } => {}
-            Request::Subscribe { user, audio, video } => {
-                self.subscribed.insert(user, (audio, video));
-            }
-            Request::Unsubscribe { user } => {
-                self.subscribed.remove(&user);
-                self.media(MediaAction::StreamRemoved(user));
-            }
-            Request::SwitchRole(role) => {
-                if let Some((_, r)) = self.status.room.as_mut() {
-                    *r = role;
-                }
-                self.push_status();
-                if role == Role::Audience {
-                    // The server ended what was published.
-                    self.published = None;
-                    self.media(MediaAction::Unpublish);
-                }
-            }
-        }
-    }
-
     fn start_leave(&mut self, token: Option<Token>, now: Instant) {
         // Leave stops all media and closes the published stream's sources.
         self.fail_all();
@@ -961,24 +636,10 @@ fn peers_of(joined: &Joined) -> BTreeMap<UserId, Role> {
         .collect()
 }
 
-/// The SDK's error for the server's `error` message.
-pub(crate) fn to_client_error(e: ErrorMessage) -> ClientError {
-    match e.name {
-        c if c.is_auth() => ClientError::Auth {
-            code: c,
-            message: e.message,
-        },
-        ErrorCode::InvalidParameter => ClientError::InvalidParameter(e.message),
-        ErrorCode::AlreadyInRoom => ClientError::AlreadyInRoom,
-        ErrorCode::SessionBanned => {
-            ClientError::Banned(e.kick_reason.unwrap_or(KickReason::DuplicateUserId))
-        }
-        code => ClientError::Server {
-            code,
-            message: e.message,
-        },
-    }
-}
+mod room;
+mod types;
+
+pub(crate) use types::*;
 
 #[cfg(test)]
 mod tests;
