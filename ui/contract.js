@@ -30,6 +30,39 @@ export const COMMANDS = {
   "stop_preview": []
 };
 
+/** What each command returns: the fields of its result object. */
+export const RESULTS = {
+  "frame_endpoint": [
+    "token",
+    "url"
+  ],
+  "join_room": [
+    "botCommand",
+    "embedded",
+    "publishing",
+    "role",
+    "room",
+    "server",
+    "userId",
+    "users"
+  ],
+  "leave_room": [],
+  "list_devices": [
+    "cameras",
+    "microphones",
+    "speakers"
+  ],
+  "set_camera": [],
+  "set_microphone": [],
+  "set_mute": [],
+  "set_speaker": [],
+  "start_preview": [
+    "audio",
+    "video"
+  ],
+  "stop_preview": []
+};
+
 /** The video paths over the IPC: only in builds for the tile benchmark. */
 export const IPC_TRANSPORT_COMMANDS = {
   "close_view": [

@@ -9,8 +9,62 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use kaigi_app::{AppErrorCode, UiEvent};
+use kaigi_app::app::FrameEndpoint;
+use kaigi_app::{AppErrorCode, Devices, Joined, Preview, UiEvent};
+use kaigi_proto::{Role, UserId};
+use serde::Serialize;
 use serde_json::{json, Value};
+
+/// The fields of `value`'s JSON object.
+fn fields(value: impl Serialize) -> Vec<String> {
+    match serde_json::to_value(value).expect("serializes") {
+        Value::Object(m) => m.keys().cloned().collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Each command's result: the fields of the object it returns (an empty
+/// list: nothing, or a bare value).
+fn results() -> BTreeMap<&'static str, Vec<String>> {
+    let joined = Joined {
+        user_id: UserId::new("u").unwrap(),
+        room: "r".into(),
+        role: Role::Anchor,
+        users: Vec::new(),
+        server: "ws://127.0.0.1:7880".into(),
+        embedded: true,
+        bot_command: None,
+        publishing: true,
+    };
+    let mut r: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
+    r.insert(
+        "list_devices",
+        fields(Devices {
+            cameras: Vec::new(),
+            microphones: Vec::new(),
+            speakers: Vec::new(),
+        }),
+    );
+    r.insert(
+        "start_preview",
+        fields(Preview {
+            video: true,
+            audio: true,
+        }),
+    );
+    r.insert("join_room", fields(joined));
+    r.insert(
+        "frame_endpoint",
+        fields(FrameEndpoint {
+            url: "ws://127.0.0.1:1/frames".into(),
+            token: "t".into(),
+        }),
+    );
+    for (name, _) in kaigi_desktop::COMMANDS {
+        r.entry(name).or_default();
+    }
+    r
+}
 
 fn contract() -> String {
     let commands: BTreeMap<&str, &[&str]> = kaigi_desktop::COMMANDS.iter().copied().collect();
@@ -36,6 +90,8 @@ fn contract() -> String {
          // Regenerate: KAIGI_BLESS=1 cargo test -p kaigi-desktop --test contract\n\n\
          /** The commands the window may call, with their arguments' names. */\n\
          export const COMMANDS = {};\n\n\
+         /** What each command returns: the fields of its result object. */\n\
+         export const RESULTS = {};\n\n\
          /** The video paths over the IPC: only in builds for the tile benchmark. */\n\
          export const IPC_TRANSPORT_COMMANDS = {};\n\n\
          /** The events the window is sent, with their payloads' fields. */\n\
@@ -45,6 +101,7 @@ fn contract() -> String {
          /** Every error `code` a command or an `error` event can carry. */\n\
          export const ERROR_CODES = {};\n",
         pretty(json!(commands)),
+        pretty(json!(results())),
         pretty(json!(ipc_commands)),
         pretty(json!(events)),
         pretty(json!(codes)),

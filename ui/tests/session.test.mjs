@@ -5,7 +5,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync, readdirSync } from "node:fs";
 import { createSession } from "../session.js";
-import { COMMANDS, IPC_TRANSPORT_COMMANDS, EVENTS as CONTRACT_EVENTS } from "../contract.js";
+import { COMMANDS, IPC_TRANSPORT_COMMANDS, RESULTS, EVENTS as CONTRACT_EVENTS } from "../contract.js";
 import { joinForm } from "../logic.js";
 
 /** A mocked IPC: `handlers[cmd](args)` answers invokes; `emit` plays an app event. */
@@ -65,6 +65,10 @@ test("every command the UI calls exists, with arguments it takes", () => {
     }
   }
   assert.ok(calls >= 10, `found ${calls} calls`);
+});
+
+test("the mocked join answers in the shape the app returns", () => {
+  assert.deepEqual(Object.keys(JOINED).sort(), [...RESULTS.join_room].sort());
 });
 
 test("join, peers, a forced exit and its OK", async () => {
