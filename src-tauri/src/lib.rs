@@ -146,38 +146,36 @@ pub fn configure<R: Runtime>(builder: tauri::Builder<R>) -> tauri::Builder<R> {
         .invoke_handler(handler())
 }
 
+/// `tauri::generate_handler!` for the app's commands and `$extra`.
+macro_rules! handler_with {
+    ($($extra:path),*) => {
+        tauri::generate_handler![
+            list_devices,
+            start_preview,
+            stop_preview,
+            join_room,
+            leave_room,
+            set_mute,
+            set_camera,
+            set_microphone,
+            set_speaker,
+            frame_endpoint,
+            $($extra),*
+        ]
+    };
+}
+
 /// The commands' handler (with the IPC video paths where built).
 fn handler<R: Runtime>() -> impl Fn(tauri::ipc::Invoke<R>) -> bool + Send + Sync + 'static {
     #[cfg(not(feature = "ipc-transports"))]
-    return tauri::generate_handler![
-        list_devices,
-        start_preview,
-        stop_preview,
-        join_room,
-        leave_room,
-        set_mute,
-        set_camera,
-        set_microphone,
-        set_speaker,
-        frame_endpoint,
-    ];
+    return handler_with!();
     #[cfg(feature = "ipc-transports")]
-    return tauri::generate_handler![
-        list_devices,
-        start_preview,
-        stop_preview,
-        join_room,
-        leave_room,
-        set_mute,
-        set_camera,
-        set_microphone,
-        set_speaker,
-        frame_endpoint,
+    return handler_with!(
         ipc::open_view,
         ipc::next_frame,
         ipc::watch_tile,
-        ipc::close_view,
-    ];
+        ipc::close_view
+    );
 }
 
 /// Leaves the room cleanly when the app exits, so the others see a leave,

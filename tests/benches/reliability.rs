@@ -264,26 +264,7 @@ async fn stuck_reader(runs: usize) -> Value {
         let mut stuck = tiny_window_ws(child.addr).await;
         raw_send(&mut stuck, raw_join(1, &user, 3)).await;
         assert_eq!(raw_recv(&mut stuck).await.unwrap()["type"], "joined");
-        let mut churn = server.raw().await;
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let churning = {
-            let stop = stop.clone();
-            tokio::spawn(async move {
-                for i in 0..50_000u64 {
-                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
-                        break;
-                    }
-                    raw_send(
-                        &mut churn,
-                        raw_join(i * 2, "churner-with-a-long-user-id-0032", 3),
-                    )
-                    .await;
-                    raw_reply(&mut churn, "joined").await;
-                    raw_send(&mut churn, json!({"type": "leave", "reqId": i * 2 + 1})).await;
-                    raw_reply(&mut churn, "left").await;
-                }
-            })
-        };
+        let churn = Churn::start(server.raw().await, 3);
         let t = Instant::now();
         let (left, _) = wait_for(
             &mut events,
@@ -298,8 +279,7 @@ async fn stuck_reader(runs: usize) -> Value {
                 _ => "too slow (left)",
             });
         }
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        let _ = churning.await;
+        churn.stop().await;
         drop(stuck);
     }
     child.stop();

@@ -411,6 +411,47 @@ pub async fn wait_for(
     .await
 }
 
+/// A user who joins and leaves `room` over and over on one raw connection
+/// (a long user id makes each room event as large as events get), so the
+/// others get thousands of events. Bounded in count; [`Churn::stop`] ends
+/// it early and hands back the connection.
+pub struct Churn {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<RawWs>,
+}
+
+impl Churn {
+    /// The churning user's id.
+    pub const USER: &'static str = "churner-with-a-long-user-id-0032";
+
+    /// Starts churning `room` on `ws`.
+    pub fn start(mut ws: RawWs, room: u64) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let task = tokio::spawn(async move {
+            for i in 0..50_000u64 {
+                if flag.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                raw_send(&mut ws, raw_join(i * 2, Self::USER, room)).await;
+                raw_reply(&mut ws, "joined").await;
+                raw_send(&mut ws, json!({"type": "leave", "reqId": i * 2 + 1})).await;
+                raw_reply(&mut ws, "left").await;
+            }
+            ws
+        });
+        Churn { stop, task }
+    }
+
+    /// Stops, and returns the connection once the loop has ended.
+    pub async fn stop(self) -> RawWs {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        within("the churn to stop", self.task)
+            .await
+            .expect("the churn task")
+    }
+}
+
 /// Waits (within the test deadline) for the next event named `name`
 /// (`peer-join`, `client-banned`, …): it, and the events before it.
 pub async fn expect_event(events: &mut EventStream, name: &str) -> (ClientEvent, Vec<ClientEvent>) {

@@ -21,6 +21,19 @@ fn small_stream(client: &kaigi_sdk::Client) -> LocalStream {
     .expect("a synthetic stream")
 }
 
+/// A server whose per-connection rate limit the cycles cannot reach: they
+/// run faster than a person could click, which is not what these tests
+/// are about.
+async fn fast_server() -> TestServer {
+    TestServer::start_with(|c| {
+        c.rate_limit = kaigi_server::RateLimit {
+            per_sec: 10_000,
+            burst: 10_000,
+        }
+    })
+    .await
+}
+
 fn alive_tasks() -> usize {
     tokio::runtime::Handle::current()
         .metrics()
@@ -43,15 +56,7 @@ fn dropped(events: &[ClientEvent]) -> Option<&ClientEvent> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publish_unpublish_cycles_never_disturb_a_subscriber() {
     const CYCLES: usize = 200;
-    // The cycles run faster than a person could click: past the
-    // per-connection rate limit, which is not what this test is about.
-    let server = TestServer::start_with(|c| {
-        c.rate_limit = kaigi_server::RateLimit {
-            per_sec: 10_000,
-            burst: 10_000,
-        }
-    })
-    .await;
+    let server = fast_server().await;
     let r = room(1);
     let (watcher, mut watcher_events) = server.joined("watcher", &r).await;
     let (steady, _) = server.joined("steady", &r).await;
@@ -89,13 +94,7 @@ async fn publish_unpublish_cycles_never_disturb_a_subscriber() {
 async fn cycles_with_nothing_else_live_leak_no_task_and_break_no_connection() {
     const WARM: usize = 20;
     const CYCLES: usize = 100;
-    let server = TestServer::start_with(|c| {
-        c.rate_limit = kaigi_server::RateLimit {
-            per_sec: 10_000,
-            burst: 10_000,
-        }
-    })
-    .await;
+    let server = fast_server().await;
     let r = room(4);
     // The watcher receives nothing but the cycler: when its worn
     // connection is due for replacement, nothing on it is live.

@@ -8,11 +8,6 @@ use kaigi_proto::signal::PeerLeaveReason;
 use kaigi_sdk::ClientEvent;
 use kaigi_tests::*;
 
-/// A flag that tells a background loop to stop.
-fn stop_flag() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
-    std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_is_dropped() {
     let mut server = TestServer::start_with(|c| {
@@ -30,31 +25,8 @@ async fn a_client_that_stops_reading_is_dropped() {
     assert_eq!(raw_recv(&mut stuck).await.unwrap()["type"], "joined");
     // From here on `stuck` neither reads nor writes.
 
-    // Thousands of room events for it: another user joins and leaves
-    // (a long user id makes each event as large as events get).
-    const CHURNER: &str = "churner-with-a-long-user-id-0032";
-    let mut churn = server.raw().await;
-    let stop = stop_flag();
-    let churning = {
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            // Bounded in count; ends early once the test has its answer.
-            for i in 0..50_000u64 {
-                if stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    break;
-                }
-                raw_send(&mut churn, raw_join(i * 2, CHURNER, 1)).await;
-                raw_reply(&mut churn, "joined").await;
-                raw_send(
-                    &mut churn,
-                    serde_json::json!({"type":"leave","reqId":i * 2 + 1}),
-                )
-                .await;
-                raw_reply(&mut churn, "left").await;
-            }
-            churn
-        })
-    };
+    // Thousands of room events for it: another user joins and leaves.
+    let churn = Churn::start(server.raw().await, 1);
     let started = Instant::now();
 
     // It is gone: too slow, or at the latest after its heartbeat timeout.
@@ -76,8 +48,7 @@ async fn a_client_that_stops_reading_is_dropped() {
         "dropped {:?} after the churn started",
         started.elapsed()
     );
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let churn = within("the churn to stop", churning).await.expect("churn");
+    let churn = churn.stop().await;
     assert_eq!(server.users_in(&room(1)).await.unwrap(), ["watcher"]);
     let dropped = server.handle().shared().metrics.encode();
     assert!(
