@@ -89,6 +89,7 @@ export const MESSAGES = {
     "error.TOO_MANY_VIEWS": "Too many videos are open at once.",
     "error.UNKNOWN_VIEW": "That video is no longer shown.",
     "error.UNSUPPORTED_PROTOCOL": "This app and the server do not speak the same version. Please update.",
+    "error.TLS_FAILED": "The server's certificate is not trusted, or its secure connection failed: {detail}",
     "error.default": "Something went wrong: {detail}",
   },
   ja: {
@@ -176,6 +177,7 @@ export const MESSAGES = {
     "error.TOO_MANY_VIEWS": "同時に開いている映像が多すぎます。",
     "error.UNKNOWN_VIEW": "その映像はもう表示されていません。",
     "error.UNSUPPORTED_PROTOCOL": "このアプリとサーバーのバージョンが合いません。更新してください。",
+    "error.TLS_FAILED": "サーバーの証明書が信頼できないか、暗号化された接続に失敗しました: {detail}",
     "error.default": "問題が発生しました: {detail}",
   },
   ko: {
@@ -263,6 +265,7 @@ export const MESSAGES = {
     "error.TOO_MANY_VIEWS": "동시에 열린 영상이 너무 많습니다.",
     "error.UNKNOWN_VIEW": "그 영상은 더 이상 표시되지 않습니다.",
     "error.UNSUPPORTED_PROTOCOL": "이 앱과 서버의 버전이 맞지 않습니다. 업데이트하세요.",
+    "error.TLS_FAILED": "서버 인증서를 신뢰할 수 없거나 보안 연결에 실패했습니다: {detail}",
     "error.default": "문제가 발생했습니다: {detail}",
   },
 };

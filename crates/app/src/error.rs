@@ -35,6 +35,8 @@ pub enum AppErrorCode {
     Timeout,
     /// The server could not be reached.
     ServerUnreachable,
+    /// The server's TLS certificate is not trusted, or TLS failed.
+    TlsFailed,
     /// The connection to the server was lost.
     ConnectionLost,
     /// Video or sound could not be set up.
@@ -69,6 +71,7 @@ impl AppErrorCode {
             InvalidOptions,
             Timeout,
             ServerUnreachable,
+            TlsFailed,
             ConnectionLost,
             MediaFailed,
             NoDevice,
@@ -147,6 +150,7 @@ impl From<&ClientError> for AppErrorCode {
             ClientError::AlreadyInRoom => C::AlreadyInRoom,
             ClientError::Timeout(_) => C::Timeout,
             ClientError::Unreachable(_) => C::ServerUnreachable,
+            ClientError::Tls(_) => C::TlsFailed,
             ClientError::ConnectionLost => C::ConnectionLost,
             ClientError::Banned(_) => C::Server(ErrorCode::SessionBanned),
             ClientError::NotInRoom => C::NotInRoom,
@@ -191,6 +195,7 @@ mod tests {
             ClientError::InvalidOptions("x".into()),
             ClientError::Timeout(1),
             ClientError::Unreachable("x".into()),
+            ClientError::Tls("x".into()),
             ClientError::ConnectionLost,
             ClientError::Banned(KickReason::RoomDismissed),
             ClientError::NotInRoom,

@@ -48,7 +48,18 @@ async fn call(args: &ServerArgs, request: &Request) -> anyhow::Result<ExitCode> 
         kaigi_proto::usersig::generate(r.app, &key, ADMIN_IDENTIFIER, ADMIN_SIG_SECS, unix_now());
     let body = request.body(r.app);
     let url = endpoint::api_url(&r.server, request.action().name())?;
-    let response: Value = reqwest::Client::new()
+    let mut http = reqwest::Client::builder();
+    if let Some(path) = &r.ca {
+        let pem = std::fs::read(path).with_context(|| format!("--ca {}", path.display()))?;
+        for cert in reqwest::Certificate::from_pem_bundle(&pem)
+            .with_context(|| format!("--ca {}: not PEM certificates", path.display()))?
+        {
+            http = http.add_root_certificate(cert);
+        }
+    }
+    let response: Value = http
+        .build()
+        .context("the HTTP client")?
         .post(&url)
         .query(&[
             ("sdkappid", r.app.to_string()),
@@ -60,12 +71,12 @@ async fn call(args: &ServerArgs, request: &Request) -> anyhow::Result<ExitCode> 
         .json(&body)
         .send()
         .await
-        .with_context(|| format!("calling {url}"))?
+        .map_err(|e| call_error(e, &url))?
         .error_for_status()
-        .with_context(|| format!("calling {url}"))?
+        .map_err(|e| call_error(e, &url))?
         .json()
         .await
-        .with_context(|| format!("reading the answer of {url}"))?;
+        .map_err(|e| call_error(e, &url))?;
     println!("{}", serde_json::to_string_pretty(&response)?);
     let failed = read_response(&response).is_err();
     Ok(if failed {
@@ -73,6 +84,22 @@ async fn call(args: &ServerArgs, request: &Request) -> anyhow::Result<ExitCode> 
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// A failed call, without the query string (it carries the UserSig), and
+/// with what to do when the server's certificate is not trusted.
+fn call_error(e: reqwest::Error, url: &str) -> anyhow::Error {
+    let e = e.without_url();
+    let mut text = format!("{url}: {e}");
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        text.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    if text.contains("certificate") {
+        text.push_str(" (a server with a private CA needs --ca FILE)");
+    }
+    anyhow::Error::msg(text)
 }
 
 fn rand_u32() -> u32 {

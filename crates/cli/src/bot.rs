@@ -165,7 +165,9 @@ pub async fn run(args: BotArgs) -> anyhow::Result<ExitCode> {
         }
         (None, None) => anyhow::bail!("give --key or --user-sig"),
     };
-    let client = Client::new(ClientOptions::new(r.server, r.app, user, sig))?;
+    let mut options = ClientOptions::new(r.server, r.app, user, sig);
+    options.ca_file = r.ca.clone();
+    let client = Client::new(options)?;
     let mut events = client.events();
     let joined = match client.join(room.clone(), args.role).await {
         Ok(j) => j,

@@ -1,5 +1,6 @@
 //! `kaigi`: make UserSigs, call the admin API, and run headless bots.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
@@ -86,6 +87,10 @@ struct ServerArgs {
     /// The app's secret key [default: the dev server's].
     #[arg(long)]
     key: Option<String>,
+    /// A PEM file of certificate authorities to trust for wss:// and
+    /// https:// besides the public ones (a server with a private CA).
+    #[arg(long, env = "KAIGI_CA")]
+    ca: Option<PathBuf>,
 }
 
 /// A server plus a room.
@@ -128,6 +133,8 @@ pub struct Resolved {
     pub app: SdkAppId,
     /// The secret key, if known.
     pub key: Option<String>,
+    /// Extra certificate authorities (PEM) to trust.
+    pub ca: Option<PathBuf>,
 }
 
 fn load_dev_app() -> Option<DevApp> {
@@ -161,7 +168,12 @@ impl ServerArgs {
             .key
             .clone()
             .or_else(|| dev.filter(|d| d.sdk_app_id == app).map(|d| d.secret_key));
-        Ok(Resolved { server, app, key })
+        Ok(Resolved {
+            server,
+            app,
+            key,
+            ca: self.ca.clone(),
+        })
     }
 }
 

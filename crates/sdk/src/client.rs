@@ -78,6 +78,7 @@ impl Client {
             .map_err(|e| ClientError::InvalidOptions(e.to_string()))?;
         Ok(Client {
             shared: Arc::new(Shared {
+                tls: crate::shared::tls_config(opts.ca_file.as_deref())?,
                 opts,
                 url,
                 status: Mutex::new(Status {

@@ -29,6 +29,10 @@ pub enum ClientError {
     /// No connection to the server could be made.
     #[error("server unreachable: {0}")]
     Unreachable(String),
+    /// The server's TLS certificate is not trusted (or TLS failed):
+    /// retrying cannot help; trust its CA (`ca_file`) or fix the server.
+    #[error("TLS failed: {0}")]
+    Tls(String),
     /// The connection dropped before the request was answered.
     #[error("the connection to the server was lost")]
     ConnectionLost,
@@ -91,6 +95,7 @@ impl ClientError {
             ClientError::AlreadyInRoom => "ALREADY_IN_ROOM".into(),
             ClientError::Timeout(_) => "TIMEOUT".into(),
             ClientError::Unreachable(_) => "SERVER_UNREACHABLE".into(),
+            ClientError::Tls(_) => "TLS_FAILED".into(),
             ClientError::ConnectionLost => "CONNECTION_LOST".into(),
             ClientError::Banned(_) => "SESSION_BANNED".into(),
             ClientError::NotInRoom => "NOT_IN_ROOM".into(),

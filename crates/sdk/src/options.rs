@@ -49,6 +49,9 @@ pub struct ClientOptions {
     /// Receive every stream in the room without asking (the default, as
     /// TRTC). When false, call [`crate::Client::subscribe`] after `stream-added`.
     pub auto_subscribe: bool,
+    /// A PEM file of extra certificate authorities to trust for `wss://`
+    /// (a private CA), besides the public ones (Mozilla's roots).
+    pub ca_file: Option<std::path::PathBuf>,
     /// Decode received video (the default). Tools that only relay or
     /// measure (load generators) turn it off: packets are still counted.
     pub decode: bool,
@@ -72,6 +75,7 @@ impl ClientOptions {
             request_timeout: Duration::from_secs(10),
             reconnect: ReconnectPolicy::default(),
             auto_subscribe: true,
+            ca_file: None,
             decode: true,
         }
     }

@@ -81,6 +81,26 @@ async fn next_message(ws: &mut Ws) -> Option<ServerMessage> {
     }
 }
 
+/// A failed connect: a TLS failure (an untrusted certificate above all)
+/// says so and how to fix it; anything else is an unreachable server.
+fn connect_error(url: &str, e: tokio_tungstenite::tungstenite::Error) -> ClientError {
+    use tokio_tungstenite::tungstenite::Error as E;
+    let tls = match &e {
+        E::Tls(t) => Some(t.to_string()),
+        E::Io(io) => io
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            .map(|r| r.to_string()),
+        _ => None,
+    };
+    match tls {
+        Some(t) => ClientError::Tls(format!(
+            "{url}: {t} (a server with a private CA needs its certificate: ca_file, or --ca)"
+        )),
+        None => ClientError::Unreachable(format!("{url}: {e}")),
+    }
+}
+
 /// Connects and joins, within the join timeout.
 pub(crate) async fn connect_and_join(
     shared: &Shared,
@@ -91,10 +111,15 @@ pub(crate) async fn connect_and_join(
     let timeout = shared.opts.join_timeout;
     let attempt = async {
         // Nagle off: small, latency-bound messages.
-        let (mut ws, _) =
-            tokio_tungstenite::connect_async_with_config(shared.url.as_str(), None, true)
-                .await
-                .map_err(|e| ClientError::Unreachable(format!("{}: {e}", shared.url)))?;
+        let connector = tokio_tungstenite::Connector::Rustls(shared.tls.clone());
+        let (mut ws, _) = tokio_tungstenite::connect_async_tls_with_config(
+            shared.url.as_str(),
+            None,
+            true,
+            Some(connector),
+        )
+        .await
+        .map_err(|e| connect_error(&shared.url, e))?;
         let opts = &shared.opts;
         let join = ClientMessage::Join(JoinRequest {
             req_id: JOIN_REQ_ID,

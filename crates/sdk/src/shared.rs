@@ -24,6 +24,8 @@ pub(crate) type Reply = oneshot::Sender<Result<(), ClientError>>;
 pub(crate) struct Shared {
     pub opts: ClientOptions,
     pub url: String,
+    /// TLS for `wss://`: the public roots plus `ClientOptions::ca_file`.
+    pub tls: std::sync::Arc<rustls::ClientConfig>,
     pub status: Mutex<Status>,
     pub listeners: Mutex<Vec<mpsc::UnboundedSender<ClientEvent>>>,
     /// Streams received from the other users.
@@ -55,6 +57,37 @@ impl Shared {
             self.emit(event);
         }
     }
+}
+
+/// The TLS client configuration: Mozilla's public roots, plus the
+/// certificate authorities in `ca_file` (PEM) if given.
+pub(crate) fn tls_config(
+    ca_file: Option<&std::path::Path>,
+) -> Result<std::sync::Arc<rustls::ClientConfig>, ClientError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = ca_file {
+        let bad =
+            |e: String| ClientError::InvalidOptions(format!("ca_file {}: {e}", path.display()));
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+            .and_then(|c| c.collect::<Result<_, _>>())
+            .map_err(|e| bad(e.to_string()))?;
+        if certs.is_empty() {
+            return Err(bad("no certificate in it".into()));
+        }
+        for cert in certs {
+            roots.add(cert).map_err(|e| bad(e.to_string()))?;
+        }
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ClientError::InvalidOptions(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(std::sync::Arc::new(config))
 }
 
 /// An order from the client to its session task.

@@ -73,6 +73,18 @@ pub struct Config {
     /// Open connections from one IP address; 0 for no cap. Behind a
     /// reverse proxy every client has the proxy's address: set 0 there.
     pub max_connections_per_ip: usize,
+    /// Serve TLS (`wss://`, `https://`) with this certificate chain and
+    /// key (PEM files); plain `ws://` without.
+    pub tls: Option<TlsFiles>,
+}
+
+/// The PEM files of the server's TLS certificate chain and private key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// The private key.
+    pub key: PathBuf,
 }
 
 /// The default cap on connections from one IP address: an office or a
@@ -93,6 +105,7 @@ impl Config {
             media_ip: None,
             max_connections: None,
             max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
+            tls: None,
         }
     }
 
@@ -128,6 +141,10 @@ pub struct FileConfig {
     pub max_connections: Option<usize>,
     /// `max_connections_per_ip = 256` (0: no cap)
     pub max_connections_per_ip: Option<usize>,
+    /// `tls_cert = "/etc/kaigi/cert.pem"` (with `tls_key`)
+    pub tls_cert: Option<PathBuf>,
+    /// `tls_key = "/etc/kaigi/key.pem"` (with `tls_cert`)
+    pub tls_key: Option<PathBuf>,
 }
 
 impl FileConfig {

@@ -23,6 +23,7 @@ pub mod server;
 pub mod sfu;
 pub mod signaling;
 pub mod state;
+pub mod tls;
 
 pub use config::{AppCredential, Config, RateLimit};
 pub use server::{start, ServerHandle};

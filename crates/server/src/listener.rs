@@ -143,6 +143,7 @@ pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: ConnectionLimits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shared: Arc<Shared>,
 ) -> std::io::Result<()> {
     let metrics = &shared.metrics;
@@ -202,11 +203,35 @@ pub async fn serve(
                     router.call(req).await
                 }
             });
-        let conn = http
-            .serve_connection(TokioIo::new(tcp), service)
-            .with_upgrades();
         let shutdown = shutdown.clone();
+        let http = http.clone();
+        let tls = tls.clone();
+        let counted = shared.clone();
         connections.spawn(async move {
+            // TLS first, within the header deadline (a client that never
+            // finishes its handshake holds a slot no longer than one that
+            // never sends its headers).
+            let io: Box<dyn Io> = match tls {
+                None => Box::new(tcp),
+                Some(acceptor) => {
+                    match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(tcp)).await {
+                        Ok(Ok(stream)) => Box::new(stream),
+                        Ok(Err(e)) => {
+                            Metrics::count(&counted.metrics.rejected, "tls-handshake");
+                            debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            Metrics::count(&counted.metrics.rejected, "tls-handshake");
+                            debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    }
+                }
+            };
+            let conn = http
+                .serve_connection(TokioIo::new(io), service)
+                .with_upgrades();
             let mut conn = std::pin::pin!(conn);
             let ended = tokio::select! {
                 ended = conn.as_mut() => ended,
@@ -229,6 +254,10 @@ pub async fn serve(
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, connections.wait()).await;
     Ok(())
 }
+
+/// A connection's byte stream: plain TCP, or TLS over it.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Io for T {}
 
 /// Per-connection errors `accept` reports that say nothing about the
 /// listener (the peer gave up before we took it).

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
-use kaigi_server::config::{secs, AppCredential, Config, DevApp, DevAppExt, FileConfig, RateLimit};
+use kaigi_server::config::{
+    secs, AppCredential, Config, DevApp, DevAppExt, FileConfig, RateLimit, TlsFiles,
+};
 use tracing_subscriber::EnvFilter;
 
 /// Kaigi's room server: WebSocket signaling, rooms, and the admin API.
@@ -35,6 +37,12 @@ struct Args {
     /// Set 0 behind a reverse proxy.
     #[arg(long, env = "KAIGI_MAX_CONNECTIONS_PER_IP")]
     max_connections_per_ip: Option<usize>,
+    /// Serve TLS (wss://, https://) with this certificate chain (PEM).
+    #[arg(long, env = "KAIGI_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The TLS certificate's private key (PEM).
+    #[arg(long, env = "KAIGI_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -81,6 +89,15 @@ async fn main() -> anyhow::Result<()> {
     if let Some(n) = args.max_connections_per_ip.or(file.max_connections_per_ip) {
         config.max_connections_per_ip = n;
     }
+    config.tls = match (
+        args.tls_cert.or(file.tls_cert),
+        args.tls_key.or(file.tls_key),
+    ) {
+        (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+        (None, None) => None,
+        _ => anyhow::bail!("TLS needs both a certificate and a key (--tls-cert, --tls-key)"),
+    };
+    let scheme = if config.tls.is_some() { "wss" } else { "ws" };
     let defaults = RateLimit::default();
     config.rate_limit = RateLimit {
         per_sec: file.rate_limit_per_sec.unwrap_or(defaults.per_sec),
@@ -88,8 +105,8 @@ async fn main() -> anyhow::Result<()> {
     };
     let handle = kaigi_server::start(config)
         .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
-    let url = format!("ws://{}", handle.local_addr());
+        .with_context(|| format!("cannot serve on {listen}"))?;
+    let url = format!("{scheme}://{}", handle.local_addr());
     if let Some(mut dev) = dev {
         dev.server = Some(url.clone());
         let saved = dev.save().context("saving the dev app")?;

@@ -41,9 +41,22 @@ pub async fn start(config: Config) -> std::io::Result<ServerHandle> {
             .unwrap_or_else(|| listener::connections_for_fd_limit(nofile)),
         per_ip: config.max_connections_per_ip,
     };
+    let tls = match &config.tls {
+        Some(files) => Some(
+            crate::tls::acceptor(&files.cert, &files.key)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?,
+        ),
+        None => None,
+    };
     let shared = Shared::new(config);
     let router = router(shared.clone());
-    let serve = tokio::spawn(listener::serve(listener, router, limits, shared.clone()));
+    let serve = tokio::spawn(listener::serve(
+        listener,
+        router,
+        limits,
+        tls,
+        shared.clone(),
+    ));
     info!(
         %addr,
         apps = shared.config.apps.len(),
