@@ -500,6 +500,8 @@ pub fn raw_join(req_id: u64, user: &str, room: u64) -> Value {
 }
 
 /// Helpers for the benchmark binaries.
+pub mod netlab;
+
 pub mod bench {
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};

@@ -1,0 +1,199 @@
+//! Test hosts made of network namespaces: switches (a bridge in a
+//! namespace of its own), hosts attached to them with TEST-NET addresses,
+//! NAT routers (nftables masquerade) and rules such as "drop all UDP". The
+//! lab gives no namespace a route out of it, and removes every namespace it
+//! made when dropped (also when a test fails). Code runs inside a host
+//! through [`Lab::spawn_in`]: a thread that enters the namespace and runs
+//! its own tokio runtime, so every socket it opens lives there.
+//!
+//! Needs root, `ip` (iproute2) and `nft` (nftables); `scripts/setup`
+//! installs them. Without them a lab fails with a message saying so.
+
+use std::fs::File;
+use std::future::Future;
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+/// A set of namespaces, removed together.
+pub struct Lab {
+    prefix: String,
+    namespaces: Vec<String>,
+    veths: usize,
+}
+
+/// The name of a namespace in a lab.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ns(pub String);
+
+fn run(program: &str, args: &[&str], stdin: Option<&str>) -> Result<(), String> {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("{program}: {e} (scripts/setup installs iproute2 and nftables)"))?;
+    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(text.as_bytes())
+            .map_err(|e| format!("{program} stdin: {e}"))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("{program}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let hint = if err.contains("not permitted") {
+            " (network-namespace tests need root)"
+        } else {
+            ""
+        };
+        Err(format!(
+            "{program} {}: {}{hint}",
+            args.join(" "),
+            err.trim()
+        ))
+    }
+}
+
+impl Lab {
+    /// An empty lab; `tag` (a few letters) names its namespaces.
+    pub fn new(tag: &str) -> Lab {
+        Lab {
+            prefix: format!("kg{}{tag}", std::process::id() % 100_000),
+            namespaces: Vec::new(),
+            veths: 0,
+        }
+    }
+
+    fn ip(&self, args: &[&str]) {
+        run("ip", args, None).unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// A new namespace with its loopback up (and nothing else).
+    pub fn namespace(&mut self, name: &str) -> Ns {
+        let full = format!("{}-{name}", self.prefix);
+        // A leftover of a killed run of the same process id.
+        let _ = run("ip", &["netns", "del", &full], None);
+        self.ip(&["netns", "add", &full]);
+        self.namespaces.push(full.clone());
+        self.ip(&["-n", &full, "link", "set", "lo", "up"]);
+        Ns(full)
+    }
+
+    /// A switch: a namespace holding a bridge that hosts attach to.
+    pub fn switch(&mut self, name: &str) -> Ns {
+        let ns = self.namespace(name);
+        self.ip(&["-n", &ns.0, "link", "add", "br0", "type", "bridge"]);
+        self.ip(&["-n", &ns.0, "link", "set", "br0", "up"]);
+        ns
+    }
+
+    /// Connects `host` to `switch` with a new interface holding `cidr`
+    /// (e.g. `203.0.113.10/24`); returns the interface's name in `host`.
+    pub fn attach(&mut self, host: &Ns, switch: &Ns, cidr: &str) -> String {
+        self.veths += 1;
+        let inside = format!("eth{}", self.veths);
+        let outside = format!("p{}", self.veths);
+        self.ip(&[
+            "link", "add", &inside, "netns", &host.0, "type", "veth", "peer", "name", &outside,
+            "netns", &switch.0,
+        ]);
+        self.ip(&["-n", &switch.0, "link", "set", &outside, "master", "br0"]);
+        self.ip(&["-n", &switch.0, "link", "set", &outside, "up"]);
+        self.ip(&["-n", &host.0, "addr", "add", cidr, "dev", &inside]);
+        self.ip(&["-n", &host.0, "link", "set", &inside, "up"]);
+        inside
+    }
+
+    /// Routes `host`'s traffic for other networks through `via` (an
+    /// address inside the lab).
+    pub fn default_route(&self, host: &Ns, via: &str) {
+        self.ip(&["-n", &host.0, "route", "add", "default", "via", via]);
+    }
+
+    /// Loads an nftables ruleset into `host`.
+    pub fn nft(&self, host: &Ns, ruleset: &str) {
+        run(
+            "ip",
+            &["netns", "exec", &host.0, "nft", "-f", "-"],
+            Some(ruleset),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// A NAT router between `lan` (its address `lan_cidr`) and `public`
+    /// (its address `public_cidr`): forwards, and masquerades what leaves
+    /// on the public side. Returns the router's namespace.
+    pub fn nat_router(
+        &mut self,
+        name: &str,
+        public: &Ns,
+        public_cidr: &str,
+        lan: &Ns,
+        lan_cidr: &str,
+    ) -> Ns {
+        let router = self.namespace(name);
+        let wan = self.attach(&router, public, public_cidr);
+        self.attach(&router, lan, lan_cidr);
+        run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &router.0,
+                "sysctl",
+                "-q",
+                "-w",
+                "net.ipv4.ip_forward=1",
+            ],
+            None,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        self.nft(
+            &router,
+            &format!(
+                "table ip nat {{\n  chain post {{\n    type nat hook postrouting priority 100;\n    \
+                 oifname \"{wan}\" masquerade\n  }}\n}}\n"
+            ),
+        );
+        router
+    }
+
+    /// Runs `task` inside `ns`: on a thread that enters the namespace and
+    /// runs it on a runtime of its own (every socket it opens, and every
+    /// thread that runtime starts, is in the namespace).
+    pub fn spawn_in<T, F, Fut>(&self, ns: &Ns, task: F) -> std::thread::JoinHandle<T>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = T>,
+    {
+        let path = format!("/var/run/netns/{}", ns.0);
+        std::thread::spawn(move || {
+            let file = File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+                .unwrap_or_else(|e| panic!("entering {path}: {e} (needs root)"));
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("a runtime")
+                .block_on(task())
+        })
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        // Deleting a namespace removes its interfaces (and their peers).
+        for ns in self.namespaces.drain(..).rev() {
+            let _ = run("ip", &["netns", "del", &ns], None);
+        }
+    }
+}

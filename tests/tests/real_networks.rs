@@ -1,0 +1,116 @@
+//! Calls across test hosts made of network namespaces (see
+//! `kaigi_tests::netlab`): the server and some parties on a "public"
+//! switch (203.0.113.0/24), others on a LAN (198.18.0.0/24) behind a NAT
+//! router. No namespace has a route out of the lab; the server's has no
+//! default route at all. Each test removes its namespaces, also on failure.
+
+use std::net::SocketAddr;
+use std::sync::mpsc;
+
+use kaigi_tests::netlab::{Lab, Ns};
+use kaigi_tests::*;
+
+const SERVER: &str = "203.0.113.10";
+
+/// Starts a server in `ns` on `SERVER`; it serves until the returned
+/// sender is dropped.
+fn server_in(lab: &Lab, ns: &Ns) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    let (addr_tx, addr_rx) = mpsc::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    lab.spawn_in(ns, move || async move {
+        let mut server = TestServer::start_with(|c| {
+            c.listen = format!("{SERVER}:0").parse().unwrap();
+        })
+        .await;
+        addr_tx.send(server.addr).unwrap();
+        let _ = stop_rx.await;
+        server.stop().await;
+    });
+    let addr = addr_rx
+        .recv_timeout(WAIT)
+        .expect("the server starts in its namespace");
+    (addr, stop_tx)
+}
+
+/// `publisher` (in its namespace) publishes the test pattern and a tone;
+/// `receiver` (in its) must decode 60 of its frames (2 s at 30 fps) and
+/// hear its audio. Panics with what was missing.
+fn call(lab: &Lab, server: SocketAddr, publisher: &Ns, receiver: &Ns, r: u64) {
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    let publishing = lab.spawn_in(publisher, move || async move {
+        let server = TestServer::remote(server);
+        let (alice, _) = server.joined("alice", &room(r)).await;
+        let _stream = publish_pattern(&alice).await;
+        let _ = done_rx.await;
+        within("alice leaves", alice.leave()).await.unwrap();
+    });
+    let receiving = lab.spawn_in(receiver, move || async move {
+        let server = TestServer::remote(server);
+        let (bob, _) = server.joined("bob", &room(r)).await;
+        frames_arrive(&bob, "alice", 60).await;
+        let audio = bob
+            .remote_streams()
+            .into_iter()
+            .find(|s| s.user_id().as_str() == "alice")
+            .map(|s| s.audio_packets())
+            .unwrap_or(0);
+        within("bob leaves", bob.leave()).await.unwrap();
+        audio
+    });
+    let received = receiving.join();
+    drop(done_tx);
+    publishing.join().expect("the publisher");
+    let audio = received.expect("the receiver decoded the publisher's video");
+    assert!(audio > 50, "audio arrived too: {audio} packets");
+}
+
+#[test]
+fn a_server_without_a_default_route_and_parties_on_its_switch() {
+    let mut lab = Lab::new("nr");
+    let public = lab.switch("pub");
+    let server_ns = lab.namespace("srv");
+    lab.attach(&server_ns, &public, &format!("{SERVER}/24"));
+    let a = lab.namespace("a");
+    lab.attach(&a, &public, "203.0.113.20/24");
+    let b = lab.namespace("b");
+    lab.attach(&b, &public, "203.0.113.30/24");
+    let (addr, _stop) = server_in(&lab, &server_ns);
+    call(&lab, addr, &a, &b, 1);
+}
+
+/// A public switch with the server, and a LAN behind a NAT router.
+fn nat_lab(tag: &str) -> (Lab, Ns, Ns, Ns) {
+    let mut lab = Lab::new(tag);
+    let public = lab.switch("pub");
+    let server_ns = lab.namespace("srv");
+    lab.attach(&server_ns, &public, &format!("{SERVER}/24"));
+    let lan = lab.switch("lan");
+    lab.nat_router("nat", &public, "203.0.113.1/24", &lan, "198.18.0.1/24");
+    (lab, public, lan, server_ns)
+}
+
+#[test]
+fn a_party_behind_nat_sends_and_receives() {
+    let (mut lab, public, lan, server_ns) = nat_lab("nt");
+    let outside = lab.namespace("out");
+    lab.attach(&outside, &public, "203.0.113.20/24");
+    let inside = lab.namespace("in");
+    lab.attach(&inside, &lan, "198.18.0.10/24");
+    lab.default_route(&inside, "198.18.0.1");
+    let (addr, _stop) = server_in(&lab, &server_ns);
+    call(&lab, addr, &inside, &outside, 1);
+    call(&lab, addr, &outside, &inside, 2);
+}
+
+#[test]
+fn two_parties_behind_the_same_nat() {
+    let (mut lab, _public, lan, server_ns) = nat_lab("n2");
+    let one = lab.namespace("one");
+    lab.attach(&one, &lan, "198.18.0.10/24");
+    lab.default_route(&one, "198.18.0.1");
+    let two = lab.namespace("two");
+    lab.attach(&two, &lan, "198.18.0.11/24");
+    lab.default_route(&two, "198.18.0.1");
+    let (addr, _stop) = server_in(&lab, &server_ns);
+    call(&lab, addr, &one, &two, 1);
+}
