@@ -21,6 +21,15 @@ pub struct Lab {
     veths: usize,
 }
 
+/// One side of a router: the switch it attaches to and its address there.
+#[derive(Debug, Clone, Copy)]
+pub struct Side<'a> {
+    /// The switch.
+    pub switch: &'a Ns,
+    /// The router's address on it, e.g. `203.0.113.1/24`.
+    pub cidr: &'a str,
+}
+
 /// The name of a namespace in a lab.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ns(pub String);
@@ -127,20 +136,12 @@ impl Lab {
         .unwrap_or_else(|e| panic!("{e}"));
     }
 
-    /// A NAT router between `lan` (its address `lan_cidr`) and `public`
-    /// (its address `public_cidr`): forwards, and masquerades what leaves
-    /// on the public side. Returns the router's namespace.
-    pub fn nat_router(
-        &mut self,
-        name: &str,
-        public: &Ns,
-        public_cidr: &str,
-        lan: &Ns,
-        lan_cidr: &str,
-    ) -> Ns {
+    /// A NAT router between `lan` and `public`: forwards, and masquerades
+    /// what leaves on the public side. Returns the router's namespace.
+    pub fn nat_router(&mut self, name: &str, public: Side, lan: Side) -> Ns {
         let router = self.namespace(name);
-        let wan = self.attach(&router, public, public_cidr);
-        self.attach(&router, lan, lan_cidr);
+        let wan = self.attach(&router, public.switch, public.cidr);
+        self.attach(&router, lan.switch, lan.cidr);
         run(
             "ip",
             &[
@@ -160,6 +161,40 @@ impl Lab {
             &format!(
                 "table ip nat {{\n  chain post {{\n    type nat hook postrouting priority 100;\n    \
                  oifname \"{wan}\" masquerade\n  }}\n}}\n"
+            ),
+        );
+        router
+    }
+
+    /// A 1:1 NAT router (a cloud VM's public IP): `external` on the public
+    /// side is `internal` on the LAN, both ways. Returns the router's
+    /// namespace.
+    pub fn one_to_one_router(
+        &mut self,
+        name: &str,
+        public: Side,
+        lan: Side,
+        external: &str,
+        internal: &str,
+    ) -> Ns {
+        let router = self.nat_router(name, public, lan);
+        // The router answers for the external address on the public side.
+        let wan = format!("eth{}", self.veths - 1);
+        self.ip(&[
+            "-n",
+            &router.0,
+            "addr",
+            "add",
+            &format!("{external}/32"),
+            "dev",
+            &wan,
+        ]);
+        self.nft(
+            &router,
+            &format!(
+                "table ip onetoone {{\n  chain pre {{\n    type nat hook prerouting priority -100;\n    \
+                 ip daddr {external} dnat to {internal}\n  }}\n  chain post {{\n    \
+                 type nat hook postrouting priority 90;\n    ip saddr {internal} snat to {external}\n  }}\n}}\n"
             ),
         );
         router

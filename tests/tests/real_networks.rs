@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 use std::sync::mpsc;
 
-use kaigi_tests::netlab::{Lab, Ns};
+use kaigi_tests::netlab::{Lab, Ns, Side};
 use kaigi_tests::*;
 
 const SERVER: &str = "203.0.113.10";
@@ -15,13 +15,21 @@ const SERVER: &str = "203.0.113.10";
 /// Starts a server in `ns` on `SERVER`; it serves until the returned
 /// sender is dropped.
 fn server_in(lab: &Lab, ns: &Ns) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    server_with(lab, ns, |c| {
+        c.listen = format!("{SERVER}:0").parse().unwrap()
+    })
+}
+
+/// Starts a server in `ns` configured by `edit`.
+fn server_with(
+    lab: &Lab,
+    ns: &Ns,
+    edit: impl FnOnce(&mut kaigi_server::Config) + Send + 'static,
+) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
     let (addr_tx, addr_rx) = mpsc::channel();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     lab.spawn_in(ns, move || async move {
-        let mut server = TestServer::start_with(|c| {
-            c.listen = format!("{SERVER}:0").parse().unwrap();
-        })
-        .await;
+        let mut server = TestServer::start_with(edit).await;
         addr_tx.send(server.addr).unwrap();
         let _ = stop_rx.await;
         server.stop().await;
@@ -85,7 +93,17 @@ fn nat_lab(tag: &str) -> (Lab, Ns, Ns, Ns) {
     let server_ns = lab.namespace("srv");
     lab.attach(&server_ns, &public, &format!("{SERVER}/24"));
     let lan = lab.switch("lan");
-    lab.nat_router("nat", &public, "203.0.113.1/24", &lan, "198.18.0.1/24");
+    lab.nat_router(
+        "nat",
+        Side {
+            switch: &public,
+            cidr: "203.0.113.1/24",
+        },
+        Side {
+            switch: &lan,
+            cidr: "198.18.0.1/24",
+        },
+    );
     (lab, public, lan, server_ns)
 }
 
@@ -113,4 +131,73 @@ fn two_parties_behind_the_same_nat() {
     lab.default_route(&two, "198.18.0.1");
     let (addr, _stop) = server_in(&lab, &server_ns);
     call(&lab, addr, &one, &two, 1);
+}
+
+#[test]
+fn a_server_behind_a_one_to_one_nat_with_its_external_ip() {
+    const EXTERNAL: &str = "203.0.113.50";
+    const INTERNAL: &str = "198.18.1.10";
+    let mut lab = Lab::new("oo");
+    let public = lab.switch("pub");
+    let private = lab.switch("priv");
+    let server_ns = lab.namespace("srv");
+    lab.attach(&server_ns, &private, &format!("{INTERNAL}/24"));
+    lab.default_route(&server_ns, "198.18.1.1");
+    lab.one_to_one_router(
+        "nat",
+        Side {
+            switch: &public,
+            cidr: "203.0.113.1/24",
+        },
+        Side {
+            switch: &private,
+            cidr: "198.18.1.1/24",
+        },
+        EXTERNAL,
+        INTERNAL,
+    );
+    let a = lab.namespace("a");
+    lab.attach(&a, &public, "203.0.113.20/24");
+    let b = lab.namespace("b");
+    lab.attach(&b, &public, "203.0.113.30/24");
+    let (inside, _stop) = server_with(&lab, &server_ns, |c| {
+        c.listen = format!("{INTERNAL}:0").parse().unwrap();
+        c.external_ip = Some(EXTERNAL.parse().unwrap());
+    });
+    // The parties know only the external address.
+    let outside = SocketAddr::new(EXTERNAL.parse().unwrap(), inside.port());
+    call(&lab, outside, &a, &b, 1);
+    // The server's candidates name the external address, never the
+    // internal one (which no party can reach).
+    let offer = lab
+        .spawn_in(&a, move || async move {
+            let server = TestServer::remote(outside);
+            let mut ws = server.raw().await;
+            raw_send(&mut ws, raw_join(1, "carol", 2)).await;
+            raw_reply(&mut ws, "joined").await;
+            raw_send(
+                &mut ws,
+                serde_json::json!({"type": "publish", "reqId": 2, "audio": true, "video": true}),
+            )
+            .await;
+            loop {
+                let m = raw_recv(&mut ws).await.expect("an offer");
+                if m["type"] == "offer" {
+                    return m["sdp"].as_str().unwrap_or_default().to_owned();
+                }
+            }
+        })
+        .join()
+        .expect("an offer over the 1:1 NAT");
+    let candidates: Vec<&str> = offer
+        .lines()
+        .filter(|l| l.starts_with("a=candidate"))
+        .collect();
+    assert!(!candidates.is_empty(), "{offer}");
+    assert!(
+        candidates
+            .iter()
+            .all(|c| c.contains(EXTERNAL) && !c.contains(INTERNAL)),
+        "{candidates:?}"
+    );
 }

@@ -194,6 +194,39 @@ impl Interceptor for KeyframeRequests {
 /// Sent packets kept per stream for retransmission on NACK.
 pub const NACK_HISTORY: u16 = 256;
 
+/// Where a peer connection's media binds, and what it advertises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MediaAddress {
+    /// The local address the UDP socket binds to.
+    pub bind: IpAddr,
+    /// The address clients reach it at, when a 1:1 NAT (a cloud VM's
+    /// public IP over its private interface) stands between: advertised in
+    /// the host candidate instead of `bind`.
+    pub external: Option<IpAddr>,
+}
+
+impl MediaAddress {
+    /// `sdp` as the other side must see it: behind a 1:1 NAT, the host
+    /// candidates name the external address instead of the bound one.
+    /// (webrtc-rs 0.21 keeps a 1:1 NAT setting but its gatherer ignores
+    /// it, so the rewrite is done here, on the description that leaves.)
+    pub fn advertised(&self, sdp: String) -> String {
+        let Some(external) = self.external.filter(|e| *e != self.bind) else {
+            return sdp;
+        };
+        let (bind, external) = (format!(" {} ", self.bind), format!(" {external} "));
+        let mut out = String::with_capacity(sdp.len());
+        for line in sdp.split_inclusive('\n') {
+            if line.starts_with("a=candidate:") {
+                out.push_str(&line.replacen(&bind, &external, 1));
+            } else {
+                out.push_str(line);
+            }
+        }
+        out
+    }
+}
+
 /// Builds a peer connection with Kaigi's codecs and interceptors, bound to
 /// a UDP port on `bind` (host candidates only).
 pub async fn build_peer(
@@ -356,4 +389,27 @@ pub async fn set_local_and_gather(
         .await
         .map(|d| d.sdp)
         .ok_or_else(|| RtcError("no local description".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MediaAddress;
+
+    #[test]
+    fn host_candidates_name_the_external_address() {
+        let a = MediaAddress {
+            bind: "198.18.1.10".parse().unwrap(),
+            external: Some("203.0.113.50".parse().unwrap()),
+        };
+        let sdp = "v=0\r\nc=IN IP4 0.0.0.0\r\na=candidate:1 1 udp 2130706431 198.18.1.10 5000 typ host\r\n";
+        assert_eq!(
+            a.advertised(sdp.into()),
+            "v=0\r\nc=IN IP4 0.0.0.0\r\na=candidate:1 1 udp 2130706431 203.0.113.50 5000 typ host\r\n"
+        );
+        let plain = MediaAddress {
+            external: None,
+            ..a
+        };
+        assert_eq!(plain.advertised(sdp.into()), sdp);
+    }
 }

@@ -67,6 +67,9 @@ pub struct Config {
     /// The address media (WebRTC over UDP) binds to; by default the
     /// listener's IP.
     pub media_ip: Option<std::net::IpAddr>,
+    /// The address clients reach media at when a 1:1 NAT stands between
+    /// (a cloud VM's public IP): advertised instead of the media IP.
+    pub external_ip: Option<std::net::IpAddr>,
     /// Open connections in all; by default what the open-file limit allows
     /// (see [`crate::listener::connections_for_fd_limit`]).
     pub max_connections: Option<usize>,
@@ -106,12 +109,21 @@ impl Config {
             max_connections: None,
             max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
             tls: None,
+            external_ip: None,
         }
     }
 
     /// The IP media binds to.
     pub fn media_ip(&self) -> std::net::IpAddr {
         self.media_ip.unwrap_or(self.listen.ip())
+    }
+
+    /// Where media binds and what it advertises.
+    pub fn media_address(&self) -> kaigi_rtc::MediaAddress {
+        kaigi_rtc::MediaAddress {
+            bind: self.media_ip(),
+            external: self.external_ip,
+        }
     }
 
     /// The apps as a lookup table.
@@ -137,6 +149,8 @@ pub struct FileConfig {
     pub rate_limit_burst: Option<u32>,
     /// `media_ip = "192.168.1.10"`: where WebRTC media binds.
     pub media_ip: Option<std::net::IpAddr>,
+    /// `external_ip = "203.0.113.50"`: the 1:1 NAT address clients reach.
+    pub external_ip: Option<std::net::IpAddr>,
     /// `max_connections = 10000`
     pub max_connections: Option<usize>,
     /// `max_connections_per_ip = 256` (0: no cap)

@@ -30,6 +30,10 @@ struct Args {
     /// The IP WebRTC media binds to [default: the --listen IP].
     #[arg(long, env = "KAIGI_MEDIA_IP")]
     media_ip: Option<std::net::IpAddr>,
+    /// The address clients reach media at, behind a 1:1 NAT (a cloud VM's
+    /// public IP): advertised in ICE candidates instead of the media IP.
+    #[arg(long, env = "KAIGI_EXTERNAL_IP")]
+    external_ip: Option<std::net::IpAddr>,
     /// Open connections in all [default: what the open-file limit allows].
     #[arg(long, env = "KAIGI_MAX_CONNECTIONS")]
     max_connections: Option<usize>,
@@ -85,6 +89,7 @@ async fn main() -> anyhow::Result<()> {
             .context("--heartbeat-timeout")?;
     }
     config.media_ip = args.media_ip.or(file.media_ip);
+    config.external_ip = args.external_ip.or(file.external_ip);
     config.max_connections = args.max_connections.or(file.max_connections);
     if let Some(n) = args.max_connections_per_ip.or(file.max_connections_per_ip) {
         config.max_connections_per_ip = n;

@@ -16,19 +16,21 @@ impl Session {
     pub(crate) async fn media(&mut self) -> Result<&mut MediaPeer, ErrorMessage> {
         if self.media.is_none() {
             let ip = self.shared.config.media_ip();
-            let peer = MediaPeer::new(ip).await.map_err(|e| {
-                warn!(%ip, error = %e, "media cannot start");
-                // Said to the client, and in the log for the operator.
-                ErrorMessage::new(
-                    None,
-                    ErrorCode::MediaFailed,
-                    format!(
-                        "the server could not start media on {ip}: {e} \
+            let peer = MediaPeer::new(self.shared.config.media_address())
+                .await
+                .map_err(|e| {
+                    warn!(%ip, error = %e, "media cannot start");
+                    // Said to the client, and in the log for the operator.
+                    ErrorMessage::new(
+                        None,
+                        ErrorCode::MediaFailed,
+                        format!(
+                            "the server could not start media on {ip}: {e} \
                          (its operator sets --media-ip to an address of the server \
                          that clients can reach)"
-                    ),
-                )
-            })?;
+                        ),
+                    )
+                })?;
             self.media = Some(peer);
         }
         self.media

@@ -4,7 +4,6 @@
 //! requests are relayed to the publisher.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::{Arc, RwLock, Weak};
 
 use kaigi_proto::UserId;
@@ -188,6 +187,8 @@ impl Publication {
 
 /// A session's peer connection and its negotiation state.
 pub struct MediaPeer {
+    /// Where media binds, and what offers advertise.
+    address: kaigi_rtc::MediaAddress,
     pc: Box<dyn PeerConnection>,
     /// Events from the connection, for the session task.
     pub events: mpsc::UnboundedReceiver<PeerEvent>,
@@ -215,11 +216,13 @@ pub struct MediaPeer {
 pub const ENDED_MLINES_BEFORE_REPLACING: usize = 16;
 
 impl MediaPeer {
-    /// A peer connection bound to a UDP port on `ip`.
-    pub async fn new(ip: IpAddr) -> Result<Self, RtcError> {
+    /// A peer connection bound to a UDP port on `address`'s IP, whose
+    /// offers advertise `address` as clients reach it.
+    pub async fn new(address: kaigi_rtc::MediaAddress) -> Result<Self, RtcError> {
         let (handler, events, gathering) = event_handler();
-        let pc = build_peer(ip, handler).await?;
+        let pc = build_peer(address.bind, handler).await?;
         Ok(MediaPeer {
+            address,
             pc: Box::new(pc),
             events,
             gathering,
@@ -409,7 +412,7 @@ impl MediaPeer {
             .map_err(RtcError::from_display)?;
         let sdp = set_local_and_gather(self.pc.as_ref(), offer, &self.gathering).await?;
         self.negotiating = true;
-        Ok(Some(sdp))
+        Ok(Some(self.address.advertised(sdp)))
     }
 
     /// Whether an offer awaits its answer.
