@@ -262,11 +262,17 @@ impl Session {
                 None => debug!("a track arrived while not publishing; ignored"),
             },
             PeerEvent::Failed => {
-                warn!("media connection failed");
+                let ip = self.shared.config.media_address();
+                let at = ip.external.unwrap_or(ip.bind);
+                warn!(%at, "media connection failed: no UDP path to the client");
                 self.send(&ServerMessage::Error(ErrorMessage::new(
                     None,
                     ErrorCode::MediaFailed,
-                    "the media connection failed",
+                    format!(
+                        "the media connection failed: no UDP packets got through between \
+                         you and the server's media address {at} (a network or firewall \
+                         that blocks UDP?)"
+                    ),
                 )));
             }
         }
