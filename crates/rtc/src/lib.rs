@@ -273,6 +273,7 @@ pub async fn build_peer(
         .with_runtime(Arc::new(runtime))
         .with_handler(handler)
         .with_udp_addrs(vec![format!("{}", std::net::SocketAddr::new(bind, 0))])
+        .with_tcp_addrs(vec![format!("{}", std::net::SocketAddr::new(bind, 0))])
         .build()
         .await
         .map_err(RtcError::from_display)
@@ -366,6 +367,48 @@ pub async fn close_peer(pc: &dyn PeerConnection) -> bool {
         Err(_) => {
             tracing::warn!("a peer connection did not close in time; abandoned");
             false
+        }
+    }
+}
+
+/// Hands the passive TCP candidates of a remote description (`sdp`, just
+/// applied) to `pc` as if trickled: webrtc-rs 0.21 dials a passive TCP
+/// candidate only when it arrives through `add_ice_candidate`, not when it
+/// is in the description, so without this a client whose network blocks
+/// UDP never tries the server's TCP port.
+pub async fn dial_tcp_candidates(pc: &dyn PeerConnection, sdp: &str) {
+    let mut mid: Option<String> = None;
+    let mut index: Option<u16> = None;
+    let mut seen = std::collections::HashSet::new();
+    for line in sdp.lines() {
+        if line.starts_with("m=") {
+            index = Some(index.map_or(0, |i| i + 1));
+            mid = None;
+        } else if let Some(m) = line.strip_prefix("a=mid:") {
+            mid = Some(m.trim().to_owned());
+        } else if let Some(c) = line.strip_prefix("a=") {
+            let passive_tcp =
+                c.starts_with("candidate:") && c.contains(" tcp ") && c.contains("tcptype passive");
+            // One per address: BUNDLE repeats them in every m-section.
+            if passive_tcp
+                && seen.insert(
+                    c.split_whitespace()
+                        .skip(4)
+                        .take(2)
+                        .collect::<Vec<_>>()
+                        .join(":"),
+                )
+            {
+                let init = webrtc::peer_connection::RTCIceCandidateInit {
+                    candidate: c.trim().to_owned(),
+                    sdp_mid: mid.clone(),
+                    sdp_mline_index: index,
+                    ..Default::default()
+                };
+                if let Err(e) = pc.add_ice_candidate(init).await {
+                    tracing::debug!(error = %e, "a TCP candidate was not taken");
+                }
+            }
         }
     }
 }

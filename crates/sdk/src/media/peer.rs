@@ -148,8 +148,9 @@ impl MediaSession {
             }
             self.published = Some(stream);
         }
-        let offer = RTCSessionDescription::offer(sdp).map_err(err)?;
+        let offer = RTCSessionDescription::offer(sdp.clone()).map_err(err)?;
         pc.set_remote_description(offer).await.map_err(err)?;
+        kaigi_rtc::dial_tcp_candidates(pc.as_ref(), &sdp).await;
         let answer = pc.create_answer(None).await.map_err(err)?;
         let sdp = set_local_and_gather(pc.as_ref(), answer, &self.gathering)
             .await
