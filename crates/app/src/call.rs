@@ -160,12 +160,10 @@ impl App {
                 "leave the room first",
             ));
         }
-        let client = Arc::new(Client::new(ClientOptions::new(
-            url.clone(),
-            app_id,
-            user.clone(),
-            sig,
-        ))?);
+        let mut options = ClientOptions::new(url.clone(), app_id, user.clone(), sig);
+        // A server with a private CA: its certificate, as for the CLI.
+        options.ca_file = std::env::var_os("KAIGI_CA").map(std::path::PathBuf::from);
+        let client = Arc::new(Client::new(options)?);
         client.enable_audio_volume_evaluation(Some(std::time::Duration::from_millis(300)));
         let events = client.events();
         let joined = client.join(room.clone(), role).await?;

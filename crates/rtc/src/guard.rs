@@ -50,11 +50,113 @@ pub const MAX_SSRCS: usize = 1024;
 /// Batches of nothing but junk read in one poll before yielding.
 const JUNK_BATCHES_PER_POLL: usize = 64;
 
+/// TCP streams a media listener (ICE-TCP, passive) keeps open at once, in
+/// all and from one address. A client needs one or two; connections beyond
+/// are closed as they arrive, so junk cannot take the descriptors.
+pub const MAX_TCP_STREAMS: usize = 16;
+/// See [`MAX_TCP_STREAMS`].
+pub const MAX_TCP_STREAMS_PER_IP: usize = 4;
+
 static DROPPED: AtomicU64 = AtomicU64::new(0);
+static REFUSED_TCP: AtomicU64 = AtomicU64::new(0);
+
+/// TCP connections to media listeners closed at once (over the caps).
+pub fn refused_tcp_streams() -> u64 {
+    REFUSED_TCP.load(Ordering::Relaxed)
+}
 
 /// Datagrams dropped by every gate in this process so far.
 pub fn dropped_datagrams() -> u64 {
     DROPPED.load(Ordering::Relaxed)
+}
+
+/// A media TCP listener that keeps at most [`MAX_TCP_STREAMS`] streams
+/// (and [`MAX_TCP_STREAMS_PER_IP`] per address) open.
+#[derive(Debug)]
+struct GuardedTcpListener {
+    inner: Arc<dyn AsyncTcpListener>,
+    /// The peer addresses of the streams open now.
+    open: Arc<Mutex<Vec<std::net::IpAddr>>>,
+}
+
+impl AsyncTcpListener for GuardedTcpListener {
+    fn accept<'a>(
+        &'a self,
+    ) -> Pin<Box<dyn Future<Output = io::Result<(Arc<dyn AsyncTcpStream>, SocketAddr)>> + Send + 'a>>
+    {
+        Box::pin(async move {
+            loop {
+                let (stream, from) = self.inner.accept().await?;
+                {
+                    let mut open = self.open.lock();
+                    let same = open.iter().filter(|ip| **ip == from.ip()).count();
+                    if open.len() < MAX_TCP_STREAMS && same < MAX_TCP_STREAMS_PER_IP {
+                        open.push(from.ip());
+                        let guarded = GuardedTcpStream {
+                            inner: stream,
+                            ip: from.ip(),
+                            open: self.open.clone(),
+                        };
+                        return Ok((Arc::new(guarded) as Arc<dyn AsyncTcpStream>, from));
+                    }
+                }
+                // Over the caps: closed as the last handle goes.
+                REFUSED_TCP.fetch_add(1, Ordering::Relaxed);
+                drop(stream);
+            }
+        })
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+}
+
+/// A stream counted by its listener until it is dropped.
+#[derive(Debug)]
+struct GuardedTcpStream {
+    inner: Arc<dyn AsyncTcpStream>,
+    ip: std::net::IpAddr,
+    open: Arc<Mutex<Vec<std::net::IpAddr>>>,
+}
+
+impl Drop for GuardedTcpStream {
+    fn drop(&mut self) {
+        let mut open = self.open.lock();
+        if let Some(i) = open.iter().position(|ip| *ip == self.ip) {
+            open.swap_remove(i);
+        }
+    }
+}
+
+impl AsyncTcpStream for GuardedTcpStream {
+    fn read<'a, 'b>(
+        &'a self,
+        buf: &'b mut [u8],
+    ) -> Pin<Box<dyn Future<Output = io::Result<usize>> + Send + 'b>>
+    where
+        'a: 'b,
+    {
+        self.inner.read(buf)
+    }
+
+    fn write_all<'a, 'b>(
+        &'a self,
+        buf: &'b [u8],
+    ) -> Pin<Box<dyn Future<Output = io::Result<()>> + Send + 'b>>
+    where
+        'a: 'b,
+    {
+        self.inner.write_all(buf)
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+
+    fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.peer_addr()
+    }
 }
 
 /// What a socket admits: STUN from anyone; anything else only from an
@@ -161,7 +263,10 @@ impl Runtime for GuardedRuntime {
         &self,
         listener: std::net::TcpListener,
     ) -> io::Result<Arc<dyn AsyncTcpListener>> {
-        self.inner.wrap_tcp_listener(listener)
+        Ok(Arc::new(GuardedTcpListener {
+            inner: self.inner.wrap_tcp_listener(listener)?,
+            open: Arc::new(Mutex::new(Vec::new())),
+        }))
     }
 
     fn connect_tcp<'a>(
