@@ -34,6 +34,18 @@ async fn fast_server() -> TestServer {
     .await
 }
 
+/// `n` publish/unpublish cycles of `stream` by `client`, each answered.
+async fn cycle(client: &kaigi_sdk::Client, stream: &LocalStream, n: usize) {
+    for i in 0..n {
+        within("publish", client.publish(stream))
+            .await
+            .unwrap_or_else(|e| panic!("publish {i} failed: {e}"));
+        within("unpublish", client.unpublish())
+            .await
+            .unwrap_or_else(|e| panic!("unpublish {i} failed: {e}"));
+    }
+}
+
 fn alive_tasks() -> usize {
     tokio::runtime::Handle::current()
         .metrics()
@@ -68,14 +80,7 @@ async fn publish_unpublish_cycles_never_disturb_a_subscriber() {
 
     let (cycler, mut cycler_events) = server.joined("cycler", &r).await;
     let stream = small_stream(&cycler);
-    for i in 0..CYCLES {
-        within("publish", cycler.publish(&stream))
-            .await
-            .unwrap_or_else(|e| panic!("publish {i} failed: {e}"));
-        within("unpublish", cycler.unpublish())
-            .await
-            .unwrap_or_else(|e| panic!("unpublish {i} failed: {e}"));
-    }
+    cycle(&cycler, &stream, CYCLES).await;
     let seen = drain(&mut watcher_events);
     assert!(dropped(&seen).is_none(), "watcher: {:?}", dropped(&seen));
     let seen = drain(&mut cycler_events);
@@ -101,19 +106,9 @@ async fn cycles_with_nothing_else_live_leak_no_task_and_break_no_connection() {
     let (watcher, mut watcher_events) = server.joined("watcher", &r).await;
     let (cycler, mut cycler_events) = server.joined("cycler", &r).await;
     let stream = small_stream(&cycler);
-    let cycle = async |n: usize| {
-        for i in 0..n {
-            within("publish", cycler.publish(&stream))
-                .await
-                .unwrap_or_else(|e| panic!("publish {i} failed: {e}"));
-            within("unpublish", cycler.unpublish())
-                .await
-                .unwrap_or_else(|e| panic!("unpublish {i} failed: {e}"));
-        }
-    };
-    cycle(WARM).await;
+    cycle(&cycler, &stream, WARM).await;
     let tasks_before = alive_tasks();
-    cycle(CYCLES).await;
+    cycle(&cycler, &stream, CYCLES).await;
     let tasks_after = alive_tasks();
     let seen = drain(&mut watcher_events);
     assert!(dropped(&seen).is_none(), "watcher: {:?}", dropped(&seen));

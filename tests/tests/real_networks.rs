@@ -107,14 +107,21 @@ fn nat_lab(tag: &str) -> (Lab, Ns, Ns, Ns) {
     (lab, public, lan, server_ns)
 }
 
-#[test]
-fn a_party_behind_nat_sends_and_receives() {
-    let (mut lab, public, lan, server_ns) = nat_lab("nt");
+/// [`nat_lab`] with a party on the public switch (`out`) and one on the
+/// LAN (`in`, routed through the NAT router).
+fn nat_lab_with_parties(tag: &str) -> (Lab, Ns, Ns, Ns) {
+    let (mut lab, public, lan, server_ns) = nat_lab(tag);
     let outside = lab.namespace("out");
     lab.attach(&outside, &public, "203.0.113.20/24");
     let inside = lab.namespace("in");
     lab.attach(&inside, &lan, "198.18.0.10/24");
     lab.default_route(&inside, "198.18.0.1");
+    (lab, outside, inside, server_ns)
+}
+
+#[test]
+fn a_party_behind_nat_sends_and_receives() {
+    let (lab, outside, inside, server_ns) = nat_lab_with_parties("nt");
     let (addr, _stop) = server_in(&lab, &server_ns);
     call(&lab, addr, &inside, &outside, 1);
     call(&lab, addr, &outside, &inside, 2);
@@ -206,15 +213,10 @@ fn a_server_behind_a_one_to_one_nat_with_its_external_ip() {
 /// candidate (ICE-TCP), both ways.
 #[test]
 fn a_party_whose_network_drops_udp_gets_media_over_tcp() {
-    let (mut lab, public, lan, server_ns) = nat_lab("nu");
-    let outside = lab.namespace("out");
-    lab.attach(&outside, &public, "203.0.113.20/24");
-    let inside = lab.namespace("in");
-    lab.attach(&inside, &lan, "198.18.0.10/24");
-    lab.default_route(&inside, "198.18.0.1");
+    let (lab, outside, inside, server_ns) = nat_lab_with_parties("nu");
     // The LAN's router forwards no UDP.
     lab.nft(
-        &Ns(lan.0.replace("-lan", "-nat")),
+        &Ns(inside.0.replace("-in", "-nat")),
         "table ip filter {\n  chain block {\n    type filter hook forward priority 0;\n    \
          meta l4proto udp drop\n  }\n}\n",
     );

@@ -5,12 +5,30 @@ use kaigi_proto::ErrorCode;
 use kaigi_sdk::{ClientError, DeviceError};
 use serde::Serialize;
 
-/// Every code the UI can be given, by the app, the SDK or the server. The
-/// UI has words for each in every language (checked by a test through
-/// the generated `ui/contract.js`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum AppErrorCode {
+/// Declares [`AppErrorCode`] with the app's and the SDK's own codes, and
+/// [`AppErrorCode::OWN`] listing them: one list, so none can be left out.
+macro_rules! app_error_codes {
+    ($($(#[doc = $doc:literal])* $code:ident,)*) => {
+        /// Every code the UI can be given, by the app, the SDK or the
+        /// server. The UI has words for each in every language (checked by
+        /// a test through the generated `ui/contract.js`).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+        #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+        pub enum AppErrorCode {
+            $($(#[doc = $doc])* $code,)*
+            /// A code of the server's (`USERSIG_EXPIRED`, `SESSION_BANNED`, …).
+            #[serde(untagged)]
+            Server(ErrorCode),
+        }
+
+        impl AppErrorCode {
+            /// The app's and the SDK's own codes (not the server's).
+            pub const OWN: &'static [AppErrorCode] = &[$(AppErrorCode::$code),*];
+        }
+    };
+}
+
+app_error_codes! {
     /// A form field or argument was not acceptable.
     InvalidParameter,
     /// Already in a room.
@@ -49,41 +67,16 @@ pub enum AppErrorCode {
     DeviceUnavailable,
     /// A device stopped working.
     DeviceLost,
-    /// A code of the server's (`USERSIG_EXPIRED`, `SESSION_BANNED`, …).
-    #[serde(untagged)]
-    Server(ErrorCode),
 }
 
 impl AppErrorCode {
     /// Every code, the server's included.
     pub fn all() -> Vec<AppErrorCode> {
-        use AppErrorCode::*;
-        let own = [
-            InvalidParameter,
-            AlreadyInRoom,
-            NotInRoom,
-            NoLocalStream,
-            FrameServerFailed,
-            ServerStartFailed,
-            UnknownView,
-            TooManyViews,
-            ReconnectFailed,
-            InvalidOptions,
-            Timeout,
-            ServerUnreachable,
-            TlsFailed,
-            ConnectionLost,
-            MediaFailed,
-            NoDevice,
-            DeviceNotFound,
-            DeviceUnavailable,
-            DeviceLost,
-        ];
         let server = ErrorCode::ALL
             .into_iter()
             .map(AppErrorCode::from)
-            .filter(|c| matches!(c, Server(_)));
-        own.into_iter().chain(server).collect()
+            .filter(|c| matches!(c, AppErrorCode::Server(_)));
+        Self::OWN.iter().copied().chain(server).collect()
     }
 
     /// The name the UI sees, e.g. `NOT_IN_ROOM`.
