@@ -32,10 +32,16 @@ async fn leave_and_kick_free_every_media_socket_source_and_task() {
         "sessions, peer connections and encoders run as tasks: {tasks_before} → {tasks_during}"
     );
     assert!(
-        during.len() >= before.len() + 4,
-        "four peer connections hold UDP sockets: {} → {}",
+        during.len() >= before.len() + 2,
+        "the clients' two peer connections hold UDP sockets: {} → {}",
         before.len(),
         during.len()
+    );
+    let ports = &server.handle().shared().media_ports;
+    assert_eq!(
+        ports.connections(),
+        2,
+        "the server's two peer connections are on its media port"
     );
 
     // Bob is removed by an administrator; Alice leaves.
@@ -56,6 +62,7 @@ async fn leave_and_kick_free_every_media_socket_source_and_task() {
         }
     })
     .await;
+    assert_eq!(ports.connections(), 0, "the media port forgot them");
     let after = udp_sockets();
     let leaked: Vec<_> = after.difference(&before).collect();
     assert!(

@@ -224,3 +224,32 @@ fn a_party_whose_network_drops_udp_gets_media_over_tcp() {
     call(&lab, addr, &outside, &inside, 1);
     call(&lab, addr, &inside, &outside, 2);
 }
+
+/// An operator opens three ports: signaling (TCP 7880) and media (UDP and
+/// TCP 7882), and the server's firewall drops everything else coming in.
+/// Calls work through it: over UDP, and over TCP for a party whose network
+/// blocks UDP. (With a socket per connection on a free port, no media got
+/// through such a firewall.)
+#[test]
+fn a_firewalled_server_needs_only_its_signaling_and_media_ports() {
+    let (lab, outside, inside, server_ns) = nat_lab_with_parties("fw");
+    lab.nft(
+        &server_ns,
+        "table inet filter {\n  chain input {\n    type filter hook input priority 0; policy drop;\n    \
+         iif lo accept\n    ct state established,related accept\n    \
+         tcp dport 7880 accept\n    udp dport 7882 accept\n    tcp dport 7882 accept\n  }\n}\n",
+    );
+    let (addr, _stop) = server_with(&lab, &server_ns, |c| {
+        c.listen = format!("{SERVER}:7880").parse().unwrap();
+        c.media_port = 7882;
+    });
+    call(&lab, addr, &outside, &inside, 1);
+    call(&lab, addr, &inside, &outside, 2);
+    // Now the LAN's router forwards no UDP: TCP 7882 carries it.
+    lab.nft(
+        &Ns(inside.0.replace("-in", "-nat")),
+        "table ip filter {\n  chain block {\n    type filter hook forward priority 0;\n    \
+         meta l4proto udp drop\n  }\n}\n",
+    );
+    call(&lab, addr, &outside, &inside, 3);
+}

@@ -34,6 +34,7 @@ use parking_lot::Mutex;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use crate::mux::MediaPorts;
 use webrtc::runtime::{
     AsyncInterval, AsyncTcpListener, AsyncTcpStream, AsyncUdpSocket, JoinHandle, RecvMeta, Runtime,
     Transmit,
@@ -70,6 +71,27 @@ pub fn dropped_datagrams() -> u64 {
     DROPPED.load(Ordering::Relaxed)
 }
 
+pub(crate) fn count_dropped(n: u64) {
+    DROPPED.fetch_add(n, Ordering::Relaxed);
+}
+
+pub(crate) fn count_refused_tcp() {
+    REFUSED_TCP.fetch_add(1, Ordering::Relaxed);
+}
+
+/// What [`DatagramFilter::sent_to`] changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SentTo {
+    /// The address was already known.
+    Known,
+    /// A new address, which pushed out `evicted` (the oldest) if the list
+    /// was full.
+    New {
+        /// The address forgotten to make room.
+        evicted: Option<SocketAddr>,
+    },
+}
+
 /// A media TCP listener that keeps at most [`MAX_TCP_STREAMS`] streams
 /// (and [`MAX_TCP_STREAMS_PER_IP`] per address) open.
 #[derive(Debug)]
@@ -101,7 +123,7 @@ impl AsyncTcpListener for GuardedTcpListener {
                     }
                 }
                 // Over the caps: closed as the last handle goes.
-                REFUSED_TCP.fetch_add(1, Ordering::Relaxed);
+                count_refused_tcp();
                 drop(stream);
             }
         })
@@ -169,20 +191,24 @@ pub struct DatagramFilter {
 
 impl DatagramFilter {
     /// Notes that the socket sends to `to`.
-    pub fn sent_to(&mut self, to: SocketAddr) {
+    pub fn sent_to(&mut self, to: SocketAddr) -> SentTo {
         if self.peers.last() == Some(&to) {
-            return;
+            return SentTo::Known;
         }
         if let Some(i) = self.peers.iter().position(|p| *p == to) {
             // Most recent last, so the hot path above is one comparison.
             let p = self.peers.remove(i);
             self.peers.push(p);
-            return;
+            return SentTo::Known;
         }
-        if self.peers.len() == MAX_PEER_ADDRS {
-            self.peers.remove(0);
-        }
+        let evicted = (self.peers.len() == MAX_PEER_ADDRS).then(|| self.peers.remove(0));
         self.peers.push(to);
+        SentTo::New { evicted }
+    }
+
+    /// The addresses it admits non-STUN datagrams from, oldest first.
+    pub fn peers(&self) -> &[SocketAddr] {
+        &self.peers
     }
 
     /// Whether one datagram from `from` may go on to the WebRTC stack.
@@ -224,18 +250,33 @@ impl DatagramFilter {
 }
 
 /// webrtc-rs's default runtime, with every UDP socket behind a
-/// [`DatagramFilter`].
+/// [`DatagramFilter`]: the connection's own, or its virtual socket on a
+/// server's shared [`MediaPorts`].
 #[derive(Debug)]
 pub struct GuardedRuntime {
     inner: Arc<dyn Runtime>,
+    /// The shared ports and the connection's ICE username fragment.
+    shared: Option<(Arc<MediaPorts>, String)>,
 }
 
 impl GuardedRuntime {
-    /// Wraps webrtc-rs's default runtime (tokio).
+    /// Wraps webrtc-rs's default runtime (tokio); sockets are the
+    /// connection's own.
     pub fn new() -> io::Result<Self> {
         let inner = webrtc::runtime::default_runtime()
             .ok_or_else(|| io::Error::other("no async runtime"))?;
-        Ok(GuardedRuntime { inner })
+        Ok(GuardedRuntime {
+            inner,
+            shared: None,
+        })
+    }
+
+    /// Like [`GuardedRuntime::new`], but the connection (whose ICE username
+    /// fragment is `ufrag`) gets virtual sockets on `ports` instead of its own.
+    pub fn shared(ports: Arc<MediaPorts>, ufrag: String) -> io::Result<Self> {
+        let mut runtime = Self::new()?;
+        runtime.shared = Some((ports, ufrag));
+        Ok(runtime)
     }
 }
 
@@ -253,6 +294,11 @@ impl Runtime for GuardedRuntime {
     }
 
     fn wrap_udp_socket(&self, socket: std::net::UdpSocket) -> io::Result<Arc<dyn AsyncUdpSocket>> {
+        if let Some((ports, ufrag)) = &self.shared {
+            // The connection's own socket closes here; its address stays
+            // as the connection's name for its candidate.
+            return Ok(ports.udp_socket(ufrag, socket.local_addr()?));
+        }
         Ok(Arc::new(GuardedSocket {
             inner: self.inner.wrap_udp_socket(socket)?,
             filter: Mutex::new(DatagramFilter::default()),
@@ -263,8 +309,12 @@ impl Runtime for GuardedRuntime {
         &self,
         listener: std::net::TcpListener,
     ) -> io::Result<Arc<dyn AsyncTcpListener>> {
+        let inner = match &self.shared {
+            Some((ports, ufrag)) => ports.tcp_listener(ufrag, listener.local_addr()?),
+            None => self.inner.wrap_tcp_listener(listener)?,
+        };
         Ok(Arc::new(GuardedTcpListener {
-            inner: self.inner.wrap_tcp_listener(listener)?,
+            inner,
             open: Arc::new(Mutex::new(Vec::new())),
         }))
     }
@@ -335,7 +385,7 @@ impl AsyncUdpSocket for GuardedSocket {
     }
 
     fn poll_send(&self, cx: &mut Context<'_>, transmit: &Transmit<'_>) -> Poll<io::Result<usize>> {
-        self.filter().sent_to(transmit.destination);
+        let _ = self.filter().sent_to(transmit.destination);
         self.inner.poll_send(cx, transmit)
     }
 

@@ -30,7 +30,10 @@ use webrtc::peer_connection::{
 };
 
 pub mod guard;
+pub mod mux;
 pub mod quality;
+
+pub use mux::{MediaPorts, DEFAULT_MEDIA_PORT};
 
 pub use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 
@@ -194,43 +197,20 @@ impl Interceptor for KeyframeRequests {
 /// Sent packets kept per stream for retransmission on NACK.
 pub const NACK_HISTORY: u16 = 256;
 
-/// Where a peer connection's media binds, and what it advertises.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MediaAddress {
-    /// The local address the UDP socket binds to.
-    pub bind: IpAddr,
-    /// The address clients reach it at, when a 1:1 NAT (a cloud VM's
-    /// public IP over its private interface) stands between: advertised in
-    /// the host candidate instead of `bind`.
-    pub external: Option<IpAddr>,
+/// Where a peer connection's sockets are.
+#[derive(Debug, Clone)]
+pub enum Transport {
+    /// Its own UDP socket and TCP listener, on free ports of this address
+    /// (a client).
+    Own(IpAddr),
+    /// Virtual ones on a server's shared media ports.
+    Shared(Arc<MediaPorts>),
 }
 
-impl MediaAddress {
-    /// `sdp` as the other side must see it: behind a 1:1 NAT, the host
-    /// candidates name the external address instead of the bound one.
-    /// (webrtc-rs 0.21 keeps a 1:1 NAT setting but its gatherer ignores
-    /// it, so the rewrite is done here, on the description that leaves.)
-    pub fn advertised(&self, sdp: String) -> String {
-        let Some(external) = self.external.filter(|e| *e != self.bind) else {
-            return sdp;
-        };
-        let (bind, external) = (format!(" {} ", self.bind), format!(" {external} "));
-        let mut out = String::with_capacity(sdp.len());
-        for line in sdp.split_inclusive('\n') {
-            if line.starts_with("a=candidate:") {
-                out.push_str(&line.replacen(&bind, &external, 1));
-            } else {
-                out.push_str(line);
-            }
-        }
-        out
-    }
-}
-
-/// Builds a peer connection with Kaigi's codecs and interceptors, bound to
-/// a UDP port on `bind` (host candidates only).
+/// Builds a peer connection with Kaigi's codecs and interceptors, its
+/// sockets where `transport` says (host candidates only).
 pub async fn build_peer(
-    bind: IpAddr,
+    transport: Transport,
     handler: Arc<dyn PeerConnectionEventHandler>,
 ) -> Result<impl PeerConnection, RtcError> {
     let mut media = MediaEngine::default();
@@ -263,9 +243,23 @@ pub async fn build_peer(
     // a host without a default route).
     let settings = SettingEngineBuilder::new()
         .with_ice_connection_attempts(Some(Duration::from_millis(20)), None)
-        .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
-        .build();
-    let runtime = guard::GuardedRuntime::new().map_err(RtcError::from_display)?;
+        .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled);
+    // On shared ports, the connection's ICE username fragment is what
+    // routes its STUN to it, so it is chosen here.
+    let (settings, runtime, bind) = match transport {
+        Transport::Own(bind) => (settings, guard::GuardedRuntime::new(), bind),
+        Transport::Shared(ports) => {
+            let (ufrag, pwd) = ports.credentials();
+            let bind = ports.udp_addr().ip();
+            (
+                settings.with_ice_credentials(ufrag.clone(), pwd),
+                guard::GuardedRuntime::shared(ports, ufrag),
+                bind,
+            )
+        }
+    };
+    let settings = settings.build();
+    let runtime = runtime.map_err(RtcError::from_display)?;
     PeerConnectionBuilder::new()
         .with_media_engine(media)
         .with_interceptor_registry(registry)
@@ -432,27 +426,4 @@ pub async fn set_local_and_gather(
         .await
         .map(|d| d.sdp)
         .ok_or_else(|| RtcError("no local description".into()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::MediaAddress;
-
-    #[test]
-    fn host_candidates_name_the_external_address() {
-        let a = MediaAddress {
-            bind: "198.18.1.10".parse().unwrap(),
-            external: Some("203.0.113.50".parse().unwrap()),
-        };
-        let sdp = "v=0\r\nc=IN IP4 0.0.0.0\r\na=candidate:1 1 udp 2130706431 198.18.1.10 5000 typ host\r\n";
-        assert_eq!(
-            a.advertised(sdp.into()),
-            "v=0\r\nc=IN IP4 0.0.0.0\r\na=candidate:1 1 udp 2130706431 203.0.113.50 5000 typ host\r\n"
-        );
-        let plain = MediaAddress {
-            external: None,
-            ..a
-        };
-        assert_eq!(plain.advertised(sdp.into()), sdp);
-    }
 }

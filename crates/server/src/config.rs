@@ -70,6 +70,12 @@ pub struct Config {
     /// The address clients reach media at when a 1:1 NAT stands between
     /// (a cloud VM's public IP): advertised instead of the media IP.
     pub external_ip: Option<std::net::IpAddr>,
+    /// The one UDP port all media goes through (0: any free port; the
+    /// `kaigi-server` binary's default is [`kaigi_rtc::DEFAULT_MEDIA_PORT`]).
+    pub media_port: u16,
+    /// The one TCP port for media over TCP, where UDP is blocked; by
+    /// default the same number as `media_port`.
+    pub media_tcp_port: Option<u16>,
     /// Open connections in all; by default what the open-file limit allows
     /// (see [`crate::listener::connections_for_fd_limit`]).
     pub max_connections: Option<usize>,
@@ -110,20 +116,14 @@ impl Config {
             max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
             tls: None,
             external_ip: None,
+            media_port: 0,
+            media_tcp_port: None,
         }
     }
 
     /// The IP media binds to.
     pub fn media_ip(&self) -> std::net::IpAddr {
         self.media_ip.unwrap_or(self.listen.ip())
-    }
-
-    /// Where media binds and what it advertises.
-    pub fn media_address(&self) -> kaigi_rtc::MediaAddress {
-        kaigi_rtc::MediaAddress {
-            bind: self.media_ip(),
-            external: self.external_ip,
-        }
     }
 
     /// The apps as a lookup table.
@@ -151,6 +151,10 @@ pub struct FileConfig {
     pub media_ip: Option<std::net::IpAddr>,
     /// `external_ip = "203.0.113.50"`: the 1:1 NAT address clients reach.
     pub external_ip: Option<std::net::IpAddr>,
+    /// `media_port = 7882`: the UDP (and TCP) port of all media.
+    pub media_port: Option<u16>,
+    /// `media_tcp_port = 443`: the TCP port of media, if not `media_port`.
+    pub media_tcp_port: Option<u16>,
     /// `max_connections = 10000`
     pub max_connections: Option<usize>,
     /// `max_connections_per_ip = 256` (0: no cap)

@@ -34,6 +34,14 @@ struct Args {
     /// public IP): advertised in ICE candidates instead of the media IP.
     #[arg(long, env = "KAIGI_EXTERNAL_IP")]
     external_ip: Option<std::net::IpAddr>,
+    /// The one UDP port all media goes through, and the TCP port for media
+    /// where UDP is blocked (0: any free port) [default: 7882].
+    #[arg(long, env = "KAIGI_MEDIA_PORT")]
+    media_port: Option<u16>,
+    /// A TCP port for media other than --media-port (e.g. 443 on an address
+    /// of its own, for networks that let only HTTPS out).
+    #[arg(long, env = "KAIGI_MEDIA_TCP_PORT")]
+    media_tcp_port: Option<u16>,
     /// Open connections in all [default: what the open-file limit allows].
     #[arg(long, env = "KAIGI_MAX_CONNECTIONS")]
     max_connections: Option<usize>,
@@ -90,6 +98,11 @@ async fn main() -> anyhow::Result<()> {
     }
     config.media_ip = args.media_ip.or(file.media_ip);
     config.external_ip = args.external_ip.or(file.external_ip);
+    config.media_port = args
+        .media_port
+        .or(file.media_port)
+        .unwrap_or(kaigi_rtc::DEFAULT_MEDIA_PORT);
+    config.media_tcp_port = args.media_tcp_port.or(file.media_tcp_port);
     config.max_connections = args.max_connections.or(file.max_connections);
     if let Some(n) = args.max_connections_per_ip.or(file.max_connections_per_ip) {
         config.max_connections_per_ip = n;

@@ -16,21 +16,24 @@ impl Session {
     pub(crate) async fn media(&mut self) -> Result<&mut MediaPeer, ErrorMessage> {
         if self.media.is_none() {
             let ip = self.shared.config.media_ip();
-            let peer = MediaPeer::new(self.shared.config.media_address())
-                .await
-                .map_err(|e| {
-                    warn!(%ip, error = %e, "media cannot start");
-                    // Said to the client, and in the log for the operator.
-                    ErrorMessage::new(
-                        None,
-                        ErrorCode::MediaFailed,
-                        format!(
-                            "the server could not start media on {ip}: {e} \
+            let peer = MediaPeer::new(
+                self.shared.media_ports.clone(),
+                self.shared.config.external_ip,
+            )
+            .await
+            .map_err(|e| {
+                warn!(%ip, error = %e, "media cannot start");
+                // Said to the client, and in the log for the operator.
+                ErrorMessage::new(
+                    None,
+                    ErrorCode::MediaFailed,
+                    format!(
+                        "the server could not start media on {ip}: {e} \
                          (its operator sets --media-ip to an address of the server \
                          that clients can reach)"
-                        ),
-                    )
-                })?;
+                    ),
+                )
+            })?;
             self.media = Some(peer);
         }
         self.media
@@ -262,16 +265,22 @@ impl Session {
                 None => debug!("a track arrived while not publishing; ignored"),
             },
             PeerEvent::Failed => {
-                let ip = self.shared.config.media_address();
-                let at = ip.external.unwrap_or(ip.bind);
-                warn!(%at, "media connection failed: no UDP path to the client");
+                let ports = &self.shared.media_ports;
+                let ip = self
+                    .shared
+                    .config
+                    .external_ip
+                    .unwrap_or(ports.udp_addr().ip());
+                let at = std::net::SocketAddr::new(ip, ports.udp_addr().port());
+                let tcp = std::net::SocketAddr::new(ip, ports.tcp_addr().port());
+                warn!(%at, %tcp, "media connection failed: no path to the client");
                 self.send(&ServerMessage::Error(ErrorMessage::new(
                     None,
                     ErrorCode::MediaFailed,
                     format!(
-                        "the media connection failed: no UDP packets got through between \
-                         you and the server's media address {at} (a network or firewall \
-                         that blocks UDP?)"
+                        "the media connection failed: no packets got through between \
+                         you and the server's media ports ({at} UDP, {tcp} TCP): a network \
+                         or firewall that blocks them?"
                     ),
                 )));
             }

@@ -48,7 +48,9 @@ pub async fn start(config: Config) -> std::io::Result<ServerHandle> {
         ),
         None => None,
     };
-    let shared = Shared::new(config);
+    let media_ports =
+        kaigi_rtc::MediaPorts::bind(config.media_ip(), config.media_port, config.media_tcp_port)?;
+    let shared = Shared::new(config, media_ports);
     let router = router(shared.clone());
     let serve = tokio::spawn(listener::serve(
         listener,
@@ -59,6 +61,8 @@ pub async fn start(config: Config) -> std::io::Result<ServerHandle> {
     ));
     info!(
         %addr,
+        media_udp = %shared.media_ports.udp_addr(),
+        media_tcp = %shared.media_ports.tcp_addr(),
         apps = shared.config.apps.len(),
         max_connections = limits.total,
         max_connections_per_ip = limits.per_ip,

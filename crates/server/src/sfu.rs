@@ -187,8 +187,10 @@ impl Publication {
 
 /// A session's peer connection and its negotiation state.
 pub struct MediaPeer {
-    /// Where media binds, and what offers advertise.
-    address: kaigi_rtc::MediaAddress,
+    /// The server's media ports, which the connection's sockets are on.
+    ports: Arc<kaigi_rtc::MediaPorts>,
+    /// The address offers advertise instead of the ports' (a 1:1 NAT).
+    external: Option<std::net::IpAddr>,
     pc: Box<dyn PeerConnection>,
     /// Events from the connection, for the session task.
     pub events: mpsc::UnboundedReceiver<PeerEvent>,
@@ -216,13 +218,17 @@ pub struct MediaPeer {
 pub const ENDED_MLINES_BEFORE_REPLACING: usize = 16;
 
 impl MediaPeer {
-    /// A peer connection bound to a UDP port on `address`'s IP, whose
-    /// offers advertise `address` as clients reach it.
-    pub async fn new(address: kaigi_rtc::MediaAddress) -> Result<Self, RtcError> {
+    /// A peer connection on the server's media `ports`, whose offers
+    /// advertise them at `external` (a 1:1 NAT) or their own address.
+    pub async fn new(
+        ports: Arc<kaigi_rtc::MediaPorts>,
+        external: Option<std::net::IpAddr>,
+    ) -> Result<Self, RtcError> {
         let (handler, events, gathering) = event_handler();
-        let pc = build_peer(address.bind, handler).await?;
+        let pc = build_peer(kaigi_rtc::Transport::Shared(ports.clone()), handler).await?;
         Ok(MediaPeer {
-            address,
+            ports,
+            external,
             pc: Box::new(pc),
             events,
             gathering,
@@ -412,7 +418,7 @@ impl MediaPeer {
             .map_err(RtcError::from_display)?;
         let sdp = set_local_and_gather(self.pc.as_ref(), offer, &self.gathering).await?;
         self.negotiating = true;
-        Ok(Some(self.address.advertised(sdp)))
+        Ok(Some(self.ports.advertised(self.external, &sdp)))
     }
 
     /// Whether an offer awaits its answer.

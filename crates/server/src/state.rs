@@ -59,14 +59,17 @@ pub struct Shared {
     pub tasks: TaskTracker,
     banned_text: [Utf8Bytes; 3],
     publications: Mutex<HashMap<SessionId, Arc<Publication>>>,
+    /// The UDP and TCP ports all media goes through.
+    pub media_ports: Arc<kaigi_rtc::MediaPorts>,
 }
 
 pub use kaigi_proto::unix_now;
 
 impl Shared {
-    /// State for a server with this config.
-    pub fn new(config: Config) -> Arc<Self> {
+    /// State for a server with this config, its media on `media_ports`.
+    pub fn new(config: Config, media_ports: Arc<kaigi_rtc::MediaPorts>) -> Arc<Self> {
         Arc::new(Shared {
+            media_ports,
             app_keys: config.app_keys(),
             config,
             registry: Mutex::new(Registry::new()),

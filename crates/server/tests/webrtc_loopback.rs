@@ -53,7 +53,7 @@ async fn peer() -> Peer {
     let gathered = Arc::new(Notify::new());
     let (tx, tracks) = mpsc::unbounded_channel();
     let pc = build_peer(
-        LOCALHOST,
+        kaigi_rtc::Transport::Own(LOCALHOST),
         Arc::new(Handler {
             gathered: gathered.clone(),
             tracks: tx,

@@ -122,7 +122,7 @@ impl MediaSession {
         let carries_publish = carries_publish || moved;
         if self.pc.is_none() {
             let (handler, events, gathering) = event_handler();
-            let pc = build_peer(self.bind, handler)
+            let pc = build_peer(kaigi_rtc::Transport::Own(self.bind), handler)
                 .await
                 .map_err(|e| ClientError::Media(e.to_string()))?;
             self.pc = Some(Box::new(pc));
