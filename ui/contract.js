@@ -114,6 +114,7 @@ export const EVENT_FIELDS = {
     "downlinkLoss",
     "downlinkNetworkQuality",
     "downlinkRTT",
+    "transport",
     "uplinkLoss",
     "uplinkNetworkQuality",
     "uplinkRTT"

@@ -11,6 +11,8 @@ export function emptyRoom(me) {
     connection: "CONNECTED",
     kickedReason: null,
     quality: 0,
+    // What media travels over once known: "udp" | "tcp" | "relay".
+    transport: null,
     // What this user sends: muted by the toolbar.
     muted: { audio: false, video: false },
     // userId -> {userId, role, hasStream, audio, video, audioMuted, videoMuted, volume, subscribed}
@@ -84,11 +86,16 @@ export function applyEvent(state, e) {
       break;
     case "network-quality":
       state.quality = Math.max(e.uplinkNetworkQuality, e.downlinkNetworkQuality);
+      if (e.transport) state.transport = e.transport;
       break;
     case "connection-state-changed":
       // Back from a drop: the last grade (disconnected) no longer holds;
       // unknown until the next report.
-      if (e.state === "CONNECTED" && state.connection !== "CONNECTED") state.quality = 0;
+      if (e.state === "CONNECTED" && state.connection !== "CONNECTED") {
+        state.quality = 0;
+        // The new connection may take another path.
+        state.transport = null;
+      }
       state.connection = e.state;
       break;
     case "client-banned":

@@ -61,7 +61,12 @@ export function renderRoom(ui) {
   const badge = $("badge");
   const badgeClass = `badge ${room.connection}`;
   if (badge.className !== badgeClass) badge.className = badgeClass;
-  setText(badge, ui.t(room.connection.toLowerCase()));
+  // Media over TCP or a relay shows in the badge, and why in its details.
+  const via = room.connection === "CONNECTED" && room.transport && room.transport !== "udp"
+    ? ` · ${ui.t(`via.${room.transport}`)}` : "";
+  setText(badge, ui.t(room.connection.toLowerCase()) + via);
+  const details = room.transport ? ui.t(`viaDetail.${room.transport}`) : "";
+  if (badge.title !== details) badge.title = details;
   $("banner").hidden = room.connection !== "RECONNECTING";
   setText($("quality"), `${ui.t("quality")}: ${ui.t("qualities")[room.quality] || ""}`);
   const speaker = activeSpeaker(room);

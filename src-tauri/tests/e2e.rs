@@ -202,7 +202,8 @@ async fn a_person_joins_sees_a_bot_leaves_and_is_forced_out_three_ways() {
     let start_server = || {
         Proc(
             Command::new(&server_bin)
-                .args(["--listen", &listen, "--app", &format!("{app_id}:{key}")])
+                .args(["--listen", &listen, "--media-port", "0"])
+                .args(["--app", &format!("{app_id}:{key}")])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()

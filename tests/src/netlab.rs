@@ -222,6 +222,27 @@ impl Lab {
                 .block_on(task())
         })
     }
+
+    /// Starts a test server in `ns`, configured by `edit`; it serves until
+    /// the returned sender is dropped. Its signaling address.
+    pub fn server(
+        &self,
+        ns: &Ns,
+        edit: impl FnOnce(&mut kaigi_server::Config) + Send + 'static,
+    ) -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        self.spawn_in(ns, move || async move {
+            let mut server = crate::TestServer::start_with(edit).await;
+            let _ = addr_tx.send(server.addr);
+            let _ = stop_rx.await;
+            server.stop().await;
+        });
+        let addr = addr_rx
+            .recv_timeout(crate::WAIT)
+            .expect("the server starts in its namespace");
+        (addr, stop_tx)
+    }
 }
 
 impl Drop for Lab {

@@ -5,8 +5,8 @@
 //! default route at all. Each test removes its namespaces, also on failure.
 
 use std::net::SocketAddr;
-use std::sync::mpsc;
 
+use kaigi_sdk::ClientEvent;
 use kaigi_tests::netlab::{Lab, Ns, Side};
 use kaigi_tests::*;
 
@@ -15,35 +15,14 @@ const SERVER: &str = "203.0.113.10";
 /// Starts a server in `ns` on `SERVER`; it serves until the returned
 /// sender is dropped.
 fn server_in(lab: &Lab, ns: &Ns) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
-    server_with(lab, ns, |c| {
-        c.listen = format!("{SERVER}:0").parse().unwrap()
-    })
-}
-
-/// Starts a server in `ns` configured by `edit`.
-fn server_with(
-    lab: &Lab,
-    ns: &Ns,
-    edit: impl FnOnce(&mut kaigi_server::Config) + Send + 'static,
-) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
-    let (addr_tx, addr_rx) = mpsc::channel();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    lab.spawn_in(ns, move || async move {
-        let mut server = TestServer::start_with(edit).await;
-        addr_tx.send(server.addr).unwrap();
-        let _ = stop_rx.await;
-        server.stop().await;
-    });
-    let addr = addr_rx
-        .recv_timeout(WAIT)
-        .expect("the server starts in its namespace");
-    (addr, stop_tx)
+    lab.server(ns, |c| c.listen = format!("{SERVER}:0").parse().unwrap())
 }
 
 /// `publisher` (in its namespace) publishes the test pattern and a tone;
 /// `receiver` (in its) must decode 60 of its frames (2 s at 30 fps) and
-/// hear its audio. Panics with what was missing.
-fn call(lab: &Lab, server: SocketAddr, publisher: &Ns, receiver: &Ns, r: u64) {
+/// hear its audio. Panics with what was missing. Returns what the
+/// receiver's media went over, as its `network-quality` events say.
+fn call(lab: &Lab, server: SocketAddr, publisher: &Ns, receiver: &Ns, r: u64) -> String {
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
     let publishing = lab.spawn_in(publisher, move || async move {
         let server = TestServer::remote(server);
@@ -54,8 +33,25 @@ fn call(lab: &Lab, server: SocketAddr, publisher: &Ns, receiver: &Ns, r: u64) {
     });
     let receiving = lab.spawn_in(receiver, move || async move {
         let server = TestServer::remote(server);
-        let (bob, _) = server.joined("bob", &room(r)).await;
+        let (bob, mut events) = server.joined("bob", &room(r)).await;
         frames_arrive(&bob, "alice", 60).await;
+        let (quality, _) = wait_for(&mut events, "network-quality with a transport", |e| {
+            matches!(
+                e,
+                ClientEvent::NetworkQuality {
+                    transport: Some(_),
+                    ..
+                }
+            )
+        })
+        .await;
+        let ClientEvent::NetworkQuality {
+            transport: Some(transport),
+            ..
+        } = quality
+        else {
+            unreachable!("matched above")
+        };
         let audio = bob
             .remote_streams()
             .into_iter()
@@ -63,13 +59,14 @@ fn call(lab: &Lab, server: SocketAddr, publisher: &Ns, receiver: &Ns, r: u64) {
             .map(|s| s.audio_packets())
             .unwrap_or(0);
         within("bob leaves", bob.leave()).await.unwrap();
-        audio
+        (audio, transport)
     });
     let received = receiving.join();
     drop(done_tx);
     publishing.join().expect("the publisher");
-    let audio = received.expect("the receiver decoded the publisher's video");
+    let (audio, transport) = received.expect("the receiver decoded the publisher's video");
     assert!(audio > 50, "audio arrived too: {audio} packets");
+    transport
 }
 
 #[test]
@@ -83,7 +80,7 @@ fn a_server_without_a_default_route_and_parties_on_its_switch() {
     let b = lab.namespace("b");
     lab.attach(&b, &public, "203.0.113.30/24");
     let (addr, _stop) = server_in(&lab, &server_ns);
-    call(&lab, addr, &a, &b, 1);
+    assert_eq!(call(&lab, addr, &a, &b, 1), "udp");
 }
 
 /// A public switch with the server, and a LAN behind a NAT router.
@@ -123,8 +120,8 @@ fn nat_lab_with_parties(tag: &str) -> (Lab, Ns, Ns, Ns) {
 fn a_party_behind_nat_sends_and_receives() {
     let (lab, outside, inside, server_ns) = nat_lab_with_parties("nt");
     let (addr, _stop) = server_in(&lab, &server_ns);
-    call(&lab, addr, &inside, &outside, 1);
-    call(&lab, addr, &outside, &inside, 2);
+    assert_eq!(call(&lab, addr, &inside, &outside, 1), "udp");
+    assert_eq!(call(&lab, addr, &outside, &inside, 2), "udp");
 }
 
 #[test]
@@ -137,7 +134,7 @@ fn two_parties_behind_the_same_nat() {
     lab.attach(&two, &lan, "198.18.0.11/24");
     lab.default_route(&two, "198.18.0.1");
     let (addr, _stop) = server_in(&lab, &server_ns);
-    call(&lab, addr, &one, &two, 1);
+    assert_eq!(call(&lab, addr, &one, &two, 1), "udp");
 }
 
 #[test]
@@ -167,13 +164,13 @@ fn a_server_behind_a_one_to_one_nat_with_its_external_ip() {
     lab.attach(&a, &public, "203.0.113.20/24");
     let b = lab.namespace("b");
     lab.attach(&b, &public, "203.0.113.30/24");
-    let (inside, _stop) = server_with(&lab, &server_ns, |c| {
+    let (inside, _stop) = lab.server(&server_ns, |c| {
         c.listen = format!("{INTERNAL}:0").parse().unwrap();
         c.external_ip = Some(EXTERNAL.parse().unwrap());
     });
     // The parties know only the external address.
     let outside = SocketAddr::new(EXTERNAL.parse().unwrap(), inside.port());
-    call(&lab, outside, &a, &b, 1);
+    assert_eq!(call(&lab, outside, &a, &b, 1), "udp");
     // The server's candidates name the external address, never the
     // internal one (which no party can reach).
     let offer = lab
@@ -221,8 +218,12 @@ fn a_party_whose_network_drops_udp_gets_media_over_tcp() {
          meta l4proto udp drop\n  }\n}\n",
     );
     let (addr, _stop) = server_in(&lab, &server_ns);
-    call(&lab, addr, &outside, &inside, 1);
-    call(&lab, addr, &inside, &outside, 2);
+    assert_eq!(call(&lab, addr, &outside, &inside, 1), "tcp");
+    assert_eq!(
+        call(&lab, addr, &inside, &outside, 2),
+        "udp",
+        "the other party"
+    );
 }
 
 /// An operator opens three ports: signaling (TCP 7880) and media (UDP and
@@ -239,17 +240,17 @@ fn a_firewalled_server_needs_only_its_signaling_and_media_ports() {
          iif lo accept\n    ct state established,related accept\n    \
          tcp dport 7880 accept\n    udp dport 7882 accept\n    tcp dport 7882 accept\n  }\n}\n",
     );
-    let (addr, _stop) = server_with(&lab, &server_ns, |c| {
+    let (addr, _stop) = lab.server(&server_ns, |c| {
         c.listen = format!("{SERVER}:7880").parse().unwrap();
         c.media_port = 7882;
     });
-    call(&lab, addr, &outside, &inside, 1);
-    call(&lab, addr, &inside, &outside, 2);
+    assert_eq!(call(&lab, addr, &outside, &inside, 1), "udp");
+    assert_eq!(call(&lab, addr, &inside, &outside, 2), "udp");
     // Now the LAN's router forwards no UDP: TCP 7882 carries it.
     lab.nft(
         &Ns(inside.0.replace("-in", "-nat")),
         "table ip filter {\n  chain block {\n    type filter hook forward priority 0;\n    \
          meta l4proto udp drop\n  }\n}\n",
     );
-    call(&lab, addr, &outside, &inside, 3);
+    assert_eq!(call(&lab, addr, &outside, &inside, 3), "tcp");
 }

@@ -34,12 +34,19 @@ test("events build the room view", () => {
     uplinkRTT: 5, uplinkLoss: 0, downlinkRTT: 5, downlinkLoss: 6,
   });
   assert.equal(s.quality, 3);
+  assert.equal(s.transport, null, "no path reported yet");
+  applyEvent(s, {
+    event: "network-quality", uplinkNetworkQuality: 1, downlinkNetworkQuality: 1,
+    uplinkRTT: 5, uplinkLoss: 0, downlinkRTT: 5, downlinkLoss: 0, transport: "tcp",
+  });
+  assert.equal(s.transport, "tcp", "media over TCP is shown");
   applyEvent(s, {
     event: "network-quality", uplinkNetworkQuality: 6, downlinkNetworkQuality: 6,
     uplinkRTT: 0, uplinkLoss: 100, downlinkRTT: 0, downlinkLoss: 100,
   });
   applyEvent(s, { event: "connection-state-changed", prevState: "RECONNECTING", state: "CONNECTED" });
   assert.equal(s.quality, 0, "back from a drop: unknown until the next report, not disconnected");
+  assert.equal(s.transport, null, "and the new connection's path is not known yet");
   applyEvent(s, { event: "local-mute", audio: true });
   assert.deepEqual(s.muted, { audio: true, video: false }, "the toolbar's mute is state too");
   applyEvent(s, { event: "local-mute", video: true });

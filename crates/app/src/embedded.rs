@@ -22,23 +22,24 @@ pub struct EmbeddedServer {
 }
 
 impl EmbeddedServer {
-    /// Starts it on `listen` (a busy port falls back to any free one),
-    /// with media on `media_ip` (default: the listener's IP; give the LAN
-    /// address when listening on 0.0.0.0).
+    /// Starts it on `listen` with media on port 7882 (busy ports fall back
+    /// to any free ones), on `media_ip` (default: the listener's IP; give
+    /// the LAN address when listening on 0.0.0.0).
     pub async fn start(listen: SocketAddr, media_ip: Option<IpAddr>) -> std::io::Result<Self> {
         let mut app = DevApp::load_or_generate();
-        let config = |addr: SocketAddr| {
+        let config = |addr: SocketAddr, media_port: u16| {
             let mut c = Config::new(addr, vec![app.credential()]);
             c.media_ip = media_ip;
+            c.media_port = media_port;
             c
         };
-        let handle = match kaigi_server::start(config(listen)).await {
+        let first = config(listen, kaigi_server::config::DEFAULT_MEDIA_PORT);
+        let handle = match kaigi_server::start(first).await {
             Ok(h) => h,
-            Err(e) if listen.port() != 0 => {
-                warn!(%listen, error = %e, "port busy; using any free port");
-                kaigi_server::start(config(SocketAddr::new(listen.ip(), 0))).await?
+            Err(e) => {
+                warn!(%listen, error = %e, "port busy; using any free ports");
+                kaigi_server::start(config(SocketAddr::new(listen.ip(), 0), 0)).await?
             }
-            Err(e) => return Err(e),
         };
         // A server on every interface is reached at the media address.
         let addr = handle.local_addr();

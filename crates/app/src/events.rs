@@ -92,12 +92,13 @@ mod tests {
             uplink_loss: 0,
             downlink_rtt: 3,
             downlink_loss: 1,
+            transport: Some("tcp".into()),
         });
         assert_eq!(
             serde_json::to_value(&quality).unwrap(),
             json!({"event": "network-quality", "uplinkNetworkQuality": 1,
                    "downlinkNetworkQuality": 2, "uplinkRTT": 3, "uplinkLoss": 0,
-                   "downlinkRTT": 3, "downlinkLoss": 1})
+                   "downlinkRTT": 3, "downlinkLoss": 1, "transport": "tcp"})
         );
     }
 }

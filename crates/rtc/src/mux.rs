@@ -61,7 +61,7 @@ pub const DEFAULT_MEDIA_PORT: u16 = 7882;
 pub const MAX_QUEUED_DATAGRAMS: usize = 512;
 
 /// Receive buffers kept per connection for reuse.
-const SPARE_BUFFERS: usize = 64;
+const SPARE_BUFFERS: usize = 16;
 
 /// Messages read from the UDP port in one system call.
 const RECV_BATCH: usize = 16;

@@ -3,6 +3,7 @@
 
 use std::time::Instant;
 
+use rtc::peer_connection::transport::RTCIceCandidateType;
 use rtc::statistics::report::RTCStatsReportEntry;
 use rtc::statistics::StatsSelector;
 use webrtc::peer_connection::PeerConnection;
@@ -50,6 +51,30 @@ pub struct LinkCounters {
     pub report_rtt_ms: Option<f64>,
     /// Round-trip time of the ICE pair's latest check, in ms.
     pub ice_rtt_ms: Option<f64>,
+    /// What the selected ICE pair carries media over.
+    pub path: Option<MediaPath>,
+}
+
+/// What media travels over: the selected ICE pair's local candidate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaPath {
+    /// UDP, straight to the server: the normal case.
+    Udp,
+    /// TCP to the server's media port (the network blocks UDP).
+    Tcp,
+    /// Through a TURN relay.
+    Relay,
+}
+
+impl MediaPath {
+    /// `"udp"`, `"tcp"` or `"relay"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MediaPath::Udp => "udp",
+            MediaPath::Tcp => "tcp",
+            MediaPath::Relay => "relay",
+        }
+    }
 }
 
 impl LinkCounters {
@@ -63,6 +88,8 @@ impl LinkCounters {
 pub async fn link_counters(pc: &dyn PeerConnection) -> LinkCounters {
     let report = pc.get_stats(Instant::now(), StatsSelector::None).await;
     let mut c = LinkCounters::default();
+    let mut selected_local = None;
+    let mut locals = std::collections::HashMap::new();
     for entry in report.iter() {
         match entry {
             RTCStatsReportEntry::InboundRtp(s) => {
@@ -77,14 +104,29 @@ pub async fn link_counters(pc: &dyn PeerConnection) -> LinkCounters {
                     c.report_rtt_ms = Some(c.report_rtt_ms.unwrap_or(0.0).max(rtt));
                 }
             }
-            RTCStatsReportEntry::IceCandidatePair(p)
-                if p.nominated && p.current_round_trip_time > 0.0 =>
-            {
-                c.ice_rtt_ms = Some(p.current_round_trip_time * 1000.0);
+            RTCStatsReportEntry::IceCandidatePair(p) if p.nominated => {
+                if p.current_round_trip_time > 0.0 {
+                    c.ice_rtt_ms = Some(p.current_round_trip_time * 1000.0);
+                }
+                selected_local = Some(p.local_candidate_id.clone());
+            }
+            RTCStatsReportEntry::LocalCandidate(l) => {
+                let path = if l.candidate_type == RTCIceCandidateType::Relay {
+                    MediaPath::Relay
+                } else if l.protocol.eq_ignore_ascii_case("tcp") {
+                    MediaPath::Tcp
+                } else {
+                    MediaPath::Udp
+                };
+                // A pair names its candidate by the ICE agent's id; the
+                // candidate's own entry prefixes it.
+                let id = l.stats.id.strip_prefix("RTCLocalIceCandidate_");
+                locals.insert(id.unwrap_or(&l.stats.id).to_owned(), path);
             }
             _ => {}
         }
     }
+    c.path = selected_local.and_then(|id| locals.get(&id).copied());
     c
 }
 
@@ -101,6 +143,8 @@ pub struct Quality {
     pub uplink_loss: u8,
     /// Loss of what this side receives over the interval, percent.
     pub downlink_loss: u8,
+    /// What media travels over, once known.
+    pub path: Option<MediaPath>,
 }
 
 /// Grades the interval between two readings. A direction that carried no
@@ -125,6 +169,7 @@ pub fn assess(before: &LinkCounters, now: &LinkCounters) -> Quality {
         rtt_ms: rtt.round() as u32,
         uplink_loss: percent(up_loss),
         downlink_loss: percent(down_loss),
+        path: now.path,
     }
 }
 
@@ -166,6 +211,7 @@ mod tests {
             uplink_loss: Some(0.2),
             report_rtt_ms: Some(300.0),
             ice_rtt_ms: Some(2.0),
+            path: Some(MediaPath::Tcp),
         };
         let q = assess(&now, &lossy);
         assert_eq!((q.downlink, q.downlink_loss), (grade::BAD, 10));
@@ -173,6 +219,7 @@ mod tests {
             (q.uplink, q.uplink_loss, q.rtt_ms),
             (grade::VERY_BAD, 20, 300)
         );
+        assert_eq!(q.path, Some(MediaPath::Tcp));
         assert_eq!(
             assess(&before, &LinkCounters::default()),
             Quality::default()

@@ -121,6 +121,10 @@ pub enum ClientEvent {
         downlink_rtt: u32,
         /// Loss of what this client receives, percent.
         downlink_loss: u8,
+        /// What media travels over, once connected: `"udp"`, `"tcp"`
+        /// (the network blocks UDP; media may lag more) or `"relay"`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        transport: Option<String>,
     },
     /// A user's stream is being received; see `Client::remote_streams`.
     StreamSubscribed {
@@ -196,6 +200,7 @@ impl ClientEvent {
                 uplink_loss: 0,
                 downlink_rtt: 10,
                 downlink_loss: 0,
+                transport: Some("udp".into()),
             },
             ClientEvent::MuteAudio { user_id: u() },
             ClientEvent::UnmuteAudio { user_id: u() },
@@ -259,6 +264,7 @@ impl ClientEvent {
             uplink_loss: q.uplink_loss,
             downlink_rtt: q.rtt_ms,
             downlink_loss: q.downlink_loss,
+            transport: q.path.map(|p| p.as_str().to_owned()),
         }
     }
 }

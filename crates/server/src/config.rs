@@ -100,6 +100,8 @@ pub struct TlsFiles {
 /// school behind one NAT address fits; one host cannot take every slot.
 pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 256;
 
+pub use kaigi_rtc::DEFAULT_MEDIA_PORT;
+
 /// The default heartbeat timeout, well under TRTC's 90 s.
 pub const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(20);
 

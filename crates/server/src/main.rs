@@ -101,7 +101,7 @@ async fn main() -> anyhow::Result<()> {
     config.media_port = args
         .media_port
         .or(file.media_port)
-        .unwrap_or(kaigi_rtc::DEFAULT_MEDIA_PORT);
+        .unwrap_or(kaigi_server::config::DEFAULT_MEDIA_PORT);
     config.media_tcp_port = args.media_tcp_port.or(file.media_tcp_port);
     config.max_connections = args.max_connections.or(file.max_connections);
     if let Some(n) = args.max_connections_per_ip.or(file.max_connections_per_ip) {

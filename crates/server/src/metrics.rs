@@ -43,6 +43,10 @@ pub struct Metrics {
     pub admin_calls: Family<AdminCall, Counter>,
     /// Datagrams the media sockets' gate dropped (see `kaigi_rtc::guard`).
     junk_datagrams: Counter,
+    /// TCP streams to the media port closed unheard (see `kaigi_rtc::mux`).
+    refused_media_tcp: Counter,
+    /// Peer connections on the media ports.
+    pub media_connections: Gauge,
 }
 
 impl Metrics {
@@ -59,6 +63,8 @@ impl Metrics {
             rejected: Family::default(),
             admin_calls: Family::default(),
             junk_datagrams: Counter::default(),
+            refused_media_tcp: Counter::default(),
+            media_connections: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -90,6 +96,16 @@ impl Metrics {
             "Datagrams at media ports dropped before WebRTC: non-STUN from an address the socket never sent to, or past its SSRC bound",
             m.junk_datagrams.clone(),
         );
+        registry.register(
+            "media_tcp_refused",
+            "TCP streams to the media port closed unheard: over the caps, or no binding request for a connection within 5 s",
+            m.refused_media_tcp.clone(),
+        );
+        registry.register(
+            "media_connections",
+            "Peer connections on the media ports",
+            m.media_connections.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -105,10 +121,17 @@ impl Metrics {
     /// The text exposition format.
     pub fn encode(&self) -> String {
         // The gate counts process-wide; catch the counter up.
-        let dropped = kaigi_rtc::guard::dropped_datagrams();
-        let seen = self.junk_datagrams.get();
-        if dropped > seen {
-            self.junk_datagrams.inc_by(dropped - seen);
+        for (counter, now) in [
+            (&self.junk_datagrams, kaigi_rtc::guard::dropped_datagrams()),
+            (
+                &self.refused_media_tcp,
+                kaigi_rtc::guard::refused_tcp_streams(),
+            ),
+        ] {
+            let seen = counter.get();
+            if now > seen {
+                counter.inc_by(now - seen);
+            }
         }
         let mut out = String::new();
         // Writing into a String cannot fail.

@@ -86,6 +86,11 @@ pub fn router(shared: Arc<Shared>) -> Router {
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> String {
+    let on_ports = shared.media_ports.connections();
+    shared
+        .metrics
+        .media_connections
+        .set(i64::try_from(on_ports).unwrap_or(i64::MAX));
     shared.metrics.encode()
 }
 
