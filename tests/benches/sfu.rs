@@ -31,7 +31,14 @@ core (the server's CPU at each step about half of before); the earlier runs, on 
 between 39,000 and 47,000. Further: batched sends (`sendmmsg` / UDP GSO) in the webrtc crate's socket layer, and no \
 per-subscriber packet clone before encryption; subscribers on another host would also take the receive-side kernel \
 work off the server's account. Memory per forwarded stream is bounded by the retransmission history, cut from the \
-webrtc default of 1024 to 256 packets per sent stream (about 8 s of this video; 245 KiB per stream before).\n";
+webrtc default of 1024 to 256 packets per sent stream (about 8 s of this video; 245 KiB per stream before).\n\n\
+**One media port** (issue: real networks). Since then every peer connection's media goes through the server's one UDP port \
+(`kaigi_rtc::mux`: one task reads the port in batches and routes each datagram to its connection; sends go straight to the \
+shared socket). The same bench, run twice each way on this machine, alternating, before and after: with a socket per \
+connection 81,039 and 76,895 packets/s per server core at 120 subscribers (12.3 and 13.0 µs of server CPU per forwarded \
+packet), server RSS 83.1 and 83.3 MiB; on the one port 87,224 and 82,824 (11.5 and 12.1 µs), 81.0 and 80.8 MiB. Receiving is \
+the small side of an SFU's traffic (one publisher packet fans out to every subscriber), so the router's queue hop costs \
+little, and one socket read in batches takes fewer system calls than 130 sockets read one datagram at a time.\n";
 
 /// The server process's CPU seconds (user + system) and resident KiB.
 fn proc_stats(pid: u32) -> (f64, u64) {
@@ -208,8 +215,13 @@ async fn run(quick: bool) {
         "| figure | result | goal | met |\n|---|---|---|---|\n\
          | forwarded packets per second per server core, at ≤ 1% loss | {per_core:.0} | ≥ 50,000 | {} |\n\
          | subscribers at that point ({publishers} streams each; none lost more than 1%: {max_held}) | {subscribers} | — | — |\n\
-         | server memory per forwarded stream (audio + video), steady state at {streams_steady} streams | {mem_per_stream:.0} KiB | — | — |\n",
-        if per_core >= 50_000.0 { "yes" } else { "**no**" }
+         | server CPU per forwarded packet (all media on one UDP port) | {:.1} µs | no more than with a socket per connection (12.3–13.0 µs, below) | {} |\n\
+         | server memory per forwarded stream (audio + video), steady state at {streams_steady} streams | {mem_per_stream:.0} KiB | — | — |\n\
+         | server memory per subscriber connection ({publishers} streams forwarded to it) | {:.0} KiB | — | — |\n",
+        if per_core >= 50_000.0 { "yes" } else { "**no**" },
+        1e6 / per_core.max(1.0),
+        if 1e6 / per_core.max(1.0) <= 13.0 { "yes" } else { "**no**" },
+        mem_per_stream * publishers as f64,
     );
     println!("\n{goals}\n{table}");
     let (date, cores, cpu) = machine();

@@ -197,6 +197,10 @@ impl Interceptor for KeyframeRequests {
 /// Sent packets kept per stream for retransmission on NACK.
 pub const NACK_HISTORY: u16 = 256;
 
+/// How long the ICE agent waits, once a peer-reflexive pair works, for a
+/// better one (UDP rather than TCP) before it takes it.
+pub const PRFLX_ACCEPTANCE_WAIT: Duration = Duration::from_millis(250);
+
 /// Where a peer connection's sockets are.
 #[derive(Debug, Clone)]
 pub enum Transport {
@@ -243,7 +247,14 @@ pub async fn build_peer(
     // a host without a default route).
     let settings = SettingEngineBuilder::new()
         .with_ice_connection_attempts(Some(Duration::from_millis(20)), None)
-        .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled);
+        .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
+        // Kaigi gathers host candidates only, so a client behind a NAT is
+        // always a peer-reflexive candidate to the server, over UDP and over
+        // TCP. The default wait of a second for a better pair delayed every
+        // such call's media by that second (bench `networks`); no wait at
+        // all let a TCP pair that validated first win over UDP that works.
+        // A quarter second lets UDP win wherever it gets through.
+        .with_prflx_acceptance_min_wait(Some(PRFLX_ACCEPTANCE_WAIT));
     // On shared ports, the connection's ICE username fragment is what
     // routes its STUN to it, so it is chosen here.
     let (settings, runtime, bind) = match transport {

@@ -27,8 +27,9 @@
 //! the SDK are built on; replacing it means rewriting the SFU's media
 //! path. At the socket seam the cost is one queue hop per *received*
 //! datagram, and sends (one per forwarded packet per subscriber, the bulk
-//! of an SFU's traffic) cost what they did. `cargo bench --bench sfu`
-//! compares the two.
+//! of an SFU's traffic) cost what they did. BENCHMARKS.md (SFU capacity)
+//! has the two measured side by side: the one port costs no more CPU per
+//! forwarded packet.
 //!
 //! The peer connection still binds its own ephemeral socket (webrtc-rs
 //! binds before wrapping); that socket is closed at once, and its address
