@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use kaigi_tests::bench::{machine, write_results};
-use kaigi_tests::netlab::{Lab, Ns, Side};
+use kaigi_tests::netlab::{self, Lab, Ns};
 use kaigi_tests::{publish_pattern, room, within, TestServer};
 use serde_json::json;
 
@@ -69,22 +69,7 @@ fn median(v: &mut [f64]) -> f64 {
 
 async fn run(quick: bool) {
     let runs = if quick { 2 } else { 7 };
-    let mut lab = Lab::new("bn");
-    let public = lab.switch("pub");
-    let server_ns = lab.namespace("srv");
-    lab.attach(&server_ns, &public, "203.0.113.10/24");
-    let lan = lab.switch("lan");
-    lab.nat_router(
-        "nat",
-        Side {
-            switch: &public,
-            cidr: "203.0.113.1/24",
-        },
-        Side {
-            switch: &lan,
-            cidr: "198.18.0.1/24",
-        },
-    );
+    let (mut lab, public, lan, server_ns) = netlab::nat_lab("bn", "203.0.113.10/24");
     let publisher = lab.namespace("out");
     lab.attach(&publisher, &public, "203.0.113.20/24");
     let direct = lab.namespace("pubrx");

@@ -253,3 +253,27 @@ impl Drop for Lab {
         }
     }
 }
+
+/// A public switch (203.0.113.0/24) with a server host at `server` (a CIDR
+/// on it), and a LAN (198.18.0.0/24) behind a NAT router at 203.0.113.1 and
+/// 198.18.0.1: (the lab, the public switch, the LAN switch, the server's
+/// namespace).
+pub fn nat_lab(tag: &str, server: &str) -> (Lab, Ns, Ns, Ns) {
+    let mut lab = Lab::new(tag);
+    let public = lab.switch("pub");
+    let server_ns = lab.namespace("srv");
+    lab.attach(&server_ns, &public, server);
+    let lan = lab.switch("lan");
+    lab.nat_router(
+        "nat",
+        Side {
+            switch: &public,
+            cidr: "203.0.113.1/24",
+        },
+        Side {
+            switch: &lan,
+            cidr: "198.18.0.1/24",
+        },
+    );
+    (lab, public, lan, server_ns)
+}

@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 
 use kaigi_sdk::{ClientEvent, LocalStream, SyntheticSource};
-use kaigi_tests::netlab::{Lab, Ns, Side};
+use kaigi_tests::netlab::{self, Lab, Ns, Side};
 use kaigi_tests::*;
 
 const SERVER: &str = "203.0.113.10";
@@ -129,23 +129,7 @@ fn a_server_without_a_default_route_and_parties_on_its_switch() {
 
 /// A public switch with the server, and a LAN behind a NAT router.
 fn nat_lab(tag: &str) -> (Lab, Ns, Ns, Ns) {
-    let mut lab = Lab::new(tag);
-    let public = lab.switch("pub");
-    let server_ns = lab.namespace("srv");
-    lab.attach(&server_ns, &public, &format!("{SERVER}/24"));
-    let lan = lab.switch("lan");
-    lab.nat_router(
-        "nat",
-        Side {
-            switch: &public,
-            cidr: "203.0.113.1/24",
-        },
-        Side {
-            switch: &lan,
-            cidr: "198.18.0.1/24",
-        },
-    );
-    (lab, public, lan, server_ns)
+    netlab::nat_lab(tag, &format!("{SERVER}/24"))
 }
 
 /// [`nat_lab`] with a party on the public switch (`out`) and one on the
