@@ -136,6 +136,36 @@ impl Lab {
         .unwrap_or_else(|e| panic!("{e}"));
     }
 
+    /// Caps what `host` receives (`down`) or sends (`up`) over `iface` (an
+    /// interface [`Lab::attach`] made to `switch`) at `kbit` kbit/s, with a
+    /// token bucket (`tc tbf`) whose queue holds up to 200 ms, as a home
+    /// router's does.
+    pub fn cap(&self, host: &Ns, iface: &str, switch: &Ns, down: bool, kbit: u32) {
+        // The veth's other end, in the switch, sends what the host receives.
+        let (ns, dev) = if down {
+            (&switch.0, iface.replacen("eth", "p", 1))
+        } else {
+            (&host.0, iface.to_owned())
+        };
+        let rate = format!("{kbit}kbit");
+        self.ip(&[
+            "netns", "exec", ns, "tc", "qdisc", "add", "dev", &dev, "root", "tbf", "rate", &rate,
+            "burst", "4kb", "latency", "200ms",
+        ]);
+    }
+
+    /// Drops `percent` % of the UDP and TCP packets `host` receives, at
+    /// random (nftables `numgen`).
+    pub fn random_loss(&self, host: &Ns, percent: u32) {
+        self.nft(
+            host,
+            &format!(
+                "table inet loss {{\n  chain input {{\n    type filter hook input priority 0;\n    \
+                 meta l4proto {{ udp, tcp }} numgen random mod 100 < {percent} drop\n  }}\n}}\n"
+            ),
+        );
+    }
+
     /// A NAT router between `lan` and `public`: forwards, and masquerades
     /// what leaves on the public side. Returns the router's namespace.
     pub fn nat_router(&mut self, name: &str, public: Side, lan: Side) -> Ns {
