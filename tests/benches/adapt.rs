@@ -11,12 +11,10 @@
 //! `cargo bench -p kaigi-tests --bench adapt` (`-- --quick` for a short run).
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use kaigi_sdk::{LocalStream, SyntheticSource};
 use kaigi_tests::bench::{machine, write_results};
 use kaigi_tests::netlab::{Lab, Ns};
-use kaigi_tests::{frames_arrive, room, within, TestServer};
 use serde_json::json;
 
 fn main() {
@@ -56,49 +54,17 @@ fn measure(
     server: SocketAddr,
     pub_ns: &Ns,
     sub_ns: &Ns,
-    r: u64,
     window: Duration,
 ) -> (f64, f64) {
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
-    let publishing = lab.spawn_in(pub_ns, move || async move {
-        let server = TestServer::remote(server);
-        let (alice, _) = server.joined("alice", &room(r)).await;
-        let stream = LocalStream::synthetic(alice.user_id(), SyntheticSource::default())
-            .expect("a test pattern");
-        within("publish", alice.publish(&stream))
-            .await
-            .expect("published");
-        let _ = done_rx.await;
-        let _ = within("leave", alice.leave()).await;
-    });
-    let receiving = lab.spawn_in(sub_ns, move || async move {
-        let server = TestServer::remote(server);
-        let (bob, _) = server.joined("bob", &room(r)).await;
-        frames_arrive(&bob, "alice", 1).await;
-        let remote = bob
-            .remote_streams()
-            .into_iter()
-            .find(|s| s.user_id().as_str() == "alice")
-            .expect("alice's stream");
-        // Settle, then measure.
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        let (frames, audio, start) = (
-            remote.frames_decoded(),
-            remote.audio_packets(),
-            Instant::now(),
-        );
-        tokio::time::sleep(window).await;
-        let secs = start.elapsed().as_secs_f64();
-        let fps = (remote.frames_decoded() - frames) as f64 / secs;
-        let audio = (remote.audio_packets() - audio) as f64 / (secs * AUDIO_PACKETS_PER_SEC);
-        let _ = within("leave", bob.leave()).await;
-        (fps, audio.min(1.0))
-    });
-    let got = receiving.join();
-    drop(done_tx);
-    let _ = publishing.join();
     // A subscriber that never decodes a frame has 0 fps, not a failed run.
-    got.unwrap_or((0.0, 0.0))
+    lab.measure_call(server, pub_ns, sub_ns, 1, Duration::from_secs(2), window)
+        .map(|got| {
+            (
+                got.fps,
+                (got.audio_per_sec / AUDIO_PACKETS_PER_SEC).min(1.0),
+            )
+        })
+        .unwrap_or((0.0, 0.0))
 }
 
 async fn run(quick: bool) {
@@ -132,7 +98,7 @@ async fn run(quick: bool) {
             c.listen = "203.0.113.10:7880".parse().unwrap();
             c.media_port = 7882;
         });
-        let (fps, audio) = measure(&lab, addr, &pub_ns, &sub_ns, 1, window);
+        let (fps, audio) = measure(&lab, addr, &pub_ns, &sub_ns, window);
         drop(stop);
         println!(
             "{}: {fps:.1} fps, {:.0} % of audio packets",

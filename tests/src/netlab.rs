@@ -136,6 +136,81 @@ impl Lab {
         .unwrap_or_else(|e| panic!("{e}"));
     }
 
+    /// A call from `publisher` to `receiver` (each in its namespace), in
+    /// room `r` of the server at `server`: the publisher sends the 640×480
+    /// test pattern at 30 fps and a tone; the receiver waits for its first
+    /// frame, lets `settle` pass, and measures over `window`. `Err` (the
+    /// receiver's panic) when no picture arrived.
+    pub fn measure_call(
+        &self,
+        server: std::net::SocketAddr,
+        publisher: &Ns,
+        receiver: &Ns,
+        r: u64,
+        settle: std::time::Duration,
+        window: std::time::Duration,
+    ) -> std::thread::Result<CallRates> {
+        use kaigi_sdk::{ClientEvent, LocalStream, SyntheticSource};
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+        let publishing = self.spawn_in(publisher, move || async move {
+            let server = crate::TestServer::remote(server);
+            let (alice, _) = server.joined("alice", &crate::room(r)).await;
+            let stream = LocalStream::synthetic(alice.user_id(), SyntheticSource::default())
+                .expect("a 640×480 test pattern");
+            crate::within("publish", alice.publish(&stream))
+                .await
+                .expect("published");
+            let _ = done_rx.await;
+            let _ = crate::within("alice leaves", alice.leave()).await;
+        });
+        let receiving = self.spawn_in(receiver, move || async move {
+            let server = crate::TestServer::remote(server);
+            let (bob, mut events) = server.joined("bob", &crate::room(r)).await;
+            crate::frames_arrive(&bob, "alice", 1).await;
+            let remote = bob
+                .remote_streams()
+                .into_iter()
+                .find(|s| s.user_id().as_str() == "alice")
+                .expect("alice's stream");
+            // Measurement windows, not waits for something to happen.
+            tokio::time::sleep(settle).await;
+            let (frames, audio, start) = (
+                remote.frames_decoded(),
+                remote.audio_packets(),
+                std::time::Instant::now(),
+            );
+            tokio::time::sleep(window).await;
+            let secs = start.elapsed().as_secs_f64();
+            let fps = (remote.frames_decoded() - frames) as f64 / secs;
+            let audio_per_sec = (remote.audio_packets() - audio) as f64 / secs;
+            let (quality, _) =
+                crate::wait_for(&mut events, "network-quality with a transport", |e| {
+                    matches!(
+                        e,
+                        ClientEvent::NetworkQuality {
+                            transport: Some(_),
+                            ..
+                        }
+                    )
+                })
+                .await;
+            let transport = match quality {
+                ClientEvent::NetworkQuality { transport, .. } => transport.unwrap_or_default(),
+                _ => String::new(),
+            };
+            let _ = crate::within("bob leaves", bob.leave()).await;
+            CallRates {
+                fps,
+                audio_per_sec,
+                transport,
+            }
+        });
+        let received = receiving.join();
+        drop(done_tx);
+        publishing.join().expect("the publisher");
+        received
+    }
+
     /// Caps what `host` receives (`down`) or sends (`up`) over `iface` (an
     /// interface [`Lab::attach`] made to `switch`) at `kbit` kbit/s, with a
     /// token bucket (`tc tbf`) whose queue holds up to 200 ms, as a home
@@ -282,6 +357,17 @@ impl Drop for Lab {
             let _ = run("ip", &["netns", "del", &ns], None);
         }
     }
+}
+
+/// What the receiver of [`Lab::measure_call`] got.
+#[derive(Debug, Clone)]
+pub struct CallRates {
+    /// Decoded frames per second.
+    pub fps: f64,
+    /// Opus packets received per second (50 is all of them).
+    pub audio_per_sec: f64,
+    /// What media went over (`udp`, `tcp`), as `network-quality` says.
+    pub transport: String,
 }
 
 /// A public switch (203.0.113.0/24) with a server host at `server` (a CIDR

@@ -6,7 +6,6 @@
 
 use std::net::SocketAddr;
 
-use kaigi_sdk::{ClientEvent, LocalStream, SyntheticSource};
 use kaigi_tests::netlab::{self, Lab, Ns, Side};
 use kaigi_tests::*;
 
@@ -16,14 +15,6 @@ const SERVER: &str = "203.0.113.10";
 /// sender is dropped.
 fn server_in(lab: &Lab, ns: &Ns) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
     lab.server(ns, |c| c.listen = format!("{SERVER}:0").parse().unwrap())
-}
-
-/// One call's media at its receiver, measured over [`WINDOW`].
-struct Received {
-    fps: f64,
-    audio_per_sec: f64,
-    /// What it went over, as the receiver's `network-quality` says.
-    transport: String,
 }
 
 /// How long each call's media is measured.
@@ -40,65 +31,16 @@ static ONE_CALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// media went over, as its `network-quality` events say.
 fn call(lab: &Lab, server: SocketAddr, publisher: &Ns, receiver: &Ns, r: u64) -> String {
     let _one = ONE_CALL.lock().unwrap_or_else(|e| e.into_inner());
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
-    let publishing = lab.spawn_in(publisher, move || async move {
-        let server = TestServer::remote(server);
-        let (alice, _) = server.joined("alice", &room(r)).await;
-        let stream = LocalStream::synthetic(alice.user_id(), SyntheticSource::default())
-            .expect("a 640×480 test pattern");
-        within("publish", alice.publish(&stream))
-            .await
-            .expect("published");
-        let _ = done_rx.await;
-        within("alice leaves", alice.leave()).await.unwrap();
-    });
-    let receiving = lab.spawn_in(receiver, move || async move {
-        let server = TestServer::remote(server);
-        let (bob, mut events) = server.joined("bob", &room(r)).await;
-        frames_arrive(&bob, "alice", 5).await;
-        let remote = bob
-            .remote_streams()
-            .into_iter()
-            .find(|s| s.user_id().as_str() == "alice")
-            .expect("alice's stream");
-        let (frames, audio, start) = (
-            remote.frames_decoded(),
-            remote.audio_packets(),
-            std::time::Instant::now(),
-        );
-        // A measurement window, not a wait for something to happen.
-        tokio::time::sleep(WINDOW).await;
-        let secs = start.elapsed().as_secs_f64();
-        let fps = (remote.frames_decoded() - frames) as f64 / secs;
-        let audio_per_sec = (remote.audio_packets() - audio) as f64 / secs;
-        let (quality, _) = wait_for(&mut events, "network-quality with a transport", |e| {
-            matches!(
-                e,
-                ClientEvent::NetworkQuality {
-                    transport: Some(_),
-                    ..
-                }
-            )
-        })
-        .await;
-        let ClientEvent::NetworkQuality {
-            transport: Some(transport),
-            ..
-        } = quality
-        else {
-            unreachable!("matched above")
-        };
-        within("bob leaves", bob.leave()).await.unwrap();
-        Received {
-            fps,
-            audio_per_sec,
-            transport,
-        }
-    });
-    let received = receiving.join();
-    drop(done_tx);
-    publishing.join().expect("the publisher");
-    let got = received.expect("the receiver decoded the publisher's video");
+    let got = lab
+        .measure_call(
+            server,
+            publisher,
+            receiver,
+            r,
+            std::time::Duration::ZERO,
+            WINDOW,
+        )
+        .expect("the receiver decoded the publisher's video");
     eprintln!(
         "call over {}: {:.1} fps, {:.1} audio packets/s",
         got.transport, got.fps, got.audio_per_sec
