@@ -527,6 +527,13 @@ pub mod bench {
             return;
         }
         let quick = std::env::args().any(|a| a == "--quick");
+        // Logs to stderr when asked (`RUST_LOG=kaigi_sdk=debug`).
+        if std::env::var_os("RUST_LOG").is_some() {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+                .with_writer(std::io::stderr)
+                .try_init();
+        }
         let rt = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()

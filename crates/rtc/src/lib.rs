@@ -11,17 +11,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rtc::interceptor::{
-    Attribute, Interceptor, NackGeneratorBuilder, NackResponderBuilder, Packet, Slot, StreamInfo,
-    TaggedPacket,
+    Attribute, CongestionControlBuilder, Interceptor, NackGeneratorBuilder, NackResponderBuilder,
+    Packet, Slot, StreamInfo, TaggedPacket, TwccReceiverBuilder, TwccSenderBuilder,
 };
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::interceptor_registry::{
-    configure_rtcp_reports, configure_simulcast_extension_headers, configure_twcc_receiver_only,
+    configure_rtcp_reports, configure_simulcast_extension_headers,
 };
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
+    RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability, TYPE_RTCP_FB_TRANSPORT_CC,
 };
 use rtc::sansio::Protocol;
 use webrtc::peer_connection::{
@@ -29,11 +30,14 @@ use webrtc::peer_connection::{
     SettingEngineBuilder,
 };
 
+pub mod estimate;
 pub mod guard;
 pub mod mux;
+pub mod pacing;
 pub mod quality;
 
 pub use mux::{MediaPorts, DEFAULT_MEDIA_PORT};
+pub use pacing::{AudioFirstPacer, SendBudget};
 
 pub use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 
@@ -194,8 +198,30 @@ impl Interceptor for KeyframeRequests {
     fn unbind_remote_stream(&mut self, _: &StreamInfo) {}
 }
 
+/// How many times a missing packet is asked for.
+pub const NACKS_PER_PACKET: u16 = 3;
+
 /// Sent packets kept per stream for retransmission on NACK.
 pub const NACK_HISTORY: u16 = 256;
+
+/// Where a client's send estimate starts, in bits per second: enough for
+/// the full picture (see the SDK's encoder ladder), so a clean path starts
+/// at full quality, and a thin one is flooded for no longer than the
+/// first feedback takes.
+pub const START_BITRATE: f64 = 800_000.0;
+/// The lowest send estimate: audio and a small picture.
+pub const MIN_BITRATE: f64 = 150_000.0;
+/// The highest send estimate.
+pub const MAX_BITRATE: f64 = 2_500_000.0;
+
+/// Where the server's estimate of a path to a client starts: it forwards
+/// what publishers send, which it does not choose, so it assumes the path
+/// carries it until feedback shows congestion.
+pub const SERVER_START_BITRATE: f64 = 20_000_000.0;
+/// The lowest server estimate: audio.
+pub const SERVER_MIN_BITRATE: f64 = 60_000.0;
+/// The highest server estimate.
+pub const SERVER_MAX_BITRATE: f64 = 200_000_000.0;
 
 /// How long the ICE agent waits, once a peer-reflexive pair works, for a
 /// better one (UDP rather than TCP) before it takes it.
@@ -211,12 +237,58 @@ pub enum Transport {
     Shared(Arc<MediaPorts>),
 }
 
+/// Transport-wide congestion control: the header extension and feedback
+/// in the media engine, GCC (held to what arrives, see `estimate`)
+/// wire-most, the audio-first pacer, and the transport-wide sequence
+/// numbers and feedback in both directions.
+fn congestion_control(
+    registry: Registry,
+    media: &mut MediaEngine,
+    budget: Arc<SendBudget>,
+    (start, min, max): (f64, f64, f64),
+) -> Result<Registry, RtcError> {
+    for kind in [RtpCodecKind::Video, RtpCodecKind::Audio] {
+        media.register_feedback(
+            RTCPFeedback {
+                typ: TYPE_RTCP_FB_TRANSPORT_CC.to_owned(),
+                parameter: String::new(),
+            },
+            kind,
+        );
+        media
+            .register_header_extension(
+                RTCRtpHeaderExtensionCapability {
+                    uri: rtc::sdp::extmap::TRANSPORT_CC_URI.to_owned(),
+                },
+                kind,
+                None,
+            )
+            .map_err(RtcError::from_display)?;
+    }
+    Ok(registry
+        .with(
+            Slot::CongestionControl,
+            CongestionControlBuilder::new(estimate::LeadingGcc::new(start, min, max)).build(),
+        )
+        .with(Slot::Pacer, AudioFirstPacer::new(budget))
+        .with(Slot::TwccSender, TwccSenderBuilder::new().build())
+        .with(Slot::TwccReceiver, TwccReceiverBuilder::new().build()))
+}
+
+/// A peer connection and what its congestion control knows.
+pub struct Peer<P> {
+    /// The connection.
+    pub pc: P,
+    /// Its send estimate and pacer queue.
+    pub budget: Arc<SendBudget>,
+}
+
 /// Builds a peer connection with Kaigi's codecs and interceptors, its
 /// sockets where `transport` says (host candidates only).
 pub async fn build_peer(
     transport: Transport,
     handler: Arc<dyn PeerConnectionEventHandler>,
-) -> Result<impl PeerConnection, RtcError> {
+) -> Result<Peer<impl PeerConnection>, RtcError> {
     let mut media = MediaEngine::default();
     media
         .register_codec(h264_codec(), RtpCodecKind::Video)
@@ -234,9 +306,26 @@ pub async fn build_peer(
             Slot::NackResponder,
             NackResponderBuilder::new().with_size(NACK_HISTORY).build(),
         )
-        .with(Slot::NackGenerator, NackGeneratorBuilder::new().build());
-    let registry =
-        configure_twcc_receiver_only(registry, &mut media).map_err(RtcError::from_display)?;
+        // A packet is asked for a few times, not for as long as it is in
+        // the window: one that a thin link's sender dropped on purpose
+        // (see `pacing`) would otherwise be asked for every 100 ms for
+        // seconds, and each answer competes with new video.
+        .with(
+            Slot::NackGenerator,
+            NackGeneratorBuilder::new()
+                .with_max_nacks_per_packet(NACKS_PER_PACKET)
+                .build(),
+        );
+    // Each side estimates what its path to the other carries (GCC from
+    // the other's transport-wide feedback), paces its video at that rate
+    // with audio ahead of it, and publishes what it knows in a
+    // `SendBudget` its encoder (client) follows.
+    let budget = Arc::new(SendBudget::default());
+    let range = match transport {
+        Transport::Own(_) => (START_BITRATE, MIN_BITRATE, MAX_BITRATE),
+        Transport::Shared(_) => (SERVER_START_BITRATE, SERVER_MIN_BITRATE, SERVER_MAX_BITRATE),
+    };
+    let registry = congestion_control(registry, &mut media, budget.clone(), range)?;
     let registry = configure_rtcp_reports(registry)
         // Application-most: every other interceptor has seen the RTCP first.
         .with(Slot::from(14_000), KeyframeRequests::default());
@@ -271,7 +360,7 @@ pub async fn build_peer(
     };
     let settings = settings.build();
     let runtime = runtime.map_err(RtcError::from_display)?;
-    PeerConnectionBuilder::new()
+    let pc = PeerConnectionBuilder::new()
         .with_media_engine(media)
         .with_interceptor_registry(registry)
         .with_setting_engine(settings)
@@ -281,7 +370,8 @@ pub async fn build_peer(
         .with_tcp_addrs(vec![format!("{}", std::net::SocketAddr::new(bind, 0))])
         .build()
         .await
-        .map_err(RtcError::from_display)
+        .map_err(RtcError::from_display)?;
+    Ok(Peer { pc, budget })
 }
 
 /// What a peer connection reports to its owner.

@@ -104,6 +104,15 @@ impl Publication {
                         for out in outs.iter().flat_map(|v| v.iter()) {
                             let mut p = packet.clone();
                             p.header.ssrc = out.ssrc;
+                            // The publisher's header extensions are numbered
+                            // for its connection, not the subscriber's (where
+                            // the same id may name another extension): none
+                            // is forwarded, and the subscriber's connection
+                            // adds its own (transport-wide sequence numbers).
+                            p.header.extension = false;
+                            p.header.extension_profile = 0;
+                            p.header.extensions.clear();
+                            p.header.extensions_padding = 0;
                             // One subscriber's failure is not the others'.
                             let _ = out.track.write_rtp(p).await;
                         }
@@ -225,7 +234,9 @@ impl MediaPeer {
         external: Option<std::net::IpAddr>,
     ) -> Result<Self, RtcError> {
         let (handler, events, gathering) = event_handler();
-        let pc = build_peer(kaigi_rtc::Transport::Shared(ports.clone()), handler).await?;
+        let peer = build_peer(kaigi_rtc::Transport::Shared(ports.clone()), handler).await?;
+        // Its send budget paces what goes to the subscriber, audio first.
+        let pc = peer.pc;
         Ok(MediaPeer {
             ports,
             external,

@@ -60,7 +60,8 @@ async fn peer() -> Peer {
         }),
     )
     .await
-    .unwrap();
+    .unwrap()
+    .pc;
     Peer {
         pc: Box::new(pc),
         gathered,

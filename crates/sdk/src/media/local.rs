@@ -17,11 +17,12 @@ use kaigi_rtc::{is_keyframe_request, track, RtpCodecKind};
 use rtc::media::Sample;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
+use tracing::{debug, warn};
 use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::Track;
 
+use super::adapt::Adaptation;
 use crate::error::ClientError;
 
 /// What a synthetic [`LocalStream`] produces.
@@ -141,6 +142,10 @@ impl From<SyntheticSource> for LocalStreamConfig {
 /// when the encoder falls behind.
 const RAW_QUEUE: usize = 2;
 
+/// Video waiting longer than this in the pacer makes the encoder skip
+/// frames until it drains.
+const MAX_PACER_DELAY: Duration = Duration::from_millis(150);
+
 struct LocalInner {
     video: Option<Arc<TrackLocalStaticSample>>,
     audio: Option<Arc<TrackLocalStaticSample>>,
@@ -152,6 +157,8 @@ struct LocalInner {
     video_muted: AtomicBool,
     audio_muted: AtomicBool,
     frames_sent: AtomicU64,
+    /// The send estimate and pacer queue of the connection it is sent on.
+    budget: Mutex<Arc<kaigi_rtc::SendBudget>>,
     closed: CancellationToken,
     config: LocalStreamConfig,
     /// Where captured frames go (to the encoders).
@@ -236,6 +243,7 @@ impl LocalStream {
             video_muted: AtomicBool::new(false),
             audio_muted: AtomicBool::new(false),
             frames_sent: AtomicU64::new(0),
+            budget: Mutex::new(Arc::default()),
             closed: CancellationToken::new(),
             config: config.clone(),
             video_in,
@@ -513,6 +521,12 @@ impl LocalStream {
         }
     }
 
+    /// Follows the send estimate and pacer queue of the connection it is
+    /// sent on: the video encoder's picture, bitrate and frame rate fit it.
+    pub(super) fn follow(&self, budget: Arc<kaigi_rtc::SendBudget>) {
+        *self.inner.budget.lock() = budget;
+    }
+
     /// Stops sending (no payload type); the sources keep running.
     pub(super) fn stop_sending(&self) {
         self.inner.video_pt.store(0, Ordering::SeqCst);
@@ -539,27 +553,77 @@ async fn encode_video(
     period: Duration,
 ) {
     let ssrc = track.ssrcs().await.first().copied().unwrap_or_default();
+    let mut adaptation = Adaptation::new(encoder.settings().bitrate_bps);
+    let mut counter = 0u64;
+    // Capture time since the last frame sent: the next one's duration.
+    let mut since_sent = Duration::ZERO;
+    // The pacer's flushes seen: after one, the receiver needs a keyframe.
+    let mut flushes = 0u64;
     loop {
         let frame = tokio::select! {
             _ = me.closed.cancelled() => break,
             f = frames.recv() => match f { Some(f) => f, None => break },
         };
+        counter += 1;
+        since_sent += period;
         let frame = Arc::new(frame);
         if me.preview.receiver_count() > 0 {
             me.preview.send_replace(Some(frame.clone()));
         }
         let pt = me.video_pt.load(Ordering::SeqCst);
         if pt == 0 || me.video_muted.load(Ordering::SeqCst) {
+            since_sent = Duration::ZERO;
             continue;
         }
-        if me.keyframe.swap(false, Ordering::SeqCst) {
+        let budget = me.budget.lock().clone();
+        let now = Instant::now();
+        // The picture, bitrate and frame rate follow the send estimate.
+        let estimate = budget.estimate_bps();
+        if let Some(plan) = adaptation.update(estimate, now) {
+            debug!(?plan, ?estimate, "video follows the send estimate");
+            match H264Encoder::new(H264Settings {
+                bitrate_bps: plan.bitrate_bps,
+                ..encoder.settings()
+            }) {
+                Ok(e) => encoder = e,
+                Err(e) => warn!(error = %e, "the encoder could not change"),
+            }
+        }
+        let plan = adaptation.current();
+        if counter % 30 == 0 {
+            debug!(
+                ?estimate,
+                queued = budget.queued_bytes(),
+                delay = ?budget.queue_delay(now),
+                resent = budget.resent_bytes(),
+                flushes = budget.flushes(),
+                sent = me.frames_sent.load(Ordering::Relaxed),
+                "send budget"
+            );
+        }
+        if counter % u64::from(plan.frame_step) != 0 {
+            continue;
+        }
+        // Video the path has not taken yet is not joined by more: the
+        // frame is skipped (a later one carries the picture on).
+        if budget.queue_delay(now) > MAX_PACER_DELAY {
+            continue;
+        }
+        let flushed = budget.flushes() != flushes;
+        flushes = budget.flushes();
+        if me.keyframe.swap(false, Ordering::SeqCst) || flushed {
+            debug!(flushed, "keyframe");
             encoder.request_keyframe();
         }
-        match encoder.encode(&frame) {
+        let scaled = match plan.divisor {
+            1 => None,
+            d => frame.scaled_to_fit(frame.width / d as usize, frame.height / d as usize),
+        };
+        match encoder.encode(scaled.as_ref().unwrap_or(&frame)) {
             Ok(Some(e)) => {
                 let sample = Sample {
                     data: Bytes::from(e.data),
-                    duration: period,
+                    duration: std::mem::take(&mut since_sent),
                     ..Sample::new(Instant::now())
                 };
                 if track

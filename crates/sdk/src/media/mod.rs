@@ -1,6 +1,8 @@
 //! Local and remote streams, and the client's side of the one peer
 //! connection to the server (which always makes the offers).
 
+mod adapt;
+mod frames;
 mod local;
 mod peer;
 mod remote;

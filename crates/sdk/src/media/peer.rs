@@ -23,6 +23,9 @@ use crate::error::ClientError;
 pub(crate) struct MediaSession {
     bind: IpAddr,
     pc: Option<Box<dyn PeerConnection>>,
+    /// The connection's send estimate and pacer queue, which the
+    /// published stream's encoder follows.
+    budget: Arc<kaigi_rtc::SendBudget>,
     events: Option<mpsc::UnboundedReceiver<PeerEvent>>,
     gathering: Arc<Gathering>,
     /// A stream to attach at the next offer.
@@ -51,6 +54,7 @@ impl MediaSession {
         MediaSession {
             bind,
             pc: None,
+            budget: Arc::default(),
             events: None,
             gathering: Arc::new(Gathering::default()),
             pending: None,
@@ -122,10 +126,11 @@ impl MediaSession {
         let carries_publish = carries_publish || moved;
         if self.pc.is_none() {
             let (handler, events, gathering) = event_handler();
-            let pc = build_peer(kaigi_rtc::Transport::Own(self.bind), handler)
+            let peer = build_peer(kaigi_rtc::Transport::Own(self.bind), handler)
                 .await
                 .map_err(|e| ClientError::Media(e.to_string()))?;
-            self.pc = Some(Box::new(pc));
+            self.pc = Some(Box::new(peer.pc));
+            self.budget = peer.budget;
             self.events = Some(events);
             self.gathering = gathering;
         }
@@ -179,6 +184,7 @@ impl MediaSession {
             stream.send_as(kind, pt);
         }
         stream.listen_for_keyframe_requests();
+        stream.follow(self.budget.clone());
     }
 
     /// The next track the server sends; never, before a connection exists.

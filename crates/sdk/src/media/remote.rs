@@ -10,8 +10,10 @@ use std::time::{Duration, Instant};
 use kaigi_media::{H264Decoder, OpusDecoder, VideoFrame};
 use kaigi_proto::UserId;
 use kaigi_rtc::RtpCodecKind;
-use rtc::media::io::sample_builder::SampleBuilder;
 use rtc::rtp::codec::h264::H264Packet;
+use rtc::rtp::packetizer::Depacketizer;
+
+use super::frames::{is_keyframe, FrameAssembler};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -43,20 +45,28 @@ struct SeqCounter {
 }
 
 impl SeqCounter {
-    /// Notes `seq`; returns how much the expected count grew.
-    fn push(&mut self, seq: u16) -> u64 {
-        let Some(first) = self.first else {
-            self.first = Some(u64::from(seq));
-            self.highest = u64::from(seq);
-            return 1;
-        };
-        // Extend to 64 bits: the candidate nearest the highest seen.
+    /// `seq` extended to 64 bits: the candidate nearest the highest seen
+    /// (the first starts one cycle up, so an earlier one stays positive).
+    fn extended(&self, seq: u16) -> u64 {
+        if self.first.is_none() {
+            return 0x1_0000 + u64::from(seq);
+        }
         let cycle = self.highest & !0xffff;
-        let ext = [cycle.wrapping_sub(0x1_0000), cycle, cycle + 0x1_0000]
+        [cycle.wrapping_sub(0x1_0000), cycle, cycle + 0x1_0000]
             .into_iter()
             .map(|c| c.wrapping_add(u64::from(seq)))
             .min_by_key(|e| e.abs_diff(self.highest))
-            .unwrap_or(self.highest);
+            .unwrap_or(self.highest)
+    }
+
+    /// Counts `seq` in; how far the highest sequence number grew.
+    fn push(&mut self, seq: u16) -> u64 {
+        let ext = self.extended(seq);
+        let Some(first) = self.first else {
+            self.first = Some(ext);
+            self.highest = ext;
+            return 1;
+        };
         if ext > self.highest && ext >= first {
             let grew = ext - self.highest;
             self.highest = ext;
@@ -151,8 +161,10 @@ impl RemoteStream {
     pub(super) fn attach(&self, remote: Arc<dyn TrackRemote>, kind: RtpCodecKind) {
         let me = self.inner.clone();
         tokio::spawn(async move {
-            let mut builder =
-                SampleBuilder::new(128, H264Packet::default(), kaigi_rtc::VIDEO_CLOCK_RATE);
+            let mut frames = FrameAssembler::default();
+            // After a frame was given up on, only a keyframe is decoded:
+            // the frames between reference a picture the decoder lacks.
+            let mut awaiting_keyframe = false;
             let mut h264 = match H264Decoder::new() {
                 Ok(d) => d,
                 Err(e) => return warn!(error = %e, "no H.264 decoder"),
@@ -178,6 +190,7 @@ impl RemoteStream {
                     Some(_) => continue,
                 };
                 me.rtp_received.fetch_add(1, Ordering::Relaxed);
+                let ext = seq.extended(packet.header.sequence_number);
                 me.rtp_expected
                     .fetch_add(seq.push(packet.header.sequence_number), Ordering::Relaxed);
                 if kind == RtpCodecKind::Audio {
@@ -195,22 +208,43 @@ impl RemoteStream {
                 if !me.decode {
                     continue;
                 }
-                builder.push(Instant::now(), packet);
-                while let Some(sample) = builder.pop(Instant::now()) {
-                    match h264.decode(&sample.data) {
+                frames.push(ext, packet.header.marker, packet.payload);
+                while let Some(frame) = frames.pop(Instant::now()) {
+                    if frame.after_loss {
+                        debug!(user = %me.user, "frames lost");
+                        need_keyframe = true;
+                        awaiting_keyframe = true;
+                    }
+                    let mut depacketizer = H264Packet::default();
+                    let mut unit = Vec::new();
+                    for payload in &frame.payloads {
+                        if let Ok(b) = depacketizer.depacketize(payload) {
+                            unit.extend_from_slice(&b);
+                        }
+                    }
+                    if unit.is_empty() || (awaiting_keyframe && !is_keyframe(&unit)) {
+                        continue;
+                    }
+                    match h264.decode(&unit) {
                         Ok(Some(frame)) => {
                             need_keyframe = false;
+                            awaiting_keyframe = false;
                             me.frames_decoded.fetch_add(1, Ordering::Relaxed);
                             me.video.send_replace(Some(Arc::new(frame)));
                         }
                         Ok(None) => {}
-                        Err(_) => need_keyframe = true,
+                        Err(e) => {
+                            debug!(user = %me.user, error = %e, "undecodable frame");
+                            need_keyframe = true;
+                            awaiting_keyframe = true;
+                        }
                     }
                 }
                 if need_keyframe
                     && last_pli.is_none_or(|t| t.elapsed() >= Duration::from_millis(300))
                 {
                     last_pli = Some(Instant::now());
+                    debug!(user = %me.user, "asking for a keyframe");
                     let _ = remote.write_rtcp(vec![kaigi_rtc::pli(media_ssrc)]).await;
                 }
             }

@@ -1,0 +1,515 @@
+//! Audio-first pacing, and the send budget it shares with the encoder.
+//!
+//! The connection's congestion controller (GCC over transport-wide
+//! feedback) estimates what the path carries. The pacer here releases
+//! video at a little more than that estimate, so a keyframe leaves as a
+//! smooth run of packets instead of one burst that overflows a thin
+//! link's queue, and it never holds audio or RTCP: they go out the moment
+//! they are written, and what they take is charged to the budget video
+//! is released from. (The pacer webrtc-rs ships is one FIFO for every
+//! packet, so on a thin link audio waited behind seconds of queued video.)
+//!
+//! What the pacer knows is published in a [`SendBudget`] that the owner
+//! of the connection reads: the estimate, for the encoder to follow, and
+//! how long video has been waiting, for the encoder to skip frames rather
+//! than queue them.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rtc::interceptor::{Attribute, Interceptor, Pacer, Packet, StreamInfo, TaggedPacket};
+use rtc::sansio::Protocol;
+use rtc::shared::marshal::MarshalSize;
+
+/// Video is released at this multiple of the estimate: enough headroom
+/// that the pacer adds no steady delay to an encoder hitting its target,
+/// little enough that a keyframe is spread over a few frame intervals.
+pub const PACING_FACTOR: f64 = 1.25;
+/// The pacer's rate before any estimate exists, in bits per second.
+pub const INITIAL_PACING_BPS: f64 = 1_500_000.0;
+/// Video packets held at most; later ones are refused (the encoder skips
+/// frames long before this, see [`SendBudget::queue_delay`]).
+pub const VIDEO_QUEUE_LIMIT: usize = 2048;
+/// Video that has waited this long is of no use to anyone: the queue is
+/// dropped, retransmissions of what it held are refused, and the encoder
+/// is asked for a keyframe (see [`SendBudget::flushes`]).
+pub const MAX_QUEUE_DELAY: Duration = Duration::from_millis(500);
+/// What a packet costs on the wire beyond its RTP bytes: the SRTP tag,
+/// UDP, IP and link headers. It matters most for audio's small packets.
+pub const PACKET_OVERHEAD_BYTES: usize = 48;
+/// How long retransmissions of dropped video are refused.
+const REFUSE_FOR: Duration = Duration::from_secs(3);
+/// Bits released at once: a few packets, so the pacer wakes every few
+/// milliseconds rather than for every packet.
+const BURST_BITS: f64 = 8.0 * 1200.0 * 4.0;
+/// The shortest wait between two releases.
+const MIN_WAKE: Duration = Duration::from_micros(500);
+
+/// What a connection's pacer and congestion controller know, for the
+/// encoder that feeds it. Cheap to read from any thread.
+#[derive(Debug)]
+pub struct SendBudget {
+    base: Instant,
+    /// The estimate, bits per second (0: none yet).
+    estimate_bps: AtomicU64,
+    /// Bytes of video waiting in the pacer.
+    queued_bytes: AtomicU64,
+    /// When the oldest waiting video packet was written, in microseconds
+    /// since `base` plus one (0: nothing waits).
+    oldest_us: AtomicU64,
+    /// Video packets refused because the queue was full.
+    refused: AtomicU64,
+    /// Times the queue was dropped because it had waited too long.
+    flushes: AtomicU64,
+    /// Bytes of video written again (retransmissions).
+    resent_bytes: AtomicU64,
+}
+
+impl Default for SendBudget {
+    fn default() -> Self {
+        SendBudget {
+            base: Instant::now(),
+            estimate_bps: AtomicU64::new(0),
+            queued_bytes: AtomicU64::new(0),
+            oldest_us: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            flushes: AtomicU64::new(0),
+            resent_bytes: AtomicU64::new(0),
+        }
+    }
+}
+
+impl SendBudget {
+    /// The congestion controller's estimate of what the path carries from
+    /// this side, in bits per second; `None` before its first feedback.
+    pub fn estimate_bps(&self) -> Option<f64> {
+        match self.estimate_bps.load(Ordering::Relaxed) {
+            0 => None,
+            bps => Some(bps as f64),
+        }
+    }
+
+    /// How long the oldest video packet waiting in the pacer has waited
+    /// at `now` (zero when none waits).
+    pub fn queue_delay(&self, now: Instant) -> Duration {
+        match self.oldest_us.load(Ordering::Relaxed) {
+            0 => Duration::ZERO,
+            us => now.saturating_duration_since(self.base + Duration::from_micros(us - 1)),
+        }
+    }
+
+    /// Bytes of video waiting in the pacer.
+    pub fn queued_bytes(&self) -> u64 {
+        self.queued_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Video packets the pacer refused because its queue was full.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+
+    /// How many times the pacer dropped its queue of video that had
+    /// waited too long: when this changes, the encoder must send a
+    /// keyframe (the receiver cannot decode past the hole).
+    pub fn flushes(&self) -> u64 {
+        self.flushes.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of video written again: retransmissions asked for by the
+    /// receiver.
+    pub fn resent_bytes(&self) -> u64 {
+        self.resent_bytes.load(Ordering::Relaxed)
+    }
+
+    fn set_estimate(&self, bps: f64) {
+        self.estimate_bps
+            .store(bps.max(1.0) as u64, Ordering::Relaxed);
+    }
+
+    fn set_queue(&self, queue: &VecDeque<(TaggedPacket, usize)>, bytes: u64) {
+        self.queued_bytes.store(bytes, Ordering::Relaxed);
+        let oldest = queue.front().map_or(0, |(p, _)| {
+            p.now.saturating_duration_since(self.base).as_micros() as u64 + 1
+        });
+        self.oldest_us.store(oldest, Ordering::Relaxed);
+    }
+}
+
+/// The pacer interceptor: audio and RTCP pass at once, video is released
+/// at [`PACING_FACTOR`] times the congestion controller's estimate. It
+/// belongs in `Slot::Pacer` (application-ward of the congestion
+/// controller, which announces its estimate on the read leg).
+pub struct AudioFirstPacer {
+    budget: Arc<SendBudget>,
+    bucket: Pacer,
+    audio: HashSet<u32>,
+    /// Video waiting, with its size on the wire.
+    queue: VecDeque<(TaggedPacket, usize)>,
+    /// The SSRC and sequence number of each packet waiting: a
+    /// retransmission of one of them is refused (the receiver asked again
+    /// because the first copy has not left yet).
+    waiting: HashSet<(u32, u16)>,
+    /// The highest sequence number written, per video SSRC (what is not
+    /// above it is a retransmission).
+    highest: HashMap<u32, u16>,
+    queued_bytes: u64,
+    /// The latest instant handed in.
+    now: Option<Instant>,
+    /// Per SSRC, the sequence numbers dropped in the last flush (first,
+    /// count) and until when their retransmissions are refused.
+    dropped: HashMap<u32, (u16, u16, Instant)>,
+    read: VecDeque<TaggedPacket>,
+    /// Ready to go on toward the wire.
+    write: VecDeque<TaggedPacket>,
+}
+
+impl AudioFirstPacer {
+    /// A pacer publishing what it knows in `budget`.
+    pub fn new(budget: Arc<SendBudget>) -> Self {
+        AudioFirstPacer {
+            budget,
+            bucket: Pacer::new(INITIAL_PACING_BPS).with_burst_bits(BURST_BITS),
+            audio: HashSet::new(),
+            queue: VecDeque::new(),
+            waiting: HashSet::new(),
+            highest: HashMap::new(),
+            queued_bytes: 0,
+            now: None,
+            dropped: HashMap::new(),
+            read: VecDeque::new(),
+            write: VecDeque::new(),
+        }
+    }
+
+    /// Drops the queue if its head has waited too long.
+    fn flush_if_stale(&mut self, now: Instant) {
+        let stale = self
+            .queue
+            .front()
+            .is_some_and(|(p, _)| now.saturating_duration_since(p.now) > MAX_QUEUE_DELAY);
+        if !stale {
+            return;
+        }
+        self.dropped.clear();
+        self.waiting.clear();
+        for (packet, _) in self.queue.drain(..) {
+            if let Packet::Rtp(rtp) = &packet.message.packet {
+                let seq = rtp.header.sequence_number;
+                let entry =
+                    self.dropped
+                        .entry(rtp.header.ssrc)
+                        .or_insert((seq, 0, now + REFUSE_FOR));
+                entry.1 = seq.wrapping_sub(entry.0).wrapping_add(1).max(entry.1);
+            }
+        }
+        tracing::debug!(
+            bytes = self.queued_bytes,
+            estimate = ?self.budget.estimate_bps(),
+            "video waited too long in the pacer: dropped"
+        );
+        self.queued_bytes = 0;
+        self.budget.flushes.fetch_add(1, Ordering::Relaxed);
+        self.budget.set_queue(&self.queue, 0);
+    }
+
+    /// Whether `seq` of `ssrc` was dropped in the last flush (and is
+    /// therefore a retransmission to refuse).
+    fn was_dropped(&self, ssrc: u32, seq: u16, now: Instant) -> bool {
+        self.dropped
+            .get(&ssrc)
+            .is_some_and(|(first, count, until)| now < *until && seq.wrapping_sub(*first) < *count)
+    }
+
+    /// Releases what the budget allows at `now`.
+    fn release(&mut self, now: Instant) {
+        self.now = Some(now);
+        self.flush_if_stale(now);
+        self.bucket.refill(now);
+        let before = self.queue.len();
+        while let Some((_, size)) = self.queue.front() {
+            let bits = (*size * 8) as f64;
+            if !self.bucket.can_release(bits) {
+                break;
+            }
+            let Some((mut packet, size)) = self.queue.pop_front() else {
+                break;
+            };
+            self.bucket.consume(bits);
+            self.queued_bytes -= size as u64;
+            if let Packet::Rtp(rtp) = &packet.message.packet {
+                self.waiting
+                    .remove(&(rtp.header.ssrc, rtp.header.sequence_number));
+            }
+            // It leaves now: the send history wire-ward must record the
+            // release, not the write, or this wait counts as network delay.
+            packet.now = now;
+            self.write.push_back(packet);
+        }
+        if self.queue.len() != before {
+            self.budget.set_queue(&self.queue, self.queued_bytes);
+        }
+    }
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for AudioFirstPacer {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = rtc::shared::error::Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        // The congestion controller (wire-ward) hangs a new estimate on
+        // the feedback that produced it.
+        if let Some(Attribute::TargetBitrateChanged { bits_per_second }) =
+            msg.message.get(&Attribute::TargetBitrateChanged {
+                bits_per_second: 0.0,
+            })
+        {
+            self.budget.set_estimate(*bits_per_second);
+            self.bucket
+                .set_target_bitrate(bits_per_second * PACING_FACTOR);
+        }
+        self.read.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<TaggedPacket> {
+        self.read.pop_front()
+    }
+
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        let Packet::Rtp(rtp) = &msg.message.packet else {
+            self.write.push_back(msg);
+            return Ok(());
+        };
+        let size = rtp.marshal_size() + PACKET_OVERHEAD_BYTES;
+        self.bucket.refill(msg.now);
+        if self.audio.contains(&rtp.header.ssrc) {
+            // Audio goes now, and video waits for what it took.
+            self.bucket.consume((size * 8) as f64);
+            self.write.push_back(msg);
+            return Ok(());
+        }
+        let id = (rtp.header.ssrc, rtp.header.sequence_number);
+        match self.highest.get_mut(&id.0) {
+            Some(h) if id.1.wrapping_sub(*h) as i16 <= 0 => {
+                self.budget
+                    .resent_bytes
+                    .fetch_add(size as u64, Ordering::Relaxed);
+            }
+            Some(h) => *h = id.1,
+            None => {
+                self.highest.insert(id.0, id.1);
+            }
+        }
+        if self.was_dropped(id.0, id.1, msg.now) || !self.waiting.insert(id) {
+            return Ok(());
+        }
+        if self.queue.len() >= VIDEO_QUEUE_LIMIT {
+            self.waiting.remove(&id);
+            self.budget.refused.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        let now = msg.now;
+        self.queue.push_back((msg, size));
+        self.queued_bytes += size as u64;
+        self.budget.set_queue(&self.queue, self.queued_bytes);
+        self.release(now);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<TaggedPacket> {
+        self.write.pop_front()
+    }
+
+    fn handle_timeout(&mut self, now: Instant) -> Result<(), Self::Error> {
+        self.release(now);
+        Ok(())
+    }
+
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        let (_, size) = self.queue.front()?;
+        let at = self.bucket.releasable_at((*size * 8) as f64)?;
+        // Always ahead of the last wake-up, however the arithmetic rounds,
+        // so the connection never spins on a deadline already past.
+        Some(match self.now {
+            Some(now) => at.max(now + MIN_WAKE),
+            None => at,
+        })
+    }
+}
+
+impl Interceptor for AudioFirstPacer {
+    fn bind_local_stream(&mut self, info: &StreamInfo) {
+        if info.mime_type.to_ascii_lowercase().starts_with("audio/") {
+            self.audio.insert(info.ssrc);
+        }
+    }
+
+    fn unbind_local_stream(&mut self, info: &StreamInfo) {
+        self.audio.remove(&info.ssrc);
+    }
+
+    fn bind_remote_stream(&mut self, _: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _: &StreamInfo) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rtc::interceptor::AttributedPacket;
+    use rtc::rtp::{Header, Packet as RtpPacket};
+
+    const AUDIO: u32 = 1;
+    const VIDEO: u32 = 2;
+
+    fn pacer() -> (AudioFirstPacer, Arc<SendBudget>) {
+        let budget = Arc::new(SendBudget::default());
+        let mut p = AudioFirstPacer::new(budget.clone());
+        p.bind_local_stream(&StreamInfo {
+            ssrc: AUDIO,
+            mime_type: "audio/opus".into(),
+            ..Default::default()
+        });
+        p.bind_local_stream(&StreamInfo {
+            ssrc: VIDEO,
+            mime_type: "video/H264".into(),
+            ..Default::default()
+        });
+        (p, budget)
+    }
+
+    fn rtp(ssrc: u32, seq: u16, len: usize, now: Instant) -> TaggedPacket {
+        TaggedPacket {
+            now,
+            transport: Default::default(),
+            message: AttributedPacket::new(Packet::Rtp(RtpPacket {
+                header: Header {
+                    ssrc,
+                    sequence_number: seq,
+                    ..Default::default()
+                },
+                payload: vec![0u8; len].into(),
+            })),
+        }
+    }
+
+    fn estimate(bps: f64, now: Instant) -> TaggedPacket {
+        let mut msg = TaggedPacket {
+            now,
+            transport: Default::default(),
+            message: AttributedPacket::new(Packet::Rtcp(Vec::new())),
+        };
+        msg.message.add(Attribute::TargetBitrateChanged {
+            bits_per_second: bps,
+        });
+        msg
+    }
+
+    fn drain(p: &mut AudioFirstPacer) -> Vec<u32> {
+        std::iter::from_fn(|| p.poll_write())
+            .map(|m| match m.message.packet {
+                Packet::Rtp(r) => r.header.ssrc,
+                _ => 0,
+            })
+            .collect()
+    }
+
+    /// Audio written behind a backlog of video leaves at once.
+    #[test]
+    fn audio_passes_queued_video() {
+        let (mut p, budget) = pacer();
+        let t0 = Instant::now();
+        p.handle_read(estimate(200_000.0, t0)).unwrap();
+        assert_eq!(budget.estimate_bps(), Some(200_000.0));
+        for seq in 0..40 {
+            p.handle_write(rtp(VIDEO, seq, 1100, t0)).unwrap();
+        }
+        let first = drain(&mut p);
+        assert!(
+            first.len() < 10,
+            "a burst, not the backlog: {}",
+            first.len()
+        );
+        p.handle_write(rtp(AUDIO, 0, 100, t0)).unwrap();
+        assert_eq!(drain(&mut p), vec![AUDIO]);
+        assert!(budget.queued_bytes() > 30 * 1100);
+        let waited = budget.queue_delay(t0 + Duration::from_millis(50));
+        assert!(waited.abs_diff(Duration::from_millis(50)) < Duration::from_millis(1));
+    }
+
+    /// Video leaves at the pacing rate, and all of it leaves.
+    #[test]
+    fn video_is_released_at_the_pacing_rate() {
+        let (mut p, budget) = pacer();
+        let t0 = Instant::now();
+        p.handle_read(estimate(400_000.0, t0)).unwrap();
+        let _ = drain(&mut p);
+        // 25 packets of ~1160 bytes on the wire is ~232 kbit: ~0.45 s at
+        // 500 kbit/s (the burst goes at once).
+        for seq in 0..25 {
+            p.handle_write(rtp(VIDEO, seq, 1100, t0)).unwrap();
+        }
+        let mut sent = drain(&mut p).len();
+        let mut now = t0;
+        let mut steps = 0;
+        while let Some(at) = p.poll_timeout() {
+            assert!(at > now, "the deadline advances");
+            now = at;
+            p.handle_timeout(now).unwrap();
+            sent += drain(&mut p).len();
+            steps += 1;
+            assert!(steps < 1000);
+        }
+        assert_eq!(sent, 25);
+        let took = now.duration_since(t0).as_secs_f64();
+        assert!((0.38..0.47).contains(&took), "took {took:.2} s");
+        assert_eq!(budget.flushes(), 0);
+        assert_eq!(budget.queued_bytes(), 0);
+        assert_eq!(budget.queue_delay(now), Duration::ZERO);
+    }
+
+    /// Video that waited too long is dropped, once, and its
+    /// retransmissions are refused; later video goes on.
+    #[test]
+    fn stale_video_is_dropped_with_its_retransmissions() {
+        let (mut p, budget) = pacer();
+        let t0 = Instant::now();
+        p.handle_read(estimate(100_000.0, t0)).unwrap();
+        for seq in 0..200 {
+            p.handle_write(rtp(VIDEO, seq, 1100, t0)).unwrap();
+        }
+        let _ = drain(&mut p);
+        // A retransmission of a packet still waiting: not queued twice.
+        let queued = budget.queued_bytes();
+        p.handle_write(rtp(VIDEO, 100, 1100, t0)).unwrap();
+        assert_eq!(budget.queued_bytes(), queued);
+        let later = t0 + MAX_QUEUE_DELAY + Duration::from_millis(10);
+        p.handle_timeout(later).unwrap();
+        let _ = drain(&mut p);
+        assert_eq!(budget.flushes(), 1);
+        assert_eq!(budget.queued_bytes(), 0);
+        // A NACK for a dropped packet: refused.
+        p.handle_write(rtp(VIDEO, 150, 1100, later)).unwrap();
+        assert!(drain(&mut p).is_empty());
+        assert_eq!(budget.queued_bytes(), 0);
+        // The next frame: sent.
+        p.handle_write(rtp(VIDEO, 200, 1100, later)).unwrap();
+        assert_eq!(drain(&mut p), vec![VIDEO]);
+    }
+
+    /// The queue is bounded.
+    #[test]
+    fn a_full_queue_refuses_video() {
+        let (mut p, budget) = pacer();
+        let t0 = Instant::now();
+        for seq in 0..(VIDEO_QUEUE_LIMIT as u16 + 100) {
+            p.handle_write(rtp(VIDEO, seq, 1100, t0)).unwrap();
+        }
+        assert!(budget.refused() >= 90, "{}", budget.refused());
+        assert!(p.queue.len() <= VIDEO_QUEUE_LIMIT);
+    }
+}

@@ -1,0 +1,185 @@
+//! What the video encoder makes of the connection's send estimate: the
+//! picture size, bitrate and frame rate that fit, with hysteresis so the
+//! picture does not flap. No I/O and no clock of its own (every instant is
+//! handed in), so it is tested as plain values.
+
+use std::time::{Duration, Instant};
+
+/// What the encoder sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct VideoPlan {
+    /// The picture is scaled down by this (1, 2 or 4) in each direction.
+    pub divisor: u32,
+    /// The encoder's target, bits per second.
+    pub bitrate_bps: u32,
+    /// Only every `frame_step`-th frame is encoded (1 or 2).
+    pub frame_step: u32,
+}
+
+/// Kept for audio (Opus at 32 kbit/s) and packet headers.
+pub(crate) const AUDIO_RESERVE_BPS: f64 = 60_000.0;
+/// The share of the estimate the encoder aims at: rate control overshoots,
+/// and retransmissions need room.
+pub(crate) const VIDEO_SHARE: f64 = 0.85;
+/// The lowest video bitrate asked of the encoder.
+pub(crate) const MIN_VIDEO_BPS: u32 = 40_000;
+/// How long a better plan must stay affordable before the encoder moves
+/// up to it (moving down is immediate).
+pub(crate) const UP_AFTER: Duration = Duration::from_secs(3);
+/// A bitrate change smaller than this share is not worth a new encoder
+/// (and the keyframe it starts with).
+const BITRATE_STEP: f64 = 0.25;
+
+/// The plan for a send estimate, with the encoder's configured bitrate as
+/// the ceiling.
+pub(crate) fn plan_for(estimate_bps: f64, configured_bps: u32) -> VideoPlan {
+    let budget = (estimate_bps * VIDEO_SHARE - AUDIO_RESERVE_BPS).max(0.0);
+    // A smaller picture before a lower frame rate: people read faces and
+    // lips from motion more than from detail.
+    // Steps relative to the configured bitrate (what the full picture
+    // needs): for the default 1 Mbit/s, 550, 200 and 50 kbit/s.
+    let configured = f64::from(configured_bps.max(MIN_VIDEO_BPS));
+    let (divisor, frame_step) = if budget >= 0.55 * configured {
+        (1, 1)
+    } else if budget >= 0.2 * configured {
+        (2, 1)
+    } else if budget >= 0.05 * configured {
+        (4, 1)
+    } else {
+        (4, 2)
+    };
+    let bitrate_bps = (budget as u32).clamp(MIN_VIDEO_BPS, configured_bps.max(MIN_VIDEO_BPS));
+    VideoPlan {
+        divisor,
+        bitrate_bps,
+        frame_step,
+    }
+}
+
+/// The encoder's plan over time.
+#[derive(Debug)]
+pub(crate) struct Adaptation {
+    configured_bps: u32,
+    current: VideoPlan,
+    /// Since when a better plan than the current one has been affordable.
+    better_since: Option<Instant>,
+}
+
+impl Adaptation {
+    /// Starts at the configured bitrate and full size.
+    pub fn new(configured_bps: u32) -> Self {
+        Adaptation {
+            configured_bps,
+            current: VideoPlan {
+                divisor: 1,
+                bitrate_bps: configured_bps,
+                frame_step: 1,
+            },
+            better_since: None,
+        }
+    }
+
+    /// The plan in force.
+    pub fn current(&self) -> VideoPlan {
+        self.current
+    }
+
+    /// Takes the estimate at `now` (`None`: no estimate yet); the new plan
+    /// when the encoder must change.
+    pub fn update(&mut self, estimate_bps: Option<f64>, now: Instant) -> Option<VideoPlan> {
+        let wanted = plan_for(estimate_bps?, self.configured_bps);
+        let cur = self.current;
+        let worse = wanted.divisor > cur.divisor
+            || wanted.frame_step > cur.frame_step
+            || f64::from(wanted.bitrate_bps) < f64::from(cur.bitrate_bps) * (1.0 - BITRATE_STEP);
+        let better = wanted.divisor < cur.divisor
+            || wanted.frame_step < cur.frame_step
+            || f64::from(wanted.bitrate_bps) > f64::from(cur.bitrate_bps) * (1.0 + BITRATE_STEP);
+        if worse {
+            self.better_since = None;
+            self.current = wanted;
+            return Some(wanted);
+        }
+        if !better {
+            self.better_since = None;
+            return None;
+        }
+        let since = *self.better_since.get_or_insert(now);
+        if now.duration_since(since) >= UP_AFTER {
+            self.better_since = None;
+            self.current = wanted;
+            return Some(wanted);
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_picture_shrinks_with_the_estimate() {
+        let full = plan_for(1_100_000.0, 1_000_000);
+        assert_eq!((full.divisor, full.frame_step), (1, 1));
+        assert!(
+            full.bitrate_bps <= 1_000_000,
+            "the configured bitrate is the ceiling"
+        );
+        let half = plan_for(400_000.0, 1_000_000);
+        assert_eq!((half.divisor, half.frame_step), (2, 1));
+        assert!(f64::from(half.bitrate_bps) + AUDIO_RESERVE_BPS <= 400_000.0);
+        let quarter = plan_for(250_000.0, 1_000_000);
+        assert_eq!((quarter.divisor, quarter.frame_step), (4, 1));
+        let least = plan_for(60_000.0, 1_000_000);
+        assert_eq!((least.divisor, least.frame_step), (4, 2));
+        assert_eq!(least.bitrate_bps, MIN_VIDEO_BPS);
+    }
+
+    #[test]
+    fn down_at_once_up_only_after_it_holds() {
+        let t0 = Instant::now();
+        let mut a = Adaptation::new(1_000_000);
+        assert_eq!(a.update(None, t0), None, "no estimate, no change");
+        assert_eq!(a.update(Some(1_100_000.0), t0), None, "full fits");
+        let down = a.update(Some(250_000.0), t0).expect("down at once");
+        assert_eq!(down.divisor, 4);
+        // The link frees: up only after UP_AFTER of it.
+        assert_eq!(
+            a.update(Some(1_100_000.0), t0 + Duration::from_secs(1)),
+            None
+        );
+        assert_eq!(
+            a.update(Some(1_100_000.0), t0 + Duration::from_secs(3)),
+            None
+        );
+        let up = a
+            .update(Some(1_100_000.0), t0 + Duration::from_secs(4))
+            .expect("up after it held");
+        assert_eq!(up.divisor, 1);
+        // A dip resets the wait.
+        a.update(Some(250_000.0), t0 + Duration::from_secs(5));
+        a.update(Some(1_100_000.0), t0 + Duration::from_secs(6));
+        a.update(Some(250_000.0), t0 + Duration::from_secs(7));
+        assert_eq!(
+            a.update(Some(1_100_000.0), t0 + Duration::from_secs(9)),
+            None
+        );
+        assert_eq!(a.current().divisor, 4);
+    }
+
+    #[test]
+    fn small_wobbles_keep_the_encoder() {
+        let t0 = Instant::now();
+        let mut a = Adaptation::new(1_000_000);
+        a.update(Some(500_000.0), t0).expect("to half size");
+        let kept = a.current();
+        for (i, e) in [480_000.0, 520_000.0, 470_000.0].into_iter().enumerate() {
+            assert_eq!(
+                a.update(Some(e), t0 + Duration::from_secs(i as u64 + 5)),
+                None
+            );
+        }
+        assert_eq!(a.current(), kept);
+    }
+}
