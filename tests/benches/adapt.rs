@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use kaigi_tests::bench::{machine, write_results};
-use kaigi_tests::netlab::{Lab, Ns};
+use kaigi_tests::netlab::{Lab, Ns, Trio};
 use serde_json::json;
 
 fn main() {
@@ -89,25 +89,17 @@ async fn run(quick: bool) {
             continue;
         }
         // A lab per case: caps and loss rules go with it.
-        let mut lab = Lab::new(&format!("ad{i}"));
-        let switch = lab.switch("sw");
-        let server_ns = lab.namespace("srv");
-        lab.attach(&server_ns, &switch, "203.0.113.10/24");
-        let pub_ns = lab.namespace("pub");
-        let pub_if = lab.attach(&pub_ns, &switch, "203.0.113.20/24");
-        let sub_ns = lab.namespace("sub");
-        let sub_if = lab.attach(&sub_ns, &switch, "203.0.113.30/24");
+        let trio = Trio::new(&format!("ad{i}"));
+        let (lab, switch) = (&trio.lab, &trio.switch);
+        let ((pub_ns, pub_if), (sub_ns, sub_if)) = (&trio.publisher, &trio.subscriber);
         match case {
             Impairment::Clean => {}
-            Impairment::Loss(p) => lab.random_loss(&sub_ns, p),
-            Impairment::Downlink(k) => lab.cap(&sub_ns, &sub_if, &switch, true, k),
-            Impairment::Uplink(k) => lab.cap(&pub_ns, &pub_if, &switch, false, k),
+            Impairment::Loss(p) => lab.random_loss(sub_ns, p),
+            Impairment::Downlink(k) => lab.cap(sub_ns, sub_if, switch, true, k),
+            Impairment::Uplink(k) => lab.cap(pub_ns, pub_if, switch, false, k),
         }
-        let (addr, stop) = lab.server(&server_ns, |c| {
-            c.listen = "203.0.113.10:7880".parse().unwrap();
-            c.media_port = 7882;
-        });
-        let (fps, audio) = measure(&lab, addr, &pub_ns, &sub_ns, window);
+        let (addr, stop) = trio.start_server();
+        let (fps, audio) = measure(lab, addr, pub_ns, sub_ns, window);
         drop(stop);
         println!(
             "{}: {fps:.1} fps, {:.0} % of audio packets",

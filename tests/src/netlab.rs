@@ -393,3 +393,49 @@ pub fn nat_lab(tag: &str, server: &str) -> (Lab, Ns, Ns, Ns) {
     );
     (lab, public, lan, server_ns)
 }
+
+/// Three hosts on one switch (203.0.113.0/24): a server at .10, a
+/// publisher at .20 and a subscriber at .30, for tests that impair one
+/// party's link (the interfaces are for [`Lab::cap`]).
+pub struct Trio {
+    /// The lab; dropping it removes everything.
+    pub lab: Lab,
+    /// The switch.
+    pub switch: Ns,
+    /// The server's host.
+    pub server: Ns,
+    /// The publisher's host and its interface.
+    pub publisher: (Ns, String),
+    /// The subscriber's host and its interface.
+    pub subscriber: (Ns, String),
+}
+
+impl Trio {
+    /// Builds it under `tag`.
+    pub fn new(tag: &str) -> Trio {
+        let mut lab = Lab::new(tag);
+        let switch = lab.switch("sw");
+        let server = lab.namespace("srv");
+        lab.attach(&server, &switch, "203.0.113.10/24");
+        let pub_ns = lab.namespace("pub");
+        let pub_if = lab.attach(&pub_ns, &switch, "203.0.113.20/24");
+        let sub_ns = lab.namespace("sub");
+        let sub_if = lab.attach(&sub_ns, &switch, "203.0.113.30/24");
+        Trio {
+            lab,
+            switch,
+            server,
+            publisher: (pub_ns, pub_if),
+            subscriber: (sub_ns, sub_if),
+        }
+    }
+
+    /// Starts the server on 203.0.113.10:7880 (media on 7882); it serves
+    /// until the returned sender is dropped.
+    pub fn start_server(&self) -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
+        self.lab.server(&self.server, |c| {
+            c.listen = "203.0.113.10:7880".parse().unwrap();
+            c.media_port = 7882;
+        })
+    }
+}

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use kaigi_tests::netlab::{CallRates, Lab, Ns};
+use kaigi_tests::netlab::{CallRates, Lab, Ns, Trio};
 
 /// One call at a time: several at once on a 2-core machine measure the
 /// machine, not the link.
@@ -24,20 +24,13 @@ const WINDOW: Duration = Duration::from_secs(10);
 /// subscriber got.
 fn call(tag: &str, impair: impl FnOnce(&Lab, &Ns, &str, &Ns, &str, &Ns)) -> CallRates {
     let _one = ONE_CALL.lock().unwrap_or_else(|e| e.into_inner());
-    let mut lab = Lab::new(tag);
-    let switch = lab.switch("sw");
-    let server_ns = lab.namespace("srv");
-    lab.attach(&server_ns, &switch, "203.0.113.10/24");
-    let pub_ns = lab.namespace("pub");
-    let pub_if = lab.attach(&pub_ns, &switch, "203.0.113.20/24");
-    let sub_ns = lab.namespace("sub");
-    let sub_if = lab.attach(&sub_ns, &switch, "203.0.113.30/24");
-    impair(&lab, &pub_ns, &pub_if, &sub_ns, &sub_if, &switch);
-    let (addr, _stop) = lab.server(&server_ns, |c| {
-        c.listen = "203.0.113.10:7880".parse().unwrap();
-    });
-    let got = lab
-        .measure_call(addr, &pub_ns, &sub_ns, 1, SETTLE, WINDOW)
+    let trio = Trio::new(tag);
+    let ((pub_ns, pub_if), (sub_ns, sub_if)) = (&trio.publisher, &trio.subscriber);
+    impair(&trio.lab, pub_ns, pub_if, sub_ns, sub_if, &trio.switch);
+    let (addr, _stop) = trio.start_server();
+    let got = trio
+        .lab
+        .measure_call(addr, pub_ns, sub_ns, 1, SETTLE, WINDOW)
         .expect("the subscriber decoded the publisher's video");
     eprintln!(
         "{tag}: {:.1} fps, {:.1} audio packets/s",
