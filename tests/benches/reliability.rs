@@ -319,6 +319,7 @@ async fn publish_cycles(server: &TestServer, cycles: usize) {
             video: Some((320, 112)),
             fps: 10,
             video_bitrate_bps: 100_000,
+            simulcast: true,
             ..Default::default()
         },
     )

@@ -117,6 +117,7 @@ async fn run(quick: bool) {
                 fps: 30,
                 tone_hz: Some(440.0 + 110.0 * i as f64),
                 video_bitrate_bps: 800_000,
+                simulcast: true,
             },
         )
         .unwrap();

@@ -15,6 +15,7 @@ fn small_stream(client: &kaigi_sdk::Client) -> LocalStream {
             video: Some((320, 112)),
             fps: 10,
             video_bitrate_bps: 100_000,
+            simulcast: true,
             ..Default::default()
         },
     )

@@ -16,6 +16,7 @@ fn small() -> SyntheticSource {
         fps: 30,
         tone_hz: Some(440.0),
         video_bitrate_bps: 300_000,
+        simulcast: true,
     }
 }
 
@@ -190,7 +191,8 @@ async fn mute_is_announced_and_stops_media_unmute_resumes_it() {
         ClientEvent::StreamUpdated {
             user_id: "alice".parse().unwrap(),
             audio_muted: false,
-            video_muted: true
+            video_muted: true,
+            video_paused: false,
         }
     );
     // A frame already in flight may still land; after that, nothing.

@@ -70,6 +70,7 @@ pub(crate) fn local_config(camera: Option<&str>, microphone: Option<&str>) -> Lo
         },
         fps: 30,
         video_bitrate_bps: 800_000,
+        simulcast: true,
     }
 }
 

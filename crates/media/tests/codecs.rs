@@ -108,3 +108,31 @@ fn tone_survives_opus() {
         .encode(&SineTone::new(440.0, 44_100).frame(960, 0))
         .is_err());
 }
+
+/// What a subscriber's decoder sees when the server switches simulcast
+/// layers: one stream whose pictures change size at a keyframe (from
+/// another encoder), after frames of the old size were lost.
+#[test]
+fn one_decoder_follows_a_switch_of_layers() {
+    let mut dec = H264Decoder::new().unwrap();
+    let mut sizes = Vec::new();
+    for (w, h, lose_last) in [(640, 480, true), (160, 120, false), (320, 240, false)] {
+        let mut pattern = TestPattern::new(640, 480).unwrap();
+        let mut enc = H264Encoder::new(H264Settings::default()).unwrap();
+        for i in 0..10 {
+            let frame = pattern.next_frame();
+            let frame = frame.scaled_to_fit(w, h).unwrap_or(frame);
+            let e = enc.encode(&frame).unwrap().unwrap();
+            if lose_last && i >= 5 {
+                continue;
+            }
+            if let Some(d) = dec.decode(&e.data).unwrap() {
+                sizes.push((d.width, d.height));
+            }
+        }
+    }
+    for size in [(640, 480), (160, 120), (320, 240)] {
+        let n = sizes.iter().filter(|s| **s == size).count();
+        assert!(n >= 4, "{size:?}: {n} pictures decoded ({sizes:?})");
+    }
+}

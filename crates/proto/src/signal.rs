@@ -108,6 +108,57 @@ fn is_true(b: &bool) -> bool {
     *b
 }
 
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// The most simulcast layers a publication may have.
+pub const MAX_LAYERS: usize = 3;
+
+/// A picture size in pixels.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct VideoSize {
+    /// Width.
+    pub width: u32,
+    /// Height.
+    pub height: u32,
+}
+
+impl VideoSize {
+    /// A size.
+    pub const fn new(width: u32, height: u32) -> Self {
+        VideoSize { width, height }
+    }
+
+    /// Whether this is the "no limit" size (0 by 0).
+    pub fn is_unlimited(self) -> bool {
+        self.width == 0 && self.height == 0
+    }
+
+    /// Whether a picture of this size fits within `limit` (with "no
+    /// limit" everything fits).
+    pub fn fits_in(self, limit: VideoSize) -> bool {
+        limit.is_unlimited() || (self.width <= limit.width && self.height <= limit.height)
+    }
+}
+
+/// Why a `publish`'s simulcast layers are refused.
+pub fn check_layers(layers: &[VideoSize]) -> Result<(), String> {
+    if layers.len() > MAX_LAYERS {
+        return Err(format!("at most {MAX_LAYERS} simulcast layers"));
+    }
+    if layers.iter().any(|l| l.width == 0 || l.height == 0 || l.width > 7680 || l.height > 4320) {
+        return Err("a simulcast layer's width and height are 1 to 7680 by 4320".into());
+    }
+    if layers
+        .windows(2)
+        .any(|w| w[1].width >= w[0].width || w[1].height >= w[0].height)
+    {
+        return Err("simulcast layers go from the largest to the smallest".into());
+    }
+    Ok(())
+}
+
 /// Messages a client sends.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(
@@ -137,6 +188,12 @@ pub enum ClientMessage {
         audio: bool,
         /// Whether a video track will be sent.
         video: bool,
+        /// The video's simulcast layers, largest first (one to
+        /// [`MAX_LAYERS`]); absent: one layer. Each is a video track of
+        /// its own, on its own receive-only m-line of the offer, in this
+        /// order.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        simulcast: Vec<VideoSize>,
     },
     /// Stop sending media; answered with `unpublished`.
     Unpublish {
@@ -169,6 +226,18 @@ pub enum ClientMessage {
         /// Receive its video (default true).
         #[serde(default = "yes")]
         video: bool,
+    },
+    /// The largest size this client shows a user's video at, so the
+    /// server sends no larger simulcast layer than that; answered with
+    /// `video-size-set`.
+    SetVideoSize {
+        /// Echoed in the reply.
+        req_id: u64,
+        /// Whose video.
+        user_id: String,
+        /// The size; 0 by 0 lifts the limit.
+        #[serde(flatten)]
+        size: VideoSize,
     },
     /// Stop receiving a user's stream; answered with `unsubscribed`.
     Unsubscribe {
@@ -204,6 +273,7 @@ impl ClientMessage {
             | ClientMessage::Mute { req_id, .. }
             | ClientMessage::Subscribe { req_id, .. }
             | ClientMessage::Unsubscribe { req_id, .. }
+            | ClientMessage::SetVideoSize { req_id, .. }
             | ClientMessage::SwitchRole { req_id, .. } => *req_id,
             ClientMessage::Answer { .. } => 0,
         }
@@ -395,6 +465,18 @@ pub enum ServerMessage {
         audio_muted: bool,
         /// Whether its video is muted.
         video_muted: bool,
+        /// Whether the server has paused its video to this client because
+        /// the path to it cannot carry even the smallest layer (audio goes
+        /// on; video resumes by itself). Sent only to that client.
+        #[serde(default, skip_serializing_if = "is_false")]
+        video_paused: bool,
+    },
+    /// `set-video-size` done.
+    VideoSizeSet {
+        /// Echoes the request id.
+        req_id: u64,
+        /// Whose video.
+        user_id: UserId,
     },
     /// `unpublish` done.
     Unpublished {

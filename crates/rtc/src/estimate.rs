@@ -48,6 +48,14 @@ impl LeadingGcc {
         }
     }
 
+    /// Leads from `target` instead of the initial GCC figure: GCC starts
+    /// high (so it does not limit until the path shows congestion) and
+    /// the estimate from `target`, growing with what is acknowledged.
+    pub fn leading_from(mut self, target: f64) -> Self {
+        self.target = target.clamp(self.min, self.gcc.target_bitrate().max(self.min));
+        self
+    }
+
     /// What the far end acknowledged over the last window, bits per
     /// second; `None` before a full window.
     fn acked_rate(&self, now: Instant) -> Option<f64> {

@@ -214,10 +214,15 @@ pub const MIN_BITRATE: f64 = 150_000.0;
 /// The highest send estimate.
 pub const MAX_BITRATE: f64 = 2_500_000.0;
 
-/// Where the server's estimate of a path to a client starts: it forwards
-/// what publishers send, which it does not choose, so it assumes the path
-/// carries it until feedback shows congestion.
-pub const SERVER_START_BITRATE: f64 = 20_000_000.0;
+/// Where GCC starts on the server's paths to clients: it forwards what
+/// publishers send, which it does not choose, so GCC itself assumes the
+/// path carries it until feedback shows congestion…
+pub const SERVER_GCC_START_BITRATE: f64 = 20_000_000.0;
+/// …and the estimate the SFU chooses simulcast layers by starts here (a
+/// middle layer of a 640×480 stream, with room for audio) and grows with
+/// what the client acknowledges: a first layer that floods a thin
+/// downlink costs seconds of video.
+pub const SERVER_START_BITRATE: f64 = 1_000_000.0;
 /// The lowest server estimate: audio.
 pub const SERVER_MIN_BITRATE: f64 = 60_000.0;
 /// The highest server estimate.
@@ -245,7 +250,7 @@ fn congestion_control(
     registry: Registry,
     media: &mut MediaEngine,
     budget: Arc<SendBudget>,
-    (start, min, max): (f64, f64, f64),
+    (gcc_start, start, min, max): (f64, f64, f64, f64),
 ) -> Result<Registry, RtcError> {
     for kind in [RtpCodecKind::Video, RtpCodecKind::Audio] {
         media.register_feedback(
@@ -268,7 +273,10 @@ fn congestion_control(
     Ok(registry
         .with(
             Slot::CongestionControl,
-            CongestionControlBuilder::new(estimate::LeadingGcc::new(start, min, max)).build(),
+            CongestionControlBuilder::new(
+                estimate::LeadingGcc::new(gcc_start, min, max).leading_from(start),
+            )
+            .build(),
         )
         .with(Slot::Pacer, AudioFirstPacer::new(budget))
         .with(Slot::TwccSender, TwccSenderBuilder::new().build())
@@ -322,8 +330,13 @@ pub async fn build_peer(
     // `SendBudget` its encoder (client) follows.
     let budget = Arc::new(SendBudget::default());
     let range = match transport {
-        Transport::Own(_) => (START_BITRATE, MIN_BITRATE, MAX_BITRATE),
-        Transport::Shared(_) => (SERVER_START_BITRATE, SERVER_MIN_BITRATE, SERVER_MAX_BITRATE),
+        Transport::Own(_) => (START_BITRATE, START_BITRATE, MIN_BITRATE, MAX_BITRATE),
+        Transport::Shared(_) => (
+            SERVER_GCC_START_BITRATE,
+            SERVER_START_BITRATE,
+            SERVER_MIN_BITRATE,
+            SERVER_MAX_BITRATE,
+        ),
     };
     let registry = congestion_control(registry, &mut media, budget.clone(), range)?;
     let registry = configure_rtcp_reports(registry)

@@ -65,6 +65,9 @@ pub struct SendBudget {
     flushes: AtomicU64,
     /// Bytes of video written again (retransmissions).
     resent_bytes: AtomicU64,
+    /// The least rate video is released at while the sender probes the
+    /// path (0: not probing), bits per second.
+    probe_bps: AtomicU64,
 }
 
 impl Default for SendBudget {
@@ -77,6 +80,7 @@ impl Default for SendBudget {
             refused: AtomicU64::new(0),
             flushes: AtomicU64::new(0),
             resent_bytes: AtomicU64::new(0),
+            probe_bps: AtomicU64::new(0),
         }
     }
 }
@@ -123,6 +127,23 @@ impl SendBudget {
         self.resent_bytes.load(Ordering::Relaxed)
     }
 
+    /// Releases video at `bps` at least (`None`: at the estimate's pace
+    /// again), while the sender finds out whether the path carries more
+    /// than the estimate says: what it sends then is acknowledged, and
+    /// the estimate may follow.
+    pub fn set_probe(&self, bps: Option<f64>) {
+        let v = bps.map_or(0, |b| b.max(1.0) as u64);
+        self.probe_bps.store(v, Ordering::Relaxed);
+    }
+
+    /// The probing rate in force, if any.
+    pub fn probe_bps(&self) -> Option<f64> {
+        match self.probe_bps.load(Ordering::Relaxed) {
+            0 => None,
+            bps => Some(bps as f64),
+        }
+    }
+
     fn set_estimate(&self, bps: f64) {
         self.estimate_bps
             .store(bps.max(1.0) as u64, Ordering::Relaxed);
@@ -163,6 +184,8 @@ pub struct AudioFirstPacer {
     read: VecDeque<TaggedPacket>,
     /// Ready to go on toward the wire.
     write: VecDeque<TaggedPacket>,
+    /// The estimate and probing rate the bucket's rate was set from.
+    paced_from: (f64, Option<f64>),
 }
 
 impl AudioFirstPacer {
@@ -180,7 +203,19 @@ impl AudioFirstPacer {
             dropped: HashMap::new(),
             read: VecDeque::new(),
             write: VecDeque::new(),
+            paced_from: (INITIAL_PACING_BPS / PACING_FACTOR, None),
         }
+    }
+
+    /// Sets the release rate from the estimate and the probing rate.
+    fn pace(&mut self, estimate_bps: f64) {
+        let probe = self.budget.probe_bps();
+        if self.paced_from == (estimate_bps, probe) {
+            return;
+        }
+        self.paced_from = (estimate_bps, probe);
+        let rate = (estimate_bps * PACING_FACTOR).max(probe.unwrap_or(0.0));
+        self.bucket.set_target_bitrate(rate);
     }
 
     /// Drops the queue if its head has waited too long.
@@ -268,9 +303,9 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for AudioFirstPacer {
                 bits_per_second: 0.0,
             })
         {
-            self.budget.set_estimate(*bits_per_second);
-            self.bucket
-                .set_target_bitrate(bits_per_second * PACING_FACTOR);
+            let bps = *bits_per_second;
+            self.budget.set_estimate(bps);
+            self.pace(bps);
         }
         self.read.push_back(msg);
         Ok(())
@@ -286,6 +321,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for AudioFirstPacer {
             return Ok(());
         };
         let size = rtp.marshal_size() + PACKET_OVERHEAD_BYTES;
+        self.pace(self.paced_from.0);
         self.bucket.refill(msg.now);
         if self.audio.contains(&rtp.header.ssrc) {
             // Audio goes now, and video waits for what it took.

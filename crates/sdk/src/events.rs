@@ -68,7 +68,8 @@ pub enum ClientEvent {
         user_id: UserId,
     },
     /// A stream's mute state changed (the specific `mute-*`/`unmute-*`
-    /// events come first).
+    /// events come first), or the server paused or resumed its video to
+    /// this client.
     StreamUpdated {
         /// Whose stream.
         user_id: UserId,
@@ -76,6 +77,10 @@ pub enum ClientEvent {
         audio_muted: bool,
         /// Whether its video is muted.
         video_muted: bool,
+        /// Whether the server paused its video to this client because the
+        /// path here cannot carry even its smallest layer (audio goes on;
+        /// the video resumes by itself).
+        video_paused: bool,
     },
     /// A user muted their audio.
     MuteAudio {
@@ -186,6 +191,7 @@ impl ClientEvent {
                 user_id: u(),
                 audio_muted: true,
                 video_muted: false,
+                video_paused: false,
             },
             ClientEvent::AudioVolume {
                 result: vec![AudioVolumeEntry {

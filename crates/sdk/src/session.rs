@@ -21,7 +21,7 @@ use tracing::warn;
 
 use crate::error::ClientError;
 use crate::machine::{
-    to_client_error, Command, Machine, MediaAction, Output, Settings, Token, JOIN_REQ_ID,
+    to_client_error, Command, Publishing, Machine, MediaAction, Output, Settings, Token, JOIN_REQ_ID,
 };
 use crate::media::{Arrived, LocalStream, MediaSession};
 use crate::shared::{Order, Reply, Shared};
@@ -286,10 +286,11 @@ impl Io {
             None => (Command::Leave, None),
             Some(Order::Leave(reply)) => (Command::Leave, Some(reply)),
             Some(Order::Publish(stream, reply)) => {
-                let command = Command::Publish {
+                let command = Command::Publish(Publishing {
                     audio: stream.has_audio(),
                     video: stream.has_video(),
-                };
+                    layers: stream.layers(),
+                });
                 self.to_publish = Some(stream);
                 (command, Some(reply))
             }
@@ -310,7 +311,11 @@ impl Io {
         let kinds = self
             .to_publish
             .as_ref()
-            .map(|s| (s.has_audio(), s.has_video()));
+            .map(|s| Publishing {
+                audio: s.has_audio(),
+                video: s.has_video(),
+                layers: s.layers(),
+            });
         machine.rejoined(joined, kinds, now())
     }
 

@@ -21,6 +21,7 @@ mod negotiation;
 pub mod registry;
 pub mod server;
 pub mod sfu;
+pub mod simulcast;
 pub mod signaling;
 pub mod state;
 pub mod tls;

@@ -3,7 +3,7 @@
 //! transceivers of the session's [`MediaPeer`] and lead to a new offer; a
 //! worn connection is replaced. The session's loop is in `signaling.rs`.
 
-use kaigi_proto::signal::{ErrorMessage, ServerMessage};
+use kaigi_proto::signal::{check_layers, ErrorMessage, ServerMessage, VideoSize};
 use kaigi_proto::ErrorCode;
 use kaigi_rtc::PeerEvent;
 use tracing::{debug, info, warn};
@@ -54,14 +54,18 @@ impl Session {
             live = subscriptions.len(),
             "replacing the media connection"
         );
+        let sizes = old.video_sizes();
         old.detach_all(id);
         old.close().await;
-        let publishing = self.publication.as_ref().map(|p| p.kinds);
+        let publishing = self.publication.as_ref().map(|p| (p.kinds, p.layers.len()));
         let failed =
             |e: kaigi_rtc::RtcError| ErrorMessage::new(None, ErrorCode::MediaFailed, e.to_string());
         let media = self.media().await?;
-        if let Some(kinds) = publishing {
-            media.receive(kinds).await.map_err(failed)?;
+        for (user, size) in sizes {
+            media.set_video_size(user, size);
+        }
+        if let Some((kinds, layers)) = publishing {
+            media.receive(kinds, layers).await.map_err(failed)?;
         }
         for (publication, kinds) in subscriptions {
             media
@@ -111,6 +115,7 @@ impl Session {
         &mut self,
         req_id: u64,
         kinds: StreamKinds,
+        layers: &[VideoSize],
     ) -> Result<(), ErrorMessage> {
         if !kinds.audio && !kinds.video {
             return Err(ErrorMessage::new(
@@ -119,6 +124,15 @@ impl Session {
                 "publish audio, video or both",
             ));
         }
+        if !layers.is_empty() && !kinds.video {
+            return Err(ErrorMessage::new(
+                None,
+                ErrorCode::InvalidParameter,
+                "simulcast layers without video",
+            ));
+        }
+        check_layers(layers)
+            .map_err(|e| ErrorMessage::new(None, ErrorCode::InvalidParameter, e))?;
         let id = self.id;
         let Some(place) = self.shared.read(|reg| reg.place(id).cloned()) else {
             return Err(ErrorMessage::new(
@@ -137,7 +151,7 @@ impl Session {
             ));
         }
         // Registered before the registry announces it, so subscribers find it.
-        let publication = Publication::new(id, place.user, kinds);
+        let publication = Publication::new(id, place.user, kinds, layers);
         self.shared.add_publication(publication.clone());
         let published = self
             .shared
@@ -156,7 +170,7 @@ impl Session {
         let ready = async {
             self.media()
                 .await?
-                .receive(kinds)
+                .receive(kinds, layers.len())
                 .await
                 .map_err(|e| ErrorMessage::new(None, ErrorCode::MediaFailed, e.to_string()))?;
             self.renegotiate().await
@@ -167,7 +181,12 @@ impl Session {
             self.stop_publishing().await;
             return Err(e);
         }
-        info!(audio = kinds.audio, video = kinds.video, "publishing");
+        info!(
+            audio = kinds.audio,
+            video = kinds.video,
+            layers = layers.len(),
+            "publishing"
+        );
         Ok(())
     }
 
@@ -201,10 +220,8 @@ impl Session {
                 return Err(err);
             }
         };
-        for publisher in keyframes {
-            if let Some(p) = self.shared.publication(publisher) {
-                p.request_keyframe().await;
-            }
+        for (p, layer) in keyframes {
+            p.request_keyframe(layer).await;
         }
         if self.publish_offered {
             self.publish_offered = false;
@@ -260,10 +277,16 @@ impl Session {
 
     pub(crate) async fn on_media_event(&mut self, event: PeerEvent) {
         match event {
-            PeerEvent::Track(remote) => match &self.publication {
-                Some(p) => p.attach(remote).await,
-                None => debug!("a track arrived while not publishing; ignored"),
-            },
+            PeerEvent::Track(remote) => {
+                let slot = match &self.media {
+                    Some(m) => m.slot_of(&remote).await,
+                    None => None,
+                };
+                match (&self.publication, slot) {
+                    (Some(p), Some(slot)) => p.attach(remote, slot).await,
+                    _ => debug!("a track arrived outside the publication; ignored"),
+                }
+            }
             PeerEvent::Failed => {
                 let ports = &self.shared.media_ports;
                 let ip = self
@@ -295,5 +318,76 @@ pub(crate) fn publish_error_code(e: PublishError) -> ErrorCode {
         PublishError::AlreadyPublishing => ErrorCode::AlreadyPublishing,
         PublishError::NotPublishing => ErrorCode::NotPublishing,
         PublishError::StreamNotFound => ErrorCode::StreamNotFound,
+    }
+}
+
+impl Session {
+    /// Chooses the layers this client receives (see
+    /// [`crate::simulcast::allocate`]), asks publishers for the keyframes
+    /// a switch waits for, and tells the client which videos paused or
+    /// resumed.
+    pub(crate) async fn allocate_layers(&mut self) {
+        let Some(media) = self.media.as_mut() else {
+            return;
+        };
+        let (keyframes, paused) = media.allocate(std::time::Instant::now());
+        for (p, layer) in keyframes {
+            debug!(user = %p.user, layer, "switching layer");
+            p.request_keyframe(layer).await;
+        }
+        for (user, paused) in paused {
+            info!(%user, paused, "video to this client paused or resumed");
+            let (audio_muted, video_muted) = self.mutes.get(&user).copied().unwrap_or_default();
+            self.send(&ServerMessage::StreamUpdated {
+                user_id: user,
+                audio_muted,
+                video_muted,
+                video_paused: paused,
+            });
+        }
+    }
+
+    /// Relays a message from the room to the client. A `stream-updated`
+    /// carries whether the server has paused that video to this client;
+    /// the mute states are remembered for the ones the server sends.
+    pub(crate) fn relay(&mut self, text: axum::extract::ws::Utf8Bytes) {
+        if text.starts_with(r#"{"type":"stream-"#) {
+            if let Ok(msg) = serde_json::from_str::<ServerMessage>(&text) {
+                match msg {
+                    ServerMessage::StreamAdded {
+                        user_id,
+                        audio_muted,
+                        video_muted,
+                        ..
+                    } => {
+                        self.mutes.insert(user_id, (audio_muted, video_muted));
+                    }
+                    ServerMessage::StreamUpdated {
+                        user_id,
+                        audio_muted,
+                        video_muted,
+                        ..
+                    } => {
+                        self.mutes
+                            .insert(user_id.clone(), (audio_muted, video_muted));
+                        let paused = self.media.as_ref().is_some_and(|m| m.video_paused(&user_id));
+                        if paused {
+                            self.send(&ServerMessage::StreamUpdated {
+                                user_id,
+                                audio_muted,
+                                video_muted,
+                                video_paused: true,
+                            });
+                            return;
+                        }
+                    }
+                    ServerMessage::StreamRemoved { user_id } => {
+                        self.mutes.remove(&user_id);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        self.push(axum::extract::ws::Message::Text(text));
     }
 }

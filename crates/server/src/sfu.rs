@@ -5,8 +5,11 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock, Weak};
+use std::time::Instant;
 
+use kaigi_proto::signal::VideoSize;
 use kaigi_proto::UserId;
+use kaigi_rtc::SendBudget;
 use kaigi_rtc::{
     build_peer, event_handler, is_keyframe_request, pli, set_local_and_gather, track, Gathering,
     PeerEvent, RtcError, RtpCodecKind,
@@ -23,6 +26,7 @@ use webrtc::peer_connection::{PeerConnection, RTCSessionDescription};
 use webrtc::rtp_transceiver::RtpTransceiver;
 
 use crate::registry::{SessionId, StreamKinds};
+use crate::simulcast::{allocate, Candidate, Layer, Path, RateMeter, Trials, VideoOutput};
 
 fn kind_name(kind: RtpCodecKind) -> &'static str {
     if kind == RtpCodecKind::Audio {
@@ -35,11 +39,19 @@ fn kind_name(kind: RtpCodecKind) -> &'static str {
 /// An incoming track and its SSRC.
 type Incoming = (Arc<dyn TrackRemote>, u32);
 
-/// A received publication, what of it is received, and the transceivers
-/// that carry it to this session.
-type Subscription = (Weak<Publication>, StreamKinds, Vec<Arc<dyn RtpTransceiver>>);
+/// What an incoming track is: its kind, and for video its layer.
+pub type Slot = (RtpCodecKind, usize);
 
-/// One subscriber's copy of a published track.
+/// A received publication, what of it is received, the transceivers that
+/// carry it to this session, and its video output.
+type Subscription = (
+    Weak<Publication>,
+    StreamKinds,
+    Vec<Arc<dyn RtpTransceiver>>,
+    Option<Arc<VideoOutput>>,
+);
+
+/// One subscriber's copy of a published audio track.
 #[derive(Clone)]
 struct Output {
     subscriber: SessionId,
@@ -57,42 +69,65 @@ pub struct Publication {
     pub kinds: StreamKinds,
     /// Distinguishes this publication from the user's earlier ones.
     pub id: u32,
-    remotes: RwLock<HashMap<RtpCodecKind, Incoming>>,
-    outputs: RwLock<HashMap<RtpCodecKind, Arc<Vec<Output>>>>,
+    /// Its video's simulcast layers, largest first (one when it does not
+    /// simulcast; none without video).
+    pub layers: Vec<Layer>,
+    remotes: RwLock<HashMap<Slot, Incoming>>,
+    audio: RwLock<Arc<Vec<Output>>>,
+    video: RwLock<Arc<Vec<Arc<VideoOutput>>>>,
     closed: CancellationToken,
 }
 
 impl Publication {
-    /// A publication with no tracks yet.
-    pub fn new(session: SessionId, user: UserId, kinds: StreamKinds) -> Arc<Self> {
+    /// A publication with no tracks yet; `layers` are the sizes of its
+    /// video's simulcast layers (empty: one layer of unknown size).
+    pub fn new(
+        session: SessionId,
+        user: UserId,
+        kinds: StreamKinds,
+        layers: &[VideoSize],
+    ) -> Arc<Self> {
+        let layers = match (kinds.video, layers) {
+            (false, _) => Vec::new(),
+            (true, []) => vec![Layer::new(VideoSize::default())],
+            (true, sizes) => sizes.iter().map(|&s| Layer::new(s)).collect(),
+        };
         Arc::new(Publication {
             session,
             user,
             kinds,
             id: rand::random(),
+            layers,
             remotes: RwLock::new(HashMap::new()),
-            outputs: RwLock::new(HashMap::new()),
+            audio: RwLock::new(Arc::default()),
+            video: RwLock::new(Arc::default()),
             closed: CancellationToken::new(),
         })
     }
 
-    /// Takes an incoming track from the publisher and forwards its packets
-    /// until the track ends or the publication closes.
-    pub async fn attach(self: &Arc<Self>, remote: Arc<dyn TrackRemote>) {
-        let kind = remote.kind().await;
+    /// Takes an incoming track from the publisher (`slot`: its kind and
+    /// layer) and forwards its packets until the track ends or the
+    /// publication closes.
+    pub async fn attach(self: &Arc<Self>, remote: Arc<dyn TrackRemote>, slot: Slot) {
+        let (kind, layer) = slot;
         let Some(ssrc) = remote.ssrcs().await.first().copied() else {
             warn!("incoming track without an SSRC ignored");
             return;
         };
+        if kind == RtpCodecKind::Video && layer >= self.layers.len() {
+            warn!(layer, "a video track beyond the declared layers ignored");
+            return;
+        }
         if let Ok(mut r) = self.remotes.write() {
-            r.insert(kind, (remote.clone(), ssrc));
+            r.insert(slot, (remote.clone(), ssrc));
         }
         if kind == RtpCodecKind::Video {
             let _ = remote.write_rtcp(vec![pli(ssrc)]).await;
         }
         let me = self.clone();
         tokio::spawn(async move {
-            debug!(user = %me.user, kind = kind_name(kind), "forwarding");
+            debug!(user = %me.user, kind = kind_name(kind), layer, "forwarding");
+            let mut meter = RateMeter::new(Instant::now());
             loop {
                 let evt = tokio::select! {
                     _ = me.closed.cancelled() => break,
@@ -100,21 +135,10 @@ impl Publication {
                 };
                 match evt {
                     Some(TrackRemoteEvent::OnRtpPacket(packet)) => {
-                        let outs = me.outputs.read().ok().and_then(|o| o.get(&kind).cloned());
-                        for out in outs.iter().flat_map(|v| v.iter()) {
-                            let mut p = packet.clone();
-                            p.header.ssrc = out.ssrc;
-                            // The publisher's header extensions are numbered
-                            // for its connection, not the subscriber's (where
-                            // the same id may name another extension): none
-                            // is forwarded, and the subscriber's connection
-                            // adds its own (transport-wide sequence numbers).
-                            p.header.extension = false;
-                            p.header.extension_profile = 0;
-                            p.header.extensions.clear();
-                            p.header.extensions_padding = 0;
-                            // One subscriber's failure is not the others'.
-                            let _ = out.track.write_rtp(p).await;
+                        if kind == RtpCodecKind::Video {
+                            me.forward_video(layer, &packet, &mut meter).await;
+                        } else {
+                            me.forward_audio(packet).await;
                         }
                     }
                     Some(TrackRemoteEvent::OnEnded) | None => break,
@@ -124,47 +148,99 @@ impl Publication {
             if let Ok(mut r) = me.remotes.write() {
                 // A replaced connection's track ends after the new one is
                 // attached: remove only this one.
-                if r.get(&kind).is_some_and(|(_, s)| *s == ssrc) {
-                    r.remove(&kind);
+                if r.get(&slot).is_some_and(|(_, s)| *s == ssrc) {
+                    r.remove(&slot);
                 }
             }
-            debug!(user = %me.user, kind = kind_name(kind), "forwarding ended");
+            debug!(user = %me.user, kind = kind_name(kind), layer, "forwarding ended");
         });
     }
 
-    /// Asks the publisher for a keyframe (a subscriber started or lost one).
-    pub async fn request_keyframe(&self) {
+    async fn forward_audio(&self, packet: rtc::rtp::Packet) {
+        let outs = self.audio.read().map(|o| o.clone()).unwrap_or_default();
+        for out in outs.iter() {
+            let mut p = packet.clone();
+            p.header.ssrc = out.ssrc;
+            // Header extensions are per connection (see VideoOutput::forward).
+            p.header.extension = false;
+            p.header.extension_profile = 0;
+            p.header.extensions.clear();
+            p.header.extensions_padding = 0;
+            // One subscriber's failure is not the others'.
+            let _ = out.track.write_rtp(p).await;
+        }
+    }
+
+    async fn forward_video(&self, layer: usize, packet: &rtc::rtp::Packet, meter: &mut RateMeter) {
+        let now = Instant::now();
+        meter.count(
+            &self.layers[layer],
+            packet.payload.len() + kaigi_rtc::pacing::PACKET_OVERHEAD_BYTES + 12,
+            now,
+        );
+        let outs = self.video.read().map(|o| o.clone()).unwrap_or_default();
+        for out in outs.iter() {
+            if let Some(p) = out.forward(layer, packet, now) {
+                let _ = out.track.write_rtp(p).await;
+            }
+        }
+    }
+
+    /// Asks the publisher for a keyframe of `layer` (a subscriber started,
+    /// lost one, or switches to that layer).
+    pub async fn request_keyframe(&self, layer: usize) {
         let video = self
             .remotes
             .read()
             .ok()
-            .and_then(|r| r.get(&RtpCodecKind::Video).cloned());
+            .and_then(|r| r.get(&(RtpCodecKind::Video, layer)).cloned());
         if let Some((remote, ssrc)) = video {
             let _ = remote.write_rtcp(vec![pli(ssrc)]).await;
         }
     }
 
-    fn add_output(&self, kind: RtpCodecKind, out: Output) {
-        if let Ok(mut o) = self.outputs.write() {
-            let mut list: Vec<Output> =
-                o.get(&kind).map(|v| v.as_ref().clone()).unwrap_or_default();
+    /// The layer a new subscriber starts on: the largest that arrives.
+    fn first_layer(&self) -> usize {
+        let now = Instant::now();
+        self.layers.iter().position(|l| l.live(now)).unwrap_or(0)
+    }
+
+    fn add_audio(&self, out: Output) {
+        if let Ok(mut o) = self.audio.write() {
+            let mut list = o.as_ref().clone();
             list.push(out);
-            o.insert(kind, Arc::new(list));
+            *o = Arc::new(list);
+        }
+    }
+
+    fn add_video(&self, out: Arc<VideoOutput>) {
+        if let Ok(mut o) = self.video.write() {
+            let mut list = o.as_ref().clone();
+            list.push(out);
+            *o = Arc::new(list);
         }
     }
 
     /// Stops forwarding to `subscriber`.
     pub fn remove_outputs(&self, subscriber: SessionId) {
-        if let Ok(mut o) = self.outputs.write() {
-            for list in o.values_mut() {
-                if list.iter().any(|x| x.subscriber == subscriber) {
-                    *list = Arc::new(
-                        list.iter()
-                            .filter(|x| x.subscriber != subscriber)
-                            .cloned()
-                            .collect(),
-                    );
-                }
+        if let Ok(mut o) = self.audio.write() {
+            if o.iter().any(|x| x.subscriber == subscriber) {
+                *o = Arc::new(
+                    o.iter()
+                        .filter(|x| x.subscriber != subscriber)
+                        .cloned()
+                        .collect(),
+                );
+            }
+        }
+        if let Ok(mut o) = self.video.write() {
+            if o.iter().any(|x| x.subscriber == subscriber) {
+                *o = Arc::new(
+                    o.iter()
+                        .filter(|x| x.subscriber != subscriber)
+                        .cloned()
+                        .collect(),
+                );
             }
         }
     }
@@ -172,25 +248,26 @@ impl Publication {
     /// Stops all forwarding.
     pub fn close(&self) {
         self.closed.cancel();
-        if let Ok(mut o) = self.outputs.write() {
-            o.clear();
+        if let Ok(mut o) = self.audio.write() {
+            *o = Arc::default();
+        }
+        if let Ok(mut o) = self.video.write() {
+            *o = Arc::default();
         }
     }
 
     /// Subscribers currently attached.
     pub fn subscriber_count(&self) -> usize {
-        self.outputs
-            .read()
-            .map(|o| {
-                let mut s: Vec<SessionId> = o
-                    .values()
-                    .flat_map(|v| v.iter().map(|x| x.subscriber))
-                    .collect();
-                s.sort_unstable();
-                s.dedup();
-                s.len()
-            })
-            .unwrap_or(0)
+        let mut s: Vec<SessionId> = Vec::new();
+        if let Ok(o) = self.audio.read() {
+            s.extend(o.iter().map(|x| x.subscriber));
+        }
+        if let Ok(o) = self.video.read() {
+            s.extend(o.iter().map(|x| x.subscriber));
+        }
+        s.sort_unstable();
+        s.dedup();
+        s.len()
     }
 }
 
@@ -201,6 +278,13 @@ pub struct MediaPeer {
     /// The address offers advertise instead of the ports' (a 1:1 NAT).
     external: Option<std::net::IpAddr>,
     pc: Box<dyn PeerConnection>,
+    /// What the connection's congestion controller and pacer know of the
+    /// path to the client: the layers sent to it fit its estimate.
+    budget: Arc<SendBudget>,
+    /// The largest size the client shows each user's video at.
+    sizes: HashMap<UserId, VideoSize>,
+    /// Trials of larger layers.
+    trials: Trials,
     /// Events from the connection, for the session task.
     pub events: mpsc::UnboundedReceiver<PeerEvent>,
     gathering: Arc<Gathering>,
@@ -212,8 +296,9 @@ pub struct MediaPeer {
     /// Numbers this session's outgoing tracks: each subscription's tracks
     /// get new ids, so the client sees them as new.
     tracks_made: u64,
-    /// The receive-only transceivers of the current publication.
-    receiving: Vec<Arc<dyn RtpTransceiver>>,
+    /// The receive-only transceivers of the current publication, and
+    /// what each receives.
+    receiving: Vec<(Arc<dyn RtpTransceiver>, Slot)>,
     /// Stopped transceivers: their m-lines stay in every offer (webrtc-rs
     /// does not recycle m-lines), so they are counted to know when the
     /// connection is worth replacing.
@@ -235,12 +320,13 @@ impl MediaPeer {
     ) -> Result<Self, RtcError> {
         let (handler, events, gathering) = event_handler();
         let peer = build_peer(kaigi_rtc::Transport::Shared(ports.clone()), handler).await?;
-        // Its send budget paces what goes to the subscriber, audio first.
-        let pc = peer.pc;
         Ok(MediaPeer {
             ports,
             external,
-            pc: Box::new(pc),
+            pc: Box::new(peer.pc),
+            budget: peer.budget,
+            sizes: HashMap::new(),
+            trials: Trials::default(),
             events,
             gathering,
             negotiating: false,
@@ -262,14 +348,14 @@ impl MediaPeer {
     pub fn has_subscriptions(&self) -> bool {
         self.subscriptions
             .values()
-            .any(|(p, _, _)| p.strong_count() > 0)
+            .any(|(p, ..)| p.strong_count() > 0)
     }
 
     /// The publishers this session receives, and what of each.
     pub fn subscriptions(&self) -> Vec<(Arc<Publication>, StreamKinds)> {
         self.subscriptions
             .values()
-            .filter_map(|(p, kinds, _)| p.upgrade().map(|p| (p, *kinds)))
+            .filter_map(|(p, kinds, ..)| p.upgrade().map(|p| (p, *kinds)))
             .collect()
     }
 
@@ -281,26 +367,112 @@ impl MediaPeer {
         self.receiving.clear();
     }
 
-    /// Adds receive-only transceivers for what the client will publish.
-    pub async fn receive(&mut self, kinds: StreamKinds) -> Result<(), RtcError> {
-        for (on, kind) in [
-            (kinds.audio, RtpCodecKind::Audio),
-            (kinds.video, RtpCodecKind::Video),
-        ] {
-            if on {
-                let init = RTCRtpTransceiverInit {
-                    direction: RTCRtpTransceiverDirection::Recvonly,
-                    ..Default::default()
-                };
-                let t = self
-                    .pc
-                    .add_transceiver_from_kind(kind, Some(init))
-                    .await
-                    .map_err(RtcError::from_display)?;
-                self.receiving.push(t);
-            }
+    /// Adds receive-only transceivers for what the client will publish:
+    /// audio, then each of the video's `layers`, largest first.
+    pub async fn receive(&mut self, kinds: StreamKinds, layers: usize) -> Result<(), RtcError> {
+        let mut slots = Vec::new();
+        if kinds.audio {
+            slots.push((RtpCodecKind::Audio, 0));
+        }
+        if kinds.video {
+            slots.extend((0..layers.max(1)).map(|l| (RtpCodecKind::Video, l)));
+        }
+        for slot in slots {
+            let init = RTCRtpTransceiverInit {
+                direction: RTCRtpTransceiverDirection::Recvonly,
+                ..Default::default()
+            };
+            let t = self
+                .pc
+                .add_transceiver_from_kind(slot.0, Some(init))
+                .await
+                .map_err(RtcError::from_display)?;
+            self.receiving.push((t, slot));
         }
         Ok(())
+    }
+
+    /// What an arriving track is: the slot of the receive-only
+    /// transceiver it arrived on (`None`: not the current publication's).
+    pub async fn slot_of(&self, remote: &Arc<dyn TrackRemote>) -> Option<Slot> {
+        for (t, slot) in &self.receiving {
+            if let Ok(Some(receiver)) = t.receiver().await {
+                if std::ptr::addr_eq(Arc::as_ptr(receiver.track()), Arc::as_ptr(remote)) {
+                    return Some(*slot);
+                }
+            }
+        }
+        None
+    }
+
+    /// Records the largest size the client shows `user`'s video at.
+    pub fn set_video_size(&mut self, user: UserId, size: VideoSize) {
+        if size.is_unlimited() {
+            self.sizes.remove(&user);
+        } else {
+            self.sizes.insert(user, size);
+        }
+    }
+
+    /// The sizes recorded, to carry over to a replacement connection.
+    pub fn video_sizes(&self) -> HashMap<UserId, VideoSize> {
+        self.sizes.clone()
+    }
+
+    /// Chooses the layer of every video this client receives from the
+    /// connection's estimate (see [`simulcast::allocate`]). Returns the
+    /// publications to ask for a keyframe of a layer, and the users whose
+    /// video to this client paused (`true`) or resumed (`false`).
+    pub fn allocate(&mut self, now: Instant) -> (Vec<(Arc<Publication>, usize)>, Vec<(UserId, bool)>) {
+        let held: Vec<(Arc<Publication>, Arc<VideoOutput>)> = self
+            .subscriptions
+            .values()
+            .filter_map(|(p, _, _, out)| Some((p.upgrade()?, out.clone()?)))
+            .collect();
+        let audio = self
+            .subscriptions
+            .values()
+            .filter(|(p, kinds, ..)| kinds.audio && p.upgrade().is_some_and(|p| p.kinds.audio))
+            .count();
+        let cands: Vec<Candidate<'_>> = held
+            .iter()
+            .map(|(p, out)| Candidate {
+                layers: &p.layers,
+                limit: self.sizes.get(&p.user).copied().unwrap_or_default(),
+                output: out,
+            })
+            .collect();
+        let path = Path {
+            estimate_bps: self.budget.estimate_bps(),
+            queue_delay: self.budget.queue_delay(now),
+        };
+        let changes = allocate(&cands, path, audio, &mut self.trials, now);
+        self.budget.set_probe(self.trials.probe_bps());
+        let mut keyframes = Vec::new();
+        let mut paused = Vec::new();
+        for c in changes {
+            let p = &held[c.index].0;
+            if let Some(layer) = c.keyframe {
+                keyframes.push((p.clone(), layer));
+            }
+            if let Some(on) = c.paused {
+                paused.push((p.user.clone(), on));
+            }
+        }
+        (keyframes, paused)
+    }
+
+    /// Whether the server paused `user`'s video to this client.
+    pub fn video_paused(&self, user: &UserId) -> bool {
+        self.subscriptions.values().any(|(p, _, _, out)| {
+            out.as_ref().is_some_and(|o| o.told_paused())
+                && p.upgrade().is_some_and(|p| &p.user == user)
+        })
+    }
+
+    /// Whether any video is received (so layers are worth choosing).
+    pub fn receives_video(&self) -> bool {
+        self.subscriptions.values().any(|(.., out)| out.is_some())
     }
 
     /// Sends the `kinds` of `publication` to this session (`me`): one local
@@ -313,7 +485,7 @@ impl MediaPeer {
         kinds: StreamKinds,
     ) -> Result<bool, RtcError> {
         match self.subscriptions.get(&publication.session) {
-            Some((_, had, _)) if *had == kinds => return Ok(false),
+            Some((_, had, ..)) if *had == kinds => return Ok(false),
             Some(_) => {
                 self.unsubscribe(me, publication.session).await?;
             }
@@ -321,6 +493,7 @@ impl MediaPeer {
         }
         let user = publication.user.as_str();
         let mut transceivers = Vec::new();
+        let mut video = None;
         for (on, kind) in [
             (kinds.audio && publication.kinds.audio, RtpCodecKind::Audio),
             (kinds.video && publication.kinds.video, RtpCodecKind::Video),
@@ -351,32 +524,40 @@ impl MediaPeer {
                 .await
                 .map_err(RtcError::from_display)?;
             transceivers.push(transceiver);
-            publication.add_output(
-                kind,
-                Output {
+            if kind == RtpCodecKind::Audio {
+                publication.add_audio(Output {
                     subscriber: me,
-                    track: local.clone(),
+                    track: local,
                     ssrc,
-                },
-            );
-            if kind == RtpCodecKind::Video {
-                // The subscriber's PLIs go to the publisher.
-                let weak = Arc::downgrade(publication);
-                tokio::spawn(async move {
-                    while let Some(TrackLocalEvent::OnRtcpPacket(packets)) = local.poll().await {
-                        if packets.iter().any(|p| is_keyframe_request(p.as_ref())) {
-                            match weak.upgrade() {
-                                Some(p) => p.request_keyframe().await,
-                                None => break,
-                            }
+                });
+                continue;
+            }
+            let out = Arc::new(VideoOutput::new(
+                me,
+                local.clone(),
+                ssrc,
+                publication.first_layer(),
+            ));
+            publication.add_video(out.clone());
+            video = Some(out.clone());
+            // The subscriber's PLIs go to the publisher, for the layer it
+            // receives.
+            let weak = Arc::downgrade(publication);
+            tokio::spawn(async move {
+                while let Some(TrackLocalEvent::OnRtcpPacket(packets)) = local.poll().await {
+                    if packets.iter().any(|p| is_keyframe_request(p.as_ref())) {
+                        match (weak.upgrade(), out.layer()) {
+                            (Some(p), Some(layer)) => p.request_keyframe(layer).await,
+                            (Some(_), None) => {}
+                            (None, _) => break,
                         }
                     }
-                });
-            }
+                }
+            });
         }
         self.subscriptions.insert(
             publication.session,
-            (Arc::downgrade(publication), kinds, transceivers),
+            (Arc::downgrade(publication), kinds, transceivers, video),
         );
         if kinds.video {
             self.keyframes_after.push(publication.session);
@@ -390,7 +571,7 @@ impl MediaPeer {
         me: SessionId,
         publisher: SessionId,
     ) -> Result<bool, RtcError> {
-        let Some((publication, _, transceivers)) = self.subscriptions.remove(&publisher) else {
+        let Some((publication, _, transceivers, _)) = self.subscriptions.remove(&publisher) else {
             return Ok(false);
         };
         if let Some(p) = publication.upgrade() {
@@ -407,7 +588,7 @@ impl MediaPeer {
 
     /// Detaches this session from every publication it receives.
     pub fn detach_all(&mut self, me: SessionId) {
-        for (publication, _, _) in self.subscriptions.values() {
+        for (publication, ..) in self.subscriptions.values() {
             if let Some(p) = publication.upgrade() {
                 p.remove_outputs(me);
             }
@@ -437,9 +618,12 @@ impl MediaPeer {
         self.negotiating
     }
 
-    /// Applies the client's answer. Returns the publishers to ask for a
-    /// keyframe now, and whether another offer is due.
-    pub async fn answer(&mut self, sdp: String) -> Result<(Vec<SessionId>, bool), RtcError> {
+    /// Applies the client's answer. Returns the publications to ask for a
+    /// keyframe (of a layer) now, and whether another offer is due.
+    pub async fn answer(
+        &mut self,
+        sdp: String,
+    ) -> Result<(Vec<(Arc<Publication>, usize)>, bool), RtcError> {
         if !self.negotiating {
             return Err(RtcError(
                 "an answer arrived with no offer outstanding".into(),
@@ -449,10 +633,14 @@ impl MediaPeer {
         let applied = self.pc.set_remote_description(desc).await;
         self.negotiating = false;
         applied.map_err(RtcError::from_display)?;
-        Ok((
-            std::mem::take(&mut self.keyframes_after),
-            std::mem::take(&mut self.renegotiate),
-        ))
+        let keyframes = std::mem::take(&mut self.keyframes_after)
+            .into_iter()
+            .filter_map(|publisher| {
+                let (p, _, _, out) = self.subscriptions.get(&publisher)?;
+                Some((p.upgrade()?, out.as_ref()?.layer()?))
+            })
+            .collect();
+        Ok((keyframes, std::mem::take(&mut self.renegotiate)))
     }
 
     /// Closes the connection, freeing its sockets and tasks.

@@ -164,7 +164,13 @@ pub(crate) struct Session {
     pub(crate) protocol: u32,
     /// The next offer is the first of a replaced connection.
     pub(crate) new_connection: bool,
+    /// The mute states of the streams in the room, as last told to the
+    /// client (a `stream-updated` the server sends by itself repeats them).
+    pub(crate) mutes: std::collections::HashMap<UserId, (bool, bool)>,
 }
+
+/// How often the layers a client receives are chosen again.
+const LAYER_CHOICE_EVERY: Duration = Duration::from_millis(250);
 
 /// The next event of a session's peer connection; never, without one.
 async fn next_media_event(media: &mut Option<MediaPeer>) -> PeerEvent {
@@ -256,13 +262,18 @@ async fn run(socket: WebSocket, shared: Arc<Shared>, peer: SocketAddr) {
         publish_offered: false,
         protocol: kaigi_proto::MIN_PROTOCOL_VERSION,
         new_connection: false,
+        mutes: std::collections::HashMap::new(),
     };
     let end = async {
         debug!("connected");
         let timeout = shared.config.heartbeat_timeout;
         let mut deadline = Instant::now() + timeout;
         let mut bucket = Bucket::new(shared.config.rate_limit);
+        // Layers are chosen again this often while video is received.
+        let mut layers = tokio::time::interval(LAYER_CHOICE_EVERY);
+        layers.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let receives_video = s.media.as_ref().is_some_and(|m| m.receives_video());
             let join_by = s.join_by;
             tokio::select! {
                 biased;
@@ -277,7 +288,7 @@ async fn run(socket: WebSocket, shared: Arc<Shared>, peer: SocketAddr) {
                     break End::Fault;
                 }
                 out = rx.recv() => match out {
-                    Some(Outbound::Text(text)) => s.push(Message::Text(text)),
+                    Some(Outbound::Text(text)) => s.relay(text),
                     Some(Outbound::Subscribe(publisher, kinds)) => s.subscribe(publisher, kinds).await,
                     Some(Outbound::Unsubscribe(publisher)) => s.unsubscribe(publisher).await,
                     Some(Outbound::Kick(reason)) => {
@@ -289,6 +300,7 @@ async fn run(socket: WebSocket, shared: Arc<Shared>, peer: SocketAddr) {
                     None => break End::Left,
                 },
                 event = next_media_event(&mut s.media) => s.on_media_event(event).await,
+                _ = layers.tick(), if receives_video => s.allocate_layers().await,
                 _ = tokio::time::sleep_until(deadline) => {
                     Metrics::count(&shared.metrics.rejected, "heartbeat");
                     info!("heartbeat timeout");
@@ -390,7 +402,7 @@ fn session_id_text(id: SessionId) -> String {
 impl Session {
     /// Queues a frame for the writer; a full queue means the client does
     /// not read, and it is dropped.
-    fn push(&mut self, frame: Message) {
+    pub(crate) fn push(&mut self, frame: Message) {
         if self.out.try_send(frame).is_err() {
             self.dropped.cancel();
         }
@@ -466,8 +478,9 @@ impl Session {
                 req_id,
                 audio,
                 video,
+                simulcast,
             } => self
-                .publish(req_id, StreamKinds { audio, video })
+                .publish(req_id, StreamKinds { audio, video }, &simulcast)
                 .await
                 .err()
                 .map(|mut e| {
@@ -506,6 +519,26 @@ impl Session {
                 &user_id,
                 Some(StreamKinds { audio, video }),
             )),
+            ClientMessage::SetVideoSize {
+                req_id,
+                user_id,
+                size,
+            } => Some(match UserId::new(user_id) {
+                Ok(user) => {
+                    if let Ok(media) = self.media().await {
+                        media.set_video_size(user.clone(), size);
+                    }
+                    ServerMessage::VideoSizeSet {
+                        req_id,
+                        user_id: user,
+                    }
+                }
+                Err(e) => ServerMessage::Error(ErrorMessage::new(
+                    Some(req_id),
+                    ErrorCode::InvalidParameter,
+                    e.to_string(),
+                )),
+            }),
             ClientMessage::Unsubscribe { req_id, user_id } => {
                 Some(self.request_subscription(req_id, &user_id, None))
             }

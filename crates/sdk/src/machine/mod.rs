@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use kaigi_proto::signal::{ClientMessage, Joined, PeerLeaveReason, ServerMessage};
+use kaigi_proto::signal::{ClientMessage, Joined, PeerLeaveReason, ServerMessage, VideoSize};
 use kaigi_proto::{ErrorCode, KickReason, Role, RoomId, UserId};
 use kaigi_rtc::quality::{assess, grade, LinkCounters, Quality};
 use rand::rngs::StdRng;
@@ -96,12 +96,14 @@ pub(crate) struct Machine {
     publish: Option<Waiting<()>>,
     unpublish: Option<Waiting<()>>,
     requests: Vec<Waiting<Request>>,
-    /// Kinds of the publication (asked again after a rejoin).
-    published: Option<(bool, bool)>,
+    /// What is published (asked again after a rejoin).
+    published: Option<Publishing>,
     /// Each remote stream's (audio muted, video muted).
     mutes: HashMap<UserId, (bool, bool)>,
     /// Streams subscribed by request (asked again after a rejoin).
     subscribed: HashMap<UserId, (bool, bool)>,
+    /// The sizes videos are shown at (told again after a rejoin).
+    video_sizes: HashMap<UserId, VideoSize>,
     rng: StdRng,
     out: Vec<Output>,
 }
@@ -127,6 +129,7 @@ impl Machine {
             published: None,
             mutes: HashMap::new(),
             subscribed: HashMap::new(),
+            video_sizes: HashMap::new(),
             rng: StdRng::seed_from_u64(seed),
             out: Vec::new(),
         }
@@ -169,7 +172,7 @@ impl Machine {
     pub fn command(&mut self, cmd: Command, token: Option<Token>, now: Instant) -> Vec<Output> {
         match (&self.phase, cmd) {
             (Phase::Connected(_), Command::Leave) => self.start_leave(token, now),
-            (Phase::Connected(_), Command::Publish { audio, video }) => {
+            (Phase::Connected(_), Command::Publish(what)) => {
                 if self.publish.is_some() {
                     self.reply(
                         token,
@@ -181,12 +184,8 @@ impl Machine {
                 } else {
                     let req_id = self.next_req_id();
                     self.media(MediaAction::Publish);
-                    self.send(ClientMessage::Publish {
-                        req_id,
-                        audio,
-                        video,
-                    });
-                    self.published = Some((audio, video));
+                    self.send(what.message(req_id));
+                    self.published = Some(what);
                     self.publish = Some(self.waiting(req_id, token, now, ()));
                 }
             }
@@ -355,7 +354,7 @@ impl Machine {
     pub fn rejoined(
         &mut self,
         joined: &Joined,
-        republish: Option<(bool, bool)>,
+        republish: Option<Publishing>,
         now: Instant,
     ) -> Vec<Output> {
         let Phase::Reconnecting { attempt, .. } = self.phase else {
@@ -390,15 +389,17 @@ impl Machine {
             let req_id = self.next_req_id();
             self.send(Request::Subscribe { user, audio, video }.message(req_id));
         }
-        self.published = republish;
-        if let Some((audio, video)) = republish {
+        let mut sizes: Vec<_> = self.video_sizes.clone().into_iter().collect();
+        sizes.sort_by(|a, b| a.0.cmp(&b.0));
+        for (user, size) in sizes {
+            let req_id = self.next_req_id();
+            self.send(Request::SetVideoSize { user, size }.message(req_id));
+        }
+        self.published = republish.clone();
+        if let Some(what) = republish {
             let req_id = self.next_req_id();
             self.media(MediaAction::Republish);
-            self.send(ClientMessage::Publish {
-                req_id,
-                audio,
-                video,
-            });
+            self.send(what.message(req_id));
             self.publish = Some(self.waiting(req_id, None, now, ()));
         }
         self.take()

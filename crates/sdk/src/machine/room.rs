@@ -99,6 +99,7 @@ impl Machine {
                 user_id,
                 audio_muted,
                 video_muted,
+                video_paused,
             } => {
                 let (was_audio, was_video) = self
                     .mutes
@@ -123,6 +124,7 @@ impl Machine {
                     user_id,
                     audio_muted,
                     video_muted,
+                    video_paused,
                 });
             }
             ServerMessage::StreamRemoved { user_id } => {
@@ -134,6 +136,7 @@ impl Machine {
             ServerMessage::Muted { req_id: r }
             | ServerMessage::Subscribed { req_id: r, .. }
             | ServerMessage::Unsubscribed { req_id: r, .. }
+            | ServerMessage::VideoSizeSet { req_id: r, .. }
             | ServerMessage::RoleSwitched { req_id: r, .. } => {
                 if let Some(w) = self.take_request(r) {
                     self.request_done(w.what);
@@ -169,6 +172,13 @@ impl Machine {
             Request::Unsubscribe { user } => {
                 self.subscribed.remove(&user);
                 self.media(MediaAction::StreamRemoved(user));
+            }
+            Request::SetVideoSize { user, size } => {
+                if size.is_unlimited() {
+                    self.video_sizes.remove(&user);
+                } else {
+                    self.video_sizes.insert(user, size);
+                }
             }
             Request::SwitchRole(role) => {
                 if let Some((_, r)) = self.status.room.as_mut() {

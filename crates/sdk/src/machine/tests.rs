@@ -300,10 +300,11 @@ fn commands_while_reconnecting_fail_as_connection_lost() {
     let (mut m, t0) = machine(&[]);
     drop_connection(&mut m, t0);
     let out = m.command(
-        Command::Publish {
+        Command::Publish(Publishing {
             audio: true,
             video: true,
-        },
+            layers: Vec::new(),
+        }),
         Some(3),
         t0,
     );
@@ -377,10 +378,11 @@ fn a_publish_without_a_reply_times_out_and_is_withdrawn() {
     let (mut m, t0) = machine(&[]);
     m.timeout(t0);
     m.command(
-        Command::Publish {
+        Command::Publish(Publishing {
             audio: true,
             video: true,
-        },
+            layers: Vec::new(),
+        }),
         Some(4),
         t0,
     );
@@ -396,10 +398,11 @@ fn a_publish_without_a_reply_times_out_and_is_withdrawn() {
 fn publish_offer_answer_published() {
     let (mut m, t0) = machine(&[]);
     let out = m.command(
-        Command::Publish {
+        Command::Publish(Publishing {
             audio: true,
             video: false,
-        },
+            layers: Vec::new(),
+        }),
         Some(4),
         t0,
     );
@@ -410,16 +413,18 @@ fn publish_offer_answer_published() {
             Output::Send(ClientMessage::Publish {
                 req_id: 2,
                 audio: true,
-                video: false
+                video: false,
+                simulcast: Vec::new(),
             })
         ]
     );
     // A second publish while the first is pending is refused here.
     let out = m.command(
-        Command::Publish {
+        Command::Publish(Publishing {
             audio: true,
             video: true,
-        },
+            layers: Vec::new(),
+        }),
         Some(5),
         t0,
     );
@@ -475,10 +480,11 @@ fn publish_offer_answer_published() {
 fn a_refused_second_publish_keeps_the_first() {
     let (mut m, t0) = machine(&[]);
     m.command(
-        Command::Publish {
+        Command::Publish(Publishing {
             audio: true,
             video: true,
-        },
+            layers: Vec::new(),
+        }),
         Some(4),
         t0,
     );
@@ -512,6 +518,7 @@ fn mute_events_only_for_what_changed() {
             user_id: user("bob"),
             audio_muted: true,
             video_muted: true,
+            video_paused: false,
         },
         t0,
     );
@@ -541,17 +548,24 @@ fn a_rejoin_reports_who_came_and_went_asks_again_and_publishes_again() {
         t0,
     );
     m.command(
-        Command::Publish {
+        Command::Publish(Publishing {
             audio: true,
             video: true,
-        },
+            layers: Vec::new(),
+        }),
         Some(4),
         t0,
     );
     m.server(ServerMessage::Published { req_id: 3 }, t0);
     let at = drop_connection(&mut m, t0);
     m.timeout(at);
-    let out = m.rejoined(&joined("s2", &["bob", "dave"]), Some((true, true)), at);
+    let out = m.rejoined(&joined("s2", &["bob", "dave"]), Some(Publishing {
+            audio: true,
+            video: true,
+            layers: Vec::new(),
+        }),
+        at,
+    );
     let ev: Vec<_> = events(&out).iter().map(|e| e.name()).collect();
     assert_eq!(ev, ["peer-leave", "peer-join", "connection-state-changed"]);
     assert_eq!(
@@ -566,7 +580,8 @@ fn a_rejoin_reports_who_came_and_went_asks_again_and_publishes_again() {
             &ClientMessage::Publish {
                 req_id: 3,
                 audio: true,
-                video: true
+                video: true,
+                simulcast: Vec::new(),
             }
         ]
     );

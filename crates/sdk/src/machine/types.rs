@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use kaigi_proto::signal::{ClientMessage, ErrorMessage};
+use kaigi_proto::signal::{ClientMessage, ErrorMessage, VideoSize};
 use kaigi_proto::{ErrorCode, KickReason, Role, RoomId, UserId};
 
 use crate::error::ClientError;
@@ -54,7 +54,31 @@ pub(crate) enum Request {
     Unsubscribe {
         user: UserId,
     },
+    SetVideoSize {
+        user: UserId,
+        size: VideoSize,
+    },
     SwitchRole(Role),
+}
+
+/// What a publication sends: its kinds and its video's simulcast layers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Publishing {
+    pub audio: bool,
+    pub video: bool,
+    /// Largest first; empty: one layer.
+    pub layers: Vec<VideoSize>,
+}
+
+impl Publishing {
+    pub(super) fn message(&self, req_id: u64) -> ClientMessage {
+        ClientMessage::Publish {
+            req_id,
+            audio: self.audio,
+            video: self.video,
+            simulcast: self.layers.clone(),
+        }
+    }
 }
 
 impl Request {
@@ -75,6 +99,11 @@ impl Request {
                 req_id,
                 user_id: user.to_string(),
             },
+            Request::SetVideoSize { user, size } => ClientMessage::SetVideoSize {
+                req_id,
+                user_id: user.to_string(),
+                size,
+            },
             Request::SwitchRole(role) => ClientMessage::SwitchRole { req_id, role },
         }
     }
@@ -84,11 +113,8 @@ impl Request {
 /// with the I/O loop).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Command {
-    /// Publish a stream with these kinds.
-    Publish {
-        audio: bool,
-        video: bool,
-    },
+    /// Publish a stream.
+    Publish(Publishing),
     Unpublish,
     Request(Request),
     /// Leave (also when the client is dropped: then nobody waits).

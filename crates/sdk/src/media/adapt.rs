@@ -114,6 +114,109 @@ impl Adaptation {
     }
 }
 
+/// The share of the top layer's bitrate each simulcast layer is sent at,
+/// largest first (each has a quarter of the pixels of the one before;
+/// small pictures need more bits per pixel).
+const LAYER_SHARES: [f64; 3] = [1.0, 0.3, 0.1];
+/// A layer is sent only with at least this share of its bitrate.
+const LAYER_MIN_SHARE: f64 = 0.4;
+
+/// What each simulcast layer (largest first) sends for a send estimate:
+/// its bitrate, or `None` when it is off. Layers are filled from the
+/// smallest up, each first to its minimum, then the rest from the
+/// smallest up to each one's full bitrate: the smallest is always sent
+/// (at [`MIN_VIDEO_BPS`] at least), so every subscriber has a picture.
+pub(crate) fn layer_rates(estimate_bps: f64, top_bps: u32, layers: usize) -> Vec<Option<u32>> {
+    let mut left = (estimate_bps * VIDEO_SHARE - AUDIO_RESERVE_BPS).max(0.0);
+    let full: Vec<f64> = (0..layers)
+        .map(|i| (f64::from(top_bps) * LAYER_SHARES[i.min(2)]).max(f64::from(MIN_VIDEO_BPS)))
+        .collect();
+    let mut rates: Vec<Option<f64>> = vec![None; layers];
+    for i in (0..layers).rev() {
+        let min = (full[i] * LAYER_MIN_SHARE).max(f64::from(MIN_VIDEO_BPS));
+        if i + 1 == layers {
+            let r = left.min(min).max(f64::from(MIN_VIDEO_BPS));
+            left -= r.min(left);
+            rates[i] = Some(r);
+        } else if min <= left {
+            left -= min;
+            rates[i] = Some(min);
+        } else {
+            break;
+        }
+    }
+    for i in (0..layers).rev() {
+        if let Some(r) = rates[i].as_mut() {
+            let more = (full[i] - *r).max(0.0).min(left);
+            *r += more;
+            left -= more;
+        }
+    }
+    rates.into_iter().map(|r| r.map(|r| r as u32)).collect()
+}
+
+/// Each simulcast layer's bitrate over time: down (or off) at once, up
+/// (or on) only after [`UP_AFTER`].
+#[derive(Debug)]
+pub(crate) struct LayerAdaptation {
+    top_bps: u32,
+    current: Vec<Option<u32>>,
+    better_since: Option<Instant>,
+}
+
+impl LayerAdaptation {
+    /// Starts with every layer at its full bitrate.
+    pub fn new(top_bps: u32, layers: usize) -> Self {
+        LayerAdaptation {
+            top_bps,
+            current: layer_rates(f64::INFINITY, top_bps, layers),
+            better_since: None,
+        }
+    }
+
+    /// The bitrates in force, largest layer first (`None`: off).
+    pub fn current(&self) -> &[Option<u32>] {
+        &self.current
+    }
+
+    /// Takes the estimate at `now` (`None`: none yet); the new bitrates
+    /// when they must change.
+    pub fn update(&mut self, estimate_bps: Option<f64>, now: Instant) -> Option<Vec<Option<u32>>> {
+        let wanted = layer_rates(estimate_bps?, self.top_bps, self.current.len());
+        let step = |a: Option<u32>, b: Option<u32>| match (a, b) {
+            (Some(a), Some(b)) => f64::from(b) - f64::from(a) * (1.0 + BITRATE_STEP),
+            (None, Some(_)) => 1.0,
+            _ => -1.0,
+        };
+        let worse = self.current.iter().zip(&wanted).any(|(&c, &w)| match (c, w) {
+            (Some(_), None) => true,
+            (Some(c), Some(w)) => f64::from(w) < f64::from(c) * (1.0 - BITRATE_STEP),
+            _ => false,
+        });
+        let better = self
+            .current
+            .iter()
+            .zip(&wanted)
+            .any(|(&c, &w)| step(c, w) > 0.0);
+        if worse {
+            self.better_since = None;
+            self.current = wanted.clone();
+            return Some(wanted);
+        }
+        if !better {
+            self.better_since = None;
+            return None;
+        }
+        let since = *self.better_since.get_or_insert(now);
+        if now.duration_since(since) >= UP_AFTER {
+            self.better_since = None;
+            self.current = wanted.clone();
+            return Some(wanted);
+        }
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,5 +284,43 @@ mod tests {
             );
         }
         assert_eq!(a.current(), kept);
+    }
+
+    #[test]
+    fn layers_fill_from_the_smallest_up() {
+        // Plenty: every layer at its full bitrate.
+        assert_eq!(
+            layer_rates(5_000_000.0, 800_000, 3),
+            vec![Some(800_000), Some(240_000), Some(80_000)]
+        );
+        // 250 kbit/s: the two small layers, the smallest full.
+        let thin = layer_rates(250_000.0, 800_000, 3);
+        assert_eq!(thin[0], None, "{thin:?}");
+        assert!(thin[1].is_some_and(|r| r >= 96_000), "{thin:?}");
+        assert!(thin[2].is_some_and(|r| r >= 40_000), "{thin:?}");
+        // Almost nothing: the smallest alone, at the floor.
+        assert_eq!(
+            layer_rates(50_000.0, 800_000, 3),
+            vec![None, None, Some(MIN_VIDEO_BPS)]
+        );
+        // Never more than there is room for, once the smallest is paid.
+        for e in [150_000.0, 400_000.0, 700_000.0, 1_200_000.0] {
+            let sum: u32 = layer_rates(e, 800_000, 3).iter().flatten().sum();
+            let room = (e * VIDEO_SHARE - AUDIO_RESERVE_BPS).max(f64::from(MIN_VIDEO_BPS));
+            assert!(f64::from(sum) <= room + 1.0, "{e}: {sum}");
+        }
+    }
+
+    #[test]
+    fn layers_go_off_at_once_and_on_after_it_holds() {
+        let t0 = Instant::now();
+        let mut a = LayerAdaptation::new(800_000, 3);
+        let down = a.update(Some(250_000.0), t0).expect("off at once");
+        assert_eq!(down[0], None);
+        assert_eq!(a.update(Some(5_000_000.0), t0 + Duration::from_secs(1)), None);
+        let up = a
+            .update(Some(5_000_000.0), t0 + Duration::from_secs(5))
+            .expect("on after it held");
+        assert_eq!(up, vec![Some(800_000), Some(240_000), Some(80_000)]);
     }
 }

@@ -4,7 +4,11 @@
 //! (not when the next frame's first packet shows up). A hole that a
 //! retransmission does not fill within [`MAX_HOLE_WAIT`] is given up on:
 //! the frames it breaks are dropped, and the caller is told to ask for a
-//! keyframe. Sans-IO: instants are handed in.
+//! keyframe. A frame whose last packet never comes (the sender moved on: a
+//! packet with a new timestamp follows it without a gap, as when the
+//! server switches simulcast layers) is dropped the same way. Packets
+//! without payload (padding the server sends to probe the path) only fill
+//! their place in the numbering. Sans-IO: instants are handed in.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -30,6 +34,7 @@ pub(crate) struct Frame {
 #[derive(Debug)]
 struct Held {
     marker: bool,
+    timestamp: u32,
     payload: Bytes,
 }
 
@@ -50,13 +55,20 @@ pub(crate) struct FrameAssembler {
 impl FrameAssembler {
     /// Takes a packet. Late copies of packets already handed on or given
     /// up on are ignored.
-    pub fn push(&mut self, seq: u64, marker: bool, payload: Bytes) {
+    pub fn push(&mut self, seq: u64, timestamp: u32, marker: bool, payload: Bytes) {
         match self.next {
             Some(next) if seq < next => return,
             None => self.next = Some(seq),
             _ => {}
         }
-        self.held.insert(seq, Held { marker, payload });
+        self.held.insert(
+            seq,
+            Held {
+                marker,
+                timestamp,
+                payload,
+            },
+        );
         while self.held.len() > MAX_HELD {
             // Bounded whatever arrives: the oldest go, and with them the
             // frame they were part of.
@@ -70,22 +82,43 @@ impl FrameAssembler {
     pub fn pop(&mut self, now: Instant) -> Option<Frame> {
         loop {
             let next = self.next?;
-            // The run from `next`: complete at a marker, or broken by a
-            // hole (a packet still missing) before one.
+            // Padding between frames only fills its number.
+            if self.held.get(&next).is_some_and(|h| h.payload.is_empty()) {
+                self.held.remove(&next);
+                self.next = Some(next + 1);
+                continue;
+            }
+            // The run from `next`: complete at a marker, broken by a hole
+            // (a packet still missing) before one, or cut short by the next
+            // frame (a new timestamp with no gap).
             let mut end = None;
+            let mut cut = None;
+            let mut timestamp = None;
             for (expected, (&seq, held)) in (next..).zip(self.held.range(next..)) {
                 if seq != expected {
                     break;
+                }
+                if !held.payload.is_empty() {
+                    let ts = *timestamp.get_or_insert(held.timestamp);
+                    if ts != held.timestamp {
+                        cut = Some(seq);
+                        break;
+                    }
                 }
                 if held.marker {
                     end = Some(seq);
                     break;
                 }
             }
+            if let Some(cut) = cut {
+                self.skip_past(cut - 1);
+                continue;
+            }
             if let Some(end) = end {
                 self.hole_since = None;
                 let payloads = (next..=end)
                     .filter_map(|s| self.held.remove(&s).map(|h| h.payload))
+                    .filter(|p| !p.is_empty())
                     .collect();
                 self.next = Some(end + 1);
                 return Some(Frame {
@@ -175,10 +208,10 @@ mod tests {
     fn a_frame_completes_on_its_marker() {
         let mut a = FrameAssembler::default();
         let t = Instant::now();
-        a.push(10, false, p(1));
-        a.push(11, false, p(2));
+        a.push(10, 0, false, p(1));
+        a.push(11, 0, false, p(2));
         assert!(a.pop(t).is_none());
-        a.push(12, true, p(3));
+        a.push(12, 0, true, p(3));
         let f = a.pop(t).expect("complete");
         assert_eq!(f.payloads, vec![p(1), p(2), p(3)]);
         assert!(!f.after_loss);
@@ -190,12 +223,12 @@ mod tests {
     fn a_hole_filled_in_time_loses_nothing() {
         let mut a = FrameAssembler::default();
         let t = Instant::now();
-        a.push(1, true, p(1));
+        a.push(1, 0, true, p(1));
         assert!(a.pop(t).is_some());
-        a.push(3, true, p(3));
-        a.push(4, true, p(4));
+        a.push(3, 0, true, p(3));
+        a.push(4, 0, true, p(4));
         assert!(a.pop(t).is_none(), "2 is missing");
-        a.push(2, false, p(2));
+        a.push(2, 0, false, p(2));
         let f = a.pop(t + Duration::from_millis(100)).expect("whole");
         assert_eq!(f.payloads, vec![p(2), p(3)]);
         assert_eq!(a.pop(t).expect("next").payloads, vec![p(4)]);
@@ -207,18 +240,18 @@ mod tests {
     fn a_hole_not_filled_is_given_up() {
         let mut a = FrameAssembler::default();
         let t = Instant::now();
-        a.push(1, true, p(1));
+        a.push(1, 0, true, p(1));
         assert!(a.pop(t).is_some());
         // Frame 2..=3 lost its first packet; frame 4..=5 is whole.
-        a.push(3, true, p(3));
-        a.push(4, false, p(4));
-        a.push(5, true, p(5));
+        a.push(3, 0, true, p(3));
+        a.push(4, 0, false, p(4));
+        a.push(5, 0, true, p(5));
         assert!(a.pop(t).is_none());
         assert!(a.pop(t + MAX_HOLE_WAIT / 2).is_none());
         let f = a.pop(t + MAX_HOLE_WAIT).expect("the next frame");
         assert_eq!(f.payloads, vec![p(4), p(5)]);
         assert!(f.after_loss);
-        a.push(2, false, p(2));
+        a.push(2, 0, false, p(2));
         assert!(a.pop(t + MAX_HOLE_WAIT * 2).is_none(), "too late");
     }
 
@@ -228,9 +261,9 @@ mod tests {
     fn a_hole_inside_a_frame_is_given_up() {
         let mut a = FrameAssembler::default();
         let t = Instant::now();
-        a.push(1, false, p(1));
-        a.push(3, true, p(3));
-        a.push(4, true, p(4));
+        a.push(1, 0, false, p(1));
+        a.push(3, 0, true, p(3));
+        a.push(4, 0, true, p(4));
         assert!(a.pop(t).is_none());
         let f = a.pop(t + MAX_HOLE_WAIT).expect("the next frame");
         assert_eq!(f.payloads, vec![p(4)]);
@@ -243,7 +276,7 @@ mod tests {
         let mut a = FrameAssembler::default();
         for s in 0..5000u64 {
             // Never a marker: nothing ever completes.
-            a.push(s * 2, false, p(0));
+            a.push(s * 2, 0, false, p(0));
         }
         assert!(a.held.len() <= MAX_HELD);
     }
@@ -253,5 +286,37 @@ mod tests {
         assert!(is_keyframe(&[0, 0, 0, 1, 0x67, 1, 2, 0, 0, 1, 0x65, 9]));
         assert!(!is_keyframe(&[0, 0, 0, 1, 0x41, 1, 2]));
         assert!(!is_keyframe(&[]));
+    }
+
+    /// A layer switch: the old layer's frame never ends, the new layer's
+    /// keyframe follows it without a gap.
+    #[test]
+    fn a_frame_cut_short_by_the_next_is_dropped() {
+        let t = Instant::now();
+        let mut a = FrameAssembler::default();
+        a.push(1, 100, true, p(1));
+        assert_eq!(a.pop(t).unwrap().payloads, vec![p(1)]);
+        a.push(2, 200, false, p(2));
+        a.push(3, 200, false, p(3));
+        assert!(a.pop(t).is_none(), "waits for the rest of the frame");
+        a.push(4, 300, false, p(4));
+        a.push(5, 300, true, p(5));
+        let f = a.pop(t).expect("the next frame, at once");
+        assert_eq!(f.payloads, vec![p(4), p(5)]);
+        assert!(f.after_loss);
+    }
+
+    #[test]
+    fn padding_only_fills_its_number() {
+        let t = Instant::now();
+        let mut a = FrameAssembler::default();
+        a.push(1, 100, true, p(1));
+        a.push(2, 100, false, Bytes::new());
+        a.push(3, 100, false, Bytes::new());
+        a.push(4, 200, true, p(4));
+        assert_eq!(a.pop(t).unwrap().payloads, vec![p(1)]);
+        let f = a.pop(t).expect("the frame after the padding");
+        assert_eq!(f.payloads, vec![p(4)]);
+        assert!(!f.after_loss);
     }
 }

@@ -12,6 +12,7 @@ use kaigi_media::{
     AudioFrame, Camera, CameraSettings, DeviceError, H264Encoder, H264Settings, Microphone,
     OpusEncoder, SineTone, TestPattern, VideoFrame, OPUS_FRAME_SAMPLES, OPUS_SAMPLE_RATE,
 };
+use kaigi_proto::signal::{VideoSize, MAX_LAYERS};
 use kaigi_proto::UserId;
 use kaigi_rtc::{is_keyframe_request, track, RtpCodecKind};
 use rtc::media::Sample;
@@ -22,7 +23,7 @@ use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::Track;
 
-use super::adapt::Adaptation;
+use super::adapt::{Adaptation, LayerAdaptation};
 use crate::error::ClientError;
 
 /// What a synthetic [`LocalStream`] produces.
@@ -35,8 +36,11 @@ pub struct SyntheticSource {
     pub fps: u32,
     /// A sine tone at this frequency, or no audio.
     pub tone_hz: Option<f64>,
-    /// Video bitrate.
+    /// Video bitrate (of the largest simulcast layer).
     pub video_bitrate_bps: u32,
+    /// Whether the video is sent in simulcast layers (see
+    /// [`LocalStreamConfig::simulcast`]).
+    pub simulcast: bool,
 }
 
 impl Default for SyntheticSource {
@@ -46,6 +50,7 @@ impl Default for SyntheticSource {
             fps: 30,
             tone_hz: Some(440.0),
             video_bitrate_bps: 1_000_000,
+            simulcast: true,
         }
     }
 }
@@ -101,8 +106,12 @@ pub struct LocalStreamConfig {
     pub audio: AudioInput,
     /// Frames per second.
     pub fps: u32,
-    /// Video bitrate.
+    /// Video bitrate (of the largest simulcast layer).
     pub video_bitrate_bps: u32,
+    /// Whether the video is sent in up to three simulcast layers (full,
+    /// half and quarter size, each down to 160×90), so the server can
+    /// send each subscriber the one its connection and its window fit.
+    pub simulcast: bool,
 }
 
 impl Default for LocalStreamConfig {
@@ -117,6 +126,7 @@ impl Default for LocalStreamConfig {
             audio: AudioInput::Microphone { id: None },
             fps: 30,
             video_bitrate_bps: 1_000_000,
+            simulcast: true,
         }
     }
 }
@@ -134,6 +144,7 @@ impl From<SyntheticSource> for LocalStreamConfig {
             },
             fps: s.fps,
             video_bitrate_bps: s.video_bitrate_bps,
+            simulcast: s.simulcast,
         }
     }
 }
@@ -146,13 +157,46 @@ const RAW_QUEUE: usize = 2;
 /// frames until it drains.
 const MAX_PACER_DELAY: Duration = Duration::from_millis(150);
 
-struct LocalInner {
-    video: Option<Arc<TrackLocalStaticSample>>,
-    audio: Option<Arc<TrackLocalStaticSample>>,
-    video_pt: AtomicU8,
-    audio_pt: AtomicU8,
+/// The smallest simulcast layer's least width and height.
+const MIN_LAYER: (u32, u32) = (160, 90);
+
+/// The simulcast layers for video of `width`×`height`, largest first: the
+/// full size, then halves while they are at least [`MIN_LAYER`], at most
+/// [`MAX_LAYERS`].
+pub fn layer_sizes(width: u32, height: u32) -> Vec<VideoSize> {
+    let mut sizes = vec![VideoSize::new(width, height)];
+    while sizes.len() < MAX_LAYERS {
+        let last = sizes[sizes.len() - 1];
+        let next = VideoSize::new(last.width / 2 & !1, last.height / 2 & !1);
+        if next.width < MIN_LAYER.0 || next.height < MIN_LAYER.1 {
+            break;
+        }
+        sizes.push(next);
+    }
+    sizes
+}
+
+/// One encoding of the video: its size, the track it is sent on, and
+/// what the connection says about that track.
+struct VideoLayer {
+    /// Its size (0 by 0: the capture's, when not simulcast).
+    size: VideoSize,
+    track: Arc<TrackLocalStaticSample>,
+    /// The track's id, to find it among the connection's senders.
+    id: String,
+    /// The negotiated payload type (0: not sending).
+    pt: AtomicU8,
+    /// A keyframe was asked for.
     keyframe: AtomicBool,
     listening: AtomicBool,
+}
+
+struct LocalInner {
+    /// The video's layers, largest first (one without simulcast; none
+    /// without video).
+    video: Vec<Arc<VideoLayer>>,
+    audio: Option<Arc<TrackLocalStaticSample>>,
+    audio_pt: AtomicU8,
     audio_level: AtomicU8,
     video_muted: AtomicBool,
     audio_muted: AtomicBool,
@@ -183,17 +227,9 @@ pub struct LocalStream {
 fn kind_track(
     user: &str,
     kind: RtpCodecKind,
-    instance: u32,
+    id: &str,
 ) -> Result<Arc<TrackLocalStaticSample>, ClientError> {
-    let name = if kind == RtpCodecKind::Audio {
-        "audio"
-    } else {
-        "video"
-    };
-    // Unique per stream: a peer connection ignores a second track whose id
-    // it has already seen, so a republished stream needs new ids.
-    let id = format!("{user}-{name}-{instance:x}");
-    TrackLocalStaticSample::new(Instant::now(), track(user, &id, kind))
+    TrackLocalStaticSample::new(Instant::now(), track(user, id, kind))
         .map(Arc::new)
         .map_err(|e| ClientError::Media(e.to_string()))
 }
@@ -228,17 +264,39 @@ impl LocalStream {
         let fps = config.fps.clamp(1, 60);
         let (video_in, video_rx) = mpsc::channel::<VideoFrame>(RAW_QUEUE);
         let (audio_in, audio_rx) = mpsc::channel::<AudioFrame>(RAW_QUEUE * 4);
+        let sizes = match &config.video {
+            VideoInput::None => Vec::new(),
+            _ if !config.simulcast => vec![VideoSize::default()],
+            VideoInput::TestPattern { width, height } => layer_sizes(*width as u32, *height as u32),
+            VideoInput::Camera { width, height, .. } => layer_sizes(*width, *height),
+        };
+        // Track ids are unique per stream: a peer connection ignores a
+        // second track whose id it has already seen, so a republished
+        // stream needs new ids.
+        let video = sizes
+            .into_iter()
+            .enumerate()
+            .map(|(i, size)| {
+                let id = format!("{user}-video-{instance:x}-{i}");
+                Ok(Arc::new(VideoLayer {
+                    size,
+                    track: kind_track(user.as_str(), RtpCodecKind::Video, &id)?,
+                    id,
+                    pt: AtomicU8::new(0),
+                    keyframe: AtomicBool::new(false),
+                    listening: AtomicBool::new(false),
+                }))
+            })
+            .collect::<Result<Vec<_>, ClientError>>()?;
         let inner = Arc::new(LocalInner {
-            video: has_video
-                .then(|| kind_track(user.as_str(), RtpCodecKind::Video, instance))
-                .transpose()?,
+            video,
             audio: has_audio
-                .then(|| kind_track(user.as_str(), RtpCodecKind::Audio, instance))
+                .then(|| {
+                    let id = format!("{user}-audio-{instance:x}");
+                    kind_track(user.as_str(), RtpCodecKind::Audio, &id)
+                })
                 .transpose()?,
-            video_pt: AtomicU8::new(0),
             audio_pt: AtomicU8::new(0),
-            keyframe: AtomicBool::new(false),
-            listening: AtomicBool::new(false),
             audio_level: AtomicU8::new(0),
             video_muted: AtomicBool::new(false),
             audio_muted: AtomicBool::new(false),
@@ -268,18 +326,25 @@ impl LocalStream {
             AudioInput::Tone { hz } => stream.run_tone(*hz),
             AudioInput::Microphone { id } => stream.switch_microphone(id.as_deref())?,
         }
-        if let Some(track) = stream.inner.video.clone() {
-            let encoder = H264Encoder::new(H264Settings {
+        if !stream.inner.video.is_empty() {
+            let settings = H264Settings {
                 bitrate_bps: config.video_bitrate_bps,
                 fps: fps as f32,
                 keyframe_interval: 100_000,
-            })
-            .map_err(media)?;
+            };
+            // Opened now: an encoder that cannot start fails the call.
+            let encoders = stream
+                .inner
+                .video
+                .iter()
+                .map(|_| H264Encoder::new(settings).map(Some))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(media)?;
             let period = Duration::from_secs_f64(1.0 / f64::from(fps));
             tokio::spawn(encode_video(
                 stream.inner.clone(),
-                track,
-                encoder,
+                settings,
+                encoders,
                 video_rx,
                 period,
             ));
@@ -353,7 +418,9 @@ impl LocalStream {
         )?;
         let old = self.inner.camera.lock().replace(camera);
         drop(old);
-        self.inner.keyframe.store(true, Ordering::SeqCst);
+        for layer in &self.inner.video {
+            layer.keyframe.store(true, Ordering::SeqCst);
+        }
         Ok(())
     }
 
@@ -430,7 +497,16 @@ impl LocalStream {
 
     /// Whether it has video.
     pub fn has_video(&self) -> bool {
-        self.inner.video.is_some()
+        !self.inner.video.is_empty()
+    }
+
+    /// The video's simulcast layers, largest first; empty when it is sent
+    /// as one layer.
+    pub fn layers(&self) -> Vec<VideoSize> {
+        if self.inner.video.len() < 2 {
+            return Vec::new();
+        }
+        self.inner.video.iter().map(|l| l.size).collect()
     }
 
     /// The captured audio's volume, 0–100 (0 while muted).
@@ -447,7 +523,9 @@ impl LocalStream {
     pub fn set_video_muted(&self, muted: bool) {
         self.inner.video_muted.store(muted, Ordering::SeqCst);
         if !muted {
-            self.inner.keyframe.store(true, Ordering::SeqCst);
+            for layer in &self.inner.video {
+                layer.keyframe.store(true, Ordering::SeqCst);
+            }
         }
     }
 
@@ -480,44 +558,44 @@ impl LocalStream {
     }
 
     /// Acts on keyframe requests (subscribers' PLIs relayed by the server)
-    /// once the video track is bound to a connection: polling an unbound
+    /// once the video tracks are bound to a connection: polling an unbound
     /// track ends at once.
     pub(super) fn listen_for_keyframe_requests(&self) {
-        let Some(track) = self.inner.video.clone() else {
-            return;
-        };
-        if self.inner.listening.swap(true, Ordering::SeqCst) {
-            return;
-        }
-        let me = self.inner.clone();
-        tokio::spawn(async move {
-            loop {
-                let evt = tokio::select! {
-                    _ = me.closed.cancelled() => break,
-                    evt = track.poll() => evt,
-                };
-                match evt {
-                    Some(TrackLocalEvent::OnRtcpPacket(packets)) => {
-                        if packets.iter().any(|p| is_keyframe_request(p.as_ref())) {
-                            me.keyframe.store(true, Ordering::SeqCst);
-                        }
-                    }
-                    Some(_) => {}
-                    None => break,
-                }
+        for layer in &self.inner.video {
+            if layer.listening.swap(true, Ordering::SeqCst) {
+                continue;
             }
-            me.listening.store(false, Ordering::SeqCst);
-        });
+            let layer = layer.clone();
+            let closed = self.inner.closed.clone();
+            tokio::spawn(async move {
+                loop {
+                    let evt = tokio::select! {
+                        _ = closed.cancelled() => break,
+                        evt = layer.track.poll() => evt,
+                    };
+                    match evt {
+                        Some(TrackLocalEvent::OnRtcpPacket(packets)) => {
+                            if packets.iter().any(|p| is_keyframe_request(p.as_ref())) {
+                                layer.keyframe.store(true, Ordering::SeqCst);
+                            }
+                        }
+                        Some(_) => {}
+                        None => break,
+                    }
+                }
+                layer.listening.store(false, Ordering::SeqCst);
+            });
+        }
     }
 
-    /// Starts sending `kind` with the negotiated payload type `pt` (video
-    /// starts with a keyframe).
-    pub(super) fn send_as(&self, kind: RtpCodecKind, pt: u8) {
-        if kind == RtpCodecKind::Audio {
+    /// Starts sending the track `track_id` with the negotiated payload
+    /// type `pt` (video starts with a keyframe).
+    pub(super) fn send_as(&self, track_id: &str, pt: u8) {
+        if let Some(layer) = self.inner.video.iter().find(|l| l.id == track_id) {
+            layer.pt.store(pt, Ordering::SeqCst);
+            layer.keyframe.store(true, Ordering::SeqCst);
+        } else if self.inner.audio.is_some() {
             self.inner.audio_pt.store(pt, Ordering::SeqCst);
-        } else {
-            self.inner.video_pt.store(pt, Ordering::SeqCst);
-            self.inner.keyframe.store(true, Ordering::SeqCst);
         }
     }
 
@@ -529,35 +607,72 @@ impl LocalStream {
 
     /// Stops sending (no payload type); the sources keep running.
     pub(super) fn stop_sending(&self) {
-        self.inner.video_pt.store(0, Ordering::SeqCst);
+        for layer in &self.inner.video {
+            layer.pt.store(0, Ordering::SeqCst);
+        }
         self.inner.audio_pt.store(0, Ordering::SeqCst);
     }
 
+    /// The tracks to attach, video layers first (largest first), then
+    /// audio: the order of the server's receive-only m-lines of each kind.
     pub(super) fn tracks(&self) -> Vec<Arc<TrackLocalStaticSample>> {
         self.inner
             .video
             .iter()
-            .chain(self.inner.audio.iter())
-            .cloned()
+            .map(|l| l.track.clone())
+            .chain(self.inner.audio.iter().cloned())
             .collect()
     }
 }
 
-/// Encodes captured video and sends it while a payload type is negotiated
-/// and video is not muted.
+/// One layer's encoder state in the video task.
+struct LayerEncoder {
+    layer: Arc<VideoLayer>,
+    ssrc: u32,
+    /// `None` while the layer is off.
+    encoder: Option<H264Encoder>,
+    /// Capture time since its last frame sent: the next one's duration.
+    since_sent: Duration,
+}
+
+/// Encodes captured video into each layer and sends what is negotiated,
+/// while video is not muted. One layer follows the send estimate down
+/// the ladder of [`Adaptation`] (size, bitrate, frame rate); simulcast
+/// layers go off from the largest down and their bitrates follow
+/// [`LayerAdaptation`].
 async fn encode_video(
     me: Arc<LocalInner>,
-    track: Arc<TrackLocalStaticSample>,
-    mut encoder: H264Encoder,
+    settings: H264Settings,
+    encoders: Vec<Option<H264Encoder>>,
     mut frames: mpsc::Receiver<VideoFrame>,
     period: Duration,
 ) {
-    let ssrc = track.ssrcs().await.first().copied().unwrap_or_default();
-    let mut adaptation = Adaptation::new(encoder.settings().bitrate_bps);
+    let mut layers = Vec::new();
+    for (layer, encoder) in me.video.iter().zip(encoders) {
+        layers.push(LayerEncoder {
+            ssrc: layer.track.ssrcs().await.first().copied().unwrap_or_default(),
+            layer: layer.clone(),
+            encoder,
+            since_sent: Duration::ZERO,
+        });
+    }
+    let simulcast = layers.len() > 1;
+    let mut adaptation = Adaptation::new(settings.bitrate_bps);
+    let mut simulcast_plan = LayerAdaptation::new(settings.bitrate_bps, layers.len());
+    if simulcast {
+        // Each layer at its own bitrate.
+        for (l, rate) in layers.iter_mut().zip(simulcast_plan.current()) {
+            l.encoder = rate.and_then(|bitrate_bps| {
+                H264Encoder::new(H264Settings {
+                    bitrate_bps,
+                    ..settings
+                })
+                .ok()
+            });
+        }
+    }
     let mut counter = 0u64;
-    // Capture time since the last frame sent: the next one's duration.
-    let mut since_sent = Duration::ZERO;
-    // The pacer's flushes seen: after one, the receiver needs a keyframe.
+    // The pacer's flushes seen: after one, the receivers need a keyframe.
     let mut flushes = 0u64;
     loop {
         let frame = tokio::select! {
@@ -565,31 +680,53 @@ async fn encode_video(
             f = frames.recv() => match f { Some(f) => f, None => break },
         };
         counter += 1;
-        since_sent += period;
+        for l in &mut layers {
+            l.since_sent += period;
+        }
         let frame = Arc::new(frame);
         if me.preview.receiver_count() > 0 {
             me.preview.send_replace(Some(frame.clone()));
         }
-        let pt = me.video_pt.load(Ordering::SeqCst);
-        if pt == 0 || me.video_muted.load(Ordering::SeqCst) {
-            since_sent = Duration::ZERO;
+        if me.video_muted.load(Ordering::SeqCst)
+            || layers.iter().all(|l| l.layer.pt.load(Ordering::SeqCst) == 0)
+        {
+            for l in &mut layers {
+                l.since_sent = Duration::ZERO;
+            }
             continue;
         }
         let budget = me.budget.lock().clone();
         let now = Instant::now();
         // The picture, bitrate and frame rate follow the send estimate.
         let estimate = budget.estimate_bps();
-        if let Some(plan) = adaptation.update(estimate, now) {
-            debug!(?plan, ?estimate, "video follows the send estimate");
-            match H264Encoder::new(H264Settings {
-                bitrate_bps: plan.bitrate_bps,
-                ..encoder.settings()
-            }) {
-                Ok(e) => encoder = e,
-                Err(e) => warn!(error = %e, "the encoder could not change"),
+        let mut frame_step = 1;
+        if simulcast {
+            if let Some(rates) = simulcast_plan.update(estimate, now) {
+                debug!(?rates, ?estimate, "layers follow the send estimate");
+                for (l, rate) in layers.iter_mut().zip(rates) {
+                    l.encoder = rate.and_then(|bitrate_bps| {
+                        H264Encoder::new(H264Settings {
+                            bitrate_bps,
+                            ..settings
+                        })
+                        .map_err(|e| warn!(error = %e, "the encoder could not change"))
+                        .ok()
+                    });
+                }
             }
+        } else {
+            if let Some(plan) = adaptation.update(estimate, now) {
+                debug!(?plan, ?estimate, "video follows the send estimate");
+                match H264Encoder::new(H264Settings {
+                    bitrate_bps: plan.bitrate_bps,
+                    ..settings
+                }) {
+                    Ok(e) => layers[0].encoder = Some(e),
+                    Err(e) => warn!(error = %e, "the encoder could not change"),
+                }
+            }
+            frame_step = adaptation.current().frame_step;
         }
-        let plan = adaptation.current();
         if counter % 30 == 0 {
             debug!(
                 ?estimate,
@@ -601,7 +738,7 @@ async fn encode_video(
                 "send budget"
             );
         }
-        if counter % u64::from(plan.frame_step) != 0 {
+        if counter % u64::from(frame_step) != 0 {
             continue;
         }
         // Video the path has not taken yet is not joined by more: the
@@ -611,32 +748,45 @@ async fn encode_video(
         }
         let flushed = budget.flushes() != flushes;
         flushes = budget.flushes();
-        if me.keyframe.swap(false, Ordering::SeqCst) || flushed {
-            debug!(flushed, "keyframe");
-            encoder.request_keyframe();
-        }
-        let scaled = match plan.divisor {
-            1 => None,
-            d => frame.scaled_to_fit(frame.width / d as usize, frame.height / d as usize),
-        };
-        match encoder.encode(scaled.as_ref().unwrap_or(&frame)) {
-            Ok(Some(e)) => {
-                let sample = Sample {
-                    data: Bytes::from(e.data),
-                    duration: std::mem::take(&mut since_sent),
-                    ..Sample::new(Instant::now())
-                };
-                if track
-                    .sample_writer(ssrc, pt)
-                    .write_sample(&sample)
-                    .await
-                    .is_ok()
-                {
-                    me.frames_sent.fetch_add(1, Ordering::Relaxed);
-                }
+        let divisor = adaptation.current().divisor as usize;
+        let mut sent = false;
+        for l in &mut layers {
+            let pt = l.layer.pt.load(Ordering::SeqCst);
+            let Some(encoder) = l.encoder.as_mut().filter(|_| pt != 0) else {
+                continue;
+            };
+            if l.layer.keyframe.swap(false, Ordering::SeqCst) || flushed {
+                debug!(flushed, size = ?l.layer.size, "keyframe");
+                encoder.request_keyframe();
             }
-            Ok(None) => {}
-            Err(e) => warn!(error = %e, "encoding failed"),
+            let scaled = if simulcast {
+                frame.scaled_to_fit(l.layer.size.width as usize, l.layer.size.height as usize)
+            } else if divisor > 1 {
+                frame.scaled_to_fit(frame.width / divisor, frame.height / divisor)
+            } else {
+                None
+            };
+            match encoder.encode(scaled.as_ref().unwrap_or(&frame)) {
+                Ok(Some(e)) => {
+                    let sample = Sample {
+                        data: Bytes::from(e.data),
+                        duration: std::mem::take(&mut l.since_sent),
+                        ..Sample::new(Instant::now())
+                    };
+                    sent |= l
+                        .layer
+                        .track
+                        .sample_writer(l.ssrc, pt)
+                        .write_sample(&sample)
+                        .await
+                        .is_ok();
+                }
+                Ok(None) => {}
+                Err(e) => warn!(error = %e, "encoding failed"),
+            }
+        }
+        if sent {
+            me.frames_sent.fetch_add(1, Ordering::Relaxed);
         }
     }
 }

@@ -174,14 +174,16 @@ impl MediaSession {
             return;
         };
         for sender in pc.get_senders().await {
-            let kind = sender.track().kind().await;
+            let id = sender.track().track_id().await;
             let Ok(params) = sender.get_parameters().await else {
                 continue;
             };
+            // A track the offer had no m-line for (a server that takes
+            // fewer layers) has no codec: it is not sent.
             let Some(pt) = params.rtp_parameters.codecs.first().map(|c| c.payload_type) else {
                 continue;
             };
-            stream.send_as(kind, pt);
+            stream.send_as(&id, pt);
         }
         stream.listen_for_keyframe_requests();
         stream.follow(self.budget.clone());

@@ -208,7 +208,12 @@ impl RemoteStream {
                 if !me.decode {
                     continue;
                 }
-                frames.push(ext, packet.header.marker, packet.payload);
+                frames.push(
+                    ext,
+                    packet.header.timestamp,
+                    packet.header.marker,
+                    packet.payload,
+                );
                 while let Some(frame) = frames.pop(Instant::now()) {
                     if frame.after_loss {
                         debug!(user = %me.user, "frames lost");

@@ -292,6 +292,7 @@ impl Registry {
                 user_id: place.user.clone(),
                 audio_muted: after.audio_muted,
                 video_muted: after.video_muted,
+                video_paused: false,
             },
         }])
     }
