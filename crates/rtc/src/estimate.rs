@@ -12,9 +12,12 @@
 //! on the way up: sending little (a still picture) does not lower it.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rtc::interceptor::{BandwidthEstimator, EstimatorStats, Gcc, PacketReport};
+
+use crate::pacing::SendBudget;
 
 /// The estimate may lead the acknowledged rate by this factor…
 pub const LEAD_FACTOR: f64 = 1.5;
@@ -33,6 +36,11 @@ pub struct LeadingGcc {
     /// When the first report came (the window is not full before).
     since: Option<Instant>,
     target: f64,
+    /// Reported packets over the window: when, and whether they arrived.
+    reported: VecDeque<(Instant, bool)>,
+    lost: usize,
+    /// Where the loss over the window is published.
+    budget: Option<Arc<SendBudget>>,
 }
 
 impl LeadingGcc {
@@ -45,7 +53,17 @@ impl LeadingGcc {
             acked_bytes: 0,
             since: None,
             target: initial.clamp(min, max),
+            reported: VecDeque::new(),
+            lost: 0,
+            budget: None,
         }
+    }
+
+    /// Publishes the share of packets lost over the last second in
+    /// `budget` (see [`SendBudget::loss`]).
+    pub fn publishing_loss(mut self, budget: Arc<SendBudget>) -> Self {
+        self.budget = Some(budget);
+        self
     }
 
     /// Leads from `target` instead of the initial GCC figure: GCC starts
@@ -75,6 +93,22 @@ impl BandwidthEstimator for LeadingGcc {
             self.acked.push_back((now, r.size));
             self.acked_bytes += r.size;
         }
+        for r in reports {
+            self.reported.push_back((now, r.arrived));
+            self.lost += usize::from(!r.arrived);
+        }
+        while let Some(&(at, arrived)) = self.reported.front() {
+            if now.saturating_duration_since(at) < ACKED_WINDOW {
+                break;
+            }
+            self.reported.pop_front();
+            self.lost -= usize::from(!arrived);
+        }
+        if let Some(b) = &self.budget {
+            if !self.reported.is_empty() {
+                b.set_loss(self.lost as f64 / self.reported.len() as f64);
+            }
+        }
         while let Some(&(at, size)) = self.acked.front() {
             if now.saturating_duration_since(at) < ACKED_WINDOW {
                 break;
@@ -91,7 +125,8 @@ impl BandwidthEstimator for LeadingGcc {
         } else {
             match self.acked_rate(now) {
                 Some(acked) => gcc.min(self.target.max(acked * LEAD_FACTOR + LEAD_BPS)),
-                None => gcc,
+                // Nothing shown yet: held where it starts.
+                None => self.target,
             }
         }
         .max(self.min);

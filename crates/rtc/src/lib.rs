@@ -217,7 +217,7 @@ pub const MAX_BITRATE: f64 = 2_500_000.0;
 /// Where GCC starts on the server's paths to clients: it forwards what
 /// publishers send, which it does not choose, so GCC itself assumes the
 /// path carries it until feedback shows congestion…
-pub const SERVER_GCC_START_BITRATE: f64 = 20_000_000.0;
+pub const SERVER_GCC_START_BITRATE: f64 = 3_000_000.0;
 /// …and the estimate the SFU chooses simulcast layers by starts here (a
 /// middle layer of a 640×480 stream, with room for audio) and grows with
 /// what the client acknowledges: a first layer that floods a thin
@@ -274,7 +274,9 @@ fn congestion_control(
         .with(
             Slot::CongestionControl,
             CongestionControlBuilder::new(
-                estimate::LeadingGcc::new(gcc_start, min, max).leading_from(start),
+                estimate::LeadingGcc::new(gcc_start, min, max)
+                    .leading_from(start)
+                    .publishing_loss(budget.clone()),
             )
             .build(),
         )

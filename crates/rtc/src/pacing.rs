@@ -68,6 +68,8 @@ pub struct SendBudget {
     /// The least rate video is released at while the sender probes the
     /// path (0: not probing), bits per second.
     probe_bps: AtomicU64,
+    /// The share of packets lost over the last second, in millionths.
+    loss_ppm: AtomicU64,
 }
 
 impl Default for SendBudget {
@@ -81,6 +83,7 @@ impl Default for SendBudget {
             flushes: AtomicU64::new(0),
             resent_bytes: AtomicU64::new(0),
             probe_bps: AtomicU64::new(0),
+            loss_ppm: AtomicU64::new(0),
         }
     }
 }
@@ -144,6 +147,17 @@ impl SendBudget {
         }
     }
 
+    /// The share (0 to 1) of the packets sent that the far end's feedback
+    /// reported lost over the last second.
+    pub fn loss(&self) -> f64 {
+        self.loss_ppm.load(Ordering::Relaxed) as f64 / 1e6
+    }
+
+    pub(crate) fn set_loss(&self, share: f64) {
+        self.loss_ppm
+            .store((share.clamp(0.0, 1.0) * 1e6) as u64, Ordering::Relaxed);
+    }
+
     fn set_estimate(&self, bps: f64) {
         self.estimate_bps
             .store(bps.max(1.0) as u64, Ordering::Relaxed);
@@ -178,8 +192,8 @@ pub struct AudioFirstPacer {
     queued_bytes: u64,
     /// The latest instant handed in.
     now: Option<Instant>,
-    /// Per SSRC, the sequence numbers dropped in the last flush (first,
-    /// count) and until when their retransmissions are refused.
+    /// Per SSRC, the sequence numbers dropped in the last flush (lowest,
+    /// highest) and until when their retransmissions are refused.
     dropped: HashMap<u32, (u16, u16, Instant)>,
     read: VecDeque<TaggedPacket>,
     /// Ready to go on toward the wire.
@@ -231,12 +245,20 @@ impl AudioFirstPacer {
         self.waiting.clear();
         for (packet, _) in self.queue.drain(..) {
             if let Packet::Rtp(rtp) = &packet.message.packet {
+                // The lowest and highest numbers dropped, in sequence
+                // order: a retransmission of an older packet may be
+                // queued behind newer ones.
                 let seq = rtp.header.sequence_number;
                 let entry =
                     self.dropped
                         .entry(rtp.header.ssrc)
-                        .or_insert((seq, 0, now + REFUSE_FOR));
-                entry.1 = seq.wrapping_sub(entry.0).wrapping_add(1).max(entry.1);
+                        .or_insert((seq, seq, now + REFUSE_FOR));
+                if (seq.wrapping_sub(entry.0) as i16) < 0 {
+                    entry.0 = seq;
+                }
+                if (seq.wrapping_sub(entry.1) as i16) > 0 {
+                    entry.1 = seq;
+                }
             }
         }
         tracing::debug!(
@@ -254,7 +276,9 @@ impl AudioFirstPacer {
     fn was_dropped(&self, ssrc: u32, seq: u16, now: Instant) -> bool {
         self.dropped
             .get(&ssrc)
-            .is_some_and(|(first, count, until)| now < *until && seq.wrapping_sub(*first) < *count)
+            .is_some_and(|(lo, hi, until)| {
+                now < *until && seq.wrapping_sub(*lo) <= hi.wrapping_sub(*lo)
+            })
     }
 
     /// Releases what the budget allows at `now`.
@@ -535,6 +559,27 @@ mod tests {
         // The next frame: sent.
         p.handle_write(rtp(VIDEO, 200, 1100, later)).unwrap();
         assert_eq!(drain(&mut p), vec![VIDEO]);
+    }
+
+    /// A retransmission of an older packet queued behind newer ones
+    /// widens the refused range to it, not to every number there is.
+    #[test]
+    fn a_flush_refuses_only_what_it_dropped() {
+        let (mut p, _) = pacer();
+        let t0 = Instant::now();
+        p.handle_read(estimate(100_000.0, t0)).unwrap();
+        for seq in 100..200 {
+            p.handle_write(rtp(VIDEO, seq, 1100, t0)).unwrap();
+        }
+        p.handle_write(rtp(VIDEO, 95, 1100, t0)).unwrap();
+        let _ = drain(&mut p);
+        let later = t0 + MAX_QUEUE_DELAY + Duration::from_millis(10);
+        p.handle_timeout(later).unwrap();
+        let _ = drain(&mut p);
+        p.handle_write(rtp(VIDEO, 97, 1100, later)).unwrap();
+        assert!(drain(&mut p).is_empty(), "inside the dropped range");
+        p.handle_write(rtp(VIDEO, 200, 1100, later)).unwrap();
+        assert_eq!(drain(&mut p), vec![VIDEO], "after it: sent");
     }
 
     /// The queue is bounded.

@@ -26,7 +26,7 @@ use webrtc::peer_connection::{PeerConnection, RTCSessionDescription};
 use webrtc::rtp_transceiver::RtpTransceiver;
 
 use crate::registry::{SessionId, StreamKinds};
-use crate::simulcast::{allocate, Candidate, Layer, Path, RateMeter, Trials, VideoOutput};
+use crate::simulcast::{self, allocate, Candidate, Layer, Path, RateMeter, Trials, VideoOutput};
 
 fn kind_name(kind: RtpCodecKind) -> &'static str {
     if kind == RtpCodecKind::Audio {
@@ -199,10 +199,19 @@ impl Publication {
         }
     }
 
-    /// The layer a new subscriber starts on: the largest that arrives.
-    fn first_layer(&self) -> usize {
+    /// The layer a new subscriber starts on: the largest that arrives
+    /// and takes no more than `room` bits per second, or else the
+    /// smallest that arrives.
+    fn first_layer(&self, room: f64) -> usize {
         let now = Instant::now();
-        self.layers.iter().position(|l| l.live(now)).unwrap_or(0)
+        let live: Vec<usize> = (0..self.layers.len())
+            .filter(|&i| self.layers[i].live(now))
+            .collect();
+        live.iter()
+            .copied()
+            .find(|&i| self.layers[i].rate_bps() <= room)
+            .or(live.last().copied())
+            .unwrap_or(0)
     }
 
     fn add_audio(&self, out: Output) {
@@ -445,7 +454,9 @@ impl MediaPeer {
         let path = Path {
             estimate_bps: self.budget.estimate_bps(),
             queue_delay: self.budget.queue_delay(now),
+            loss: self.budget.loss(),
         };
+        tracing::trace!(?path, "choosing layers");
         let changes = allocate(&cands, path, audio, &mut self.trials, now);
         self.budget.set_probe(self.trials.probe_bps());
         let mut keyframes = Vec::new();
@@ -460,6 +471,17 @@ impl MediaPeer {
             }
         }
         (keyframes, paused)
+    }
+
+    /// What a new video may take at first: the estimate's room for video
+    /// shared with the videos already received.
+    fn first_room(&self) -> f64 {
+        let estimate = self
+            .budget
+            .estimate_bps()
+            .unwrap_or(kaigi_rtc::SERVER_START_BITRATE);
+        let videos = 1 + self.subscriptions.values().filter(|s| s.3.is_some()).count();
+        (estimate * simulcast::VIDEO_SHARE - simulcast::AUDIO_BPS) / videos as f64
     }
 
     /// Whether the server paused `user`'s video to this client.
@@ -536,7 +558,7 @@ impl MediaPeer {
                 me,
                 local.clone(),
                 ssrc,
-                publication.first_layer(),
+                publication.first_layer(self.first_room()),
             ));
             publication.add_video(out.clone());
             video = Some(out.clone());

@@ -31,6 +31,9 @@ const RATE_WINDOW: Duration = Duration::from_millis(500);
 /// A layer's rate is never taken as less than this: a still picture sends
 /// little until it moves.
 const MIN_LAYER_BPS: f64 = 30_000.0;
+/// What a layer is taken to send per pixel of its size each second before
+/// it is measured (0.1 bit per pixel at 30 fps).
+const GUESS_BITS_PER_PIXEL: f64 = 3.0;
 /// The share of a subscriber's estimate that its video layers may take
 /// (the pacer's headroom and retransmissions need the rest).
 pub const VIDEO_SHARE: f64 = 0.9;
@@ -47,7 +50,11 @@ const KEYFRAME_AGAIN: Duration = Duration::from_millis(600);
 /// audio take.
 const PROBE_ROOM: f64 = 1.15;
 /// How long a trial of a larger layer may take to show it fits.
-pub const TRIAL_FOR: Duration = Duration::from_secs(4);
+pub const TRIAL_FOR: Duration = Duration::from_secs(6);
+/// How long after a failed trial the layer it started from is kept.
+const TRIAL_GRACE: Duration = Duration::from_secs(2);
+/// How long the tried layer must go on fitting for the trial to succeed.
+const TRIAL_CONFIRM: Duration = Duration::from_secs(3);
 /// The wait before the first trial, and after one that succeeded.
 const TRIAL_BACKOFF: Duration = Duration::from_secs(3);
 /// The longest wait between trials (after failures, doubling up to it).
@@ -55,8 +62,10 @@ const TRIAL_BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// A trial fails when the estimate falls below this share of where it
 /// started…
 const TRIAL_FALL: f64 = 0.85;
-/// …or video waits this long in the pacer.
+/// …or video waits this long in the pacer, or the far end reports this
+/// share of packets lost.
 const TRIAL_QUEUE: Duration = Duration::from_millis(250);
+const TRIAL_LOSS: f64 = 0.05;
 
 /// Trials of larger layers for one subscriber, one at a time.
 ///
@@ -70,9 +79,12 @@ const TRIAL_QUEUE: Duration = Duration::from_millis(250);
 /// and waits longer before the next trial.
 #[derive(Debug)]
 pub struct Trials {
-    /// The trial under way: the output (by address), the layer it had,
-    /// the layer tried, when, and the estimate then.
-    active: Option<(usize, Option<usize>, usize, Instant, f64, f64)>,
+    /// The trial under way.
+    active: Option<Trial>,
+    /// After a failed trial, the output (by address) goes back to the
+    /// layer it had, and no lower until then: the trial's own loss, not
+    /// the path, brought the estimate down.
+    grace: Option<(usize, Option<usize>, Instant)>,
     next_at: Option<Instant>,
     backoff: Duration,
 }
@@ -81,6 +93,7 @@ impl Default for Trials {
     fn default() -> Self {
         Trials {
             active: None,
+            grace: None,
             next_at: None,
             backoff: TRIAL_BACKOFF,
         }
@@ -89,7 +102,9 @@ impl Default for Trials {
 
 impl Trials {
     fn failed(&mut self, now: Instant) {
-        self.active = None;
+        if let Some(t) = self.active.take() {
+            self.grace = Some((t.output, t.had, now + TRIAL_GRACE));
+        }
         self.backoff = (self.backoff * 2).min(TRIAL_BACKOFF_MAX);
         self.next_at = Some(now + self.backoff);
     }
@@ -104,8 +119,26 @@ impl Trials {
     /// the tried layers and the audio take, with some room), so the path
     /// gets to show whether it carries them.
     pub fn probe_bps(&self) -> Option<f64> {
-        self.active.map(|a| a.5)
+        self.active.map(|a| a.probe)
     }
+}
+
+/// A trial under way.
+#[derive(Debug, Clone, Copy)]
+struct Trial {
+    /// The output tried (by address).
+    output: usize,
+    /// The layer it had.
+    had: Option<usize>,
+    /// The layer tried.
+    layer: usize,
+    /// When it started, and the estimate then.
+    since: Instant,
+    estimate: f64,
+    /// The rate video is released at meanwhile.
+    probe: f64,
+    /// Since when the layer has fitted the estimate (with the margin).
+    fits_since: Option<Instant>,
 }
 
 /// What a subscriber's connection says about the path: its estimate
@@ -116,6 +149,8 @@ pub struct Path {
     pub estimate_bps: Option<f64>,
     /// The pacer's queue delay.
     pub queue_delay: Duration,
+    /// The share of packets lost over the last second.
+    pub loss: f64,
 }
 
 /// One layer of a publication's video as it arrives.
@@ -153,9 +188,12 @@ impl Layer {
         }
     }
 
-    /// Its rate, bits per second (at least [`MIN_LAYER_BPS`]).
+    /// Its rate, bits per second (at least [`MIN_LAYER_BPS`]); before it
+    /// is measured, what a picture of its size takes at 30 fps.
     pub fn rate_bps(&self) -> f64 {
-        (self.rate_bps.load(Ordering::Relaxed) as f64).max(MIN_LAYER_BPS)
+        let measured = self.rate_bps.load(Ordering::Relaxed) as f64;
+        let guess = f64::from(self.size.width) * f64::from(self.size.height) * GUESS_BITS_PER_PIXEL;
+        if measured > 0.0 { measured } else { guess }.max(MIN_LAYER_BPS)
     }
 }
 
@@ -483,15 +521,27 @@ pub fn allocate(
     // The trial under way: over when the estimate fell, video queues,
     // it took too long, or the layer now fits by itself.
     let mut trying = None;
-    if let Some((k, _, layer, since, at, _)) = trials.active {
-        match cands.iter().position(|c| key(c) == k) {
+    if let Some(mut t) = trials.active {
+        let layer = t.layer;
+        match cands.iter().position(|c| key(c) == t.output) {
             None => trials.failed(now),
             Some(i) => {
-                let fell = estimate_bps.is_some_and(|e| e < at * TRIAL_FALL)
-                    || path.queue_delay > TRIAL_QUEUE;
-                if rank(fits[i]) >= rank(Some(layer)) {
+                let fell = estimate_bps.is_some_and(|e| e < t.estimate * TRIAL_FALL)
+                    || path.queue_delay > TRIAL_QUEUE
+                    || path.loss > TRIAL_LOSS;
+                // It must go on fitting for a while: the estimate may
+                // run ahead of the path before the loss shows.
+                t.fits_since = match rank(fits_up[i]) >= rank(Some(layer)) {
+                    true => Some(t.fits_since.unwrap_or(now)),
+                    false => None,
+                };
+                trials.active = Some(t);
+                let held = t
+                    .fits_since
+                    .is_some_and(|at| now.saturating_duration_since(at) >= TRIAL_CONFIRM);
+                if held && !fell {
                     trials.succeeded(now);
-                } else if fell || now.saturating_duration_since(since) >= TRIAL_FOR {
+                } else if fell || now.saturating_duration_since(t.since) >= TRIAL_FOR {
                     debug!(layer, fell, "the trial of a larger layer failed");
                     trials.failed(now);
                 } else {
@@ -503,7 +553,8 @@ pub fn allocate(
     // A new trial: the video furthest below what it could show, one step
     // up, when the path is quiet.
     let due = trials.next_at.is_none_or(|at| now >= at);
-    if trying.is_none() && due && path.queue_delay < TRIAL_QUEUE / 4 {
+    let quiet = path.queue_delay < TRIAL_QUEUE / 4 && path.loss < TRIAL_LOSS / 2.0;
+    if trying.is_none() && due && quiet {
         if let Some(e) = estimate_bps {
             let wanting = (0..cands.len())
                 .filter(|&i| {
@@ -534,17 +585,31 @@ pub fn allocate(
                         + audio as f64 * AUDIO_BPS;
                     let probe = rate * PROBE_ROOM;
                     debug!(layer = next, estimate = e, probe, "trying a larger layer");
-                    trials.active = Some((key(&cands[i]), target, next, now, e, probe));
+                    trials.active = Some(Trial {
+                        output: key(&cands[i]),
+                        had: target,
+                        layer: next,
+                        since: now,
+                        estimate: e,
+                        probe,
+                        fits_since: None,
+                    });
                     trying = Some((i, next));
                 }
             }
         }
     }
+    trials.grace = trials.grace.filter(|g| now < g.2);
     let mut changes = Vec::new();
     for (i, c) in cands.iter().enumerate() {
         if usable[i].is_empty() {
             continue;
         }
+        let floor = trials
+            .grace
+            .filter(|g| g.0 == key(c))
+            .and_then(|g| g.1)
+            .filter(|&l| c.layers[l].live(now));
         let out = c.output;
         let mut s = out.switch.lock();
         let had = s.target;
@@ -565,6 +630,10 @@ pub fn allocate(
         } else {
             s.better_since = None;
             had
+        };
+        let chosen = match floor {
+            Some(f) if rank(chosen) < rank(Some(f)) => Some(f),
+            _ => chosen,
         };
         // A target that stopped arriving is replaced even without room.
         let chosen = match chosen {
@@ -628,6 +697,7 @@ mod tests {
         let path = Path {
             estimate_bps,
             queue_delay: Duration::ZERO,
+            loss: 0.0,
         };
         allocate(cands, path, audio, &mut trials, now)
     }
@@ -648,6 +718,7 @@ mod tests {
         let path = |e: f64| Path {
             estimate_bps: Some(e),
             queue_delay: Duration::ZERO,
+            loss: 0.0,
         };
         // 120 kbit/s (audio alone is acknowledged): paused at first…
         trials.next_at = Some(now + Duration::from_secs(1));
@@ -659,8 +730,13 @@ mod tests {
         let ch = allocate(&c, path(120_000.0), 1, &mut trials, t1);
         assert_eq!(out.target(), Some(2));
         assert_eq!(ch[0].paused, Some(false));
-        // The estimate grows while it is sent: the layer fits, it stays.
+        // The estimate grows while it is sent: the layer fits, and once
+        // it has for a while, it stays.
         let t2 = t1 + Duration::from_secs(1);
+        touch(&l, t2);
+        allocate(&c, path(200_000.0), 1, &mut trials, t2);
+        assert!(trials.active.is_some(), "not yet confirmed");
+        let t2 = t2 + TRIAL_CONFIRM;
         touch(&l, t2);
         allocate(&c, path(200_000.0), 1, &mut trials, t2);
         assert_eq!(out.target(), Some(2));

@@ -117,7 +117,7 @@ impl Adaptation {
 /// The share of the top layer's bitrate each simulcast layer is sent at,
 /// largest first (each has a quarter of the pixels of the one before;
 /// small pictures need more bits per pixel).
-const LAYER_SHARES: [f64; 3] = [1.0, 0.3, 0.1];
+const LAYER_SHARES: [f64; 3] = [1.0, 0.3, 0.07];
 /// A layer is sent only with at least this share of its bitrate.
 const LAYER_MIN_SHARE: f64 = 0.4;
 
@@ -291,7 +291,7 @@ mod tests {
         // Plenty: every layer at its full bitrate.
         assert_eq!(
             layer_rates(5_000_000.0, 800_000, 3),
-            vec![Some(800_000), Some(240_000), Some(80_000)]
+            vec![Some(800_000), Some(240_000), Some(56_000)]
         );
         // 250 kbit/s: the two small layers, the smallest full.
         let thin = layer_rates(250_000.0, 800_000, 3);
@@ -321,6 +321,6 @@ mod tests {
         let up = a
             .update(Some(5_000_000.0), t0 + Duration::from_secs(5))
             .expect("on after it held");
-        assert_eq!(up, vec![Some(800_000), Some(240_000), Some(80_000)]);
+        assert_eq!(up, vec![Some(800_000), Some(240_000), Some(56_000)]);
     }
 }
