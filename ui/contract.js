@@ -145,7 +145,8 @@ export const EVENT_FIELDS = {
   "stream-updated": [
     "audioMuted",
     "userId",
-    "videoMuted"
+    "videoMuted",
+    "videoPaused"
   ],
   "unmute-audio": [
     "userId"

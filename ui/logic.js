@@ -70,12 +70,16 @@ export function applyEvent(state, e) {
       break;
     case "stream-removed": {
       const p = peer(state, e.userId);
-      Object.assign(p, { hasStream: false, subscribed: false, volume: 0 });
+      Object.assign(p, { hasStream: false, subscribed: false, volume: 0, videoPaused: false });
       break;
     }
     case "stream-updated": {
       const p = peer(state, e.userId);
-      Object.assign(p, { audioMuted: e.audioMuted, videoMuted: e.videoMuted });
+      Object.assign(p, {
+        audioMuted: e.audioMuted,
+        videoMuted: e.videoMuted,
+        videoPaused: Boolean(e.videoPaused),
+      });
       break;
     }
     case "audio-volume":

@@ -83,8 +83,9 @@ export function renderRoom(ui) {
       el.dataset.icons = icons;
       el.querySelector(".icons").replaceChildren(icon("mic", mic), icon("cam", cam));
     }
-    const showVideo = p.subscribed && cam;
-    setText(el.querySelector(".novideo"), showVideo ? "" : ui.t("noVideo"));
+    const showVideo = p.subscribed && cam && !p.videoPaused;
+    const why = cam && p.videoPaused ? "videoPaused" : "noVideo";
+    setText(el.querySelector(".novideo"), showVideo ? "" : ui.t(why));
     if (p.subscribed && !ui.players[p.userId]) {
       ui.players[p.userId] = playTile(ui.endpoint, p.userId, el.querySelector("canvas"));
     }

@@ -424,3 +424,52 @@ async fn network_quality_is_reported_and_disconnection_is_graded_6() {
     })
     .await;
 }
+
+/// Simulcast on loopback: a 320×240 publisher sends two layers; a
+/// subscriber that shows it in a small tile gets the 160×120 layer, and
+/// the large one again when the limit is lifted — one stream whose
+/// picture changes size, decoded throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_tile_gets_the_small_layer() {
+    let server = TestServer::start().await;
+    let (alice, _) = server.joined("alice", &room(1)).await;
+    let (bob, mut bob_events) = server.joined("bob", &room(1)).await;
+    let stream = publish(&alice).await;
+    assert_eq!(stream.layers().len(), 2, "{:?}", stream.layers());
+    sees_video(&bob, &mut bob_events, "alice").await;
+    let remote = bob.remote_streams().pop().expect("alice's stream");
+    let mut video = remote.video();
+    let size = |f: &Option<std::sync::Arc<kaigi_media::VideoFrame>>| {
+        f.as_ref().map(|f| (f.width, f.height))
+    };
+    within(
+        "the large layer first",
+        video.wait_for(|f| size(f) == Some((320, 240))),
+    )
+    .await
+    .expect("frames");
+    let alice_id = "alice".parse().unwrap();
+    within(
+        "set-video-size",
+        bob.set_remote_video_size(&alice_id, 160, 120),
+    )
+    .await
+    .unwrap();
+    within(
+        "the small layer",
+        video.wait_for(|f| size(f) == Some((160, 120))),
+    )
+    .await
+    .expect("frames");
+    let before = remote.frames_decoded();
+    within("no limit", bob.set_remote_video_size(&alice_id, 0, 0))
+        .await
+        .unwrap();
+    within(
+        "the large layer again",
+        video.wait_for(|f| size(f) == Some((320, 240))),
+    )
+    .await
+    .expect("frames");
+    assert!(remote.frames_decoded() > before);
+}

@@ -1,7 +1,8 @@
 //! Calls on thin and lossy links (see `kaigi_tests::netlab`; needs root):
 //! the server, a publisher and a subscriber on one switch, one party's
 //! link capped with `tc tbf` (a 200 ms queue) or losing packets at random
-//! (nftables `numgen`). The publisher sends the 640×480 test pattern at
+//! (nftables `numgen`). The publisher sends the 640×480 test pattern (in
+//! three simulcast layers) at
 //! 30 fps and a tone (50 Opus packets a second). Each test removes its
 //! namespaces, also on failure.
 
@@ -61,4 +62,19 @@ fn a_subscriber_losing_5_percent_still_sees_smooth_video() {
         lab.random_loss(sub_ns, 5)
     });
     assert!(got.fps >= 25.0, "{:.1} fps (≥ 25)", got.fps);
+}
+
+/// The server sends a subscriber on a thin downlink a smaller simulcast
+/// layer instead of the one that does not fit, with audio first.
+#[test]
+fn a_subscriber_on_a_250_kbit_downlink_gets_a_smaller_layer_and_all_the_audio() {
+    let got = call("thdown", |lab, _, _, sub_ns, sub_if, switch| {
+        lab.cap(sub_ns, sub_if, switch, true, 250)
+    });
+    assert!(
+        got.fps >= 10.0 && got.audio_per_sec >= 0.97 * AUDIO_PER_SEC,
+        "{:.1} fps (≥ 10), {:.1} % of audio packets (≥ 97)",
+        got.fps,
+        got.audio_per_sec / AUDIO_PER_SEC * 100.0
+    );
 }

@@ -16,6 +16,12 @@ test("events build the room view", () => {
   applyEvent(s, { event: "stream-updated", userId: "bob", audioMuted: true, videoMuted: false });
   assert.deepEqual(tiles(s).map((p) => p.userId), ["bob", "carol"]);
   assert.equal(s.peers.bob.audioMuted, true);
+  assert.equal(s.peers.bob.videoPaused, false, "absent: not paused");
+  applyEvent(s, {
+    event: "stream-updated", userId: "bob", audioMuted: true, videoMuted: false, videoPaused: true,
+  });
+  assert.equal(s.peers.bob.videoPaused, true, "the server paused bob's video to us");
+  for (const lang of ["en", "ja", "ko"]) assert.ok(MESSAGES[lang].videoPaused, lang);
   applyEvent(s, {
     event: "audio-volume",
     result: [{ userId: "bob", audioVolume: 40 }, { userId: "alice", audioVolume: 90 }],

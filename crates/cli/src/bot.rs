@@ -44,6 +44,13 @@ pub struct BotArgs {
     /// Play what the others say on this speaker (`default`: the first).
     #[arg(long)]
     speaker: Option<String>,
+    /// The largest picture (WxH) to receive of each video: the server
+    /// sends no larger simulcast layer.
+    #[arg(long, value_parser = size)]
+    max_size: Option<(usize, usize)>,
+    /// Send the video as one layer instead of simulcast layers.
+    #[arg(long)]
+    no_simulcast: bool,
 }
 
 fn size(s: &str) -> Result<(usize, usize), String> {
@@ -206,6 +213,7 @@ pub async fn run(args: BotArgs) -> anyhow::Result<ExitCode> {
             video: args.video.clone(),
             audio: args.audio.clone(),
             fps: args.fps,
+            simulcast: !args.no_simulcast,
             ..Default::default()
         };
         let stream = match LocalStream::new(client.user_id(), config) {
@@ -258,6 +266,13 @@ pub async fn run(args: BotArgs) -> anyhow::Result<ExitCode> {
                 let Some(event) = event else { return Ok(ExitCode::FAILURE) };
                 line(serde_json::to_value(&event)?);
                 match event {
+                    ClientEvent::StreamAdded { user_id, .. } => {
+                        if let Some((w, h)) = args.max_size {
+                            if let Err(e) = client.set_remote_video_size(&user_id, w as u32, h as u32).await {
+                                line(json!({"event": "error", "name": e.name(), "message": e.to_string()}));
+                            }
+                        }
+                    }
                     ClientEvent::ClientBanned { .. } => return Ok(ExitCode::SUCCESS),
                     ClientEvent::ConnectionStateChanged { state: ConnectionState::Disconnected, .. } => {
                         // Disconnected without a ban: reconnecting gave up.

@@ -147,7 +147,10 @@ pub fn check_layers(layers: &[VideoSize]) -> Result<(), String> {
     if layers.len() > MAX_LAYERS {
         return Err(format!("at most {MAX_LAYERS} simulcast layers"));
     }
-    if layers.iter().any(|l| l.width == 0 || l.height == 0 || l.width > 7680 || l.height > 4320) {
+    if layers
+        .iter()
+        .any(|l| l.width == 0 || l.height == 0 || l.width > 7680 || l.height > 4320)
+    {
         return Err("a simulcast layer's width and height are 1 to 7680 by 4320".into());
     }
     if layers

@@ -274,11 +274,9 @@ impl AudioFirstPacer {
     /// Whether `seq` of `ssrc` was dropped in the last flush (and is
     /// therefore a retransmission to refuse).
     fn was_dropped(&self, ssrc: u32, seq: u16, now: Instant) -> bool {
-        self.dropped
-            .get(&ssrc)
-            .is_some_and(|(lo, hi, until)| {
-                now < *until && seq.wrapping_sub(*lo) <= hi.wrapping_sub(*lo)
-            })
+        self.dropped.get(&ssrc).is_some_and(|(lo, hi, until)| {
+            now < *until && seq.wrapping_sub(*lo) <= hi.wrapping_sub(*lo)
+        })
     }
 
     /// Releases what the budget allows at `now`.

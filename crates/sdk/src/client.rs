@@ -278,6 +278,22 @@ impl Client {
             .await
     }
 
+    /// Tells the server the largest size this client shows `user`'s video
+    /// at (its tile), so no larger simulcast layer than that is sent
+    /// (`0` by `0` lifts the limit). Kept across reconnects.
+    pub async fn set_remote_video_size(
+        &self,
+        user: &UserId,
+        width: u32,
+        height: u32,
+    ) -> Result<(), ClientError> {
+        self.request(Request::SetVideoSize {
+            user: user.clone(),
+            size: kaigi_proto::signal::VideoSize::new(width, height),
+        })
+        .await
+    }
+
     /// Switches between `anchor` and `audience`. Becoming an audience stops
     /// publishing (the others get `stream-removed`); the others get
     /// `peer-role`.

@@ -21,7 +21,8 @@ use tracing::warn;
 
 use crate::error::ClientError;
 use crate::machine::{
-    to_client_error, Command, Publishing, Machine, MediaAction, Output, Settings, Token, JOIN_REQ_ID,
+    to_client_error, Command, Machine, MediaAction, Output, Publishing, Settings, Token,
+    JOIN_REQ_ID,
 };
 use crate::media::{Arrived, LocalStream, MediaSession};
 use crate::shared::{Order, Reply, Shared};
@@ -308,14 +309,11 @@ impl Io {
         self.ws = Some(ws);
         self.media = self.new_media();
         self.to_publish = self.kept.take().filter(|s| !s.is_closed());
-        let kinds = self
-            .to_publish
-            .as_ref()
-            .map(|s| Publishing {
-                audio: s.has_audio(),
-                video: s.has_video(),
-                layers: s.layers(),
-            });
+        let kinds = self.to_publish.as_ref().map(|s| Publishing {
+            audio: s.has_audio(),
+            video: s.has_video(),
+            layers: s.layers(),
+        });
         machine.rejoined(joined, kinds, now())
     }
 

@@ -21,8 +21,8 @@ mod negotiation;
 pub mod registry;
 pub mod server;
 pub mod sfu;
-pub mod simulcast;
 pub mod signaling;
+pub mod simulcast;
 pub mod state;
 pub mod tls;
 

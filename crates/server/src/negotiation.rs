@@ -370,7 +370,10 @@ impl Session {
                     } => {
                         self.mutes
                             .insert(user_id.clone(), (audio_muted, video_muted));
-                        let paused = self.media.as_ref().is_some_and(|m| m.video_paused(&user_id));
+                        let paused = self
+                            .media
+                            .as_ref()
+                            .is_some_and(|m| m.video_paused(&user_id));
                         if paused {
                             self.send(&ServerMessage::StreamUpdated {
                                 user_id,

@@ -432,7 +432,10 @@ impl MediaPeer {
     /// connection's estimate (see [`simulcast::allocate`]). Returns the
     /// publications to ask for a keyframe of a layer, and the users whose
     /// video to this client paused (`true`) or resumed (`false`).
-    pub fn allocate(&mut self, now: Instant) -> (Vec<(Arc<Publication>, usize)>, Vec<(UserId, bool)>) {
+    pub fn allocate(
+        &mut self,
+        now: Instant,
+    ) -> (Vec<(Arc<Publication>, usize)>, Vec<(UserId, bool)>) {
         let held: Vec<(Arc<Publication>, Arc<VideoOutput>)> = self
             .subscriptions
             .values()
@@ -480,7 +483,11 @@ impl MediaPeer {
             .budget
             .estimate_bps()
             .unwrap_or(kaigi_rtc::SERVER_START_BITRATE);
-        let videos = 1 + self.subscriptions.values().filter(|s| s.3.is_some()).count();
+        let videos = 1 + self
+            .subscriptions
+            .values()
+            .filter(|s| s.3.is_some())
+            .count();
         (estimate * simulcast::VIDEO_SHARE - simulcast::AUDIO_BPS) / videos as f64
     }
 

@@ -366,7 +366,9 @@ impl VideoOutput {
         }
         let seq = packet.header.sequence_number.wrapping_add(s.seq_offset);
         let ts = packet.header.timestamp.wrapping_add(s.ts_offset);
-        if s.last.is_none_or(|(last, ..)| (seq.wrapping_sub(last) as i16) > 0) {
+        if s.last
+            .is_none_or(|(last, ..)| (seq.wrapping_sub(last) as i16) > 0)
+        {
             s.last = Some((seq, ts, now, packet.header.marker));
         }
         drop(s);
@@ -463,7 +465,9 @@ fn share(cands: &[Candidate<'_>], usable: &[Vec<usize>], room: f64) -> Vec<Optio
         let mut moved = false;
         for (i, u) in usable.iter().enumerate() {
             let Some(pos) = at[i] else { continue };
-            let Some(&next) = u.get(pos + 1) else { continue };
+            let Some(&next) = u.get(pos + 1) else {
+                continue;
+            };
             let layers = cands[i].layers;
             let more = layers[next].rate_bps() - layers[u[pos]].rate_bps();
             if more <= left {
@@ -559,7 +563,9 @@ pub fn allocate(
             let wanting = (0..cands.len())
                 .filter(|&i| {
                     let target = cands[i].output.target();
-                    usable[i].last().is_some_and(|&best| rank(Some(best)) > rank(target))
+                    usable[i]
+                        .last()
+                        .is_some_and(|&best| rank(Some(best)) > rank(target))
                         && rank(fits[i]) >= rank(target)
                         && rank(fits_up[i]) <= rank(target)
                 })
@@ -750,7 +756,9 @@ mod tests {
         touch(&l, t4);
         allocate(&c, path(150_000.0), 1, &mut trials, t4);
         assert_eq!(out.target(), Some(2));
-        assert!(trials.next_at.is_some_and(|at| at >= t4 + TRIAL_BACKOFF * 2));
+        assert!(trials
+            .next_at
+            .is_some_and(|at| at >= t4 + TRIAL_BACKOFF * 2));
     }
 
     /// Packets of every layer arrived at `t`.
@@ -808,23 +816,37 @@ mod tests {
     fn a_switch_happens_at_a_keyframe_and_numbers_continue() {
         let now = Instant::now();
         let out = output(0);
-        assert!(out.forward(0, &packet(100, 9000, false, SLICE), now).is_none());
-        let p = out.forward(0, &packet(101, 9000, true, SPS), now).map(|p| p.header);
+        assert!(out
+            .forward(0, &packet(100, 9000, false, SLICE), now)
+            .is_none());
+        let p = out
+            .forward(0, &packet(101, 9000, true, SPS), now)
+            .map(|p| p.header);
         let p = p.expect("starts at a keyframe");
         assert_eq!((p.sequence_number, p.timestamp, p.ssrc), (101, 9000, 7));
-        let p = out.forward(0, &packet(102, 12000, true, SLICE), now).unwrap();
+        let p = out
+            .forward(0, &packet(102, 12000, true, SLICE), now)
+            .unwrap();
         assert_eq!(p.header.sequence_number, 102);
         out.retarget(Some(2), now);
         // Layer 0 goes on until layer 2's keyframe.
         assert!(out.forward(2, &packet(5000, 7, true, SLICE), now).is_none());
-        assert!(out.forward(0, &packet(103, 15000, true, SLICE), now).is_some());
+        assert!(out
+            .forward(0, &packet(103, 15000, true, SLICE), now)
+            .is_some());
         let later = now + Duration::from_millis(33);
-        let p = out.forward(2, &packet(5001, 10, false, SPS), later).unwrap();
+        let p = out
+            .forward(2, &packet(5001, 10, false, SPS), later)
+            .unwrap();
         assert_eq!(p.header.sequence_number, 104);
         assert_eq!(p.header.timestamp, 15000 + 2970);
-        let p = out.forward(2, &packet(5002, 10, true, SLICE), later).unwrap();
+        let p = out
+            .forward(2, &packet(5002, 10, true, SLICE), later)
+            .unwrap();
         assert_eq!((p.header.sequence_number, p.header.timestamp), (105, 17970));
-        assert!(out.forward(0, &packet(104, 18000, true, SLICE), later).is_none());
+        assert!(out
+            .forward(0, &packet(104, 18000, true, SLICE), later)
+            .is_none());
         assert_eq!(out.layer(), Some(2));
     }
 

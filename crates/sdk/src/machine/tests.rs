@@ -559,7 +559,9 @@ fn a_rejoin_reports_who_came_and_went_asks_again_and_publishes_again() {
     m.server(ServerMessage::Published { req_id: 3 }, t0);
     let at = drop_connection(&mut m, t0);
     m.timeout(at);
-    let out = m.rejoined(&joined("s2", &["bob", "dave"]), Some(Publishing {
+    let out = m.rejoined(
+        &joined("s2", &["bob", "dave"]),
+        Some(Publishing {
             audio: true,
             video: true,
             layers: Vec::new(),

@@ -188,11 +188,15 @@ impl LayerAdaptation {
             (None, Some(_)) => 1.0,
             _ => -1.0,
         };
-        let worse = self.current.iter().zip(&wanted).any(|(&c, &w)| match (c, w) {
-            (Some(_), None) => true,
-            (Some(c), Some(w)) => f64::from(w) < f64::from(c) * (1.0 - BITRATE_STEP),
-            _ => false,
-        });
+        let worse = self
+            .current
+            .iter()
+            .zip(&wanted)
+            .any(|(&c, &w)| match (c, w) {
+                (Some(_), None) => true,
+                (Some(c), Some(w)) => f64::from(w) < f64::from(c) * (1.0 - BITRATE_STEP),
+                _ => false,
+            });
         let better = self
             .current
             .iter()
@@ -317,7 +321,10 @@ mod tests {
         let mut a = LayerAdaptation::new(800_000, 3);
         let down = a.update(Some(250_000.0), t0).expect("off at once");
         assert_eq!(down[0], None);
-        assert_eq!(a.update(Some(5_000_000.0), t0 + Duration::from_secs(1)), None);
+        assert_eq!(
+            a.update(Some(5_000_000.0), t0 + Duration::from_secs(1)),
+            None
+        );
         let up = a
             .update(Some(5_000_000.0), t0 + Duration::from_secs(5))
             .expect("on after it held");

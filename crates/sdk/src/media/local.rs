@@ -650,7 +650,13 @@ async fn encode_video(
     let mut layers = Vec::new();
     for (layer, encoder) in me.video.iter().zip(encoders) {
         layers.push(LayerEncoder {
-            ssrc: layer.track.ssrcs().await.first().copied().unwrap_or_default(),
+            ssrc: layer
+                .track
+                .ssrcs()
+                .await
+                .first()
+                .copied()
+                .unwrap_or_default(),
             layer: layer.clone(),
             encoder,
             since_sent: Duration::ZERO,
@@ -688,7 +694,9 @@ async fn encode_video(
             me.preview.send_replace(Some(frame.clone()));
         }
         if me.video_muted.load(Ordering::SeqCst)
-            || layers.iter().all(|l| l.layer.pt.load(Ordering::SeqCst) == 0)
+            || layers
+                .iter()
+                .all(|l| l.layer.pt.load(Ordering::SeqCst) == 0)
         {
             for l in &mut layers {
                 l.since_sent = Duration::ZERO;
