@@ -51,6 +51,9 @@ type Subscription = (
     Option<Arc<VideoOutput>>,
 );
 
+/// Publications to ask for a keyframe of a layer.
+pub type Keyframes = Vec<(Arc<Publication>, usize)>;
+
 /// One subscriber's copy of a published audio track.
 #[derive(Clone)]
 struct Output {
@@ -432,10 +435,7 @@ impl MediaPeer {
     /// connection's estimate (see [`simulcast::allocate`]). Returns the
     /// publications to ask for a keyframe of a layer, and the users whose
     /// video to this client paused (`true`) or resumed (`false`).
-    pub fn allocate(
-        &mut self,
-        now: Instant,
-    ) -> (Vec<(Arc<Publication>, usize)>, Vec<(UserId, bool)>) {
+    pub fn allocate(&mut self, now: Instant) -> (Keyframes, Vec<(UserId, bool)>) {
         let held: Vec<(Arc<Publication>, Arc<VideoOutput>)> = self
             .subscriptions
             .values()

@@ -167,7 +167,7 @@ pub fn layer_sizes(width: u32, height: u32) -> Vec<VideoSize> {
     let mut sizes = vec![VideoSize::new(width, height)];
     while sizes.len() < MAX_LAYERS {
         let last = sizes[sizes.len() - 1];
-        let next = VideoSize::new(last.width / 2 & !1, last.height / 2 & !1);
+        let next = VideoSize::new((last.width / 2) & !1, (last.height / 2) & !1);
         if next.width < MIN_LAYER.0 || next.height < MIN_LAYER.1 {
             break;
         }
