@@ -278,10 +278,15 @@ impl Session {
     pub(crate) async fn on_media_event(&mut self, event: PeerEvent) {
         match event {
             PeerEvent::Track(remote) => {
-                let slot = match &self.media {
+                let mut slot = match &self.media {
                     Some(m) => m.slot_of(&remote).await,
                     None => None,
                 };
+                // Without simulcast the kind says it all (a track whose
+                // transceiver was not found, say on a republish).
+                if let Some(p) = self.publication.as_ref().filter(|p| p.layers.len() <= 1) {
+                    slot = slot.or(Some((remote.kind().await, 0)));
+                }
                 match (&self.publication, slot) {
                     (Some(p), Some(slot)) => p.attach(remote, slot).await,
                     _ => debug!("a track arrived outside the publication; ignored"),
