@@ -284,7 +284,11 @@ impl Session {
                 };
                 // Without simulcast the kind says it all (a track whose
                 // transceiver was not found, say on a republish).
-                if let Some(p) = self.publication.as_ref().filter(|p| p.layers.len() <= 1) {
+                if self
+                    .publication
+                    .as_ref()
+                    .is_some_and(|p| p.layers.len() <= 1)
+                {
                     slot = slot.or(Some((remote.kind().await, 0)));
                 }
                 match (&self.publication, slot) {
