@@ -116,6 +116,9 @@ async fn bots(dev: &DevApp, url: &str) -> Vec<Bot> {
                 },
                 fps: 30,
                 video_bitrate_bps: 800_000,
+                // One layer: the benchmark compares the tile paths at one
+                // fixed size.
+                simulcast: false,
             },
         )
         .expect("a synthetic stream");
