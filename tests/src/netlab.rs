@@ -139,8 +139,8 @@ impl Lab {
     /// A call from `publisher` to `receiver` (each in its namespace), in
     /// room `r` of the server at `server`: the publisher sends the 640×480
     /// test pattern at 30 fps and a tone; the receiver waits for its first
-    /// frame, lets `settle` pass, and measures over `window`. `Err` (the
-    /// receiver's panic) when no picture arrived.
+    /// frame, lets `settle` pass, and measures over `window`. `Err` when no
+    /// picture arrived.
     pub fn measure_call(
         &self,
         server: std::net::SocketAddr,
@@ -149,66 +149,127 @@ impl Lab {
         r: u64,
         settle: std::time::Duration,
         window: std::time::Duration,
-    ) -> std::thread::Result<CallRates> {
-        use kaigi_sdk::{ClientEvent, LocalStream, SyntheticSource};
-        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
-        let publishing = self.spawn_in(publisher, move || async move {
+    ) -> Result<CallRates, String> {
+        let _alice = self.publish(publisher, server, r, "alice");
+        let bob = self.watch(receiver, server, r, "bob", "alice");
+        bob.first_frame()?;
+        bob.skip(settle);
+        let got = bob.measure(window);
+        let transport = bob.transport(crate::WAIT)?;
+        Ok(CallRates {
+            fps: got.fps,
+            audio_per_sec: got.audio_per_sec,
+            transport,
+        })
+    }
+
+    /// `user` joins room `r` of the server at `server` from `ns` and
+    /// publishes the 640×480 test pattern (in simulcast layers) at 30 fps
+    /// and a tone, until the returned party is dropped.
+    pub fn publish(&self, ns: &Ns, server: std::net::SocketAddr, r: u64, user: &str) -> Party {
+        use kaigi_sdk::{LocalStream, SyntheticSource};
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (_samples_tx, samples) = std::sync::mpsc::channel();
+        let user = user.to_owned();
+        let thread = self.spawn_in(ns, move || async move {
             let server = crate::TestServer::remote(server);
-            let (alice, _) = server.joined("alice", &crate::room(r)).await;
-            let stream = LocalStream::synthetic(alice.user_id(), SyntheticSource::default())
+            let (client, _) = server.joined(&user, &crate::room(r)).await;
+            let stream = LocalStream::synthetic(client.user_id(), SyntheticSource::default())
                 .expect("a 640×480 test pattern");
-            crate::within("publish", alice.publish(&stream))
+            crate::within("publish", client.publish(&stream))
                 .await
                 .expect("published");
-            let _ = done_rx.await;
-            let _ = crate::within("alice leaves", alice.leave()).await;
+            let _ = stopped.await;
+            let _ = crate::within("the publisher leaves", client.leave()).await;
         });
-        let receiving = self.spawn_in(receiver, move || async move {
+        Party {
+            stop: Some(stop),
+            thread: Some(thread),
+            samples,
+        }
+    }
+
+    /// `user` joins room `r` of the server at `server` from `ns` and
+    /// watches `of`'s stream, reporting a [`Sample`] every 250 ms until the
+    /// returned party is dropped.
+    pub fn watch(
+        &self,
+        ns: &Ns,
+        server: std::net::SocketAddr,
+        r: u64,
+        user: &str,
+        of: &str,
+    ) -> Party {
+        use kaigi_sdk::ClientEvent;
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let (tx, samples) = std::sync::mpsc::channel();
+        let (user, of) = (user.to_owned(), of.to_owned());
+        let thread = self.spawn_in(ns, move || async move {
             let server = crate::TestServer::remote(server);
-            let (bob, mut events) = server.joined("bob", &crate::room(r)).await;
-            crate::frames_arrive(&bob, "alice", 1).await;
-            let remote = bob
-                .remote_streams()
-                .into_iter()
-                .find(|s| s.user_id().as_str() == "alice")
-                .expect("alice's stream");
-            // Measurement windows, not waits for something to happen.
-            tokio::time::sleep(settle).await;
-            let (frames, audio, start) = (
-                remote.frames_decoded(),
-                remote.audio_packets(),
-                std::time::Instant::now(),
-            );
-            tokio::time::sleep(window).await;
-            let secs = start.elapsed().as_secs_f64();
-            let fps = (remote.frames_decoded() - frames) as f64 / secs;
-            let audio_per_sec = (remote.audio_packets() - audio) as f64 / secs;
-            let (quality, _) =
-                crate::wait_for(&mut events, "network-quality with a transport", |e| {
-                    matches!(
-                        e,
-                        ClientEvent::NetworkQuality {
-                            transport: Some(_),
-                            ..
+            let (client, mut events) = server.joined(&user, &crate::room(r)).await;
+            let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
+            let (mut paused, mut paused_events, mut transport) = (false, 0, None);
+            loop {
+                tokio::select! {
+                    _ = &mut stopped => break,
+                    _ = tick.tick() => {}
+                    event = events.recv() => {
+                        match event {
+                            Some(ClientEvent::StreamUpdated { user_id, video_paused, .. })
+                                if user_id.as_str() == of =>
+                            {
+                                paused_events += usize::from(video_paused && !paused);
+                                paused = video_paused;
+                            }
+                            Some(ClientEvent::NetworkQuality { transport: Some(t), .. }) => {
+                                transport = Some(t);
+                            }
+                            Some(_) => {}
+                            None => break,
                         }
-                    )
-                })
-                .await;
-            let transport = match quality {
-                ClientEvent::NetworkQuality { transport, .. } => transport.unwrap_or_default(),
-                _ => String::new(),
-            };
-            let _ = crate::within("bob leaves", bob.leave()).await;
-            CallRates {
-                fps,
-                audio_per_sec,
-                transport,
+                        continue;
+                    }
+                }
+                let remote = client
+                    .remote_streams()
+                    .into_iter()
+                    .find(|s| s.user_id().as_str() == of);
+                let (frames, audio, size) = remote.map_or((0, 0, None), |s| {
+                    let size = s.video().borrow().as_ref().map(|f| (f.width, f.height));
+                    (s.frames_decoded(), s.audio_packets(), size)
+                });
+                let sample = Sample {
+                    at: std::time::Instant::now(),
+                    frames,
+                    audio,
+                    size,
+                    paused,
+                    paused_events,
+                    transport: transport.clone(),
+                };
+                if tx.send(sample).is_err() {
+                    break;
+                }
             }
+            let _ = crate::within("the watcher leaves", client.leave()).await;
         });
-        let received = receiving.join();
-        drop(done_tx);
-        publishing.join().expect("the publisher");
-        received
+        Party {
+            stop: Some(stop),
+            thread: Some(thread),
+            samples,
+        }
+    }
+
+    /// Removes a cap [`Lab::cap`] put on.
+    pub fn uncap(&self, host: &Ns, iface: &str, switch: &Ns, down: bool) {
+        let (ns, dev) = if down {
+            (&switch.0, iface.replacen("eth", "p", 1))
+        } else {
+            (&host.0, iface.to_owned())
+        };
+        self.ip(&[
+            "netns", "exec", ns, "tc", "qdisc", "del", "dev", &dev, "root",
+        ]);
     }
 
     /// Caps what `host` receives (`down`) or sends (`up`) over `iface` (an
@@ -355,6 +416,139 @@ impl Drop for Lab {
         // Deleting a namespace removes its interfaces (and their peers).
         for ns in self.namespaces.drain(..).rev() {
             let _ = run("ip", &["netns", "del", &ns], None);
+        }
+    }
+}
+
+/// A party in a call, running in a namespace ([`Lab::publish`],
+/// [`Lab::watch`]); dropping it makes it leave.
+pub struct Party {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    samples: std::sync::mpsc::Receiver<Sample>,
+}
+
+/// What a watcher saw of the stream it watches, at one moment.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    /// When.
+    pub at: std::time::Instant,
+    /// Frames decoded so far.
+    pub frames: u64,
+    /// Audio packets received so far.
+    pub audio: u64,
+    /// The latest decoded picture's size.
+    pub size: Option<(usize, usize)>,
+    /// Whether the server says the stream's video is paused for this
+    /// watcher (`stream-updated` `videoPaused`).
+    pub paused: bool,
+    /// How many times it has been paused.
+    pub paused_events: usize,
+    /// What media travels over, once `network-quality` said.
+    pub transport: Option<String>,
+}
+
+/// A watcher's rates over a window.
+#[derive(Debug, Clone)]
+pub struct Window {
+    /// Decoded frames per second.
+    pub fps: f64,
+    /// Audio packets per second.
+    pub audio_per_sec: f64,
+    /// The picture size at the window's end.
+    pub size: Option<(usize, usize)>,
+    /// Whether video was paused at some point in the window.
+    pub paused: bool,
+}
+
+impl Party {
+    /// The next sample, waiting up to `timeout`.
+    fn next(&self, timeout: std::time::Duration) -> Option<Sample> {
+        self.samples.recv_timeout(timeout).ok()
+    }
+
+    /// The first sample that satisfies `pred` within `timeout`; `Err` with
+    /// the last sample seen when none did.
+    pub fn wait_until(
+        &self,
+        what: &str,
+        timeout: std::time::Duration,
+        pred: impl Fn(&Sample) -> bool,
+    ) -> Result<Sample, String> {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut last = None;
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            match self.next(left) {
+                Some(s) if pred(&s) => return Ok(s),
+                Some(s) => last = Some(s),
+                None => break,
+            }
+        }
+        Err(format!(
+            "{what}: not within {timeout:?} (last seen: {last:?})"
+        ))
+    }
+
+    /// Waits for the first decoded frame.
+    pub fn first_frame(&self) -> Result<Sample, String> {
+        self.wait_until("a first frame", crate::WAIT, |s| s.frames > 0)
+    }
+
+    /// Lets `d` of the call pass (samples in it are not measured).
+    pub fn skip(&self, d: std::time::Duration) {
+        let end = std::time::Instant::now() + d;
+        while let Some(left) = end.checked_duration_since(std::time::Instant::now()) {
+            if self.next(left).is_none() {
+                break;
+            }
+        }
+    }
+
+    /// Rates over the next `window` of the call.
+    pub fn measure(&self, window: std::time::Duration) -> Window {
+        // The window starts now: samples queued before are stale.
+        let mut first = self.next(crate::WAIT).expect("the watcher reports");
+        while let Ok(s) = self.samples.try_recv() {
+            first = s;
+        }
+        let end = first.at + window;
+        let (mut last, mut paused) = (first.clone(), first.paused);
+        while let Some(left) = end.checked_duration_since(std::time::Instant::now()) {
+            match self.next(left + std::time::Duration::from_millis(300)) {
+                Some(s) => {
+                    paused |= s.paused || s.paused_events > first.paused_events;
+                    let done = s.at >= end;
+                    last = s;
+                    if done {
+                        break;
+                    }
+                }
+                None => break,
+            }
+        }
+        let secs = (last.at - first.at).as_secs_f64().max(1e-3);
+        Window {
+            fps: (last.frames - first.frames) as f64 / secs,
+            audio_per_sec: (last.audio - first.audio) as f64 / secs,
+            size: last.size,
+            paused,
+        }
+    }
+
+    /// What media travels over, once `network-quality` says (within `timeout`).
+    pub fn transport(&self, timeout: std::time::Duration) -> Result<String, String> {
+        self.wait_until("network-quality with a transport", timeout, |s| {
+            s.transport.is_some()
+        })
+        .map(|s| s.transport.unwrap_or_default())
+    }
+}
+
+impl Drop for Party {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
         }
     }
 }
