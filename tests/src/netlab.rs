@@ -234,14 +234,16 @@ impl Lab {
                     .remote_streams()
                     .into_iter()
                     .find(|s| s.user_id().as_str() == of);
-                let (frames, audio, size) = remote.map_or((0, 0, None), |s| {
-                    let size = s.video().borrow().as_ref().map(|f| (f.width, f.height));
-                    (s.frames_decoded(), s.audio_packets(), size)
-                });
+                let (frames, audio, size, played) =
+                    remote.map_or((0, 0, None, Default::default()), |s| {
+                        let size = s.video().borrow().as_ref().map(|f| (f.width, f.height));
+                        (s.frames_decoded(), s.audio_packets(), size, s.audio_stats())
+                    });
                 let sample = Sample {
                     at: std::time::Instant::now(),
                     frames,
                     audio,
+                    played,
                     size,
                     paused,
                     paused_events,
@@ -437,6 +439,8 @@ pub struct Sample {
     pub frames: u64,
     /// Audio packets received so far.
     pub audio: u64,
+    /// What audio playout did so far.
+    pub played: kaigi_sdk::AudioStats,
     /// The latest decoded picture's size.
     pub size: Option<(usize, usize)>,
     /// Whether the server says the stream's video is paused for this
@@ -455,6 +459,11 @@ pub struct Window {
     pub fps: f64,
     /// Audio packets per second.
     pub audio_per_sec: f64,
+    /// Audio frames played per second from packets, FEC or concealment
+    /// (50 is a gapless playout).
+    pub audio_out_per_sec: f64,
+    /// Of those, recovered from FEC or concealed, per second.
+    pub audio_repaired_per_sec: f64,
     /// The picture size at the window's end.
     pub size: Option<(usize, usize)>,
     /// Whether video was paused at some point in the window.
@@ -527,9 +536,14 @@ impl Party {
             }
         }
         let secs = (last.at - first.at).as_secs_f64().max(1e-3);
+        let repaired = |p: &kaigi_sdk::AudioStats| p.fec_recovered + p.concealed;
+        let out = |p: &kaigi_sdk::AudioStats| p.played + repaired(p);
         Window {
             fps: (last.frames - first.frames) as f64 / secs,
             audio_per_sec: (last.audio - first.audio) as f64 / secs,
+            audio_out_per_sec: (out(&last.played) - out(&first.played)) as f64 / secs,
+            audio_repaired_per_sec: (repaired(&last.played) - repaired(&first.played)) as f64
+                / secs,
             size: last.size,
             paused,
         }

@@ -59,12 +59,20 @@ fn a_publisher_on_a_250_kbit_uplink_keeps_video_moving_and_audio_whole() {
     );
 }
 
+/// Lost video is resent (NACK); lost audio is recovered from FEC or
+/// concealed, so playout has no gaps.
 #[test]
-fn a_subscriber_losing_5_percent_still_sees_smooth_video() {
+fn a_subscriber_losing_5_percent_still_sees_smooth_video_and_hears_no_gaps() {
     let got = call("thloss", |lab, _, _, sub_ns, _, _| {
         lab.random_loss(sub_ns, 5)
     });
     assert!(got.fps >= 25.0, "{:.1} fps (≥ 25)", got.fps);
+    assert!(
+        got.audio_repaired_per_sec > 0.0 && got.audio_out_per_sec >= 0.97 * AUDIO_PER_SEC,
+        "{:.1} audio frames played a second (≥ 48.5), {:.1} of them repaired (> 0)",
+        got.audio_out_per_sec,
+        got.audio_repaired_per_sec
+    );
 }
 
 /// The server sends a subscriber on a thin downlink a smaller simulcast

@@ -1,6 +1,6 @@
 //! Opus at 48 kHz, 20 ms frames.
 
-use opus::{Application, Bitrate, Channels};
+use opus::{Application, Bitrate, Channels, Signal};
 
 use crate::frame::AudioFrame;
 use crate::MediaError;
@@ -22,7 +22,7 @@ fn channels(n: u16) -> Result<Channels, MediaError> {
     }
 }
 
-/// An Opus encoder for speech (VoIP tuning, in-band FEC on).
+/// An Opus encoder for speech (VoIP tuning, voice signal, in-band FEC on).
 pub struct OpusEncoder {
     encoder: opus::Encoder,
     channels: u16,
@@ -38,8 +38,12 @@ impl OpusEncoder {
         encoder
             .set_bitrate(Bitrate::Bits(bitrate_bps))
             .map_err(err)?;
+        // Speech: SILK or hybrid packets, the ones that carry in-band FEC
+        // (left to itself the encoder codes steady sounds in CELT, which
+        // carries none).
+        encoder.set_signal(Signal::Voice).map_err(err)?;
         encoder.set_inband_fec(true).map_err(err)?;
-        encoder.set_packet_loss_perc(5).map_err(err)?;
+        encoder.set_packet_loss_perc(10).map_err(err)?;
         Ok(OpusEncoder {
             encoder,
             channels: channels_n,
@@ -97,11 +101,36 @@ impl OpusDecoder {
             .decode(packet, &mut out, false)
             .map_err(|e| MediaError::Opus(e.to_string()))?;
         out.truncate(n * usize::from(self.channels));
-        Ok(AudioFrame {
+        Ok(self.frame(out))
+    }
+
+    /// Recovers the 20 ms frame before `next` (which arrived; the one
+    /// before it did not) from `next`'s in-band FEC data, or conceals it
+    /// when `next` carries none.
+    pub fn decode_fec(&mut self, next: &[u8]) -> Result<AudioFrame, MediaError> {
+        // The buffer's size is the duration recovered: one frame.
+        let mut out = vec![0i16; OPUS_FRAME_SAMPLES * usize::from(self.channels)];
+        let n = self
+            .decoder
+            .decode(next, &mut out, true)
+            .map_err(|e| MediaError::Opus(e.to_string()))?;
+        out.truncate(n * usize::from(self.channels));
+        Ok(self.frame(out))
+    }
+
+    fn frame(&self, samples: Vec<i16>) -> AudioFrame {
+        AudioFrame {
             sample_rate: OPUS_SAMPLE_RATE,
             channels: self.channels,
-            samples: out,
+            samples,
             captured_us: 0,
-        })
+        }
     }
+}
+
+/// Whether an Opus packet can carry in-band FEC data for the frame before
+/// it: only SILK and hybrid packets do (TOC configurations 0–15), not
+/// CELT ones.
+pub fn can_carry_fec(packet: &[u8]) -> bool {
+    packet.first().is_some_and(|toc| toc >> 3 < 16)
 }

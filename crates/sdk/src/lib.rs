@@ -43,7 +43,8 @@ pub use kaigi_media::{DeviceError, DeviceInfo, DeviceKind};
 pub use kaigi_proto::signal::{PeerInfo, PeerLeaveReason};
 pub use kaigi_proto::{KickReason, Role, RoomId, SdkAppId, UserId};
 pub use media::{
-    AudioInput, LocalStream, LocalStreamConfig, RemoteStream, SyntheticSource, VideoInput,
+    AudioInput, AudioStats, LocalStream, LocalStreamConfig, RemoteStream, SyntheticSource,
+    VideoInput,
 };
 pub use options::{ClientOptions, ReconnectPolicy};
 

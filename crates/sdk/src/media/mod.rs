@@ -3,10 +3,12 @@
 
 mod adapt;
 mod frames;
+mod jitter;
 mod local;
 mod peer;
 mod remote;
 
+pub use jitter::AudioStats;
 pub use local::{AudioInput, LocalStream, LocalStreamConfig, SyntheticSource, VideoInput};
 pub(crate) use peer::{Arrived, MediaSession};
 pub(crate) use remote::AudioOut;

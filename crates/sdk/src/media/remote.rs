@@ -14,6 +14,7 @@ use rtc::rtp::codec::h264::H264Packet;
 use rtc::rtp::packetizer::Depacketizer;
 
 use super::frames::{is_keyframe, FrameAssembler};
+use super::jitter::{AudioStats, JitterBuffer, Playout, FRAME};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -35,6 +36,8 @@ struct RemoteInner {
     /// RTP packets received, and expected by their sequence numbers.
     rtp_received: AtomicU64,
     rtp_expected: AtomicU64,
+    /// What audio playout did so far.
+    audio_stats: Mutex<AudioStats>,
 }
 
 /// Counts a track's packets against its sequence numbers.
@@ -82,6 +85,25 @@ impl RemoteInner {
     fn mix_id(&self) -> u64 {
         self as *const RemoteInner as u64
     }
+
+    /// Decodes (recovers, conceals) one frame of audio and plays it.
+    fn play(&self, opus: &mut OpusDecoder, what: Playout) {
+        let frame = match what {
+            Playout::Decode(packet) => opus.decode(&packet),
+            Playout::Fec(next) => opus.decode_fec(&next),
+            Playout::Conceal => opus.decode(&[]),
+            Playout::Silence => return,
+        };
+        match frame {
+            Ok(frame) => {
+                self.audio_level.store(frame.volume(), Ordering::Relaxed);
+                if let Some(mixer) = self.audio_out.lock().as_ref() {
+                    mixer.push(self.mix_id(), &frame);
+                }
+            }
+            Err(e) => debug!(user = %self.user, error = %e, "undecodable audio"),
+        }
+    }
 }
 
 /// The speaker's mixer, when the app plays remote audio.
@@ -111,6 +133,7 @@ impl RemoteStream {
                 decode,
                 rtp_received: AtomicU64::new(0),
                 rtp_expected: AtomicU64::new(0),
+                audio_stats: Mutex::new(AudioStats::default()),
             }),
         }
     }
@@ -158,6 +181,13 @@ impl RemoteStream {
         self.inner.audio_packets.load(Ordering::Relaxed)
     }
 
+    /// What this stream's audio playout did so far: frames played,
+    /// recovered from FEC, concealed, late and dropped, and the jitter
+    /// buffer's current delay.
+    pub fn audio_stats(&self) -> AudioStats {
+        *self.inner.audio_stats.lock()
+    }
+
     pub(super) fn attach(&self, remote: Arc<dyn TrackRemote>, kind: RtpCodecKind) {
         let me = self.inner.clone();
         tokio::spawn(async move {
@@ -179,9 +209,23 @@ impl RemoteStream {
             let mut need_keyframe = kind == RtpCodecKind::Video && me.decode;
             let mut last_pli: Option<Instant> = None;
             let mut seq = SeqCounter::default();
+            // Audio plays from a jitter buffer on a 20 ms clock.
+            let mut jitter = JitterBuffer::new(Instant::now());
+            let mut playout = (kind == RtpCodecKind::Audio).then(|| tokio::time::interval(FRAME));
             loop {
+                let tick = async {
+                    match playout.as_mut() {
+                        Some(clock) => clock.tick().await,
+                        None => std::future::pending().await,
+                    }
+                };
                 let evt = tokio::select! {
                     _ = me.closed.cancelled() => break,
+                    _ = tick => {
+                        me.play(&mut opus, jitter.pop(Instant::now()));
+                        *me.audio_stats.lock() = jitter.stats();
+                        continue;
+                    }
                     evt = remote.poll() => evt,
                 };
                 let packet = match evt {
@@ -197,12 +241,7 @@ impl RemoteStream {
                     me.audio_packets.fetch_add(1, Ordering::Relaxed);
                     me.audio_at
                         .store(kaigi_media::unix_micros(), Ordering::Relaxed);
-                    if let Ok(frame) = opus.decode(&packet.payload) {
-                        me.audio_level.store(frame.volume(), Ordering::Relaxed);
-                        if let Some(mixer) = me.audio_out.lock().as_ref() {
-                            mixer.push(me.mix_id(), &frame);
-                        }
-                    }
+                    jitter.push(ext, packet.payload, Instant::now());
                     continue;
                 }
                 if !me.decode {
