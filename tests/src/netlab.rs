@@ -165,28 +165,10 @@ impl Lab {
 
     /// `user` joins room `r` of the server at `server` from `ns` and
     /// publishes the 640×480 test pattern (in simulcast layers) at 30 fps
-    /// and a tone, until the returned party is dropped.
+    /// and a tone, reporting a [`Sample`] every 250 ms, until the returned
+    /// party is dropped.
     pub fn publish(&self, ns: &Ns, server: std::net::SocketAddr, r: u64, user: &str) -> Party {
-        use kaigi_sdk::{LocalStream, SyntheticSource};
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let (_samples_tx, samples) = std::sync::mpsc::channel();
-        let user = user.to_owned();
-        let thread = self.spawn_in(ns, move || async move {
-            let server = crate::TestServer::remote(server);
-            let (client, _) = server.joined(&user, &crate::room(r)).await;
-            let stream = LocalStream::synthetic(client.user_id(), SyntheticSource::default())
-                .expect("a 640×480 test pattern");
-            crate::within("publish", client.publish(&stream))
-                .await
-                .expect("published");
-            let _ = stopped.await;
-            let _ = crate::within("the publisher leaves", client.leave()).await;
-        });
-        Party {
-            stop: Some(stop),
-            thread: Some(thread),
-            samples,
-        }
+        self.party(ns, server, r, user, true, None)
     }
 
     /// `user` joins room `r` of the server at `server` from `ns` and
@@ -200,15 +182,39 @@ impl Lab {
         user: &str,
         of: &str,
     ) -> Party {
-        use kaigi_sdk::ClientEvent;
+        self.party(ns, server, r, user, false, Some(of.to_owned()))
+    }
+
+    fn party(
+        &self,
+        ns: &Ns,
+        server: std::net::SocketAddr,
+        r: u64,
+        user: &str,
+        publish: bool,
+        of: Option<String>,
+    ) -> Party {
+        use kaigi_sdk::{ClientEvent, LocalStream, SyntheticSource};
         let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
         let (tx, samples) = std::sync::mpsc::channel();
-        let (user, of) = (user.to_owned(), of.to_owned());
+        let user = user.to_owned();
         let thread = self.spawn_in(ns, move || async move {
             let server = crate::TestServer::remote(server);
             let (client, mut events) = server.joined(&user, &crate::room(r)).await;
+            let _stream = if publish {
+                let stream = LocalStream::synthetic(client.user_id(), SyntheticSource::default())
+                    .expect("a 640×480 test pattern");
+                crate::within("publish", client.publish(&stream))
+                    .await
+                    .expect("published");
+                Some(stream)
+            } else {
+                None
+            };
+            let of = of.unwrap_or_default();
             let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
-            let (mut paused, mut paused_events, mut transport) = (false, 0, None);
+            let (mut paused, mut paused_events) = (false, 0);
+            let (mut transport, mut quality) = (None, None);
             loop {
                 tokio::select! {
                     _ = &mut stopped => break,
@@ -221,8 +227,14 @@ impl Lab {
                                 paused_events += usize::from(video_paused && !paused);
                                 paused = video_paused;
                             }
-                            Some(ClientEvent::NetworkQuality { transport: Some(t), .. }) => {
-                                transport = Some(t);
+                            Some(ClientEvent::NetworkQuality {
+                                transport: t,
+                                uplink_network_quality: up,
+                                downlink_network_quality: down,
+                                ..
+                            }) => {
+                                transport = t.or(transport);
+                                quality = Some((up, down));
                             }
                             Some(_) => {}
                             None => break,
@@ -248,12 +260,13 @@ impl Lab {
                     paused,
                     paused_events,
                     transport: transport.clone(),
+                    quality,
                 };
                 if tx.send(sample).is_err() {
                     break;
                 }
             }
-            let _ = crate::within("the watcher leaves", client.leave()).await;
+            let _ = crate::within("the party leaves", client.leave()).await;
         });
         Party {
             stop: Some(stop),
@@ -450,6 +463,8 @@ pub struct Sample {
     pub paused_events: usize,
     /// What media travels over, once `network-quality` said.
     pub transport: Option<String>,
+    /// The latest `network-quality` grades: (uplink, downlink).
+    pub quality: Option<(u8, u8)>,
 }
 
 /// A watcher's rates over a window.
@@ -468,6 +483,9 @@ pub struct Window {
     pub size: Option<(usize, usize)>,
     /// Whether video was paused at some point in the window.
     pub paused: bool,
+    /// The worst `network-quality` grades in the window: (uplink,
+    /// downlink).
+    pub worst_quality: Option<(u8, u8)>,
 }
 
 impl Party {
@@ -522,10 +540,16 @@ impl Party {
         }
         let end = first.at + window;
         let (mut last, mut paused) = (first.clone(), first.paused);
+        let mut worst = first.quality;
+        let worse = |a: Option<(u8, u8)>, b: Option<(u8, u8)>| match (a, b) {
+            (Some(a), Some(b)) => Some((a.0.max(b.0), a.1.max(b.1))),
+            (a, b) => a.or(b),
+        };
         while let Some(left) = end.checked_duration_since(std::time::Instant::now()) {
             match self.next(left + std::time::Duration::from_millis(300)) {
                 Some(s) => {
                     paused |= s.paused || s.paused_events > first.paused_events;
+                    worst = worse(worst, s.quality);
                     let done = s.at >= end;
                     last = s;
                     if done {
@@ -546,6 +570,7 @@ impl Party {
                 / secs,
             size: last.size,
             paused,
+            worst_quality: worst,
         }
     }
 

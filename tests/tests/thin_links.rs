@@ -7,7 +7,8 @@
 
 use std::time::Duration;
 
-use kaigi_tests::netlab::{Lab, Ns, Trio, Window};
+use kaigi_rtc::quality::grade;
+use kaigi_tests::netlab::{Lab, Ns, Party, Trio, Window};
 
 /// One call at a time: several at once on a 2-core machine measure the
 /// machine, not the link.
@@ -28,6 +29,15 @@ const AUDIO_PER_SEC: f64 = 50.0;
 /// switch; `impair` does to it what the test needs; returns what the
 /// subscriber got.
 fn call(tag: &str, impair: impl FnOnce(&Lab, &Ns, &str, &Ns, &str, &Ns)) -> Window {
+    call_and(tag, impair, |_| ())
+}
+
+/// [`call`], then `after` with the publisher (while the call goes on).
+fn call_and(
+    tag: &str,
+    impair: impl FnOnce(&Lab, &Ns, &str, &Ns, &str, &Ns),
+    after: impl FnOnce(&Party),
+) -> Window {
     let _one = ONE_CALL.lock().unwrap_or_else(|e| e.into_inner());
     let trio = Trio::new(tag);
     let ((pub_ns, pub_if), (sub_ns, sub_if)) = (&trio.publisher, &trio.subscriber);
@@ -39,6 +49,7 @@ fn call(tag: &str, impair: impl FnOnce(&Lab, &Ns, &str, &Ns, &str, &Ns)) -> Wind
     bob.skip(SETTLE);
     let got = bob.measure(WINDOW);
     eprintln!("{tag}: {got:?}");
+    after(&_alice);
     got
 }
 
@@ -46,11 +57,24 @@ fn audio_share(got: &Window) -> f64 {
     got.audio_per_sec / AUDIO_PER_SEC
 }
 
+/// The publisher's encoder follows its uplink's estimate down; its
+/// `network-quality` says its uplink is thin.
 #[test]
 fn a_publisher_on_a_250_kbit_uplink_keeps_video_moving_and_audio_whole() {
-    let got = call("thup", |lab, pub_ns, pub_if, _, _, switch| {
-        lab.cap(pub_ns, pub_if, switch, false, 250)
-    });
+    let got = call_and(
+        "thup",
+        |lab, pub_ns, pub_if, _, _, switch| lab.cap(pub_ns, pub_if, switch, false, 250),
+        |alice| {
+            let seen = alice.measure(Duration::from_secs(3));
+            let (up, _) = seen
+                .worst_quality
+                .expect("network-quality reached the publisher");
+            assert!(
+                up >= grade::POOR,
+                "the publisher's uplink graded {up} (≥ 3, poor)"
+            );
+        },
+    );
     assert!(
         got.fps >= 15.0 && audio_share(&got) >= 0.97,
         "{:.1} fps (≥ 15), {:.1} % of audio packets (≥ 97)",
@@ -165,6 +189,13 @@ fn a_capped_subscriber_does_not_lower_a_clean_ones_layer() {
     carol.skip(SETTLE);
     let clean = carol.measure(WINDOW);
     eprintln!("clean: {clean:?}");
+    let (_, down) = clean
+        .worst_quality
+        .expect("network-quality reached the subscriber");
+    assert!(
+        down <= grade::GOOD,
+        "the clean downlink graded {down} (≤ 2, good)"
+    );
     assert!(
         clean.fps >= 25.0 && clean.size == Some(TOP) && !clean.paused,
         "the clean subscriber: {clean:?} (≥ 25 fps of 640×480)"

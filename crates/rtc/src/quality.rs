@@ -37,7 +37,25 @@ pub fn grade(loss: f64, rtt_ms: f64) -> u8 {
     by(loss.max(0.0), LOSS).max(by(rtt_ms.max(0.0), RTT))
 }
 
-/// Cumulative counters read from one statistics report.
+/// Grades what a sender's path carries against what it would send on a
+/// clean link (its congestion controller's estimate over its configured
+/// bitrate): a path that fits half of it still looks fine, one that fits a
+/// tenth shows a small picture.
+pub fn capacity_grade(estimate_bps: f64, wanted_bps: f64) -> u8 {
+    if wanted_bps <= 0.0 {
+        return grade::EXCELLENT;
+    }
+    const SHARE: [f64; 4] = [0.6, 0.3, 0.12, 0.05];
+    let share = estimate_bps / wanted_bps;
+    SHARE
+        .iter()
+        .position(|l| share >= *l)
+        .unwrap_or(SHARE.len()) as u8
+        + grade::EXCELLENT
+}
+
+/// Cumulative counters read from one statistics report, and what this
+/// side's congestion control and the server say about its paths.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct LinkCounters {
     /// Packets received on inbound streams.
@@ -53,6 +71,18 @@ pub struct LinkCounters {
     pub ice_rtt_ms: Option<f64>,
     /// What the selected ICE pair carries media over.
     pub path: Option<MediaPath>,
+    /// The send-side congestion controller's estimate of what the uplink
+    /// carries, bit/s, while publishing.
+    pub send_estimate_bps: Option<f64>,
+    /// What this side would send on a clean link (its configured video
+    /// and audio bitrates), bit/s, while publishing.
+    pub send_wanted_bps: Option<f64>,
+    /// The share of sent packets the far end's transport-wide feedback
+    /// reported lost over the last second, while publishing.
+    pub send_loss: Option<f64>,
+    /// Whether the server paused some stream's video for this side
+    /// (its downlink cannot carry the smallest layer).
+    pub video_paused: bool,
 }
 
 /// What media travels over: the selected ICE pair's local candidate.
@@ -161,11 +191,23 @@ pub fn assess(before: &LinkCounters, now: &LinkCounters) -> Quality {
     } else {
         0.0
     };
-    let up_loss = now.uplink_loss.unwrap_or(0.0);
+    let up_loss = now
+        .uplink_loss
+        .unwrap_or(0.0)
+        .max(now.send_loss.unwrap_or(0.0));
     let percent = |f: f64| (f * 100.0).round().clamp(0.0, 100.0) as u8;
+    let capacity = match (now.send_estimate_bps, now.send_wanted_bps) {
+        (Some(estimate), Some(wanted)) => capacity_grade(estimate, wanted),
+        _ => grade::EXCELLENT,
+    };
+    let paused = if now.video_paused {
+        grade::BAD
+    } else {
+        grade::EXCELLENT
+    };
     Quality {
-        uplink: grade(up_loss, rtt),
-        downlink: grade(down_loss, rtt),
+        uplink: grade(up_loss, rtt).max(capacity),
+        downlink: grade(down_loss, rtt).max(paused),
         rtt_ms: rtt.round() as u32,
         uplink_loss: percent(up_loss),
         downlink_loss: percent(down_loss),
@@ -212,6 +254,7 @@ mod tests {
             report_rtt_ms: Some(300.0),
             ice_rtt_ms: Some(2.0),
             path: Some(MediaPath::Tcp),
+            ..Default::default()
         };
         let q = assess(&now, &lossy);
         assert_eq!((q.downlink, q.downlink_loss), (grade::BAD, 10));
@@ -224,5 +267,36 @@ mod tests {
             assess(&before, &LinkCounters::default()),
             Quality::default()
         );
+    }
+
+    #[test]
+    fn a_thin_uplink_and_paused_video_lower_the_grades() {
+        let clean = LinkCounters {
+            ice_rtt_ms: Some(2.0),
+            send_wanted_bps: Some(1_500_000.0),
+            send_estimate_bps: Some(2_000_000.0),
+            ..Default::default()
+        };
+        let q = assess(&clean, &clean);
+        assert_eq!((q.uplink, q.downlink), (grade::EXCELLENT, grade::EXCELLENT));
+        // 250 kbit/s of 1.5 Mbit/s: a small picture.
+        let thin = LinkCounters {
+            send_estimate_bps: Some(250_000.0),
+            ..clean
+        };
+        assert_eq!(assess(&clean, &thin).uplink, grade::POOR);
+        let thinner = LinkCounters {
+            send_estimate_bps: Some(50_000.0),
+            send_loss: Some(0.02),
+            ..clean
+        };
+        let q = assess(&clean, &thinner);
+        assert_eq!((q.uplink, q.uplink_loss), (grade::VERY_BAD, 2));
+        let paused = LinkCounters {
+            video_paused: true,
+            ..clean
+        };
+        let q = assess(&clean, &paused);
+        assert_eq!((q.uplink, q.downlink), (grade::EXCELLENT, grade::BAD));
     }
 }

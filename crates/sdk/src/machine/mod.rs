@@ -7,7 +7,7 @@
 //! `session.rs` feeds it and carries its outputs out; nothing here awaits,
 //! reads a clock or touches a socket.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use kaigi_proto::signal::{ClientMessage, Joined, PeerLeaveReason, ServerMessage, VideoSize};
@@ -100,6 +100,8 @@ pub(crate) struct Machine {
     published: Option<Publishing>,
     /// Each remote stream's (audio muted, video muted).
     mutes: HashMap<UserId, (bool, bool)>,
+    /// Streams whose video the server paused for this client.
+    paused: HashSet<UserId>,
     /// Streams subscribed by request (asked again after a rejoin).
     subscribed: HashMap<UserId, (bool, bool)>,
     /// The sizes videos are shown at (told again after a rejoin).
@@ -128,6 +130,7 @@ impl Machine {
             requests: Vec::new(),
             published: None,
             mutes: HashMap::new(),
+            paused: HashSet::new(),
             subscribed: HashMap::new(),
             video_sizes: HashMap::new(),
             rng: StdRng::seed_from_u64(seed),
@@ -334,6 +337,7 @@ impl Machine {
                 // No media yet: the signaling round trip stands in.
                 counters.ice_rtt_ms = link.signaling_rtt;
             }
+            counters.video_paused = !self.paused.is_empty();
             let quality = assess(&link.counters, &counters);
             link.counters = counters;
             self.emit(ClientEvent::network_quality(quality));

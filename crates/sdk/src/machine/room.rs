@@ -89,6 +89,7 @@ impl Machine {
             } => {
                 self.mutes
                     .insert(user_id.clone(), (audio_muted, video_muted));
+                self.paused.remove(&user_id);
                 self.emit(ClientEvent::StreamAdded {
                     user_id,
                     audio,
@@ -105,6 +106,11 @@ impl Machine {
                     .mutes
                     .insert(user_id.clone(), (audio_muted, video_muted))
                     .unwrap_or_default();
+                if video_paused {
+                    self.paused.insert(user_id.clone());
+                } else {
+                    self.paused.remove(&user_id);
+                }
                 let u = user_id.clone();
                 if audio_muted != was_audio {
                     self.emit(if audio_muted {
@@ -129,6 +135,7 @@ impl Machine {
             }
             ServerMessage::StreamRemoved { user_id } => {
                 self.mutes.remove(&user_id);
+                self.paused.remove(&user_id);
                 self.subscribed.remove(&user_id);
                 self.media(MediaAction::StreamRemoved(user_id.clone()));
                 self.emit(ClientEvent::StreamRemoved { user_id });

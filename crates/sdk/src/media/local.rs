@@ -152,6 +152,8 @@ impl From<SyntheticSource> for LocalStreamConfig {
 /// Raw frames waiting for the encoder: the newest few, older ones dropped
 /// when the encoder falls behind.
 const RAW_QUEUE: usize = 2;
+/// The Opus encoder's bitrate (speech, mono).
+const AUDIO_BITRATE_BPS: u32 = 32_000;
 
 /// Video waiting longer than this in the pacer makes the encoder skip
 /// frames until it drains.
@@ -350,7 +352,7 @@ impl LocalStream {
             ));
         }
         if let Some(track) = stream.inner.audio.clone() {
-            let encoder = OpusEncoder::new(1, 32_000).map_err(media)?;
+            let encoder = OpusEncoder::new(1, AUDIO_BITRATE_BPS as i32).map_err(media)?;
             tokio::spawn(encode_audio(stream.inner.clone(), track, encoder, audio_rx));
         }
         Ok(stream)
@@ -498,6 +500,22 @@ impl LocalStream {
     /// Whether it has video.
     pub fn has_video(&self) -> bool {
         !self.inner.video.is_empty()
+    }
+
+    /// What it sends on a clean link, bit/s: the configured video bitrate
+    /// (its top layer) and the audio's.
+    pub(crate) fn wanted_bps(&self) -> f64 {
+        let video = if self.has_video() {
+            f64::from(self.inner.config.video_bitrate_bps)
+        } else {
+            0.0
+        };
+        let audio = if self.has_audio() {
+            f64::from(AUDIO_BITRATE_BPS)
+        } else {
+            0.0
+        };
+        video + audio
     }
 
     /// The video's simulcast layers, largest first; empty when it is sent

@@ -224,10 +224,14 @@ impl MediaSession {
 
     /// The connection's loss and RTT counters; `None` before it exists.
     pub async fn link_counters(&self) -> Option<kaigi_rtc::quality::LinkCounters> {
-        match &self.pc {
-            Some(pc) => Some(kaigi_rtc::quality::link_counters(pc.as_ref()).await),
-            None => None,
+        let pc = self.pc.as_ref()?;
+        let mut counters = kaigi_rtc::quality::link_counters(pc.as_ref()).await;
+        if let Some(stream) = &self.published {
+            counters.send_wanted_bps = Some(stream.wanted_bps());
+            counters.send_estimate_bps = self.budget.estimate_bps();
+            counters.send_loss = Some(self.budget.loss());
         }
+        Some(counters)
     }
 
     /// Forgets a user's stream.
