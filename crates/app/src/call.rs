@@ -8,7 +8,7 @@ use kaigi_proto::{usersig, Role, RoomId, SdkAppId, UserId};
 use kaigi_sdk::{Client, ClientEvent, ClientOptions};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::app::{App, State};
 use crate::error::{AppError, AppErrorCode};
@@ -65,6 +65,53 @@ pub struct Joined {
 /// The frame server's tile table, for the bridge task.
 #[derive(Clone)]
 pub(crate) struct FramesHandle(crate::frames::SourceTable);
+
+/// How long tile sizes settle (a window being dragged) before the server
+/// is told.
+const TILE_SIZE_SETTLE: std::time::Duration = std::time::Duration::from_millis(300);
+
+/// A layer up to this much larger than its tile is worth receiving (a
+/// 400×300 tile takes 320×240 upscaled, a 440×330 one 640×480).
+const LAYER_OVER_TILE: f64 = 1.5;
+
+/// Tells the server the size each remote tile is shown at (see
+/// `Client::set_remote_video_size`), as tiles open and resize, until the
+/// client is gone.
+pub(crate) async fn follow_tile_sizes(
+    client: std::sync::Weak<Client>,
+    mut sizes: crate::frames::TileSizes,
+) {
+    let mut told: std::collections::HashMap<String, (u32, u32)> = Default::default();
+    while sizes.changed().await.is_ok() {
+        tokio::time::sleep(TILE_SIZE_SETTLE).await;
+        let now = sizes.borrow_and_update().clone();
+        let Some(client) = client.upgrade() else {
+            break;
+        };
+        for (tile, (w, h)) in now {
+            if tile == crate::frames::LOCAL_TILE {
+                continue;
+            }
+            let limit = (
+                (f64::from(w) * LAYER_OVER_TILE) as u32,
+                (f64::from(h) * LAYER_OVER_TILE) as u32,
+            );
+            if told.get(&tile) == Some(&limit) {
+                continue;
+            }
+            let Ok(user) = UserId::new(tile.as_str()) else {
+                continue;
+            };
+            match client.set_remote_video_size(&user, limit.0, limit.1).await {
+                Ok(()) => {
+                    debug!(%user, width = limit.0, height = limit.1, "tile size told");
+                    told.insert(tile, limit);
+                }
+                Err(e) => debug!(%user, error = %e, "tile size not told"),
+            }
+        }
+    }
+}
 
 /// Forwards the client's events to the UI; keeps the tiles in step with
 /// the remote streams; after a forced exit closes the local stream and
@@ -174,6 +221,10 @@ impl App {
             self.state.clone(),
             self.frames_handle(),
         )));
+        tokio::spawn(follow_tile_sizes(
+            Arc::downgrade(&client),
+            self.frames.tile_sizes(),
+        ));
         state.client = Some(client.clone());
         // Anchors publish what the preview shows (made again if it was
         // opened under another name).

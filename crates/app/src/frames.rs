@@ -5,7 +5,9 @@
 //! the magic `KGF1`. Newest frame wins: a slow view skips frames, never
 //! queues them. A view may give its tile's size in device pixels (`w`, `h`
 //! in the URL; later a text message `WxH`): frames are then scaled down to
-//! fit before they are sent.
+//! fit before they are sent. The largest size each tile is viewed at is
+//! kept ([`FrameServer::tile_sizes`]): the call asks the server for no
+//! larger a simulcast layer than that.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -25,6 +27,9 @@ use serde::Deserialize;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
+
+/// The tile of this client's own camera preview.
+pub const LOCAL_TILE: &str = "local";
 
 /// A stream's newest frame.
 pub type FrameSource = watch::Receiver<Option<Arc<VideoFrame>>>;
@@ -97,11 +102,46 @@ impl SourceTable {
     }
 }
 
+/// Each tile's largest view, in device pixels (tiles with no sized view
+/// are absent).
+pub type TileSizes = watch::Receiver<HashMap<String, (u32, u32)>>;
+
 struct Shared {
     token: String,
     sources: SourceTable,
     frames_sent: AtomicU64,
     bytes_sent: AtomicU64,
+    /// Open views' tiles and sizes, by view.
+    views: parking_lot::Mutex<HashMap<u64, (String, (u32, u32))>>,
+    next_view: AtomicU64,
+    tile_sizes: watch::Sender<HashMap<String, (u32, u32)>>,
+}
+
+impl Shared {
+    /// Records view `id`'s tile and size (`None`: the view is gone or has
+    /// no size) and republishes the tiles' largest sizes.
+    fn view_size(&self, id: u64, tile: &str, size: Option<(u32, u32)>) {
+        let mut views = self.views.lock();
+        match size {
+            Some(size) => {
+                views.insert(id, (tile.to_owned(), size));
+            }
+            None => {
+                views.remove(&id);
+            }
+        }
+        let mut largest: HashMap<String, (u32, u32)> = HashMap::new();
+        for (tile, (w, h)) in views.values() {
+            let e = largest.entry(tile.clone()).or_default();
+            *e = (e.0.max(*w), e.1.max(*h));
+        }
+        drop(views);
+        self.tile_sizes.send_if_modified(|sizes| {
+            let changed = *sizes != largest;
+            *sizes = largest;
+            changed
+        });
+    }
 }
 
 /// The frame server.
@@ -138,6 +178,9 @@ impl FrameServer {
             sources: SourceTable(Arc::new(watch::Sender::new(HashMap::new()))),
             frames_sent: AtomicU64::new(0),
             bytes_sent: AtomicU64::new(0),
+            views: parking_lot::Mutex::new(HashMap::new()),
+            next_view: AtomicU64::new(0),
+            tile_sizes: watch::Sender::new(HashMap::new()),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
@@ -195,6 +238,12 @@ impl FrameServer {
         v
     }
 
+    /// Each tile's largest open view, in device pixels, as views open,
+    /// resize and close.
+    pub fn tile_sizes(&self) -> TileSizes {
+        self.shared.tile_sizes.subscribe()
+    }
+
     /// Frames and bytes sent to views so far.
     pub fn sent(&self) -> (u64, u64) {
         (
@@ -225,6 +274,7 @@ async fn upgrade(
 /// One view of a tile: waits for the tile's source, then yields its
 /// newest frames as view messages. Shared by the WebSocket and IPC paths.
 pub struct TileView {
+    id: u64,
     tile: String,
     sources: watch::Receiver<HashMap<String, FrameSource>>,
     frames: Option<FrameSource>,
@@ -236,6 +286,7 @@ pub struct TileView {
 impl TileView {
     fn new(shared: Arc<Shared>, tile: &str) -> Self {
         TileView {
+            id: shared.next_view.fetch_add(1, Ordering::Relaxed),
             tile: tile.to_owned(),
             sources: shared.sources.0.subscribe(),
             frames: None,
@@ -250,6 +301,8 @@ impl TileView {
     pub fn set_fit(&mut self, width: u32, height: u32) {
         let clamp = |v: u32| (v as usize).min(8192);
         self.fit = (width > 0 && height > 0).then(|| (clamp(width), clamp(height)));
+        let size = self.fit.map(|(w, h)| (w as u32, h as u32));
+        self.shared.view_size(self.id, &self.tile, size);
     }
 
     /// The next frame as a view message (I420 + trailer), the newest one
@@ -291,6 +344,12 @@ impl TileView {
                 }
             }
         }
+    }
+}
+
+impl Drop for TileView {
+    fn drop(&mut self) {
+        self.shared.view_size(self.id, &self.tile, None);
     }
 }
 

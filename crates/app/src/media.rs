@@ -100,7 +100,7 @@ pub(crate) fn local_user(client: &Option<Arc<Client>>, _local: &LocalStream) -> 
 pub(crate) fn close_local(state: &mut State, frames: &FrameServer, emit: &Emitter) {
     if let Some(local) = state.local.take() {
         local.close();
-        frames.remove_source("local");
+        frames.remove_source(crate::frames::LOCAL_TILE);
         emit(UiEvent::App(AppEvent::LocalStreamClosed {}));
     }
 }
@@ -147,7 +147,7 @@ impl App {
         if let Some(old) = state.local.take() {
             old.close();
         }
-        self.frames.remove_source("local");
+        self.frames.remove_source(crate::frames::LOCAL_TILE);
         if camera.is_none() && microphone.is_none() {
             return Ok(Preview {
                 video: false,
@@ -156,7 +156,8 @@ impl App {
         }
         let stream = LocalStream::new(&user, local_config(camera, microphone))?;
         if stream.has_video() {
-            self.frames.set_source("local", stream.video());
+            self.frames
+                .set_source(crate::frames::LOCAL_TILE, stream.video());
         }
         let preview = Preview {
             video: stream.has_video(),

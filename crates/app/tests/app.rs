@@ -375,3 +375,51 @@ async fn views_get_frames_at_the_tile_size() {
         assert_eq!((trailer(&m).0, trailer(&m).1), (640, 360));
     }
 }
+
+/// Waits for a frame of size `want` on a tile's WebSocket view.
+async fn frame_at<S>(ws: &mut S, want: (u32, u32), what: &str)
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    within(what, async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Binary(b))) if (trailer(&b).0, trailer(&b).1) == want => return,
+                Some(Ok(_)) => continue,
+                other => panic!("the view closed: {other:?}"),
+            }
+        }
+    })
+    .await
+}
+
+/// The app tells the server the size it shows each remote tile at, so a
+/// small tile gets a small simulcast layer and a large one the top layer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tiles_size_chooses_the_layer_it_receives() {
+    use futures_util::SinkExt;
+    let server = TestServer::start().await;
+    let (app, mut ui) = app().await;
+    let mut f = form(&server, "alice", 35);
+    f.camera = None;
+    f.microphone = None;
+    app.join_room(f).await.unwrap();
+    let (bot, _) = server.joined("bot", &room(35)).await;
+    // 640×480 in three layers.
+    let stream =
+        kaigi_sdk::LocalStream::synthetic(bot.user_id(), kaigi_sdk::SyntheticSource::default())
+            .unwrap();
+    within("publish", bot.publish(&stream)).await.unwrap();
+    ui.wait("stream-subscribed").await;
+    let ep = app.frame_endpoint();
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(format!("{}/bot?token={}&w=200&h=150", ep.url, ep.token))
+            .await
+            .unwrap();
+    // Frames come fitted into the tile (at most 200×150) until the server
+    // sends the 160×120 layer, which is smaller than the tile.
+    frame_at(&mut ws, (160, 120), "the small layer for a small tile").await;
+    ws.send(Message::Text("1280x960".into())).await.unwrap();
+    frame_at(&mut ws, (640, 480), "the top layer for a large tile").await;
+    app.leave_room().await.unwrap();
+}
