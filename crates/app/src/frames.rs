@@ -106,13 +106,16 @@ impl SourceTable {
 /// are absent).
 pub type TileSizes = watch::Receiver<HashMap<String, (u32, u32)>>;
 
+/// A view's tile and its size in device pixels.
+type ViewSize = (String, (u32, u32));
+
 struct Shared {
     token: String,
     sources: SourceTable,
     frames_sent: AtomicU64,
     bytes_sent: AtomicU64,
     /// Open views' tiles and sizes, by view.
-    views: parking_lot::Mutex<HashMap<u64, (String, (u32, u32))>>,
+    views: parking_lot::Mutex<HashMap<u64, ViewSize>>,
     next_view: AtomicU64,
     tile_sizes: watch::Sender<HashMap<String, (u32, u32)>>,
 }
