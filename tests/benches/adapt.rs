@@ -15,6 +15,71 @@ use std::time::Duration;
 
 use kaigi_tests::bench::{machine, write_results};
 use kaigi_tests::netlab::{Lab, Ns, Trio};
+
+/// The top layer's size.
+const TOP: (usize, usize) = (640, 480);
+
+/// What adapting to a cap that appears, then lifts, takes.
+struct Transition {
+    /// From the cap to the first smaller-layer frame.
+    down: Option<Duration>,
+    /// Audio packets received from the cap to the smaller layer, as a share.
+    audio_after_cap: f64,
+    /// Decoded frames per second in that time.
+    fps_after_cap: f64,
+    /// From lifting the cap to the first top-layer frame.
+    up: Option<Duration>,
+}
+
+/// A clean call on the top layer; the subscriber's downlink is capped at
+/// `kbit`, then the cap lifts.
+fn transition(kbit: u32) -> Transition {
+    let trio = Trio::new("adtr");
+    let (lab, switch) = (&trio.lab, &trio.switch);
+    let (sub_ns, sub_if) = &trio.subscriber;
+    let (addr, _stop) = trio.start_server();
+    let _alice = lab.publish(&trio.publisher.0, addr, 1, "alice");
+    let bob = lab.watch(sub_ns, addr, 1, "bob", "alice");
+    let long = Duration::from_secs(30);
+    bob.wait_until("the top layer", long, |s| s.size == Some(TOP))
+        .expect("a clean call reaches the top layer");
+    bob.skip(Duration::from_secs(3));
+    lab.cap(sub_ns, sub_if, switch, true, kbit);
+    let capped = std::time::Instant::now();
+    let at_cap = bob.wait_until("a sample", long, |_| true).expect("samples");
+    let smaller = bob
+        .wait_until("a smaller layer", long, |s| {
+            s.size.is_some_and(|z| z != TOP)
+        })
+        .ok();
+    let down = smaller
+        .as_ref()
+        .map(|s| s.at.saturating_duration_since(capped));
+    // What the subscriber got from the cap until the smaller layer played.
+    let (fps_after_cap, audio_after_cap) = smaller.as_ref().map_or((0.0, 0.0), |s| {
+        let secs =
+            s.at.saturating_duration_since(at_cap.at)
+                .as_secs_f64()
+                .max(1e-3);
+        (
+            (s.frames - at_cap.frames) as f64 / secs,
+            ((s.audio - at_cap.audio) as f64 / secs / AUDIO_PACKETS_PER_SEC).min(1.0),
+        )
+    });
+    bob.skip(Duration::from_secs(5));
+    lab.uncap(sub_ns, sub_if, switch, true);
+    let lifted = std::time::Instant::now();
+    let up = bob
+        .wait_until("the top layer again", long, |s| s.size == Some(TOP))
+        .ok()
+        .map(|s| s.at.saturating_duration_since(lifted));
+    Transition {
+        down,
+        audio_after_cap,
+        fps_after_cap,
+        up,
+    }
+}
 use serde_json::json;
 
 fn main() {
@@ -113,6 +178,37 @@ async fn run(quick: bool) {
         ));
         results.push(json!({"case": case.name(), "fps": fps, "audio_share": audio}));
     }
+    let mut transitions = String::new();
+    if only.is_empty() || only.iter().any(|o| "transition".contains(o.as_str())) {
+        let t = transition(250);
+        let secs =
+            |d: Option<Duration>| d.map_or("never".into(), |d| format!("{:.1} s", d.as_secs_f64()));
+        println!(
+            "cap of 250 kbit/s appears: a smaller layer after {}, {:.1} fps and {:.0} % of audio until then; \
+             cap lifts: the top layer after {}",
+            secs(t.down),
+            t.fps_after_cap,
+            t.audio_after_cap * 100.0,
+            secs(t.up)
+        );
+        transitions = format!(
+            "\n| time to adapt | measured | goal |\n|---|---|---|\n\
+             | a 250 kbit/s cap appears on the subscriber's downlink → first frame of a smaller layer | {} | — |\n\
+             | … video and audio from the cap until then | {:.1} fps, {:.0} % of audio | — |\n\
+             | the cap lifts → first frame of the top layer again | {} | ≤ 15 s |\n",
+            secs(t.down),
+            t.fps_after_cap,
+            t.audio_after_cap * 100.0,
+            secs(t.up)
+        );
+        results.push(json!({
+            "case": "transition 250 kbit/s",
+            "down_s": t.down.map(|d| d.as_secs_f64()),
+            "fps_after_cap": t.fps_after_cap,
+            "audio_after_cap": t.audio_after_cap,
+            "up_s": t.up.map(|d| d.as_secs_f64()),
+        }));
+    }
     if !only.is_empty() {
         return;
     }
@@ -125,11 +221,14 @@ async fn run(quick: bool) {
          or loses packets at random (nftables). {}-second window after 2 s of settling; raw figures in \
          `bench-results/adapt.json`. Goals: ≥ 15 fps and ≥ 97 % of audio at 250 kbit/s either way, ≥ 97 % of audio \
          at 150 kbit/s, ≥ 25 fps at 5 % loss. Both ends estimate their send path (GCC over transport-wide feedback) \
-         and pace video with audio first; the publisher's encoder follows its estimate. The SFU still forwards one \
-         layer to everyone, so a capped downlink keeps its audio but not its video (simulcast and per-subscriber \
-         layers are next). Before (fixed bitrate, one FIFO): clean 30 fps/100 %, 5 % loss 30/94 %, downlink \
-         250 kbit/s 0.9/84 %, uplink 250 kbit/s 1.3/85 %, downlink 150 kbit/s 0.2/75 %.\n\n\
-         | link | video decoded | audio packets received |\n|---|---|---|\n{rows}",
+         and pace video with audio first; the publisher's encoder follows its estimate and sends three simulcast \
+         layers (640×480, 320×240, 160×120); the SFU gives each subscriber the largest layer its own estimate (and \
+         tile size) allows, trying the next one up now and then, and pauses video below the smallest. The \
+         subscriber plays audio from an adaptive jitter buffer (FEC, concealment). The downlink rows vary from run \
+         to run with when a layer trial falls in the window (a trial that does not fit overfills the 200 ms queue \
+         for about a second). Before any of this (fixed bitrate, one FIFO): clean 30 fps/100 %, 5 % loss 30/94 %, \
+         downlink 250 kbit/s 0.9/84 %, uplink 250 kbit/s 1.3/85 %, downlink 150 kbit/s 0.2/75 %.\n\n\
+         | link | video decoded | audio packets received |\n|---|---|---|\n{rows}{transitions}",
         window.as_secs()
     );
     write_results(

@@ -40,6 +40,9 @@ pub const MAX_QUEUE_DELAY: Duration = Duration::from_millis(500);
 /// UDP, IP and link headers. It matters most for audio's small packets.
 pub const PACKET_OVERHEAD_BYTES: usize = 48;
 /// How long retransmissions of dropped video are refused.
+/// Retransmissions are not sent while the path's bottleneck queues more
+/// than this (see [`SendBudget::network_queue`]).
+pub const RESEND_QUEUE_LIMIT: Duration = Duration::from_millis(80);
 const REFUSE_FOR: Duration = Duration::from_secs(3);
 /// Bits released at once: a few packets, so the pacer wakes every few
 /// milliseconds rather than for every packet.
@@ -65,6 +68,8 @@ pub struct SendBudget {
     flushes: AtomicU64,
     /// Bytes of video written again (retransmissions).
     resent_bytes: AtomicU64,
+    /// See [`SendBudget::network_queue`].
+    network_queue_us: AtomicU64,
     /// The least rate video is released at while the sender probes the
     /// path (0: not probing), bits per second.
     probe_bps: AtomicU64,
@@ -84,6 +89,7 @@ impl Default for SendBudget {
             resent_bytes: AtomicU64::new(0),
             probe_bps: AtomicU64::new(0),
             loss_ppm: AtomicU64::new(0),
+            network_queue_us: AtomicU64::new(0),
         }
     }
 }
@@ -151,6 +157,18 @@ impl SendBudget {
     /// reported lost over the last second.
     pub fn loss(&self) -> f64 {
         self.loss_ppm.load(Ordering::Relaxed) as f64 / 1e6
+    }
+
+    /// How much longer the latest packets took to reach the far end than
+    /// the fastest of the last ten seconds did: the queue building at the
+    /// path's bottleneck (a router's buffer) before it overflows.
+    pub fn network_queue(&self) -> Duration {
+        Duration::from_micros(self.network_queue_us.load(Ordering::Relaxed))
+    }
+
+    pub(crate) fn set_network_queue(&self, d: Duration) {
+        self.network_queue_us
+            .store(d.as_micros() as u64, Ordering::Relaxed);
     }
 
     pub(crate) fn set_loss(&self, share: f64) {
@@ -354,6 +372,13 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for AudioFirstPacer {
         let id = (rtp.header.ssrc, rtp.header.sequence_number);
         match self.highest.get_mut(&id.0) {
             Some(h) if id.1.wrapping_sub(*h) as i16 <= 0 => {
+                if self.budget.network_queue() > RESEND_QUEUE_LIMIT {
+                    // The bottleneck is queueing: a resend would arrive
+                    // late and push the queue (and the audio in it)
+                    // towards loss.
+                    self.budget.refused.fetch_add(1, Ordering::Relaxed);
+                    return Ok(());
+                }
                 self.budget
                     .resent_bytes
                     .fetch_add(size as u64, Ordering::Relaxed);
@@ -590,5 +615,33 @@ mod tests {
         }
         assert!(budget.refused() >= 90, "{}", budget.refused());
         assert!(p.queue.len() <= VIDEO_QUEUE_LIMIT);
+    }
+
+    /// While the bottleneck queues, retransmissions are not sent; when it
+    /// drains they are again.
+    #[test]
+    fn resends_wait_out_a_queueing_bottleneck() {
+        let (mut p, budget) = pacer();
+        let t0 = Instant::now();
+        p.handle_read(estimate(10_000_000.0, t0)).unwrap();
+        for seq in 0..10 {
+            p.handle_write(rtp(VIDEO, seq, 1100, t0)).unwrap();
+        }
+        let mut sent = drain(&mut p).len();
+        let mut t1 = t0;
+        for _ in 0..50 {
+            t1 += Duration::from_millis(20);
+            p.handle_timeout(t1).unwrap();
+            sent += drain(&mut p).len();
+        }
+        assert_eq!(sent, 10);
+        budget.set_network_queue(RESEND_QUEUE_LIMIT + Duration::from_millis(50));
+        p.handle_write(rtp(VIDEO, 3, 1100, t1)).unwrap();
+        assert!(drain(&mut p).is_empty(), "a resend into a queue");
+        p.handle_write(rtp(VIDEO, 10, 1100, t1)).unwrap();
+        assert_eq!(drain(&mut p), vec![VIDEO], "new video still goes");
+        budget.set_network_queue(Duration::from_millis(5));
+        p.handle_write(rtp(VIDEO, 4, 1100, t1)).unwrap();
+        assert_eq!(drain(&mut p), vec![VIDEO], "a resend once it drained");
     }
 }

@@ -192,6 +192,13 @@ impl Publication {
     /// Asks the publisher for a keyframe of `layer` (a subscriber started,
     /// lost one, or switches to that layer).
     pub async fn request_keyframe(&self, layer: usize) {
+        if !self
+            .layers
+            .get(layer)
+            .is_some_and(|l| l.may_ask_keyframe(Instant::now()))
+        {
+            return;
+        }
         let video = self
             .remotes
             .read()
@@ -458,6 +465,7 @@ impl MediaPeer {
             estimate_bps: self.budget.estimate_bps(),
             queue_delay: self.budget.queue_delay(now),
             loss: self.budget.loss(),
+            network_queue: self.budget.network_queue(),
         };
         tracing::trace!(?path, "choosing layers");
         let changes = allocate(&cands, path, audio, &mut self.trials, now);

@@ -44,6 +44,8 @@ pub const AUDIO_BPS: f64 = 50_000.0;
 pub const UP_MARGIN: f64 = 1.2;
 /// …for this long.
 pub const UP_AFTER: Duration = Duration::from_secs(2);
+/// Keyframes of a layer are asked of its publisher at most this often.
+pub const KEYFRAME_GAP: Duration = Duration::from_millis(500);
 /// A keyframe asked for a switch is asked again after this.
 const KEYFRAME_AGAIN: Duration = Duration::from_millis(600);
 /// A trial releases video at this multiple of what the tried layers and
@@ -66,6 +68,12 @@ const TRIAL_FALL: f64 = 0.85;
 /// share of packets lost.
 const TRIAL_QUEUE: Duration = Duration::from_millis(250);
 const TRIAL_LOSS: f64 = 0.05;
+/// A trial fails when the bottleneck's queue grows by this much: the
+/// layer does not fit, and the queue is filling towards loss (where the
+/// audio in it would go too).
+const TRIAL_NET_QUEUE: Duration = Duration::from_millis(60);
+/// No trial starts on a path losing more than this.
+const TRIAL_LOSS_BEFORE: f64 = 0.1;
 
 /// Trials of larger layers for one subscriber, one at a time.
 ///
@@ -82,9 +90,14 @@ pub struct Trials {
     /// The trial under way.
     active: Option<Trial>,
     /// After a failed trial, the output (by address) goes back to the
-    /// layer it had, and no lower until then: the trial's own loss, not
-    /// the path, brought the estimate down.
+    /// layer it had, no lower (the trial's own loss, not the path, brought
+    /// the estimate down) and no higher, until then.
     grace: Option<(usize, Option<usize>, Instant)>,
+    /// After a failed trial, the output (by address) gets nothing as
+    /// large as the layer tried until the next trial may start: the
+    /// estimate, raised by what the trial sent, would otherwise choose it
+    /// again at once.
+    ceiling: Option<(usize, usize, Instant)>,
     next_at: Option<Instant>,
     backoff: Duration,
 }
@@ -94,6 +107,7 @@ impl Default for Trials {
         Trials {
             active: None,
             grace: None,
+            ceiling: None,
             next_at: None,
             backoff: TRIAL_BACKOFF,
         }
@@ -102,11 +116,12 @@ impl Default for Trials {
 
 impl Trials {
     fn failed(&mut self, now: Instant) {
-        if let Some(t) = self.active.take() {
-            self.grace = Some((t.output, t.had, now + TRIAL_GRACE));
-        }
         self.backoff = (self.backoff * 2).min(TRIAL_BACKOFF_MAX);
         self.next_at = Some(now + self.backoff);
+        if let Some(t) = self.active.take() {
+            self.grace = Some((t.output, t.had, now + TRIAL_GRACE));
+            self.ceiling = Some((t.output, t.layer, now + self.backoff));
+        }
     }
 
     fn succeeded(&mut self, now: Instant) {
@@ -135,6 +150,10 @@ struct Trial {
     /// When it started, and the estimate then.
     since: Instant,
     estimate: f64,
+    /// The loss before it (a lossy path's own loss is no failure).
+    loss: f64,
+    /// The bottleneck's queue before it.
+    queue: Duration,
     /// The rate video is released at meanwhile.
     probe: f64,
     /// Since when the layer has fitted the estimate (with the margin).
@@ -151,6 +170,9 @@ pub struct Path {
     pub queue_delay: Duration,
     /// The share of packets lost over the last second.
     pub loss: f64,
+    /// The queue building at the path's bottleneck (see
+    /// `SendBudget::network_queue`).
+    pub network_queue: Duration,
 }
 
 /// One layer of a publication's video as it arrives.
@@ -164,6 +186,8 @@ pub struct Layer {
     /// When its last packet came, in microseconds since `base` plus one
     /// (0: never).
     last_us: AtomicU64,
+    /// When a keyframe of it was last asked of the publisher, likewise.
+    keyframe_us: AtomicU64,
 }
 
 impl Layer {
@@ -174,7 +198,24 @@ impl Layer {
             base: Instant::now(),
             rate_bps: AtomicU64::new(0),
             last_us: AtomicU64::new(0),
+            keyframe_us: AtomicU64::new(0),
         }
+    }
+
+    /// Whether a keyframe may be asked of the publisher at `now`: not when
+    /// one was asked less than [`KEYFRAME_GAP`] ago (it is on its way;
+    /// every subscriber that lost a frame asks, and each keyframe asked
+    /// for is several frames' worth of bits on every subscriber's link).
+    /// Records the ask when it may.
+    pub fn may_ask_keyframe(&self, now: Instant) -> bool {
+        let us = now.saturating_duration_since(self.base).as_micros() as u64 + 1;
+        let last = self.keyframe_us.load(Ordering::Relaxed);
+        if last != 0 && us.saturating_sub(last) < KEYFRAME_GAP.as_micros() as u64 {
+            return false;
+        }
+        self.keyframe_us
+            .compare_exchange(last, us, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
     }
 
     /// Whether packets are arriving on it.
@@ -393,6 +434,14 @@ impl VideoOutput {
         let mut s = self.switch.lock();
         let changed = s.target != target;
         s.target = target;
+        if let (Some(current), Some(t)) = (s.current, target) {
+            if t > current {
+                // Down to a smaller layer: the larger one does not fit, so
+                // it stops now rather than at the smaller one's keyframe
+                // (a moment's freeze instead of a congested link).
+                s.current = None;
+            }
+        }
         match target {
             Some(t) if s.current != Some(t) => {
                 let due = changed
@@ -532,7 +581,8 @@ pub fn allocate(
             Some(i) => {
                 let fell = estimate_bps.is_some_and(|e| e < t.estimate * TRIAL_FALL)
                     || path.queue_delay > TRIAL_QUEUE
-                    || path.loss > TRIAL_LOSS;
+                    || path.loss > t.loss + TRIAL_LOSS
+                    || path.network_queue > t.queue + TRIAL_NET_QUEUE;
                 // It must go on fitting for a while: the estimate may
                 // run ahead of the path before the loss shows.
                 t.fits_since = match rank(fits_up[i]) >= rank(Some(layer)) {
@@ -557,7 +607,11 @@ pub fn allocate(
     // A new trial: the video furthest below what it could show, one step
     // up, when the path is quiet.
     let due = trials.next_at.is_none_or(|at| now >= at);
-    let quiet = path.queue_delay < TRIAL_QUEUE / 4 && path.loss < TRIAL_LOSS / 2.0;
+    // Random loss up to [`TRIAL_LOSS_BEFORE`] does not keep a path from
+    // trying (a trial fails on loss beyond what the path had).
+    let quiet = path.queue_delay < TRIAL_QUEUE / 4
+        && path.loss < TRIAL_LOSS_BEFORE
+        && path.network_queue < TRIAL_NET_QUEUE / 2;
     if trying.is_none() && due && quiet {
         if let Some(e) = estimate_bps {
             let wanting = (0..cands.len())
@@ -597,6 +651,8 @@ pub fn allocate(
                         layer: next,
                         since: now,
                         estimate: e,
+                        loss: path.loss,
+                        queue: path.network_queue,
                         probe,
                         fits_since: None,
                     });
@@ -606,22 +662,27 @@ pub fn allocate(
         }
     }
     trials.grace = trials.grace.filter(|g| now < g.2);
+    trials.ceiling = trials.ceiling.filter(|c| now < c.2);
     let mut changes = Vec::new();
     for (i, c) in cands.iter().enumerate() {
         if usable[i].is_empty() {
             continue;
         }
-        let floor = trials
+        let grace = trials
             .grace
             .filter(|g| g.0 == key(c))
-            .and_then(|g| g.1)
-            .filter(|&l| c.layers[l].live(now));
+            .map(|g| g.1)
+            .filter(|l| l.is_none_or(|l| c.layers[l].live(now)));
+        let ceiling = trials.ceiling.filter(|g| g.0 == key(c)).map(|g| g.1);
         let out = c.output;
         let mut s = out.switch.lock();
         let had = s.target;
         let chosen = if let Some((_, layer)) = trying.filter(|&(t, _)| t == i) {
             s.better_since = None;
             Some(layer)
+        } else if let Some(back) = grace {
+            s.better_since = None;
+            back
         } else if rank(fits[i]) < rank(had) {
             s.better_since = None;
             fits[i]
@@ -637,8 +698,16 @@ pub fn allocate(
             s.better_since = None;
             had
         };
-        let chosen = match floor {
-            Some(f) if rank(chosen) < rank(Some(f)) => Some(f),
+        let chosen = match ceiling {
+            Some(failed) if rank(chosen) >= rank(Some(failed)) => {
+                // The largest usable layer below the one that failed.
+                let below = usable[i].iter().copied().rfind(|&l| l > failed);
+                if rank(fits[i]) < rank(below) {
+                    fits[i]
+                } else {
+                    below
+                }
+            }
             _ => chosen,
         };
         // A target that stopped arriving is replaced even without room.
@@ -704,6 +773,7 @@ mod tests {
             estimate_bps,
             queue_delay: Duration::ZERO,
             loss: 0.0,
+            network_queue: Duration::ZERO,
         };
         allocate(cands, path, audio, &mut trials, now)
     }
@@ -725,6 +795,7 @@ mod tests {
             estimate_bps: Some(e),
             queue_delay: Duration::ZERO,
             loss: 0.0,
+            network_queue: Duration::ZERO,
         };
         // 120 kbit/s (audio alone is acknowledged): paused at first…
         trials.next_at = Some(now + Duration::from_secs(1));
@@ -759,6 +830,51 @@ mod tests {
         assert!(trials
             .next_at
             .is_some_and(|at| at >= t4 + TRIAL_BACKOFF * 2));
+    }
+
+    /// A trial that fills the bottleneck's queue fails at once; the
+    /// estimate it raised does not bring the failed layer straight back
+    /// (only the next trial may).
+    #[test]
+    fn a_failed_trial_is_not_undone_by_the_estimate_it_raised() {
+        let now = Instant::now();
+        let l = layers(now, &[800_000, 250_000, 80_000]);
+        let out = output(2);
+        let c = [Candidate {
+            layers: &l,
+            limit: VideoSize::default(),
+            output: &out,
+        }];
+        let mut trials = Trials::default();
+        let path = |e: f64, queue_ms: u64| Path {
+            estimate_bps: Some(e),
+            queue_delay: Duration::ZERO,
+            loss: 0.0,
+            network_queue: Duration::from_millis(queue_ms),
+        };
+        let t1 = now + TRIAL_BACKOFF;
+        trials.next_at = Some(t1);
+        touch(&l, now);
+        allocate(&c, path(250_000.0, 0), 1, &mut trials, now);
+        assert_eq!(out.target(), Some(2));
+        // The middle layer is tried…
+        touch(&l, t1);
+        allocate(&c, path(250_000.0, 0), 1, &mut trials, t1);
+        assert_eq!(out.target(), Some(1));
+        // …the queue builds: back to the small layer.
+        let t2 = t1 + Duration::from_millis(250);
+        touch(&l, t2);
+        allocate(&c, path(420_000.0, 90), 1, &mut trials, t2);
+        assert_eq!(out.target(), Some(2));
+        // The estimate the trial raised would fit the middle layer, but it
+        // is not chosen again until the next trial.
+        let mut t = t2;
+        while t < t2 + TRIAL_BACKOFF * 2 - Duration::from_millis(300) {
+            t += Duration::from_millis(250);
+            touch(&l, t);
+            allocate(&c, path(600_000.0, 0), 1, &mut trials, t);
+            assert_eq!(out.target(), Some(2), "{:?} after the failure", t - t2);
+        }
     }
 
     /// Packets of every layer arrived at `t`.
@@ -829,25 +945,37 @@ mod tests {
             .unwrap();
         assert_eq!(p.header.sequence_number, 102);
         out.retarget(Some(2), now);
-        // Layer 0 goes on until layer 2's keyframe.
-        assert!(out.forward(2, &packet(5000, 7, true, SLICE), now).is_none());
+        // Down: layer 0 (which does not fit) stops at once; nothing goes
+        // until layer 2's keyframe.
         assert!(out
             .forward(0, &packet(103, 15000, true, SLICE), now)
-            .is_some());
+            .is_none());
+        assert!(out.forward(2, &packet(5000, 7, true, SLICE), now).is_none());
         let later = now + Duration::from_millis(33);
         let p = out
             .forward(2, &packet(5001, 10, false, SPS), later)
             .unwrap();
-        assert_eq!(p.header.sequence_number, 104);
-        assert_eq!(p.header.timestamp, 15000 + 2970);
+        assert_eq!(p.header.sequence_number, 103);
+        assert_eq!(p.header.timestamp, 12000 + 2970);
         let p = out
             .forward(2, &packet(5002, 10, true, SLICE), later)
             .unwrap();
-        assert_eq!((p.header.sequence_number, p.header.timestamp), (105, 17970));
+        assert_eq!((p.header.sequence_number, p.header.timestamp), (104, 14970));
         assert!(out
             .forward(0, &packet(104, 18000, true, SLICE), later)
             .is_none());
-        assert_eq!(out.layer(), Some(2));
+        // Up: layer 2 goes on until layer 0's keyframe.
+        out.retarget(Some(0), later);
+        assert!(out
+            .forward(2, &packet(5003, 20, true, SLICE), later)
+            .is_some());
+        assert!(out
+            .forward(0, &packet(105, 21000, true, SLICE), later)
+            .is_none());
+        assert!(out
+            .forward(0, &packet(106, 24000, true, SPS), later)
+            .is_some());
+        assert_eq!(out.layer(), Some(0));
     }
 
     #[test]
@@ -935,5 +1063,16 @@ mod tests {
         };
         no_trials(&[c], Some(5_000_000.0), 1, later);
         assert_eq!(out.target(), Some(2));
+    }
+
+    #[test]
+    fn keyframes_of_a_layer_are_asked_at_most_every_gap() {
+        let l = Layer::new(VideoSize::new(320, 240));
+        let t0 = Instant::now();
+        assert!(l.may_ask_keyframe(t0));
+        assert!(!l.may_ask_keyframe(t0 + Duration::from_millis(100)));
+        assert!(!l.may_ask_keyframe(t0 + KEYFRAME_GAP - Duration::from_millis(1)));
+        assert!(l.may_ask_keyframe(t0 + KEYFRAME_GAP));
+        assert!(!l.may_ask_keyframe(t0 + KEYFRAME_GAP + Duration::from_millis(10)));
     }
 }
