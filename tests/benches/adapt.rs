@@ -224,9 +224,9 @@ async fn run(quick: bool) {
          and pace video with audio first; the publisher's encoder follows its estimate and sends three simulcast \
          layers (640×480, 320×240, 160×120); the SFU gives each subscriber the largest layer its own estimate (and \
          tile size) allows, trying the next one up now and then, and pauses video below the smallest. The \
-         subscriber plays audio from an adaptive jitter buffer (FEC, concealment). The downlink rows vary from run \
-         to run with when a layer trial falls in the window (a trial that does not fit overfills the 200 ms queue \
-         for about a second). Before any of this (fixed bitrate, one FIFO): clean 30 fps/100 %, 5 % loss 30/94 %, \
+         subscriber plays audio from an adaptive jitter buffer (FEC, concealment). A trial of a layer that does not \
+         fit ends as soon as the bottleneck's queue grows (the estimator measures it from one-way delays), before \
+         the queue overflows into audio; a standing queue or loss with a queue drops the estimate to what arrives. Before any of this (fixed bitrate, one FIFO): clean 30 fps/100 %, 5 % loss 30/94 %, \
          downlink 250 kbit/s 0.9/84 %, uplink 250 kbit/s 1.3/85 %, downlink 150 kbit/s 0.2/75 %.\n\n\
          | link | video decoded | audio packets received |\n|---|---|---|\n{rows}{transitions}",
         window.as_secs()

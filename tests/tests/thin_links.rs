@@ -107,8 +107,8 @@ fn a_subscriber_on_a_250_kbit_downlink_gets_a_smaller_layer_and_all_the_audio() 
         lab.cap(sub_ns, sub_if, switch, true, 250)
     });
     assert!(
-        got.fps >= 10.0 && audio_share(&got) >= 0.97,
-        "{:.1} fps (≥ 10), {:.1} % of audio packets (≥ 97)",
+        got.fps >= 15.0 && audio_share(&got) >= 0.97,
+        "{:.1} fps (≥ 15), {:.1} % of audio packets (≥ 97)",
         got.fps,
         audio_share(&got) * 100.0
     );
