@@ -81,6 +81,16 @@ pub fn test_config(listen: SocketAddr) -> Config {
     )
 }
 
+/// Logs to stderr when `RUST_LOG` asks (e.g. `kaigi_server=debug`).
+pub fn logs() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
+}
+
 impl TestServer {
     /// Starts a server with the test apps.
     pub async fn start() -> Self {
@@ -89,6 +99,7 @@ impl TestServer {
 
     /// Starts a server after `edit` adjusts the config.
     pub async fn start_with(edit: impl FnOnce(&mut Config)) -> Self {
+        logs();
         let mut config = test_config("127.0.0.1:0".parse().unwrap());
         edit(&mut config);
         let handle = kaigi_server::start(config).await.expect("server starts");
@@ -527,13 +538,7 @@ pub mod bench {
             return;
         }
         let quick = std::env::args().any(|a| a == "--quick");
-        // Logs to stderr when asked (`RUST_LOG=kaigi_sdk=debug`).
-        if std::env::var_os("RUST_LOG").is_some() {
-            let _ = tracing_subscriber::fmt()
-                .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-                .with_writer(std::io::stderr)
-                .try_init();
-        }
+        crate::logs();
         let rt = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
