@@ -40,6 +40,11 @@ const CONGESTED_QUEUE: Duration = Duration::from_millis(40);
 const STANDING_QUEUE: Duration = Duration::from_millis(100);
 /// See [`STANDING_QUEUE`]: the share of the acknowledged rate kept.
 const STANDING_SHARE: f64 = 0.9;
+/// Loss over the window above this, or a bottleneck queue above
+/// [`LIMIT_QUEUE`], shows the path's limit (see `SendBudget::constrained`).
+const LIMIT_LOSS: f64 = 0.02;
+/// See [`LIMIT_LOSS`].
+const LIMIT_QUEUE: Duration = Duration::from_millis(150);
 /// Reports needed in the window before its loss counts.
 const LOSS_MIN_REPORTS: usize = 20;
 /// The fastest one-way delay over this long is the path's own (no queue).
@@ -184,8 +189,14 @@ impl BandwidthEstimator for LeadingGcc {
             if !self.reported.is_empty() {
                 b.set_loss(self.lost as f64 / self.reported.len() as f64);
             }
-            if let Some(q) = self.network_queue() {
+            let queue = self.network_queue();
+            if let Some(q) = queue {
                 b.set_network_queue(q);
+            }
+            let lossy = self.reported.len() >= LOSS_MIN_REPORTS
+                && self.lost as f64 / self.reported.len() as f64 > LIMIT_LOSS;
+            if lossy || queue.is_some_and(|q| q > LIMIT_QUEUE) {
+                b.set_constrained();
             }
         }
         while let Some(&(at, size)) = self.acked.front() {
@@ -410,5 +421,29 @@ mod tests {
         }
         let target = e.target_bitrate();
         assert!(target <= 300_000.0 * STANDING_SHARE * 1.01, "{target}");
+    }
+
+    /// A path is constrained once it loses packets (or queues deeply);
+    /// a clean one is not.
+    #[test]
+    fn loss_shows_the_paths_limit() {
+        let budget = Arc::new(SendBudget::default());
+        let mut e =
+            LeadingGcc::new(500_000.0, 50_000.0, 3_000_000.0).publishing_loss(budget.clone());
+        let t0 = Instant::now();
+        for step in 0..20u64 {
+            let t = t0 + Duration::from_millis(step * 100);
+            e.on_reports(t, &reports(step * 25, 25, 150, t));
+        }
+        assert!(!budget.constrained());
+        for step in 20..30u64 {
+            let t = t0 + Duration::from_millis(step * 100);
+            let mut r = reports(step * 25, 25, 150, t);
+            for (i, p) in r.iter_mut().enumerate() {
+                p.arrived = i % 10 != 0;
+            }
+            e.on_reports(t, &r);
+        }
+        assert!(budget.constrained());
     }
 }

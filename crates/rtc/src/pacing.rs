@@ -70,6 +70,8 @@ pub struct SendBudget {
     resent_bytes: AtomicU64,
     /// See [`SendBudget::network_queue`].
     network_queue_us: AtomicU64,
+    /// See [`SendBudget::constrained`].
+    constrained: std::sync::atomic::AtomicBool,
     /// The least rate video is released at while the sender probes the
     /// path (0: not probing), bits per second.
     probe_bps: AtomicU64,
@@ -90,6 +92,7 @@ impl Default for SendBudget {
             probe_bps: AtomicU64::new(0),
             loss_ppm: AtomicU64::new(0),
             network_queue_us: AtomicU64::new(0),
+            constrained: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
@@ -164,6 +167,17 @@ impl SendBudget {
     /// path's bottleneck (a router's buffer) before it overflows.
     pub fn network_queue(&self) -> Duration {
         Duration::from_micros(self.network_queue_us.load(Ordering::Relaxed))
+    }
+
+    /// Whether the path has shown a limit: loss, or a deep queue at its
+    /// bottleneck. Until it has, the estimate only says what has been
+    /// sent so far (it leads that), not what the path carries.
+    pub fn constrained(&self) -> bool {
+        self.constrained.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_constrained(&self) {
+        self.constrained.store(true, Ordering::Relaxed);
     }
 
     pub(crate) fn set_network_queue(&self, d: Duration) {

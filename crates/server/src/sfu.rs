@@ -461,8 +461,15 @@ impl MediaPeer {
                 output: out,
             })
             .collect();
+        // Until the path has shown a limit, every video gets the largest
+        // layer it is shown at: the estimate so far only leads what was
+        // sent (a room of 25 videos on a LAN would otherwise start paused
+        // and come back one trial at a time).
         let path = Path {
-            estimate_bps: self.budget.estimate_bps(),
+            estimate_bps: self
+                .budget
+                .estimate_bps()
+                .filter(|_| self.budget.constrained()),
             queue_delay: self.budget.queue_delay(now),
             loss: self.budget.loss(),
             network_queue: self.budget.network_queue(),
