@@ -92,6 +92,11 @@ impl Session {
         if worn && self.protocol >= 2 {
             self.replace_media().await?;
         }
+        if self.new_connection && !self.media().await?.carries_anything() {
+            // What was live when the old connection was replaced ended
+            // meanwhile: the new one is offered when something is.
+            return Ok(());
+        }
         let sdp = self
             .media()
             .await?

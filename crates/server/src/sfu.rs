@@ -657,6 +657,13 @@ impl MediaPeer {
         Ok(Some(self.ports.advertised(self.external, &sdp)))
     }
 
+    /// Whether the connection has any m-line to offer: a fresh one with
+    /// nothing received or sent has none, and an offer without m-lines
+    /// carries no ICE credentials a client could use.
+    pub fn carries_anything(&self) -> bool {
+        !self.receiving.is_empty() || !self.subscriptions.is_empty()
+    }
+
     /// Whether an offer awaits its answer.
     pub fn negotiating(&self) -> bool {
         self.negotiating
