@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod audio_device;
+pub mod audio_processing;
 pub mod camera;
 pub mod devices;
 pub mod frame;
@@ -17,13 +18,14 @@ pub mod scale;
 pub mod tone;
 
 pub use audio_device::{Microphone, Mixer, Speaker};
+pub use audio_processing::{AudioProcessing, AudioProcessor};
 pub use camera::{Camera, CameraSettings};
 pub use devices::{DeviceError, DeviceInfo, DeviceKind};
 pub use frame::{AudioFrame, VideoFrame};
 pub use h264::{EncodedVideo, H264Decoder, H264Encoder, H264Settings};
 pub use opus_codec::{OpusDecoder, OpusEncoder, OPUS_FRAME_SAMPLES, OPUS_SAMPLE_RATE};
 pub use pattern::{Stamp, TestPattern};
-pub use tone::SineTone;
+pub use tone::{SineTone, SpeechLike};
 
 /// Why a media operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -97,3 +97,68 @@ mod tests {
         assert_eq!(all, whole);
     }
 }
+
+/// Something like a voice, for testing audio processing without a
+/// recording: a buzz (a glottal-like harmonic series) at a gliding pitch,
+/// shaped into syllables (on and off a few times a second), mono. Unlike a
+/// steady tone, voice-activity detectors and echo cancellers treat it as
+/// speech.
+#[derive(Debug, Clone)]
+pub struct SpeechLike {
+    pitch_hz: f64,
+    syllables_hz: f64,
+    sample_rate: u32,
+    amplitude: f64,
+    phase: f64,
+    /// Where in its syllable the talker is (0..1 a syllable).
+    syllable: f64,
+    t: u64,
+}
+
+impl SpeechLike {
+    /// A talker at `pitch_hz` (e.g. 120 or 210) saying `syllables_hz`
+    /// syllables a second, sampled at `sample_rate`, peaking near −6 dBFS.
+    pub fn new(pitch_hz: f64, syllables_hz: f64, sample_rate: u32) -> Self {
+        SpeechLike {
+            pitch_hz,
+            syllables_hz,
+            sample_rate,
+            amplitude: 0.5,
+            phase: 0.0,
+            syllable: 0.0,
+            t: 0,
+        }
+    }
+
+    /// Scales its level by `gain` (linear).
+    pub fn with_gain(mut self, gain: f64) -> Self {
+        self.amplitude *= gain;
+        self
+    }
+
+    /// The next `samples` samples, in −1..1.
+    pub fn samples(&mut self, samples: usize) -> Vec<f32> {
+        let rate = f64::from(self.sample_rate);
+        let tau = std::f64::consts::TAU;
+        (0..samples)
+            .map(|_| {
+                let secs = self.t as f64 / rate;
+                self.t += 1;
+                let pitch = self.pitch_hz * (1.0 + 0.2 * (secs * 2.3).sin());
+                self.phase = (self.phase + pitch / rate) % 1.0;
+                // Harmonics falling off as 1/h, like a glottal pulse train.
+                let buzz: f64 = (1..16)
+                    .map(|h| (self.phase * h as f64 * tau).sin() / h as f64)
+                    .sum::<f64>()
+                    / 1.7;
+                // Syllables of uneven length, so the signal has no period
+                // an echo canceller's delay estimate could lock onto.
+                let pace =
+                    1.0 + 0.45 * (secs * 0.37 * tau).sin() + 0.3 * (secs * 0.23 * tau + 1.0).sin();
+                self.syllable = (self.syllable + self.syllables_hz * pace / rate) % 1.0;
+                let syllable = (self.syllable * tau).sin().max(0.0).powf(0.7);
+                (buzz * syllable * self.amplitude) as f32
+            })
+            .collect()
+    }
+}
