@@ -49,12 +49,9 @@ impl AudioProcessing {
                 enable_delay_agnostic: true,
                 stream_delay_ms: None,
             }),
-            gain_control: self.auto_gain.then_some(apm::GainControl {
-                mode: apm::GainControlMode::AdaptiveDigital,
-                target_level_dbfs: TARGET_LEVEL_DBFS,
-                compression_gain_db: 30,
-                enable_limiter: true,
-            }),
+            // The module's own gain control adds ~11 dB at most: too
+            // little for a quiet microphone. `AutoGain` below does it.
+            gain_control: None,
             noise_suppression: self.noise_suppression.then_some(apm::NoiseSuppression {
                 suppression_level: apm::NoiseSuppressionLevel::High,
             }),
@@ -70,6 +67,75 @@ impl AudioProcessing {
 /// The level automatic gain control aims a voice's peaks at, dB below
 /// full scale.
 pub const TARGET_LEVEL_DBFS: i32 = 3;
+/// The most gain automatic gain control applies, dB.
+pub const MAX_GAIN_DB: f64 = 40.0;
+/// How fast its gain rises, dB a second (it falls at once where a peak
+/// would clip).
+const GAIN_RISE_DB_PER_S: f64 = 10.0;
+/// How fast the speech level it tracks falls back after a loud peak, dB a
+/// second.
+const LEVEL_DECAY_DB_PER_S: f64 = 3.0;
+/// Output samples are kept below this (a hard limit short of clipping).
+const LIMIT: f32 = 0.95;
+
+/// Adaptive digital gain: tracks the peak level of voiced frames and moves
+/// its gain so they reach the target, never applying more than
+/// [`MAX_GAIN_DB`] nor letting a sample pass [`LIMIT`]; frames without
+/// voice keep the gain (noise is not pumped up).
+#[derive(Debug, Clone)]
+struct AutoGain {
+    /// The tracked speech peak level, dBFS (`None` before the first voice).
+    level_db: Option<f64>,
+    gain_db: f64,
+}
+
+impl AutoGain {
+    fn new() -> Self {
+        AutoGain {
+            level_db: None,
+            gain_db: 0.0,
+        }
+    }
+
+    /// Applies the gain to one 10 ms frame; `voice` says whether it holds
+    /// speech.
+    fn process(&mut self, frame: &mut [f32], voice: bool) {
+        let frame_s = frame.len() as f64 / 48_000.0;
+        let peak = frame.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        if voice && peak > 0.0 {
+            let peak_db = 20.0 * f64::from(peak).log10();
+            let decayed = self
+                .level_db
+                .map_or(peak_db, |l| l - LEVEL_DECAY_DB_PER_S * frame_s);
+            self.level_db = Some(decayed.max(peak_db));
+        }
+        let before = self.gain_db;
+        if let Some(level) = self.level_db {
+            let wanted = (-f64::from(TARGET_LEVEL_DBFS) - level).clamp(0.0, MAX_GAIN_DB);
+            self.gain_db = if wanted > self.gain_db {
+                (self.gain_db + GAIN_RISE_DB_PER_S * frame_s).min(wanted)
+            } else {
+                wanted
+            };
+        }
+        // Never past the limit: the gain falls at once where it would.
+        let headroom_db = 20.0 * f64::from(LIMIT / peak.max(1e-9)).log10();
+        self.gain_db = self.gain_db.min(headroom_db).max(0.0);
+        let (from, to) = (
+            db_to_gain(before.min(self.gain_db)),
+            db_to_gain(self.gain_db),
+        );
+        let n = frame.len() as f32;
+        for (i, v) in frame.iter_mut().enumerate() {
+            let g = from + (to - from) * (i as f32 + 1.0) / n;
+            *v = (*v * g).clamp(-LIMIT, LIMIT);
+        }
+    }
+}
+
+fn db_to_gain(db: f64) -> f32 {
+    10f64.powf(db / 20.0) as f32
+}
 /// Samples in one 10 ms frame at 48 kHz.
 pub const FRAME_SAMPLES: usize = 480;
 
@@ -80,6 +146,7 @@ pub struct AudioProcessor {
     near: Vec<f32>,
     far: Vec<f32>,
     voice: bool,
+    gain: AutoGain,
 }
 
 impl std::fmt::Debug for AudioProcessor {
@@ -107,6 +174,7 @@ impl AudioProcessor {
             near: Vec::with_capacity(FRAME_SAMPLES),
             far: Vec::with_capacity(FRAME_SAMPLES),
             voice: false,
+            gain: AutoGain::new(),
         })
     }
 
@@ -149,6 +217,9 @@ impl AudioProcessor {
                     tracing::debug!("a capture frame was not processed");
                 }
                 self.voice = self.processor.get_stats().has_voice.unwrap_or(false);
+                if self.settings.auto_gain {
+                    self.gain.process(&mut self.near, self.voice);
+                }
                 out.extend_from_slice(&self.near);
                 self.near.clear();
             }

@@ -3,7 +3,7 @@
 //! reflections) and heard by the microphone, with or without a near-end
 //! talker and noise.
 
-use kaigi_media::audio_processing::FRAME_SAMPLES;
+use kaigi_media::audio_processing::{FRAME_SAMPLES, TARGET_LEVEL_DBFS};
 use kaigi_media::{AudioProcessing, AudioProcessor, SpeechLike};
 
 const RATE: u32 = 48_000;
@@ -133,4 +133,37 @@ fn noise_suppression_raises_snr_by_10_db() {
         after - before >= 10.0,
         "SNR {before:.1} dB → {after:.1} dB (≥ +10)"
     );
+}
+
+/// A quiet talker (−40 dBFS) is brought to within 6 dB of the gain
+/// control's target, without clipping; a loud one is not clipped.
+#[test]
+fn auto_gain_brings_a_quiet_talker_to_its_target_without_clipping() {
+    let agc = AudioProcessing {
+        echo_cancellation: false,
+        noise_suppression: false,
+        auto_gain: true,
+    };
+    let talk = SpeechLike::new(150.0, 2.0, RATE).samples(secs(10.0));
+    let peak_db =
+        |x: &[f32]| 20.0 * f64::from(x.iter().fold(0.0f32, |m, v| m.max(v.abs()))).log10();
+    let target = -f64::from(TARGET_LEVEL_DBFS);
+    for level in [-40.0, -25.0] {
+        let scale = 10f64.powf((level - peak_db(&talk)) / 20.0) as f32;
+        let mic: Vec<f32> = talk.iter().map(|v| v * scale).collect();
+        let out = process(agc, &vec![0.0; mic.len()], &mic);
+        // Each second of the last four peaks near the target.
+        for s in 6..10 {
+            let p = peak_db(&out[secs(s as f64)..secs(s as f64 + 1.0)]);
+            assert!(
+                (p - target).abs() <= 6.0,
+                "a {level} dBFS talker peaks at {p:.1} dBFS in second {s} (target {target})"
+            );
+        }
+        assert!(out.iter().all(|v| v.abs() < 1.0), "clipped");
+    }
+    // A talker at full scale is limited, not clipped.
+    let loud: Vec<f32> = talk.iter().map(|v| (v * 2.5).clamp(-1.0, 1.0)).collect();
+    let out = process(agc, &vec![0.0; loud.len()], &loud);
+    assert!(out.iter().all(|v| v.abs() < 0.96));
 }
