@@ -10,6 +10,7 @@ use kaigi_proto::{RoomId, SdkAppId, UserId};
 use tracing_subscriber::EnvFilter;
 
 mod admin;
+mod audio;
 mod bot;
 
 /// Kaigi's command-line tool.
@@ -45,6 +46,11 @@ enum Command {
     Bot(bot::BotArgs),
     /// List this machine's cameras, microphones and speakers as JSON.
     Devices,
+    /// Run the microphone's audio processing (echo cancellation, noise
+    /// suppression, gain control) on recordings: what was played (FAR) and
+    /// what the microphone heard (MIC), WAV at any rate, mono or stereo;
+    /// writes OUT at the microphone's rate and prints levels as JSON.
+    AudioProcess(audio::AudioProcessArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -247,6 +253,7 @@ async fn main() -> ExitCode {
         }),
         Command::Admin(cmd) => admin::run(cmd).await,
         Command::Bot(args) => bot::run(args).await,
+        Command::AudioProcess(args) => audio::run(&args),
         Command::Devices => {
             let list = |d: Vec<kaigi_sdk::DeviceInfo>| {
                 d.into_iter()
