@@ -119,6 +119,8 @@ async fn bots(dev: &DevApp, url: &str) -> Vec<Bot> {
                 // One layer: the benchmark compares the tile paths at one
                 // fixed size.
                 simulcast: false,
+                // A tone: no processing either way.
+                audio_processing: kaigi_sdk::AudioProcessing::NONE,
             },
         )
         .expect("a synthetic stream");

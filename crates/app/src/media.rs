@@ -71,6 +71,9 @@ pub(crate) fn local_config(camera: Option<&str>, microphone: Option<&str>) -> Lo
         fps: 30,
         video_bitrate_bps: 800_000,
         simulcast: true,
+        // Echo cancellation, noise suppression and gain control on a
+        // microphone (the tone gets none).
+        audio_processing: kaigi_sdk::AudioProcessing::default(),
     }
 }
 

@@ -51,6 +51,15 @@ pub struct BotArgs {
     /// Send the video as one layer instead of simulcast layers.
     #[arg(long)]
     no_simulcast: bool,
+    /// No echo cancellation on the microphone.
+    #[arg(long)]
+    no_aec: bool,
+    /// No noise suppression on the microphone.
+    #[arg(long)]
+    no_ns: bool,
+    /// No automatic gain control on the microphone.
+    #[arg(long)]
+    no_agc: bool,
 }
 
 fn size(s: &str) -> Result<(usize, usize), String> {
@@ -214,6 +223,11 @@ pub async fn run(args: BotArgs) -> anyhow::Result<ExitCode> {
             audio: args.audio.clone(),
             fps: args.fps,
             simulcast: !args.no_simulcast,
+            audio_processing: kaigi_sdk::AudioProcessing {
+                echo_cancellation: !args.no_aec,
+                noise_suppression: !args.no_ns,
+                auto_gain: !args.no_agc,
+            },
             ..Default::default()
         };
         let stream = match LocalStream::new(client.user_id(), config) {

@@ -334,7 +334,13 @@ const MIX_QUEUE_MAX: usize = OPUS_SAMPLE_RATE as usize / 5;
 #[derive(Clone, Default)]
 pub struct Mixer {
     sources: Arc<Mutex<HashMap<u64, VecDeque<f32>>>>,
+    /// What was pulled (played), for echo cancellation to take.
+    played: Arc<Mutex<VecDeque<f32>>>,
 }
+
+/// At most this much played audio (48 kHz samples) waits to be taken as
+/// the echo reference: 1 s.
+const PLAYED_MAX: usize = OPUS_SAMPLE_RATE as usize;
 
 impl Mixer {
     /// An empty mixer.
@@ -378,6 +384,19 @@ impl Mixer {
         for o in out.iter_mut() {
             *o = o.clamp(-1.0, 1.0);
         }
+        drop(sources);
+        let mut played = self.played.lock();
+        played.extend(out.iter().copied());
+        if played.len() > PLAYED_MAX {
+            let extra = played.len() - PLAYED_MAX;
+            played.drain(..extra);
+        }
+    }
+
+    /// Moves what was played since the last call (48 kHz mono, at most
+    /// the last second) to `out`: the far end an echo canceller needs.
+    pub fn take_played(&self, out: &mut Vec<f32>) {
+        out.extend(self.played.lock().drain(..));
     }
 }
 
@@ -569,5 +588,35 @@ mod tests {
         m.pull(&mut all);
         assert_eq!(all.iter().filter(|s| **s != 0.0).count(), MIX_QUEUE_MAX);
         m.remove(1);
+    }
+
+    /// What the mixer plays is kept (the last second of it) for echo
+    /// cancellation to take.
+    #[test]
+    fn what_is_played_can_be_taken_once() {
+        let m = Mixer::new();
+        m.push(
+            1,
+            &AudioFrame {
+                sample_rate: OPUS_SAMPLE_RATE,
+                channels: 1,
+                samples: vec![16384; 480],
+                captured_us: 0,
+            },
+        );
+        let mut out = vec![0.0f32; 960];
+        m.pull(&mut out);
+        let mut played = Vec::new();
+        m.take_played(&mut played);
+        assert_eq!(played, out);
+        assert!((played[0] - 0.5).abs() < 1e-3 && played[900] == 0.0);
+        played.clear();
+        m.take_played(&mut played);
+        assert!(played.is_empty(), "taken once");
+        for _ in 0..60 {
+            m.pull(&mut out);
+        }
+        m.take_played(&mut played);
+        assert_eq!(played.len(), PLAYED_MAX, "bounded");
     }
 }

@@ -39,7 +39,7 @@ mod shared;
 pub use client::{Client, JoinInfo, SubscribeOptions};
 pub use error::ClientError;
 pub use events::{AudioVolumeEntry, ClientEvent, ConnectionState, EventStream};
-pub use kaigi_media::{DeviceError, DeviceInfo, DeviceKind};
+pub use kaigi_media::{AudioProcessing, DeviceError, DeviceInfo, DeviceKind};
 pub use kaigi_proto::signal::{PeerInfo, PeerLeaveReason};
 pub use kaigi_proto::{KickReason, Role, RoomId, SdkAppId, UserId};
 pub use media::{

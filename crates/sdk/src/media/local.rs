@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kaigi_media::{
-    AudioFrame, Camera, CameraSettings, DeviceError, H264Encoder, H264Settings, Microphone,
-    OpusEncoder, SineTone, TestPattern, VideoFrame, OPUS_FRAME_SAMPLES, OPUS_SAMPLE_RATE,
+    AudioFrame, AudioProcessing, AudioProcessor, Camera, CameraSettings, DeviceError, H264Encoder,
+    H264Settings, Microphone, OpusEncoder, SineTone, TestPattern, VideoFrame, OPUS_FRAME_SAMPLES,
+    OPUS_SAMPLE_RATE,
 };
 use kaigi_proto::signal::{VideoSize, MAX_LAYERS};
 use kaigi_proto::UserId;
@@ -112,6 +113,11 @@ pub struct LocalStreamConfig {
     /// half and quarter size, each down to 160×90), so the server can
     /// send each subscriber the one its connection and its window fit.
     pub simulcast: bool,
+    /// What processing a microphone's audio gets before it is encoded
+    /// (echo cancellation against what this client plays, noise
+    /// suppression, gain control; all on by default). Synthetic audio
+    /// gets none.
+    pub audio_processing: AudioProcessing,
 }
 
 impl Default for LocalStreamConfig {
@@ -127,6 +133,7 @@ impl Default for LocalStreamConfig {
             fps: 30,
             video_bitrate_bps: 1_000_000,
             simulcast: true,
+            audio_processing: AudioProcessing::default(),
         }
     }
 }
@@ -145,6 +152,7 @@ impl From<SyntheticSource> for LocalStreamConfig {
             fps: s.fps,
             video_bitrate_bps: s.video_bitrate_bps,
             simulcast: s.simulcast,
+            audio_processing: AudioProcessing::NONE,
         }
     }
 }
@@ -217,6 +225,10 @@ struct LocalInner {
     device_errors: Arc<Mutex<Vec<mpsc::UnboundedSender<DeviceError>>>>,
     /// The newest captured frame, for a local preview.
     preview: watch::Sender<Option<Arc<VideoFrame>>>,
+    /// What this client plays (the speaker's mixer): the echo to cancel.
+    played: Mutex<Option<super::AudioOut>>,
+    /// Whether the microphone hears a voice now (also while muted).
+    voice: AtomicBool,
 }
 
 /// Media this client captures and can publish: from a camera and a
@@ -312,6 +324,8 @@ impl LocalStream {
             microphone: Mutex::new(None),
             device_errors: Arc::new(Mutex::new(Vec::new())),
             preview: watch::Sender::new(None),
+            played: Mutex::new(None),
+            voice: AtomicBool::new(false),
         });
         let stream = LocalStream { inner };
         // Sources first: a device that cannot be opened fails the call.
@@ -353,7 +367,19 @@ impl LocalStream {
         }
         if let Some(track) = stream.inner.audio.clone() {
             let encoder = OpusEncoder::new(1, AUDIO_BITRATE_BPS as i32).map_err(media)?;
-            tokio::spawn(encode_audio(stream.inner.clone(), track, encoder, audio_rx));
+            let processor = match config.audio {
+                AudioInput::Microphone { .. } => {
+                    Some(AudioProcessor::new(config.audio_processing).map_err(media)?)
+                }
+                _ => None,
+            };
+            tokio::spawn(encode_audio(
+                stream.inner.clone(),
+                track,
+                encoder,
+                processor,
+                audio_rx,
+            ));
         }
         Ok(stream)
     }
@@ -495,6 +521,18 @@ impl LocalStream {
     /// Whether it has audio.
     pub fn has_audio(&self) -> bool {
         self.inner.audio.is_some()
+    }
+
+    /// Whether its microphone hears a voice now, after processing (also
+    /// while audio is muted: for a "you are muted" hint). Always false
+    /// for synthetic audio.
+    pub fn voice_active(&self) -> bool {
+        self.inner.voice.load(Ordering::Relaxed)
+    }
+
+    /// Takes what this client plays as the echo to cancel.
+    pub(super) fn hear_played(&self, played: super::AudioOut) {
+        *self.inner.played.lock() = Some(played);
     }
 
     /// Whether it has video.
@@ -818,21 +856,55 @@ async fn encode_video(
 }
 
 /// Encodes captured audio (20 ms frames) and sends it while a payload type
-/// is negotiated and audio is not muted; keeps the level up to date.
+/// is negotiated and audio is not muted; a microphone's audio is processed
+/// first (against what this client plays); keeps the level (after
+/// processing) and voice activity up to date.
 async fn encode_audio(
     me: Arc<LocalInner>,
     track: Arc<TrackLocalStaticSample>,
     mut encoder: OpusEncoder,
+    mut processor: Option<AudioProcessor>,
     mut frames: mpsc::Receiver<AudioFrame>,
 ) {
     let ssrc = track.ssrcs().await.first().copied().unwrap_or_default();
+    let (mut far, mut near, mut processed) = (Vec::new(), Vec::new(), Vec::new());
     loop {
         let frame = tokio::select! {
             _ = me.closed.cancelled() => break,
             f = frames.recv() => match f { Some(f) => f, None => break },
         };
-        let pt = me.audio_pt.load(Ordering::SeqCst);
         let muted = me.audio_muted.load(Ordering::SeqCst);
+        let frame = match processor.as_mut() {
+            None => frame,
+            Some(p) => {
+                let mixer = me.played.lock().as_ref().and_then(|o| o.lock().clone());
+                if let Some(m) = mixer {
+                    far.clear();
+                    m.take_played(&mut far);
+                    p.far(&far);
+                }
+                p.set_muted(muted);
+                near.clear();
+                near.extend(frame.samples.iter().map(|s| f32::from(*s) / 32768.0));
+                p.near(&near, &mut processed);
+                me.voice.store(p.voice(), Ordering::Relaxed);
+                // Processing works in 10 ms steps: a 20 ms frame is ready
+                // when two are.
+                if processed.len() < OPUS_FRAME_SAMPLES {
+                    continue;
+                }
+                let samples = processed
+                    .drain(..OPUS_FRAME_SAMPLES)
+                    .map(|v| (v * 32767.0).clamp(-32768.0, 32767.0) as i16)
+                    .collect();
+                AudioFrame {
+                    samples,
+                    channels: 1,
+                    ..frame
+                }
+            }
+        };
+        let pt = me.audio_pt.load(Ordering::SeqCst);
         me.audio_level
             .store(if muted { 0 } else { frame.volume() }, Ordering::Relaxed);
         if pt == 0 || muted {

@@ -187,6 +187,7 @@ impl MediaSession {
         }
         stream.listen_for_keyframe_requests();
         stream.follow(self.budget.clone());
+        stream.hear_played(self.audio_out.clone());
     }
 
     /// The next track the server sends; never, before a connection exists.
