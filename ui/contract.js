@@ -131,6 +131,7 @@ export const EVENT_FIELDS = {
     "role",
     "userId"
   ],
+  "speaking-while-muted": [],
   "stream-added": [
     "audio",
     "userId",

@@ -15,6 +15,9 @@ export function emptyRoom(me) {
     transport: null,
     // What this user sends: muted by the toolbar.
     muted: { audio: false, video: false },
+    // Until when (ms since the epoch) the "you are muted" hint shows: the
+    // muted microphone heard a voice.
+    mutedHintUntil: 0,
     // userId -> {userId, role, hasStream, audio, video, audioMuted, videoMuted, volume, subscribed}
     peers: {},
   };
@@ -37,6 +40,14 @@ function peer(state, userId) {
   return state.peers[userId];
 }
 
+/** How long the "you are muted" hint shows after a voice was heard. */
+export const MUTED_HINT_MS = 4000;
+
+/** Whether the "you are muted" hint shows at `now`. */
+export function mutedHint(state, now = Date.now()) {
+  return state.muted.audio && now < state.mutedHintUntil;
+}
+
 /** Volume at or above which a user counts as speaking. */
 export const SPEAKING = 12;
 
@@ -50,6 +61,11 @@ export function applyEvent(state, e) {
     case "local-mute":
       if (typeof e.audio === "boolean") state.muted.audio = e.audio;
       if (typeof e.video === "boolean") state.muted.video = e.video;
+      if (!state.muted.audio) state.mutedHintUntil = 0;
+      break;
+    case "speaking-while-muted":
+      // `now` for tests; the app's events carry none.
+      if (state.muted.audio) state.mutedHintUntil = (e.now ?? Date.now()) + MUTED_HINT_MS;
       break;
     case "peer-join":
       peer(state, e.userId).role = e.role;

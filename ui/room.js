@@ -2,7 +2,7 @@
 // tile per user, kept in place and changed only where the state changed
 // (`audio-volume` arrives several times a second).
 
-import { activeSpeaker, tiles } from "./logic.js";
+import { activeSpeaker, mutedHint, tiles } from "./logic.js";
 import { playTile } from "./video.js";
 import { renderToolbar } from "./toolbar.js";
 import { startPreview } from "./join.js";
@@ -69,6 +69,8 @@ export function renderRoom(ui) {
   if (badge.title !== details) badge.title = details;
   $("banner").hidden = room.connection !== "RECONNECTING";
   setText($("quality"), `${ui.t("quality")}: ${ui.t("qualities")[room.quality] || ""}`);
+  const hint = !mutedHint(room);
+  if ($("muted-hint").hidden !== hint) $("muted-hint").hidden = hint;
   const speaker = activeSpeaker(room);
   const wanted = new Set();
   let prev = $("tile-local");

@@ -2,7 +2,7 @@
 // frame parsing, and the words for every reason and language.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { emptyRoom, applyEvent, activeSpeaker, tiles, joinForm } from "../logic.js";
+import { emptyRoom, applyEvent, activeSpeaker, tiles, joinForm, mutedHint, MUTED_HINT_MS } from "../logic.js";
 import { parseFrame } from "../video.js";
 import { MESSAGES, pickLanguage, translator, errorText, kickedText } from "../i18n.js";
 import { ERROR_CODES } from "../contract.js";
@@ -135,4 +135,18 @@ test("kick reasons and errors are said in words", () => {
   assert.match(errorText(t, { code: "SOMETHING_NEW", message: "disk full" }), /disk full/);
   assert.match(errorText(t, { code: "INVALID_PARAMETER", message: "a name is required" }), /a name is required/);
   assert.match(translator("ja")("error.SERVER_UNREACHABLE"), /サーバー/);
+});
+
+test("speaking while muted shows a hint for a while, and unmuting ends it", () => {
+  const s = emptyRoom("alice");
+  applyEvent(s, { event: "speaking-while-muted", now: 1000 });
+  assert.equal(mutedHint(s, 1001), false, "not muted: no hint");
+  applyEvent(s, { event: "local-mute", audio: true });
+  applyEvent(s, { event: "speaking-while-muted", now: 1000 });
+  assert.equal(mutedHint(s, 1001), true);
+  assert.equal(mutedHint(s, 1000 + MUTED_HINT_MS), false, "it goes by itself");
+  applyEvent(s, { event: "speaking-while-muted", now: 2000 });
+  applyEvent(s, { event: "local-mute", audio: false });
+  assert.equal(mutedHint(s, 2001), false, "unmuted");
+  for (const lang of ["en", "ja", "ko"]) assert.ok(MESSAGES[lang].mutedHint, lang);
 });

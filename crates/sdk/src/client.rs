@@ -308,8 +308,12 @@ impl Client {
     }
 
     /// Emits `audio-volume` every `interval` with each user's volume (this
-    /// client's own published audio included); `None` stops it.
+    /// client's own published audio included, after processing), and
+    /// `speaking-while-muted` when its muted microphone hears a voice;
+    /// `None` stops it.
     pub fn enable_audio_volume_evaluation(&self, interval: Option<Duration>) {
+        /// `speaking-while-muted` comes at most this often.
+        const SPEAKING_HINT_EVERY: Duration = Duration::from_secs(3);
         let mut task = self.volume_task.lock();
         if let Some(t) = task.take() {
             t.abort();
@@ -320,6 +324,7 @@ impl Client {
         let weak = Arc::downgrade(&self.shared);
         *task = Some(tokio::spawn(async move {
             let mut tick = tokio::time::interval(interval);
+            let mut hinted: Option<tokio::time::Instant> = None;
             loop {
                 tick.tick().await;
                 let Some(shared) = weak.upgrade() else { break };
@@ -336,13 +341,20 @@ impl Client {
                         audio_volume: r.audio_level(),
                     })
                     .collect();
+                let mut speaking_muted = false;
                 if let Some(local) = shared.local.lock().as_ref().filter(|l| l.has_audio()) {
                     result.push(crate::events::AudioVolumeEntry {
                         user_id: shared.opts.user_id.clone(),
                         audio_volume: local.audio_level(),
                     });
+                    speaking_muted = local.audio_muted() && local.voice_active();
                 }
                 shared.emit(ClientEvent::AudioVolume { result });
+                let now = tokio::time::Instant::now();
+                if speaking_muted && hinted.is_none_or(|t| now - t >= SPEAKING_HINT_EVERY) {
+                    hinted = Some(now);
+                    shared.emit(ClientEvent::SpeakingWhileMuted {});
+                }
             }
         }));
     }

@@ -108,6 +108,10 @@ pub enum ClientEvent {
         /// One entry per user with audio, this client's own included.
         result: Vec<AudioVolumeEntry>,
     },
+    /// This client's microphone hears a voice while its audio is muted
+    /// (checked with the volumes, at most every 3 s): for a "you are
+    /// muted" hint.
+    SpeakingWhileMuted {},
     /// Network quality, every 2 s while in a room (and `6` for both when
     /// the connection drops). Grades: 0 unknown, 1 excellent, 2 good,
     /// 3 poor, 4 bad, 5 very bad, 6 disconnected.
@@ -199,6 +203,7 @@ impl ClientEvent {
                     audio_volume: 50,
                 }],
             },
+            ClientEvent::SpeakingWhileMuted {},
             ClientEvent::NetworkQuality {
                 uplink_network_quality: 1,
                 downlink_network_quality: 1,
@@ -239,6 +244,7 @@ impl ClientEvent {
             ClientEvent::StreamSubscribed { .. } => "stream-subscribed",
             ClientEvent::StreamUpdated { .. } => "stream-updated",
             ClientEvent::AudioVolume { .. } => "audio-volume",
+            ClientEvent::SpeakingWhileMuted {} => "speaking-while-muted",
             ClientEvent::NetworkQuality { .. } => "network-quality",
             ClientEvent::MuteAudio { .. } => "mute-audio",
             ClientEvent::UnmuteAudio { .. } => "unmute-audio",

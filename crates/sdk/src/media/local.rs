@@ -590,6 +590,11 @@ impl LocalStream {
         self.inner.audio_muted.store(muted, Ordering::SeqCst);
     }
 
+    /// Whether its audio is muted.
+    pub fn audio_muted(&self) -> bool {
+        self.inner.audio_muted.load(Ordering::SeqCst)
+    }
+
     /// Stops the sources and releases the devices (the camera light goes
     /// off before this returns).
     pub fn close(&self) {
