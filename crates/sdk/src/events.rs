@@ -332,7 +332,7 @@ mod tests {
             // too, or the UI's contract would not list it.
             assert_eq!(serde_json::to_value(e).unwrap()["event"], e.name());
         }
-        assert_eq!(examples.len(), 16);
+        assert_eq!(examples.len(), 17);
     }
 
     #[test]
