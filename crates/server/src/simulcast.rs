@@ -72,6 +72,9 @@ const TRIAL_LOSS: f64 = 0.05;
 /// layer does not fit, and the queue is filling towards loss (where the
 /// audio in it would go too).
 const TRIAL_NET_QUEUE: Duration = Duration::from_millis(60);
+/// A layer a trial confirmed must last this long for the trial to count
+/// as a success (and the backoff to reset).
+const TRIAL_LASTS: Duration = Duration::from_secs(20);
 /// No trial starts on a path losing more than this.
 const TRIAL_LOSS_BEFORE: f64 = 0.1;
 
@@ -98,6 +101,9 @@ pub struct Trials {
     /// estimate, raised by what the trial sent, would otherwise choose it
     /// again at once.
     ceiling: Option<(usize, usize, Instant)>,
+    /// The output (by address) and layer the last successful trial
+    /// confirmed, and when.
+    confirmed: Option<(usize, usize, Instant)>,
     next_at: Option<Instant>,
     backoff: Duration,
 }
@@ -108,6 +114,7 @@ impl Default for Trials {
             active: None,
             grace: None,
             ceiling: None,
+            confirmed: None,
             next_at: None,
             backoff: TRIAL_BACKOFF,
         }
@@ -125,9 +132,39 @@ impl Trials {
     }
 
     fn succeeded(&mut self, now: Instant) {
-        self.active = None;
-        self.backoff = TRIAL_BACKOFF;
+        if let Some(t) = self.active.take() {
+            self.confirmed = Some((t.output, t.layer, now));
+        }
+        // The backoff is kept until the layer has lasted (see
+        // `TRIAL_LASTS`): a layer that only just fits would otherwise be
+        // tried, kept, lost and tried again every few seconds.
         self.next_at = Some(now + TRIAL_BACKOFF);
+    }
+
+    /// The output (by address) left `layer` for a smaller one at `now`:
+    /// if a trial had confirmed that layer only lately, it did not fit
+    /// after all, and counts as a failed trial.
+    fn left(&mut self, output: usize, layer: usize, now: Instant) {
+        let recent = self.confirmed.is_some_and(|(o, l, at)| {
+            o == output && l == layer && now.saturating_duration_since(at) < TRIAL_LASTS
+        });
+        if recent {
+            self.confirmed = None;
+            self.backoff = (self.backoff * 2).min(TRIAL_BACKOFF_MAX);
+            self.next_at = Some(now + self.backoff);
+            self.ceiling = Some((output, layer, now + self.backoff));
+        }
+    }
+
+    /// Forgets a confirmation that has lasted, resetting the backoff.
+    fn settle(&mut self, now: Instant) {
+        if self
+            .confirmed
+            .is_some_and(|(.., at)| now.saturating_duration_since(at) >= TRIAL_LASTS)
+        {
+            self.confirmed = None;
+            self.backoff = TRIAL_BACKOFF;
+        }
     }
 
     /// The rate to release video at while a trial is under way (what
@@ -663,6 +700,7 @@ pub fn allocate(
     }
     trials.grace = trials.grace.filter(|g| now < g.2);
     trials.ceiling = trials.ceiling.filter(|c| now < c.2);
+    trials.settle(now);
     let mut changes = Vec::new();
     for (i, c) in cands.iter().enumerate() {
         if usable[i].is_empty() {
@@ -721,6 +759,9 @@ pub fn allocate(
             paused
         });
         drop(s);
+        if let Some(h) = had.filter(|_| rank(chosen) < rank(had)) {
+            trials.left(key(c), h, now);
+        }
         let keyframe = out.retarget(chosen, now).then_some(chosen).flatten();
         if keyframe.is_some() || tell.is_some() {
             changes.push(Change {
@@ -874,6 +915,55 @@ mod tests {
             touch(&l, t);
             allocate(&c, path(600_000.0, 0), 1, &mut trials, t);
             assert_eq!(out.target(), Some(2), "{:?} after the failure", t - t2);
+        }
+    }
+
+    /// A layer a trial confirmed but the path then could not keep is a
+    /// failed trial after all: not chosen again before the next trial,
+    /// which waits longer.
+    #[test]
+    fn a_confirmed_layer_lost_soon_after_counts_as_failed() {
+        let now = Instant::now();
+        let l = layers(now, &[800_000, 250_000, 80_000]);
+        let out = output(2);
+        let c = [Candidate {
+            layers: &l,
+            limit: VideoSize::default(),
+            output: &out,
+        }];
+        let mut trials = Trials::default();
+        let path = |e: f64| Path {
+            estimate_bps: Some(e),
+            queue_delay: Duration::ZERO,
+            loss: 0.0,
+            network_queue: Duration::ZERO,
+        };
+        let t1 = now + TRIAL_BACKOFF;
+        trials.next_at = Some(t1);
+        touch(&l, now);
+        allocate(&c, path(250_000.0), 1, &mut trials, now);
+        touch(&l, t1);
+        allocate(&c, path(250_000.0), 1, &mut trials, t1);
+        assert_eq!(out.target(), Some(1), "tried");
+        // The estimate grows with it: confirmed.
+        let mut t = t1;
+        for _ in 0..(TRIAL_CONFIRM.as_millis() / 250 + 2) {
+            t += Duration::from_millis(250);
+            touch(&l, t);
+            allocate(&c, path(420_000.0), 1, &mut trials, t);
+        }
+        assert!(trials.active.is_none() && out.target() == Some(1), "kept");
+        // Then it falls: down, and the layer is off limits for a while.
+        t += Duration::from_secs(2);
+        touch(&l, t);
+        allocate(&c, path(200_000.0), 1, &mut trials, t);
+        assert_eq!(out.target(), Some(2));
+        let fell = t;
+        while t < fell + TRIAL_BACKOFF * 2 - Duration::from_millis(300) {
+            t += Duration::from_millis(250);
+            touch(&l, t);
+            allocate(&c, path(600_000.0), 1, &mut trials, t);
+            assert_eq!(out.target(), Some(2), "{:?} after", t - fell);
         }
     }
 
