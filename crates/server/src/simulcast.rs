@@ -71,7 +71,7 @@ const TRIAL_LOSS: f64 = 0.05;
 /// A trial fails when the bottleneck's queue grows by this much: the
 /// layer does not fit, and the queue is filling towards loss (where the
 /// audio in it would go too).
-const TRIAL_NET_QUEUE: Duration = Duration::from_millis(60);
+const TRIAL_NET_QUEUE: Duration = Duration::from_millis(30);
 /// A layer a trial confirmed must last this long for the trial to count
 /// as a success (and the backoff to reset).
 const TRIAL_LASTS: Duration = Duration::from_secs(20);
