@@ -24,6 +24,14 @@ pub struct AudioProcessArgs {
     /// microphone's rate).
     #[arg(long, value_name = "OUT.wav")]
     out: PathBuf,
+    #[command(flatten)]
+    processing: ProcessingFlags,
+}
+
+/// Switches for the microphone's processing (`kaigi audio-process`,
+/// `kaigi bot`).
+#[derive(Debug, Clone, Copy, Args)]
+pub struct ProcessingFlags {
     /// No echo cancellation.
     #[arg(long)]
     no_aec: bool,
@@ -33,6 +41,17 @@ pub struct AudioProcessArgs {
     /// No automatic gain control.
     #[arg(long)]
     no_agc: bool,
+}
+
+impl ProcessingFlags {
+    /// What the flags leave on.
+    pub fn settings(self) -> AudioProcessing {
+        AudioProcessing {
+            echo_cancellation: !self.no_aec,
+            noise_suppression: !self.no_ns,
+            auto_gain: !self.no_agc,
+        }
+    }
 }
 
 /// A WAV file as mono samples in −1..1, and its rate.
@@ -94,11 +113,7 @@ pub fn run(args: &AudioProcessArgs) -> anyhow::Result<ExitCode> {
     // The far end lines up with the microphone from the start; a shorter
     // one is silence after its end.
     let far48 = resample(&far, far_rate, rate, len);
-    let settings = AudioProcessing {
-        echo_cancellation: !args.no_aec,
-        noise_suppression: !args.no_ns,
-        auto_gain: !args.no_agc,
-    };
+    let settings = args.processing.settings();
     let mut apm = AudioProcessor::new(settings)?;
     let mut out48 = Vec::with_capacity(len + FRAME_SAMPLES);
     let mut voiced = 0usize;

@@ -51,15 +51,9 @@ pub struct BotArgs {
     /// Send the video as one layer instead of simulcast layers.
     #[arg(long)]
     no_simulcast: bool,
-    /// No echo cancellation on the microphone.
-    #[arg(long)]
-    no_aec: bool,
-    /// No noise suppression on the microphone.
-    #[arg(long)]
-    no_ns: bool,
-    /// No automatic gain control on the microphone.
-    #[arg(long)]
-    no_agc: bool,
+    /// The microphone's processing.
+    #[command(flatten)]
+    processing: crate::audio::ProcessingFlags,
 }
 
 fn size(s: &str) -> Result<(usize, usize), String> {
@@ -223,11 +217,7 @@ pub async fn run(args: BotArgs) -> anyhow::Result<ExitCode> {
             audio: args.audio.clone(),
             fps: args.fps,
             simulcast: !args.no_simulcast,
-            audio_processing: kaigi_sdk::AudioProcessing {
-                echo_cancellation: !args.no_aec,
-                noise_suppression: !args.no_ns,
-                auto_gain: !args.no_agc,
-            },
+            audio_processing: args.processing.settings(),
             ..Default::default()
         };
         let stream = match LocalStream::new(client.user_id(), config) {

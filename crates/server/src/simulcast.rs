@@ -826,18 +826,9 @@ mod tests {
         let now = Instant::now();
         let l = layers(now, &[800_000, 250_000, 80_000]);
         let out = output(0);
-        let c = [Candidate {
-            layers: &l,
-            limit: VideoSize::default(),
-            output: &out,
-        }];
+        let c = one_video(&l, &out);
         let mut trials = Trials::default();
-        let path = |e: f64| Path {
-            estimate_bps: Some(e),
-            queue_delay: Duration::ZERO,
-            loss: 0.0,
-            network_queue: Duration::ZERO,
-        };
+        let path = |e: f64| estimate_path(e, 0);
         // 120 kbit/s (audio alone is acknowledged): paused at first…
         trials.next_at = Some(now + Duration::from_secs(1));
         allocate(&c, path(120_000.0), 1, &mut trials, now);
@@ -881,18 +872,9 @@ mod tests {
         let now = Instant::now();
         let l = layers(now, &[800_000, 250_000, 80_000]);
         let out = output(2);
-        let c = [Candidate {
-            layers: &l,
-            limit: VideoSize::default(),
-            output: &out,
-        }];
+        let c = one_video(&l, &out);
         let mut trials = Trials::default();
-        let path = |e: f64, queue_ms: u64| Path {
-            estimate_bps: Some(e),
-            queue_delay: Duration::ZERO,
-            loss: 0.0,
-            network_queue: Duration::from_millis(queue_ms),
-        };
+        let path = estimate_path;
         let t1 = now + TRIAL_BACKOFF;
         trials.next_at = Some(t1);
         touch(&l, now);
@@ -926,18 +908,9 @@ mod tests {
         let now = Instant::now();
         let l = layers(now, &[800_000, 250_000, 80_000]);
         let out = output(2);
-        let c = [Candidate {
-            layers: &l,
-            limit: VideoSize::default(),
-            output: &out,
-        }];
+        let c = one_video(&l, &out);
         let mut trials = Trials::default();
-        let path = |e: f64| Path {
-            estimate_bps: Some(e),
-            queue_delay: Duration::ZERO,
-            loss: 0.0,
-            network_queue: Duration::ZERO,
-        };
+        let path = |e: f64| estimate_path(e, 0);
         let t1 = now + TRIAL_BACKOFF;
         trials.next_at = Some(t1);
         touch(&l, now);
@@ -965,6 +938,25 @@ mod tests {
             allocate(&c, path(600_000.0), 1, &mut trials, t);
             assert_eq!(out.target(), Some(2), "{:?} after", t - fell);
         }
+    }
+
+    /// A path with estimate `e` whose bottleneck queues `queue_ms`.
+    fn estimate_path(e: f64, queue_ms: u64) -> Path {
+        Path {
+            estimate_bps: Some(e),
+            queue_delay: Duration::ZERO,
+            loss: 0.0,
+            network_queue: Duration::from_millis(queue_ms),
+        }
+    }
+
+    /// One video of `layers`, shown at any size, on `out`.
+    fn one_video<'a>(layers: &'a [Layer], out: &'a VideoOutput) -> [Candidate<'a>; 1] {
+        [Candidate {
+            layers,
+            limit: VideoSize::default(),
+            output: out,
+        }]
     }
 
     /// Packets of every layer arrived at `t`.
