@@ -14,11 +14,12 @@ use kaigi_tests::netlab::{Lab, Ns, Party, Trio, Window};
 /// machine, not the link.
 static ONE_CALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// How long the call runs before it is measured: the time to adapt
-/// (the bench `adapt` measures it).
-const SETTLE: Duration = Duration::from_secs(3);
-/// How long it is measured.
-const WINDOW: Duration = Duration::from_secs(10);
+/// How long the call runs before it is measured: the time to adapt and
+/// the first, closely spaced layer trials (the bench `adapt` measures the
+/// time to adapt).
+const SETTLE: Duration = Duration::from_secs(8);
+/// How long it is measured: with the settling, a 20 s call per case.
+const WINDOW: Duration = Duration::from_secs(12);
 /// The top layer's size.
 const TOP: (usize, usize) = (640, 480);
 
