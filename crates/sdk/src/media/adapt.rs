@@ -57,12 +57,36 @@ pub(crate) fn plan_for(estimate_bps: f64, configured_bps: u32) -> VideoPlan {
 }
 
 /// The encoder's plan over time.
+/// Down at once, up only after the better choice has been affordable for
+/// [`UP_AFTER`]: the rule both adaptations follow.
+#[derive(Debug, Default)]
+struct UpAfter {
+    /// Since when a better choice than the current one has been affordable.
+    better_since: Option<Instant>,
+}
+
+impl UpAfter {
+    /// Whether to move to what is wanted at `now`, given that it is
+    /// `worse` or `better` than the current choice.
+    fn take(&mut self, worse: bool, better: bool, now: Instant) -> bool {
+        if worse || !better {
+            self.better_since = None;
+            return worse;
+        }
+        let since = *self.better_since.get_or_insert(now);
+        let held = now.duration_since(since) >= UP_AFTER;
+        if held {
+            self.better_since = None;
+        }
+        held
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct Adaptation {
     configured_bps: u32,
     current: VideoPlan,
-    /// Since when a better plan than the current one has been affordable.
-    better_since: Option<Instant>,
+    up: UpAfter,
 }
 
 impl Adaptation {
@@ -75,7 +99,7 @@ impl Adaptation {
                 bitrate_bps: configured_bps,
                 frame_step: 1,
             },
-            better_since: None,
+            up: UpAfter::default(),
         }
     }
 
@@ -95,22 +119,11 @@ impl Adaptation {
         let better = wanted.divisor < cur.divisor
             || wanted.frame_step < cur.frame_step
             || f64::from(wanted.bitrate_bps) > f64::from(cur.bitrate_bps) * (1.0 + BITRATE_STEP);
-        if worse {
-            self.better_since = None;
-            self.current = wanted;
-            return Some(wanted);
-        }
-        if !better {
-            self.better_since = None;
+        if !self.up.take(worse, better, now) {
             return None;
         }
-        let since = *self.better_since.get_or_insert(now);
-        if now.duration_since(since) >= UP_AFTER {
-            self.better_since = None;
-            self.current = wanted;
-            return Some(wanted);
-        }
-        None
+        self.current = wanted;
+        Some(wanted)
     }
 }
 
@@ -161,7 +174,7 @@ pub(crate) fn layer_rates(estimate_bps: f64, top_bps: u32, layers: usize) -> Vec
 pub(crate) struct LayerAdaptation {
     top_bps: u32,
     current: Vec<Option<u32>>,
-    better_since: Option<Instant>,
+    up: UpAfter,
 }
 
 impl LayerAdaptation {
@@ -170,7 +183,7 @@ impl LayerAdaptation {
         LayerAdaptation {
             top_bps,
             current: layer_rates(f64::INFINITY, top_bps, layers),
-            better_since: None,
+            up: UpAfter::default(),
         }
     }
 
@@ -202,22 +215,11 @@ impl LayerAdaptation {
             .iter()
             .zip(&wanted)
             .any(|(&c, &w)| step(c, w) > 0.0);
-        if worse {
-            self.better_since = None;
-            self.current = wanted.clone();
-            return Some(wanted);
-        }
-        if !better {
-            self.better_since = None;
+        if !self.up.take(worse, better, now) {
             return None;
         }
-        let since = *self.better_since.get_or_insert(now);
-        if now.duration_since(since) >= UP_AFTER {
-            self.better_since = None;
-            self.current = wanted.clone();
-            return Some(wanted);
-        }
-        None
+        self.current = wanted.clone();
+        Some(wanted)
     }
 }
 
