@@ -1,11 +1,18 @@
-//! The microphone's audio processing, before Opus: acoustic echo
-//! cancellation (the far end being what this side plays), noise
-//! suppression, automatic gain control, a high-pass filter and voice
-//! activity detection — WebRTC's audio processing module, built from its
-//! bundled source. 48 kHz mono, in 10 ms frames; callers hand over any
-//! number of samples and get back as many (up to one frame later).
+//! The microphone's audio processing, before Opus: WebRTC's echo canceller
+//! AEC3 (the far end being what this side plays; it finds the playout to
+//! capture delay itself and can be told the device layers' estimate), its
+//! noise suppressor, a high-pass filter, automatic gain control and its
+//! RNN voice activity detector — the `aec3` crate's Rust port of WebRTC's
+//! audio processing module. 48 kHz mono, in 10 ms frames; callers hand over
+//! any number of samples and get back as many (up to one frame later).
 
-use webrtc_audio_processing as apm;
+use aec3::api::config::EchoCanceller3Config;
+use aec3::audio_processing::agc2::cpu_features::get_available_cpu_features;
+use aec3::audio_processing::agc2::vad_wrapper::VoiceActivityDetectorWrapper;
+use aec3::audio_processing::ns::ns_config::{NsConfig, SuppressionLevel};
+use aec3::graph::NodeControlState;
+use aec3::nodes::audio::AudioFormat;
+use aec3::pipelines::linear::{self, LinearPipeline};
 
 use crate::MediaError;
 
@@ -38,30 +45,6 @@ impl AudioProcessing {
         noise_suppression: false,
         auto_gain: false,
     };
-
-    fn config(self) -> apm::Config {
-        apm::Config {
-            echo_cancellation: self.echo_cancellation.then_some(apm::EchoCancellation {
-                suppression_level: apm::EchoCancellationSuppressionLevel::Moderate,
-                // Robust to the playout-to-capture delay, which the module
-                // estimates itself (device layers report it unreliably).
-                enable_extended_filter: true,
-                enable_delay_agnostic: true,
-                stream_delay_ms: None,
-            }),
-            // The module's own gain control adds ~11 dB at most: too
-            // little for a quiet microphone. `AutoGain` below does it.
-            gain_control: None,
-            noise_suppression: self.noise_suppression.then_some(apm::NoiseSuppression {
-                suppression_level: apm::NoiseSuppressionLevel::High,
-            }),
-            voice_detection: Some(apm::VoiceDetection {
-                detection_likelihood: apm::VoiceDetectionLikelihood::Moderate,
-            }),
-            enable_transient_suppressor: false,
-            enable_high_pass_filter: true,
-        }
-    }
 }
 
 /// The level automatic gain control aims a voice's peaks at, dB below
@@ -139,12 +122,18 @@ fn db_to_gain(db: f64) -> f32 {
 /// Samples in one 10 ms frame at 48 kHz.
 pub const FRAME_SAMPLES: usize = 480;
 
+/// A voice is present where the detector's probability passes this.
+const VOICE_PROBABILITY: f32 = 0.5;
+
 /// A running instance of the processing for one microphone.
 pub struct AudioProcessor {
-    processor: apm::Processor,
+    pipeline: LinearPipeline,
+    vad: VoiceActivityDetectorWrapper,
     settings: AudioProcessing,
     near: Vec<f32>,
     far: Vec<f32>,
+    out: Vec<f32>,
+    scaled: Vec<f32>,
     voice: bool,
     gain: AutoGain,
 }
@@ -158,24 +147,55 @@ impl std::fmt::Debug for AudioProcessor {
     }
 }
 
+/// WebRTC's AEC3 tuning, leaning a little towards keeping the near-end
+/// talker through double talk: the linear filter is trusted for up to
+/// 9 dB of echo removal below 2 kHz and 3 dB above (4 and 1.5 by default),
+/// near-end dominance is entered after 3 blocks (12 ms) rather than 12 and
+/// left only when echo is 10× stronger, and a path with no echo at all
+/// (headphones) is recognised within seconds by the HMM detector rather
+/// than after 40 s of far-end talk.
+fn echo_canceller_config() -> EchoCanceller3Config {
+    let mut config = EchoCanceller3Config::default();
+    config.erle.max_l = 8.0;
+    config.erle.max_h = 2.0;
+    let nearend = &mut config.suppressor.dominant_nearend_detection;
+    nearend.trigger_threshold = 3;
+    nearend.enr_exit_threshold = 30.0;
+    config.transparent_mode.use_hmm = true;
+    config
+}
+
+fn graph_error(e: impl std::fmt::Debug) -> MediaError {
+    MediaError::Invalid(format!("audio processing: {e:?}"))
+}
+
 impl AudioProcessor {
     /// A processor doing what `settings` say.
     pub fn new(settings: AudioProcessing) -> Result<Self, MediaError> {
-        let mut processor = apm::Processor::new(&apm::InitializationConfig {
-            num_capture_channels: 1,
-            num_render_channels: 1,
-            ..Default::default()
-        })
-        .map_err(|e| MediaError::Invalid(format!("audio processing: {e:?}")))?;
-        processor.set_config(settings.config());
-        Ok(AudioProcessor {
-            processor,
+        let format = AudioFormat::ten_ms(48_000, 1);
+        let pipeline = linear::builder(format, format)
+            .aec3_config(echo_canceller_config())
+            // WebRTC's "high" level: −18 dB of noise.
+            .noise_suppression_config(NsConfig {
+                target_level: SuppressionLevel::K18dB,
+                ..NsConfig::default()
+            })
+            .enable_gain_controller2(false)
+            .build()
+            .map_err(graph_error)?;
+        let mut processor = AudioProcessor {
+            pipeline,
+            vad: VoiceActivityDetectorWrapper::new(get_available_cpu_features(), 48_000),
             settings,
             near: Vec::with_capacity(FRAME_SAMPLES),
             far: Vec::with_capacity(FRAME_SAMPLES),
+            out: vec![0.0; FRAME_SAMPLES],
+            scaled: vec![0.0; FRAME_SAMPLES],
             voice: false,
             gain: AutoGain::new(),
-        })
+        };
+        processor.set(settings);
+        Ok(processor)
     }
 
     /// What it does.
@@ -183,10 +203,49 @@ impl AudioProcessor {
         self.settings
     }
 
-    /// Changes what it does, mid-stream.
+    /// Changes what it does, mid-stream (a part switched back on adapts
+    /// afresh).
     pub fn set(&mut self, settings: AudioProcessing) {
+        let state = |on: bool| {
+            if on {
+                NodeControlState::Active
+            } else {
+                NodeControlState::Bypassed
+            }
+        };
+        let handles = *self.pipeline.handles();
+        let mut apply = |node, on: bool, was: bool| {
+            if on && !was {
+                let _ = self.pipeline.reset_node(node);
+            }
+            if let Err(e) = self.pipeline.set_node_state(node, state(on)) {
+                tracing::warn!(error = ?e, "audio processing: a part could not be switched");
+            }
+        };
+        let first = self.near.capacity() == 0;
+        apply(
+            handles.aec3.node_id(),
+            settings.echo_cancellation,
+            self.settings.echo_cancellation && !first,
+        );
+        if let Some(ns) = handles.noise_suppression {
+            apply(
+                ns.node_id(),
+                settings.noise_suppression,
+                self.settings.noise_suppression && !first,
+            );
+        }
         self.settings = settings;
-        self.processor.set_config(settings.config());
+    }
+
+    /// Tells the echo canceller how long audio takes from being handed to
+    /// the speaker to being heard by the microphone, as the device layers
+    /// report it (it refines the estimate itself).
+    pub fn set_stream_delay(&mut self, delay_ms: u32) {
+        let delay = i32::try_from(delay_ms).unwrap_or(i32::MAX).min(500);
+        if let Err(e) = self.pipeline.set_delay_ms(delay) {
+            tracing::debug!(error = ?e, "audio processing: delay not taken");
+        }
     }
 
     /// What is played to the speaker (48 kHz mono, −1..1): the echo to
@@ -196,7 +255,9 @@ impl AudioProcessor {
             self.far.push(s);
             if self.far.len() == FRAME_SAMPLES {
                 // The render side is only analysed; errors leave it out.
-                let _ = self.processor.process_render_frame(&mut self.far);
+                if let Err(e) = self.pipeline.handle_render_frame(&self.far) {
+                    tracing::debug!(error = ?e, "a render frame was not analysed");
+                }
                 self.far.clear();
             }
         }
@@ -208,19 +269,25 @@ impl AudioProcessor {
         for &s in samples {
             self.near.push(s);
             if self.near.len() == FRAME_SAMPLES {
-                if self
-                    .processor
-                    .process_capture_frame(&mut self.near)
-                    .is_err()
+                match self
+                    .pipeline
+                    .process_capture_frame(&self.near, &mut self.out)
                 {
+                    Ok(true) => {}
                     // Unprocessed rather than lost.
-                    tracing::debug!("a capture frame was not processed");
+                    Ok(false) | Err(_) => {
+                        tracing::debug!("a capture frame was not processed");
+                        self.out.copy_from_slice(&self.near);
+                    }
                 }
-                self.voice = self.processor.get_stats().has_voice.unwrap_or(false);
+                for (d, s) in self.scaled.iter_mut().zip(&self.out) {
+                    *d = s * 32_768.0;
+                }
+                self.voice = self.vad.analyze(&[&self.scaled]) > VOICE_PROBABILITY;
                 if self.settings.auto_gain {
-                    self.gain.process(&mut self.near, self.voice);
+                    self.gain.process(&mut self.out, self.voice);
                 }
-                out.extend_from_slice(&self.near);
+                out.extend_from_slice(&self.out);
                 self.near.clear();
             }
         }
@@ -229,11 +296,5 @@ impl AudioProcessor {
     /// Whether the latest processed frame held a voice.
     pub fn voice(&self) -> bool {
         self.voice
-    }
-
-    /// Tells the module the output is muted (it keeps adapting, and its
-    /// gain control does not chase silence).
-    pub fn set_muted(&self, muted: bool) {
-        self.processor.set_output_will_be_muted(muted);
     }
 }

@@ -229,6 +229,21 @@ struct LocalInner {
     played: Mutex<Option<super::AudioOut>>,
     /// Whether the microphone hears a voice now (also while muted).
     voice: AtomicBool,
+    /// The microphone's processing now (`processing_bits`).
+    processing: AtomicU8,
+}
+
+/// `AudioProcessing` packed into one byte, to switch it from any thread.
+fn processing_bits(p: AudioProcessing) -> u8 {
+    u8::from(p.echo_cancellation) | u8::from(p.noise_suppression) << 1 | u8::from(p.auto_gain) << 2
+}
+
+fn processing_from_bits(b: u8) -> AudioProcessing {
+    AudioProcessing {
+        echo_cancellation: b & 1 != 0,
+        noise_suppression: b & 2 != 0,
+        auto_gain: b & 4 != 0,
+    }
 }
 
 /// Media this client captures and can publish: from a camera and a
@@ -326,6 +341,7 @@ impl LocalStream {
             preview: watch::Sender::new(None),
             played: Mutex::new(None),
             voice: AtomicBool::new(false),
+            processing: AtomicU8::new(processing_bits(config.audio_processing)),
         });
         let stream = LocalStream { inner };
         // Sources first: a device that cannot be opened fails the call.
@@ -367,19 +383,22 @@ impl LocalStream {
         }
         if let Some(track) = stream.inner.audio.clone() {
             let encoder = OpusEncoder::new(1, AUDIO_BITRATE_BPS as i32).map_err(media)?;
-            let processor = match config.audio {
+            let audio_rx = match config.audio {
+                // A microphone's audio is processed on a thread of its own
+                // (real-time work, off the runtime) on its way to the
+                // encoder.
                 AudioInput::Microphone { .. } => {
-                    Some(AudioProcessor::new(config.audio_processing).map_err(media)?)
+                    let (processed_tx, processed_rx) = mpsc::channel(RAW_QUEUE * 4);
+                    let me = stream.inner.clone();
+                    std::thread::Builder::new()
+                        .name("kaigi-audio-processing".into())
+                        .spawn(move || process_microphone(&me, audio_rx, &processed_tx))
+                        .map_err(|e| ClientError::Media(format!("audio processing thread: {e}")))?;
+                    processed_rx
                 }
-                _ => None,
+                _ => audio_rx,
             };
-            tokio::spawn(encode_audio(
-                stream.inner.clone(),
-                track,
-                encoder,
-                processor,
-                audio_rx,
-            ));
+            tokio::spawn(encode_audio(stream.inner.clone(), track, encoder, audio_rx));
         }
         Ok(stream)
     }
@@ -593,6 +612,20 @@ impl LocalStream {
     /// Whether its audio is muted.
     pub fn audio_muted(&self) -> bool {
         self.inner.audio_muted.load(Ordering::SeqCst)
+    }
+
+    /// Switches parts of the microphone's processing on or off while it
+    /// runs (a part switched on adapts afresh, within a second or two).
+    /// Synthetic sources are never processed.
+    pub fn set_audio_processing(&self, processing: AudioProcessing) {
+        self.inner
+            .processing
+            .store(processing_bits(processing), Ordering::Relaxed);
+    }
+
+    /// What the microphone's processing does now.
+    pub fn audio_processing(&self) -> AudioProcessing {
+        processing_from_bits(self.inner.processing.load(Ordering::Relaxed))
     }
 
     /// Stops the sources and releases the devices (the camera light goes
@@ -860,55 +893,82 @@ async fn encode_video(
     }
 }
 
+/// Runs a microphone's audio processing (against what this client plays)
+/// on the calling thread until either channel closes: raw 20 ms frames in,
+/// processed 20 ms frames out; keeps voice activity up to date and follows
+/// `set_audio_processing`.
+fn process_microphone(
+    me: &LocalInner,
+    mut frames: mpsc::Receiver<AudioFrame>,
+    out: &mpsc::Sender<AudioFrame>,
+) {
+    let mut settings = me.processing.load(Ordering::Relaxed);
+    let mut processor = match AudioProcessor::new(processing_from_bits(settings)) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            // Never expected; the microphone goes on unprocessed.
+            tracing::error!(error = %e, "audio processing unavailable");
+            None
+        }
+    };
+    let (mut far, mut near, mut processed) = (Vec::new(), Vec::new(), Vec::new());
+    while let Some(frame) = frames.blocking_recv() {
+        let Some(p) = processor.as_mut() else {
+            if out.blocking_send(frame).is_err() {
+                break;
+            }
+            continue;
+        };
+        let now = me.processing.load(Ordering::Relaxed);
+        if now != settings {
+            settings = now;
+            p.set(processing_from_bits(now));
+        }
+        let mixer = me.played.lock().as_ref().and_then(|o| o.lock().clone());
+        if let Some(m) = mixer {
+            far.clear();
+            m.take_played(&mut far);
+            p.far(&far);
+        }
+        near.clear();
+        near.extend(frame.samples.iter().map(|s| f32::from(*s) / 32768.0));
+        p.near(&near, &mut processed);
+        me.voice.store(p.voice(), Ordering::Relaxed);
+        // Processing works in 10 ms steps: a 20 ms frame is ready when two
+        // are.
+        while processed.len() >= OPUS_FRAME_SAMPLES {
+            let samples = processed
+                .drain(..OPUS_FRAME_SAMPLES)
+                .map(|v| (v * 32767.0).clamp(-32768.0, 32767.0) as i16)
+                .collect();
+            let done = AudioFrame {
+                sample_rate: frame.sample_rate,
+                channels: 1,
+                samples,
+                captured_us: frame.captured_us,
+            };
+            if out.blocking_send(done).is_err() {
+                return;
+            }
+        }
+    }
+}
+
 /// Encodes captured audio (20 ms frames) and sends it while a payload type
-/// is negotiated and audio is not muted; a microphone's audio is processed
-/// first (against what this client plays); keeps the level (after
-/// processing) and voice activity up to date.
+/// is negotiated and audio is not muted; keeps the level up to date.
 async fn encode_audio(
     me: Arc<LocalInner>,
     track: Arc<TrackLocalStaticSample>,
     mut encoder: OpusEncoder,
-    mut processor: Option<AudioProcessor>,
     mut frames: mpsc::Receiver<AudioFrame>,
 ) {
     let ssrc = track.ssrcs().await.first().copied().unwrap_or_default();
-    let (mut far, mut near, mut processed) = (Vec::new(), Vec::new(), Vec::new());
     loop {
         let frame = tokio::select! {
             _ = me.closed.cancelled() => break,
             f = frames.recv() => match f { Some(f) => f, None => break },
         };
         let muted = me.audio_muted.load(Ordering::SeqCst);
-        let frame = match processor.as_mut() {
-            None => frame,
-            Some(p) => {
-                let mixer = me.played.lock().as_ref().and_then(|o| o.lock().clone());
-                if let Some(m) = mixer {
-                    far.clear();
-                    m.take_played(&mut far);
-                    p.far(&far);
-                }
-                p.set_muted(muted);
-                near.clear();
-                near.extend(frame.samples.iter().map(|s| f32::from(*s) / 32768.0));
-                p.near(&near, &mut processed);
-                me.voice.store(p.voice(), Ordering::Relaxed);
-                // Processing works in 10 ms steps: a 20 ms frame is ready
-                // when two are.
-                if processed.len() < OPUS_FRAME_SAMPLES {
-                    continue;
-                }
-                let samples = processed
-                    .drain(..OPUS_FRAME_SAMPLES)
-                    .map(|v| (v * 32767.0).clamp(-32768.0, 32767.0) as i16)
-                    .collect();
-                AudioFrame {
-                    samples,
-                    channels: 1,
-                    ..frame
-                }
-            }
-        };
         let pt = me.audio_pt.load(Ordering::SeqCst);
         me.audio_level
             .store(if muted { 0 } else { frame.volume() }, Ordering::Relaxed);
