@@ -9,6 +9,9 @@ export const COMMANDS = {
   ],
   "leave_room": [],
   "list_devices": [],
+  "set_audio_processing": [
+    "settings"
+  ],
   "set_camera": [
     "id"
   ],
@@ -52,6 +55,7 @@ export const RESULTS = {
     "microphones",
     "speakers"
   ],
+  "set_audio_processing": [],
   "set_camera": [],
   "set_microphone": [],
   "set_mute": [],

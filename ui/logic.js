@@ -178,3 +178,28 @@ export function joinForm(fields) {
   }
   return form;
 }
+
+/** The microphone's processing, all on unless the user said otherwise. */
+export const AUDIO_DEFAULTS = Object.freeze({
+  echoCancellation: true,
+  noiseSuppression: true,
+  autoGain: true,
+});
+
+/**
+ * The audio settings saved as `text` (JSON, or null): each part a boolean,
+ * the default where missing or unreadable.
+ */
+export function readAudioSettings(text) {
+  let saved = {};
+  try {
+    saved = JSON.parse(text ?? "{}") ?? {};
+  } catch {
+    saved = {};
+  }
+  const out = {};
+  for (const [k, v] of Object.entries(AUDIO_DEFAULTS)) {
+    out[k] = typeof saved[k] === "boolean" ? saved[k] : v;
+  }
+  return out;
+}

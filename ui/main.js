@@ -1,5 +1,5 @@
 // The window: builds the shared UI context and wires the views (join.js,
-// room.js, toolbar.js, dialogs.js) to the app's commands and events. The
+// room.js, toolbar.js, dialogs.js, settings.js) to the app's commands and events. The
 // room's state changes only through logic.js's reducer; words come from
 // i18n.js; the command and event names from the generated contract.js.
 
@@ -9,6 +9,7 @@ import { showError, showKicked, wireDialogs } from "./dialogs.js";
 import { loadDevices, startPreview, wireJoin } from "./join.js";
 import { leaveRoomView, renderRoom, showScreen } from "./room.js";
 import { renderToolbar, wireToolbar } from "./toolbar.js";
+import { wireSettings } from "./settings.js";
 
 const tauri = window.__TAURI__;
 const lang = localStorage.getItem("kaigi.lang") || pickLanguage(navigator.languages);
@@ -68,6 +69,7 @@ async function main() {
   wireJoin(ui);
   wireToolbar(ui);
   wireDialogs(ui);
+  await wireSettings(ui);
   translate();
   showScreen(ui, "join");
   startPreview(ui);

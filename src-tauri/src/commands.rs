@@ -16,6 +16,7 @@ pub const COMMANDS: &[(&str, &[&str])] = &[
     ("set_camera", &["id"]),
     ("set_microphone", &["id"]),
     ("set_speaker", &["id"]),
+    ("set_audio_processing", &["settings"]),
     ("frame_endpoint", &[]),
 ];
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use kaigi_app::app::FrameEndpoint;
 use kaigi_app::JoinForm;
-use kaigi_app::{App, AppError, Devices, Joined, Preview, UiEvent};
+use kaigi_app::{App, AppError, AudioSettings, Devices, Joined, Preview, UiEvent};
 use tauri::{Emitter, Manager, Runtime, State};
 
 #[tauri::command]
@@ -64,6 +64,15 @@ async fn set_microphone(app: State<'_, App>, id: String) -> Result<(), AppError>
 #[tauri::command]
 async fn set_speaker(app: State<'_, App>, id: String) -> Result<(), AppError> {
     app.set_speaker(&id).await
+}
+
+#[tauri::command]
+async fn set_audio_processing(
+    app: State<'_, App>,
+    settings: AudioSettings,
+) -> Result<(), AppError> {
+    app.set_audio_processing(settings).await;
+    Ok(())
 }
 
 #[tauri::command]
@@ -159,6 +168,7 @@ macro_rules! handler_with {
             set_camera,
             set_microphone,
             set_speaker,
+            set_audio_processing,
             frame_endpoint,
             $($extra),*
         ]

@@ -1,11 +1,11 @@
 //! The real app binary in a real window under Xvfb, driven over WebDriver
 //! (tauri-driver + WebKitWebDriver) as a person would: join through the
-//! form on the embedded server and see a bot's video; leave; rejoin; and
-//! each forced exit — a bot with the same name, `kaigi admin remove-user`,
-//! `kaigi admin dismiss-room` — shows the kicked-out dialog with its
-//! reason, whose OK returns to the join screen; then a server of one's own
-//! (the advanced fields) goes away and comes back: the reconnecting banner
-//! shows and goes. Each step saves a
+//! form on the embedded server; switch a sound setting; see a bot's
+//! video; leave; rejoin; and each forced exit — a bot with the same
+//! name, `kaigi admin remove-user`, `kaigi admin dismiss-room` — shows
+//! the kicked-out dialog with its reason, whose OK returns to the join
+//! screen; then a server of one's own (the advanced fields) goes away and
+//! comes back: the reconnecting banner shows and goes. Each step saves a
 //! screenshot under `target/e2e-screenshots/`.
 
 mod driver;
@@ -103,6 +103,25 @@ async fn a_person_joins_sees_a_bot_leaves_and_is_forced_out_three_ways() {
     )
     .await;
     d.shot("01-joined").await;
+
+    // The sound settings: all on, one switched off, remembered.
+    d.click("#settings-open").await;
+    d.until(
+        "the settings dialog with everything on",
+        "return document.getElementById('settings').open && ['echo-cancellation', 'noise-suppression', 'auto-gain'].every((id) => document.getElementById(id).checked)",
+    )
+    .await;
+    d.click("#echo-cancellation").await;
+    d.shot("01-settings").await;
+    d.click("#settings-done").await;
+    d.until(
+        "echo cancellation off and remembered",
+        "return !document.getElementById('settings').open && JSON.parse(localStorage.getItem('kaigi.audio')).echoCancellation === false",
+    )
+    .await;
+    d.click("#settings-open").await;
+    d.click("#echo-cancellation").await;
+    d.click("#settings-done").await;
     let server = d
         .js("return document.getElementById('server-address').textContent")
         .await;

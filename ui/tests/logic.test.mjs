@@ -2,7 +2,10 @@
 // frame parsing, and the words for every reason and language.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { emptyRoom, applyEvent, activeSpeaker, tiles, joinForm, mutedHint, MUTED_HINT_MS } from "../logic.js";
+import {
+  emptyRoom, applyEvent, activeSpeaker, tiles, joinForm, mutedHint, MUTED_HINT_MS,
+  readAudioSettings, AUDIO_DEFAULTS,
+} from "../logic.js";
 import { parseFrame } from "../video.js";
 import { MESSAGES, pickLanguage, translator, errorText, kickedText } from "../i18n.js";
 import { ERROR_CODES } from "../contract.js";
@@ -149,4 +152,14 @@ test("speaking while muted shows a hint for a while, and unmuting ends it", () =
   applyEvent(s, { event: "local-mute", audio: false });
   assert.equal(mutedHint(s, 2001), false, "unmuted");
   for (const lang of ["en", "ja", "ko"]) assert.ok(MESSAGES[lang].mutedHint, lang);
+});
+
+test("audio settings: all on by default, each part remembered, junk ignored", () => {
+  assert.deepEqual(readAudioSettings(null), AUDIO_DEFAULTS);
+  assert.deepEqual(readAudioSettings("not json"), AUDIO_DEFAULTS);
+  assert.deepEqual(readAudioSettings("null"), AUDIO_DEFAULTS);
+  assert.deepEqual(
+    readAudioSettings('{"echoCancellation":false,"autoGain":"no","extra":1}'),
+    { echoCancellation: false, noiseSuppression: true, autoGain: true },
+  );
 });

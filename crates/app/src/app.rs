@@ -31,6 +31,8 @@ pub(crate) struct State {
     pub(crate) client: Option<Arc<Client>>,
     pub(crate) local: Option<LocalStream>,
     pub(crate) bridge: Option<JoinHandle<()>>,
+    /// The microphone's processing, for this and every later stream.
+    pub(crate) audio_processing: kaigi_sdk::AudioProcessing,
 }
 
 /// The managed state behind the UI's commands.

@@ -28,4 +28,4 @@ pub use embedded::EmbeddedServer;
 pub use error::{AppError, AppErrorCode};
 pub use events::{Emitter, UiEvent};
 pub use frames::FrameServer;
-pub use media::{Devices, Preview, TEST_PATTERN, TONE};
+pub use media::{AudioSettings, Devices, Preview, TEST_PATTERN, TONE};

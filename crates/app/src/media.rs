@@ -4,8 +4,10 @@
 use std::sync::Arc;
 
 use kaigi_proto::UserId;
-use kaigi_sdk::{devices, AudioInput, Client, LocalStream, LocalStreamConfig, VideoInput};
-use serde::Serialize;
+use kaigi_sdk::{
+    devices, AudioInput, AudioProcessing, Client, LocalStream, LocalStreamConfig, VideoInput,
+};
+use serde::{Deserialize, Serialize};
 
 use crate::app::{App, State};
 use crate::error::{AppError, AppErrorCode};
@@ -47,7 +49,44 @@ pub struct Preview {
     pub audio: bool,
 }
 
-pub(crate) fn local_config(camera: Option<&str>, microphone: Option<&str>) -> LocalStreamConfig {
+/// The microphone's processing as the settings show it: each part on or
+/// off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AudioSettings {
+    /// Echo cancellation.
+    pub echo_cancellation: bool,
+    /// Noise suppression.
+    pub noise_suppression: bool,
+    /// Automatic gain control.
+    pub auto_gain: bool,
+}
+
+impl From<AudioSettings> for AudioProcessing {
+    fn from(s: AudioSettings) -> Self {
+        AudioProcessing {
+            echo_cancellation: s.echo_cancellation,
+            noise_suppression: s.noise_suppression,
+            auto_gain: s.auto_gain,
+        }
+    }
+}
+
+impl From<AudioProcessing> for AudioSettings {
+    fn from(p: AudioProcessing) -> Self {
+        AudioSettings {
+            echo_cancellation: p.echo_cancellation,
+            noise_suppression: p.noise_suppression,
+            auto_gain: p.auto_gain,
+        }
+    }
+}
+
+pub(crate) fn local_config(
+    camera: Option<&str>,
+    microphone: Option<&str>,
+    audio_processing: AudioProcessing,
+) -> LocalStreamConfig {
     LocalStreamConfig {
         video: match camera {
             None => VideoInput::None,
@@ -71,9 +110,9 @@ pub(crate) fn local_config(camera: Option<&str>, microphone: Option<&str>) -> Lo
         fps: 30,
         video_bitrate_bps: 800_000,
         simulcast: true,
-        // Echo cancellation, noise suppression and gain control on a
-        // microphone (the tone gets none).
-        audio_processing: kaigi_sdk::AudioProcessing::default(),
+        // What the settings say (all on by default) for a microphone; the
+        // tone gets none.
+        audio_processing,
     }
 }
 
@@ -157,7 +196,10 @@ impl App {
                 audio: false,
             });
         }
-        let stream = LocalStream::new(&user, local_config(camera, microphone))?;
+        let stream = LocalStream::new(
+            &user,
+            local_config(camera, microphone, state.audio_processing),
+        )?;
         if stream.has_video() {
             self.frames
                 .set_source(crate::frames::LOCAL_TILE, stream.video());
@@ -237,6 +279,26 @@ impl App {
             }
         }
         Ok(())
+    }
+
+    /// Switches parts of the microphone's processing on or off: at once on
+    /// the open microphone, and for every one opened later.
+    pub async fn set_audio_processing(&self, settings: AudioSettings) {
+        let mut state = self.state.lock().await;
+        state.audio_processing = settings.into();
+        if let Some(local) = &state.local {
+            local.set_audio_processing(settings.into());
+        }
+    }
+
+    /// The microphone's processing: what the open stream does, else what
+    /// the next one will.
+    pub async fn audio_processing(&self) -> AudioSettings {
+        let state = self.state.lock().await;
+        match &state.local {
+            Some(local) => local.audio_processing().into(),
+            None => state.audio_processing.into(),
+        }
     }
 
     /// Plays the others on speaker `id`.

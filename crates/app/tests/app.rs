@@ -423,3 +423,31 @@ async fn a_tiles_size_chooses_the_layer_it_receives() {
     frame_at(&mut ws, (640, 480), "the top layer for a large tile").await;
     app.leave_room().await.unwrap();
 }
+
+/// The audio settings switch the open microphone's processing at once and
+/// carry over to every stream opened later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audio_settings_apply_now_and_to_later_streams() {
+    let (app, _ui) = app().await;
+    let all_on = kaigi_app::AudioSettings {
+        echo_cancellation: true,
+        noise_suppression: true,
+        auto_gain: true,
+    };
+    assert_eq!(app.audio_processing().await, all_on, "on by default");
+    app.start_preview("alice", None, Some("tone"))
+        .await
+        .unwrap();
+    assert_eq!(app.audio_processing().await, all_on);
+    let no_aec = kaigi_app::AudioSettings {
+        echo_cancellation: false,
+        ..all_on
+    };
+    app.set_audio_processing(no_aec).await;
+    assert_eq!(app.audio_processing().await, no_aec, "the open stream");
+    app.stop_preview().await;
+    app.start_preview("alice", Some("test-pattern"), Some("tone"))
+        .await
+        .unwrap();
+    assert_eq!(app.audio_processing().await, no_aec, "a new stream");
+}

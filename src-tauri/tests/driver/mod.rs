@@ -161,7 +161,11 @@ impl Driver {
                 .spawn()
                 .expect("xvfb-run and tauri-driver (scripts/setup installs them)"),
         );
-        let http = reqwest::Client::new();
+        // No WebDriver call may hang the test.
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("an HTTP client");
         let base = format!("http://127.0.0.1:{port}");
         let caps =
             json!({"capabilities": {"alwaysMatch": {"tauri:options": {"application": app}}}});
