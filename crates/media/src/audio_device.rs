@@ -4,8 +4,10 @@
 //! platform) until the handle is dropped.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use std::thread::JoinHandle;
@@ -273,7 +275,11 @@ where
 {
     device.build_input_stream(
         config,
-        move |data: &[T], _| chunker.push(data),
+        move |data: &[T], info: &cpal::InputCallbackInfo| {
+            let t = info.timestamp();
+            let latency = t.callback.duration_since(&t.capture).unwrap_or_default();
+            chunker.push(data, latency);
+        },
         errors,
         None,
     )
@@ -282,6 +288,7 @@ where
 /// Turns device buffers (any rate, any channels) into 20 ms 48 kHz mono frames.
 struct Chunker<F> {
     channels: usize,
+    rate: u32,
     resampler: Resampler,
     mono: Vec<f32>,
     pending: Vec<f32>,
@@ -292,6 +299,7 @@ impl<F: FnMut(AudioFrame)> Chunker<F> {
     fn new(rate: u32, channels: u16, on_frame: F) -> Self {
         Chunker {
             channels: usize::from(channels.max(1)),
+            rate,
             resampler: Resampler::new(rate, OPUS_SAMPLE_RATE),
             mono: Vec::new(),
             pending: Vec::with_capacity(OPUS_FRAME_SAMPLES * 2),
@@ -299,7 +307,9 @@ impl<F: FnMut(AudioFrame)> Chunker<F> {
         }
     }
 
-    fn push<T: cpal::Sample>(&mut self, data: &[T])
+    /// Takes a device buffer whose first sample was captured `latency`
+    /// ago; each frame's `captured_us` is when its last sample was.
+    fn push<T: cpal::Sample>(&mut self, data: &[T], latency: std::time::Duration)
     where
         f32: cpal::FromSample<T>,
     {
@@ -309,17 +319,21 @@ impl<F: FnMut(AudioFrame)> Chunker<F> {
                 .map(|c| c.iter().map(|s| s.to_sample::<f32>()).sum::<f32>() / c.len() as f32),
         );
         self.resampler.process(&self.mono, &mut self.pending);
+        // When the buffer's last sample was captured.
+        let buffer_us = self.mono.len() as u64 * 1_000_000 / u64::from(self.rate.max(1));
+        let end_us = (unix_micros() + buffer_us).saturating_sub(latency.as_micros() as u64);
         while self.pending.len() >= OPUS_FRAME_SAMPLES {
             let samples = self
                 .pending
                 .drain(..OPUS_FRAME_SAMPLES)
                 .map(|s| (s.clamp(-1.0, 1.0) * 32767.0) as i16)
                 .collect();
+            let after_us = self.pending.len() as u64 * 1_000_000 / u64::from(OPUS_SAMPLE_RATE);
             (self.on_frame)(AudioFrame {
                 sample_rate: OPUS_SAMPLE_RATE,
                 channels: 1,
                 samples,
-                captured_us: unix_micros(),
+                captured_us: end_us.saturating_sub(after_us),
             });
         }
     }
@@ -336,6 +350,8 @@ pub struct Mixer {
     sources: Arc<Mutex<HashMap<u64, VecDeque<f32>>>>,
     /// What was pulled (played), for echo cancellation to take.
     played: Arc<Mutex<VecDeque<f32>>>,
+    /// How long pulled audio takes to be heard, µs (the speaker says).
+    output_latency_us: Arc<AtomicU32>,
 }
 
 /// At most this much played audio (48 kHz samples) waits to be taken as
@@ -391,6 +407,17 @@ impl Mixer {
             let extra = played.len() - PLAYED_MAX;
             played.drain(..extra);
         }
+    }
+
+    /// How long audio pulled now takes to come out of the speaker, as the
+    /// device reports it (zero before it does).
+    pub fn output_latency(&self) -> Duration {
+        Duration::from_micros(u64::from(self.output_latency_us.load(Ordering::Relaxed)))
+    }
+
+    fn set_output_latency(&self, latency: Duration) {
+        let us = u32::try_from(latency.as_micros()).unwrap_or(u32::MAX);
+        self.output_latency_us.store(us, Ordering::Relaxed);
     }
 
     /// Moves what was played since the last call (48 kHz mono, at most
@@ -467,7 +494,13 @@ fn output_stream<T: SizedSample + cpal::FromSample<f32>>(
     let mut carry: VecDeque<f32> = VecDeque::new();
     device.build_output_stream(
         config,
-        move |out: &mut [T], _| {
+        move |out: &mut [T], info: &cpal::OutputCallbackInfo| {
+            let t = info.timestamp();
+            // What is pulled now plays after what is already queued here.
+            let queued = Duration::from_micros(carry.len() as u64 * 1_000_000 / u64::from(rate));
+            mixer.set_output_latency(
+                t.playback.duration_since(&t.callback).unwrap_or_default() + queued,
+            );
             let frames = out.len() / channels;
             // Pull enough 48 kHz audio to produce `frames` at the device rate.
             while carry.len() < frames {
@@ -553,8 +586,10 @@ mod tests {
         let mut c = Chunker::new(44_100, 2, |f: AudioFrame| frames.push(f));
         // 100 ms of stereo at 44.1 kHz, in odd-sized buffers.
         let data = vec![0.25f32; 4410 * 2];
+        let before = crate::unix_micros();
         for b in data.chunks(734) {
-            c.push(b);
+            // Each buffer's first sample was captured 50 ms ago.
+            c.push(b, Duration::from_millis(50));
         }
         drop(c);
         // 100 ms is 5 frames; the converter may hold back a sample.
@@ -563,6 +598,20 @@ mod tests {
             .iter()
             .all(|f| f.samples.len() == OPUS_FRAME_SAMPLES && f.channels == 1));
         assert!(frames[1].samples.iter().all(|s| (*s - 8191).abs() <= 1));
+        // Stamped with when they were captured, not when they were handed over.
+        let after = crate::unix_micros();
+        for f in &frames {
+            assert!(
+                f.captured_us + 30_000 < after,
+                "{} vs {after}",
+                f.captured_us
+            );
+            assert!(
+                f.captured_us + 80_000 > before,
+                "{} vs {before}",
+                f.captured_us
+            );
+        }
     }
 
     #[test]

@@ -893,6 +893,10 @@ async fn encode_video(
     }
 }
 
+/// The echo delay the devices report is passed on when it moved this much
+/// (not on every jitter).
+const DELAY_REPORT_STEP_MS: u64 = 20;
+
 /// Runs a microphone's audio processing (against what this client plays)
 /// on the calling thread until either channel closes: raw 20 ms frames in,
 /// processed 20 ms frames out; keeps voice activity up to date and follows
@@ -912,6 +916,7 @@ fn process_microphone(
         }
     };
     let (mut far, mut near, mut processed) = (Vec::new(), Vec::new(), Vec::new());
+    let mut reported_ms = 0;
     while let Some(frame) = frames.blocking_recv() {
         let Some(p) = processor.as_mut() else {
             if out.blocking_send(frame).is_err() {
@@ -929,6 +934,15 @@ fn process_microphone(
             far.clear();
             m.take_played(&mut far);
             p.far(&far);
+            // What is played now is heard after the speaker's latency; this
+            // frame was captured a while ago: together, the echo's delay as
+            // the devices report it (the canceller refines it).
+            let capture = kaigi_media::unix_micros().saturating_sub(frame.captured_us);
+            let delay_ms = (m.output_latency().as_micros() as u64 + capture) / 1000;
+            if delay_ms.abs_diff(reported_ms) >= DELAY_REPORT_STEP_MS {
+                reported_ms = delay_ms;
+                p.set_stream_delay(u32::try_from(delay_ms).unwrap_or(u32::MAX));
+            }
         }
         near.clear();
         near.extend(frame.samples.iter().map(|s| f32::from(*s) / 32768.0));
