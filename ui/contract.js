@@ -107,6 +107,9 @@ export const EVENT_FIELDS = {
     "message",
     "name"
   ],
+  "local-audio-level": [
+    "level"
+  ],
   "local-stream-closed": [],
   "mute-audio": [
     "userId"

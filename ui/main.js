@@ -8,7 +8,7 @@ import { createSession } from "./session.js";
 import { showError, showKicked, wireDialogs } from "./dialogs.js";
 import { loadDevices, startPreview, wireJoin } from "./join.js";
 import { leaveRoomView, renderRoom, showScreen } from "./room.js";
-import { renderToolbar, wireToolbar } from "./toolbar.js";
+import { renderToolbar, showLevel, wireToolbar } from "./toolbar.js";
 import { wireSettings } from "./settings.js";
 
 const tauri = window.__TAURI__;
@@ -43,6 +43,8 @@ function onChange(change) {
       return showKicked(ui, change.reason);
     case "left":
       return leaveRoomView(ui);
+    case "level":
+      return showLevel(ui, change.level);
     default:
       return renderRoom(ui);
   }

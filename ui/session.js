@@ -12,7 +12,9 @@ export { EVENTS };
  * A session: `session.room` is the room view's state (null outside a room).
  * `onChange(what)` is told what to show: `{kind: "room"}` (render the room),
  * `{kind: "kicked", reason}` (the dialog), `{kind: "left"}` (back to the join
- * screen), `{kind: "error", error}` (`{code, message}` to put in words).
+ * screen), `{kind: "error", error}` (`{code, message}` to put in words),
+ * `{kind: "level", level}` (the own microphone's meter, 0–100, in or out of
+ * a room).
  */
 export function createSession({ invoke, listen }, onChange) {
   const session = {
@@ -27,6 +29,7 @@ export function createSession({ invoke, listen }, onChange) {
     /** Applies one event and says what to show. */
     handle(name, payload) {
       if (name === "error") return onChange({ kind: "error", error: { code: payload.name, message: payload.message } });
+      if (name === "local-audio-level") return onChange({ kind: "level", level: payload.level });
       if (!session.room) return;
       applyEvent(session.room, payload);
       if (name === "client-banned") return onChange({ kind: "kicked", reason: payload.reason });

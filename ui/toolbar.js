@@ -15,6 +15,12 @@ export function renderToolbar(ui) {
   cam.classList.toggle("off", muted.video);
 }
 
+/** Shows the own microphone's level (0–100, after processing) on every meter. */
+export function showLevel(ui, level) {
+  const width = `${Math.max(0, Math.min(100, Number(level) || 0))}%`;
+  for (const bar of document.querySelectorAll(".level > span")) bar.style.width = width;
+}
+
 /** Mutes or unmutes `kind` ("audio" | "video"); the state follows the app. */
 async function toggle(ui, kind) {
   const room = ui.session.room;

@@ -103,6 +103,11 @@ async fn a_person_joins_sees_a_bot_leaves_and_is_forced_out_three_ways() {
     )
     .await;
     d.shot("01-joined").await;
+    d.until(
+        "the microphone's level on the toolbar's meter",
+        "return parseFloat(document.querySelector('#room-level > span').style.width) > 0",
+    )
+    .await;
 
     // The sound settings: all on, one switched off, remembered.
     d.click("#settings-open").await;

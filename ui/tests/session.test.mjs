@@ -138,3 +138,15 @@ test("a refused join rejects with the app's {code, message}; error events are sh
   ipc.emit("error", { name: "DEVICE_LOST", message: "the camera went away" });
   assert.deepEqual(shown, [{ kind: "error", error: { code: "DEVICE_LOST", message: "the camera went away" } }]);
 });
+
+test("the microphone's level reaches the meter before and during a call", async () => {
+  const ipc = mockIpc({ join_room: () => JOINED });
+  const shown = [];
+  const s = createSession(ipc, (c) => shown.push(c));
+  await s.start();
+  ipc.emit("local-audio-level", { level: 37 });
+  assert.deepEqual(shown, [{ kind: "level", level: 37 }], "on the join screen");
+  await s.join(joinForm({ name: "alice", room: "1" }));
+  ipc.emit("local-audio-level", { level: 0 });
+  assert.deepEqual(shown.at(-1), { kind: "level", level: 0 }, "in the room, without re-rendering it");
+});

@@ -1,6 +1,6 @@
 //! What the UI is told, as Tauri events: the SDK's events as they are
 //! (`peer-join`, `client-banned`, `network-quality`, …) plus the app's own
-//! (`client-left`, `local-stream-closed`). Each serializes to one JSON
+//! (`client-left`, `local-stream-closed`, `local-audio-level`). Each serializes to one JSON
 //! object whose `event` field is its name.
 
 use std::sync::Arc;
@@ -32,6 +32,13 @@ pub enum AppEvent {
     /// The local stream was closed (leave, forced exit, stop_preview):
     /// the camera and microphone are released.
     LocalStreamClosed {},
+    /// The own microphone's level after processing, 0–100 (0 while
+    /// muted), ten times a second while a microphone is open: the level
+    /// meter's.
+    LocalAudioLevel {
+        /// 0–100 (as `audio-volume`'s `audioVolume`).
+        level: u8,
+    },
 }
 
 impl UiEvent {
@@ -43,6 +50,7 @@ impl UiEvent {
             .chain([
                 UiEvent::App(AppEvent::ClientLeft {}),
                 UiEvent::App(AppEvent::LocalStreamClosed {}),
+                UiEvent::App(AppEvent::LocalAudioLevel { level: 42 }),
             ])
             .collect()
     }
@@ -53,6 +61,7 @@ impl UiEvent {
             UiEvent::Client(e) => e.name(),
             UiEvent::App(AppEvent::ClientLeft {}) => "client-left",
             UiEvent::App(AppEvent::LocalStreamClosed {}) => "local-stream-closed",
+            UiEvent::App(AppEvent::LocalAudioLevel { .. }) => "local-audio-level",
         }
     }
 }
@@ -84,6 +93,12 @@ mod tests {
         assert_eq!(
             serde_json::to_value(&left).unwrap(),
             json!({"event": "client-left"})
+        );
+        let level = UiEvent::App(AppEvent::LocalAudioLevel { level: 7 });
+        assert_eq!(level.name(), "local-audio-level");
+        assert_eq!(
+            serde_json::to_value(&level).unwrap(),
+            json!({"event": "local-audio-level", "level": 7})
         );
         let quality = UiEvent::Client(ClientEvent::NetworkQuality {
             uplink_network_quality: 1,

@@ -139,6 +139,27 @@ pub(crate) fn local_user(client: &Option<Arc<Client>>, _local: &LocalStream) -> 
         .unwrap_or_else(|| "me".into())
 }
 
+/// How often the level meter is fed.
+const METER_PERIOD: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Sends `local`'s microphone level (after processing) to the UI's meter
+/// until the stream closes.
+fn meter(local: LocalStream, emit: Emitter) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(METER_PERIOD);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tick.tick().await;
+            if local.is_closed() {
+                break;
+            }
+            emit(UiEvent::App(AppEvent::LocalAudioLevel {
+                level: local.audio_level(),
+            }));
+        }
+    });
+}
+
 pub(crate) fn close_local(state: &mut State, frames: &FrameServer, emit: &Emitter) {
     if let Some(local) = state.local.take() {
         local.close();
@@ -203,6 +224,9 @@ impl App {
         if stream.has_video() {
             self.frames
                 .set_source(crate::frames::LOCAL_TILE, stream.video());
+        }
+        if stream.has_audio() {
+            meter(stream.clone(), self.emit.clone());
         }
         let preview = Preview {
             video: stream.has_video(),

@@ -451,3 +451,29 @@ async fn audio_settings_apply_now_and_to_later_streams() {
         .unwrap();
     assert_eq!(app.audio_processing().await, no_aec, "a new stream");
 }
+
+/// The open microphone's level reaches the UI's meter ten times a second,
+/// before any call (the preview), and stops when the stream closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_microphone_level_feeds_the_meter() {
+    let (app, mut ui) = app().await;
+    app.start_preview("alice", None, Some("tone"))
+        .await
+        .unwrap();
+    within("a level from the tone", async {
+        while ui.wait("local-audio-level").await["level"].as_u64() == Some(0) {}
+    })
+    .await;
+    app.stop_preview().await;
+    ui.wait("local-stream-closed").await;
+    // At most one more level (a tick already under way), then none over
+    // half a second.
+    let mut late = 0;
+    let end = tokio::time::Instant::now() + Duration::from_millis(500);
+    while let Ok(Some(e)) = tokio::time::timeout_at(end, ui.rx.recv()).await {
+        if e.name() == "local-audio-level" {
+            late += 1;
+        }
+    }
+    assert!(late <= 1, "{late} levels after the stream closed");
+}
