@@ -5,15 +5,16 @@
 //! way a laptop's speaker is heard by its microphone. Kaigi's devices open
 //! it through ALSA's pulse plugin (cpal), as they would a desktop's sound
 //! server. With echo cancellation bob does not hear himself back; with it
-//! switched off mid-call he does, loudly.
+//! switched off mid-call he does, loudly. Then the sound server goes away,
+//! as an unplugged headset does: alice is told, and stays in the call.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use kaigi_sdk::{
-    AudioInput, AudioProcessing, Client, LocalStream, LocalStreamConfig, SyntheticSource,
-    VideoInput,
+    AudioInput, AudioProcessing, Client, ClientEvent, LocalStream, LocalStreamConfig,
+    SyntheticSource, VideoInput,
 };
 use kaigi_tests::*;
 
@@ -122,12 +123,12 @@ fn bob_does_not_hear_himself_back_through_alices_loudspeaker() {
         .enable_all()
         .build()
         .unwrap()
-        .block_on(call());
+        .block_on(call(sound));
 }
 
-async fn call() {
+async fn call(sound: SoundServer) {
     let server = TestServer::start().await;
-    let (alice, _alice_events) = server.joined("alice", &room(71)).await;
+    let (alice, mut alice_events) = server.joined("alice", &room(71)).await;
     alice.set_audio_output(Some(DEVICE)).expect("the speaker");
     let mic = LocalStream::new(
         alice.user_id(),
@@ -195,4 +196,33 @@ async fn call() {
          (level {cancelled} with it, {echoed} without)"
     );
     eprintln!("echo removed: {removed_db:.1} dB (level {cancelled} vs {echoed})");
+
+    // The sound server goes away (unplugged): alice is told her
+    // microphone and speaker are lost, and stays in the call.
+    drop(sound);
+    let mut lost = std::collections::HashSet::new();
+    while !(lost.contains("microphone") && lost.contains("speaker")) {
+        let (e, _) = wait_for(
+            &mut alice_events,
+            "devices lost",
+            |e| matches!(e, ClientEvent::Error { name, .. } if name == "DEVICE_LOST"),
+        )
+        .await;
+        if let ClientEvent::Error { message, .. } = e {
+            // "the microphone \"pulse\" stopped working: …"
+            lost.insert(message.split(' ').nth(1).unwrap_or_default().to_owned());
+        }
+    }
+    assert!(
+        bob.remote_streams()
+            .iter()
+            .any(|s| s.user_id().as_str() == "alice"),
+        "alice is still in the call"
+    );
+    assert!(
+        !drain(&mut alice_events)
+            .iter()
+            .any(|e| matches!(e, ClientEvent::ClientBanned { .. })),
+        "a lost device is not a forced exit"
+    );
 }

@@ -135,16 +135,19 @@ fn find_device(kind: DeviceKind, id: Option<&str>) -> Result<cpal::Device, Devic
 }
 
 /// Runs `build` on a thread of its own and keeps what it returns (a cpal
-/// stream) alive there until the returned handle is dropped.
+/// stream) alive there until the returned handle is dropped, or until the
+/// stream itself says it is done (`build`'s sender: a lost device, whose
+/// stream would otherwise keep failing).
 fn stream_thread(
     kind: DeviceKind,
     name: String,
-    build: impl FnOnce() -> Result<cpal::Stream, DeviceError> + Send + 'static,
+    build: impl FnOnce(mpsc::Sender<()>) -> Result<cpal::Stream, DeviceError> + Send + 'static,
 ) -> Result<DeviceThread, DeviceError> {
     let (stop_tx, stop_rx) = mpsc::channel::<()>();
     let id = name.clone();
+    let done = stop_tx.clone();
     let thread = spawn_device_thread(kind, &id, move |ready| {
-        let opened = build().and_then(|s| {
+        let opened = build(done).and_then(|s| {
             s.play().map_err(|e| DeviceError::Open {
                 kind,
                 id: name.clone(),
@@ -160,7 +163,7 @@ fn stream_thread(
             }
         };
         let _ = ready.send(Ok(()));
-        // Until the handle is dropped.
+        // Until the handle is dropped or the stream is done.
         let _ = stop_rx.recv();
         drop(stream);
         debug!(device = %name, "closed");
@@ -216,9 +219,9 @@ impl Microphone {
         let format = config.sample_format();
         let config: StreamConfig = config.into();
         let n = name.clone();
-        let thread = stream_thread(kind, name.clone(), move || {
+        let thread = stream_thread(kind, name.clone(), move |done| {
             let chunker = Chunker::new(config.sample_rate.0, config.channels, on_frame);
-            let errors = error_reporter(kind, n.clone(), on_error);
+            let errors = error_reporter(kind, n.clone(), on_error, done);
             let stream = match format {
                 SampleFormat::F32 => input_stream::<f32>(&device, &config, chunker, errors),
                 SampleFormat::I16 => input_stream::<i16>(&device, &config, chunker, errors),
@@ -245,21 +248,28 @@ impl Microphone {
     }
 }
 
+/// The stream's error callback: the first error is reported as the device
+/// lost and ends the stream (`done`); the stream's later errors (it may
+/// keep failing until it is closed) are only counted.
 fn error_reporter(
     kind: DeviceKind,
     id: String,
     mut on_error: impl FnMut(DeviceError) + Send + 'static,
+    done: mpsc::Sender<()>,
 ) -> impl FnMut(cpal::StreamError) + Send + 'static {
-    let mut reported = false;
+    let mut errors = 0u64;
     move |e| {
-        warn!(device = %id, error = %e, "device error");
-        if !reported {
-            reported = true;
+        errors += 1;
+        if errors == 1 {
+            warn!(device = %id, error = %e, "device lost");
+            let _ = done.send(());
             on_error(DeviceError::Lost {
                 kind,
                 id: id.clone(),
                 message: e.to_string(),
             });
+        } else if errors.is_power_of_two() {
+            debug!(device = %id, errors, "device still failing");
         }
     }
 }
@@ -454,8 +464,8 @@ impl Speaker {
         let format = supported.sample_format();
         let config: StreamConfig = supported.into();
         let n = name.clone();
-        let thread = stream_thread(kind, name.clone(), move || {
-            let errors = error_reporter(kind, n.clone(), on_error);
+        let thread = stream_thread(kind, name.clone(), move |done| {
+            let errors = error_reporter(kind, n.clone(), on_error, done);
             let stream = match format {
                 SampleFormat::F32 => output_stream::<f32>(&device, &config, mixer, errors),
                 SampleFormat::I16 => output_stream::<i16>(&device, &config, mixer, errors),
