@@ -81,6 +81,7 @@ fn echo_is_cancelled_by_25_db_after_2_s() {
         let mic = echo_of(&far, delay, 0.5);
         let out = process(AEC_ONLY, &far, &mic);
         let e = erle(&mic, &out, secs(2.0)..secs(6.0));
+        eprintln!("{delay} ms echo path: ERLE {e:.1} dB");
         assert!(e >= 25.0, "{delay} ms echo path: ERLE {e:.1} dB (≥ 25)");
         let none = process(AudioProcessing::NONE, &far, &mic);
         assert!(
@@ -144,6 +145,7 @@ fn noise_suppression_raises_snr_by_10_db() {
         &out[w.start + FRAME_SAMPLES..w.end + FRAME_SAMPLES],
         &talk[w.clone()],
     );
+    eprintln!("noise suppression: SNR {before:.1} dB → {after:.1} dB");
     assert!(
         after - before >= 10.0,
         "SNR {before:.1} dB → {after:.1} dB (≥ +10)"
@@ -170,6 +172,7 @@ fn auto_gain_brings_a_quiet_talker_to_its_target_without_clipping() {
         // Each second of the last four peaks near the target.
         for s in 6..10 {
             let p = peak_db(&out[secs(s as f64)..secs(s as f64 + 1.0)]);
+            eprintln!("a {level} dBFS talker peaks at {p:.1} dBFS in second {s}");
             assert!(
                 (p - target).abs() <= 6.0,
                 "a {level} dBFS talker peaks at {p:.1} dBFS in second {s} (target {target})"
@@ -209,41 +212,72 @@ fn correlation(x: &[f32], clean: &[f32]) -> f64 {
         .fold(f64::MIN, f64::max)
 }
 
-/// Both talk at once, as loud as each other at the microphone: the
-/// near-end talker keeps its level (within 3 dB) and stays intelligible
-/// while the far end's echo is removed. (Correlation with the clean
-/// talker reaches 0.87 where the goal is 0.9: AEC3's suppressor gives up
-/// that much of the near end to keep ≥ 25 dB of echo removal.)
-#[test]
-fn double_talk_keeps_the_near_end_talker() {
+/// Double talk: the far end talks throughout (its echo `delay_ms` late at
+/// the microphone) and a near-end talker at `near_gain` and pitch
+/// `pitch_hz` joins once the canceller has converged. Returns the
+/// near-end talker's level change through the processing (dB), its
+/// correlation with the clean talker after processing, and before.
+fn double_talk(delay_ms: usize, near_gain: f64, pitch_hz: f64) -> (f64, f64, f64) {
     let far = SpeechLike::new(120.0, 3.0, RATE).samples(secs(10.0));
-    let echo = echo_of(&far, 120, 0.5);
-    // The near end starts once the canceller has converged.
+    let echo = echo_of(&far, delay_ms, 0.5);
     let mut near = vec![0.0f32; secs(4.0)];
     near.extend(
-        SpeechLike::new(210.0, 2.5, RATE)
-            .with_gain(0.6)
+        SpeechLike::new(pitch_hz, 2.5, RATE)
+            .with_gain(near_gain)
             .samples(secs(6.0)),
     );
     let mic = mix(&echo, &near);
     let out = process(AEC_ONLY, &far, &mic);
     let w = secs(5.0)..secs(10.0);
     let level = power_db(&out[w.clone()]) - power_db(&near[w.clone()]);
+    let after = correlation(&out[w.clone()], &near[w.clone()]);
+    let before = correlation(&mic[w.clone()], &near[w]);
+    (level, after, before)
+}
+
+/// Both talk at once, as loud as each other at the microphone: the
+/// near-end talker keeps its level (within 3 dB) and stays intelligible
+/// (correlation with the clean talker ≥ 0.9) while the far end's echo is
+/// removed.
+#[test]
+fn double_talk_keeps_the_near_end_talker() {
+    let (level, c, echo_only) = double_talk(120, 0.6, 210.0);
+    eprintln!("double talk: near-end {level:+.1} dB, correlation {c:.3}");
     assert!(
         level.abs() <= 3.0,
         "near-end talker {level:+.1} dB through double talk (within 3 dB)"
     );
-    let c = correlation(&out[w.clone()], &near[w.clone()]);
-    eprintln!("double talk: near-end {level:+.1} dB, correlation {c:.3}");
-    assert!(
-        c >= 0.85,
-        "correlation with the clean talker {c:.3} (≥ 0.85)"
-    );
-    let echo_only = correlation(&mic[w.clone()], &near[w]);
+    assert!(c >= 0.9, "correlation with the clean talker {c:.3} (≥ 0.9)");
     assert!(
         c > echo_only,
         "the echo was not removed: {c:.3} vs {echo_only:.3}"
     );
+}
+
+/// Harder double talk — the longest echo path, a near-end talker 6 dB
+/// quieter than its echo, a lower and a higher voice — still keeps the
+/// talker within 3 dB and clearer than the unprocessed microphone
+/// (correlation ≥ 0.85; measured 0.86–0.93).
+#[test]
+fn harder_double_talk_keeps_the_near_end_talker() {
+    for (delay, gain, pitch) in [
+        (40, 0.6, 210.0),
+        (250, 0.6, 210.0),
+        (120, 0.3, 210.0),
+        (120, 0.6, 150.0),
+        (120, 0.6, 300.0),
+    ] {
+        let (level, c, echo_only) = double_talk(delay, gain, pitch);
+        eprintln!("{delay} ms, gain {gain}, {pitch} Hz: near-end {level:+.1} dB, correlation {c:.3} (unprocessed {echo_only:.3})");
+        assert!(
+            level.abs() <= 3.0,
+            "{delay} ms, gain {gain}, {pitch} Hz: near-end {level:+.1} dB"
+        );
+        assert!(
+            c >= 0.85 && c > echo_only,
+            "{delay} ms, gain {gain}, {pitch} Hz: correlation {c:.3} (unprocessed {echo_only:.3})"
+        );
+    }
 }
 
 /// The echo path changes mid-call (the delay grows by 100 ms, as when the
@@ -264,6 +298,7 @@ fn a_changed_echo_path_is_found_again_within_2_s() {
     let settled = erle(&mic, &out, secs(2.0)..change);
     assert!(settled >= 25.0, "before the change: ERLE {settled:.1} dB");
     let e = erle(&mic, &out, change + secs(2.0)..secs(10.0));
+    eprintln!("echo path changed: ERLE {settled:.1} dB before, {e:.1} dB 2 s after");
     assert!(e >= 25.0, "2 s after the change: ERLE {e:.1} dB (≥ 25)");
 }
 
@@ -281,6 +316,7 @@ fn without_echo_the_near_end_passes_untouched() {
     let w = secs(5.0)..secs(20.0);
     let level = power_db(&out[w.clone()]) - power_db(&near[w.clone()]);
     let c = correlation(&out[w.clone()], &near[w]);
+    eprintln!("no echo: near-end {level:+.1} dB, correlation {c:.3}");
     assert!(
         level.abs() <= 2.0 && c >= 0.9,
         "near-end talker {level:+.1} dB, correlation {c:.3}"
