@@ -6,14 +6,17 @@
 //! it through ALSA's pulse plugin (cpal), as they would a desktop's sound
 //! server. With echo cancellation bob does not hear himself back; with it
 //! switched off mid-call he does, loudly. Then the sound server goes away,
-//! as an unplugged headset does: alice is told, and stays in the call.
+//! as an unplugged headset does: alice is told, and stays in the call; it
+//! comes back, as a headset plugged in again does: alice's client takes it
+//! for her microphone and speaker by itself, and the sound flows again.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use kaigi_sdk::devices::DeviceAction;
 use kaigi_sdk::{
-    AudioInput, AudioProcessing, Client, ClientEvent, LocalStream, LocalStreamConfig,
+    AudioInput, AudioProcessing, Client, ClientEvent, DeviceType, LocalStream, LocalStreamConfig,
     SyntheticSource, VideoInput,
 };
 use kaigi_tests::*;
@@ -22,7 +25,7 @@ use kaigi_tests::*;
 /// the default speaker, its monitor as the default microphone. Stopped and
 /// removed on drop.
 struct SoundServer {
-    child: Child,
+    child: Option<Child>,
     dir: PathBuf,
 }
 
@@ -30,6 +33,14 @@ impl SoundServer {
     fn start() -> Self {
         let dir = std::env::temp_dir().join(format!("kaigi-pulse-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
+        let mut server = SoundServer { child: None, dir };
+        server.run();
+        server
+    }
+
+    /// Starts the server (again).
+    fn run(&mut self) {
+        let dir = &self.dir;
         let socket = dir.join("native");
         std::fs::write(
             dir.join("default.pa"),
@@ -52,20 +63,30 @@ impl SoundServer {
                 "-F",
             ])
             .arg(dir.join("default.pa"))
-            .env("HOME", &dir)
-            .env("XDG_RUNTIME_DIR", &dir)
-            .env("XDG_CONFIG_HOME", &dir)
+            .env("HOME", dir)
+            .env("XDG_RUNTIME_DIR", dir)
+            .env("XDG_CONFIG_HOME", dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("pulseaudio (scripts/setup installs it)");
-        let server = SoundServer { child, dir };
+        self.child = Some(child);
+        // Waiting for the server's socket to appear: polled, there is
+        // nothing to wait on.
         let deadline = Instant::now() + Duration::from_secs(10);
         while !socket.exists() {
             assert!(Instant::now() < deadline, "pulseaudio did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
-        server
+    }
+
+    /// Kills the server, as an unplugged device vanishes (its socket file
+    /// stays behind, as after a crash).
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     /// What `PULSE_SERVER` must say for ALSA's pulse plugin to use it.
@@ -76,8 +97,7 @@ impl SoundServer {
 
 impl Drop for SoundServer {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -126,7 +146,7 @@ fn bob_does_not_hear_himself_back_through_alices_loudspeaker() {
         .block_on(call(sound));
 }
 
-async fn call(sound: SoundServer) {
+async fn call(mut sound: SoundServer) {
     let server = TestServer::start().await;
     let (alice, mut alice_events) = server.joined("alice", &room(71)).await;
     alice.set_audio_output(Some(DEVICE)).expect("the speaker");
@@ -199,7 +219,7 @@ async fn call(sound: SoundServer) {
 
     // The sound server goes away (unplugged): alice is told her
     // microphone and speaker are lost, and stays in the call.
-    drop(sound);
+    sound.kill();
     let mut lost = std::collections::HashSet::new();
     while !(lost.contains("microphone") && lost.contains("speaker")) {
         let (e, _) = wait_for(
@@ -225,4 +245,82 @@ async fn call(sound: SoundServer) {
             .any(|e| matches!(e, ClientEvent::ClientBanned { .. })),
         "a lost device is not a forced exit"
     );
+
+    // Nothing else can take over: the devices are reported gone.
+    within("the devices are reported removed", async {
+        let mut removed = std::collections::HashSet::new();
+        while !(removed.contains(&DeviceType::Microphone) && removed.contains(&DeviceType::Speaker))
+        {
+            let (e, _) = wait_for(&mut alice_events, "device-changed", |e| {
+                matches!(
+                    e,
+                    ClientEvent::DeviceChanged {
+                        action: DeviceAction::Remove,
+                        ..
+                    }
+                )
+            })
+            .await;
+            if let ClientEvent::DeviceChanged { kind, .. } = e {
+                removed.insert(kind);
+            }
+        }
+    })
+    .await;
+    let before = packets_from(&bob, "alice");
+    assert!(
+        !drain(&mut alice_events).iter().any(|e| matches!(
+            e,
+            ClientEvent::DeviceChanged {
+                action: DeviceAction::Active,
+                ..
+            }
+        )),
+        "no device took over"
+    );
+
+    // Plugged back in: alice's microphone and speaker take it by
+    // themselves, and bob's tone comes back through the loop (processing
+    // is still off) in what alice sends.
+    sound.run();
+    within("the devices are taken again", async {
+        let mut active = std::collections::HashSet::new();
+        while !(active.contains(&DeviceType::Microphone) && active.contains(&DeviceType::Speaker)) {
+            let (e, _) = wait_for(&mut alice_events, "device-changed active", |e| {
+                matches!(
+                    e,
+                    ClientEvent::DeviceChanged {
+                        action: DeviceAction::Active,
+                        ..
+                    }
+                )
+            })
+            .await;
+            if let ClientEvent::DeviceChanged { kind, .. } = e {
+                active.insert(kind);
+            }
+        }
+    })
+    .await;
+    within("alice's microphone reaches bob again", async {
+        while packets_from(&bob, "alice") < before + 50 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let echoed = level_heard(&bob, "alice", Duration::from_secs(2)).await;
+    assert!(
+        echoed >= 50,
+        "bob's tone goes round the loop again through the devices taken back (level {echoed})"
+    );
+}
+
+/// Audio packets `client` received from `user` so far.
+fn packets_from(client: &Client, user: &str) -> u64 {
+    client
+        .remote_streams()
+        .iter()
+        .find(|s| s.user_id().as_str() == user)
+        .map(|s| s.audio_packets())
+        .unwrap_or(0)
 }

@@ -182,7 +182,11 @@ struct DeviceThread {
 
 impl Drop for DeviceThread {
     fn drop(&mut self) {
-        drop(self.stop.take());
+        // Said, not just hung up: the stream's error callback holds a
+        // sender too (`done`), so the channel never closes while it lives.
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -262,6 +266,7 @@ fn error_reporter(
         errors += 1;
         if errors == 1 {
             warn!(device = %id, error = %e, "device lost");
+            crate::devices::note_lost();
             let _ = done.send(());
             on_error(DeviceError::Lost {
                 kind,

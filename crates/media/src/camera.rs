@@ -103,6 +103,7 @@ impl Camera {
                     Ok(f) => on_frame(f),
                     Err(message) => {
                         warn!(camera = %thread_id, %message, "camera lost");
+                        crate::devices::note_lost();
                         on_error(DeviceError::Lost {
                             kind,
                             id: thread_id.clone(),

@@ -68,7 +68,9 @@ pub struct Client {
     /// stream published now, however often it was published.
     device_task: Mutex<Option<(crate::media::LocalStream, JoinHandle<()>)>>,
     /// The open speaker, while remote audio is played.
-    speaker: Mutex<Option<kaigi_media::Speaker>>,
+    speaker: crate::follow::SpeakerSlot,
+    /// Reports devices plugged in and out, once the client has joined.
+    device_watch: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Client {
@@ -93,7 +95,8 @@ impl Client {
             }),
             volume_task: Mutex::new(None),
             device_task: Mutex::new(None),
-            speaker: Mutex::new(None),
+            speaker: crate::follow::SpeakerSlot::new(),
+            device_watch: Mutex::new(None),
             session: tokio::sync::Mutex::new(None),
         })
     }
@@ -174,6 +177,11 @@ impl Client {
             session_id: joined.session_id.clone(),
             users: joined.users.clone(),
         };
+        let mut watch = self.device_watch.lock();
+        if watch.is_none() {
+            *watch = Some(crate::follow::watch_devices(Arc::downgrade(&self.shared)));
+        }
+        drop(watch);
         let (tx, rx) = mpsc::unbounded_channel();
         let span = info_span!("client", user = %self.shared.opts.user_id, %room);
         let task =
@@ -194,9 +202,11 @@ impl Client {
         result
     }
 
-    /// Reports the published stream's device failures as `error` events
-    /// (`DEVICE_LOST`) until it closes or stops being the published one.
-    /// Publishing the same stream again keeps the one forwarder.
+    /// Follows the published stream's devices until it closes or stops
+    /// being the published one: failures reported as `error` events
+    /// (`DEVICE_LOST`), the source moved to the default device
+    /// (`device-changed`, `active`), or with none, to the next one plugged
+    /// in. Publishing the same stream again keeps the one follower.
     fn forward_device_errors(&self, stream: &crate::media::LocalStream) {
         let mut slot = self.device_task.lock();
         if let Some((s, task)) = slot.as_ref() {
@@ -207,19 +217,7 @@ impl Client {
         if let Some((_, task)) = slot.take() {
             task.abort();
         }
-        let mut errors = stream.device_errors();
-        let closed = stream.closed_token();
-        let weak = Arc::downgrade(&self.shared);
-        let task = tokio::spawn(async move {
-            loop {
-                let e = tokio::select! {
-                    _ = closed.cancelled() => break,
-                    e = errors.recv() => match e { Some(e) => e, None => break },
-                };
-                let Some(shared) = weak.upgrade() else { break };
-                shared.emit(ClientEvent::error(&ClientError::Device(e)));
-            }
-        });
+        let task = crate::follow::follow_stream(Arc::downgrade(&self.shared), stream.clone());
         *slot = Some((stream.clone(), task));
     }
 
@@ -362,29 +360,26 @@ impl Client {
     /// Plays every remote user's audio on speaker `id` (from
     /// [`crate::devices::speakers`]; `None`: the first one), replacing the
     /// speaker in use. A speaker that stops working later is reported as
-    /// an `error` event (`DEVICE_LOST`).
+    /// an `error` event (`DEVICE_LOST`) and replaced by the first other
+    /// one that opens (`device-changed`, `active`), or, with none, by the
+    /// next one plugged in.
     pub fn set_audio_output(&self, id: Option<&str>) -> Result<(), ClientError> {
         let mixer = kaigi_media::Mixer::new();
-        let weak = Arc::downgrade(&self.shared);
-        let speaker = kaigi_media::Speaker::open(id, mixer.clone(), move |e| {
-            if let Some(shared) = weak.upgrade() {
-                shared.emit(ClientEvent::error(&ClientError::Device(e)));
-            }
-        })?;
+        self.speaker
+            .open(id, mixer.clone(), Arc::downgrade(&self.shared))?;
         *self.shared.audio_out.lock() = Some(mixer);
-        *self.speaker.lock() = Some(speaker);
         Ok(())
     }
 
     /// Stops playing remote audio and releases the speaker.
     pub fn stop_audio_output(&self) {
         *self.shared.audio_out.lock() = None;
-        drop(self.speaker.lock().take());
+        self.speaker.close();
     }
 
     /// The speaker in use, if remote audio is played.
     pub fn audio_output(&self) -> Option<String> {
-        self.speaker.lock().as_ref().map(|s| s.name().to_owned())
+        self.speaker.name()
     }
 
     /// The streams being received from the other users.
@@ -433,6 +428,9 @@ impl Drop for Client {
             t.abort();
         }
         self.stop_device_errors();
+        if let Some(t) = self.device_watch.lock().take() {
+            t.abort();
+        }
         // Dropping the command sender makes the session task leave and end.
         if let Some(ctl) = self.session.get_mut().take() {
             drop(ctl.commands);

@@ -23,6 +23,38 @@ pub enum ConnectionState {
     Connected,
 }
 
+/// A kind of device, as events name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceType {
+    /// A camera.
+    Camera,
+    /// A microphone.
+    Microphone,
+    /// A speaker.
+    Speaker,
+}
+
+impl From<kaigi_media::DeviceKind> for DeviceType {
+    fn from(kind: kaigi_media::DeviceKind) -> Self {
+        match kind {
+            kaigi_media::DeviceKind::Camera => DeviceType::Camera,
+            kaigi_media::DeviceKind::Microphone => DeviceType::Microphone,
+            kaigi_media::DeviceKind::Speaker => DeviceType::Speaker,
+        }
+    }
+}
+
+/// A device, as events name it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceRef {
+    /// What to open it by.
+    pub device_id: String,
+    /// A name for people.
+    pub label: String,
+}
+
 /// Something that happened to a [`crate::Client`]. Serialized as
 /// `{"event":"<name>", …}` with TRTC's event names.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -155,6 +187,18 @@ pub enum ClientEvent {
         /// TRTC's message for the reason.
         message: String,
     },
+    /// A camera, microphone or speaker was plugged in (`add`), unplugged
+    /// (`remove`), or taken into use in place of one that stopped working
+    /// (`active`), as TRTC v5's `DEVICE_CHANGED`.
+    DeviceChanged {
+        /// `camera`, `microphone` or `speaker`.
+        #[serde(rename = "type")]
+        kind: DeviceType,
+        /// What happened.
+        action: crate::devices::DeviceAction,
+        /// The device.
+        device: DeviceRef,
+    },
     /// Something failed outside any call (e.g. reconnecting gave up).
     Error {
         /// Numeric code (server codes; 0 for client-side failures).
@@ -225,6 +269,14 @@ impl ClientEvent {
                 reason: KickReason::RemovedByAdmin,
                 message: KickReason::RemovedByAdmin.message().into(),
             },
+            ClientEvent::DeviceChanged {
+                kind: DeviceType::Microphone,
+                action: crate::devices::DeviceAction::Active,
+                device: DeviceRef {
+                    device_id: "default".into(),
+                    label: "default".into(),
+                },
+            },
             ClientEvent::Error {
                 code: 0,
                 name: "RECONNECT_FAILED".into(),
@@ -252,12 +304,28 @@ impl ClientEvent {
             ClientEvent::UnmuteVideo { .. } => "unmute-video",
             ClientEvent::ConnectionStateChanged { .. } => "connection-state-changed",
             ClientEvent::ClientBanned { .. } => "client-banned",
+            ClientEvent::DeviceChanged { .. } => "device-changed",
             ClientEvent::Error { .. } => "error",
         }
     }
 }
 
 impl ClientEvent {
+    /// The `device-changed` event for a device and what happened to it.
+    pub(crate) fn device_changed(
+        action: crate::devices::DeviceAction,
+        device: &kaigi_media::DeviceInfo,
+    ) -> Self {
+        ClientEvent::DeviceChanged {
+            kind: device.kind.into(),
+            action,
+            device: DeviceRef {
+                device_id: device.id.clone(),
+                label: device.label.clone(),
+            },
+        }
+    }
+
     /// The `error` event for a failure outside any call.
     pub(crate) fn error(e: &crate::error::ClientError) -> Self {
         ClientEvent::Error {
@@ -332,7 +400,7 @@ mod tests {
             // too, or the UI's contract would not list it.
             assert_eq!(serde_json::to_value(e).unwrap()["event"], e.name());
         }
-        assert_eq!(examples.len(), 17);
+        assert_eq!(examples.len(), 18);
     }
 
     #[test]

@@ -30,6 +30,7 @@
 mod client;
 mod error;
 mod events;
+mod follow;
 mod machine;
 mod media;
 mod options;
@@ -38,7 +39,9 @@ mod shared;
 
 pub use client::{Client, JoinInfo, SubscribeOptions};
 pub use error::ClientError;
-pub use events::{AudioVolumeEntry, ClientEvent, ConnectionState, EventStream};
+pub use events::{
+    AudioVolumeEntry, ClientEvent, ConnectionState, DeviceRef, DeviceType, EventStream,
+};
 pub use kaigi_media::{AudioProcessing, DeviceError, DeviceInfo, DeviceKind};
 pub use kaigi_proto::signal::{PeerInfo, PeerLeaveReason};
 pub use kaigi_proto::{KickReason, Role, RoomId, SdkAppId, UserId};
@@ -48,24 +51,4 @@ pub use media::{
 };
 pub use options::{ClientOptions, ReconnectPolicy};
 
-/// The cameras, microphones and speakers of this machine (empty lists on a
-/// machine without them).
-pub mod devices {
-    use kaigi_media::devices::list;
-    pub use kaigi_media::{DeviceInfo, DeviceKind};
-
-    /// Cameras.
-    pub fn cameras() -> Vec<DeviceInfo> {
-        list(DeviceKind::Camera)
-    }
-
-    /// Microphones.
-    pub fn microphones() -> Vec<DeviceInfo> {
-        list(DeviceKind::Microphone)
-    }
-
-    /// Speakers.
-    pub fn speakers() -> Vec<DeviceInfo> {
-        list(DeviceKind::Speaker)
-    }
-}
+pub mod devices;

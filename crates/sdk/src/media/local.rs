@@ -496,7 +496,8 @@ impl LocalStream {
     }
 
     /// Device failures (a camera or microphone unplugged mid-call), as they
-    /// happen. The failed source stops; switch to another device to go on.
+    /// happen. The failed source stops; switch to another device to go on
+    /// (a [`crate::Client`] does that for the stream it publishes).
     pub fn device_errors(&self) -> mpsc::UnboundedReceiver<DeviceError> {
         let (tx, rx) = mpsc::unbounded_channel();
         let mut listeners = self.inner.device_errors.lock();
