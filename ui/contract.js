@@ -102,6 +102,11 @@ export const EVENT_FIELDS = {
     "prevState",
     "state"
   ],
+  "device-changed": [
+    "action",
+    "device",
+    "type"
+  ],
   "error": [
     "code",
     "message",

@@ -2,11 +2,12 @@
 
 import { joinForm } from "./logic.js";
 import { playTile } from "./video.js";
-import { showError } from "./dialogs.js";
+import { showError, showNotice } from "./dialogs.js";
 import { enterRoom } from "./room.js";
 
 function fillDevices(ui, select, list, extra) {
   const keep = select.value;
+  const filled = select.options.length > 0;
   select.replaceChildren();
   for (const [id, label] of extra) select.append(new Option(label, id));
   for (const d of list) {
@@ -14,6 +15,28 @@ function fillDevices(ui, select, list, extra) {
     select.append(new Option(label, d.id));
   }
   if ([...select.options].some((o) => o.value === keep)) select.value = keep;
+  else if (filled && extra.length === 0) {
+    // The device in use went away and nothing took over: say so rather
+    // than show another device as chosen.
+    select.prepend(new Option(ui.t("noDevice"), ""));
+    select.value = "";
+  }
+}
+
+const PICKERS = { microphone: "room-microphone", camera: "room-camera", speaker: "room-speaker" };
+
+/**
+ * A device plugged in or unplugged (`device-changed`): the pickers list
+ * what there is now. One that took over from a lost device (`active`) is
+ * shown as chosen, and said.
+ */
+export async function onDeviceChanged(ui, change) {
+  await loadDevices(ui);
+  if (change.action !== "active" || !PICKERS[change.type]) return;
+  const picker = ui.$(PICKERS[change.type]);
+  picker.querySelector('option[value=""]:not([data-t])')?.remove();
+  picker.value = change.device.deviceId;
+  showNotice(ui, ui.t(`deviceActive.${change.type}`, { label: change.device.label }));
 }
 
 /** Fills every device picker (join screen and toolbar). */

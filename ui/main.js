@@ -6,7 +6,7 @@
 import { LANGUAGES, pickLanguage, translator } from "./i18n.js";
 import { createSession } from "./session.js";
 import { showError, showKicked, wireDialogs } from "./dialogs.js";
-import { loadDevices, startPreview, wireJoin } from "./join.js";
+import { loadDevices, onDeviceChanged, startPreview, wireJoin } from "./join.js";
 import { leaveRoomView, renderRoom, showScreen } from "./room.js";
 import { renderToolbar, showLevel, wireToolbar } from "./toolbar.js";
 import { wireSettings } from "./settings.js";
@@ -45,6 +45,8 @@ function onChange(change) {
       return leaveRoomView(ui);
     case "level":
       return showLevel(ui, change.level);
+    case "devices":
+      return onDeviceChanged(ui, change.change).catch((e) => showError(ui, e));
     default:
       return renderRoom(ui);
   }

@@ -14,7 +14,8 @@ export { EVENTS };
  * `{kind: "kicked", reason}` (the dialog), `{kind: "left"}` (back to the join
  * screen), `{kind: "error", error}` (`{code, message}` to put in words),
  * `{kind: "level", level}` (the own microphone's meter, 0–100, in or out of
- * a room).
+ * a room), `{kind: "devices", change}` (a `device-changed` payload: the
+ * pickers must follow).
  */
 export function createSession({ invoke, listen }, onChange) {
   const session = {
@@ -30,6 +31,7 @@ export function createSession({ invoke, listen }, onChange) {
     handle(name, payload) {
       if (name === "error") return onChange({ kind: "error", error: { code: payload.name, message: payload.message } });
       if (name === "local-audio-level") return onChange({ kind: "level", level: payload.level });
+      if (name === "device-changed") return onChange({ kind: "devices", change: payload });
       if (!session.room) return;
       applyEvent(session.room, payload);
       if (name === "client-banned") return onChange({ kind: "kicked", reason: payload.reason });

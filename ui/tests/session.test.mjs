@@ -150,3 +150,17 @@ test("the microphone's level reaches the meter before and during a call", async 
   ipc.emit("local-audio-level", { level: 0 });
   assert.deepEqual(shown.at(-1), { kind: "level", level: 0 }, "in the room, without re-rendering it");
 });
+
+test("devices plugged, unplugged or taken over reach the pickers, in a call or not", async () => {
+  const ipc = mockIpc({ join_room: () => JOINED });
+  const shown = [];
+  const s = createSession(ipc, (c) => shown.push(c));
+  await s.start();
+  const added = { event: "device-changed", type: "microphone", action: "add", device: { deviceId: "usb", label: "USB mic" } };
+  ipc.emit("device-changed", added);
+  assert.deepEqual(shown, [{ kind: "devices", change: added }], "on the join screen");
+  await s.join(joinForm({ name: "alice", room: "1" }));
+  const active = { ...added, action: "active" };
+  ipc.emit("device-changed", active);
+  assert.deepEqual(shown.at(-1), { kind: "devices", change: active }, "in the room");
+});

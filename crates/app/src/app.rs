@@ -7,14 +7,14 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use kaigi_sdk::{Client, LocalStream};
+use kaigi_sdk::{Client, ClientEvent, LocalStream};
 use serde::Serialize;
 use tokio::sync::{Mutex, OnceCell};
 use tokio::task::JoinHandle;
 
 use crate::embedded::{EmbeddedServer, DEFAULT_LISTEN};
 use crate::error::{AppError, AppErrorCode};
-use crate::events::Emitter;
+use crate::events::{Emitter, UiEvent};
 use crate::frames::FrameServer;
 
 /// Where the frame server is, for the UI's tiles.
@@ -45,6 +45,14 @@ pub struct App {
     pub(crate) embedded: OnceCell<EmbeddedServer>,
     pub(crate) listen: SocketAddr,
     pub(crate) media_ip: Option<std::net::IpAddr>,
+    /// Tells the UI of devices plugged in and out (`device-changed`).
+    device_watch: JoinHandle<()>,
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        self.device_watch.abort();
+    }
 }
 
 impl App {
@@ -68,7 +76,17 @@ impl App {
         let frames = FrameServer::start()
             .await
             .map_err(|e| AppError::new(AppErrorCode::FrameServerFailed, e.to_string()))?;
+        let mut changes = kaigi_sdk::devices::changes();
+        let tell = emit.clone();
+        let device_watch = tokio::spawn(async move {
+            while let Some(c) = changes.recv().await {
+                tell(UiEvent::Client(ClientEvent::device_changed(
+                    c.action, &c.device,
+                )));
+            }
+        });
         Ok(App {
+            device_watch,
             emit,
             frames,
             #[cfg(feature = "ipc-transports")]

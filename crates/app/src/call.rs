@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use kaigi_proto::signal::PeerInfo;
 use kaigi_proto::{usersig, Role, RoomId, SdkAppId, UserId};
+use kaigi_sdk::devices::DeviceAction;
 use kaigi_sdk::{Client, ClientEvent, ClientOptions};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
@@ -135,6 +136,10 @@ pub(crate) async fn bridge(
                 }
             }
             ClientEvent::StreamRemoved { user_id } => frames.0.remove(user_id.as_str()),
+            // The app's own watcher tells these, in a call or not.
+            ClientEvent::DeviceChanged { action, .. } if *action != DeviceAction::Active => {
+                continue
+            }
             ClientEvent::ClientBanned { reason, .. } => {
                 warn!(%reason, "forced out");
                 let mut s = state.lock().await;

@@ -312,7 +312,7 @@ impl ClientEvent {
 
 impl ClientEvent {
     /// The `device-changed` event for a device and what happened to it.
-    pub(crate) fn device_changed(
+    pub fn device_changed(
         action: crate::devices::DeviceAction,
         device: &kaigi_media::DeviceInfo,
     ) -> Self {
