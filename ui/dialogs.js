@@ -22,14 +22,26 @@ function toast(ui, text, kind) {
   showError.timer = setTimeout(() => (ui.$("toast").hidden = true), 6000);
 }
 
-/** Says why the user was forced out; `session.dismissKicked` on close. */
+/**
+ * Says why the user is out of the room — forced out (a `client-banned`
+ * reason) or `disconnected` (reconnecting gave up) — with OK and Rejoin.
+ */
 export function showKicked(ui, reason) {
+  const title = ui.t(`kickedTitle.${reason}`);
+  ui.$("kicked-title").textContent = title.startsWith("kickedTitle.") ? ui.t("kickedTitle.removed-by-admin") : title;
   ui.$("kicked-reason").textContent = kickedText(ui.t, reason);
+  ui.$("kicked-reason").dataset.reason = reason;
   ui.$("kicked").dataset.reason = reason;
-  ui.$("kicked").showModal();
+  if (!ui.$("kicked").open) ui.$("kicked").showModal();
 }
 
-/** Wires the dialogs' buttons. */
+/** Wires the dialogs' buttons: OK goes back to the join screen, Rejoin joins again. */
 export function wireDialogs(ui) {
-  ui.$("kicked").addEventListener("close", () => ui.session.dismissKicked());
+  const kicked = ui.$("kicked");
+  kicked.addEventListener("close", async () => {
+    const rejoin = kicked.returnValue === "rejoin";
+    kicked.returnValue = "";
+    await ui.session.dismissKicked();
+    if (rejoin) ui.$("join-form").requestSubmit();
+  });
 }

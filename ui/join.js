@@ -3,6 +3,7 @@
 import { joinForm } from "./logic.js";
 import { playTile } from "./video.js";
 import { showError, showNotice } from "./dialogs.js";
+import { errorText } from "./i18n.js";
 import { enterRoom } from "./room.js";
 
 function fillDevices(ui, select, list, extra) {
@@ -14,7 +15,9 @@ function fillDevices(ui, select, list, extra) {
     const label = d.id === "test-pattern" ? ui.t("testPattern") : d.id === "tone" ? ui.t("tone") : d.label;
     select.append(new Option(label, d.id));
   }
-  if ([...select.options].some((o) => o.value === keep)) select.value = keep;
+  if (select.options.length === 0) {
+    select.append(new Option(ui.t("noDevice"), ""));
+  } else if ([...select.options].some((o) => o.value === keep)) select.value = keep;
   else if (filled && extra.length === 0) {
     // The device in use went away and nothing took over: say so rather
     // than show another device as chosen.
@@ -48,13 +51,14 @@ export async function loadDevices(ui) {
   fillDevices(ui, $("microphone"), d.microphones, none);
   fillDevices(ui, $("room-camera"), d.cameras, []);
   fillDevices(ui, $("room-microphone"), d.microphones, []);
-  fillDevices(ui, $("room-speaker"), d.speakers, [["", ui.t("none")]]);
+  fillDevices(ui, $("room-speaker"), d.speakers, []);
+  $("room-speaker").disabled = d.speakers.length === 0;
   // A first-time default: the first real device, else the synthetic one.
   if (!localStorage.getItem("kaigi.camera")) $("camera").selectedIndex = 1;
   if (!localStorage.getItem("kaigi.microphone")) $("microphone").selectedIndex = 1;
 }
 
-/** (Re)starts the preview with the chosen devices. */
+/** (Re)starts the preview with the chosen devices (resolves when it has). */
 export async function startPreview(ui) {
   const $ = ui.$;
   const name = $("name").value.trim() || "me";
@@ -75,10 +79,11 @@ async function onJoin(ui, ev) {
   const $ = ui.$;
   ev.preventDefault();
   let form;
+  $("join-error").hidden = true;
   try {
     form = joinForm(Object.fromEntries(new FormData($("join-form"))));
   } catch (e) {
-    return showError(ui, e);
+    return showJoinError(ui, e);
   }
   localStorage.setItem("kaigi.name", form.userId);
   localStorage.setItem("kaigi.room", $("room").value.trim());
@@ -94,9 +99,16 @@ async function onJoin(ui, ev) {
   } catch (e) {
     $("join").disabled = false;
     $("join").textContent = ui.t("join");
-    showError(ui, e);
+    showJoinError(ui, e);
     startPreview(ui);
   }
+}
+
+/** Says why joining failed, above the Join button, until the next try. */
+function showJoinError(ui, error) {
+  const el = ui.$("join-error");
+  el.textContent = errorText(ui.t, error);
+  el.hidden = false;
 }
 
 /** Restores the form's last values and wires it. */

@@ -133,8 +133,9 @@ export function applyEvent(state, e) {
   return state;
 }
 
-/** The loudest remote speaker above the threshold, if any. */
+/** The loudest remote speaker above the threshold, if any (none while not connected: volumes are stale). */
 export function activeSpeaker(state) {
+  if (state.connection !== "CONNECTED") return null;
   let best = null;
   for (const p of Object.values(state.peers)) {
     if (p.volume >= SPEAKING && (!best || p.volume > best.volume)) best = p;
@@ -149,13 +150,29 @@ export function tiles(state) {
   );
 }
 
-/** The join form as the app's `join_room` takes it; throws on bad input. */
+/** A form mistake: `key` names its words (i18n), `message` is for logs. */
+function formError(key, message) {
+  return { code: "INVALID_PARAMETER", key, message };
+}
+
+/** Characters TRTC allows in a string room id besides letters and digits. */
+const STR_ROOM = /^[A-Za-z0-9 !#$%&()+\-:;<=.>?@[\]^_{}|~,]{1,64}$/;
+
+/**
+ * The join form as the app's `join_room` takes it; throws a form error
+ * (`{code, key, message}`, `key` in the UI's words) on bad input, checked
+ * here by the same rules as the app's so the user reads them in their
+ * language.
+ */
 export function joinForm(fields) {
   const userId = (fields.name || "").trim();
-  if (!userId) throw { code: "INVALID_PARAMETER", message: "a name is required" };
+  if (!userId) throw formError("form.nameRequired", "a name is required");
+  if (!/^[A-Za-z0-9_-]{1,32}$/.test(userId)) throw formError("form.nameCharset", "a name is letters, digits, - and _ (up to 32)");
   const room = (fields.room || "").trim();
-  if (!room) throw { code: "INVALID_PARAMETER", message: "a room is required" };
+  if (!room) throw formError("form.roomRequired", "a room is required");
   const numeric = /^[0-9]+$/.test(room);
+  if (numeric && (Number(room) < 1 || Number(room) > 4294967294)) throw formError("form.roomRange", "a room number is 1 to 4294967294");
+  if (!numeric && !STR_ROOM.test(room)) throw formError("form.roomCharset", "a room name is up to 64 letters, digits, spaces and common signs");
   const server = (fields.server || "").trim();
   const form = {
     userId,
@@ -170,13 +187,28 @@ export function joinForm(fields) {
   };
   if (server) {
     const app = Number((fields.sdkAppId || "").trim());
-    if (!Number.isInteger(app) || app <= 0) {
-      throw { code: "INVALID_PARAMETER", message: "SdkAppId is required with a server" };
-    }
+    if (!Number.isInteger(app) || app <= 0) throw formError("form.sdkAppIdRequired", "SdkAppId is required with a server");
     form.sdkAppId = app;
     form.userSig = (fields.userSig || "").trim() || null;
+    if (!form.userSig) throw formError("form.userSigRequired", "UserSig is required with a server");
   }
   return form;
+}
+
+/**
+ * How `n` tiles of aspect `aspect` fill a `width` × `height` area with
+ * `gap` between them: the column count that makes them largest, and
+ * their size in whole pixels.
+ */
+export function gridLayout(n, width, height, gap = 10, aspect = 16 / 9) {
+  let best = { cols: 1, w: 0, h: 0 };
+  const count = Math.max(1, n);
+  for (let cols = 1; cols <= count; cols++) {
+    const rows = Math.ceil(count / cols);
+    const w = Math.min((width - gap * (cols - 1)) / cols, ((height - gap * (rows - 1)) / rows) * aspect);
+    if (w > best.w) best = { cols, w, h: w / aspect };
+  }
+  return { cols: best.cols, w: Math.max(0, Math.floor(best.w)), h: Math.max(0, Math.floor(best.h)) };
 }
 
 /** The microphone's processing, all on unless the user said otherwise. */

@@ -7,7 +7,7 @@ import { LANGUAGES, pickLanguage, translator } from "./i18n.js";
 import { createSession } from "./session.js";
 import { showError, showKicked, wireDialogs } from "./dialogs.js";
 import { loadDevices, onDeviceChanged, startPreview, wireJoin } from "./join.js";
-import { leaveRoomView, renderRoom, showScreen } from "./room.js";
+import { layoutTiles, leaveRoomView, renderHeader, renderRoom, showScreen } from "./room.js";
 import { renderToolbar, showLevel, wireToolbar } from "./toolbar.js";
 import { wireSettings } from "./settings.js";
 
@@ -30,8 +30,10 @@ function translate() {
   document.documentElement.lang = ui.lang;
   for (const el of document.querySelectorAll("[data-t]")) el.textContent = ui.t(el.dataset.t);
   for (const el of document.querySelectorAll("[data-tp]")) el.placeholder = ui.t(el.dataset.tp);
+  for (const el of document.querySelectorAll("[data-ta]")) el.setAttribute("aria-label", ui.t(el.dataset.ta));
   renderToolbar(ui);
   renderRoom(ui);
+  renderHeader(ui);
 }
 
 /** What the session says to show. */
@@ -66,7 +68,10 @@ async function main() {
     localStorage.setItem("kaigi.lang", ui.lang);
     ui.t = translator(ui.lang);
     translate();
+    // Device names the app gives in words (test pattern, tone, no device) follow too.
+    loadDevices(ui).catch((e) => showError(ui, e));
   });
+  new ResizeObserver(() => layoutTiles(ui)).observe(ui.$("stage"));
   ui.endpoint = await ui.invoke("frame_endpoint");
   await ui.session.start();
   await loadDevices(ui);

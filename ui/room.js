@@ -1,8 +1,9 @@
-// The room view: the badge, the reconnecting banner, the quality, and one
-// tile per user, kept in place and changed only where the state changed
+// The room view: the header (room name, count), the badge, the
+// reconnecting banner, the quality, and one tile per user sized to fill
+// the stage, kept in place and changed only where the state changed
 // (`audio-volume` arrives several times a second).
 
-import { activeSpeaker, mutedHint, tiles } from "./logic.js";
+import { activeSpeaker, gridLayout, mutedHint, tiles } from "./logic.js";
 import { playTile } from "./video.js";
 import { renderToolbar } from "./toolbar.js";
 import { startPreview } from "./join.js";
@@ -12,13 +13,15 @@ const ICONS = {
   cam: "M17 10.5V7a1 1 0 0 0-1-1H4a1 1 0 0 0-1 1v10a1 1 0 0 0 1 1h12a1 1 0 0 0 1-1v-3.5l4 4v-11z",
 };
 
-/** A small microphone or camera icon, struck through when off. */
-function icon(kind, on) {
+/** A small microphone or camera icon, struck through when off, named in the UI's language. */
+function icon(ui, kind, on) {
   const ns = "http://www.w3.org/2000/svg";
   const svg = document.createElementNS(ns, "svg");
   svg.setAttribute("viewBox", "0 0 24 24");
-  svg.setAttribute("aria-label", `${kind} ${on ? "on" : "off"}`);
+  svg.setAttribute("role", "img");
+  svg.setAttribute("aria-label", ui.t(`${kind}${on ? "On" : "Off"}`));
   svg.dataset.state = on ? "on" : "off";
+  svg.dataset.kind = kind;
   const path = document.createElementNS(ns, "path");
   path.setAttribute("d", ICONS[kind]);
   svg.append(path);
@@ -33,6 +36,14 @@ function icon(kind, on) {
   return svg;
 }
 
+/** Redraws `el`'s microphone and camera icons when their state (or the language) changed. */
+function setIcons(ui, el, mic, cam) {
+  const key = `${mic}/${cam}/${ui.lang}`;
+  if (el.dataset.icons === key) return;
+  el.dataset.icons = key;
+  el.querySelector(".icons").replaceChildren(icon(ui, "mic", mic), icon(ui, "cam", cam));
+}
+
 /** The tile of `userId`, made on first use. */
 function tileElement(ui, userId) {
   let el = document.querySelector(`.tile[data-user="${CSS.escape(userId)}"]`);
@@ -40,7 +51,8 @@ function tileElement(ui, userId) {
     el = document.createElement("figure");
     el.className = "tile remote";
     el.dataset.user = userId;
-    el.innerHTML = `<canvas></canvas><div class="novideo"></div>
+    el.dataset.testid = `tile-${userId}`;
+    el.innerHTML = `<canvas></canvas><div class="novideo" data-testid="camera-off" hidden></div>
       <figcaption><span class="who"></span><span class="icons"></span></figcaption>`;
     el.querySelector(".who").textContent = userId;
     ui.$("tiles").append(el);
@@ -51,6 +63,53 @@ function tileElement(ui, userId) {
 /** Sets `el`'s text, or a data attribute, only when it changes. */
 function setText(el, text) {
   if (el.textContent !== text) el.textContent = text;
+}
+
+/** Sizes the tiles to fill the stage: as large as they fit, 16:9. */
+export function layoutTiles(ui) {
+  const grid = ui.$("tiles");
+  const n = [...grid.children].filter((el) => !el.hidden).length;
+  const { width, height } = grid.getBoundingClientRect();
+  if (!width || !height) return;
+  const { cols, w, h } = gridLayout(n, width, height, 10);
+  const style = grid.style;
+  if (style.getPropertyValue("--cols") !== String(cols)) style.setProperty("--cols", String(cols));
+  if (style.getPropertyValue("--tile-w") !== `${w}px`) style.setProperty("--tile-w", `${w}px`);
+  if (style.getPropertyValue("--tile-h") !== `${h}px`) style.setProperty("--tile-h", `${h}px`);
+}
+
+/** The header and window title: the room's name and how many are in it. */
+export function renderHeader(ui) {
+  const room = ui.session.room;
+  const name = ui.joinedRoom;
+  const el = ui.$("room-name");
+  if (!room || !name) {
+    el.hidden = true;
+    if (document.title !== ui.t("title")) document.title = ui.t("title");
+    return;
+  }
+  const count = Object.keys(room.peers).length + 1;
+  setText(el, `${name} · ${ui.t("peopleCount", { count })}`);
+  el.hidden = false;
+  const title = `${name} (${count}) — ${ui.t("title")}`;
+  if (document.title !== title) document.title = title;
+}
+
+/** The own tile: the camera's picture unless the camera is stopped, the own mute marks. */
+function renderSelf(ui, room) {
+  const el = ui.$("tile-local");
+  if (el.hidden) return;
+  const camOn = !room.muted.video;
+  setIcons(ui, el, !room.muted.audio, camOn);
+  el.querySelector(".novideo").hidden = camOn;
+  const canvas = el.querySelector("canvas");
+  if (camOn && !ui.players.local) {
+    ui.players.local = playTile(ui.endpoint, "local", canvas);
+  } else if (!camOn && ui.players.local) {
+    ui.players.local.stop();
+    ui.players.local = null;
+    canvas.getContext("2d")?.clearRect(0, 0, canvas.width, canvas.height);
+  }
 }
 
 /** Draws the room view from the session's room state. */
@@ -71,6 +130,9 @@ export function renderRoom(ui) {
   setText($("quality"), `${ui.t("quality")}: ${ui.t("qualities")[room.quality] || ""}`);
   const hint = !mutedHint(room);
   if ($("muted-hint").hidden !== hint) $("muted-hint").hidden = hint;
+  renderHeader(ui);
+  renderSelf(ui, room);
+  const live = room.connection === "CONNECTED";
   const speaker = activeSpeaker(room);
   const wanted = new Set();
   let prev = $("tile-local");
@@ -78,16 +140,15 @@ export function renderRoom(ui) {
     wanted.add(p.userId);
     const el = tileElement(ui, p.userId);
     el.classList.toggle("speaking", p.userId === speaker);
-    const mic = p.audio && !p.audioMuted;
+    // While reconnecting, what the tiles last showed is not live.
+    el.classList.toggle("stale", !live);
+    setIcons(ui, el, p.audio && !p.audioMuted, p.video && !p.videoMuted);
     const cam = p.video && !p.videoMuted;
-    const icons = `${mic}/${cam}`;
-    if (el.dataset.icons !== icons) {
-      el.dataset.icons = icons;
-      el.querySelector(".icons").replaceChildren(icon("mic", mic), icon("cam", cam));
-    }
     const showVideo = p.subscribed && cam && !p.videoPaused;
     const why = cam && p.videoPaused ? "videoPaused" : "noVideo";
-    setText(el.querySelector(".novideo"), showVideo ? "" : ui.t(why));
+    const novideo = el.querySelector(".novideo");
+    setText(novideo, showVideo ? "" : ui.t(why));
+    if (novideo.hidden !== showVideo) novideo.hidden = showVideo;
     if (p.subscribed && !ui.players[p.userId]) {
       ui.players[p.userId] = playTile(ui.endpoint, p.userId, el.querySelector("canvas"));
     }
@@ -107,6 +168,7 @@ export function renderRoom(ui) {
     }
   }
   $("waiting").hidden = wanted.size > 0;
+  layoutTiles(ui);
 }
 
 /** Shows the room view after a join. */
@@ -114,29 +176,32 @@ export function enterRoom(ui, joined, form) {
   const $ = ui.$;
   $("hosted").hidden = !joined.embedded;
   $("server-address").textContent = joined.server;
-  $("bot-command").textContent = joined.botCommand || "";
+  // The command carries the app key: copied on request, never shown.
+  ui.botCommand = joined.botCommand || "";
+  $("copy").hidden = !ui.botCommand;
+  ui.joinedRoom = form.strRoomId ?? String(form.roomId);
   $("room-camera").value = form.camera || "";
   $("room-microphone").value = form.microphone || "";
   const local = $("tile-local");
   local.hidden = !joined.publishing;
-  ui.players.local = joined.publishing
-    ? playTile(ui.endpoint, "local", local.querySelector("canvas"))
-    : null;
+  ui.players.local = null;
   showScreen(ui, "room");
   renderToolbar(ui);
   renderRoom(ui);
 }
 
-/** Back to the join screen (left, or forced out and dismissed). */
+/** Back to the join screen (left, or forced out and dismissed); resolves once the preview runs. */
 export function leaveRoomView(ui) {
   for (const p of Object.values(ui.players)) if (p) p.stop();
   ui.players = {};
   for (const el of document.querySelectorAll(".tile.remote")) el.remove();
   ui.session.room = null;
+  ui.joinedRoom = null;
   showScreen(ui, "join");
   ui.$("join").disabled = false;
   ui.$("join").textContent = ui.t("join");
-  startPreview(ui);
+  renderHeader(ui);
+  return startPreview(ui);
 }
 
 /** Shows the join or the room screen. */

@@ -11,7 +11,8 @@ export { EVENTS };
 /**
  * A session: `session.room` is the room view's state (null outside a room).
  * `onChange(what)` is told what to show: `{kind: "room"}` (render the room),
- * `{kind: "kicked", reason}` (the dialog), `{kind: "left"}` (back to the join
+ * `{kind: "kicked", reason}` (the dialog: a `client-banned` reason, or
+ * `disconnected` when reconnecting gave up), `{kind: "left"}` (back to the join
  * screen), `{kind: "error", error}` (`{code, message}` to put in words),
  * `{kind: "level", level}` (the own microphone's meter, 0–100, in or out of
  * a room), `{kind: "devices", change}` (a `device-changed` payload: the
@@ -29,6 +30,11 @@ export function createSession({ invoke, listen }, onChange) {
 
     /** Applies one event and says what to show. */
     handle(name, payload) {
+      if (name === "error" && payload.name === "RECONNECT_FAILED" && session.room) {
+        // Reconnecting gave up: the room is gone, said as plainly as a forced exit.
+        session.room.connection = "DISCONNECTED";
+        return onChange({ kind: "kicked", reason: "disconnected" });
+      }
       if (name === "error") return onChange({ kind: "error", error: { code: payload.name, message: payload.message } });
       if (name === "local-audio-level") return onChange({ kind: "level", level: payload.level });
       if (name === "device-changed") return onChange({ kind: "devices", change: payload });
@@ -62,10 +68,10 @@ export function createSession({ invoke, listen }, onChange) {
       }
     },
 
-    /** After the kicked-out dialog's OK. */
+    /** After the kicked-out dialog's OK (resolves once the join screen is back). */
     dismissKicked() {
       session.room = null;
-      onChange({ kind: "left" });
+      return onChange({ kind: "left" });
     },
   };
   return session;

@@ -3,6 +3,22 @@
 
 import { applyEvent } from "./logic.js";
 import { showError } from "./dialogs.js";
+import { renderRoom } from "./room.js";
+
+/** Keyboard shortcuts in a room (Google Meet's for the microphone and camera, Zoom's for leaving). */
+export const SHORTCUTS = {
+  mic: { key: "d", ctrl: true, label: "Ctrl+D" },
+  cam: { key: "e", ctrl: true, label: "Ctrl+E" },
+  leave: { key: "q", alt: true, label: "Alt+Q" },
+};
+
+/** Which toolbar button `ev` (a keydown) stands for, if any. */
+export function shortcutFor(ev) {
+  for (const [button, s] of Object.entries(SHORTCUTS)) {
+    if (ev.key.toLowerCase() === s.key && !!ev.ctrlKey === !!s.ctrl && !!ev.altKey === !!s.alt && !ev.shiftKey && !ev.metaKey) return button;
+  }
+  return null;
+}
 
 /** Draws the buttons from the room state. */
 export function renderToolbar(ui) {
@@ -11,8 +27,14 @@ export function renderToolbar(ui) {
   const cam = ui.$("cam");
   mic.textContent = muted.audio ? ui.t("unmute") : ui.t("mute");
   mic.classList.toggle("off", muted.audio);
+  mic.setAttribute("aria-pressed", String(muted.audio));
+  mic.title = `${mic.textContent} (${SHORTCUTS.mic.label})`;
   cam.textContent = muted.video ? ui.t("cameraOn") : ui.t("cameraOff");
   cam.classList.toggle("off", muted.video);
+  cam.setAttribute("aria-pressed", String(muted.video));
+  cam.title = `${cam.textContent} (${SHORTCUTS.cam.label})`;
+  const leave = ui.$("leave");
+  leave.title = `${ui.t("leave")} (${SHORTCUTS.leave.label})`;
 }
 
 /** Shows the own microphone's level (0–100, after processing) on every meter. */
@@ -30,6 +52,7 @@ async function toggle(ui, kind) {
     await ui.invoke("set_mute", kind === "audio" ? { audio: next } : { video: next });
     applyEvent(room, { event: "local-mute", [kind]: next });
     renderToolbar(ui);
+    renderRoom(ui);
   } catch (e) {
     showError(ui, e);
   }
@@ -54,13 +77,17 @@ export function wireToolbar(ui) {
   });
   $("copy").addEventListener("click", async () => {
     try {
-      await navigator.clipboard.writeText($("bot-command").textContent);
+      await navigator.clipboard.writeText(ui.botCommand || "");
       $("copy").textContent = ui.t("copied");
-    } catch {
-      const range = document.createRange();
-      range.selectNodeContents($("bot-command"));
-      getSelection().removeAllRanges();
-      getSelection().addRange(range);
+    } catch (e) {
+      showError(ui, e);
     }
+  });
+  document.addEventListener("keydown", (ev) => {
+    if (!ui.session.room || $("room-screen").hidden) return;
+    const button = shortcutFor(ev);
+    if (!button || $(button).disabled) return;
+    ev.preventDefault();
+    $(button).click();
   });
 }

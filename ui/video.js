@@ -30,9 +30,10 @@ export function parseFrame(buffer) {
 
 const VERTEX = `
 attribute vec2 pos;
+uniform float mirror;
 varying vec2 uv;
 void main() {
-  uv = vec2((pos.x + 1.0) / 2.0, (1.0 - pos.y) / 2.0);
+  uv = vec2((pos.x * mirror + 1.0) / 2.0, (1.0 - pos.y) / 2.0);
   gl_Position = vec4(pos, 0.0, 1.0);
 }`;
 
@@ -70,6 +71,9 @@ function glRenderer(canvas) {
   gl.linkProgram(prog);
   if (!gl.getProgramParameter(prog, gl.LINK_STATUS)) return null;
   gl.useProgram(prog);
+  // A self-view is drawn mirrored, as a mirror shows a face (the canvas's
+  // `mirror` class; drawn, not a CSS transform, which WebKit must composite).
+  gl.uniform1f(gl.getUniformLocation(prog, "mirror"), canvas.classList.contains("mirror") ? -1 : 1);
   const buf = gl.createBuffer();
   gl.bindBuffer(gl.ARRAY_BUFFER, buf);
   gl.bufferData(gl.ARRAY_BUFFER, new Float32Array([-1, -1, 1, -1, -1, 1, 1, 1]), gl.STATIC_DRAW);
@@ -125,13 +129,15 @@ function canvasRenderer(canvas) {
     }
     const out = image.data;
     const cw = f.width / 2;
+    const mirror = canvas.classList.contains("mirror");
     for (let row = 0; row < f.height; row++) {
-      for (let col = 0; col < f.width; col++) {
+      for (let c = 0; c < f.width; c++) {
+        const col = mirror ? f.width - 1 - c : c;
         const y = 1.1643 * (f.y[row * f.width + col] - 16);
         const ci = (row >> 1) * cw + (col >> 1);
         const u = f.u[ci] - 128;
         const v = f.v[ci] - 128;
-        const o = (row * f.width + col) * 4;
+        const o = (row * f.width + c) * 4;
         out[o] = y + 1.5958 * v;
         out[o + 1] = y - 0.39173 * u - 0.8129 * v;
         out[o + 2] = y + 2.017 * u;

@@ -4,9 +4,13 @@
 //! video; leave; rejoin; and each forced exit — a bot with the same
 //! name, `kaigi admin remove-user`, `kaigi admin dismiss-room` — shows
 //! the kicked-out dialog with its reason, whose OK returns to the join
-//! screen; then a server of one's own (the advanced fields) goes away and
-//! comes back: the reconnecting banner shows and goes. Each step saves a
-//! screenshot under `target/e2e-screenshots/`.
+//! screen (or Rejoin rejoins); then a server of one's own (the advanced
+//! fields) goes away and comes back: the reconnecting banner shows and
+//! goes; it goes away for longer than the app keeps trying: the user is
+//! told and rejoins. On the way: the join screen and the room fit the
+//! default and the smallest window, Japanese keeps the inputs whole, Stop
+//! video stops the own tile. Each step saves a screenshot under
+//! `target/e2e-screenshots/`.
 
 mod driver;
 
@@ -19,8 +23,14 @@ use serde_json::json;
 const ROOM: &str = "e2e-standup";
 const NAME: &str = "alice";
 
-/// Waits for the kicked-out dialog, checks its words, clicks OK.
-async fn kicked(d: &Driver, reason: &str, words: &str, shot: &str) {
+/// Everything of the room screen a person needs is on screen, and the page
+/// does not scroll (the tile grid takes what is left).
+const FITS: &str = "const leave = document.getElementById('leave').getBoundingClientRect(); \
+    const mic = document.getElementById('mic').getBoundingClientRect(); \
+    return document.documentElement.scrollHeight <= innerHeight + 1 && leave.bottom <= innerHeight && leave.right <= innerWidth && mic.bottom <= innerHeight";
+
+/// Waits for the kicked-out dialog, checks its words and title.
+async fn kicked_dialog(d: &Driver, reason: &str, words: &str, title: &str, shot: &str) {
     d.until(
         &format!("the {reason} dialog"),
         &format!("const d = document.getElementById('kicked'); return d.open && d.dataset.reason === '{reason}'"),
@@ -33,7 +43,20 @@ async fn kicked(d: &Driver, reason: &str, words: &str, shot: &str) {
         text.as_str().is_some_and(|t| t.contains(words)),
         "{reason}: {text}"
     );
+    let shown = d
+        .js("return document.querySelector('[data-testid=kicked-dialog] h2').textContent + '|' + document.querySelector('[data-testid=kicked-reason]').dataset.reason")
+        .await;
+    assert_eq!(
+        shown,
+        json!(format!("{title}|{reason}")),
+        "the dialog's title and reason code"
+    );
     d.shot(shot).await;
+}
+
+/// Waits for the kicked-out dialog, checks its words, clicks OK.
+async fn kicked(d: &Driver, reason: &str, words: &str, title: &str, shot: &str) {
+    kicked_dialog(d, reason, words, title, shot).await;
     d.click("#kicked-ok").await;
     d.until(
         "the join screen after OK",
@@ -73,7 +96,8 @@ async fn a_person_joins_sees_a_bot_leaves_and_is_forced_out_three_ways() {
     let shots = bin_dir.join("e2e-screenshots");
     std::fs::create_dir_all(&work).unwrap();
     let dev_app = work.join("dev-app.json");
-    let envs: [(&str, String); 7] = [
+    let envs: [(&str, String); 8] = [
+        ("KAIGI_RECONNECT_GIVE_UP_SECS", "6".to_owned()),
         ("KAIGI_DEV_APP", dev_app.to_str().unwrap().to_owned()),
         ("KAIGI_LISTEN", "127.0.0.1:0".to_owned()),
         ("WEBKIT_DISABLE_COMPOSITING_MODE", "1".to_owned()),
@@ -95,6 +119,15 @@ async fn a_person_joins_sees_a_bot_leaves_and_is_forced_out_three_ways() {
         c
     };
 
+    // 0. The join screen fits the default window: Join is on screen, and the
+    //    hooks any WebDriver script may use are there.
+    d.until(
+        "Join on screen at the default size",
+        "const j = document.querySelector('[data-testid=join-submit]').getBoundingClientRect(); return j.height > 0 && j.bottom <= innerHeight && ['join-name', 'join-room'].every((t) => document.querySelector(`[data-testid=${t}]`))",
+    )
+    .await;
+    d.shot("00-join-screen").await;
+
     // 1. Join through the form (the embedded server), see the local preview.
     d.join(NAME, ROOM).await;
     d.until(
@@ -103,6 +136,32 @@ async fn a_person_joins_sees_a_bot_leaves_and_is_forced_out_three_ways() {
     )
     .await;
     d.shot("01-joined").await;
+    d.until("the room screen fits the window", FITS).await;
+    d.until(
+        "the room's name in the header and the window title, one person",
+        &format!("return document.title.includes('{ROOM}') && document.getElementById('room-name').textContent.includes('{ROOM}') && document.getElementById('room-name').textContent.includes('1')"),
+    )
+    .await;
+    d.until(
+        "the own tile filling the stage, and the room's hooks",
+        "const t = document.querySelector('[data-testid=self-tile]').getBoundingClientRect(); return t.height > 300 && ['toggle-mic', 'toggle-camera', 'leave'].every((id) => document.querySelector(`[data-testid=${id}]`))",
+    )
+    .await;
+    // The smallest window still shows the toolbar; the tiles shrink.
+    d.resize(720, 520).await;
+    d.until("the room screen fits the smallest window", FITS)
+        .await;
+    d.shot("01-smallest-window").await;
+    d.resize(1120, 760).await;
+    // In Japanese the inputs keep the page's font and their height.
+    d.js("const l = document.getElementById('language'); l.value = 'ja'; l.dispatchEvent(new Event('change')); return true").await;
+    d.until(
+        "the Japanese words, and inputs in the page's font",
+        "const i = document.getElementById('name'); return document.getElementById('leave').textContent === '退出' && getComputedStyle(i).fontFamily === getComputedStyle(document.body).fontFamily && getComputedStyle(i).minHeight === '36px' && document.getElementById('mic').getAttribute('aria-pressed') === 'false'",
+    )
+    .await;
+    d.shot("01-japanese").await;
+    d.js("const l = document.getElementById('language'); l.value = 'en'; l.dispatchEvent(new Event('change')); return true").await;
     d.until(
         "the microphone's level on the toolbar's meter",
         "return parseFloat(document.querySelector('#room-level > span').style.width) > 0",
@@ -161,6 +220,39 @@ async fn a_person_joins_sees_a_bot_leaves_and_is_forced_out_three_ways() {
     )
     .await;
     d.shot("02-bot-video").await;
+
+    // Stop video: the own tile stops (camera-off shown, no more frames)
+    // while the bot's keeps playing; Start video brings it back.
+    d.click("[data-testid=toggle-camera]").await;
+    d.until(
+        "camera-off on the own tile",
+        "const off = document.querySelector('[data-testid=self-tile] [data-testid=camera-off]'); return !!off && !off.hidden && document.querySelector('#tile-local svg[data-kind=cam]').dataset.state === 'off'",
+    )
+    .await;
+    let frames = |sel: &str| format!("Number(document.querySelector('{sel}').dataset.frames || 0)");
+    let (own, bot_tile) = ("#tile-local canvas", ".tile[data-user=\\'bot\\'] canvas");
+    let own0 = d.js(&format!("return {}", frames(own))).await;
+    let bot0 = d.js(&format!("return {}", frames(bot_tile))).await;
+    d.until(
+        "a second of the bot's video",
+        &format!("return {} > {} + 30", frames(bot_tile), bot0),
+    )
+    .await;
+    assert_eq!(
+        d.js(&format!("return {}", frames(own))).await,
+        own0,
+        "the own tile stopped with the camera"
+    );
+    d.shot("02-video-stopped").await;
+    d.click("[data-testid=toggle-camera]").await;
+    d.until(
+        "the own tile playing again",
+        &format!(
+            "return document.querySelector('[data-testid=camera-off]').hidden && {} > 10",
+            frames(own)
+        ),
+    )
+    .await;
     drop(bot);
 
     // 3. Leave → the join screen; then rejoin.
@@ -192,27 +284,41 @@ async fn a_person_joins_sees_a_bot_leaves_and_is_forced_out_three_ways() {
             .spawn()
             .unwrap(),
     );
-    kicked(&d, "duplicate-user-id", "same name", "05-kicked-duplicate").await;
-    drop(dup);
-
-    // 5. Removed by the administrator.
-    d.join(NAME, ROOM).await;
-    admin(&["admin", "remove-user", "--str-room", ROOM, "--user", NAME]);
     kicked(
         &d,
+        "duplicate-user-id",
+        "Someone joined this room with the same user name",
+        "You were disconnected",
+        "05-kicked-duplicate",
+    )
+    .await;
+    drop(dup);
+
+    // 5. Removed by the administrator; Rejoin from the dialog.
+    d.join(NAME, ROOM).await;
+    admin(&["admin", "remove-user", "--str-room", ROOM, "--user", NAME]);
+    kicked_dialog(
+        &d,
         "removed-by-admin",
-        "administrator removed you",
+        "account administrator removed you",
+        "You were removed from the meeting",
         "06-kicked-removed",
+    )
+    .await;
+    d.click("[data-testid=kicked-rejoin]").await;
+    d.until(
+        "the room again after Rejoin",
+        "return !document.getElementById('room-screen').hidden && !document.getElementById('kicked').open && document.getElementById('badge').classList.contains('CONNECTED')",
     )
     .await;
 
     // 6. The room is dismissed.
-    d.join(NAME, ROOM).await;
     admin(&["admin", "dismiss-room", "--str-room", ROOM]);
     kicked(
         &d,
         "room-dismissed",
-        "room was closed",
+        "account administrator closed this room",
+        "The meeting has ended",
         "07-kicked-dismissed",
     )
     .await;
@@ -275,6 +381,26 @@ async fn a_person_joins_sees_a_bot_leaves_and_is_forced_out_three_ways() {
     )
     .await;
     d.shot("09-reconnected").await;
+
+    // 8. The server goes away for longer than the app keeps trying (6 s
+    //    here): the user is told, the room is left; Rejoin once it is back.
+    drop(_own);
+    kicked_dialog(
+        &d,
+        "disconnected",
+        "could not be restored",
+        "Connection lost",
+        "10-gave-up",
+    )
+    .await;
+    let _own = start_server();
+    wait_listening(&listen).await;
+    d.click("[data-testid=kicked-rejoin]").await;
+    d.until(
+        "the room again after Rejoin",
+        "return !document.getElementById('room-screen').hidden && document.getElementById('badge').classList.contains('CONNECTED')",
+    )
+    .await;
     d.click("#leave").await;
     d.until(
         "the join screen after leaving the own server",

@@ -3,7 +3,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import {
-  emptyRoom, applyEvent, activeSpeaker, tiles, joinForm, mutedHint, MUTED_HINT_MS,
+  emptyRoom, applyEvent, activeSpeaker, tiles, joinForm, mutedHint, MUTED_HINT_MS, gridLayout,
   readAudioSettings, AUDIO_DEFAULTS,
 } from "../logic.js";
 import { parseFrame } from "../video.js";
@@ -83,6 +83,54 @@ test("the join form", () => {
   const remote = joinForm({ name: "a", room: "1", server: "ws://h:7880", sdkAppId: "1400000001", userSig: "sig" });
   assert.equal(remote.sdkAppId, 1400000001);
   assert.equal(remote.userSig, "sig");
+  // Each mistake has its own words, checked by the app's rules.
+  const key = (fields) => {
+    try {
+      joinForm(fields);
+    } catch (e) {
+      return e.key;
+    }
+    return null;
+  };
+  assert.equal(key({ name: "", room: "1" }), "form.nameRequired");
+  assert.equal(key({ name: "田中", room: "1" }), "form.nameCharset");
+  assert.equal(key({ name: "a", room: "" }), "form.roomRequired");
+  assert.equal(key({ name: "a", room: "4294967295" }), "form.roomRange");
+  assert.equal(key({ name: "a", room: "会議" }), "form.roomCharset");
+  assert.equal(key({ name: "a", room: "1", server: "ws://h:7880" }), "form.sdkAppIdRequired");
+  assert.equal(key({ name: "a", room: "1", server: "ws://h:7880", sdkAppId: "1" }), "form.userSigRequired");
+  assert.equal(key({ name: "a", room: "stand-up (daily)" }), null);
+  for (const lang of ["en", "ja", "ko"]) {
+    for (const k of ["form.nameRequired", "form.nameCharset", "form.roomRequired", "form.roomRange", "form.roomCharset", "form.sdkAppIdRequired", "form.userSigRequired"]) {
+      assert.ok(translator(lang)(k) !== k, `${lang}: words for ${k}`);
+    }
+  }
+});
+
+test("tiles fill the stage as large as they fit", () => {
+  // One tile in a wide stage: as tall as the stage.
+  assert.deepEqual(gridLayout(1, 1000, 450, 10), { cols: 1, w: 800, h: 450 });
+  // Four in a 16:9 stage: two by two.
+  assert.equal(gridLayout(4, 1600, 900, 10).cols, 2);
+  // Five in a wide, short stage: one row of five beats two rows.
+  assert.equal(gridLayout(5, 3000, 300, 10).cols, 5);
+  // Three in a tall, narrow stage: one column.
+  assert.equal(gridLayout(3, 400, 1000, 10).cols, 1);
+  // Never wider than the stage, whatever n.
+  for (let n = 1; n <= 30; n++) {
+    const { cols, w, h } = gridLayout(n, 900, 500, 10);
+    const rows = Math.ceil(n / cols);
+    assert.ok(cols * w + (cols - 1) * 10 <= 900 && rows * h + (rows - 1) * 10 <= 500, `n=${n}`);
+  }
+});
+
+test("nobody shows as speaking while reconnecting", () => {
+  const s = emptyRoom("alice");
+  applyEvent(s, { event: "peer-join", userId: "bob", role: "anchor" });
+  applyEvent(s, { event: "audio-volume", result: [{ userId: "bob", audioVolume: 80 }] });
+  assert.equal(activeSpeaker(s), "bob");
+  s.connection = "RECONNECTING";
+  assert.equal(activeSpeaker(s), null);
 });
 
 test("frames: I420 then the trailer", () => {
@@ -125,15 +173,23 @@ test("every error code the app can give has words in every language", () => {
 });
 
 test("kick reasons and errors are said in words", () => {
+  const reasons = ["duplicate-user-id", "removed-by-admin", "room-dismissed", "disconnected"];
   for (const lang of ["en", "ja", "ko"]) {
     const t = translator(lang);
-    const words = ["duplicate-user-id", "removed-by-admin", "room-dismissed"].map((r) => kickedText(t, r));
-    assert.equal(new Set(words).size, 3, `${lang}: three different reasons`);
+    const words = reasons.map((r) => kickedText(t, r));
+    assert.equal(new Set(words).size, 4, `${lang}: four different reasons`);
+    const titles = reasons.map((r) => t(`kickedTitle.${r}`));
+    assert.ok(titles.every((w, i) => w !== `kickedTitle.${reasons[i]}`), `${lang}: a title for each`);
+    assert.equal(new Set(titles.slice(0, 3)).size, 3, `${lang}: forced exits are told apart in the title`);
+    assert.ok(!words.some((w) => /^You signed in/.test(w)), "the duplicate id is not blamed on the user");
   }
   const t = translator("en");
-  assert.match(kickedText(t, "duplicate-user-id"), /same name/);
-  assert.match(kickedText(t, "removed-by-admin"), /administrator removed you/);
-  assert.match(kickedText(t, "room-dismissed"), /room was closed/);
+  // TRTC's meaning: another client joined with this user id (not necessarily the user).
+  assert.match(kickedText(t, "duplicate-user-id"), /Someone joined this room with the same user name/);
+  assert.match(kickedText(t, "removed-by-admin"), /account administrator removed you/);
+  assert.match(kickedText(t, "room-dismissed"), /account administrator closed this room/);
+  // Form mistakes are said in the user's language, not the app's English.
+  assert.match(errorText(translator("ja"), { code: "INVALID_PARAMETER", key: "form.userSigRequired", message: "UserSig is required with a server" }), /UserSig を入力/);
   assert.match(errorText(t, { code: "USERSIG_EXPIRED", message: "x" }), /expired/);
   assert.match(errorText(t, { code: "SOMETHING_NEW", message: "disk full" }), /disk full/);
   assert.match(errorText(t, { code: "INVALID_PARAMETER", message: "a name is required" }), /a name is required/);

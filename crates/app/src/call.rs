@@ -117,6 +117,17 @@ pub(crate) async fn follow_tile_sizes(
 /// Forwards the client's events to the UI; keeps the tiles in step with
 /// the remote streams; after a forced exit closes the local stream and
 /// forgets the client.
+/// Whether `event` means the client is out of its room for good: forced
+/// out, or reconnecting gave up. Its devices are released and the UI says
+/// why (the kicked-out dialog).
+fn ends_the_call(event: &ClientEvent) -> bool {
+    match event {
+        ClientEvent::ClientBanned { .. } => true,
+        ClientEvent::Error { name, .. } => name == "RECONNECT_FAILED",
+        _ => false,
+    }
+}
+
 pub(crate) async fn bridge(
     mut events: kaigi_sdk::EventStream,
     emit: Emitter,
@@ -140,8 +151,10 @@ pub(crate) async fn bridge(
             ClientEvent::DeviceChanged { action, .. } if *action != DeviceAction::Active => {
                 continue
             }
-            ClientEvent::ClientBanned { reason, .. } => {
-                warn!(%reason, "forced out");
+            ClientEvent::ClientBanned { .. } | ClientEvent::Error { .. }
+                if ends_the_call(&event) =>
+            {
+                warn!(?event, "out of the room");
                 let mut s = state.lock().await;
                 if s.client.as_ref().is_some_and(|c| Arc::ptr_eq(c, &client)) {
                     s.client = None;
@@ -215,6 +228,13 @@ impl App {
         let mut options = ClientOptions::new(url.clone(), app_id, user.clone(), sig);
         // A server with a private CA: its certificate, as for the CLI.
         options.ca_file = std::env::var_os("KAIGI_CA").map(std::path::PathBuf::from);
+        // How long to keep trying after the connection drops (default 120 s).
+        if let Some(secs) = std::env::var("KAIGI_RECONNECT_GIVE_UP_SECS")
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+        {
+            options.reconnect.give_up_after = std::time::Duration::from_secs(secs);
+        }
         let client = Arc::new(Client::new(options)?);
         client.enable_audio_volume_evaluation(Some(std::time::Duration::from_millis(300)));
         let events = client.events();

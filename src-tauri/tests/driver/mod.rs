@@ -61,7 +61,7 @@ impl Driver {
         if let Some(b) = body {
             req = req.json(&b);
         }
-        let resp = req.send().await.unwrap_or_else(|e| panic!("{url}: {e}"));
+        let resp = req.send().await.unwrap_or_else(|e| panic!("{url}: {e:?}"));
         let v: Value = resp.json().await.expect("WebDriver JSON");
         if v["value"].get("error").is_some() {
             panic!("{path}: {}", v["value"]);
@@ -131,6 +131,12 @@ impl Driver {
     }
 
     pub async fn shot(&self, name: &str) {
+        // WebKitWebDriver takes a screenshot at the page's next
+        // presentation update and waits for one: on a page where nothing
+        // changes (a dialog over a stopped call) it waits forever. A pixel
+        // in the corner changes colour for the next two seconds, so there
+        // is one.
+        self.js("const p = document.createElement('div'); p.style.cssText = 'position:fixed;right:0;bottom:0;width:1px;height:1px;z-index:2147483647;pointer-events:none'; let k = 0; const t = setInterval(() => { p.style.background = (k++ % 2) ? '#000' : '#010101'; if (k > 120) { clearInterval(t); p.remove(); } }, 16); (document.querySelector('dialog[open]') || document.body).append(p); return true").await;
         let v = self.call(reqwest::Method::GET, "/screenshot", None).await;
         if let Some(b64) = v.as_str() {
             use base64::Engine;
@@ -208,6 +214,22 @@ impl Driver {
         self.until(
             "the room",
             "return !document.getElementById('room-screen').hidden",
+        )
+        .await;
+    }
+
+    /// Resizes the window to `width` × `height` and waits until the page
+    /// has that size.
+    pub async fn resize(&self, width: u32, height: u32) {
+        self.call(
+            reqwest::Method::POST,
+            "/window/rect",
+            Some(json!({"width": width, "height": height})),
+        )
+        .await;
+        self.until(
+            &format!("a {width}x{height} window"),
+            &format!("return Math.abs(window.outerWidth - {width}) <= 2 && Math.abs(window.outerHeight - {height}) <= 40"),
         )
         .await;
     }
