@@ -3,12 +3,16 @@
 
 /** The commands the window may call, with their arguments' names. */
 export const COMMANDS = {
+  "end_meeting": [],
   "frame_endpoint": [],
   "join_room": [
     "form"
   ],
   "leave_room": [],
   "list_devices": [],
+  "remove_participant": [
+    "userId"
+  ],
   "set_audio_processing": [
     "settings"
   ],
@@ -35,6 +39,7 @@ export const COMMANDS = {
 
 /** What each command returns: the fields of its result object. */
 export const RESULTS = {
+  "end_meeting": [],
   "frame_endpoint": [
     "token",
     "url"
@@ -42,6 +47,7 @@ export const RESULTS = {
   "join_room": [
     "botCommand",
     "embedded",
+    "host",
     "publishing",
     "role",
     "room",
@@ -55,6 +61,7 @@ export const RESULTS = {
     "microphones",
     "speakers"
   ],
+  "remove_participant": [],
   "set_audio_processing": [],
   "set_camera": [],
   "set_microphone": [],
@@ -189,6 +196,7 @@ export const ERROR_CODES = [
   "INVALID_PARAMETER",
   "MEDIA_FAILED",
   "MESSAGE_TOO_LARGE",
+  "NOT_HOST",
   "NOT_IN_ROOM",
   "NOT_PUBLISHING",
   "NO_DEVICE",

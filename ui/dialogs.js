@@ -45,3 +45,22 @@ export function wireDialogs(ui) {
     if (rejoin) ui.$("join-form").requestSubmit();
   });
 }
+
+/**
+ * Asks the user to confirm: `text`, an OK button labelled `ok`, and when
+ * `alt` is given a second choice. Resolves to "ok", "alt" or "cancel".
+ */
+export function confirmChoice(ui, { text, ok, alt = null, danger = false }) {
+  const dialog = ui.$("confirm");
+  ui.$("confirm-text").textContent = text;
+  const okButton = ui.$("confirm-ok");
+  okButton.textContent = ok;
+  okButton.className = danger ? "danger" : "primary";
+  ui.$("confirm-alt").hidden = !alt;
+  ui.$("confirm-alt").textContent = alt || "";
+  dialog.returnValue = "cancel";
+  return new Promise((resolve) => {
+    dialog.addEventListener("close", () => resolve(dialog.returnValue || "cancel"), { once: true });
+    dialog.showModal();
+  });
+}

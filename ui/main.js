@@ -42,6 +42,8 @@ function onChange(change) {
     case "error":
       return showError(ui, change.error);
     case "kicked":
+      // The host who ended the meeting is not told it ended.
+      if (ui.endedByMe && change.reason === "room-dismissed") return ui.session.dismissKicked();
       return showKicked(ui, change.reason);
     case "left":
       return leaveRoomView(ui);

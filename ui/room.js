@@ -112,6 +112,67 @@ function renderSelf(ui, room) {
   }
 }
 
+/** The participant list: you first, then the others in tile order, with what they send and, for a host, Remove. */
+function renderPeople(ui, room, speaker) {
+  const count = Object.keys(room.peers).length + 1;
+  const toggle = ui.$("people");
+  setText(toggle, ui.t("peopleButton", { count }));
+  const panel = ui.$("people-panel");
+  toggle.setAttribute("aria-expanded", String(!panel.hidden));
+  ui.$("end-for-all").hidden = !ui.isHost;
+  if (panel.hidden) return;
+  const rows = [
+    { userId: room.me, self: true, mic: !room.muted.audio, cam: !room.muted.video, audience: ui.joinedRole === "audience" },
+    ...tiles(room).map((p) => ({
+      userId: p.userId,
+      self: false,
+      mic: p.audio && !p.audioMuted,
+      cam: p.video && !p.videoMuted,
+      audience: p.role === "audience",
+    })),
+  ];
+  const list = ui.$("people-list");
+  const key = JSON.stringify([rows, speaker, ui.isHost, ui.lang]);
+  if (list.dataset.key === key) return;
+  list.dataset.key = key;
+  list.replaceChildren(
+    ...rows.map((r) => {
+      const li = document.createElement("li");
+      li.dataset.testid = `participant-${r.userId}`;
+      li.classList.toggle("speaking", r.userId === speaker);
+      const name = document.createElement("span");
+      name.className = "name";
+      name.textContent = r.userId;
+      li.append(name);
+      const tags = [];
+      if (r.self) tags.push(ui.t("you"));
+      if (r.self && ui.isHost) tags.push(ui.t("host"));
+      if (r.audience) tags.push(ui.t("audienceTag"));
+      for (const text of tags) {
+        const tag = document.createElement("span");
+        tag.className = "tag";
+        tag.textContent = text;
+        li.append(tag);
+      }
+      const icons = document.createElement("span");
+      icons.className = "icons";
+      icons.append(icon(ui, "mic", r.mic), icon(ui, "cam", r.cam));
+      li.append(icons);
+      if (ui.isHost && !r.self) {
+        const remove = document.createElement("button");
+        remove.type = "button";
+        remove.className = "danger outline";
+        remove.dataset.testid = `remove-${r.userId}`;
+        remove.dataset.user = r.userId;
+        remove.textContent = ui.t("remove");
+        remove.setAttribute("aria-label", ui.t("removeWho", { name: r.userId }));
+        li.append(remove);
+      }
+      return li;
+    }),
+  );
+}
+
 /** Draws the room view from the session's room state. */
 export function renderRoom(ui) {
   const room = ui.session.room;
@@ -168,6 +229,7 @@ export function renderRoom(ui) {
     }
   }
   $("waiting").hidden = wanted.size > 0;
+  renderPeople(ui, room, speaker);
   layoutTiles(ui);
 }
 
@@ -180,6 +242,9 @@ export function enterRoom(ui, joined, form) {
   ui.botCommand = joined.botCommand || "";
   $("copy").hidden = !ui.botCommand;
   ui.joinedRoom = form.strRoomId ?? String(form.roomId);
+  ui.joinedRole = joined.role;
+  ui.isHost = !!joined.host;
+  ui.endedByMe = false;
   $("room-camera").value = form.camera || "";
   $("room-microphone").value = form.microphone || "";
   const local = $("tile-local");

@@ -2,7 +2,7 @@
 // state's `muted`), device switches, leave.
 
 import { applyEvent } from "./logic.js";
-import { showError } from "./dialogs.js";
+import { confirmChoice, showError } from "./dialogs.js";
 import { renderRoom } from "./room.js";
 
 /** Keyboard shortcuts in a room (Google Meet's for the microphone and camera, Zoom's for leaving). */
@@ -58,15 +58,52 @@ async function toggle(ui, kind) {
   }
 }
 
+/** Ends the meeting for everyone; this app then leaves without the kicked-out dialog. */
+async function endForAll(ui) {
+  ui.endedByMe = true;
+  try {
+    await ui.invoke("end_meeting");
+  } catch (e) {
+    ui.endedByMe = false;
+    showError(ui, e);
+  }
+}
+
 /** Wires the toolbar's controls. */
 export function wireToolbar(ui) {
   const $ = ui.$;
   $("mic").addEventListener("click", () => toggle(ui, "audio"));
   $("cam").addEventListener("click", () => toggle(ui, "video"));
   $("leave").addEventListener("click", async () => {
+    // A host chooses between leaving and ending the meeting for all, as in Zoom.
+    if (ui.isHost) {
+      const choice = await confirmChoice(ui, { text: ui.t("leaveOrEnd"), ok: ui.t("leave"), alt: ui.t("endForAll") });
+      if (choice === "alt") return endForAll(ui);
+      if (choice !== "ok") return;
+    }
     $("leave").disabled = true;
     await ui.session.leave();
     $("leave").disabled = false;
+  });
+  $("end-for-all").addEventListener("click", async () => {
+    const choice = await confirmChoice(ui, { text: ui.t("confirmEnd"), ok: ui.t("endForAll"), danger: true });
+    if (choice === "ok") endForAll(ui);
+  });
+  $("people").addEventListener("click", () => {
+    $("people-panel").hidden = !$("people-panel").hidden;
+    renderRoom(ui);
+  });
+  $("people-list").addEventListener("click", async (ev) => {
+    const button = ev.target.closest("button[data-user]");
+    if (!button) return;
+    const name = button.dataset.user;
+    const choice = await confirmChoice(ui, { text: ui.t("confirmRemove", { name }), ok: ui.t("remove"), danger: true });
+    if (choice !== "ok") return;
+    try {
+      await ui.invoke("remove_participant", { userId: name });
+    } catch (e) {
+      showError(ui, e);
+    }
   });
   $("room-camera").addEventListener("change", (e) =>
     ui.invoke("set_camera", { id: e.target.value }).catch((err) => showError(ui, err)));

@@ -17,6 +17,8 @@ pub const COMMANDS: &[(&str, &[&str])] = &[
     ("set_microphone", &["id"]),
     ("set_speaker", &["id"]),
     ("set_audio_processing", &["settings"]),
+    ("remove_participant", &["userId"]),
+    ("end_meeting", &[]),
     ("frame_endpoint", &[]),
 ];
 

@@ -76,6 +76,16 @@ async fn set_audio_processing(
 }
 
 #[tauri::command]
+async fn remove_participant(app: State<'_, App>, user_id: String) -> Result<(), AppError> {
+    app.remove_participant(&user_id).await
+}
+
+#[tauri::command]
+async fn end_meeting(app: State<'_, App>) -> Result<(), AppError> {
+    app.end_meeting().await
+}
+
+#[tauri::command]
 fn frame_endpoint(app: State<'_, App>) -> FrameEndpoint {
     app.frame_endpoint()
 }
@@ -169,6 +179,8 @@ macro_rules! handler_with {
             set_microphone,
             set_speaker,
             set_audio_processing,
+            remove_participant,
+            end_meeting,
             frame_endpoint,
             $($extra),*
         ]

@@ -35,6 +35,7 @@ fn results() -> BTreeMap<&'static str, Vec<String>> {
         embedded: true,
         bot_command: None,
         publishing: true,
+        host: true,
     };
     let mut r: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
     r.insert(

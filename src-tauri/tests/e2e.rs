@@ -253,10 +253,42 @@ async fn a_person_joins_sees_a_bot_leaves_and_is_forced_out_three_ways() {
         ),
     )
     .await;
+    // The host's participant list: both of us, with Remove for the bot;
+    // removing it asks first, then the bot is gone.
+    d.click("[data-testid=people-toggle]").await;
+    d.until(
+        "the participant list with the host and the bot",
+        "const l = document.querySelector('[data-testid=participant-list]'); return !l.hidden && !!l.querySelector('[data-testid=participant-alice]') && !!l.querySelector('[data-testid=participant-bot]') && !!l.querySelector('[data-testid=remove-bot]') && !l.querySelector('[data-testid=remove-alice]') && document.querySelector('[data-testid=participant-alice]').textContent.includes('Host')",
+    )
+    .await;
+    d.shot("02-people").await;
+    d.click("[data-testid=remove-bot]").await;
+    d.until(
+        "the confirmation to remove the bot",
+        "const c = document.querySelector('[data-testid=confirm-dialog]'); return c.open && c.textContent.includes('bot')",
+    )
+    .await;
+    d.shot("02-confirm-remove").await;
+    d.click("[data-testid=confirm-ok]").await;
+    d.until(
+        "the bot removed",
+        "return !document.querySelector('[data-testid=tile-bot]') && !document.querySelector('[data-testid=participant-bot]')",
+    )
+    .await;
+    d.until("the room screen fits with the list open", FITS)
+        .await;
+
     drop(bot);
 
-    // 3. Leave → the join screen; then rejoin.
+    // 3. Leave (a host is asked: leave, or end for all) → the join screen; then rejoin.
     d.click("#leave").await;
+    d.until(
+        "the host's choice between leaving and ending",
+        "const c = document.querySelector('[data-testid=confirm-dialog]'); return c.open && !document.querySelector('[data-testid=confirm-alt]').hidden",
+    )
+    .await;
+    d.shot("03-leave-or-end").await;
+    d.click("[data-testid=confirm-ok]").await;
     d.until(
         "the join screen after leave",
         "return !document.getElementById('join-screen').hidden",
@@ -320,6 +352,22 @@ async fn a_person_joins_sees_a_bot_leaves_and_is_forced_out_three_ways() {
         "account administrator closed this room",
         "The meeting has ended",
         "07-kicked-dismissed",
+    )
+    .await;
+
+    // The host ends the meeting for all from the toolbar: asked first, then
+    // back on the join screen without the kicked-out dialog.
+    d.join(NAME, ROOM).await;
+    d.click("[data-testid=end-for-all]").await;
+    d.until(
+        "the confirmation to end for all",
+        "return document.querySelector('[data-testid=confirm-dialog]').open",
+    )
+    .await;
+    d.click("[data-testid=confirm-ok]").await;
+    d.until(
+        "the join screen after ending the meeting, no dialog",
+        "return !document.getElementById('join-screen').hidden && !document.getElementById('kicked').open",
     )
     .await;
 

@@ -34,7 +34,7 @@ function mockIpc(handlers) {
 
 const JOINED = {
   userId: "alice", room: "standup", role: "anchor", server: "ws://127.0.0.1:7880",
-  embedded: true, botCommand: "kaigi bot …", publishing: true,
+  embedded: true, botCommand: "kaigi bot …", publishing: true, host: true,
   users: [{ userId: "bob", role: "anchor" }],
 };
 

@@ -33,6 +33,8 @@ pub(crate) struct State {
     pub(crate) bridge: Option<JoinHandle<()>>,
     /// The microphone's processing, for this and every later stream.
     pub(crate) audio_processing: kaigi_sdk::AudioProcessing,
+    /// The room joined on the embedded server: this app hosts it.
+    pub(crate) hosted: Option<kaigi_proto::RoomId>,
 }
 
 /// The managed state behind the UI's commands.

@@ -61,6 +61,9 @@ pub struct Joined {
     pub bot_command: Option<String>,
     /// Whether this client publishes (anchors with a camera or microphone).
     pub publishing: bool,
+    /// Whether this app hosts the room (the embedded server): it may
+    /// remove participants and end the meeting for all.
+    pub host: bool,
 }
 
 /// The frame server's tile table, for the bridge task.
@@ -159,6 +162,7 @@ pub(crate) async fn bridge(
                 if s.client.as_ref().is_some_and(|c| Arc::ptr_eq(c, &client)) {
                     s.client = None;
                     s.bridge = None;
+                    s.hosted = None;
                 }
                 client.stop_audio_output();
                 if let Some(local) = s.local.take() {
@@ -269,6 +273,7 @@ impl App {
             }
         }
         info!(%user, %room, %url, "joined");
+        state.hosted = embedded.then(|| room.clone());
         let bot_command = if embedded {
             self.embedded.get().map(|e| e.bot_command(&room))
         } else {
@@ -283,7 +288,51 @@ impl App {
             embedded,
             bot_command,
             publishing,
+            host: embedded,
         })
+    }
+
+    /// The room this app hosts, and its server, or `NOT_HOST`.
+    async fn hosted(
+        &self,
+    ) -> Result<(kaigi_proto::RoomId, &crate::embedded::EmbeddedServer), AppError> {
+        let not_host = || {
+            AppError::new(
+                AppErrorCode::NotHost,
+                "only the host (the app whose server holds the room) can do that",
+            )
+        };
+        let room = self
+            .state
+            .lock()
+            .await
+            .hosted
+            .clone()
+            .ok_or_else(not_host)?;
+        let server = self.embedded.get().ok_or_else(not_host)?;
+        Ok((room, server))
+    }
+
+    /// As the host: removes `user_id` from the room (they see the
+    /// kicked-out dialog, `removed-by-admin`).
+    pub async fn remove_participant(&self, user_id: &str) -> Result<(), AppError> {
+        let user = UserId::new(user_id).map_err(|e| AppError::invalid(e.to_string()))?;
+        let (room, server) = self.hosted().await?;
+        if !server.remove_user(&room, &user) {
+            return Err(AppError::new(
+                AppErrorCode::NotInRoom,
+                format!("{user} is not in the room"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// As the host: ends the meeting for everyone (`room-dismissed`), this
+    /// app included.
+    pub async fn end_meeting(&self) -> Result<(), AppError> {
+        let (room, server) = self.hosted().await?;
+        server.dismiss_room(&room);
+        Ok(())
     }
 
     pub(crate) fn frames_handle(&self) -> FramesHandle {
@@ -298,6 +347,7 @@ impl App {
             return Err(AppError::new(AppErrorCode::NotInRoom, "not in a room"));
         };
         let result = client.leave().await;
+        state.hosted = None;
         if let Some(b) = state.bridge.take() {
             b.abort();
         }

@@ -71,6 +71,34 @@ impl EmbeddedServer {
         &self.app.secret_key
     }
 
+    /// Removes `user` from `room` as the admin API's `RemoveUser` does
+    /// (they get `client-banned`, `removed-by-admin`). Returns whether they
+    /// were there.
+    pub fn remove_user(&self, room: &kaigi_proto::RoomId, user: &kaigi_proto::UserId) -> bool {
+        let app = self.app.sdk_app_id;
+        let now = kaigi_proto::unix_now();
+        let removed = self
+            .handle
+            .shared()
+            .try_apply(|reg| reg.remove_users(app, room, std::slice::from_ref(user), now));
+        let removed = removed.is_ok_and(|users| !users.is_empty());
+        info!(%room, %user, removed, "removed by the host");
+        removed
+    }
+
+    /// Closes `room` for everyone as the admin API's `DismissRoom` does.
+    /// Returns whether it was open.
+    pub fn dismiss_room(&self, room: &kaigi_proto::RoomId) -> bool {
+        let app = self.app.sdk_app_id;
+        let now = kaigi_proto::unix_now();
+        let closed = self
+            .handle
+            .shared()
+            .try_apply(|reg| reg.dismiss(app, room, now).map(|fx| (fx.len(), fx)));
+        info!(%room, kicked = ?closed.as_ref().ok(), "meeting ended by the host");
+        closed.is_ok()
+    }
+
     /// The command that joins `room` as a second participant.
     pub fn bot_command(&self, room: &kaigi_proto::RoomId) -> String {
         let room_arg = match room {

@@ -67,6 +67,8 @@ app_error_codes! {
     DeviceUnavailable,
     /// A device stopped working.
     DeviceLost,
+    /// Only the host (the app whose embedded server holds the room) may do that.
+    NotHost,
 }
 
 impl AppErrorCode {

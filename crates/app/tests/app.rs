@@ -151,7 +151,7 @@ async fn every_forced_exit_reaches_the_ui_and_closes_the_stream() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_embedded_server_hosts_the_room() {
+async fn the_embedded_server_hosts_the_room_and_its_host_removes_and_ends() {
     let dir = std::env::temp_dir().join(format!("kaigi-app-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     // The dev app and the port are this test's own.
@@ -190,8 +190,54 @@ async fn the_embedded_server_hosts_the_room() {
         .unwrap();
     assert_eq!(ui.wait("peer-join").await["userId"], "guest");
     expect_event(&mut guest_events, "stream-subscribed").await;
-    guest.leave().await.unwrap();
-    app.leave_room().await.unwrap();
+    assert!(joined.host, "the app hosts what its own server holds");
+
+    // The host removes the guest: the guest is forced out as by RemoveUser.
+    app.remove_participant("guest").await.unwrap();
+    let (banned, _) = wait_for(&mut guest_events, "removed by the host", |e| {
+        matches!(e, kaigi_sdk::ClientEvent::ClientBanned { .. })
+    })
+    .await;
+    assert!(
+        matches!(
+            banned,
+            kaigi_sdk::ClientEvent::ClientBanned {
+                reason: KickReason::RemovedByAdmin,
+                ..
+            }
+        ),
+        "{banned:?}"
+    );
+    assert_eq!(ui.wait("peer-leave").await["userId"], "guest");
+    let gone = app.remove_participant("guest").await.unwrap_err();
+    assert_eq!(gone.code, AppErrorCode::NotInRoom, "{gone:?}");
+
+    // The guest comes back; the host ends the meeting for all, itself too.
+    guest
+        .join(str_room("standup"), kaigi_sdk::Role::Anchor)
+        .await
+        .unwrap();
+    assert_eq!(ui.wait("peer-join").await["userId"], "guest");
+    app.end_meeting().await.unwrap();
+    let (banned, _) = wait_for(&mut guest_events, "the meeting ended", |e| {
+        matches!(e, kaigi_sdk::ClientEvent::ClientBanned { .. })
+    })
+    .await;
+    assert!(
+        matches!(
+            banned,
+            kaigi_sdk::ClientEvent::ClientBanned {
+                reason: KickReason::RoomDismissed,
+                ..
+            }
+        ),
+        "{banned:?}"
+    );
+    assert_eq!(ui.wait("client-banned").await["reason"], "room-dismissed");
+    ui.wait("local-stream-closed").await;
+    // Out of the room, nobody hosts anything.
+    let not_host = app.end_meeting().await.unwrap_err();
+    assert_eq!(not_host.code, AppErrorCode::NotHost, "{not_host:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
