@@ -235,3 +235,16 @@ export function readAudioSettings(text) {
   }
   return out;
 }
+
+/**
+ * Who takes the stage in speaker view: the pinned user if still there,
+ * else the one speaking, else the first remote tile, else yourself
+ * (`"local"`); everyone else goes to the strip, in `order`. In grid view
+ * nobody is large.
+ */
+export function stageLayout(order, { view, pinned, speaker }) {
+  const all = ["local", ...order];
+  if (view !== "speaker" && !pinned) return { main: null, strip: all };
+  const main = [pinned, speaker, order[0], "local"].find((id) => id && all.includes(id));
+  return { main, strip: all.filter((id) => id !== main) };
+}

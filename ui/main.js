@@ -24,6 +24,8 @@ const ui = {
   session: null,
   players: {}, // tile id -> player
   previewPlayer: null,
+  view: localStorage.getItem("kaigi.view") === "speaker" ? "speaker" : "grid", // or "speaker"
+  pinned: null, // a user id, or "local"
 };
 
 function translate() {
@@ -49,6 +51,10 @@ function onChange(change) {
       return leaveRoomView(ui);
     case "level":
       return showLevel(ui, change.level);
+    case "announce":
+      // Said by screen readers (a polite live region), not shown.
+      ui.$("announcer").textContent = ui.t(change.what === "peer-join" ? "announceJoin" : "announceLeave", { name: change.userId });
+      return;
     case "devices":
       return onDeviceChanged(ui, change.change).catch((e) => showError(ui, e));
     default:

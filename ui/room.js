@@ -3,7 +3,7 @@
 // the stage, kept in place and changed only where the state changed
 // (`audio-volume` arrives several times a second).
 
-import { activeSpeaker, gridLayout, mutedHint, tiles } from "./logic.js";
+import { activeSpeaker, gridLayout, mutedHint, stageLayout, tiles } from "./logic.js";
 import { playTile } from "./video.js";
 import { renderToolbar } from "./toolbar.js";
 import { startPreview } from "./join.js";
@@ -36,6 +36,15 @@ function icon(ui, kind, on) {
   return svg;
 }
 
+/** The pin button's words and state on `el`. */
+function setPin(ui, el, id) {
+  const pin = el.querySelector(".pin");
+  if (!pin) return;
+  const pinned = ui.pinned === id;
+  setText(pin, pinned ? ui.t("unpin") : ui.t("pin"));
+  pin.setAttribute("aria-pressed", String(pinned));
+}
+
 /** Redraws `el`'s microphone and camera icons when their state (or the language) changed. */
 function setIcons(ui, el, mic, cam) {
   const key = `${mic}/${cam}/${ui.lang}`;
@@ -53,8 +62,10 @@ function tileElement(ui, userId) {
     el.dataset.user = userId;
     el.dataset.testid = `tile-${userId}`;
     el.innerHTML = `<canvas></canvas><div class="novideo" data-testid="camera-off" hidden></div>
-      <figcaption><span class="who"></span><span class="icons"></span></figcaption>`;
+      <figcaption><span class="who"></span><span class="icons"></span></figcaption>
+      <button type="button" class="pin" data-testid="pin-${CSS.escape(userId)}"></button>`;
     el.querySelector(".who").textContent = userId;
+    el.querySelector(".pin").dataset.pin = userId;
     ui.$("tiles").append(el);
   }
   return el;
@@ -65,17 +76,53 @@ function setText(el, text) {
   if (el.textContent !== text) el.textContent = text;
 }
 
-/** Sizes the tiles to fill the stage: as large as they fit, 16:9. */
+/** Sets CSS property `name` of `el` to `value` only when it changes. */
+function setVar(el, name, value) {
+  if (el.style.getPropertyValue(name) !== value) el.style.setProperty(name, value);
+}
+
+/** The height of the strip's tiles in speaker view. */
+const STRIP_H = 96;
+
+/**
+ * Sizes the tiles to fill the stage. Grid view: all alike, as large as
+ * they fit (16:9). Speaker view (or a pin): one large, the others in a
+ * strip below.
+ */
 export function layoutTiles(ui) {
   const grid = ui.$("tiles");
-  const n = [...grid.children].filter((el) => !el.hidden).length;
+  const room = ui.session.room;
+  const order = room ? tiles(room).map((p) => p.userId) : [];
+  const visible = [...grid.children].filter((el) => !el.hidden);
+  const tileOf = (id) => (id === "local" ? ui.$("tile-local") : visible.find((el) => el.dataset.user === id));
+  const shown = ["local", ...order].filter((id) => tileOf(id) && !tileOf(id).hidden);
+  const { main } = stageLayout(shown.filter((id) => id !== "local"), {
+    view: ui.view,
+    pinned: shown.includes(ui.pinned) ? ui.pinned : null,
+    speaker: room ? activeSpeaker(room) : null,
+  });
+  const mainEl = main && shown.includes(main) ? tileOf(main) : null;
+  for (const el of visible) {
+    el.classList.toggle("main", el === mainEl);
+    el.classList.toggle("pinned", !!ui.pinned && el === tileOf(ui.pinned));
+  }
+  grid.classList.toggle("speaker", !!mainEl);
   const { width, height } = grid.getBoundingClientRect();
   if (!width || !height) return;
-  const { cols, w, h } = gridLayout(n, width, height, 10);
-  const style = grid.style;
-  if (style.getPropertyValue("--cols") !== String(cols)) style.setProperty("--cols", String(cols));
-  if (style.getPropertyValue("--tile-w") !== `${w}px`) style.setProperty("--tile-w", `${w}px`);
-  if (style.getPropertyValue("--tile-h") !== `${h}px`) style.setProperty("--tile-h", `${h}px`);
+  if (!mainEl) {
+    const { cols, w, h } = gridLayout(visible.length, width, height, 10);
+    setVar(grid, "--cols", String(cols));
+    setVar(grid, "--tile-w", `${w}px`);
+    setVar(grid, "--tile-h", `${h}px`);
+    return;
+  }
+  const strip = visible.length - 1;
+  const stripH = strip ? STRIP_H : 0;
+  const { w, h } = gridLayout(1, width, height - (strip ? stripH + 10 : 0), 10);
+  setVar(grid, "--main-w", `${w}px`);
+  setVar(grid, "--main-h", `${h}px`);
+  setVar(grid, "--strip-w", `${Math.floor((stripH * 16) / 9)}px`);
+  setVar(grid, "--strip-h", `${stripH}px`);
 }
 
 /** The header and window title: the room's name and how many are in it. */
@@ -101,6 +148,7 @@ function renderSelf(ui, room) {
   if (el.hidden) return;
   const camOn = !room.muted.video;
   setIcons(ui, el, !room.muted.audio, camOn);
+  setPin(ui, el, "local");
   el.querySelector(".novideo").hidden = camOn;
   const canvas = el.querySelector("canvas");
   if (camOn && !ui.players.local) {
@@ -204,6 +252,7 @@ export function renderRoom(ui) {
     // While reconnecting, what the tiles last showed is not live.
     el.classList.toggle("stale", !live);
     setIcons(ui, el, p.audio && !p.audioMuted, p.video && !p.videoMuted);
+    setPin(ui, el, p.userId);
     const cam = p.video && !p.videoMuted;
     const showVideo = p.subscribed && cam && !p.videoPaused;
     const why = cam && p.videoPaused ? "videoPaused" : "noVideo";
@@ -274,4 +323,5 @@ export function showScreen(ui, which) {
   ui.$("join-screen").hidden = which !== "join";
   ui.$("room-screen").hidden = which !== "room";
   ui.$("badge").hidden = which !== "room";
+  for (const el of document.querySelectorAll(".in-room")) el.hidden = which !== "room";
 }

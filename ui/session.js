@@ -40,6 +40,7 @@ export function createSession({ invoke, listen }, onChange) {
       if (name === "device-changed") return onChange({ kind: "devices", change: payload });
       if (!session.room) return;
       applyEvent(session.room, payload);
+      if (name === "peer-join" || name === "peer-leave") onChange({ kind: "announce", what: name, userId: payload.userId });
       if (name === "client-banned") return onChange({ kind: "kicked", reason: payload.reason });
       if (name === "client-left") {
         session.room = null;

@@ -35,6 +35,12 @@ export function renderToolbar(ui) {
   cam.title = `${cam.textContent} (${SHORTCUTS.cam.label})`;
   const leave = ui.$("leave");
   leave.title = `${ui.t("leave")} (${SHORTCUTS.leave.label})`;
+  const view = ui.$("view");
+  view.textContent = ui.view === "speaker" ? ui.t("gridView") : ui.t("speakerView");
+  view.setAttribute("aria-pressed", String(ui.view === "speaker"));
+  const full = ui.$("fullscreen");
+  full.textContent = document.fullscreenElement ? ui.t("exitFullScreen") : ui.t("fullScreen");
+  full.setAttribute("aria-pressed", String(!!document.fullscreenElement));
 }
 
 /** Shows the own microphone's level (0–100, after processing) on every meter. */
@@ -88,6 +94,33 @@ export function wireToolbar(ui) {
   $("end-for-all").addEventListener("click", async () => {
     const choice = await confirmChoice(ui, { text: ui.t("confirmEnd"), ok: ui.t("endForAll"), danger: true });
     if (choice === "ok") endForAll(ui);
+  });
+  $("view").addEventListener("click", () => {
+    ui.view = ui.view === "speaker" ? "grid" : "speaker";
+    localStorage.setItem("kaigi.view", ui.view);
+    renderToolbar(ui);
+    renderRoom(ui);
+  });
+  $("fullscreen").addEventListener("click", async () => {
+    try {
+      if (document.fullscreenElement) await document.exitFullscreen();
+      else await document.documentElement.requestFullscreen();
+    } catch (e) {
+      showError(ui, e);
+    }
+  });
+  document.addEventListener("fullscreenchange", () => renderToolbar(ui));
+  const togglePin = (id) => {
+    ui.pinned = ui.pinned === id ? null : id;
+    renderRoom(ui);
+  };
+  $("tiles").addEventListener("click", (ev) => {
+    const pin = ev.target.closest("button.pin");
+    if (pin) togglePin(pin.dataset.pin);
+  });
+  $("tiles").addEventListener("dblclick", (ev) => {
+    const tile = ev.target.closest(".tile");
+    if (tile && !ev.target.closest("button")) togglePin(tile.id === "tile-local" ? "local" : tile.dataset.user);
   });
   $("people").addEventListener("click", () => {
     $("people-panel").hidden = !$("people-panel").hidden;

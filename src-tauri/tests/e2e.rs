@@ -253,6 +253,37 @@ async fn a_person_joins_sees_a_bot_leaves_and_is_forced_out_three_ways() {
         ),
     )
     .await;
+    // Speaker view puts the speaking bot (its tone) on the stage, the own
+    // tile in the strip; a pin puts the own tile there instead.
+    d.click("[data-testid=toggle-view]").await;
+    d.until(
+        "speaker view with the bot on the stage",
+        "const main = document.querySelector('.tile.main'); const own = document.getElementById('tile-local').getBoundingClientRect(); return !!main && main.dataset.user === 'bot' && own.height < main.getBoundingClientRect().height / 2",
+    )
+    .await;
+    d.shot("02-speaker-view").await;
+    d.click("[data-testid=pin-self]").await;
+    d.until(
+        "the own tile pinned on the stage",
+        "return document.getElementById('tile-local').classList.contains('main') && document.querySelector('[data-testid=pin-self]').getAttribute('aria-pressed') === 'true'",
+    )
+    .await;
+    d.click("[data-testid=pin-self]").await;
+    d.click("[data-testid=toggle-view]").await;
+    d.until(
+        "the grid again",
+        "return !document.querySelector('.tile.main') && !document.getElementById('tiles').classList.contains('speaker')",
+    )
+    .await;
+    d.click("[data-testid=fullscreen]").await;
+    d.until("full screen", "return !!document.fullscreenElement")
+        .await;
+    d.until("the room screen fits in full screen", FITS).await;
+    d.shot("02-full-screen").await;
+    d.click("[data-testid=fullscreen]").await;
+    d.until("out of full screen", "return !document.fullscreenElement")
+        .await;
+
     // The host's participant list: both of us, with Remove for the bot;
     // removing it asks first, then the bot is gone.
     d.click("[data-testid=people-toggle]").await;

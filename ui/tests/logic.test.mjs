@@ -3,7 +3,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import {
-  emptyRoom, applyEvent, activeSpeaker, tiles, joinForm, mutedHint, MUTED_HINT_MS, gridLayout,
+  emptyRoom, applyEvent, activeSpeaker, tiles, joinForm, mutedHint, MUTED_HINT_MS, gridLayout, stageLayout,
   readAudioSettings, AUDIO_DEFAULTS,
 } from "../logic.js";
 import { parseFrame } from "../video.js";
@@ -218,4 +218,15 @@ test("audio settings: all on by default, each part remembered, junk ignored", ()
     readAudioSettings('{"echoCancellation":false,"autoGain":"no","extra":1}'),
     { echoCancellation: false, noiseSuppression: true, autoGain: true },
   );
+});
+
+test("speaker view puts the pinned, else the speaking, else the first on the stage", () => {
+  const order = ["bob", "carol"];
+  assert.deepEqual(stageLayout(order, { view: "grid", pinned: null, speaker: "bob" }), { main: null, strip: ["local", "bob", "carol"] });
+  assert.deepEqual(stageLayout(order, { view: "speaker", pinned: null, speaker: "carol" }), { main: "carol", strip: ["local", "bob"] });
+  assert.equal(stageLayout(order, { view: "speaker", pinned: null, speaker: null }).main, "bob");
+  // A pin wins in either view, until its user leaves.
+  assert.equal(stageLayout(order, { view: "grid", pinned: "local", speaker: "carol" }).main, "local");
+  assert.equal(stageLayout(["carol"], { view: "speaker", pinned: "bob", speaker: null }).main, "carol");
+  assert.equal(stageLayout([], { view: "speaker", pinned: null, speaker: null }).main, "local");
 });

@@ -85,7 +85,7 @@ test("join, peers, a forced exit and its OK", async () => {
 
   ipc.emit("peer-join", { userId: "carol", role: "anchor" });
   ipc.emit("stream-added", { userId: "carol", audio: true, video: true });
-  assert.deepEqual(shown.map((c) => c.kind), ["room", "room"]);
+  assert.deepEqual(shown.map((c) => c.kind), ["announce", "room", "room"]);
   assert.equal(s.room.peers.carol.video, true);
 
   ipc.emit("client-banned", { reason: "duplicate-user-id", message: "kicked out" });
@@ -163,4 +163,16 @@ test("devices plugged, unplugged or taken over reach the pickers, in a call or n
   const active = { ...added, action: "active" };
   ipc.emit("device-changed", active);
   assert.deepEqual(shown.at(-1), { kind: "devices", change: active }, "in the room");
+});
+
+test("joins and leaves are announced, and the room redrawn", async () => {
+  const ipc = mockIpc({ join_room: () => JOINED });
+  const shown = [];
+  const s = createSession(ipc, (c) => shown.push(c));
+  await s.start();
+  await s.join(joinForm({ name: "alice", room: "1" }));
+  ipc.emit("peer-join", { event: "peer-join", userId: "carol", role: "anchor" });
+  assert.deepEqual(shown.slice(-2), [{ kind: "announce", what: "peer-join", userId: "carol" }, { kind: "room" }]);
+  ipc.emit("peer-leave", { event: "peer-leave", userId: "carol", reason: "left" });
+  assert.deepEqual(shown.slice(-2), [{ kind: "announce", what: "peer-leave", userId: "carol" }, { kind: "room" }]);
 });
