@@ -26,6 +26,8 @@ const ui = {
   previewPlayer: null,
   view: localStorage.getItem("kaigi.view") === "speaker" ? "speaker" : "grid", // or "speaker"
   pinned: null, // a user id, or "local"
+  window: tauri.window.getCurrentWindow(),
+  fullscreen: false,
 };
 
 function translate() {

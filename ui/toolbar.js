@@ -39,8 +39,8 @@ export function renderToolbar(ui) {
   view.textContent = ui.view === "speaker" ? ui.t("gridView") : ui.t("speakerView");
   view.setAttribute("aria-pressed", String(ui.view === "speaker"));
   const full = ui.$("fullscreen");
-  full.textContent = document.fullscreenElement ? ui.t("exitFullScreen") : ui.t("fullScreen");
-  full.setAttribute("aria-pressed", String(!!document.fullscreenElement));
+  full.textContent = ui.fullscreen ? ui.t("exitFullScreen") : ui.t("fullScreen");
+  full.setAttribute("aria-pressed", String(!!ui.fullscreen));
 }
 
 /** Shows the own microphone's level (0–100, after processing) on every meter. */
@@ -62,6 +62,21 @@ async function toggle(ui, kind) {
   } catch (e) {
     showError(ui, e);
   }
+}
+
+/**
+ * The window in full screen or not, through the window itself (the page's
+ * Fullscreen API waits on the window manager's answer, which not every
+ * desktop gives). Escape leaves it.
+ */
+export async function setFullscreen(ui, on) {
+  try {
+    await ui.window.setFullscreen(on);
+    ui.fullscreen = on;
+  } catch (e) {
+    showError(ui, e);
+  }
+  renderToolbar(ui);
 }
 
 /** Ends the meeting for everyone; this app then leaves without the kicked-out dialog. */
@@ -101,15 +116,7 @@ export function wireToolbar(ui) {
     renderToolbar(ui);
     renderRoom(ui);
   });
-  $("fullscreen").addEventListener("click", async () => {
-    try {
-      if (document.fullscreenElement) await document.exitFullscreen();
-      else await document.documentElement.requestFullscreen();
-    } catch (e) {
-      showError(ui, e);
-    }
-  });
-  document.addEventListener("fullscreenchange", () => renderToolbar(ui));
+  $("fullscreen").addEventListener("click", () => setFullscreen(ui, !ui.fullscreen));
   const togglePin = (id) => {
     ui.pinned = ui.pinned === id ? null : id;
     renderRoom(ui);
@@ -154,6 +161,7 @@ export function wireToolbar(ui) {
     }
   });
   document.addEventListener("keydown", (ev) => {
+    if (ev.key === "Escape" && ui.fullscreen) return setFullscreen(ui, false);
     if (!ui.session.room || $("room-screen").hidden) return;
     const button = shortcutFor(ev);
     if (!button || $(button).disabled) return;
