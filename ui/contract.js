@@ -13,6 +13,9 @@ export const COMMANDS = {
   "remove_participant": [
     "userId"
   ],
+  "send_chat": [
+    "text"
+  ],
   "set_audio_processing": [
     "settings"
   ],
@@ -62,6 +65,7 @@ export const RESULTS = {
     "speakers"
   ],
   "remove_participant": [],
+  "send_chat": [],
   "set_audio_processing": [],
   "set_camera": [],
   "set_microphone": [],
@@ -99,6 +103,11 @@ export const IPC_TRANSPORT_COMMANDS = {
 export const EVENT_FIELDS = {
   "audio-volume": [
     "result"
+  ],
+  "chat": [
+    "sentAt",
+    "text",
+    "userId"
   ],
   "client-banned": [
     "message",

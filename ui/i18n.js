@@ -148,6 +148,11 @@ export const MESSAGES = {
     exitFullScreen: "Exit full screen",
     announceJoin: "{name} joined",
     announceLeave: "{name} left",
+    chat: "Chat",
+    send: "Send",
+    chatHint: "Message everyone",
+    chatNote: "Messages last only for this call.",
+    unreadCount: "{count} unread",
   },
   ja: {
     title: "Kaigi",
@@ -293,6 +298,11 @@ export const MESSAGES = {
     exitFullScreen: "全画面を終了",
     announceJoin: "{name} さんが参加しました",
     announceLeave: "{name} さんが退出しました",
+    chat: "チャット",
+    send: "送信",
+    chatHint: "全員にメッセージ",
+    chatNote: "メッセージはこの通話の間だけ残ります。",
+    unreadCount: "未読 {count} 件",
   },
   ko: {
     title: "Kaigi",
@@ -438,6 +448,11 @@ export const MESSAGES = {
     exitFullScreen: "전체 화면 종료",
     announceJoin: "{name} 님이 참가했습니다",
     announceLeave: "{name} 님이 나갔습니다",
+    chat: "채팅",
+    send: "보내기",
+    chatHint: "모두에게 메시지",
+    chatNote: "메시지는 이 통화 동안만 남습니다.",
+    unreadCount: "읽지 않음 {count}개",
   },
 };
 

@@ -20,8 +20,16 @@ export function emptyRoom(me) {
     mutedHintUntil: 0,
     // userId -> {userId, role, hasStream, audio, video, audioMuted, videoMuted, volume, subscribed}
     peers: {},
+    // The call's chat, oldest first: {userId, text, sentAt, mine}; the last CHAT_KEEP.
+    chat: [],
+    // Messages from others not yet seen (the chat panel closed).
+    unread: 0,
+    chatOpen: false,
   };
 }
+
+/** How many chat messages a call keeps. */
+export const CHAT_KEEP = 500;
 
 function peer(state, userId) {
   if (!state.peers[userId]) {
@@ -53,8 +61,9 @@ export const SPEAKING = 12;
 
 /**
  * The reducer: applies one app event (its JSON payload) or one of the
- * window's actions (`{event: "local-mute", audio?, video?}`) to the state,
- * in place.
+ * window's actions (`{event: "local-mute", audio?, video?}`, `{event:
+ * "local-chat", text, sentAt}` for an own message sent, `{event:
+ * "local-chat-open", open}`) to the state, in place.
  */
 export function applyEvent(state, e) {
   switch (e.event) {
@@ -126,6 +135,18 @@ export function applyEvent(state, e) {
     case "client-left":
       state.screen = "left";
       state.peers = {};
+      break;
+    case "chat":
+    case "local-chat": {
+      const mine = e.event === "local-chat";
+      state.chat.push({ userId: mine ? state.me : e.userId, text: e.text, sentAt: e.sentAt, mine });
+      if (state.chat.length > CHAT_KEEP) state.chat.splice(0, state.chat.length - CHAT_KEEP);
+      if (!mine && !state.chatOpen) state.unread += 1;
+      break;
+    }
+    case "local-chat-open":
+      state.chatOpen = e.open;
+      if (e.open) state.unread = 0;
       break;
     default:
       break;

@@ -221,6 +221,44 @@ function renderPeople(ui, room, speaker) {
   );
 }
 
+/** The chat: the unread count on its button, and the log when open (new messages appended, scrolled to). */
+function renderChat(ui, room) {
+  const unread = ui.$("chat-unread");
+  setText(unread, room.unread ? String(room.unread) : "");
+  unread.hidden = !room.unread;
+  unread.setAttribute("aria-label", ui.t("unreadCount", { count: room.unread }));
+  ui.$("chat-toggle").setAttribute("aria-expanded", String(room.chatOpen));
+  const panel = ui.$("chat-panel");
+  if (panel.hidden === room.chatOpen) panel.hidden = !room.chatOpen;
+  if (!room.chatOpen) return;
+  const log = ui.$("chat-log");
+  // Rebuilt only when messages were added or dropped (the first kept one changed).
+  const key = `${room.chat.length}:${room.chat[0]?.sentAt ?? ""}:${ui.lang}`;
+  if (log.dataset.key === key) return;
+  log.dataset.key = key;
+  const time = new Intl.DateTimeFormat(ui.lang, { hour: "2-digit", minute: "2-digit" });
+  log.replaceChildren(
+    ...room.chat.map((m) => {
+      const li = document.createElement("li");
+      li.classList.toggle("mine", m.mine);
+      const from = document.createElement("div");
+      from.className = "from";
+      const who = document.createElement("span");
+      who.textContent = m.mine ? ui.t("you") : m.userId;
+      const when = document.createElement("time");
+      when.dateTime = new Date(m.sentAt).toISOString();
+      when.textContent = time.format(new Date(m.sentAt));
+      from.append(who, when);
+      const text = document.createElement("div");
+      text.className = "text";
+      text.textContent = m.text;
+      li.append(from, text);
+      return li;
+    }),
+  );
+  log.scrollTop = log.scrollHeight;
+}
+
 /** Draws the room view from the session's room state. */
 export function renderRoom(ui) {
   const room = ui.session.room;
@@ -279,6 +317,7 @@ export function renderRoom(ui) {
   }
   $("waiting").hidden = wanted.size > 0;
   renderPeople(ui, room, speaker);
+  renderChat(ui, room);
   layoutTiles(ui);
 }
 

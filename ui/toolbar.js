@@ -129,6 +129,40 @@ export function wireToolbar(ui) {
     const tile = ev.target.closest(".tile");
     if (tile && !ev.target.closest("button")) togglePin(tile.id === "tile-local" ? "local" : tile.dataset.user);
   });
+  $("chat-toggle").addEventListener("click", () => {
+    const room = ui.session.room;
+    if (!room) return;
+    applyEvent(room, { event: "local-chat-open", open: !room.chatOpen });
+    renderRoom(ui);
+    if (room.chatOpen) $("chat-input").focus();
+  });
+  const send = async () => {
+    const room = ui.session.room;
+    const text = $("chat-input").value;
+    if (!room || !text.trim()) return;
+    $("chat-send").disabled = true;
+    try {
+      await ui.invoke("send_chat", { text });
+      applyEvent(room, { event: "local-chat", text, sentAt: Date.now() });
+      $("chat-input").value = "";
+      renderRoom(ui);
+    } catch (e) {
+      showError(ui, e);
+    }
+    $("chat-send").disabled = false;
+    $("chat-input").focus();
+  };
+  $("chat-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    send();
+  });
+  // Enter sends; Shift+Enter starts a new line.
+  $("chat-input").addEventListener("keydown", (ev) => {
+    if (ev.key === "Enter" && !ev.shiftKey && !ev.isComposing) {
+      ev.preventDefault();
+      send();
+    }
+  });
   $("people").addEventListener("click", () => {
     $("people-panel").hidden = !$("people-panel").hidden;
     renderRoom(ui);
@@ -163,6 +197,7 @@ export function wireToolbar(ui) {
   document.addEventListener("keydown", (ev) => {
     if (ev.key === "Escape" && ui.fullscreen) return setFullscreen(ui, false);
     if (!ui.session.room || $("room-screen").hidden) return;
+    if (ev.target.closest && ev.target.closest("textarea, input")) return;
     const button = shortcutFor(ev);
     if (!button || $(button).disabled) return;
     ev.preventDefault();

@@ -19,6 +19,7 @@ pub const COMMANDS: &[(&str, &[&str])] = &[
     ("set_audio_processing", &["settings"]),
     ("remove_participant", &["userId"]),
     ("end_meeting", &[]),
+    ("send_chat", &["text"]),
     ("frame_endpoint", &[]),
 ];
 

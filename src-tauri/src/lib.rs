@@ -81,6 +81,11 @@ async fn remove_participant(app: State<'_, App>, user_id: String) -> Result<(), 
 }
 
 #[tauri::command]
+async fn send_chat(app: State<'_, App>, text: String) -> Result<(), AppError> {
+    app.send_chat(&text).await
+}
+
+#[tauri::command]
 async fn end_meeting(app: State<'_, App>) -> Result<(), AppError> {
     app.end_meeting().await
 }
@@ -181,6 +186,7 @@ macro_rules! handler_with {
             set_audio_processing,
             remove_participant,
             end_meeting,
+            send_chat,
             frame_endpoint,
             $($extra),*
         ]

@@ -208,6 +208,8 @@ async fn a_person_joins_sees_a_bot_leaves_and_is_forced_out_three_ways() {
             "test-pattern:640x360",
             "--audio",
             "tone",
+            "--say",
+            "hello from the bot <b>not bold</b>",
         ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -220,6 +222,32 @@ async fn a_person_joins_sees_a_bot_leaves_and_is_forced_out_three_ways() {
     )
     .await;
     d.shot("02-bot-video").await;
+
+    // The bot's chat message: an unread badge, then the log (as text, not
+    // markup); an own message sent with Enter joins it.
+    d.until(
+        "one unread chat message",
+        "const u = document.querySelector('[data-testid=chat-unread]'); return !u.hidden && u.textContent === '1'",
+    )
+    .await;
+    d.click("[data-testid=chat-toggle]").await;
+    d.until(
+        "the bot's message in the chat log",
+        "const log = document.querySelector('[data-testid=chat-log]'); return log.textContent.includes('hello from the bot <b>not bold</b>') && !log.querySelector('b') && document.querySelector('[data-testid=chat-unread]').hidden",
+    )
+    .await;
+    // WebDriver's Enter key (U+E007) sends, as a person's Enter does.
+    d.type_into("[data-testid=chat-input]", "hi bot\u{E007}")
+        .await;
+    d.until(
+        "the own message in the log, the input cleared",
+        "const mine = document.querySelector('[data-testid=chat-log] li.mine'); return !!mine && mine.textContent.includes('hi bot') && document.querySelector('[data-testid=chat-input]').value === ''",
+    )
+    .await;
+    d.until("the room screen fits with the chat open", FITS)
+        .await;
+    d.shot("02-chat").await;
+    d.click("[data-testid=chat-toggle]").await;
 
     // Stop video: the own tile stops (camera-off shown, no more frames)
     // while the bot's keeps playing; Start video brings it back.

@@ -230,3 +230,18 @@ test("speaker view puts the pinned, else the speaking, else the first on the sta
   assert.equal(stageLayout(["carol"], { view: "speaker", pinned: "bob", speaker: null }).main, "carol");
   assert.equal(stageLayout([], { view: "speaker", pinned: null, speaker: null }).main, "local");
 });
+
+test("chat: others' messages count as unread until the panel opens; own ones never do; the call keeps the last 500", () => {
+  const s = emptyRoom("alice");
+  applyEvent(s, { event: "chat", userId: "bob", text: "hi", sentAt: 1 });
+  applyEvent(s, { event: "local-chat", text: "hello", sentAt: 2 });
+  assert.equal(s.unread, 1);
+  assert.deepEqual(s.chat.map((m) => [m.userId, m.mine]), [["bob", false], ["alice", true]]);
+  applyEvent(s, { event: "local-chat-open", open: true });
+  assert.equal(s.unread, 0);
+  applyEvent(s, { event: "chat", userId: "bob", text: "seen", sentAt: 3 });
+  assert.equal(s.unread, 0, "the panel is open");
+  for (let i = 0; i < 600; i++) applyEvent(s, { event: "chat", userId: "bob", text: `m${i}`, sentAt: 4 + i });
+  assert.equal(s.chat.length, 500);
+  assert.equal(s.chat.at(-1).text, "m599");
+});

@@ -292,6 +292,18 @@ impl App {
         })
     }
 
+    /// Sends a chat message to everyone else in the room.
+    pub async fn send_chat(&self, text: &str) -> Result<(), AppError> {
+        let client = self
+            .state
+            .lock()
+            .await
+            .client
+            .clone()
+            .ok_or_else(|| AppError::new(AppErrorCode::NotInRoom, "not in a room"))?;
+        client.send_chat(text).await.map_err(AppError::from)
+    }
+
     /// The room this app hosts, and its server, or `NOT_HOST`.
     async fn hosted(
         &self,

@@ -54,6 +54,10 @@ pub struct BotArgs {
     /// The microphone's processing.
     #[command(flatten)]
     processing: crate::audio::ProcessingFlags,
+    /// Say this in the room's chat once joined (repeatable); what the
+    /// others say is printed as `{"event":"chat",…}`.
+    #[arg(long)]
+    say: Vec<String>,
 }
 
 fn size(s: &str) -> Result<(usize, usize), String> {
@@ -241,6 +245,14 @@ pub async fn run(args: BotArgs) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
+    for text in &args.say {
+        match client.send_chat(text).await {
+            Ok(()) => line(json!({"event": "chat-sent", "text": text})),
+            Err(e) => {
+                line(json!({"event": "chat-failed", "name": e.name(), "message": e.to_string()}))
+            }
+        }
+    }
     let stop = shutdown_signal();
     tokio::pin!(stop);
     let mut report = tokio::time::interval(std::time::Duration::from_secs(1));

@@ -20,7 +20,7 @@ pub use usersig::{UserSig, UserSigClaims, UserSigError};
 
 /// The version of the signaling protocol described in `docs/protocol.md`:
 /// the newest, which this crate's clients speak.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 /// The oldest protocol version the server still serves.
 pub const MIN_PROTOCOL_VERSION: u32 = 1;
 
@@ -34,6 +34,14 @@ pub fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Milliseconds since the Unix epoch, now (0 before 1970).
+pub fn unix_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
 

@@ -115,6 +115,30 @@ fn is_false(b: &bool) -> bool {
 /// The most simulcast layers a publication may have.
 pub const MAX_LAYERS: usize = 3;
 
+/// The longest chat message, in characters (protocol 3).
+pub const MAX_CHAT_CHARS: usize = 2000;
+
+/// Checks a chat message's text: 1 to [`MAX_CHAT_CHARS`] characters, not
+/// only white space, and no control characters but line breaks and tabs.
+pub fn check_chat_text(text: &str) -> Result<(), String> {
+    if text.trim().is_empty() {
+        return Err("a chat message needs some text".into());
+    }
+    let chars = text.chars().count();
+    if chars > MAX_CHAT_CHARS {
+        return Err(format!(
+            "a chat message is at most {MAX_CHAT_CHARS} characters, not {chars}"
+        ));
+    }
+    if text
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        return Err("a chat message may not hold control characters".into());
+    }
+    Ok(())
+}
+
 /// A picture size in pixels.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct VideoSize {
@@ -257,6 +281,14 @@ pub enum ClientMessage {
         /// The new role.
         role: Role,
     },
+    /// Send a text message to everyone else in the room (protocol 3);
+    /// answered with `chat-sent`.
+    Chat {
+        /// Echoed in the reply.
+        req_id: u64,
+        /// The text (see [`check_chat_text`]).
+        text: String,
+    },
     /// The client's SDP answer to the server's latest `offer`.
     Answer {
         /// The SDP text.
@@ -277,7 +309,8 @@ impl ClientMessage {
             | ClientMessage::Subscribe { req_id, .. }
             | ClientMessage::Unsubscribe { req_id, .. }
             | ClientMessage::SetVideoSize { req_id, .. }
-            | ClientMessage::SwitchRole { req_id, .. } => *req_id,
+            | ClientMessage::SwitchRole { req_id, .. }
+            | ClientMessage::Chat { req_id, .. } => *req_id,
             ClientMessage::Answer { .. } => 0,
         }
     }
@@ -473,6 +506,23 @@ pub enum ServerMessage {
         /// on; video resumes by itself). Sent only to that client.
         #[serde(default, skip_serializing_if = "is_false")]
         video_paused: bool,
+    },
+    /// `chat` delivered to the others in the room.
+    ChatSent {
+        /// Echoes the request id.
+        req_id: u64,
+        /// When the server took it (ms since the Unix epoch), as the
+        /// others see it.
+        sent_at: u64,
+    },
+    /// A chat message from another user in the room (protocol 3).
+    Chat {
+        /// From whom.
+        user_id: UserId,
+        /// The text.
+        text: String,
+        /// When the server took it (ms since the Unix epoch).
+        sent_at: u64,
     },
     /// `set-video-size` done.
     VideoSizeSet {

@@ -177,11 +177,6 @@ impl Client {
             session_id: joined.session_id.clone(),
             users: joined.users.clone(),
         };
-        let mut watch = self.device_watch.lock();
-        if watch.is_none() {
-            *watch = Some(crate::follow::watch_devices(Arc::downgrade(&self.shared)));
-        }
-        drop(watch);
         let (tx, rx) = mpsc::unbounded_channel();
         let span = info_span!("client", user = %self.shared.opts.user_id, %room);
         let task =
@@ -217,8 +212,21 @@ impl Client {
         if let Some((_, task)) = slot.take() {
             task.abort();
         }
+        if stream.camera_id().is_some() || stream.microphone_id().is_some() {
+            self.watch_devices();
+        }
         let task = crate::follow::follow_stream(Arc::downgrade(&self.shared), stream.clone());
         *slot = Some((stream.clone(), task));
+    }
+
+    /// Starts reporting devices plugged in and out (`device-changed`), once
+    /// this client uses a device: a client of synthetic media only never
+    /// lists the machine's devices.
+    fn watch_devices(&self) {
+        let mut watch = self.device_watch.lock();
+        if watch.is_none() {
+            *watch = Some(crate::follow::watch_devices(Arc::downgrade(&self.shared)));
+        }
     }
 
     /// Ends the device-failure forwarder (nothing is published any more).
@@ -288,6 +296,19 @@ impl Client {
         self.request(Request::SetVideoSize {
             user: user.clone(),
             size: kaigi_proto::signal::VideoSize::new(width, height),
+        })
+        .await
+    }
+
+    /// Sends a chat message to everyone else in the room (they get a
+    /// `chat` event); resolves once the server took it. Up to 2,000
+    /// characters; 5 a second (10 at once), more are refused
+    /// (`RATE_LIMITED`). Messages live only for the call: the server keeps
+    /// none, and who joins later does not see earlier ones.
+    pub async fn send_chat(&self, text: &str) -> Result<(), ClientError> {
+        kaigi_proto::signal::check_chat_text(text).map_err(ClientError::InvalidParameter)?;
+        self.request(Request::Chat {
+            text: text.to_owned(),
         })
         .await
     }
@@ -364,6 +385,7 @@ impl Client {
     /// one that opens (`device-changed`, `active`), or, with none, by the
     /// next one plugged in.
     pub fn set_audio_output(&self, id: Option<&str>) -> Result<(), ClientError> {
+        self.watch_devices();
         let mixer = kaigi_media::Mixer::new();
         self.speaker
             .open(id, mixer.clone(), Arc::downgrade(&self.shared))?;

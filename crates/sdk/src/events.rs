@@ -187,6 +187,16 @@ pub enum ClientEvent {
         /// TRTC's message for the reason.
         message: String,
     },
+    /// A chat message from another user in the room (Kaigi's own; sent
+    /// with [`crate::Client::send_chat`]).
+    Chat {
+        /// From whom.
+        user_id: UserId,
+        /// The text.
+        text: String,
+        /// When the server took it (ms since the Unix epoch).
+        sent_at: u64,
+    },
     /// A camera, microphone or speaker was plugged in (`add`), unplugged
     /// (`remove`), or taken into use in place of one that stopped working
     /// (`active`), as TRTC v5's `DEVICE_CHANGED`.
@@ -269,6 +279,11 @@ impl ClientEvent {
                 reason: KickReason::RemovedByAdmin,
                 message: KickReason::RemovedByAdmin.message().into(),
             },
+            ClientEvent::Chat {
+                user_id: u(),
+                text: "hello".into(),
+                sent_at: 1,
+            },
             ClientEvent::DeviceChanged {
                 kind: DeviceType::Microphone,
                 action: crate::devices::DeviceAction::Active,
@@ -304,6 +319,7 @@ impl ClientEvent {
             ClientEvent::UnmuteVideo { .. } => "unmute-video",
             ClientEvent::ConnectionStateChanged { .. } => "connection-state-changed",
             ClientEvent::ClientBanned { .. } => "client-banned",
+            ClientEvent::Chat { .. } => "chat",
             ClientEvent::DeviceChanged { .. } => "device-changed",
             ClientEvent::Error { .. } => "error",
         }
@@ -400,7 +416,7 @@ mod tests {
             // too, or the UI's contract would not list it.
             assert_eq!(serde_json::to_value(e).unwrap()["event"], e.name());
         }
-        assert_eq!(examples.len(), 18);
+        assert_eq!(examples.len(), 19);
     }
 
     #[test]

@@ -82,9 +82,19 @@ fn from_device(stream: &LocalStream, kind: DeviceKind) -> bool {
 /// in while a source has none.
 pub(crate) fn follow_stream(shared: Weak<Shared>, stream: LocalStream) -> JoinHandle<()> {
     let mut errors = stream.device_errors();
-    let mut plugged = devices::changes();
+    // Only a stream of devices watches them (listing opens every device).
+    let uses_devices =
+        from_device(&stream, DeviceKind::Camera) || from_device(&stream, DeviceKind::Microphone);
+    let (never, mut plugged) = if uses_devices {
+        (None, devices::changes())
+    } else {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Some(tx), rx)
+    };
     let closed = stream.closed_token();
     tokio::spawn(async move {
+        // Kept so that `plugged` stays open (and silent) without devices.
+        let _never = never;
         // Sources whose device stopped and that no other device took over.
         let mut without: Vec<DeviceKind> = Vec::new();
         loop {

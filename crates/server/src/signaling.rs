@@ -25,7 +25,7 @@ use tracing::{debug, info, info_span, warn, Instrument};
 use crate::config::RateLimit;
 use crate::metrics::Metrics;
 use crate::negotiation::publish_error_code;
-use crate::registry::{JoinError, Member, Place, SessionId, StreamKinds};
+use crate::registry::{Effect, JoinError, Member, Place, SessionId, StreamKinds};
 use crate::sfu::{MediaPeer, Publication};
 use crate::state::{unix_now, Outbound, Shared, OUTBOX_CAPACITY};
 use kaigi_rtc::PeerEvent;
@@ -97,6 +97,13 @@ pub async fn upgrade(
         })
 }
 
+/// How many chat messages a session may send: 5 a second, 10 at once.
+/// More are refused (`RATE_LIMITED`), the connection stays.
+pub const CHAT_RATE: RateLimit = RateLimit {
+    per_sec: 5,
+    burst: 10,
+};
+
 /// A token bucket.
 struct Bucket {
     tokens: f64,
@@ -162,6 +169,8 @@ pub(crate) struct Session {
     pub(crate) publish_offered: bool,
     /// The protocol version the client joined with.
     pub(crate) protocol: u32,
+    /// Chat messages it may still send now ([`CHAT_RATE`]).
+    chat_bucket: Bucket,
     /// The next offer is the first of a replaced connection.
     pub(crate) new_connection: bool,
     /// The mute states of the streams in the room, as last told to the
@@ -261,6 +270,7 @@ async fn run(socket: WebSocket, shared: Arc<Shared>, peer: SocketAddr) {
         publish_reply: None,
         publish_offered: false,
         protocol: kaigi_proto::MIN_PROTOCOL_VERSION,
+        chat_bucket: Bucket::new(CHAT_RATE),
         new_connection: false,
         mutes: std::collections::HashMap::new(),
     };
@@ -289,6 +299,8 @@ async fn run(socket: WebSocket, shared: Arc<Shared>, peer: SocketAddr) {
                 }
                 out = rx.recv() => match out {
                     Some(Outbound::Text(text)) => s.relay(text),
+                    // A client of protocol 1 or 2 does not know `chat`.
+                    Some(Outbound::Chat(text)) => if s.protocol >= 3 { s.relay(text) },
                     Some(Outbound::Subscribe(publisher, kinds)) => s.subscribe(publisher, kinds).await,
                     Some(Outbound::Unsubscribe(publisher)) => s.unsubscribe(publisher).await,
                     Some(Outbound::Kick(reason)) => {
@@ -542,6 +554,7 @@ impl Session {
             ClientMessage::Unsubscribe { req_id, user_id } => {
                 Some(self.request_subscription(req_id, &user_id, None))
             }
+            ClientMessage::Chat { req_id, text } => Some(self.chat(req_id, text)),
             ClientMessage::SwitchRole { req_id, role } => {
                 let id = self.id;
                 let switched = self
@@ -571,6 +584,53 @@ impl Session {
         if let Some(reply) = reply {
             self.send(&reply);
         }
+    }
+
+    /// `chat`: checked, limited, and sent to the others in the room (those
+    /// that speak protocol 3); the reply says when.
+    fn chat(&mut self, req_id: u64, text: String) -> ServerMessage {
+        let refuse = |code: ErrorCode, message: String| {
+            ServerMessage::Error(ErrorMessage::new(Some(req_id), code, message))
+        };
+        if self.protocol < 3 {
+            return refuse(
+                ErrorCode::InvalidMessage,
+                format!(
+                    "chat needs protocol 3; this session joined with {}",
+                    self.protocol
+                ),
+            );
+        }
+        if let Err(e) = kaigi_proto::signal::check_chat_text(&text) {
+            return refuse(ErrorCode::InvalidParameter, e);
+        }
+        if !self.chat_bucket.take() {
+            Metrics::count(&self.shared.metrics.rejected, "chat-rate");
+            return refuse(
+                ErrorCode::RateLimited,
+                format!("at most {} chat messages a second", CHAT_RATE.per_sec),
+            );
+        }
+        let id = self.id;
+        let sent_at = kaigi_proto::unix_now_ms();
+        let sent = self.shared.apply(|reg| match reg.chat_audience(id) {
+            Some((user_id, to)) => (
+                true,
+                vec![Effect::Chat {
+                    to,
+                    msg: ServerMessage::Chat {
+                        user_id,
+                        text,
+                        sent_at,
+                    },
+                }],
+            ),
+            None => (false, Vec::new()),
+        });
+        if !sent {
+            return refuse(ErrorCode::NotInRoom, "join a room first".into());
+        }
+        ServerMessage::ChatSent { req_id, sent_at }
     }
 
     /// `subscribe` (with the kinds wanted) or `unsubscribe` (`None`): the

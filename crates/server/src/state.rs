@@ -30,6 +30,8 @@ pub enum Outbound {
     Text(Utf8Bytes),
     /// Send `client-banned` with this reason, then close.
     Kick(KickReason),
+    /// A serialized `chat` message, for sessions of protocol 3 or later.
+    Chat(Utf8Bytes),
     /// Start receiving (these kinds of) this publisher's stream.
     Subscribe(SessionId, StreamKinds),
     /// Stop receiving this publisher's stream.
@@ -163,6 +165,12 @@ impl Shared {
                     let text: Utf8Bytes = msg.to_json().into();
                     for s in to {
                         deliver(s, Outbound::Text(text.clone()));
+                    }
+                }
+                Effect::Chat { to, msg } => {
+                    let text: Utf8Bytes = msg.to_json().into();
+                    for s in to {
+                        deliver(s, Outbound::Chat(text.clone()));
                     }
                 }
                 Effect::Subscribe {

@@ -144,12 +144,22 @@ impl Machine {
             | ServerMessage::Subscribed { req_id: r, .. }
             | ServerMessage::Unsubscribed { req_id: r, .. }
             | ServerMessage::VideoSizeSet { req_id: r, .. }
+            | ServerMessage::ChatSent { req_id: r, .. }
             | ServerMessage::RoleSwitched { req_id: r, .. } => {
                 if let Some(w) = self.take_request(r) {
                     self.request_done(w.what);
                     self.reply(w.token, Ok(()));
                 }
             }
+            ServerMessage::Chat {
+                user_id,
+                text,
+                sent_at,
+            } => self.emit(ClientEvent::Chat {
+                user_id,
+                text,
+                sent_at,
+            }),
             ServerMessage::Error(e) if e.req_id.is_some_and(|r| self.has_request(r)) => {
                 if let Some(w) = e.req_id.and_then(|r| self.take_request(r)) {
                     self.reply(w.token, Err(to_client_error(e)));
@@ -172,7 +182,7 @@ impl Machine {
     /// What a request's success changes on this side.
     pub(super) fn request_done(&mut self, request: Request) {
         match request {
-            Request::Mute { .. } => {}
+            Request::Mute { .. } | Request::Chat { .. } => {}
             Request::Subscribe { user, audio, video } => {
                 self.subscribed.insert(user, (audio, video));
             }

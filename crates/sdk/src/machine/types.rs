@@ -59,6 +59,9 @@ pub(crate) enum Request {
         size: VideoSize,
     },
     SwitchRole(Role),
+    Chat {
+        text: String,
+    },
 }
 
 /// What a publication sends: its kinds and its video's simulcast layers.
@@ -105,6 +108,7 @@ impl Request {
                 size,
             },
             Request::SwitchRole(role) => ClientMessage::SwitchRole { req_id, role },
+            Request::Chat { text } => ClientMessage::Chat { req_id, text },
         }
     }
 }

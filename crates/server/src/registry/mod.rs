@@ -465,6 +465,13 @@ impl Registry {
         Ok(effects)
     }
 
+    /// Who hears `session`'s chat: its user, and the others in its room.
+    pub fn chat_audience(&self, session: SessionId) -> Option<(UserId, Vec<SessionId>)> {
+        let place = self.places.get(&session)?;
+        let room = self.rooms.get(&(place.app, place.room.clone()))?;
+        Some((place.user.clone(), room.sessions_except(session)))
+    }
+
     /// A room of an app.
     pub fn room(&self, app: SdkAppId, room_id: &RoomId) -> Option<&Room> {
         self.rooms.get(&(app, room_id.clone()))

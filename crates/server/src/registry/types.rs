@@ -36,6 +36,14 @@ pub enum Effect {
         /// Whose stream.
         publisher: SessionId,
     },
+    /// Send a chat message (serialized once) to the sessions that speak
+    /// protocol 3 or later; the others do not know the message.
+    Chat {
+        /// Recipients.
+        to: Vec<SessionId>,
+        /// The `chat` message.
+        msg: ServerMessage,
+    },
     /// Tell a session it was forced out (`client-banned`), then close it.
     Kick {
         /// The session.
