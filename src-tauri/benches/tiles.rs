@@ -31,8 +31,9 @@ const TRANSPORTS: [&str; 4] = ["off", "websocket", "ipc", "channel"];
 const REMOTES: usize = 4;
 const GOAL_FPS: f64 = 25.0;
 
-/// CPU ticks (user + system) of the processes under `root`, by kind.
-fn cpu_ticks(root: u32) -> HashMap<&'static str, u64> {
+/// The app's processes under `root` (the driver's process group): pid and
+/// kind (`app`, `web`, `network`, `xvfb`), with their CPU ticks.
+fn app_processes(root: u32) -> Vec<(u32, &'static str, u64)> {
     let mut procs = Vec::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
@@ -60,7 +61,7 @@ fn cpu_ticks(root: u32) -> HashMap<&'static str, u64> {
         }
         false
     };
-    let mut by_kind = HashMap::new();
+    let mut out = Vec::new();
     for (pid, _, comm, ticks) in procs {
         if !under(pid) {
             continue;
@@ -72,9 +73,53 @@ fn cpu_ticks(root: u32) -> HashMap<&'static str, u64> {
             "Xvfb" => "xvfb",
             _ => continue,
         };
+        out.push((pid, kind, ticks));
+    }
+    out
+}
+
+/// CPU ticks (user + system) of the processes under `root`, by kind.
+fn cpu_ticks(root: u32) -> HashMap<&'static str, u64> {
+    let mut by_kind = HashMap::new();
+    for (_, kind, ticks) in app_processes(root) {
         *by_kind.entry(kind).or_insert(0) += ticks;
     }
     by_kind
+}
+
+/// Resident and proportional memory (MiB) of the app's own processes
+/// (the Rust process and WebKit's; not Xvfb), from `smaps_rollup`:
+/// `{"app": [rss, pss], "web": …, "network": …, "total": …}`.
+fn memory_mib(root: u32) -> Value {
+    let mut by_kind: HashMap<&str, (f64, f64)> = HashMap::new();
+    for (pid, kind, _) in app_processes(root) {
+        if kind == "xvfb" {
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")) else {
+            continue;
+        };
+        let field = |name: &str| {
+            text.lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+                / 1024.0
+        };
+        let e = by_kind.entry(kind).or_insert((0.0, 0.0));
+        e.0 += field("Rss:");
+        e.1 += field("Pss:");
+    }
+    let total = by_kind
+        .values()
+        .fold((0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
+    let round = |v: f64| (v * 10.0).round() / 10.0;
+    let mut out = serde_json::Map::new();
+    for (k, (rss, pss)) in by_kind.into_iter().chain([("total", total)]) {
+        out.insert(k.to_owned(), json!([round(rss), round(pss)]));
+    }
+    Value::Object(out)
 }
 
 /// Each tile's drawn-frame count, renderer and path.
@@ -166,6 +211,13 @@ async fn measure(transport: &str, window: Duration, shots: PathBuf) -> Value {
         "localStorage.setItem('kaigi.transport', '{transport}'); return true"
     ))
     .await;
+    // Idle on the join screen, its preview playing.
+    d.until(
+        "the preview playing",
+        "return Number(document.getElementById('preview').dataset.frames || 0) > 30",
+    )
+    .await;
+    let idle_memory = memory_mib(driver.0.id());
     d.join("host", ROOM).await;
     let dev: DevApp = serde_json::from_str(
         &std::fs::read_to_string(&dev_app).expect("the embedded server's dev app"),
@@ -199,6 +251,7 @@ async fn measure(transport: &str, window: Duration, shots: PathBuf) -> Value {
     tokio::time::sleep(window).await;
     let (c1, f1) = (cpu_ticks(root), d.js(TILES_JS).await);
     let secs = t0.elapsed().as_secs_f64();
+    let call_memory = memory_mib(root);
     d.shot(&format!("tiles-{transport}")).await;
     let pct = |k: &str| {
         let used = c1
@@ -247,11 +300,11 @@ async fn measure(transport: &str, window: Duration, shots: PathBuf) -> Value {
         .unwrap_or("")
         .to_owned();
     println!(
-        "{transport:>10}: min {min_fps:.1} fps over {} tiles ({renderer}); CPU % of a core: app {app_cpu}, web {web}, network {net}, Xvfb {xvfb}",
+        "{transport:>10}: min {min_fps:.1} fps over {} tiles ({renderer}); CPU % of a core: app {app_cpu}, web {web}, network {net}, Xvfb {xvfb}; memory MiB [RSS, PSS] idle {idle_memory}, in the call {call_memory}",
         tiles.len()
     );
     json!({"transport": transport, "seconds": secs, "tiles": tiles, "min_fps": if min_fps.is_finite() { min_fps } else { 0.0 },
-           "renderer": renderer,
+           "renderer": renderer, "memory_mib": {"idle": idle_memory, "call": call_memory},
            "cpu_pct": {"app": app_cpu, "web": web, "network": net, "xvfb": xvfb,
                        "app_total": ((app_cpu + web + net) * 10.0).round() / 10.0}})
 }
@@ -322,6 +375,26 @@ async fn run(quick: bool) {
         ));
     }
     body.push('\n');
+    // Memory and CPU of the app as people run it (the WebSocket path).
+    if let Some(r) = results.iter().find(|r| r["transport"] == "websocket") {
+        let m = &r["memory_mib"];
+        let mib = |when: &str, kind: &str, i: usize| m[when][kind][i].as_f64().unwrap_or(0.0);
+        let cpu = r["cpu_pct"]["app_total"].as_f64().unwrap_or(0.0);
+        let rss = mib("call", "total", 0);
+        body.push_str(&format!(
+            "Memory of the app's own processes (the Rust process and WebKit's web and network processes; \
+             `smaps_rollup`), the WebSocket path. Before (issue: the app people expect): 651 MiB RSS (461 MiB PSS) in a \
+             5-person call at 76 % of a core, 456 MiB RSS idle on the join screen.\n\n\
+             | when | RSS: app / web / network = total | PSS total | CPU | goal |\n|---|---|---|---|---|\n\
+             | idle on the join screen, preview playing | {:.0} / {:.0} / {:.0} = {:.0} MiB | {:.0} MiB | — | — |\n\
+             | in a 5-person call | {:.0} / {:.0} / {:.0} = {rss:.0} MiB | {:.0} MiB | {cpu:.1} % | ≤ 350 MiB RSS ({}), ≤ 60 % of a core ({}) |\n\n",
+            mib("idle", "app", 0), mib("idle", "web", 0), mib("idle", "network", 0), mib("idle", "total", 0),
+            mib("idle", "total", 1),
+            mib("call", "app", 0), mib("call", "web", 0), mib("call", "network", 0), mib("call", "total", 1),
+            if rss <= 350.0 { "met" } else { "missed" },
+            if cpu <= 60.0 { "met" } else { "missed" },
+        ));
+    }
     println!("{body}");
     kaigi_tests::bench::write_results(
         "desktop-tiles",
