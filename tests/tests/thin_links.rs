@@ -155,12 +155,22 @@ fn a_lifted_cap_brings_the_top_layer_back_within_15_s() {
     bob.skip(SETTLE);
     lab.uncap(sub_ns, sub_if, switch, true);
     let lifted = std::time::Instant::now();
-    bob.wait_until("the top layer", Duration::from_secs(15), |s| {
-        s.size == Some(TOP)
-    })
-    .expect("the top layer comes back within 15 s of the cap lifting");
-    eprintln!("top layer back after {:?}", lifted.elapsed());
-    let got = bob.measure(Duration::from_secs(4));
+    let budget = Duration::from_secs(15);
+    // A trial of the top layer can start while the lifted link still
+    // drains the cap's queue and fail; what counts is the top layer held
+    // within 15 s (a 4 s measurement of it ending inside the budget or
+    // starting before it ran out).
+    let got = loop {
+        let left = budget.saturating_sub(lifted.elapsed());
+        bob.wait_until("the top layer", left, |s| s.size == Some(TOP))
+            .expect("the top layer comes back within 15 s of the cap lifting");
+        eprintln!("top layer back after {:?}", lifted.elapsed());
+        let got = bob.measure(Duration::from_secs(4));
+        if (got.fps >= 25.0 && got.size == Some(TOP)) || lifted.elapsed() >= budget {
+            break got;
+        }
+        eprintln!("the top layer did not hold: {got:?}");
+    };
     assert!(
         got.fps >= 25.0 && got.size == Some(TOP),
         "after the cap lifted: {got:?} (≥ 25 fps of 640×480)"
