@@ -247,25 +247,10 @@ async fn call(mut sound: SoundServer) {
     );
 
     // Nothing else can take over: the devices are reported gone.
-    within("the devices are reported removed", async {
-        let mut removed = std::collections::HashSet::new();
-        while !(removed.contains(&DeviceType::Microphone) && removed.contains(&DeviceType::Speaker))
-        {
-            let (e, _) = wait_for(&mut alice_events, "device-changed", |e| {
-                matches!(
-                    e,
-                    ClientEvent::DeviceChanged {
-                        action: DeviceAction::Remove,
-                        ..
-                    }
-                )
-            })
-            .await;
-            if let ClientEvent::DeviceChanged { kind, .. } = e {
-                removed.insert(kind);
-            }
-        }
-    })
+    within(
+        "the devices are reported removed",
+        both_changed(&mut alice_events, DeviceAction::Remove),
+    )
     .await;
     let before = packets_from(&bob, "alice");
     assert!(
@@ -283,24 +268,10 @@ async fn call(mut sound: SoundServer) {
     // themselves, and bob's tone comes back through the loop (processing
     // is still off) in what alice sends.
     sound.run();
-    within("the devices are taken again", async {
-        let mut active = std::collections::HashSet::new();
-        while !(active.contains(&DeviceType::Microphone) && active.contains(&DeviceType::Speaker)) {
-            let (e, _) = wait_for(&mut alice_events, "device-changed active", |e| {
-                matches!(
-                    e,
-                    ClientEvent::DeviceChanged {
-                        action: DeviceAction::Active,
-                        ..
-                    }
-                )
-            })
-            .await;
-            if let ClientEvent::DeviceChanged { kind, .. } = e {
-                active.insert(kind);
-            }
-        }
-    })
+    within(
+        "the devices are taken again",
+        both_changed(&mut alice_events, DeviceAction::Active),
+    )
     .await;
     within("alice's microphone reaches bob again", async {
         while packets_from(&bob, "alice") < before + 50 {
@@ -313,6 +284,23 @@ async fn call(mut sound: SoundServer) {
         echoed >= 50,
         "bob's tone goes round the loop again through the devices taken back (level {echoed})"
     );
+}
+
+/// Waits until `device-changed` with `action` came for both the
+/// microphone and the speaker.
+async fn both_changed(events: &mut kaigi_sdk::EventStream, action: DeviceAction) {
+    let mut kinds = std::collections::HashSet::new();
+    while !(kinds.contains(&DeviceType::Microphone) && kinds.contains(&DeviceType::Speaker)) {
+        let (e, _) = wait_for(
+            events,
+            "device-changed",
+            |e| matches!(e, ClientEvent::DeviceChanged { action: a, .. } if *a == action),
+        )
+        .await;
+        if let ClientEvent::DeviceChanged { kind, .. } = e {
+            kinds.insert(kind);
+        }
+    }
 }
 
 /// Audio packets `client` received from `user` so far.
