@@ -211,12 +211,14 @@ async fn measure(transport: &str, window: Duration, shots: PathBuf) -> Value {
         "localStorage.setItem('kaigi.transport', '{transport}'); return true"
     ))
     .await;
-    // Idle on the join screen, its preview playing.
-    d.until(
-        "the preview playing",
-        "return Number(document.getElementById('preview').dataset.frames || 0) > 30",
-    )
-    .await;
+    // Idle on the join screen, its preview playing (not drawn on `off`).
+    if transport != "off" {
+        d.until(
+            "the preview playing",
+            "return Number(document.getElementById('preview').dataset.frames || 0) > 30",
+        )
+        .await;
+    }
     let idle_memory = memory_mib(driver.0.id());
     d.join("host", ROOM).await;
     let dev: DevApp = serde_json::from_str(
