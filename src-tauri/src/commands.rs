@@ -20,6 +20,9 @@ pub const COMMANDS: &[(&str, &[&str])] = &[
     ("remove_participant", &["userId"]),
     ("end_meeting", &[]),
     ("send_chat", &["text"]),
+    ("create_invite", &[]),
+    ("revoke_invite", &[]),
+    ("take_opened_invite", &[]),
     ("frame_endpoint", &[]),
 ];
 

@@ -91,6 +91,21 @@ async fn end_meeting(app: State<'_, App>) -> Result<(), AppError> {
 }
 
 #[tauri::command]
+async fn create_invite(app: State<'_, App>) -> Result<kaigi_app::InviteInfo, AppError> {
+    app.create_invite().await
+}
+
+#[tauri::command]
+async fn revoke_invite(app: State<'_, App>) -> Result<(), AppError> {
+    app.revoke_invite().await
+}
+
+#[tauri::command]
+fn take_opened_invite(app: State<'_, App>) -> Option<String> {
+    app.take_opened_invite()
+}
+
+#[tauri::command]
 fn frame_endpoint(app: State<'_, App>) -> FrameEndpoint {
     app.frame_endpoint()
 }
@@ -164,6 +179,10 @@ pub fn configure<R: Runtime>(builder: tauri::Builder<R>) -> tauri::Builder<R> {
                 }
             });
             let app = tauri::async_runtime::block_on(App::new(emit))?;
+            // Opened with an invite link (`kaigi://…` as the argument).
+            if let Some(link) = std::env::args().nth(1) {
+                app.open_link(&link);
+            }
             tauri_app.manage(app);
             Ok(())
         })
@@ -187,6 +206,9 @@ macro_rules! handler_with {
             remove_participant,
             end_meeting,
             send_chat,
+            create_invite,
+            revoke_invite,
+            take_opened_invite,
             frame_endpoint,
             $($extra),*
         ]
@@ -204,6 +226,35 @@ fn handler<R: Runtime>() -> impl Fn(tauri::ipc::Invoke<R>) -> bool + Send + Sync
         ipc::watch_tile,
         ipc::close_view
     );
+}
+
+/// A second launch's arguments (`kaigi-desktop kaigi://invite/…`): the
+/// link goes to the join screen and the window comes to the front.
+pub fn on_second_launch<R: Runtime>(handle: &tauri::AppHandle<R>, argv: Vec<String>, _cwd: String) {
+    if let Some(app) = handle.try_state::<App>() {
+        for arg in argv.iter().skip(1) {
+            app.open_link(arg);
+        }
+    }
+    if let Some(window) = handle.get_webview_window("main") {
+        let _ = window.unminimize();
+        let _ = window.set_focus();
+    }
+}
+
+/// Makes this binary the handler of `kaigi://` links for the user, unless
+/// it is the installed one (the `.deb`'s desktop entry registers that) or
+/// `KAIGI_REGISTER_LINKS=0`.
+pub fn register_links<R: Runtime>(app: &tauri::App<R>) {
+    use tauri_plugin_deep_link::DeepLinkExt;
+    let installed = std::env::current_exe().is_ok_and(|p| p.starts_with("/usr"));
+    let refused = std::env::var("KAIGI_REGISTER_LINKS").is_ok_and(|v| v == "0");
+    if installed || refused {
+        return;
+    }
+    if let Err(e) = app.deep_link().register_all() {
+        tracing::warn!(error = %e, "kaigi:// links could not be registered (is xdg-utils installed?)");
+    }
 }
 
 /// Leaves the room cleanly when the app exits, so the others see a leave,

@@ -9,10 +9,19 @@ fn main() {
                 .unwrap_or_else(|_| kaigi_proto::log_filter("info").into()),
         )
         .init();
-    let built = kaigi_desktop::configure(tauri::Builder::default())
-        .build(kaigi_desktop::context::<tauri::Wry>());
+    // One Kaigi per user: a second launch (an invite link opened in a
+    // browser) hands its arguments to the running one.
+    let builder = tauri::Builder::default()
+        .plugin(tauri_plugin_single_instance::init(
+            kaigi_desktop::on_second_launch,
+        ))
+        .plugin(tauri_plugin_deep_link::init());
+    let built = kaigi_desktop::configure(builder).build(kaigi_desktop::context::<tauri::Wry>());
     match built {
-        Ok(app) => app.run(kaigi_desktop::on_run_event),
+        Ok(app) => {
+            kaigi_desktop::register_links(&app);
+            app.run(kaigi_desktop::on_run_event)
+        }
         Err(e) => {
             eprintln!("Kaigi could not start: {e}");
             std::process::exit(1);

@@ -35,6 +35,9 @@ pub(crate) struct State {
     pub(crate) audio_processing: kaigi_sdk::AudioProcessing,
     /// The room joined on the embedded server: this app hosts it.
     pub(crate) hosted: Option<kaigi_proto::RoomId>,
+    /// The invite to the room: the one joined through, or the one this
+    /// host made last.
+    pub(crate) invite: Option<crate::call::InviteInfo>,
 }
 
 /// The managed state behind the UI's commands.
@@ -49,6 +52,8 @@ pub struct App {
     pub(crate) media_ip: Option<std::net::IpAddr>,
     /// Tells the UI of devices plugged in and out (`device-changed`).
     device_watch: JoinHandle<()>,
+    /// An invite link the app was opened with, until the UI takes it.
+    opened_invite: parking_lot::Mutex<Option<String>>,
 }
 
 impl Drop for App {
@@ -88,6 +93,7 @@ impl App {
             }
         });
         Ok(App {
+            opened_invite: Default::default(),
             device_watch,
             emit,
             frames,
@@ -98,6 +104,29 @@ impl App {
             listen,
             media_ip,
         })
+    }
+
+    /// Takes a `kaigi://` link given to the app (its command line, or a
+    /// second launch's): kept for [`Self::take_opened_invite`] and told to
+    /// the UI (`invite-opened`). Other arguments are ignored.
+    pub fn open_link(&self, arg: &str) -> bool {
+        let arg = arg.trim();
+        let is_link = arg
+            .get(..kaigi_proto::invite::LINK_SCHEME.len())
+            .is_some_and(|s| s.eq_ignore_ascii_case(kaigi_proto::invite::LINK_SCHEME));
+        if !is_link || arg.len() > 2048 {
+            return false;
+        }
+        *self.opened_invite.lock() = Some(arg.to_owned());
+        (self.emit)(UiEvent::App(crate::events::AppEvent::InviteOpened {
+            link: arg.to_owned(),
+        }));
+        true
+    }
+
+    /// The link the app was opened with, once.
+    pub fn take_opened_invite(&self) -> Option<String> {
+        self.opened_invite.lock().take()
     }
 
     /// The frame server's address and token.

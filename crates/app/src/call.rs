@@ -39,6 +39,23 @@ pub struct JoinForm {
     pub camera: Option<String>,
     /// Microphone id (`tone` for a tone); none: no audio.
     pub microphone: Option<String>,
+    /// An invite link or code: the server (from the link, else `server`),
+    /// the room and the UserSig come from it; only `user_id` is needed.
+    pub invite: Option<String>,
+}
+
+/// An invite to the room, as the UI shows and copies it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InviteInfo {
+    /// `kaigi://invite/CODE?server=URL`.
+    pub link: String,
+    /// The code, `k3m-9xq2-7hd`.
+    pub code: String,
+    /// Unix seconds when it stops admitting anyone.
+    pub expires_at: u64,
+    /// Whether this app made it (and may revoke it).
+    pub revocable: bool,
 }
 
 /// What `join_room` returns.
@@ -64,6 +81,8 @@ pub struct Joined {
     /// Whether this app hosts the room (the embedded server): it may
     /// remove participants and end the meeting for all.
     pub host: bool,
+    /// The invite joined through, if any (it can be passed on).
+    pub invite: Option<InviteInfo>,
 }
 
 /// The frame server's tile table, for the bridge task.
@@ -163,6 +182,7 @@ pub(crate) async fn bridge(
                     s.client = None;
                     s.bridge = None;
                     s.hosted = None;
+                    s.invite = None;
                 }
                 client.stop_audio_output();
                 if let Some(local) = s.local.take() {
@@ -186,9 +206,12 @@ impl App {
     pub async fn join_room(&self, form: JoinForm) -> Result<Joined, AppError> {
         let user =
             UserId::new(form.user_id.trim()).map_err(|e| AppError::invalid(e.to_string()))?;
-        let room = match (form.room_id, form.str_room_id.as_deref().map(str::trim)) {
+        let with_invite = form.invite.as_deref().is_some_and(|s| !s.trim().is_empty());
+        let mut room = match (form.room_id, form.str_room_id.as_deref().map(str::trim)) {
             (Some(n), None) => RoomId::num(n),
             (None, Some(s)) if !s.is_empty() => RoomId::str(s.to_owned()),
+            // The invite names the room.
+            _ if with_invite => Ok(RoomId::Num(1)),
             _ => return Err(AppError::invalid("give a room number or a room name")),
         }
         .map_err(|e| AppError::invalid(e.to_string()))?;
@@ -198,8 +221,38 @@ impl App {
             .as_deref()
             .map(str::trim)
             .filter(|s| !s.is_empty());
-        let (url, app_id, sig, embedded) = match server {
-            Some(url) => {
+        let mut joined_invite = None;
+        let (url, app_id, sig, embedded) = match (form.invite.as_deref().map(str::trim), server) {
+            (Some(text), server) if !text.is_empty() => {
+                let invite: kaigi_proto::invite::Invite =
+                    text.parse()
+                        .map_err(|e: kaigi_proto::invite::InviteParseError| {
+                            AppError::new(AppErrorCode::InvalidInvite, e.to_string())
+                        })?;
+                let url = invite
+                    .server
+                    .clone()
+                    .or_else(|| server.map(str::to_owned))
+                    .ok_or_else(|| {
+                        AppError::new(
+                            AppErrorCode::InvalidInvite,
+                            "an invite code needs the server's address; paste the whole link",
+                        )
+                    })?;
+                let ca = std::env::var_os("KAIGI_CA").map(std::path::PathBuf::from);
+                let got =
+                    kaigi_sdk::invite::redeem(&url, &invite.code, user.as_str(), ca.as_deref())
+                        .await?;
+                room = got.room()?;
+                joined_invite = Some(InviteInfo {
+                    link: kaigi_proto::invite::Invite::link(&url, &invite.code),
+                    code: invite.code.to_string(),
+                    expires_at: got.0.expires_at,
+                    revocable: false,
+                });
+                (url, SdkAppId(got.0.sdk_app_id), got.0.user_sig, false)
+            }
+            (_, Some(url)) => {
                 let app = form
                     .sdk_app_id
                     .ok_or_else(|| AppError::invalid("SdkAppId is required with a server"))?;
@@ -210,7 +263,7 @@ impl App {
                     .ok_or_else(|| AppError::invalid("UserSig is required with a server"))?;
                 (url.to_owned(), SdkAppId(app), sig, false)
             }
-            None => {
+            (_, None) => {
                 let e = self.embedded().await?;
                 let sig = usersig::generate(
                     e.sdk_app_id(),
@@ -274,6 +327,7 @@ impl App {
         }
         info!(%user, %room, %url, "joined");
         state.hosted = embedded.then(|| room.clone());
+        state.invite = joined_invite.clone();
         let bot_command = if embedded {
             self.embedded.get().map(|e| e.bot_command(&room))
         } else {
@@ -289,6 +343,7 @@ impl App {
             bot_command,
             publishing,
             host: embedded,
+            invite: joined_invite,
         })
     }
 
@@ -339,6 +394,33 @@ impl App {
         Ok(())
     }
 
+    /// The room's invite: the one joined through, or (as the host) the
+    /// one made last, made now if there is none.
+    pub async fn create_invite(&self) -> Result<InviteInfo, AppError> {
+        if let Some(invite) = self.state.lock().await.invite.clone() {
+            return Ok(invite);
+        }
+        let (room, server) = self.hosted().await?;
+        let made = server.create_invite(&room)?;
+        let mut state = self.state.lock().await;
+        if state.hosted.as_ref() != Some(&room) {
+            return Err(AppError::new(AppErrorCode::NotInRoom, "the call ended"));
+        }
+        state.invite = Some(made.clone());
+        Ok(made)
+    }
+
+    /// As the host: revokes the room's invite (nobody enters with it any
+    /// more); the next `create_invite` makes a new one.
+    pub async fn revoke_invite(&self) -> Result<(), AppError> {
+        let (_, server) = self.hosted().await?;
+        let mut state = self.state.lock().await;
+        if let Some(invite) = state.invite.take() {
+            server.revoke_invite(&invite.code);
+        }
+        Ok(())
+    }
+
     /// As the host: ends the meeting for everyone (`room-dismissed`), this
     /// app included.
     pub async fn end_meeting(&self) -> Result<(), AppError> {
@@ -360,6 +442,7 @@ impl App {
         };
         let result = client.leave().await;
         state.hosted = None;
+        state.invite = None;
         if let Some(b) = state.bridge.take() {
             b.abort();
         }

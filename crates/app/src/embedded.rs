@@ -99,6 +99,42 @@ impl EmbeddedServer {
         closed.is_ok()
     }
 
+    /// Makes an invite to `room` lasting a day.
+    pub fn create_invite(
+        &self,
+        room: &kaigi_proto::RoomId,
+    ) -> Result<crate::call::InviteInfo, crate::error::AppError> {
+        let now = kaigi_proto::unix_now();
+        let made = self
+            .handle
+            .shared()
+            .invites
+            .create(
+                self.app.sdk_app_id,
+                room.clone(),
+                kaigi_proto::invite::DEFAULT_INVITE_SECS,
+                now,
+            )
+            .map_err(|e| crate::error::AppError::invalid(e.to_string()))?;
+        Ok(crate::call::InviteInfo {
+            link: kaigi_proto::invite::Invite::link(&self.url, &made.code),
+            code: made.code.to_string(),
+            expires_at: made.expires_at,
+            revocable: true,
+        })
+    }
+
+    /// Revokes the invite `code` (as written by [`Self::create_invite`]).
+    pub fn revoke_invite(&self, code: &str) -> bool {
+        let Ok(code) = code.parse() else {
+            return false;
+        };
+        self.handle
+            .shared()
+            .invites
+            .revoke(self.app.sdk_app_id, &code, kaigi_proto::unix_now())
+    }
+
     /// The command that joins `room` as a second participant.
     pub fn bot_command(&self, room: &kaigi_proto::RoomId) -> String {
         let room_arg = match room {

@@ -69,6 +69,18 @@ app_error_codes! {
     DeviceLost,
     /// Only the host (the app whose embedded server holds the room) may do that.
     NotHost,
+    /// The text is not an invite link or code.
+    InvalidInvite,
+    /// The server has no such invite.
+    InviteNotFound,
+    /// The invite has expired.
+    InviteExpired,
+    /// The host revoked the invite.
+    InviteRevoked,
+    /// The invite has been used as many times as it may.
+    InviteUsedUp,
+    /// Someone by that name is in the room already.
+    NameTaken,
 }
 
 impl AppErrorCode {
@@ -150,6 +162,15 @@ impl From<&ClientError> for AppErrorCode {
             ClientError::Banned(_) => C::Server(ErrorCode::SessionBanned),
             ClientError::NotInRoom => C::NotInRoom,
             ClientError::Media(_) => C::MediaFailed,
+            ClientError::Invite { code, .. } => match code.as_str() {
+                "INVITE_NOT_FOUND" => C::InviteNotFound,
+                "INVITE_EXPIRED" => C::InviteExpired,
+                "INVITE_REVOKED" => C::InviteRevoked,
+                "INVITE_USED_UP" => C::InviteUsedUp,
+                "NAME_TAKEN" => C::NameTaken,
+                "RATE_LIMITED" => C::Server(ErrorCode::RateLimited),
+                _ => C::InvalidParameter,
+            },
             ClientError::Device(DeviceError::NotFound { .. }) => C::DeviceNotFound,
             ClientError::Device(DeviceError::NoDevice(_)) => C::NoDevice,
             ClientError::Device(DeviceError::Open { .. }) => C::DeviceUnavailable,

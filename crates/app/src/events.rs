@@ -39,6 +39,12 @@ pub enum AppEvent {
         /// 0–100 (as `audio-volume`'s `audioVolume`).
         level: u8,
     },
+    /// An invite link was opened (a `kaigi://` link given to the app, e.g.
+    /// from a browser): the join screen takes it.
+    InviteOpened {
+        /// The link.
+        link: String,
+    },
 }
 
 impl UiEvent {
@@ -51,6 +57,9 @@ impl UiEvent {
                 UiEvent::App(AppEvent::ClientLeft {}),
                 UiEvent::App(AppEvent::LocalStreamClosed {}),
                 UiEvent::App(AppEvent::LocalAudioLevel { level: 42 }),
+                UiEvent::App(AppEvent::InviteOpened {
+                    link: "kaigi://invite/k3m-9xq2-7hd?server=ws://192.0.2.10:7880".into(),
+                }),
             ])
             .collect()
     }
@@ -62,6 +71,7 @@ impl UiEvent {
             UiEvent::App(AppEvent::ClientLeft {}) => "client-left",
             UiEvent::App(AppEvent::LocalStreamClosed {}) => "local-stream-closed",
             UiEvent::App(AppEvent::LocalAudioLevel { .. }) => "local-audio-level",
+            UiEvent::App(AppEvent::InviteOpened { .. }) => "invite-opened",
         }
     }
 }

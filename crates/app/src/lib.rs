@@ -23,7 +23,7 @@ pub mod ipc_views;
 mod media;
 
 pub use app::App;
-pub use call::{JoinForm, Joined};
+pub use call::{InviteInfo, JoinForm, Joined};
 pub use embedded::EmbeddedServer;
 pub use error::{AppError, AppErrorCode};
 pub use events::{Emitter, UiEvent};

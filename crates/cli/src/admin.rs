@@ -37,6 +37,19 @@ pub async fn run(cmd: AdminCommand) -> anyhow::Result<ExitCode> {
                 limit: LIST_LIMIT,
             },
         ),
+        AdminCommand::CreateInvite { target, expire } => {
+            let room = target.room.room()?;
+            let request = Request::CreateInvite {
+                room,
+                expire_secs: expire,
+            };
+            (target.server, request)
+        }
+        AdminCommand::RevokeInvite { server, code } => {
+            let code = code.parse().context("--code")?;
+            (server, Request::RevokeInvite { code })
+        }
+        AdminCommand::ListInvites { server } => (server, Request::ListInvites { room: None }),
     };
     call(&server, &request).await
 }

@@ -22,6 +22,10 @@ pub struct BotArgs {
     /// A ready UserSig instead of --key.
     #[arg(long, conflicts_with = "key")]
     user_sig: Option<String>,
+    /// Join through an invite: a `kaigi://invite/…` link, or a code (with
+    /// --server); no key, UserSig or room is needed.
+    #[arg(long, conflicts_with_all = ["key", "user_sig", "room", "str_room"])]
+    invite: Option<String>,
     /// The bot's user id.
     #[arg(long)]
     user: String,
@@ -168,19 +172,50 @@ fn stdout_closed() -> bool {
     STDOUT_CLOSED.load(std::sync::atomic::Ordering::Relaxed)
 }
 
-pub async fn run(args: BotArgs) -> anyhow::Result<ExitCode> {
-    let r = args.server.resolve()?;
-    let user = UserId::new(args.user.clone()).context("--user")?;
-    let room = args.room.room()?;
-    let sig = match (args.user_sig, r.key) {
-        (Some(sig), _) => sig,
-        (None, Some(key)) => {
-            kaigi_proto::usersig::generate(r.app, &key, user.as_str(), 86400, unix_now())
-        }
-        (None, None) => anyhow::bail!("give --key or --user-sig"),
+/// Trades `--invite` for a UserSig; prints `invite-failed` when refused.
+async fn redeem(
+    text: &str,
+    server: Option<String>,
+    user: &UserId,
+    ca: Option<&std::path::Path>,
+) -> anyhow::Result<Option<(ClientOptions, kaigi_proto::RoomId)>> {
+    let invite: kaigi_proto::invite::Invite = text.parse().context("--invite")?;
+    let Some(server) = invite.server.clone().or(server) else {
+        anyhow::bail!("--invite: a bare code needs --server (or give the whole link)");
     };
-    let mut options = ClientOptions::new(r.server, r.app, user, sig);
-    options.ca_file = r.ca.clone();
+    match kaigi_sdk::invite::redeem(&server, &invite.code, user.as_str(), ca).await {
+        Ok(got) => Ok(Some((got.client_options(&server)?, got.room()?))),
+        Err(e) => {
+            line(json!({"event": "invite-failed", "name": e.name(), "message": e.to_string()}));
+            Ok(None)
+        }
+    }
+}
+
+pub async fn run(args: BotArgs) -> anyhow::Result<ExitCode> {
+    let user = UserId::new(args.user.clone()).context("--user")?;
+    let (mut options, room) = match &args.invite {
+        Some(text) => {
+            let ca = args.server.ca.clone();
+            match redeem(text, args.server.server.clone(), &user, ca.as_deref()).await? {
+                Some(got) => got,
+                None => return Ok(ExitCode::FAILURE),
+            }
+        }
+        None => {
+            let r = args.server.resolve()?;
+            let room = args.room.room()?;
+            let sig = match (args.user_sig.clone(), r.key) {
+                (Some(sig), _) => sig,
+                (None, Some(key)) => {
+                    kaigi_proto::usersig::generate(r.app, &key, user.as_str(), 86400, unix_now())
+                }
+                (None, None) => anyhow::bail!("give --key or --user-sig"),
+            };
+            (ClientOptions::new(r.server, r.app, user, sig), room)
+        }
+    };
+    options.ca_file = args.server.ca.clone();
     let client = Client::new(options)?;
     let mut events = client.events();
     let joined = match client.join(room.clone(), args.role).await {

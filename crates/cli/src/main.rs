@@ -78,6 +78,28 @@ enum AdminCommand {
         #[command(flatten)]
         server: ServerArgs,
     },
+    /// Make an invite to a room (CreateInvite): prints its code; the link
+    /// is `kaigi://invite/CODE?server=URL`.
+    CreateInvite {
+        #[command(flatten)]
+        target: AdminTarget,
+        /// How long it admits people, in seconds (at most 30 days).
+        #[arg(long, default_value_t = kaigi_proto::invite::DEFAULT_INVITE_SECS)]
+        expire: u64,
+    },
+    /// Revoke an invite (RevokeInvite): nobody enters with it any more.
+    RevokeInvite {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// The invite's code.
+        #[arg(long)]
+        code: String,
+    },
+    /// List the app's invites (ListInvites).
+    ListInvites {
+        #[command(flatten)]
+        server: ServerArgs,
+    },
 }
 
 /// Which server and app, with defaults from the dev server's saved app.
@@ -108,9 +130,10 @@ struct AdminTarget {
     room: RoomArgs,
 }
 
-/// `--room N` or `--str-room S`.
+/// `--room N` or `--str-room S` (one is required where a room is; checked
+/// when read, so that `bot --invite` needs neither).
 #[derive(Debug, Clone, Args)]
-#[group(required = true, multiple = false)]
+#[group(required = false, multiple = false)]
 pub struct RoomArgs {
     /// A numeric room id (1–4294967294).
     #[arg(long)]

@@ -9,6 +9,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
+use crate::invite::{InviteCode, DEFAULT_INVITE_SECS, MAX_INVITE_SECS};
 use crate::{Role, RoomId, SdkAppId, UserId};
 
 /// At most this many users per `RemoveUser` call (TRTC's limit).
@@ -33,17 +34,26 @@ pub enum Action {
     DescribeRoom,
     /// List an app's rooms.
     ListRooms,
+    /// Make an invite to a room (Kaigi's own).
+    CreateInvite,
+    /// Revoke an invite (Kaigi's own).
+    RevokeInvite,
+    /// List an app's live invites (Kaigi's own).
+    ListInvites,
 }
 
 impl Action {
     /// Every action.
-    pub const ALL: [Action; 6] = [
+    pub const ALL: [Action; 9] = [
         Action::RemoveUser,
         Action::RemoveUserByStrRoomId,
         Action::DismissRoom,
         Action::DismissRoomByStrRoomId,
         Action::DescribeRoom,
         Action::ListRooms,
+        Action::CreateInvite,
+        Action::RevokeInvite,
+        Action::ListInvites,
     ];
 
     /// The action named `s` (as in the URL path), if any.
@@ -60,6 +70,9 @@ impl Action {
             Action::DismissRoomByStrRoomId => "DismissRoomByStrRoomId",
             Action::DescribeRoom => "DescribeRoom",
             Action::ListRooms => "ListRooms",
+            Action::CreateInvite => "CreateInvite",
+            Action::RevokeInvite => "RevokeInvite",
+            Action::ListInvites => "ListInvites",
         }
     }
 }
@@ -95,6 +108,12 @@ pub enum Request {
     DescribeRoom { room: RoomId },
     /// `ListRooms`, one page.
     ListRooms { offset: usize, limit: usize },
+    /// `CreateInvite`: an invite to `room` lasting `expire_secs`.
+    CreateInvite { room: RoomId, expire_secs: u64 },
+    /// `RevokeInvite`.
+    RevokeInvite { code: InviteCode },
+    /// `ListInvites`, of one room or of all.
+    ListInvites { room: Option<RoomId> },
 }
 
 impl Request {
@@ -107,6 +126,9 @@ impl Request {
             Request::DismissRoom { .. } => Action::DismissRoom,
             Request::DescribeRoom { .. } => Action::DescribeRoom,
             Request::ListRooms { .. } => Action::ListRooms,
+            Request::CreateInvite { .. } => Action::CreateInvite,
+            Request::RevokeInvite { .. } => Action::RevokeInvite,
+            Request::ListInvites { .. } => Action::ListInvites,
         }
     }
 
@@ -120,6 +142,12 @@ impl Request {
                 json!({"RoomId": room_json(room)})
             }
             Request::ListRooms { offset, limit } => json!({"Offset": offset, "Limit": limit}),
+            Request::CreateInvite { room, expire_secs } => {
+                json!({"RoomId": room_json(room), "ExpireSeconds": expire_secs})
+            }
+            Request::RevokeInvite { code } => json!({"Code": code.to_string()}),
+            Request::ListInvites { room: Some(room) } => json!({"RoomId": room_json(room)}),
+            Request::ListInvites { room: None } => json!({}),
         };
         body["SdkAppId"] = json!(app.0);
         body
@@ -165,6 +193,46 @@ impl Request {
             Action::ListRooms => Request::ListRooms {
                 offset: count(body, "Offset", 0, usize::MAX)?,
                 limit: count(body, "Limit", LIST_LIMIT, LIST_LIMIT_MAX)?,
+            },
+            Action::CreateInvite => {
+                let room = room_id(body, matches!(body.get("RoomId"), Some(Value::String(_))))?;
+                let expire_secs = match body.get("ExpireSeconds") {
+                    None | Some(Value::Null) => DEFAULT_INVITE_SECS,
+                    Some(v) => v
+                        .as_u64()
+                        .filter(|n| (1..=MAX_INVITE_SECS).contains(n))
+                        .ok_or_else(|| {
+                            AdminError::new(
+                                "InvalidParameter.ExpireSeconds",
+                                format!("ExpireSeconds must be 1 to {MAX_INVITE_SECS}"),
+                            )
+                        })?,
+                };
+                Request::CreateInvite { room, expire_secs }
+            }
+            Action::RevokeInvite => Request::RevokeInvite {
+                code: match body.get("Code") {
+                    None | Some(Value::Null) => {
+                        return Err(AdminError::new("MissingParameter.Code", "Code is required"))
+                    }
+                    Some(Value::String(c)) => {
+                        c.parse().map_err(|e: crate::invite::InviteParseError| {
+                            AdminError::new("InvalidParameter.Code", e.to_string())
+                        })?
+                    }
+                    Some(_) => {
+                        return Err(AdminError::new(
+                            "InvalidParameter.Code",
+                            "Code must be a string",
+                        ))
+                    }
+                },
+            },
+            Action::ListInvites => Request::ListInvites {
+                room: match body.get("RoomId") {
+                    None | Some(Value::Null) => None,
+                    Some(v) => Some(room_id(body, v.is_string())?),
+                },
             },
         })
     }
@@ -287,6 +355,46 @@ pub struct ListedRooms {
     pub total: usize,
     /// This page of them.
     pub rooms: Vec<ListedRoom>,
+}
+
+/// `CreateInvite`'s answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CreatedInvite {
+    /// The code, grouped for reading (`k3m-9xq2-7hd`).
+    pub code: InviteCode,
+    /// The room.
+    #[serde(flatten)]
+    pub room: RoomFields,
+    /// When it stops admitting anyone (Unix seconds).
+    pub expires_at: u64,
+}
+
+/// One invite in `ListInvites`' answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ListedInvite {
+    /// The code.
+    pub code: InviteCode,
+    /// The room.
+    #[serde(flatten)]
+    pub room: RoomFields,
+    /// When it was made (Unix seconds).
+    pub create_time: u64,
+    /// When it stops admitting anyone (Unix seconds).
+    pub expires_at: u64,
+    /// Whether it was revoked (kept until it would have expired).
+    pub revoked: bool,
+    /// How many UserSigs it has given out.
+    pub redeemed: u64,
+}
+
+/// `ListInvites`' answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ListedInvites {
+    /// The invites, oldest first.
+    pub invites: Vec<ListedInvite>,
 }
 
 /// A room in an answer: `RoomId` and `RoomIdType` (0 numeric, 1 string).

@@ -67,6 +67,21 @@ pub fn api_url(server: &str, action: &str) -> Result<String, BadServerUrl> {
     Ok(format!("{scheme}://{host}{}/api/{action}", base_path(path)))
 }
 
+/// The invite endpoint for `code`: `http[s]://HOST[:PORT][/base]/invite/CODE`.
+///
+/// ```
+/// use kaigi_proto::endpoint::invite_url;
+/// assert_eq!(invite_url("ws://127.0.0.1:7880/ws", "k3m-9xq2-7hd").unwrap(), "http://127.0.0.1:7880/invite/k3m-9xq2-7hd");
+/// ```
+pub fn invite_url(server: &str, code: &str) -> Result<String, BadServerUrl> {
+    let (secure, host, path) = split(server)?;
+    let scheme = if secure { "https" } else { "http" };
+    Ok(format!(
+        "{scheme}://{host}{}/invite/{code}",
+        base_path(path)
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -53,13 +53,17 @@ pub enum ErrorCode {
     NotPublishing,
     /// The named user is not publishing in this room.
     StreamNotFound,
+    /// The UserSig carries a room grant (a privateMapKey, as an invite's
+    /// UserSig does) that does not admit this user into this room now, or
+    /// the invite it came from was revoked (TRTC -100006).
+    RoomNotGranted,
     /// The server failed; not the client's fault.
     Internal,
 }
 
 impl ErrorCode {
     /// Every code, in the order of their numbers.
-    pub const ALL: [ErrorCode; 22] = [
+    pub const ALL: [ErrorCode; 23] = [
         ErrorCode::UsersigExpired,
         ErrorCode::UsersigUndecodable,
         ErrorCode::UsersigBadSignature,
@@ -81,6 +85,7 @@ impl ErrorCode {
         ErrorCode::MediaFailed,
         ErrorCode::NotPublishing,
         ErrorCode::StreamNotFound,
+        ErrorCode::RoomNotGranted,
         ErrorCode::Internal,
     ];
 
@@ -108,6 +113,7 @@ impl ErrorCode {
             ErrorCode::MediaFailed => 4012,
             ErrorCode::NotPublishing => 4013,
             ErrorCode::StreamNotFound => 4014,
+            ErrorCode::RoomNotGranted => 4015,
             ErrorCode::Internal => 5000,
         }
     }
@@ -123,6 +129,7 @@ impl ErrorCode {
                 | ErrorCode::UsersigWrongUser
                 | ErrorCode::UsersigWrongApp
                 | ErrorCode::UnknownSdkAppId
+                | ErrorCode::RoomNotGranted
         )
     }
 }

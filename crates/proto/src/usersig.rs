@@ -118,17 +118,34 @@ fn mac(key: &str, content: &str) -> Hmac<Sha256> {
 /// assert_eq!(claims.identifier, "alice");
 /// ```
 pub fn generate(app: SdkAppId, key: &str, identifier: &str, expire_secs: u64, now: u64) -> String {
+    generate_with_userbuf(app, key, identifier, expire_secs, now, None)
+}
+
+/// As [`generate`], with `TLS.userbuf` (signed with the rest), as Tencent's
+/// `GenUserSigWithBuf`: a room grant ([`crate::grant`]) travels this way.
+pub fn generate_with_userbuf(
+    app: SdkAppId,
+    key: &str,
+    identifier: &str,
+    expire_secs: u64,
+    now: u64,
+    userbuf: Option<&[u8]>,
+) -> String {
     let claims = UserSigClaims {
         identifier: identifier.to_owned(),
         sdk_app_id: app.0,
         time: now,
         expire: expire_secs,
-        userbuf: None,
+        userbuf: userbuf.map(|b| B64.encode(b)),
     };
     let sig = B64.encode(mac(key, &content_to_sign(&claims)).finalize().into_bytes());
     // Same field order and separators as Tencent's reference implementation.
+    let userbuf = match &claims.userbuf {
+        Some(b) => format!(", \"TLS.userbuf\": {}", Value::String(b.clone())),
+        None => String::new(),
+    };
     let json = format!(
-        "{{\"TLS.ver\": \"2.0\", \"TLS.identifier\": {}, \"TLS.sdkappid\": {}, \"TLS.expire\": {}, \"TLS.time\": {}, \"TLS.sig\": {}}}",
+        "{{\"TLS.ver\": \"2.0\", \"TLS.identifier\": {}, \"TLS.sdkappid\": {}, \"TLS.expire\": {}, \"TLS.time\": {}{userbuf}, \"TLS.sig\": {}}}",
         Value::String(claims.identifier),
         claims.sdk_app_id,
         claims.expire,

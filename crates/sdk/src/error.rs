@@ -48,6 +48,16 @@ pub enum ClientError {
     /// A camera, microphone or speaker could not be used.
     #[error(transparent)]
     Device(#[from] kaigi_media::DeviceError),
+    /// An invite could not be used (`INVITE_NOT_FOUND`, `INVITE_EXPIRED`,
+    /// `INVITE_REVOKED`, `INVITE_USED_UP`, `NAME_TAKEN`, `RATE_LIMITED`,
+    /// `INVALID_PARAMETER`).
+    #[error("invite refused ({code}): {message}")]
+    Invite {
+        /// The server's code.
+        code: String,
+        /// The server's detail.
+        message: String,
+    },
     /// Any other error the server reported.
     #[error("server error ({code}): {message}")]
     Server {
@@ -100,6 +110,7 @@ impl ClientError {
             ClientError::Banned(_) => "SESSION_BANNED".into(),
             ClientError::NotInRoom => "NOT_IN_ROOM".into(),
             ClientError::Media(_) => "MEDIA_FAILED".into(),
+            ClientError::Invite { code, .. } => code.clone(),
             ClientError::Device(kaigi_media::DeviceError::NotFound { .. }) => {
                 "DEVICE_NOT_FOUND".into()
             }

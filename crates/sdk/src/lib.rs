@@ -52,3 +52,4 @@ pub use media::{
 pub use options::{ClientOptions, ReconnectPolicy};
 
 pub mod devices;
+pub mod invite;

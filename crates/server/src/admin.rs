@@ -135,6 +135,27 @@ async fn serve(
             });
             json!(described.ok_or(RoomNotExist)?)
         }
+        Request::CreateInvite { room, expire_secs } => {
+            let made = shared
+                .invites
+                .create(app, room, expire_secs, now)
+                .map_err(|e| err("LimitExceeded.Invite", e.to_string()))?;
+            json!(made)
+        }
+        Request::RevokeInvite { code } => {
+            if !shared.invites.revoke(app, &code, now) {
+                return Err(err(
+                    "FailedOperation.InviteNotExist",
+                    format!("the app has no invite {code}"),
+                ));
+            }
+            json!({})
+        }
+        Request::ListInvites { room } => {
+            json!(kaigi_proto::admin::ListedInvites {
+                invites: shared.invites.list(app, room.as_ref(), now),
+            })
+        }
         Request::ListRooms { offset, limit } => {
             let listed = shared.read(|reg| {
                 let all = reg.rooms(app);

@@ -15,6 +15,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod invites;
 pub mod listener;
 pub mod metrics;
 mod negotiation;

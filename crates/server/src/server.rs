@@ -80,6 +80,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/ws", get(signaling::upgrade))
         .route("/api/{action}", any(admin::handle))
+        .route(
+            "/invite/{code}",
+            get(crate::invites::preview).post(crate::invites::redeem),
+        )
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .with_state(shared)

@@ -705,8 +705,26 @@ impl Session {
                 format!("this server has no SdkAppId {app}"),
             )
         })?;
-        usersig::verify(&j.user_sig, app, key, user.as_str(), unix_now())
+        let claims = usersig::verify(&j.user_sig, app, key, user.as_str(), unix_now())
             .map_err(|e| ErrorMessage::new(None, ErrorCode::from(&e), e.to_string()))?;
+        // A UserSig carrying a room grant (a privateMapKey, as invites give)
+        // enters only that room, only while the grant and its invite last.
+        if let Some(grant) = kaigi_proto::grant::from_claims(&claims) {
+            let not_granted = |m: String| ErrorMessage::new(None, ErrorCode::RoomNotGranted, m);
+            if !grant.admits(app, user.as_str(), &room, unix_now()) {
+                return Err(not_granted(format!(
+                    "the UserSig grants room {} until unix time {}, not this room now",
+                    grant.room, grant.expires_at
+                )));
+            }
+            let revoked =
+                usersig::decode(&j.user_sig).is_ok_and(|s| self.shared.invites.is_revoked(&s.sig));
+            if revoked {
+                return Err(not_granted(
+                    "the invite this UserSig came from was revoked".into(),
+                ));
+            }
+        }
         let resume = j
             .resume
             .as_deref()

@@ -63,6 +63,8 @@ pub struct Shared {
     publications: Mutex<HashMap<SessionId, Arc<Publication>>>,
     /// The UDP and TCP ports all media goes through.
     pub media_ports: Arc<kaigi_rtc::MediaPorts>,
+    /// The invites made through the admin API.
+    pub invites: crate::invites::Invites,
 }
 
 pub use kaigi_proto::unix_now;
@@ -72,6 +74,7 @@ impl Shared {
     pub fn new(config: Config, media_ports: Arc<kaigi_rtc::MediaPorts>) -> Arc<Self> {
         Arc::new(Shared {
             media_ports,
+            invites: Default::default(),
             app_keys: config.app_keys(),
             config,
             registry: Mutex::new(Registry::new()),
