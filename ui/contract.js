@@ -3,6 +3,7 @@
 
 /** The commands the window may call, with their arguments' names. */
 export const COMMANDS = {
+  "create_invite": [],
   "end_meeting": [],
   "frame_endpoint": [],
   "join_room": [
@@ -13,6 +14,7 @@ export const COMMANDS = {
   "remove_participant": [
     "userId"
   ],
+  "revoke_invite": [],
   "send_chat": [
     "text"
   ],
@@ -37,11 +39,18 @@ export const COMMANDS = {
     "camera",
     "microphone"
   ],
-  "stop_preview": []
+  "stop_preview": [],
+  "take_opened_invite": []
 };
 
 /** What each command returns: the fields of its result object. */
 export const RESULTS = {
+  "create_invite": [
+    "code",
+    "expiresAt",
+    "link",
+    "revocable"
+  ],
   "end_meeting": [],
   "frame_endpoint": [
     "token",
@@ -51,6 +60,7 @@ export const RESULTS = {
     "botCommand",
     "embedded",
     "host",
+    "invite",
     "publishing",
     "role",
     "room",
@@ -65,6 +75,7 @@ export const RESULTS = {
     "speakers"
   ],
   "remove_participant": [],
+  "revoke_invite": [],
   "send_chat": [],
   "set_audio_processing": [],
   "set_camera": [],
@@ -75,7 +86,8 @@ export const RESULTS = {
     "audio",
     "video"
   ],
-  "stop_preview": []
+  "stop_preview": [],
+  "take_opened_invite": []
 };
 
 /** The video paths over the IPC: only in builds for the tile benchmark. */
@@ -127,6 +139,9 @@ export const EVENT_FIELDS = {
     "code",
     "message",
     "name"
+  ],
+  "invite-opened": [
+    "link"
   ],
   "local-audio-level": [
     "level"
@@ -200,11 +215,17 @@ export const ERROR_CODES = [
   "FRAME_SERVER_FAILED",
   "HEARTBEAT_TIMEOUT",
   "INTERNAL",
+  "INVALID_INVITE",
   "INVALID_MESSAGE",
   "INVALID_OPTIONS",
   "INVALID_PARAMETER",
+  "INVITE_EXPIRED",
+  "INVITE_NOT_FOUND",
+  "INVITE_REVOKED",
+  "INVITE_USED_UP",
   "MEDIA_FAILED",
   "MESSAGE_TOO_LARGE",
+  "NAME_TAKEN",
   "NOT_HOST",
   "NOT_IN_ROOM",
   "NOT_PUBLISHING",
@@ -212,6 +233,7 @@ export const ERROR_CODES = [
   "NO_LOCAL_STREAM",
   "RATE_LIMITED",
   "RECONNECT_FAILED",
+  "ROOM_NOT_GRANTED",
   "SERVER_SHUTTING_DOWN",
   "SERVER_START_FAILED",
   "SERVER_UNREACHABLE",

@@ -1,6 +1,6 @@
 // The join screen: device pickers, the preview, and the join form.
 
-import { joinForm } from "./logic.js";
+import { joinForm, parseInvite } from "./logic.js";
 import { playTile } from "./video.js";
 import { showError, showNotice } from "./dialogs.js";
 import { errorText } from "./i18n.js";
@@ -86,7 +86,7 @@ async function onJoin(ui, ev) {
     return showJoinError(ui, e);
   }
   localStorage.setItem("kaigi.name", form.userId);
-  localStorage.setItem("kaigi.room", $("room").value.trim());
+  if (!form.invite) localStorage.setItem("kaigi.room", $("room").value.trim());
   localStorage.setItem("kaigi.camera", $("camera").value);
   localStorage.setItem("kaigi.microphone", $("microphone").value);
   $("join").disabled = true;
@@ -111,9 +111,39 @@ function showJoinError(ui, error) {
   el.hidden = false;
 }
 
+/**
+ * Shows whether the form joins through an invite: then the invite names
+ * the room, and only a name is asked for.
+ */
+export function renderInvite(ui) {
+  const $ = ui.$;
+  const text = $("invite").value.trim();
+  let valid = false;
+  try {
+    parseInvite(text);
+    valid = true;
+  } catch {
+    valid = false;
+  }
+  $("room-field").hidden = valid;
+  $("room").required = !valid;
+  $("invite-note").hidden = !valid;
+  $("invite").setAttribute("aria-invalid", text && !valid ? "true" : "false");
+}
+
+/** An invite link given to the app (opened from a browser): into the form. */
+export function takeInvite(ui, link) {
+  const $ = ui.$;
+  if (!link) return;
+  $("invite").value = link;
+  renderInvite(ui);
+  if (!$("join-screen").hidden) $("name").focus();
+}
+
 /** Restores the form's last values and wires it. */
 export function wireJoin(ui) {
   const $ = ui.$;
+  $("invite").addEventListener("input", () => renderInvite(ui));
   $("name").value = localStorage.getItem("kaigi.name") || "";
   $("room").value = localStorage.getItem("kaigi.room") || "";
   for (const id of ["camera", "microphone"]) {

@@ -189,6 +189,25 @@ export function joinForm(fields) {
   const userId = (fields.name || "").trim();
   if (!userId) throw formError("form.nameRequired", "a name is required");
   if (!/^[A-Za-z0-9_-]{1,32}$/.test(userId)) throw formError("form.nameCharset", "a name is letters, digits, - and _ (up to 32)");
+  const inviteText = (fields.invite || "").trim();
+  if (inviteText) {
+    // The invite names the server and the room; the name is all it needs.
+    const invite = parseInvite(inviteText);
+    const server = invite.server || (fields.server || "").trim();
+    if (!server) throw formError("form.inviteNeedsServer", "an invite code needs the server's address");
+    return {
+      userId,
+      roomId: null,
+      strRoomId: null,
+      role: fields.role === "audience" ? "audience" : "anchor",
+      camera: fields.camera || null,
+      microphone: fields.microphone || null,
+      server,
+      sdkAppId: null,
+      userSig: null,
+      invite: invite.server ? inviteText : `${inviteLink(server, invite.code)}`,
+    };
+  }
   const room = (fields.room || "").trim();
   if (!room) throw formError("form.roomRequired", "a room is required");
   const numeric = /^[0-9]+$/.test(room);
@@ -205,6 +224,7 @@ export function joinForm(fields) {
     server: server || null,
     sdkAppId: null,
     userSig: null,
+    invite: null,
   };
   if (server) {
     const app = Number((fields.sdkAppId || "").trim());
@@ -214,6 +234,57 @@ export function joinForm(fields) {
     if (!form.userSig) throw formError("form.userSigRequired", "UserSig is required with a server");
   }
   return form;
+}
+
+const CODE_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz";
+
+/**
+ * An invite as pasted: `kaigi://invite/CODE?server=URL` or a bare code
+ * (any case, dashes and spaces ignored, i/l read as 1 and o as 0, as the
+ * server reads it). Returns `{server, code}` (code as `k3m-9xq2-7hd`,
+ * server null for a bare code) or throws a form error.
+ */
+export function parseInvite(text) {
+  const bad = () => formError("form.inviteInvalid", "not an invite link or code");
+  let rest = (text || "").trim();
+  let server = null;
+  if (/^kaigi:\/\//i.test(rest)) {
+    rest = rest.slice("kaigi://".length);
+    if (!/^invite\//i.test(rest)) throw bad();
+    rest = rest.slice("invite/".length);
+    const q = rest.indexOf("?");
+    const query = q >= 0 ? rest.slice(q + 1) : "";
+    rest = (q >= 0 ? rest.slice(0, q) : rest).replace(/\/+$/, "");
+    for (const pair of query.split("&")) {
+      if (!pair.startsWith("server=")) continue;
+      try {
+        server = decodeURIComponent(pair.slice("server=".length));
+      } catch {
+        throw bad();
+      }
+      if (!/^wss?:\/\//.test(server)) throw bad();
+    }
+  }
+  let code = "";
+  for (const raw of rest.toLowerCase()) {
+    if (raw === "-" || raw === " ") continue;
+    const c = raw === "i" || raw === "l" ? "1" : raw === "o" ? "0" : raw;
+    if (!CODE_ALPHABET.includes(c) || code.length === 10) throw bad();
+    code += c;
+  }
+  if (code.length !== 10) throw bad();
+  return { server, code: `${code.slice(0, 3)}-${code.slice(3, 7)}-${code.slice(7)}` };
+}
+
+/** The link for `code` on `server`, as the server's own links are written. */
+export function inviteLink(server, code) {
+  const enc = [...new TextEncoder().encode(server)]
+    .map((b) => {
+      const c = String.fromCharCode(b);
+      return /[A-Za-z0-9\-._~:/[\]@]/.test(c) ? c : `%${b.toString(16).toUpperCase().padStart(2, "0")}`;
+    })
+    .join("");
+  return `kaigi://invite/${code}?server=${enc}`;
 }
 
 /**

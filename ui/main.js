@@ -6,7 +6,7 @@
 import { LANGUAGES, pickLanguage, translator } from "./i18n.js";
 import { createSession } from "./session.js";
 import { showError, showKicked, wireDialogs } from "./dialogs.js";
-import { loadDevices, onDeviceChanged, startPreview, wireJoin } from "./join.js";
+import { loadDevices, onDeviceChanged, startPreview, takeInvite, wireJoin } from "./join.js";
 import { layoutTiles, leaveRoomView, renderHeader, renderRoom, showScreen } from "./room.js";
 import { renderToolbar, showLevel, wireToolbar } from "./toolbar.js";
 import { wireSettings } from "./settings.js";
@@ -59,6 +59,8 @@ function onChange(change) {
       return;
     case "devices":
       return onDeviceChanged(ui, change.change).catch((e) => showError(ui, e));
+    case "invite":
+      return takeInvite(ui, change.link);
     default:
       return renderRoom(ui);
   }
@@ -91,6 +93,8 @@ async function main() {
   await wireSettings(ui);
   translate();
   showScreen(ui, "join");
+  // Opened with an invite link.
+  takeInvite(ui, await ui.invoke("take_opened_invite"));
   startPreview(ui);
 }
 

@@ -324,12 +324,17 @@ export function renderRoom(ui) {
 /** Shows the room view after a join. */
 export function enterRoom(ui, joined, form) {
   const $ = ui.$;
-  $("hosted").hidden = !joined.embedded;
+  // A host can make invites; who came through one can pass it on.
+  ui.invite = joined.invite || null;
+  $("hosted").hidden = !joined.embedded && !ui.invite;
+  $("hosted-at").hidden = !joined.embedded;
   $("server-address").textContent = joined.server;
+  $("invite-copy").hidden = !joined.host && !ui.invite;
+  renderInviteCode(ui);
   // The command carries the app key: copied on request, never shown.
   ui.botCommand = joined.botCommand || "";
   $("copy").hidden = !ui.botCommand;
-  ui.joinedRoom = form.strRoomId ?? String(form.roomId);
+  ui.joinedRoom = joined.room || (form.strRoomId ?? String(form.roomId));
   ui.joinedRole = joined.role;
   ui.isHost = !!joined.host;
   ui.endedByMe = false;
@@ -341,6 +346,14 @@ export function enterRoom(ui, joined, form) {
   showScreen(ui, "room");
   renderToolbar(ui);
   renderRoom(ui);
+}
+
+/** The room's invite code, once there is one, and Revoke for its maker. */
+export function renderInviteCode(ui) {
+  const $ = ui.$;
+  $("invite-shown").hidden = !ui.invite;
+  $("invite-code").textContent = ui.invite ? ui.invite.code : "";
+  $("invite-revoke").hidden = !(ui.invite && ui.invite.revocable);
 }
 
 /** Back to the join screen (left, or forced out and dismissed); resolves once the preview runs. */

@@ -16,7 +16,8 @@ export { EVENTS };
  * screen), `{kind: "error", error}` (`{code, message}` to put in words),
  * `{kind: "level", level}` (the own microphone's meter, 0–100, in or out of
  * a room), `{kind: "devices", change}` (a `device-changed` payload: the
- * pickers must follow).
+ * pickers must follow), `{kind: "invite", link}` (a `kaigi://` link was
+ * opened: the join form takes it).
  */
 export function createSession({ invoke, listen }, onChange) {
   const session = {
@@ -38,6 +39,7 @@ export function createSession({ invoke, listen }, onChange) {
       if (name === "error") return onChange({ kind: "error", error: { code: payload.name, message: payload.message } });
       if (name === "local-audio-level") return onChange({ kind: "level", level: payload.level });
       if (name === "device-changed") return onChange({ kind: "devices", change: payload });
+      if (name === "invite-opened") return onChange({ kind: "invite", link: payload.link });
       if (!session.room) return;
       applyEvent(session.room, payload);
       if (name === "peer-join" || name === "peer-leave") onChange({ kind: "announce", what: name, userId: payload.userId });

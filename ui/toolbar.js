@@ -2,8 +2,8 @@
 // state's `muted`), device switches, leave.
 
 import { applyEvent } from "./logic.js";
-import { confirmChoice, showError } from "./dialogs.js";
-import { renderRoom } from "./room.js";
+import { confirmChoice, showError, showNotice } from "./dialogs.js";
+import { renderInviteCode, renderRoom } from "./room.js";
 
 /** Keyboard shortcuts in a room (Google Meet's for the microphone and camera, Zoom's for leaving). */
 export const SHORTCUTS = {
@@ -185,6 +185,27 @@ export function wireToolbar(ui) {
     ui.invoke("set_microphone", { id: e.target.value }).catch((err) => showError(ui, err)));
   $("room-speaker").addEventListener("change", (e) => {
     if (e.target.value) ui.invoke("set_speaker", { id: e.target.value }).catch((err) => showError(ui, err));
+  });
+  $("invite-copy").addEventListener("click", async () => {
+    try {
+      ui.invite = await ui.invoke("create_invite");
+      renderInviteCode(ui);
+      await navigator.clipboard.writeText(ui.invite.link);
+      showNotice(ui, ui.t("inviteCopied"));
+    } catch (e) {
+      // The code is on screen even when the clipboard refused.
+      if (!ui.invite) showError(ui, e);
+    }
+  });
+  $("invite-revoke").addEventListener("click", async () => {
+    try {
+      await ui.invoke("revoke_invite");
+      ui.invite = null;
+      renderInviteCode(ui);
+      showNotice(ui, ui.t("inviteRevoked"));
+    } catch (e) {
+      showError(ui, e);
+    }
   });
   $("copy").addEventListener("click", async () => {
     try {

@@ -36,6 +36,7 @@ fn results() -> BTreeMap<&'static str, Vec<String>> {
         bot_command: None,
         publishing: true,
         host: true,
+        invite: None,
     };
     let mut r: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
     r.insert(
@@ -54,6 +55,15 @@ fn results() -> BTreeMap<&'static str, Vec<String>> {
         }),
     );
     r.insert("join_room", fields(joined));
+    r.insert(
+        "create_invite",
+        fields(kaigi_app::InviteInfo {
+            link: "kaigi://invite/k3m-9xq2-7hd?server=ws://127.0.0.1:7880".into(),
+            code: "k3m-9xq2-7hd".into(),
+            expires_at: 0,
+            revocable: true,
+        }),
+    );
     r.insert(
         "frame_endpoint",
         fields(FrameEndpoint {

@@ -348,6 +348,56 @@ async fn a_person_joins_sees_a_bot_leaves_and_is_forced_out_three_ways() {
 
     drop(bot);
 
+    // Invites: the host copies one (its code shows); a guest joins with it
+    // and a name only; once revoked, nobody else can.
+    d.click("[data-testid=invite-copy]").await;
+    d.until(
+        "the invite's code, and Revoke",
+        "return /^[0-9a-z]{3}-[0-9a-z]{4}-[0-9a-z]{3}$/.test(document.querySelector('[data-testid=invite-code]').textContent) && !document.querySelector('[data-testid=invite-revoke]').hidden",
+    )
+    .await;
+    d.shot("02-invite").await;
+    let code = d
+        .js("return document.querySelector('[data-testid=invite-code]').textContent")
+        .await;
+    let link = format!(
+        "kaigi://invite/{}?server={}",
+        code.as_str().unwrap(),
+        server.as_str().unwrap()
+    );
+    let guest = Proc(
+        cli_cmd(&["bot", "--invite", &link, "--user", "guest"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    d.until(
+        "the guest in the room through the invite",
+        "return !!document.querySelector('[data-testid=participant-guest]')",
+    )
+    .await;
+    d.click("[data-testid=invite-revoke]").await;
+    d.until(
+        "the invite revoked",
+        "return document.querySelector('[data-testid=invite-code]').textContent === '' && document.querySelector('[data-testid=invite-revoke]').hidden",
+    )
+    .await;
+    let late = cli_cmd(&["bot", "--invite", &link, "--user", "late"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&late.stdout);
+    assert!(
+        !late.status.success() && said.contains("invite-failed") && said.contains("INVITE_REVOKED"),
+        "{said}"
+    );
+    drop(guest);
+    d.until(
+        "the guest gone",
+        "return !document.querySelector('[data-testid=participant-guest]')",
+    )
+    .await;
+
     // 3. Leave (a host is asked: leave, or end for all) → the join screen; then rejoin.
     d.click("#leave").await;
     d.until(
@@ -520,6 +570,52 @@ async fn a_person_joins_sees_a_bot_leaves_and_is_forced_out_three_ways() {
     d.click("#leave").await;
     d.until(
         "the join screen after leaving the own server",
+        "return !document.getElementById('join-screen').hidden",
+    )
+    .await;
+
+    // 9. An invite from that server's admin, pasted into the join screen:
+    //    the room field goes, the name is all it takes.
+    let made = cli_cmd(&[
+        "admin",
+        "create-invite",
+        "--server",
+        &format!("ws://{listen}"),
+        "--app",
+        &app_id.to_string(),
+        "--key",
+        key,
+        "--str-room",
+        "invited-room",
+    ])
+    .output()
+    .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stdout)
+    );
+    let made: serde_json::Value = serde_json::from_slice(&made.stdout).unwrap();
+    let code = made["Response"]["Code"].as_str().unwrap().to_owned();
+    let link = format!("kaigi://invite/{code}?server=ws://{listen}");
+    d.js("for (const id of ['server', 'sdkAppId', 'userSig']) document.getElementById(id).value = ''; return true").await;
+    d.type_into("[data-testid=invite-paste]", &link).await;
+    d.until(
+        "the invite taken: no room field, the note shown",
+        "return document.getElementById('room-field').hidden && !document.getElementById('invite-note').hidden",
+    )
+    .await;
+    d.shot("11-invite-pasted").await;
+    d.click("[data-testid=join-submit]").await;
+    d.until(
+        "in the invited room, its code shown, not revocable",
+        &format!("return !document.getElementById('room-screen').hidden && document.getElementById('room-name').textContent.includes('invited-room') && document.querySelector('[data-testid=invite-code]').textContent === '{code}' && document.querySelector('[data-testid=invite-revoke]').hidden"),
+    )
+    .await;
+    d.shot("12-joined-by-invite").await;
+    d.click("#leave").await;
+    d.until(
+        "the join screen after the invited room",
         "return !document.getElementById('join-screen').hidden",
     )
     .await;

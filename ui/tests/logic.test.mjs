@@ -3,7 +3,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import {
-  emptyRoom, applyEvent, activeSpeaker, tiles, joinForm, mutedHint, MUTED_HINT_MS, gridLayout, stageLayout,
+  emptyRoom, applyEvent, activeSpeaker, tiles, joinForm, parseInvite, inviteLink, mutedHint, MUTED_HINT_MS, gridLayout, stageLayout,
   readAudioSettings, AUDIO_DEFAULTS,
 } from "../logic.js";
 import { parseFrame } from "../video.js";
@@ -66,10 +66,34 @@ test("events build the room view", () => {
   assert.deepEqual(s.peers, {});
 });
 
+test("invites read as the server reads them", () => {
+  const link = "kaigi://invite/k3m-9xq2-7hd?server=ws://192.0.2.10:7880";
+  assert.deepEqual(parseInvite(`  ${link}\n`), { server: "ws://192.0.2.10:7880", code: "k3m-9xq2-7hd" });
+  assert.deepEqual(parseInvite("K3M 9XQ2 7HD"), { server: null, code: "k3m-9xq2-7hd" });
+  assert.deepEqual(parseInvite("OOO-iiii-LLL"), { server: null, code: "000-1111-111" });
+  assert.equal(inviteLink("ws://192.0.2.10:7880", "k3m-9xq2-7hd"), link);
+  const odd = inviteLink("wss://example.test/a b?x&y", "k3m-9xq2-7hd");
+  assert.equal(parseInvite(odd).server, "wss://example.test/a b?x&y");
+  for (const bad of ["", "abc", "k3m-9xq2-7hdx", "uuuuuuuuuu", "kaigi://join/k3m-9xq2-7hd",
+    "kaigi://invite/k3m-9xq2-7hd?server=http://x", "kaigi://invite/k3m-9xq2-7hd?server=%zz"]) {
+    assert.throws(() => parseInvite(bad), { key: "form.inviteInvalid" }, bad);
+  }
+  // With an invite the name is all the form needs; a bare code takes the
+  // server field's address.
+  const viaLink = joinForm({ name: "carol", room: "", invite: link });
+  assert.equal(viaLink.invite, link);
+  assert.equal(viaLink.server, "ws://192.0.2.10:7880");
+  assert.equal(viaLink.roomId, null);
+  const viaCode = joinForm({ name: "carol", invite: "k3m9xq27hd", server: "ws://h:7880" });
+  assert.equal(viaCode.invite, "kaigi://invite/k3m-9xq2-7hd?server=ws://h:7880");
+  assert.throws(() => joinForm({ name: "carol", invite: "k3m9xq27hd" }), { key: "form.inviteNeedsServer" });
+  assert.throws(() => joinForm({ name: "", invite: link }), { key: "form.nameRequired" });
+});
+
 test("the join form", () => {
   assert.deepEqual(joinForm({ name: " alice ", room: "1234", camera: "test-pattern", microphone: "" }), {
     userId: "alice", roomId: 1234, strRoomId: null, role: "anchor",
-    camera: "test-pattern", microphone: null, server: null, sdkAppId: null, userSig: null,
+    camera: "test-pattern", microphone: null, server: null, sdkAppId: null, userSig: null, invite: null,
   });
   const named = joinForm({ name: "a", room: "standup", role: "audience" });
   assert.equal(named.strRoomId, "standup");

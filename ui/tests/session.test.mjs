@@ -34,7 +34,7 @@ function mockIpc(handlers) {
 
 const JOINED = {
   userId: "alice", room: "standup", role: "anchor", server: "ws://127.0.0.1:7880",
-  embedded: true, botCommand: "kaigi bot …", publishing: true, host: true,
+  embedded: true, botCommand: "kaigi bot …", publishing: true, host: true, invite: null,
   users: [{ userId: "bob", role: "anchor" }],
 };
 
@@ -163,6 +163,16 @@ test("devices plugged, unplugged or taken over reach the pickers, in a call or n
   const active = { ...added, action: "active" };
   ipc.emit("device-changed", active);
   assert.deepEqual(shown.at(-1), { kind: "devices", change: active }, "in the room");
+});
+
+test("an invite link opened from outside reaches the join form", async () => {
+  const ipc = mockIpc({ join_room: () => JOINED });
+  const shown = [];
+  const s = createSession(ipc, (c) => shown.push(c));
+  await s.start();
+  const link = "kaigi://invite/k3m-9xq2-7hd?server=ws://192.0.2.10:7880";
+  ipc.emit("invite-opened", { event: "invite-opened", link });
+  assert.deepEqual(shown, [{ kind: "invite", link }]);
 });
 
 test("joins and leaves are announced, and the room redrawn", async () => {
