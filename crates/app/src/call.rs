@@ -64,7 +64,7 @@ pub struct InviteInfo {
 pub struct Joined {
     /// Who joined.
     pub user_id: UserId,
-    /// The room, as the UI shows it.
+    /// The room, as the UI shows it: its number, or its name (unquoted).
     pub room: String,
     /// The role held.
     pub role: Role,
@@ -335,7 +335,10 @@ impl App {
         };
         Ok(Joined {
             user_id: user,
-            room: room.to_string(),
+            room: match &room {
+                RoomId::Num(n) => n.to_string(),
+                RoomId::Str(s) => s.clone(),
+            },
             role: joined.role,
             users: joined.users,
             server: url,

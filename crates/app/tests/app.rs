@@ -511,3 +511,64 @@ async fn the_microphone_level_feeds_the_meter() {
     }
     assert!(late <= 1, "{late} levels after the stream closed");
 }
+
+#[tokio::test]
+async fn an_invite_is_all_a_guest_needs_and_links_reach_the_join_screen() {
+    let server = TestServer::start().await;
+    let (_host, _host_events) = server.joined("host", &str_room("review")).await;
+    let made = server
+        .request(&kaigi_proto::admin::Request::CreateInvite {
+            room: str_room("review"),
+            expire_secs: 600,
+        })
+        .await
+        .unwrap();
+    let code = made["Code"].as_str().unwrap().to_owned();
+    let link = kaigi_proto::invite::Invite::link(&server.url(), &code.parse().unwrap());
+    let (app, mut ui) = app().await;
+
+    // A link given to the app (its command line, a second launch) goes to
+    // the UI once; other arguments do not.
+    assert!(!app.open_link("--verbose"));
+    assert!(app.open_link(&link));
+    assert_eq!(ui.wait("invite-opened").await["link"], link.as_str());
+    assert_eq!(app.take_opened_invite().as_deref(), Some(link.as_str()));
+    assert_eq!(app.take_opened_invite(), None);
+
+    let invited = |user: &str, invite: &str| JoinForm {
+        user_id: user.into(),
+        invite: Some(invite.into()),
+        camera: Some("test-pattern".into()),
+        ..Default::default()
+    };
+    // Mistakes, each with its own code: a taken name, an unknown code, junk,
+    // a bare code with no server.
+    let taken = app.join_room(invited("host", &link)).await.unwrap_err();
+    assert_eq!(taken.code, AppErrorCode::NameTaken, "{taken:?}");
+    let unknown = kaigi_proto::invite::Invite::link(
+        &server.url(),
+        &kaigi_proto::invite::InviteCode::from_bits(99),
+    );
+    let e = app.join_room(invited("carol", &unknown)).await.unwrap_err();
+    assert_eq!(e.code, AppErrorCode::InviteNotFound, "{e:?}");
+    let e = app.join_room(invited("carol", "not an invite")).await.unwrap_err();
+    assert_eq!(e.code, AppErrorCode::InvalidInvite, "{e:?}");
+    let e = app.join_room(invited("carol", &code)).await.unwrap_err();
+    assert_eq!(e.code, AppErrorCode::InvalidInvite, "{e:?}");
+
+    // The name is all it takes; the guest may pass the invite on, not revoke it.
+    let joined = app.join_room(invited("carol", &link)).await.unwrap();
+    assert_eq!(joined.room, "review");
+    assert!(!joined.host && !joined.embedded);
+    let invite = joined.invite.clone().unwrap();
+    assert_eq!(invite.code, code);
+    assert!(!invite.revocable);
+    assert_eq!(app.create_invite().await.unwrap(), invite);
+    let e = app.revoke_invite().await.unwrap_err();
+    assert_eq!(e.code, AppErrorCode::NotHost, "{e:?}");
+    assert_eq!(
+        server.users_in(&str_room("review")).await.unwrap(),
+        vec!["host", "carol"]
+    );
+    app.leave_room().await.unwrap();
+}
