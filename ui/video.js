@@ -118,8 +118,54 @@ function glRenderer(canvas) {
   };
 }
 
+// BT.601 limited range in 16.16 fixed point, as tables: a frame costs a
+// few table reads and adds per pixel.
+const LUT = (() => {
+  const y = new Int32Array(256);
+  const rv = new Int32Array(256);
+  const gu = new Int32Array(256);
+  const gv = new Int32Array(256);
+  const bu = new Int32Array(256);
+  for (let i = 0; i < 256; i++) {
+    y[i] = Math.round(1.1643 * (i - 16) * 65536);
+    rv[i] = Math.round(1.5958 * (i - 128) * 65536);
+    gu[i] = Math.round(-0.39173 * (i - 128) * 65536);
+    gv[i] = Math.round(-0.8129 * (i - 128) * 65536);
+    bu[i] = Math.round(2.017 * (i - 128) * 65536);
+  }
+  return { y, rv, gu, gv, bu };
+})();
+
+/**
+ * I420 to RGBA (`out`, 4 bytes per pixel), mirrored left to right if
+ * `mirror`. Exported for the UI tests.
+ */
+export function i420ToRgba(f, out, mirror = false) {
+  const { y: ly, rv, gu, gv, bu } = LUT;
+  const w = f.width;
+  const cw = w >> 1;
+  const clamp = (v) => (v < 0 ? 0 : v >= 16678912 ? 255 : (v + 32768) >> 16);
+  for (let row = 0; row < f.height; row++) {
+    const yRow = row * w;
+    const cRow = (row >> 1) * cw;
+    let o = yRow * 4;
+    for (let c = 0; c < w; c++) {
+      const col = mirror ? w - 1 - c : c;
+      const ci = cRow + (col >> 1);
+      const u = f.u[ci];
+      const v = f.v[ci];
+      const yy = ly[f.y[yRow + col]];
+      out[o] = clamp(yy + rv[v]);
+      out[o + 1] = clamp(yy + gu[u] + gv[v]);
+      out[o + 2] = clamp(yy + bu[u]);
+      out[o + 3] = 255;
+      o += 4;
+    }
+  }
+}
+
 function canvasRenderer(canvas) {
-  const ctx = canvas.getContext("2d");
+  const ctx = canvas.getContext("2d", { alpha: false });
   let image = null;
   return (f) => {
     if (!image || image.width !== f.width || image.height !== f.height) {
@@ -127,25 +173,20 @@ function canvasRenderer(canvas) {
       canvas.height = f.height;
       image = ctx.createImageData(f.width, f.height);
     }
-    const out = image.data;
-    const cw = f.width / 2;
-    const mirror = canvas.classList.contains("mirror");
-    for (let row = 0; row < f.height; row++) {
-      for (let c = 0; c < f.width; c++) {
-        const col = mirror ? f.width - 1 - c : c;
-        const y = 1.1643 * (f.y[row * f.width + col] - 16);
-        const ci = (row >> 1) * cw + (col >> 1);
-        const u = f.u[ci] - 128;
-        const v = f.v[ci] - 128;
-        const o = (row * f.width + c) * 4;
-        out[o] = y + 1.5958 * v;
-        out[o + 1] = y - 0.39173 * u - 0.8129 * v;
-        out[o + 2] = y + 2.017 * u;
-        out[o + 3] = 255;
-      }
-    }
+    i420ToRgba(f, image.data, canvas.classList.contains("mirror"));
     ctx.putImageData(image, 0, 0);
   };
+}
+
+/**
+ * How tiles are drawn: a 2D canvas unless `kaigi.renderer` says `webgl`.
+ * The app sends each tile frames no larger than it shows them (a camera
+ * stream is at most 640×480), so converting them is cheap; WebGL under
+ * software rendering (llvmpipe: no GPU, as under Xvfb) cost more CPU and
+ * about 40 MiB more memory in the web process (BENCHMARKS.md).
+ */
+export function chooseRenderer(saved) {
+  return saved === "webgl" ? "webgl" : "2d";
 }
 
 /**
@@ -240,7 +281,8 @@ export function currentTransport() {
  * `.transport` how.
  */
 export function playTile(endpoint, tile, canvas, transport = currentTransport()) {
-  const gl = glRenderer(canvas);
+  const renderer = chooseRenderer(globalThis.localStorage?.getItem("kaigi.renderer"));
+  const gl = renderer === "webgl" ? glRenderer(canvas) : null;
   const draw = gl || canvasRenderer(canvas);
   canvas.dataset.renderer = gl ? "webgl" : "2d";
   canvas.dataset.transport = transport;

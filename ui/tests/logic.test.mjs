@@ -6,7 +6,7 @@ import {
   emptyRoom, applyEvent, activeSpeaker, tiles, joinForm, parseInvite, inviteLink, mutedHint, MUTED_HINT_MS, gridLayout, stageLayout,
   readAudioSettings, AUDIO_DEFAULTS,
 } from "../logic.js";
-import { parseFrame } from "../video.js";
+import { chooseRenderer, i420ToRgba, parseFrame } from "../video.js";
 import { MESSAGES, pickLanguage, translator, errorText, kickedText } from "../i18n.js";
 import { ERROR_CODES } from "../contract.js";
 
@@ -268,4 +268,20 @@ test("chat: others' messages count as unread until the panel opens; own ones nev
   for (let i = 0; i < 600; i++) applyEvent(s, { event: "chat", userId: "bob", text: `m${i}`, sentAt: 4 + i });
   assert.equal(s.chat.length, 500);
   assert.equal(s.chat.at(-1).text, "m599");
+});
+
+test("frames convert to RGBA as BT.601 says, mirrored for the self-view", () => {
+  // 2×2: one chroma sample; luma black, white, mid grey, and 128.
+  const f = { width: 2, height: 2, y: Uint8Array.from([16, 235, 126, 128]), u: Uint8Array.of(128), v: Uint8Array.of(128) };
+  const out = new Uint8ClampedArray(16);
+  i420ToRgba(f, out);
+  assert.deepEqual([...out], [0, 0, 0, 255, 255, 255, 255, 255, 128, 128, 128, 255, 130, 130, 130, 255]);
+  i420ToRgba(f, out, true);
+  assert.deepEqual([...out.slice(0, 8)], [255, 255, 255, 255, 0, 0, 0, 255], "mirrored");
+  // Pure red in BT.601 limited range (Y 81, U 90, V 240).
+  const red = { width: 2, height: 2, y: Uint8Array.from([81, 81, 81, 81]), u: Uint8Array.of(90), v: Uint8Array.of(240) };
+  i420ToRgba(red, out);
+  assert.ok(out[0] >= 250 && out[1] <= 3 && out[2] <= 3, `${out.slice(0, 3)}`);
+  assert.equal(chooseRenderer(null), "2d");
+  assert.equal(chooseRenderer("webgl"), "webgl");
 });
