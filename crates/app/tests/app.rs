@@ -551,7 +551,10 @@ async fn an_invite_is_all_a_guest_needs_and_links_reach_the_join_screen() {
     );
     let e = app.join_room(invited("carol", &unknown)).await.unwrap_err();
     assert_eq!(e.code, AppErrorCode::InviteNotFound, "{e:?}");
-    let e = app.join_room(invited("carol", "not an invite")).await.unwrap_err();
+    let e = app
+        .join_room(invited("carol", "not an invite"))
+        .await
+        .unwrap_err();
     assert_eq!(e.code, AppErrorCode::InvalidInvite, "{e:?}");
     let e = app.join_room(invited("carol", &code)).await.unwrap_err();
     assert_eq!(e.code, AppErrorCode::InvalidInvite, "{e:?}");
