@@ -22,6 +22,19 @@ pub struct H264Settings {
     /// A keyframe at least this often (frames); keyframes are also made on
     /// request (a subscriber's PLI).
     pub keyframe_interval: u32,
+    /// What the pictures are: a camera's, or a screen's (text and flat
+    /// areas kept sharp; unchanged regions cost next to nothing).
+    pub content: Content,
+}
+
+/// What an encoder is tuned for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Content {
+    /// A camera: motion, noise.
+    #[default]
+    Camera,
+    /// A screen: text, flat areas, little motion, low frame rates.
+    Screen,
 }
 
 impl Default for H264Settings {
@@ -30,6 +43,7 @@ impl Default for H264Settings {
             bitrate_bps: 1_000_000,
             fps: 30.0,
             keyframe_interval: 300,
+            content: Content::Camera,
         }
     }
 }
@@ -53,16 +67,23 @@ pub struct H264Encoder {
 }
 
 impl H264Encoder {
-    /// An encoder with these settings (constrained baseline, level 3.1,
-    /// real-time camera tuning, one thread).
+    /// An encoder with these settings (constrained baseline, level 3.1 —
+    /// 4.0 for screens up to 1920×1080 —, real-time camera or screen
+    /// tuning, one thread).
     pub fn new(settings: H264Settings) -> Result<Self, MediaError> {
         let config = EncoderConfig::new()
             .bitrate(BitRate::from_bps(settings.bitrate_bps))
             .max_frame_rate(FrameRate::from_hz(settings.fps))
-            .usage_type(UsageType::CameraVideoRealTime)
+            .usage_type(match settings.content {
+                Content::Camera => UsageType::CameraVideoRealTime,
+                Content::Screen => UsageType::ScreenContentRealTime,
+            })
             .rate_control_mode(RateControlMode::Bitrate)
             .profile(Profile::Baseline)
-            .level(Level::Level_3_1)
+            .level(match settings.content {
+                Content::Camera => Level::Level_3_1,
+                Content::Screen => Level::Level_4_0,
+            })
             .intra_frame_period(IntraFramePeriod::from_num_frames(
                 settings.keyframe_interval,
             ))

@@ -15,6 +15,7 @@ pub mod h264;
 pub mod opus_codec;
 pub mod pattern;
 pub mod scale;
+pub mod screen;
 pub mod tone;
 
 pub use audio_device::{Microphone, Mixer, Speaker};
@@ -22,7 +23,7 @@ pub use audio_processing::{AudioProcessing, AudioProcessor};
 pub use camera::{Camera, CameraSettings};
 pub use devices::{DeviceError, DeviceInfo, DeviceKind};
 pub use frame::{AudioFrame, VideoFrame};
-pub use h264::{EncodedVideo, H264Decoder, H264Encoder, H264Settings};
+pub use h264::{Content, EncodedVideo, H264Decoder, H264Encoder, H264Settings};
 pub use opus_codec::{OpusDecoder, OpusEncoder, OPUS_FRAME_SAMPLES, OPUS_SAMPLE_RATE};
 pub use pattern::{Stamp, TestPattern};
 pub use tone::{SineTone, SpeechLike};
@@ -39,6 +40,9 @@ pub enum MediaError {
     /// A frame or setting is not usable (e.g. odd dimensions).
     #[error("invalid input: {0}")]
     Invalid(String),
+    /// The screen or window could not be captured.
+    #[error("screen capture: {0}")]
+    Capture(String),
 }
 
 /// Microseconds since the Unix epoch, the clock capture stamps use.

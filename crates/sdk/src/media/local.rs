@@ -363,6 +363,7 @@ impl LocalStream {
                 bitrate_bps: config.video_bitrate_bps,
                 fps: fps as f32,
                 keyframe_interval: 100_000,
+                ..Default::default()
             };
             // Opened now: an encoder that cannot start fails the call.
             let encoders = stream
