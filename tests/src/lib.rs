@@ -512,6 +512,7 @@ pub fn raw_join(req_id: u64, user: &str, room: u64) -> Value {
 
 /// Helpers for the benchmark binaries.
 pub mod netlab;
+pub mod xvfb;
 
 pub mod bench {
     use std::io::{BufRead, BufReader};

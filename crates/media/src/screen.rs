@@ -1,14 +1,13 @@
 //! Screen capture on X11: the whole screen or one window of a display,
 //! as I420 frames no larger than 1920×1080 (scaled to keep the aspect), for
 //! the `sub` (screen-share) stream. Pixels come from `GetImage` on the X
-//! connection (x11rb, no native library).
+//! connection (x11rb, no native library); with the DAMAGE extension only
+//! the rows that changed since the last frame are read and converted.
 //!
 //! Wayland sessions share through the desktop portal instead (not here).
 
 use x11rb::connection::Connection;
-use x11rb::protocol::xproto::{
-    AtomEnum, ConnectionExt as _, ImageFormat, Window as XWindow,
-};
+use x11rb::protocol::xproto::{AtomEnum, ConnectionExt as _, ImageFormat, Window as XWindow};
 use x11rb::rust_connection::RustConnection;
 
 use crate::frame::VideoFrame;
@@ -44,8 +43,12 @@ pub struct X11Screen {
     conn: RustConnection,
     root: XWindow,
     target: ScreenTarget,
-    /// The conversion's scratch (BGRX rows into I420).
     max: (usize, usize),
+    /// The DAMAGE object watching the target, and a region to fetch its
+    /// rectangles into (none: the server has no DAMAGE; every grab reads all).
+    damage: Option<(u32, u32)>,
+    /// The last full-size picture, updated where damaged.
+    last: Option<VideoFrame>,
 }
 
 fn x_err(e: impl std::fmt::Display) -> MediaError {
@@ -57,16 +60,68 @@ impl X11Screen {
     pub fn open(display: Option<&str>, target: ScreenTarget) -> Result<Self, MediaError> {
         let (conn, screen) = x11rb::connect(display).map_err(x_err)?;
         let root = conn.setup().roots[screen].root;
-        let s = X11Screen {
+        let mut s = X11Screen {
             conn,
             root,
             target,
             max: MAX_SCREEN,
+            damage: None,
+            last: None,
         };
         // The depth must be one this reader understands (24 or 32 bits in
         // 32-bit pixels, as every X server of this century).
         s.bits_per_pixel()?;
+        s.damage = s.watch_damage();
         Ok(s)
+    }
+
+    /// Starts watching the target's changes, if the server has DAMAGE.
+    fn watch_damage(&self) -> Option<(u32, u32)> {
+        use x11rb::protocol::{damage, xfixes};
+        xfixes::query_version(&self.conn, 5, 0).ok()?.reply().ok()?;
+        damage::query_version(&self.conn, 1, 1).ok()?.reply().ok()?;
+        let drawable = self.drawable();
+        let id = self.conn.generate_id().ok()?;
+        damage::create(&self.conn, id, drawable, damage::ReportLevel::NON_EMPTY)
+            .ok()?
+            .check()
+            .ok()?;
+        let region = self.conn.generate_id().ok()?;
+        xfixes::create_region(&self.conn, region, &[])
+            .ok()?
+            .check()
+            .ok()?;
+        Some((id, region))
+    }
+
+    fn drawable(&self) -> XWindow {
+        match self.target {
+            ScreenTarget::Screen => self.root,
+            ScreenTarget::Window(id) => id,
+        }
+    }
+
+    /// The rows changed since the last call (`None`: unknown, read all).
+    fn damaged_rows(&mut self, h: usize) -> Option<(usize, usize)> {
+        use x11rb::protocol::{damage, xfixes};
+        let (id, region) = self.damage?;
+        // Notify events only say "something changed"; the region says what.
+        while let Ok(Some(_)) = self.conn.poll_for_event() {}
+        damage::subtract(&self.conn, id, x11rb::NONE, region).ok()?;
+        let rects = xfixes::fetch_region(&self.conn, region)
+            .ok()?
+            .reply()
+            .ok()?;
+        let mut rows: Option<(usize, usize)> = None;
+        for r in rects.rectangles {
+            let y0 = usize::try_from(r.y.max(0)).unwrap_or(0).min(h);
+            let y1 = (y0 + usize::from(r.height)).min(h);
+            if y1 > y0 {
+                rows = Some(rows.map_or((y0, y1), |(a, b)| (a.min(y0), b.max(y1))));
+            }
+        }
+        // Whole chroma rows.
+        Some(rows.map_or((0, 0), |(a, b)| (a & !1, (b + 1) & !1)))
     }
 
     /// Caps the picture at `max` (both even) instead of [`MAX_SCREEN`].
@@ -151,7 +206,10 @@ impl X11Screen {
                 continue;
             };
             let mut title = String::new();
-            for (prop, ty) in [(net_name, utf8), (AtomEnum::WM_NAME.into(), AtomEnum::STRING.into())] {
+            for (prop, ty) in [
+                (net_name, utf8),
+                (AtomEnum::WM_NAME.into(), AtomEnum::STRING.into()),
+            ] {
                 if let Ok(r) = self
                     .conn
                     .get_property(false, id, prop, ty, 0, 1024)
@@ -177,10 +235,7 @@ impl X11Screen {
     /// Grabs one frame: the target's pixels as I420, scaled down to fit the
     /// maximum size, with even dimensions.
     pub fn grab(&mut self) -> Result<VideoFrame, MediaError> {
-        let drawable = match self.target {
-            ScreenTarget::Screen => self.root,
-            ScreenTarget::Window(id) => id,
-        };
+        let drawable = self.drawable();
         let g = self
             .conn
             .get_geometry(drawable)
@@ -191,27 +246,50 @@ impl X11Screen {
         if w == 0 || h == 0 {
             return Err(MediaError::Capture("X11: the window has no area".into()));
         }
-        let image = self
-            .conn
-            .get_image(
-                ImageFormat::Z_PIXMAP,
-                drawable,
-                0,
-                0,
-                w as u16,
-                h as u16,
-                u32::MAX,
-            )
-            .map_err(x_err)?
-            .reply()
-            .map_err(|e| MediaError::Capture(format!("X11: the picture could not be read ({e})")))?;
-        if image.data.len() < w * h * 4 {
-            return Err(MediaError::Capture(format!(
-                "X11: {} bytes for a {w}×{h} picture",
-                image.data.len()
-            )));
+        let damaged = self.damaged_rows(h);
+        let reusable = self
+            .last
+            .as_ref()
+            .is_some_and(|f| f.width == w && f.height == h);
+        let (y0, y1) = match (damaged, reusable) {
+            (Some(rows), true) => rows,
+            _ => (0, h),
+        };
+        if !reusable {
+            self.last = Some(VideoFrame::black(w, h)?);
         }
-        let mut frame = bgrx_to_i420(&image.data, w, h)?;
+        if y1 > y0 {
+            let image = self
+                .conn
+                .get_image(
+                    ImageFormat::Z_PIXMAP,
+                    drawable,
+                    0,
+                    y0 as i16,
+                    w as u16,
+                    (y1 - y0) as u16,
+                    u32::MAX,
+                )
+                .map_err(x_err)?
+                .reply()
+                .map_err(|e| {
+                    MediaError::Capture(format!("X11: the picture could not be read ({e})"))
+                })?;
+            if image.data.len() < w * (y1 - y0) * 4 {
+                return Err(MediaError::Capture(format!(
+                    "X11: {} bytes for a {w}×{} picture",
+                    image.data.len(),
+                    y1 - y0
+                )));
+            }
+            if let Some(last) = self.last.as_mut() {
+                convert_rows(&image.data, w, y0, y1, last);
+            }
+        }
+        let mut frame = self
+            .last
+            .clone()
+            .ok_or_else(|| MediaError::Capture("X11: no picture".into()))?;
         frame.captured_us = crate::unix_micros();
         Ok(match frame.scaled_to_fit(self.max.0, self.max.1) {
             Some(scaled) => scaled,
@@ -225,30 +303,59 @@ impl X11Screen {
 /// block.
 pub fn bgrx_to_i420(bgrx: &[u8], w: usize, h: usize) -> Result<VideoFrame, MediaError> {
     let mut f = VideoFrame::black(w, h)?;
-    let (y, u, v) = f.planes_mut();
+    if bgrx.len() < w * h * 4 {
+        return Err(MediaError::Invalid(format!(
+            "{} bytes for a {w}×{h} BGRX picture",
+            bgrx.len()
+        )));
+    }
+    convert_rows(bgrx, w, 0, h, &mut f);
+    Ok(f)
+}
+
+#[inline(always)]
+fn luma(b: i32, g: i32, r: i32) -> u8 {
+    (((66 * r + 129 * g + 25 * b + 128) >> 8) + 16) as u8
+}
+
+/// Converts the band of rows `y0..y1` (even bounds) of `f`, given as a
+/// `w`-wide BGRX picture of just those rows, two rows at a time (one
+/// chroma row).
+fn convert_rows(bgrx: &[u8], w: usize, y0: usize, y1: usize, f: &mut VideoFrame) {
     let cw = w / 2;
-    for row in (0..h).step_by(2) {
-        for col in (0..w).step_by(2) {
-            let (mut rs, mut gs, mut bs) = (0i32, 0i32, 0i32);
-            for (dr, dc) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
-                let i = ((row + dr) * w + col + dc) * 4;
-                let (b, g, r) = (
-                    i32::from(bgrx[i]),
-                    i32::from(bgrx[i + 1]),
-                    i32::from(bgrx[i + 2]),
-                );
-                y[(row + dr) * w + col + dc] = ((66 * r + 129 * g + 25 * b + 128) >> 8) as u8 + 16;
-                rs += r;
-                gs += g;
-                bs += b;
-            }
-            let (r, g, b) = (rs / 4, gs / 4, bs / 4);
-            let ci = (row / 2) * cw + col / 2;
-            u[ci] = (((-38 * r - 74 * g + 112 * b + 128) >> 8) + 128) as u8;
-            v[ci] = (((112 * r - 94 * g - 18 * b + 128) >> 8) + 128) as u8;
+    let (y_plane, u_plane, v_plane) = f.planes_mut();
+    for row in (y0..y1).step_by(2) {
+        let at = row - y0;
+        let top = &bgrx[at * w * 4..(at + 1) * w * 4];
+        let bottom = &bgrx[(at + 1) * w * 4..(at + 2) * w * 4];
+        let (y_top, y_rest) = y_plane[row * w..(row + 2) * w].split_at_mut(w);
+        let u_row = &mut u_plane[(row / 2) * cw..(row / 2 + 1) * cw];
+        let v_row = &mut v_plane[(row / 2) * cw..(row / 2 + 1) * cw];
+        for (i, ((t, b), (yt, yb))) in top
+            .chunks_exact(8)
+            .zip(bottom.chunks_exact(8))
+            .zip(y_top.chunks_exact_mut(2).zip(y_rest.chunks_exact_mut(2)))
+            .enumerate()
+        {
+            let px =
+                |p: &[u8], o: usize| (i32::from(p[o]), i32::from(p[o + 1]), i32::from(p[o + 2]));
+            let (b0, g0, r0) = px(t, 0);
+            let (b1, g1, r1) = px(t, 4);
+            let (b2, g2, r2) = px(b, 0);
+            let (b3, g3, r3) = px(b, 4);
+            yt[0] = luma(b0, g0, r0);
+            yt[1] = luma(b1, g1, r1);
+            yb[0] = luma(b2, g2, r2);
+            yb[1] = luma(b3, g3, r3);
+            let (r, g, bl) = (
+                (r0 + r1 + r2 + r3) >> 2,
+                (g0 + g1 + g2 + g3) >> 2,
+                (b0 + b1 + b2 + b3) >> 2,
+            );
+            u_row[i] = (((-38 * r - 74 * g + 112 * bl + 128) >> 8) + 128) as u8;
+            v_row[i] = (((112 * r - 94 * g - 18 * bl + 128) >> 8) + 128) as u8;
         }
     }
-    Ok(f)
 }
 
 #[cfg(test)]
