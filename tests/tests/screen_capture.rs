@@ -115,3 +115,61 @@ fn a_large_screen_is_scaled_to_1080p_keeping_its_aspect_and_bad_targets_fail_cle
     assert!(gone.grab().is_err(), "a window that does not exist");
     assert!(X11Screen::open(Some(":4094"), ScreenTarget::Screen).is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_screen_reaches_another_client_sharp() {
+    let (w, h) = (1280, 720);
+    let x = Xvfb::start(w as u32, h as u32);
+    let pic = picture(w, h);
+    draw(&x.display, &pic, w, h, 0);
+    let want = bgrx_to_i420(&pic, w, h).unwrap();
+
+    let server = kaigi_tests::TestServer::start().await;
+    let room = kaigi_tests::room(61);
+    let (alice, _alice_events) = server.joined("alice", &room).await;
+    let (bob, mut bob_events) = server.joined("bob", &room).await;
+    let screen = kaigi_sdk::LocalStream::new(
+        alice.user_id(),
+        kaigi_sdk::LocalStreamConfig {
+            video: kaigi_sdk::VideoInput::Screen {
+                display: Some(x.display.clone()),
+                window: None,
+            },
+            audio: kaigi_sdk::AudioInput::None,
+            fps: 10,
+            video_bitrate_bps: 2_000_000,
+            simulcast: false,
+            ..Default::default()
+        },
+    )
+    .expect("the screen opens");
+    kaigi_tests::within("publish", alice.publish(&screen))
+        .await
+        .unwrap();
+    kaigi_tests::expect_event(&mut bob_events, "stream-subscribed").await;
+    let remote = bob
+        .remote_streams()
+        .into_iter()
+        .find(|s| s.user_id().as_str() == "alice")
+        .expect("alice's stream");
+    let mut video = remote.video();
+    // The first full-size pictures (the estimate starts low, then the
+    // encoder reaches its quality): the best of the first few seconds.
+    let best = kaigi_tests::within("a sharp picture", async {
+        loop {
+            video.changed().await.expect("the stream goes on");
+            let Some(f) = video.borrow_and_update().clone() else {
+                continue;
+            };
+            if (f.width, f.height) == (w, h) {
+                let db = psnr(f.y(), want.y());
+                if db >= 30.0 {
+                    return db;
+                }
+            }
+        }
+    })
+    .await;
+    eprintln!("shared screen at the receiver: {best:.1} dB");
+    screen.close();
+}

@@ -118,7 +118,8 @@ pub(crate) fn local_config(
 
 fn camera_of(local: &LocalStream) -> Option<String> {
     match &local.config().video {
-        VideoInput::None => None,
+        // The app's own stream has no screen (screens share as `sub`).
+        VideoInput::None | VideoInput::Screen { .. } => None,
         VideoInput::TestPattern { .. } => Some(TEST_PATTERN.into()),
         VideoInput::Camera { .. } => local.camera_id(),
     }

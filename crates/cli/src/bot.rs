@@ -35,7 +35,9 @@ pub struct BotArgs {
     #[arg(long, default_value = "anchor")]
     role: Role,
     /// Video to publish: `test-pattern` (640x480), `test-pattern:WxH`,
-    /// `camera` (the first), `camera:ID` (see `kaigi devices`), or `none`.
+    /// `camera` (the first), `camera:ID` (see `kaigi devices`), `screen`
+    /// (the X display of $DISPLAY; with `--fps 10`, say), `screen:DISPLAY`,
+    /// or `none`.
     #[arg(long, default_value = "none", value_parser = parse_video)]
     video: VideoInput,
     /// Audio to publish: `tone` (440 Hz), `tone:HZ`, `mic` (the first),
@@ -90,10 +92,19 @@ fn parse_video(s: &str) -> Result<VideoInput, String> {
             width: 640,
             height: 480,
         }),
+        "screen" => Ok(VideoInput::Screen {
+            display: None,
+            window: None,
+        }),
         other => {
             if let Some(wh) = other.strip_prefix("test-pattern:") {
                 let (width, height) = size(wh)?;
                 Ok(VideoInput::TestPattern { width, height })
+            } else if let Some(display) = other.strip_prefix("screen:").filter(|d| !d.is_empty()) {
+                Ok(VideoInput::Screen {
+                    display: Some(display.to_owned()),
+                    window: None,
+                })
             } else if let Some(id) = other.strip_prefix("camera:").filter(|i| !i.is_empty()) {
                 Ok(VideoInput::Camera {
                     id: Some(id.to_owned()),
@@ -102,7 +113,7 @@ fn parse_video(s: &str) -> Result<VideoInput, String> {
                 })
             } else {
                 Err(format!(
-                    "expected test-pattern[:WxH], camera[:ID] or none, got {other:?}"
+                    "expected test-pattern[:WxH], camera[:ID], screen[:DISPLAY] or none, got {other:?}"
                 ))
             }
         }

@@ -90,6 +90,14 @@ impl H264Encoder {
             // Rate control needs to drop a frame now and then under load.
             .skip_frames(true)
             .num_threads(1);
+        // The screen tuning has its own detection of still areas; these two
+        // are camera tools (openh264 turns them off itself, with a warning).
+        let config = match settings.content {
+            Content::Camera => config,
+            Content::Screen => config
+                .adaptive_quantization(false)
+                .background_detection(false),
+        };
         let encoder = Encoder::with_api_config(OpenH264API::from_source(), config)
             .map_err(|e| MediaError::H264(e.to_string()))?;
         Ok(H264Encoder {

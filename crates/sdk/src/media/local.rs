@@ -8,10 +8,11 @@ use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use kaigi_media::screen::{ScreenTarget, X11Screen};
 use kaigi_media::{
-    AudioFrame, AudioProcessing, AudioProcessor, Camera, CameraSettings, DeviceError, H264Encoder,
-    H264Settings, Microphone, OpusEncoder, SineTone, TestPattern, VideoFrame, OPUS_FRAME_SAMPLES,
-    OPUS_SAMPLE_RATE,
+    AudioFrame, AudioProcessing, AudioProcessor, Camera, CameraSettings, Content, DeviceError,
+    H264Encoder, H264Settings, Microphone, OpusEncoder, SineTone, TestPattern, VideoFrame,
+    OPUS_FRAME_SAMPLES, OPUS_SAMPLE_RATE,
 };
 use kaigi_proto::signal::{VideoSize, MAX_LAYERS};
 use kaigi_proto::UserId;
@@ -77,6 +78,14 @@ pub enum VideoInput {
         width: u32,
         /// Wanted height.
         height: u32,
+    },
+    /// An X11 screen or one of its windows, scaled to fit 1920×1080, encoded
+    /// with the screen tuning (one layer; its bitrate follows the estimate).
+    Screen {
+        /// The X display (`:0`); none: `$DISPLAY`.
+        display: Option<String>,
+        /// One window's X id; none: the whole screen.
+        window: Option<u32>,
     },
 }
 
@@ -298,6 +307,8 @@ impl LocalStream {
             _ if !config.simulcast => vec![VideoSize::default()],
             VideoInput::TestPattern { width, height } => layer_sizes(*width as u32, *height as u32),
             VideoInput::Camera { width, height, .. } => layer_sizes(*width, *height),
+            // A screen is one layer: its text needs every pixel.
+            VideoInput::Screen { .. } => vec![VideoSize::default()],
         };
         // Track ids are unique per stream: a peer connection ignores a
         // second track whose id it has already seen, so a republished
@@ -352,6 +363,11 @@ impl LocalStream {
                 stream.run_pattern(pattern, fps);
             }
             VideoInput::Camera { id, .. } => stream.switch_camera(id.as_deref())?,
+            VideoInput::Screen { display, window } => {
+                let target = window.map_or(ScreenTarget::Screen, ScreenTarget::Window);
+                let screen = X11Screen::open(display.as_deref(), target).map_err(media)?;
+                stream.run_screen(screen, fps)?;
+            }
         }
         match &config.audio {
             AudioInput::None => {}
@@ -363,7 +379,10 @@ impl LocalStream {
                 bitrate_bps: config.video_bitrate_bps,
                 fps: fps as f32,
                 keyframe_interval: 100_000,
-                ..Default::default()
+                content: match config.video {
+                    VideoInput::Screen { .. } => Content::Screen,
+                    _ => Content::Camera,
+                },
             };
             // Opened now: an encoder that cannot start fails the call.
             let encoders = stream
@@ -419,6 +438,40 @@ impl LocalStream {
                 let _ = me.video_in.try_send(pattern.next_frame());
             }
         });
+    }
+
+    /// Grabs the screen `fps` times a second on a thread of its own (X
+    /// calls block) until the stream closes; a screen that goes away ends
+    /// the video with a device error.
+    fn run_screen(&self, mut screen: X11Screen, fps: u32) -> Result<(), ClientError> {
+        let me = self.inner.clone();
+        let period = Duration::from_secs_f64(1.0 / f64::from(fps));
+        std::thread::Builder::new()
+            .name("kaigi-screen".into())
+            .spawn(move || {
+                let mut next = std::time::Instant::now();
+                while !me.closed.is_cancelled() {
+                    match screen.grab() {
+                        Ok(frame) => {
+                            let _ = me.video_in.try_send(frame);
+                        }
+                        Err(e) => {
+                            warn!(error = %e, "the screen can no longer be captured");
+                            break;
+                        }
+                    }
+                    // Paces the grabs (a frame period), not a wait for an event.
+                    next += period;
+                    let now = std::time::Instant::now();
+                    if next > now {
+                        std::thread::sleep(next - now);
+                    } else {
+                        next = now;
+                    }
+                }
+            })
+            .map_err(|e| ClientError::Media(format!("screen capture thread: {e}")))?;
+        Ok(())
     }
 
     fn run_tone(&self, hz: f64) {
