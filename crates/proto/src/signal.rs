@@ -14,6 +14,45 @@ pub const MAX_MESSAGE_BYTES: usize = 16 * 1024;
 /// room of 150 publishers must still fit.
 pub const MAX_ANSWER_BYTES: usize = 256 * 1024;
 
+/// Which of a user's streams: `main` (camera and microphone) or `sub`
+/// (a shared screen), as TRTC's main and auxiliary streams. On the wire a
+/// field `streamType`, left out for `main`.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum StreamType {
+    /// The camera and the microphone.
+    #[default]
+    Main,
+    /// A shared screen.
+    Sub,
+}
+
+impl StreamType {
+    /// Both, `main` first.
+    pub const ALL: [StreamType; 2] = [StreamType::Main, StreamType::Sub];
+
+    /// Whether this is `main` (left out on the wire).
+    pub fn is_main(&self) -> bool {
+        *self == StreamType::Main
+    }
+
+    /// `main` or `sub`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StreamType::Main => "main",
+            StreamType::Sub => "sub",
+        }
+    }
+}
+
+impl std::fmt::Display for StreamType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// How a room is named on the wire: exactly one of `roomId` (number) and
 /// `strRoomId` (string).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -497,6 +536,9 @@ pub enum ServerMessage {
     StreamUpdated {
         /// Whose stream.
         user_id: UserId,
+        /// Which of the user's streams (left out: `main`).
+        #[serde(default, skip_serializing_if = "StreamType::is_main")]
+        stream_type: StreamType,
         /// Whether its audio is muted.
         audio_muted: bool,
         /// Whether its video is muted.
@@ -542,6 +584,9 @@ pub enum ServerMessage {
         req_id: u64,
         /// Whose stream.
         user_id: UserId,
+        /// Which of the user's streams (left out: `main`).
+        #[serde(default, skip_serializing_if = "StreamType::is_main")]
+        stream_type: StreamType,
         /// Whether its audio is received.
         audio: bool,
         /// Whether its video is received.
@@ -590,6 +635,9 @@ pub enum ServerMessage {
     StreamAdded {
         /// Whose stream.
         user_id: UserId,
+        /// Which of the user's streams (left out: `main`).
+        #[serde(default, skip_serializing_if = "StreamType::is_main")]
+        stream_type: StreamType,
         /// Whether it has audio.
         audio: bool,
         /// Whether it has video.
@@ -605,6 +653,9 @@ pub enum ServerMessage {
     StreamRemoved {
         /// Whose stream.
         user_id: UserId,
+        /// Which of the user's streams (left out: `main`).
+        #[serde(default, skip_serializing_if = "StreamType::is_main")]
+        stream_type: StreamType,
     },
     /// This client was forced out; the server closes the connection next.
     /// The client must not rejoin by itself.
@@ -750,6 +801,33 @@ mod tests {
         assert_eq!(
             parse_client_message(&join),
             Err(ParseError::TooLarge(join.len()))
+        );
+    }
+
+    #[test]
+    fn stream_type_is_on_the_wire_only_for_sub_streams() {
+        let added = |stream_type| ServerMessage::StreamAdded {
+            user_id: UserId::new("a").unwrap(),
+            stream_type,
+            audio: false,
+            video: true,
+            audio_muted: false,
+            video_muted: false,
+        };
+        let main = added(StreamType::Main).to_json();
+        assert!(!main.contains("streamType"), "{main}");
+        let sub = added(StreamType::Sub).to_json();
+        assert!(sub.contains(r#""streamType":"sub""#), "{sub}");
+        let back: ServerMessage = serde_json::from_str(&sub).unwrap();
+        assert_eq!(back, added(StreamType::Sub));
+        let old: ServerMessage =
+            serde_json::from_str(r#"{"type":"stream-removed","userId":"a"}"#).unwrap();
+        assert_eq!(
+            old,
+            ServerMessage::StreamRemoved {
+                user_id: UserId::new("a").unwrap(),
+                stream_type: StreamType::Main
+            }
         );
     }
 

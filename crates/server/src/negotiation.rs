@@ -3,7 +3,7 @@
 //! transceivers of the session's [`MediaPeer`] and lead to a new offer; a
 //! worn connection is replaced. The session's loop is in `signaling.rs`.
 
-use kaigi_proto::signal::{check_layers, ErrorMessage, ServerMessage, VideoSize};
+use kaigi_proto::signal::{check_layers, ErrorMessage, ServerMessage, StreamType, VideoSize};
 use kaigi_proto::ErrorCode;
 use kaigi_rtc::PeerEvent;
 use tracing::{debug, info, warn};
@@ -160,7 +160,7 @@ impl Session {
         self.shared.add_publication(publication.clone());
         let published = self
             .shared
-            .try_apply(|reg| reg.publish(id, kinds).map(|fx| ((), fx)));
+            .try_apply(|reg| reg.publish(id, StreamType::Main, kinds).map(|fx| ((), fx)));
         if let Err(e) = published {
             self.shared.remove_publication(id);
             return Err(ErrorMessage::new(
@@ -198,7 +198,8 @@ impl Session {
     pub(crate) async fn stop_publishing(&mut self) {
         if self.publication.take().is_some() {
             let id = self.id;
-            self.shared.apply(|reg| ((), reg.unpublish(id)));
+            self.shared
+                .apply(|reg| ((), reg.unpublish(id, StreamType::Main)));
             self.shared.remove_publication(id);
             if let Some(media) = self.media.as_mut() {
                 media.retire_receiving();
@@ -354,6 +355,7 @@ impl Session {
             let (audio_muted, video_muted) = self.mutes.get(&user).copied().unwrap_or_default();
             self.send(&ServerMessage::StreamUpdated {
                 user_id: user,
+                stream_type: StreamType::Main,
                 audio_muted,
                 video_muted,
                 video_paused: paused,
@@ -391,6 +393,7 @@ impl Session {
                         if paused {
                             self.send(&ServerMessage::StreamUpdated {
                                 user_id,
+                                stream_type: StreamType::Main,
                                 audio_muted,
                                 video_muted,
                                 video_paused: true,
@@ -398,7 +401,7 @@ impl Session {
                             return;
                         }
                     }
-                    ServerMessage::StreamRemoved { user_id } => {
+                    ServerMessage::StreamRemoved { user_id, .. } => {
                         self.mutes.remove(&user_id);
                     }
                     _ => {}

@@ -12,7 +12,7 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use kaigi_proto::signal::{
     parse_client_message, ClientMessage, ErrorMessage, JoinRequest, Joined, ParseError,
-    PeerLeaveReason, RoomRef, ServerMessage,
+    PeerLeaveReason, RoomRef, ServerMessage, StreamType,
 };
 use kaigi_proto::{
     usersig, ErrorCode, Role, SdkAppId, UserId, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
@@ -301,8 +301,15 @@ async fn run(socket: WebSocket, shared: Arc<Shared>, peer: SocketAddr) {
                     Some(Outbound::Text(text)) => s.relay(text),
                     // A client of protocol 1 or 2 does not know `chat`.
                     Some(Outbound::Chat(text)) => if s.protocol >= 3 { s.relay(text) },
-                    Some(Outbound::Subscribe(publisher, kinds)) => s.subscribe(publisher, kinds).await,
-                    Some(Outbound::Unsubscribe(publisher)) => s.unsubscribe(publisher).await,
+                    // Only `main` streams are published until the wire
+                    // names stream types (the registry already does).
+                    Some(Outbound::Subscribe(publisher, StreamType::Main, kinds)) => {
+                        s.subscribe(publisher, kinds).await
+                    }
+                    Some(Outbound::Unsubscribe(publisher, StreamType::Main)) => {
+                        s.unsubscribe(publisher).await
+                    }
+                    Some(Outbound::Subscribe(..) | Outbound::Unsubscribe(..)) => {}
                     Some(Outbound::Kick(reason)) => {
                         info!(%reason, "forced out");
                         s.push(Message::Text(shared.banned_text(reason)));
@@ -509,9 +516,10 @@ impl Session {
                 video,
             } => {
                 let id = self.id;
-                let muted = self
-                    .shared
-                    .try_apply(|reg| reg.mute(id, audio, video).map(|fx| ((), fx)));
+                let muted = self.shared.try_apply(|reg| {
+                    reg.mute(id, StreamType::Main, audio, video)
+                        .map(|fx| ((), fx))
+                });
                 Some(match muted {
                     Ok(()) => ServerMessage::Muted { req_id },
                     Err(e) => ServerMessage::Error(ErrorMessage::new(
@@ -654,13 +662,16 @@ impl Session {
         };
         let id = self.id;
         let done = self.shared.try_apply(|reg| match kinds {
-            Some(k) => reg.subscribe(id, &user, k),
-            None => reg.unsubscribe(id, &user).map(|fx| (StreamKinds::NONE, fx)),
+            Some(k) => reg.subscribe(id, &user, StreamType::Main, k),
+            None => reg
+                .unsubscribe(id, &user, StreamType::Main)
+                .map(|fx| (StreamKinds::NONE, fx)),
         });
         match (done, kinds) {
             (Ok(got), Some(_)) => ServerMessage::Subscribed {
                 req_id,
                 user_id: user,
+                stream_type: StreamType::Main,
                 audio: got.audio,
                 video: got.video,
             },

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use axum::extract::ws::Utf8Bytes;
-use kaigi_proto::signal::ServerMessage;
+use kaigi_proto::signal::{ServerMessage, StreamType};
 use kaigi_proto::{KickReason, SdkAppId};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -32,10 +32,10 @@ pub enum Outbound {
     Kick(KickReason),
     /// A serialized `chat` message, for sessions of protocol 3 or later.
     Chat(Utf8Bytes),
-    /// Start receiving (these kinds of) this publisher's stream.
-    Subscribe(SessionId, StreamKinds),
-    /// Stop receiving this publisher's stream.
-    Unsubscribe(SessionId),
+    /// Start receiving (these kinds of) this publisher's stream of this type.
+    Subscribe(SessionId, StreamType, StreamKinds),
+    /// Stop receiving this publisher's stream of this type.
+    Unsubscribe(SessionId, StreamType),
 }
 
 struct SessionHandle {
@@ -179,15 +179,20 @@ impl Shared {
                 Effect::Subscribe {
                     subscriber,
                     publisher,
+                    stream_type,
                     kinds,
                 } => {
-                    deliver(subscriber, Outbound::Subscribe(publisher, kinds));
+                    deliver(
+                        subscriber,
+                        Outbound::Subscribe(publisher, stream_type, kinds),
+                    );
                 }
                 Effect::Unsubscribe {
                     subscriber,
                     publisher,
+                    stream_type,
                 } => {
-                    deliver(subscriber, Outbound::Unsubscribe(publisher));
+                    deliver(subscriber, Outbound::Unsubscribe(publisher, stream_type));
                 }
                 Effect::Kick { session, reason } => {
                     Metrics::count(&self.metrics.kicks, reason.as_str());

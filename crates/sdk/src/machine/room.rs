@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use kaigi_proto::signal::ServerMessage;
+use kaigi_proto::signal::{ServerMessage, StreamType};
 use kaigi_proto::{ErrorCode, Role};
 use tracing::{debug, warn};
 
@@ -80,8 +80,11 @@ impl Machine {
                     self.reply(w.token, Err(to_client_error(e)));
                 }
             }
+            // This client speaks of `main` streams only (it asks for a
+            // protocol the server sends no `sub` stream to).
             ServerMessage::StreamAdded {
                 user_id,
+                stream_type: StreamType::Main,
                 audio,
                 video,
                 audio_muted,
@@ -98,6 +101,7 @@ impl Machine {
             }
             ServerMessage::StreamUpdated {
                 user_id,
+                stream_type: StreamType::Main,
                 audio_muted,
                 video_muted,
                 video_paused,
@@ -133,7 +137,10 @@ impl Machine {
                     video_paused,
                 });
             }
-            ServerMessage::StreamRemoved { user_id } => {
+            ServerMessage::StreamRemoved {
+                user_id,
+                stream_type: StreamType::Main,
+            } => {
                 self.mutes.remove(&user_id);
                 self.paused.remove(&user_id);
                 self.subscribed.remove(&user_id);

@@ -506,6 +506,7 @@ fn mute_events_only_for_what_changed() {
     m.server(
         ServerMessage::StreamAdded {
             user_id: user("bob"),
+            stream_type: Default::default(),
             audio: true,
             video: true,
             audio_muted: false,
@@ -516,6 +517,7 @@ fn mute_events_only_for_what_changed() {
     let out = m.server(
         ServerMessage::StreamUpdated {
             user_id: user("bob"),
+            stream_type: Default::default(),
             audio_muted: true,
             video_muted: true,
             video_paused: false,
@@ -542,6 +544,7 @@ fn a_rejoin_reports_who_came_and_went_asks_again_and_publishes_again() {
         ServerMessage::Subscribed {
             req_id: 2,
             user_id: user("bob"),
+            stream_type: Default::default(),
             audio: true,
             video: false,
         },

@@ -6,7 +6,7 @@ mod types;
 
 use std::collections::{HashMap, VecDeque};
 
-use kaigi_proto::signal::{PeerInfo, PeerLeaveReason, ServerMessage};
+use kaigi_proto::signal::{PeerInfo, PeerLeaveReason, ServerMessage, StreamType};
 use kaigi_proto::{KickReason, Role, RoomId, SdkAppId, UserId};
 
 pub use types::*;
@@ -16,13 +16,29 @@ const KICKED_MEMORY_SECS: u64 = 600;
 /// At most this many forced-out sessions are remembered.
 const KICKED_MEMORY_MAX: usize = 100_000;
 
-/// The effects of `publisher`'s stream ending, for everyone in `room`
-/// but `except`.
+/// The effects of `publisher`'s streams `ended` ending, for everyone in
+/// `room` but `except`.
+fn streams_removed(
+    room: &Room,
+    except: SessionId,
+    publisher: SessionId,
+    user: &UserId,
+    ended: &[StreamType],
+) -> Vec<Effect> {
+    ended
+        .iter()
+        .flat_map(|t| stream_removed(room, except, publisher, user, *t))
+        .collect()
+}
+
+/// The effects of `publisher`'s stream `stream_type` ending, for everyone
+/// in `room` but `except`.
 fn stream_removed(
     room: &Room,
     except: SessionId,
     publisher: SessionId,
     user: &UserId,
+    stream_type: StreamType,
 ) -> Vec<Effect> {
     let to: Vec<SessionId> = room
         .participants
@@ -38,11 +54,13 @@ fn stream_removed(
     let unsubscribes = to.iter().map(|s| Effect::Unsubscribe {
         subscriber: *s,
         publisher,
+        stream_type,
     });
     let mut effects = vec![Effect::Broadcast {
         to: to.clone(),
         msg: ServerMessage::StreamRemoved {
             user_id: user.clone(),
+            stream_type,
         },
     }];
     effects.extend(unsubscribes);
@@ -108,7 +126,7 @@ impl Registry {
                 session,
                 role,
                 joined_at: now,
-                stream: None,
+                streams: Streams::default(),
                 auto_subscribe,
                 seq: self.next_seq,
             },
@@ -117,15 +135,19 @@ impl Registry {
         // The newcomer hears of, and (unless it asks itself) receives,
         // every stream already published.
         for (user, p) in room.participants() {
-            if let (true, Some(stream)) = (p.session != session, p.stream) {
+            if p.session == session {
+                continue;
+            }
+            for (stream_type, stream) in p.streams.iter() {
                 effects.push(Effect::Broadcast {
                     to: vec![session],
-                    msg: stream.added(user),
+                    msg: stream.added(user, stream_type),
                 });
                 if auto_subscribe {
                     effects.push(Effect::Subscribe {
                         subscriber: session,
                         publisher: p.session,
+                        stream_type,
                         kinds: stream.kinds,
                     });
                 }
@@ -136,9 +158,14 @@ impl Registry {
             Some(old) => {
                 // Seamless for the others: the old session's stream ends,
                 // but nobody leaves or joins.
-                if old.stream.is_some() {
-                    effects.extend(stream_removed(room, session, old.session, &place.user));
-                }
+                let ended: Vec<StreamType> = old.streams.iter().map(|(t, _)| t).collect();
+                effects.extend(streams_removed(
+                    room,
+                    session,
+                    old.session,
+                    &place.user,
+                    &ended,
+                ));
                 // The takeover's role is the user's role now.
                 if old.role != role {
                     let to = room.sessions_except(session);
@@ -203,10 +230,10 @@ impl Registry {
             self.rooms.remove(&key);
             return Vec::new();
         }
-        let mut effects = Vec::new();
-        if gone.is_some_and(|p| p.stream.is_some()) {
-            effects.extend(stream_removed(room, session, session, &place.user));
-        }
+        let ended: Vec<StreamType> = gone
+            .map(|p| p.streams.iter().map(|(t, _)| t).collect())
+            .unwrap_or_default();
+        let mut effects = streams_removed(room, session, session, &place.user, &ended);
         effects.push(Effect::Broadcast {
             to: room.sessions_except(session),
             msg: ServerMessage::PeerLeave {
@@ -224,11 +251,12 @@ impl Registry {
         Some((place, room))
     }
 
-    /// Marks `session`'s stream as published: the others are told and
-    /// subscribed.
+    /// Marks `session`'s stream `stream_type` as published: the others are
+    /// told and subscribed.
     pub fn publish(
         &mut self,
         session: SessionId,
+        stream_type: StreamType,
         kinds: StreamKinds,
     ) -> Result<Vec<Effect>, PublishError> {
         let (place, room) = self.room_of(session).ok_or(PublishError::NotInRoom)?;
@@ -236,7 +264,8 @@ impl Registry {
         if me.role == Role::Audience {
             return Err(PublishError::Audience);
         }
-        if me.stream.is_some() {
+        let slot = me.streams.slot(stream_type);
+        if slot.is_some() {
             return Err(PublishError::AlreadyPublishing);
         }
         let stream = Stream {
@@ -244,14 +273,14 @@ impl Registry {
             audio_muted: false,
             video_muted: false,
         };
-        me.stream = Some(stream);
+        *slot = Some(stream);
         let others = room.sessions_except(session);
         let mut effects = Vec::new();
         // `stream-added` before the offer that carries the stream.
         if !others.is_empty() {
             effects.push(Effect::Broadcast {
                 to: others,
-                msg: stream.added(&place.user),
+                msg: stream.added(&place.user, stream_type),
             });
         }
         effects.extend(
@@ -261,23 +290,29 @@ impl Registry {
                 .map(|p| Effect::Subscribe {
                     subscriber: p.session,
                     publisher: session,
+                    stream_type,
                     kinds,
                 }),
         );
         Ok(effects)
     }
 
-    /// Changes what of `session`'s stream is muted; the others get
-    /// `stream-updated` when anything changed.
+    /// Changes what of `session`'s stream `stream_type` is muted; the
+    /// others get `stream-updated` when anything changed.
     pub fn mute(
         &mut self,
         session: SessionId,
+        stream_type: StreamType,
         audio: Option<bool>,
         video: Option<bool>,
     ) -> Result<Vec<Effect>, PublishError> {
         let (place, room) = self.room_of(session).ok_or(PublishError::NotInRoom)?;
         let me = room.member_mut(&place.user)?;
-        let stream = me.stream.as_mut().ok_or(PublishError::NotPublishing)?;
+        let stream = me
+            .streams
+            .slot(stream_type)
+            .as_mut()
+            .ok_or(PublishError::NotPublishing)?;
         let before = *stream;
         stream.audio_muted = audio.unwrap_or(stream.audio_muted);
         stream.video_muted = video.unwrap_or(stream.video_muted);
@@ -290,6 +325,7 @@ impl Registry {
             to,
             msg: ServerMessage::StreamUpdated {
                 user_id: place.user.clone(),
+                stream_type,
                 audio_muted: after.audio_muted,
                 video_muted: after.video_muted,
                 video_paused: false,
@@ -297,12 +333,13 @@ impl Registry {
         }])
     }
 
-    /// Subscribes `session` to `user`'s stream, or to the `kinds` of it
-    /// that the stream carries. Returns what will be received.
+    /// Subscribes `session` to `user`'s stream `stream_type`, or to the
+    /// `kinds` of it that the stream carries. Returns what will be received.
     pub fn subscribe(
         &mut self,
         session: SessionId,
         user: &UserId,
+        stream_type: StreamType,
         kinds: StreamKinds,
     ) -> Result<(StreamKinds, Vec<Effect>), PublishError> {
         let (place, room) = self.room_of(session).ok_or(PublishError::NotInRoom)?;
@@ -311,7 +348,10 @@ impl Registry {
             .get(user)
             .filter(|_| *user != place.user)
             .ok_or(PublishError::StreamNotFound)?;
-        let stream = publisher.stream.ok_or(PublishError::StreamNotFound)?;
+        let stream = publisher
+            .streams
+            .get(stream_type)
+            .ok_or(PublishError::StreamNotFound)?;
         let kinds = StreamKinds {
             audio: kinds.audio && stream.kinds.audio,
             video: kinds.video && stream.kinds.video,
@@ -320,23 +360,26 @@ impl Registry {
             Effect::Subscribe {
                 subscriber: session,
                 publisher: publisher.session,
+                stream_type,
                 kinds,
             }
         } else {
             Effect::Unsubscribe {
                 subscriber: session,
                 publisher: publisher.session,
+                stream_type,
             }
         };
         Ok((kinds, vec![effect]))
     }
 
-    /// Stops `session` receiving `user`'s stream. Not receiving it already,
-    /// or `user` publishing nothing, is not an error.
+    /// Stops `session` receiving `user`'s stream `stream_type`. Not
+    /// receiving it already, or `user` publishing nothing, is not an error.
     pub fn unsubscribe(
         &mut self,
         session: SessionId,
         user: &UserId,
+        stream_type: StreamType,
     ) -> Result<Vec<Effect>, PublishError> {
         let (_, room) = self.room_of(session).ok_or(PublishError::NotInRoom)?;
         Ok(room
@@ -345,12 +388,13 @@ impl Registry {
             .map(|p| Effect::Unsubscribe {
                 subscriber: session,
                 publisher: p.session,
+                stream_type,
             })
             .into_iter()
             .collect())
     }
 
-    /// Changes `session`'s role. Becoming an audience ends its stream. The
+    /// Changes `session`'s role. Becoming an audience ends its streams. The
     /// others get `peer-role` when the role changed.
     pub fn switch_role(
         &mut self,
@@ -363,11 +407,12 @@ impl Registry {
             return Ok(Vec::new());
         }
         me.role = role;
-        let ends_stream = role == Role::Audience && me.stream.take().is_some();
-        let mut effects = Vec::new();
-        if ends_stream {
-            effects.extend(stream_removed(room, session, session, &place.user));
+        let mut ended = Vec::new();
+        if role == Role::Audience {
+            ended = me.streams.iter().map(|(t, _)| t).collect();
+            me.streams = Streams::default();
         }
+        let mut effects = streams_removed(room, session, session, &place.user, &ended);
         let to = room.sessions_except(session);
         if !to.is_empty() {
             effects.push(Effect::Broadcast {
@@ -381,8 +426,8 @@ impl Registry {
         Ok(effects)
     }
 
-    /// Ends `session`'s stream, if it has one.
-    pub fn unpublish(&mut self, session: SessionId) -> Vec<Effect> {
+    /// Ends `session`'s stream `stream_type`, if it has one.
+    pub fn unpublish(&mut self, session: SessionId, stream_type: StreamType) -> Vec<Effect> {
         let Some(place) = self.places.get(&session) else {
             return Vec::new();
         };
@@ -390,10 +435,12 @@ impl Registry {
             return Vec::new();
         };
         match room.participants.get_mut(&place.user) {
-            Some(me) if me.session == session && me.stream.is_some() => me.stream = None,
+            Some(me) if me.session == session && me.streams.get(stream_type).is_some() => {
+                *me.streams.slot(stream_type) = None;
+            }
             _ => return Vec::new(),
         }
-        stream_removed(room, session, session, &place.user)
+        stream_removed(room, session, session, &place.user, stream_type)
     }
 
     /// Removes users from a room (`RemoveUser`). Users not in the room are
@@ -411,9 +458,8 @@ impl Registry {
         let mut removed = Vec::new();
         for user in users {
             if let Some(p) = room.participants.remove(user) {
-                if p.stream.is_some() {
-                    effects.extend(stream_removed(room, p.session, p.session, user));
-                }
+                let ended: Vec<StreamType> = p.streams.iter().map(|(t, _)| t).collect();
+                effects.extend(streams_removed(room, p.session, p.session, user, &ended));
                 effects.push(Effect::Kick {
                     session: p.session,
                     reason: KickReason::RemovedByAdmin,

@@ -2,6 +2,8 @@
 use super::*;
 
 const APP: SdkAppId = SdkAppId(1);
+const MAIN: StreamType = StreamType::Main;
+const SUB: StreamType = StreamType::Sub;
 
 fn place(room: RoomId, user: &str) -> Place {
     Place {
@@ -111,7 +113,7 @@ fn stream_messages_come_before_their_offers() {
         .unwrap();
     r.join(2, place(num(7), "b"), Role::Anchor.into(), None, 0)
         .unwrap();
-    let fx = r.publish(1, AV).unwrap();
+    let fx = r.publish(1, MAIN, AV).unwrap();
     assert!(
         matches!(
             &fx[..],
@@ -125,7 +127,7 @@ fn stream_messages_come_before_their_offers() {
         ),
         "{fx:?}"
     );
-    let fx = r.unpublish(1);
+    let fx = r.unpublish(1, MAIN);
     assert!(
         matches!(
             &fx[..],
@@ -238,6 +240,7 @@ fn pairs(fx: &[Effect], unsubscribe: bool) -> Vec<(SessionId, SessionId)> {
                 Effect::Unsubscribe {
                     subscriber,
                     publisher,
+                    ..
                 },
                 true,
             ) => Some((*subscriber, *publisher)),
@@ -263,11 +266,11 @@ fn publish_subscribes_everyone_and_newcomers() {
         .unwrap();
     r.join(2, place(num(7), "b"), Role::Anchor.into(), None, 0)
         .unwrap();
-    let fx = r.publish(1, AV).unwrap();
+    let fx = r.publish(1, MAIN, AV).unwrap();
     assert_eq!(subscribes(&fx), [(2, 1)]);
     assert!(fx.iter().any(|e| matches!(e, Effect::Broadcast { msg: ServerMessage::StreamAdded { .. }, to } if to == &vec![2])));
-    assert_eq!(r.publish(1, AV), Err(PublishError::AlreadyPublishing));
-    let fx = r.mute(1, None, Some(true)).unwrap();
+    assert_eq!(r.publish(1, MAIN, AV), Err(PublishError::AlreadyPublishing));
+    let fx = r.mute(1, MAIN, None, Some(true)).unwrap();
     assert!(matches!(
         &fx[..],
         [Effect::Broadcast {
@@ -280,22 +283,22 @@ fn publish_subscribes_everyone_and_newcomers() {
         }]
     ));
     assert!(
-        r.mute(1, None, Some(true)).unwrap().is_empty(),
+        r.mute(1, MAIN, None, Some(true)).unwrap().is_empty(),
         "no change, no update"
     );
     assert_eq!(
-        r.mute(2, Some(true), None),
+        r.mute(2, MAIN, Some(true), None),
         Err(PublishError::NotPublishing)
     );
     let (_, fx) = r
         .join(3, place(num(7), "c"), Role::Audience.into(), None, 0)
         .unwrap();
     assert_eq!(subscribes(&fx), [(3, 1)]);
-    assert_eq!(r.publish(3, AV), Err(PublishError::Audience));
-    assert_eq!(r.publish(99, AV), Err(PublishError::NotInRoom));
-    let fx = r.unpublish(1);
+    assert_eq!(r.publish(3, MAIN, AV), Err(PublishError::Audience));
+    assert_eq!(r.publish(99, MAIN, AV), Err(PublishError::NotInRoom));
+    let fx = r.unpublish(1, MAIN);
     assert_eq!(unsubscribes(&fx), [(2, 1), (3, 1)]);
-    assert!(r.unpublish(1).is_empty());
+    assert!(r.unpublish(1, MAIN).is_empty());
 }
 
 #[test]
@@ -310,11 +313,11 @@ fn manual_subscribers_choose_what_they_receive() {
     r.join(2, place(num(7), "m"), manual, None, 0).unwrap();
     let a = UserId::new("a").unwrap();
     assert_eq!(
-        r.subscribe(2, &a, AV).unwrap_err(),
+        r.subscribe(2, &a, MAIN, AV).unwrap_err(),
         PublishError::StreamNotFound,
         "nothing published yet"
     );
-    let fx = r.publish(1, AV).unwrap();
+    let fx = r.publish(1, MAIN, AV).unwrap();
     assert!(subscribes(&fx).is_empty(), "manual: told, not subscribed");
     assert!(fx.iter().any(|e| matches!(
         e,
@@ -327,28 +330,33 @@ fn manual_subscribers_choose_what_they_receive() {
         audio: true,
         video: false,
     };
-    let (got, fx) = r.subscribe(2, &a, audio_only).unwrap();
+    let (got, fx) = r.subscribe(2, &a, MAIN, audio_only).unwrap();
     assert_eq!(got, audio_only);
     assert!(matches!(
         &fx[..],
         [Effect::Subscribe {
             subscriber: 2,
             publisher: 1,
+            stream_type: StreamType::Main,
             kinds
         }] if *kinds == audio_only
     ));
-    assert_eq!(unsubscribes(&r.unsubscribe(2, &a).unwrap()), [(2, 1)]);
+    assert_eq!(unsubscribes(&r.unsubscribe(2, &a, MAIN).unwrap()), [(2, 1)]);
     assert_eq!(
-        r.subscribe(2, &UserId::new("m").unwrap(), AV).unwrap_err(),
+        r.subscribe(2, &UserId::new("m").unwrap(), MAIN, AV)
+            .unwrap_err(),
         PublishError::StreamNotFound,
         "not one's own stream"
     );
     assert_eq!(
-        r.subscribe(2, &UserId::new("nobody").unwrap(), AV)
+        r.subscribe(2, &UserId::new("nobody").unwrap(), MAIN, AV)
             .unwrap_err(),
         PublishError::StreamNotFound
     );
-    assert_eq!(r.subscribe(9, &a, AV).unwrap_err(), PublishError::NotInRoom);
+    assert_eq!(
+        r.subscribe(9, &a, MAIN, AV).unwrap_err(),
+        PublishError::NotInRoom
+    );
     // A manual newcomer hears of existing streams but is not subscribed.
     let (_, fx) = r.join(3, place(num(7), "n"), manual, None, 0).unwrap();
     assert!(subscribes(&fx).is_empty());
@@ -362,13 +370,13 @@ fn switching_to_audience_ends_the_stream() {
         .unwrap();
     r.join(2, place(num(7), "b"), Role::Audience.into(), None, 0)
         .unwrap();
-    assert_eq!(r.publish(2, AV), Err(PublishError::Audience));
+    assert_eq!(r.publish(2, MAIN, AV), Err(PublishError::Audience));
     let fx = r.switch_role(2, Role::Anchor).unwrap();
     assert!(
         matches!(&fx[..], [Effect::Broadcast { to, msg: ServerMessage::PeerRole { role: Role::Anchor, .. } }] if to == &vec![1])
     );
     assert!(r.switch_role(2, Role::Anchor).unwrap().is_empty());
-    r.publish(2, AV).unwrap();
+    r.publish(2, MAIN, AV).unwrap();
     let fx = r.switch_role(2, Role::Audience).unwrap();
     assert_eq!(unsubscribes(&fx), [(1, 2)]);
     assert!(fx.iter().any(|e| matches!(
@@ -378,7 +386,7 @@ fn switching_to_audience_ends_the_stream() {
             ..
         }
     )));
-    assert_eq!(r.publish(2, AV), Err(PublishError::Audience));
+    assert_eq!(r.publish(2, MAIN, AV), Err(PublishError::Audience));
     let b = UserId::new("b").unwrap();
     let members = r.room(APP, &num(7)).unwrap().participants();
     assert_eq!(
@@ -395,12 +403,12 @@ fn leaving_publishers_are_unsubscribed_and_takeover_swaps_streams() {
         .unwrap();
     r.join(2, place(num(7), "b"), Role::Anchor.into(), None, 0)
         .unwrap();
-    r.publish(1, AV).unwrap();
+    r.publish(1, MAIN, AV).unwrap();
     let fx = r.leave(1, PeerLeaveReason::Left);
     assert_eq!(unsubscribes(&fx), [(2, 1)]);
     r.join(3, place(num(7), "c"), Role::Anchor.into(), None, 0)
         .unwrap();
-    r.publish(3, AV).unwrap();
+    r.publish(3, MAIN, AV).unwrap();
     // c signs in again elsewhere: its old stream ends for b, no leave.
     let (_, fx) = r
         .join(4, place(num(7), "c"), Role::Anchor.into(), None, 0)
@@ -414,7 +422,7 @@ fn leaving_publishers_are_unsubscribed_and_takeover_swaps_streams() {
         }
     )));
     // Removal by an admin also ends the stream.
-    r.publish(4, AV).unwrap();
+    r.publish(4, MAIN, AV).unwrap();
     let (_, fx) = r
         .remove_users(APP, &num(7), &[UserId::new("c").unwrap()], 0)
         .unwrap();
@@ -438,4 +446,138 @@ fn kicked_memory_is_bounded_in_time() {
     r.dismiss(APP, &num(7), KICKED_MEMORY_SECS + 10).unwrap();
     assert!(!r.kicked.contains_key(&1));
     assert!(r.kicked.contains_key(&2));
+}
+
+/// (subscriber, publisher, type) of every subscribe (or unsubscribe) effect.
+fn typed(fx: &[Effect], unsubscribe: bool) -> Vec<(SessionId, SessionId, StreamType)> {
+    let mut v: Vec<_> = fx
+        .iter()
+        .filter_map(|e| match (e, unsubscribe) {
+            (
+                Effect::Subscribe {
+                    subscriber,
+                    publisher,
+                    stream_type,
+                    ..
+                },
+                false,
+            )
+            | (
+                Effect::Unsubscribe {
+                    subscriber,
+                    publisher,
+                    stream_type,
+                },
+                true,
+            ) => Some((*subscriber, *publisher, *stream_type)),
+            _ => None,
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn added_types(fx: &[Effect]) -> Vec<StreamType> {
+    fx.iter()
+        .filter_map(|e| match e {
+            Effect::Broadcast {
+                msg: ServerMessage::StreamAdded { stream_type, .. },
+                ..
+            } => Some(*stream_type),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_user_publishes_a_main_and_a_sub_stream_each_on_its_own() {
+    let mut r = Registry::new();
+    r.join(1, place(num(7), "a"), Role::Anchor.into(), None, 0)
+        .unwrap();
+    r.join(2, place(num(7), "b"), Role::Anchor.into(), None, 0)
+        .unwrap();
+    let video = StreamKinds {
+        audio: false,
+        video: true,
+    };
+    let fx = r.publish(1, MAIN, AV).unwrap();
+    assert_eq!(typed(&fx, false), [(2, 1, MAIN)]);
+    let fx = r.publish(1, SUB, video).unwrap();
+    assert_eq!(typed(&fx, false), [(2, 1, SUB)]);
+    assert_eq!(added_types(&fx), [SUB]);
+    assert_eq!(
+        r.publish(1, SUB, video),
+        Err(PublishError::AlreadyPublishing)
+    );
+    // Muting one says which.
+    let fx = r.mute(1, SUB, None, Some(true)).unwrap();
+    assert!(matches!(
+        &fx[..],
+        [Effect::Broadcast {
+            msg: ServerMessage::StreamUpdated {
+                stream_type: StreamType::Sub,
+                video_muted: true,
+                ..
+            },
+            ..
+        }]
+    ));
+    // A newcomer hears of both and receives both.
+    let (_, fx) = r
+        .join(3, place(num(7), "c"), Role::Anchor.into(), None, 0)
+        .unwrap();
+    assert_eq!(added_types(&fx), [MAIN, SUB]);
+    assert_eq!(typed(&fx, false), [(3, 1, MAIN), (3, 1, SUB)]);
+    // Subscribing to one type names it; the other stays.
+    let a = UserId::new("a").unwrap();
+    let (_, fx) = r.subscribe(2, &a, SUB, video).unwrap();
+    assert_eq!(typed(&fx, false), [(2, 1, SUB)]);
+    assert_eq!(
+        typed(&r.unsubscribe(2, &a, SUB).unwrap(), true),
+        [(2, 1, SUB)]
+    );
+    // Stopping the share ends only the sub stream.
+    let fx = r.unpublish(1, SUB);
+    assert_eq!(typed(&fx, true), [(2, 1, SUB), (3, 1, SUB)]);
+    assert!(fx.iter().any(|e| matches!(
+        e,
+        Effect::Broadcast {
+            msg: ServerMessage::StreamRemoved {
+                stream_type: StreamType::Sub,
+                ..
+            },
+            ..
+        }
+    )));
+    assert!(r.unpublish(1, SUB).is_empty());
+    assert_eq!(
+        r.subscribe(2, &a, SUB, video).unwrap_err(),
+        PublishError::StreamNotFound
+    );
+    // A forced exit ends both.
+    r.publish(1, SUB, video).unwrap();
+    let (_, fx) = r
+        .remove_users(APP, &num(7), std::slice::from_ref(&a), 0)
+        .unwrap();
+    assert_eq!(
+        typed(&fx, true),
+        [(2, 1, MAIN), (2, 1, SUB), (3, 1, MAIN), (3, 1, SUB)]
+    );
+}
+
+#[test]
+fn leaving_or_becoming_an_audience_ends_every_stream() {
+    let mut r = Registry::new();
+    r.join(1, place(num(8), "a"), Role::Anchor.into(), None, 0)
+        .unwrap();
+    r.join(2, place(num(8), "b"), Role::Anchor.into(), None, 0)
+        .unwrap();
+    r.publish(1, MAIN, AV).unwrap();
+    r.publish(1, SUB, AV).unwrap();
+    let fx = r.switch_role(1, Role::Audience).unwrap();
+    assert_eq!(typed(&fx, true), [(2, 1, MAIN), (2, 1, SUB)]);
+    r.switch_role(1, Role::Anchor).unwrap();
+    r.publish(1, SUB, AV).unwrap();
+    let fx = r.leave(1, PeerLeaveReason::Left);
+    assert_eq!(typed(&fx, true), [(2, 1, SUB)]);
 }

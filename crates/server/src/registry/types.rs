@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use kaigi_proto::signal::{PeerInfo, ServerMessage};
+use kaigi_proto::signal::{PeerInfo, ServerMessage, StreamType};
 use kaigi_proto::{KickReason, Role, RoomId, SdkAppId, UserId};
 
 /// A signaling session (one WebSocket connection), unique per server run.
@@ -26,6 +26,8 @@ pub enum Effect {
         subscriber: SessionId,
         /// Whose stream.
         publisher: SessionId,
+        /// Which of the publisher's streams.
+        stream_type: StreamType,
         /// What of it.
         kinds: StreamKinds,
     },
@@ -35,6 +37,8 @@ pub enum Effect {
         subscriber: SessionId,
         /// Whose stream.
         publisher: SessionId,
+        /// Which of the publisher's streams.
+        stream_type: StreamType,
     },
     /// Send a chat message (serialized once) to the sessions that speak
     /// protocol 3 or later; the others do not know the message.
@@ -62,8 +66,8 @@ pub struct Participant {
     pub role: Role,
     /// Unix seconds when they joined.
     pub joined_at: u64,
-    /// What they publish, if anything.
-    pub stream: Option<Stream>,
+    /// What they publish, if anything: a `main` and a `sub` stream.
+    pub streams: Streams,
     /// Whether they receive every stream without asking.
     pub auto_subscribe: bool,
     pub(super) seq: u64,
@@ -86,6 +90,43 @@ impl StreamKinds {
     };
 }
 
+/// A user's published streams, by type.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Streams {
+    main: Option<Stream>,
+    sub: Option<Stream>,
+}
+
+impl Streams {
+    /// The stream of this type, if published.
+    pub fn get(&self, ty: StreamType) -> Option<Stream> {
+        match ty {
+            StreamType::Main => self.main,
+            StreamType::Sub => self.sub,
+        }
+    }
+
+    /// The slot of this type.
+    pub fn slot(&mut self, ty: StreamType) -> &mut Option<Stream> {
+        match ty {
+            StreamType::Main => &mut self.main,
+            StreamType::Sub => &mut self.sub,
+        }
+    }
+
+    /// The published ones, `main` first.
+    pub fn iter(&self) -> impl Iterator<Item = (StreamType, Stream)> + '_ {
+        StreamType::ALL
+            .into_iter()
+            .filter_map(|t| self.get(t).map(|s| (t, s)))
+    }
+
+    /// Whether any is published.
+    pub fn any(&self) -> bool {
+        self.main.is_some() || self.sub.is_some()
+    }
+}
+
 /// A published stream: what it carries and what is muted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stream {
@@ -98,9 +139,10 @@ pub struct Stream {
 }
 
 impl Stream {
-    pub(super) fn added(&self, user: &UserId) -> ServerMessage {
+    pub(super) fn added(&self, user: &UserId, stream_type: StreamType) -> ServerMessage {
         ServerMessage::StreamAdded {
             user_id: user.clone(),
+            stream_type,
             audio: self.kinds.audio,
             video: self.kinds.video,
             audio_muted: self.audio_muted,
