@@ -224,6 +224,7 @@ export function joinForm(fields) {
     server: server || null,
     sdkAppId: null,
     userSig: null,
+    secretKey: null,
     invite: null,
   };
   if (server) {
@@ -231,7 +232,9 @@ export function joinForm(fields) {
     if (!Number.isInteger(app) || app <= 0) throw formError("form.sdkAppIdRequired", "SdkAppId is required with a server");
     form.sdkAppId = app;
     form.userSig = (fields.userSig || "").trim() || null;
-    if (!form.userSig) throw formError("form.userSigRequired", "UserSig is required with a server");
+    // The app's key makes the UserSig here, and this app the host.
+    form.secretKey = (fields.secretKey || "").trim() || null;
+    if (!form.userSig && !form.secretKey) throw formError("form.userSigRequired", "UserSig (or the app's key) is required with a server");
   }
   return form;
 }

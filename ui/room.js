@@ -326,7 +326,7 @@ export function enterRoom(ui, joined, form) {
   const $ = ui.$;
   // A host can make invites; who came through one can pass it on.
   ui.invite = joined.invite || null;
-  $("hosted").hidden = !joined.embedded && !ui.invite;
+  $("hosted").hidden = !joined.embedded && !joined.host && !ui.invite;
   $("hosted-at").hidden = !joined.embedded;
   $("server-address").textContent = joined.server;
   $("invite-copy").hidden = !joined.host && !ui.invite;

@@ -620,6 +620,42 @@ async fn a_person_joins_sees_a_bot_leaves_and_is_forced_out_three_ways() {
     )
     .await;
 
+    // 10. The app's key instead of a UserSig: the app hosts the room on that
+    //     server (End for all, invites through its admin API).
+    d.js("const i = document.getElementById('invite'); i.value = ''; i.dispatchEvent(new Event('input')); return true").await;
+    d.type_into("#server", &format!("ws://{listen}")).await;
+    d.type_into("#sdkAppId", &app_id.to_string()).await;
+    d.type_into("#secretKey", key).await;
+    d.type_into("#room", "keyed-room").await;
+    d.shot("13-keyed-form").await;
+    // Join sits below the open Advanced fields (the form scrolls): submit.
+    d.js("document.getElementById('join-form').requestSubmit(); return true")
+        .await;
+    d.until(
+        "host controls on a server of one's own",
+        "return !document.getElementById('room-screen').hidden && document.getElementById('badge').classList.contains('CONNECTED') && !document.querySelector('[data-testid=end-for-all]').hidden && !document.querySelector('[data-testid=invite-copy]').hidden",
+    )
+    .await;
+    d.click("[data-testid=invite-copy]").await;
+    d.until(
+        "an invite from that server",
+        "return /^[0-9a-z]{3}-[0-9a-z]{4}-[0-9a-z]{3}$/.test(document.querySelector('[data-testid=invite-code]').textContent)",
+    )
+    .await;
+    d.shot("13-host-with-key").await;
+    d.click("[data-testid=end-for-all]").await;
+    d.until(
+        "the confirmation to end for all",
+        "return document.querySelector('[data-testid=confirm-dialog]').open",
+    )
+    .await;
+    d.click("[data-testid=confirm-ok]").await;
+    d.until(
+        "the join screen after ending the keyed room",
+        "return !document.getElementById('join-screen').hidden && !document.getElementById('kicked').open",
+    )
+    .await;
+
     d.quit().await;
     let _ = std::fs::remove_dir_all(&work);
 }

@@ -93,7 +93,7 @@ test("invites read as the server reads them", () => {
 test("the join form", () => {
   assert.deepEqual(joinForm({ name: " alice ", room: "1234", camera: "test-pattern", microphone: "" }), {
     userId: "alice", roomId: 1234, strRoomId: null, role: "anchor",
-    camera: "test-pattern", microphone: null, server: null, sdkAppId: null, userSig: null, invite: null,
+    camera: "test-pattern", microphone: null, server: null, sdkAppId: null, userSig: null, secretKey: null, invite: null,
   });
   const named = joinForm({ name: "a", room: "standup", role: "audience" });
   assert.equal(named.strRoomId, "standup");
@@ -107,6 +107,10 @@ test("the join form", () => {
   const remote = joinForm({ name: "a", room: "1", server: "ws://h:7880", sdkAppId: "1400000001", userSig: "sig" });
   assert.equal(remote.sdkAppId, 1400000001);
   assert.equal(remote.userSig, "sig");
+  // The app's key instead of a UserSig: the app makes one and hosts.
+  const keyed = joinForm({ name: "a", room: "1", server: "ws://h:7880", sdkAppId: "1400000001", secretKey: " k " });
+  assert.equal(keyed.secretKey, "k");
+  assert.equal(keyed.userSig, null);
   // Each mistake has its own words, checked by the app's rules.
   const key = (fields) => {
     try {
@@ -213,7 +217,7 @@ test("kick reasons and errors are said in words", () => {
   assert.match(kickedText(t, "removed-by-admin"), /account administrator removed you/);
   assert.match(kickedText(t, "room-dismissed"), /account administrator closed this room/);
   // Form mistakes are said in the user's language, not the app's English.
-  assert.match(errorText(translator("ja"), { code: "INVALID_PARAMETER", key: "form.userSigRequired", message: "UserSig is required with a server" }), /UserSig を入力/);
+  assert.match(errorText(translator("ja"), { code: "INVALID_PARAMETER", key: "form.userSigRequired", message: "UserSig is required with a server" }), /UserSig かアプリキーを入力/);
   assert.match(errorText(t, { code: "USERSIG_EXPIRED", message: "x" }), /expired/);
   assert.match(errorText(t, { code: "SOMETHING_NEW", message: "disk full" }), /disk full/);
   assert.match(errorText(t, { code: "INVALID_PARAMETER", message: "a name is required" }), /a name is required/);

@@ -34,7 +34,7 @@ pub(crate) struct State {
     /// The microphone's processing, for this and every later stream.
     pub(crate) audio_processing: kaigi_sdk::AudioProcessing,
     /// The room joined on the embedded server: this app hosts it.
-    pub(crate) hosted: Option<kaigi_proto::RoomId>,
+    pub(crate) hosted: Option<(kaigi_proto::RoomId, crate::host::Host)>,
     /// The invite to the room: the one joined through, or the one this
     /// host made last.
     pub(crate) invite: Option<crate::call::InviteInfo>,

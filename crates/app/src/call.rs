@@ -27,8 +27,13 @@ pub struct JoinForm {
     pub sdk_app_id: Option<u32>,
     /// The name to join as.
     pub user_id: String,
-    /// Required with `server`; made by the app for the embedded server.
+    /// Required with `server` unless `secret_key` is given; made by the
+    /// app for the embedded server.
     pub user_sig: Option<String>,
+    /// With `server`: the app's secret key. The app makes its own UserSig
+    /// with it and is the room's host (it may remove participants, end the
+    /// meeting and make invites, through the server's admin API).
+    pub secret_key: Option<String>,
     /// A numeric room, or …
     pub room_id: Option<u64>,
     /// … a string room.
@@ -78,8 +83,9 @@ pub struct Joined {
     pub bot_command: Option<String>,
     /// Whether this client publishes (anchors with a camera or microphone).
     pub publishing: bool,
-    /// Whether this app hosts the room (the embedded server): it may
-    /// remove participants and end the meeting for all.
+    /// Whether this app is the room's host (its embedded server holds the
+    /// room, or it joined with the app's key): it may remove participants,
+    /// end the meeting for all and make invites.
     pub host: bool,
     /// The invite joined through, if any (it can be passed on).
     pub invite: Option<InviteInfo>,
@@ -222,6 +228,7 @@ impl App {
             .map(str::trim)
             .filter(|s| !s.is_empty());
         let mut joined_invite = None;
+        let mut remote_admin = None;
         let (url, app_id, sig, embedded) = match (form.invite.as_deref().map(str::trim), server) {
             (Some(text), server) if !text.is_empty() => {
                 let invite: kaigi_proto::invite::Invite =
@@ -256,11 +263,30 @@ impl App {
                 let app = form
                     .sdk_app_id
                     .ok_or_else(|| AppError::invalid("SdkAppId is required with a server"))?;
-                let sig = form
-                    .user_sig
-                    .clone()
-                    .filter(|s| !s.trim().is_empty())
-                    .ok_or_else(|| AppError::invalid("UserSig is required with a server"))?;
+                let key = form
+                    .secret_key
+                    .as_deref()
+                    .map(str::trim)
+                    .filter(|k| !k.is_empty());
+                let sig = match (form.user_sig.as_deref().map(str::trim), key) {
+                    (Some(sig), _) if !sig.is_empty() => sig.to_owned(),
+                    (_, Some(key)) => {
+                        usersig::generate(SdkAppId(app), key, user.as_str(), 86_400, unix_now())
+                    }
+                    _ => {
+                        return Err(AppError::invalid(
+                            "UserSig (or the app's key) is required with a server",
+                        ))
+                    }
+                };
+                if let Some(key) = key {
+                    remote_admin = Some(crate::host::RemoteAdmin {
+                        server: url.to_owned(),
+                        app: SdkAppId(app),
+                        key: key.to_owned(),
+                        ca: std::env::var_os("KAIGI_CA").map(std::path::PathBuf::from),
+                    });
+                }
                 (url.to_owned(), SdkAppId(app), sig, false)
             }
             (_, None) => {
@@ -326,7 +352,13 @@ impl App {
             }
         }
         info!(%user, %room, %url, "joined");
-        state.hosted = embedded.then(|| room.clone());
+        let host = match remote_admin {
+            Some(admin) => Some(crate::host::Host::Remote(admin)),
+            None if embedded => Some(crate::host::Host::Embedded),
+            None => None,
+        };
+        let is_host = host.is_some();
+        state.hosted = host.map(|h| (room.clone(), h));
         state.invite = joined_invite.clone();
         let bot_command = if embedded {
             self.embedded.get().map(|e| e.bot_command(&room))
@@ -345,7 +377,7 @@ impl App {
             embedded,
             bot_command,
             publishing,
-            host: embedded,
+            host: is_host,
             invite: joined_invite,
         })
     }
@@ -362,33 +394,22 @@ impl App {
         client.send_chat(text).await.map_err(AppError::from)
     }
 
-    /// The room this app hosts, and its server, or `NOT_HOST`.
-    async fn hosted(
-        &self,
-    ) -> Result<(kaigi_proto::RoomId, &crate::embedded::EmbeddedServer), AppError> {
-        let not_host = || {
+    /// The room this app hosts, and how, or `NOT_HOST`.
+    async fn hosted(&self) -> Result<(kaigi_proto::RoomId, crate::host::Host), AppError> {
+        self.state.lock().await.hosted.clone().ok_or_else(|| {
             AppError::new(
                 AppErrorCode::NotHost,
-                "only the host (the app whose server holds the room) can do that",
+                "only the host (the app whose server holds the room, or that joined with the app's key) can do that",
             )
-        };
-        let room = self
-            .state
-            .lock()
-            .await
-            .hosted
-            .clone()
-            .ok_or_else(not_host)?;
-        let server = self.embedded.get().ok_or_else(not_host)?;
-        Ok((room, server))
+        })
     }
 
     /// As the host: removes `user_id` from the room (they see the
     /// kicked-out dialog, `removed-by-admin`).
     pub async fn remove_participant(&self, user_id: &str) -> Result<(), AppError> {
         let user = UserId::new(user_id).map_err(|e| AppError::invalid(e.to_string()))?;
-        let (room, server) = self.hosted().await?;
-        if !server.remove_user(&room, &user) {
+        let (room, host) = self.hosted().await?;
+        if !host.remove_user(self.embedded.get(), &room, &user).await? {
             return Err(AppError::new(
                 AppErrorCode::NotInRoom,
                 format!("{user} is not in the room"),
@@ -403,10 +424,10 @@ impl App {
         if let Some(invite) = self.state.lock().await.invite.clone() {
             return Ok(invite);
         }
-        let (room, server) = self.hosted().await?;
-        let made = server.create_invite(&room)?;
+        let (room, host) = self.hosted().await?;
+        let made = host.create_invite(self.embedded.get(), &room).await?;
         let mut state = self.state.lock().await;
-        if state.hosted.as_ref() != Some(&room) {
+        if state.hosted.as_ref().map(|(r, _)| r) != Some(&room) {
             return Err(AppError::new(AppErrorCode::NotInRoom, "the call ended"));
         }
         state.invite = Some(made.clone());
@@ -416,10 +437,11 @@ impl App {
     /// As the host: revokes the room's invite (nobody enters with it any
     /// more); the next `create_invite` makes a new one.
     pub async fn revoke_invite(&self) -> Result<(), AppError> {
-        let (_, server) = self.hosted().await?;
-        let mut state = self.state.lock().await;
-        if let Some(invite) = state.invite.take() {
-            server.revoke_invite(&invite.code);
+        let (_, host) = self.hosted().await?;
+        let taken = self.state.lock().await.invite.take();
+        if let Some(invite) = taken {
+            host.revoke_invite(self.embedded.get(), &invite.code)
+                .await?;
         }
         Ok(())
     }
@@ -427,9 +449,8 @@ impl App {
     /// As the host: ends the meeting for everyone (`room-dismissed`), this
     /// app included.
     pub async fn end_meeting(&self) -> Result<(), AppError> {
-        let (room, server) = self.hosted().await?;
-        server.dismiss_room(&room);
-        Ok(())
+        let (room, host) = self.hosted().await?;
+        host.dismiss(self.embedded.get(), &room).await
     }
 
     pub(crate) fn frames_handle(&self) -> FramesHandle {

@@ -18,6 +18,7 @@ pub mod embedded;
 pub mod error;
 pub mod events;
 pub mod frames;
+mod host;
 #[cfg(feature = "ipc-transports")]
 pub mod ipc_views;
 mod media;

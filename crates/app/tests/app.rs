@@ -575,3 +575,68 @@ async fn an_invite_is_all_a_guest_needs_and_links_reach_the_join_screen() {
     );
     app.leave_room().await.unwrap();
 }
+
+#[tokio::test]
+async fn with_the_apps_key_the_app_hosts_a_room_on_another_server() {
+    let server = TestServer::start().await;
+    let (app, mut ui) = app().await;
+    let joined = app
+        .join_room(JoinForm {
+            server: Some(server.url()),
+            sdk_app_id: Some(APP.0),
+            user_id: "lead".into(),
+            secret_key: Some(KEY.into()),
+            str_room_id: Some("planning".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(joined.host && !joined.embedded, "{joined:?}");
+    let (guest, mut guest_events) = server.joined("guest", &str_room("planning")).await;
+    assert_eq!(ui.wait("peer-join").await["userId"], "guest");
+
+    // Invites through the server's admin API: the link names that server.
+    let invite = app.create_invite().await.unwrap();
+    assert!(invite.revocable);
+    assert_eq!(
+        invite.link,
+        format!("kaigi://invite/{}?server={}", invite.code, server.url())
+    );
+    let code: kaigi_proto::invite::InviteCode = invite.code.parse().unwrap();
+    let got = kaigi_sdk::invite::redeem(&server.url(), &code, "visitor", None)
+        .await
+        .unwrap();
+    assert_eq!(got.room().unwrap(), str_room("planning"));
+    app.revoke_invite().await.unwrap();
+    match kaigi_sdk::invite::redeem(&server.url(), &code, "late", None).await {
+        Err(kaigi_sdk::ClientError::Invite { code, .. }) => assert_eq!(code, "INVITE_REVOKED"),
+        r => panic!("{r:?}"),
+    }
+
+    // Remove, then end for all.
+    app.remove_participant("guest").await.unwrap();
+    assert_eq!(
+        banned_for(&mut guest_events).await,
+        KickReason::RemovedByAdmin
+    );
+    drop(guest);
+    app.end_meeting().await.unwrap();
+    assert_eq!(ui.wait("client-banned").await["reason"], "room-dismissed");
+
+    // Without the key, the same join is no host.
+    let joined = app
+        .join_room(JoinForm {
+            server: Some(server.url()),
+            sdk_app_id: Some(APP.0),
+            user_id: "member".into(),
+            user_sig: Some(sig("member")),
+            str_room_id: Some("planning".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(!joined.host);
+    let e = app.end_meeting().await.unwrap_err();
+    assert_eq!(e.code, AppErrorCode::NotHost, "{e:?}");
+    app.leave_room().await.unwrap();
+}
