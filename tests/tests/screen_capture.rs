@@ -173,3 +173,70 @@ async fn a_shared_screen_reaches_another_client_sharp() {
     eprintln!("shared screen at the receiver: {best:.1} dB");
     screen.close();
 }
+
+/// Makes a mapped top-level window named `title`, filled with one colour.
+fn window(display: &str, title: &str, (x, y, w, h): (i16, i16, u16, u16), rgb: u32) -> u32 {
+    use x11rb::connection::Connection;
+    use x11rb::protocol::xproto::{
+        AtomEnum, ConnectionExt as _, CreateWindowAux, PropMode, WindowClass,
+    };
+    use x11rb::wrapper::ConnectionExt as _;
+    let (conn, screen) = x11rb::connect(Some(display)).unwrap();
+    let root = conn.setup().roots[screen].root;
+    let id = conn.generate_id().unwrap();
+    conn.create_window(
+        x11rb::COPY_DEPTH_FROM_PARENT,
+        id,
+        root,
+        x,
+        y,
+        w,
+        h,
+        0,
+        WindowClass::INPUT_OUTPUT,
+        x11rb::COPY_FROM_PARENT,
+        &CreateWindowAux::new().background_pixel(rgb),
+    )
+    .unwrap();
+    conn.change_property8(
+        PropMode::REPLACE,
+        id,
+        AtomEnum::WM_NAME,
+        AtomEnum::STRING,
+        title.as_bytes(),
+    )
+    .unwrap();
+    conn.map_window(id).unwrap();
+    conn.sync().unwrap();
+    // The window lives as long as its client: keep the connection open.
+    std::mem::forget(conn);
+    id
+}
+
+#[test]
+fn windows_are_listed_with_titles_and_thumbnails_and_one_window_can_be_shared() {
+    let x = Xvfb::start(1280, 720);
+    let red = window(&x.display, "Slides", (0, 0, 640, 360), 0xff0000);
+    let blue = window(&x.display, "Editor", (640, 360, 320, 240), 0x0000ff);
+    let cap = X11Screen::open(Some(&x.display), ScreenTarget::Screen).unwrap();
+    let mut listed = cap.windows().unwrap();
+    listed.sort_by(|a, b| a.title.cmp(&b.title));
+    let seen: Vec<_> = listed
+        .iter()
+        .map(|w| (w.title.as_str(), w.id, w.width, w.height))
+        .collect();
+    assert_eq!(
+        seen,
+        [("Editor", blue, 320, 240), ("Slides", red, 640, 360)]
+    );
+    // A thumbnail fits its box and shows the window's colour.
+    let thumb = cap.thumbnail(ScreenTarget::Window(red), 160, 160).unwrap();
+    assert_eq!((thumb.width, thumb.height), (160, 90));
+    let mid = thumb.y()[45 * 160 + 80];
+    assert_eq!(mid, 82, "pure red's luma");
+    // Sharing one window sends that window only, at its own size.
+    let mut one = X11Screen::open(Some(&x.display), ScreenTarget::Window(blue)).unwrap();
+    let f = one.grab().unwrap();
+    assert_eq!((f.width, f.height), (320, 240));
+    assert!(f.y().iter().all(|&y| y == 41), "pure blue everywhere");
+}

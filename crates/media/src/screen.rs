@@ -232,6 +232,48 @@ impl X11Screen {
         Ok(out)
     }
 
+    /// A small picture of window `id` (or the whole screen), fitted into
+    /// `max_w` × `max_h`, for a picker: read once, not tracked.
+    pub fn thumbnail(
+        &self,
+        target: ScreenTarget,
+        max_w: usize,
+        max_h: usize,
+    ) -> Result<VideoFrame, MediaError> {
+        let drawable = match target {
+            ScreenTarget::Screen => self.root,
+            ScreenTarget::Window(id) => id,
+        };
+        let g = self
+            .conn
+            .get_geometry(drawable)
+            .map_err(x_err)?
+            .reply()
+            .map_err(|e| MediaError::Capture(format!("X11: the window is gone ({e})")))?;
+        let (w, h) = (usize::from(g.width) & !1, usize::from(g.height) & !1);
+        if w == 0 || h == 0 {
+            return Err(MediaError::Capture("X11: the window has no area".into()));
+        }
+        let image = self
+            .conn
+            .get_image(
+                ImageFormat::Z_PIXMAP,
+                drawable,
+                0,
+                0,
+                w as u16,
+                h as u16,
+                u32::MAX,
+            )
+            .map_err(x_err)?
+            .reply()
+            .map_err(|e| {
+                MediaError::Capture(format!("X11: the picture could not be read ({e})"))
+            })?;
+        let full = bgrx_to_i420(&image.data, w, h)?;
+        Ok(full.scaled_to_fit(max_w, max_h).unwrap_or(full))
+    }
+
     /// Grabs one frame: the target's pixels as I420, scaled down to fit the
     /// maximum size, with even dimensions.
     pub fn grab(&mut self) -> Result<VideoFrame, MediaError> {
