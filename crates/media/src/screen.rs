@@ -232,6 +232,55 @@ impl X11Screen {
         Ok(out)
     }
 
+    /// `drawable`'s size rounded down to even numbers (I420's).
+    fn even_size(&self, drawable: XWindow) -> Result<(usize, usize), MediaError> {
+        let g = self
+            .conn
+            .get_geometry(drawable)
+            .map_err(x_err)?
+            .reply()
+            .map_err(|e| MediaError::Capture(format!("X11: the window is gone ({e})")))?;
+        let (w, h) = (usize::from(g.width) & !1, usize::from(g.height) & !1);
+        if w == 0 || h == 0 {
+            return Err(MediaError::Capture("X11: the window has no area".into()));
+        }
+        Ok((w, h))
+    }
+
+    /// Rows `y0..y1` of `drawable`, `w` wide, as BGRX.
+    fn read_rows(
+        &self,
+        drawable: XWindow,
+        w: usize,
+        y0: usize,
+        y1: usize,
+    ) -> Result<Vec<u8>, MediaError> {
+        let image = self
+            .conn
+            .get_image(
+                ImageFormat::Z_PIXMAP,
+                drawable,
+                0,
+                y0 as i16,
+                w as u16,
+                (y1 - y0) as u16,
+                u32::MAX,
+            )
+            .map_err(x_err)?
+            .reply()
+            .map_err(|e| {
+                MediaError::Capture(format!("X11: the picture could not be read ({e})"))
+            })?;
+        if image.data.len() < w * (y1 - y0) * 4 {
+            return Err(MediaError::Capture(format!(
+                "X11: {} bytes for a {w}×{} picture",
+                image.data.len(),
+                y1 - y0
+            )));
+        }
+        Ok(image.data)
+    }
+
     /// A small picture of window `id` (or the whole screen), fitted into
     /// `max_w` × `max_h`, for a picker: read once, not tracked.
     pub fn thumbnail(
@@ -244,33 +293,8 @@ impl X11Screen {
             ScreenTarget::Screen => self.root,
             ScreenTarget::Window(id) => id,
         };
-        let g = self
-            .conn
-            .get_geometry(drawable)
-            .map_err(x_err)?
-            .reply()
-            .map_err(|e| MediaError::Capture(format!("X11: the window is gone ({e})")))?;
-        let (w, h) = (usize::from(g.width) & !1, usize::from(g.height) & !1);
-        if w == 0 || h == 0 {
-            return Err(MediaError::Capture("X11: the window has no area".into()));
-        }
-        let image = self
-            .conn
-            .get_image(
-                ImageFormat::Z_PIXMAP,
-                drawable,
-                0,
-                0,
-                w as u16,
-                h as u16,
-                u32::MAX,
-            )
-            .map_err(x_err)?
-            .reply()
-            .map_err(|e| {
-                MediaError::Capture(format!("X11: the picture could not be read ({e})"))
-            })?;
-        let full = bgrx_to_i420(&image.data, w, h)?;
+        let (w, h) = self.even_size(drawable)?;
+        let full = bgrx_to_i420(&self.read_rows(drawable, w, 0, h)?, w, h)?;
         Ok(full.scaled_to_fit(max_w, max_h).unwrap_or(full))
     }
 
@@ -278,16 +302,7 @@ impl X11Screen {
     /// maximum size, with even dimensions.
     pub fn grab(&mut self) -> Result<VideoFrame, MediaError> {
         let drawable = self.drawable();
-        let g = self
-            .conn
-            .get_geometry(drawable)
-            .map_err(x_err)?
-            .reply()
-            .map_err(|e| MediaError::Capture(format!("X11: the window is gone ({e})")))?;
-        let (w, h) = (usize::from(g.width) & !1, usize::from(g.height) & !1);
-        if w == 0 || h == 0 {
-            return Err(MediaError::Capture("X11: the window has no area".into()));
-        }
+        let (w, h) = self.even_size(drawable)?;
         let damaged = self.damaged_rows(h);
         let reusable = self
             .last
@@ -301,31 +316,9 @@ impl X11Screen {
             self.last = Some(VideoFrame::black(w, h)?);
         }
         if y1 > y0 {
-            let image = self
-                .conn
-                .get_image(
-                    ImageFormat::Z_PIXMAP,
-                    drawable,
-                    0,
-                    y0 as i16,
-                    w as u16,
-                    (y1 - y0) as u16,
-                    u32::MAX,
-                )
-                .map_err(x_err)?
-                .reply()
-                .map_err(|e| {
-                    MediaError::Capture(format!("X11: the picture could not be read ({e})"))
-                })?;
-            if image.data.len() < w * (y1 - y0) * 4 {
-                return Err(MediaError::Capture(format!(
-                    "X11: {} bytes for a {w}×{} picture",
-                    image.data.len(),
-                    y1 - y0
-                )));
-            }
+            let image = self.read_rows(drawable, w, y0, y1)?;
             if let Some(last) = self.last.as_mut() {
-                convert_rows(&image.data, w, y0, y1, last);
+                convert_rows(&image, w, y0, y1, last);
             }
         }
         let mut frame = self
