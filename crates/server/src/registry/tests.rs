@@ -225,30 +225,10 @@ const AV: StreamKinds = StreamKinds {
 /// The (subscriber, publisher) pairs of the Subscribe (or, with
 /// `unsubscribe`, Unsubscribe) effects, sorted.
 fn pairs(fx: &[Effect], unsubscribe: bool) -> Vec<(SessionId, SessionId)> {
-    let mut v: Vec<_> = fx
-        .iter()
-        .filter_map(|e| match (e, unsubscribe) {
-            (
-                Effect::Subscribe {
-                    subscriber,
-                    publisher,
-                    ..
-                },
-                false,
-            )
-            | (
-                Effect::Unsubscribe {
-                    subscriber,
-                    publisher,
-                    ..
-                },
-                true,
-            ) => Some((*subscriber, *publisher)),
-            _ => None,
-        })
-        .collect();
-    v.sort();
-    v
+    typed(fx, unsubscribe)
+        .into_iter()
+        .map(|(s, p, _)| (s, p))
+        .collect()
 }
 
 fn subscribes(fx: &[Effect]) -> Vec<(SessionId, SessionId)> {
