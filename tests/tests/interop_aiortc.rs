@@ -74,7 +74,7 @@ async fn aiortc_publishes_receives_and_is_forced_out() {
     wait_for(
         &mut alice_events,
         "py's stream",
-        |e| matches!(e, ClientEvent::StreamSubscribed { user_id } if user_id.as_str() == "py"),
+        |e| matches!(e, ClientEvent::StreamSubscribed { user_id, .. } if user_id.as_str() == "py"),
     )
     .await;
     let remote = alice
@@ -122,7 +122,7 @@ async fn aiortc_publishes_receives_and_is_forced_out() {
     wait_for(
         &mut alice_events,
         "py's stream removed",
-        |e| matches!(e, ClientEvent::StreamRemoved { user_id } if user_id.as_str() == "py"),
+        |e| matches!(e, ClientEvent::StreamRemoved { user_id, .. } if user_id.as_str() == "py"),
     )
     .await;
     let status = within("aiortc exits", peer.child.wait()).await.unwrap();

@@ -22,6 +22,7 @@ async fn pattern_is_decoded_by_a_subscriber_at_full_rate() {
         added,
         ClientEvent::StreamAdded {
             user_id: "alice".parse().unwrap(),
+            stream_type: kaigi_sdk::StreamType::Main,
             audio: true,
             video: true
         }

@@ -36,7 +36,7 @@ async fn sees_video(client: &Client, events: &mut EventStream, user: &str) {
         wait_for(
             events,
             "stream-subscribed",
-            |e| matches!(e, ClientEvent::StreamSubscribed { user_id } if user_id.as_str() == user),
+            |e| matches!(e, ClientEvent::StreamSubscribed { user_id, .. } if user_id.as_str() == user),
         )
         .await;
     }
@@ -80,7 +80,8 @@ async fn unpublish_removes_the_stream() {
     assert_eq!(
         e,
         ClientEvent::StreamRemoved {
-            user_id: "alice".parse().unwrap()
+            user_id: "alice".parse().unwrap(),
+            stream_type: kaigi_sdk::StreamType::Main,
         }
     );
     assert!(bob.remote_streams().is_empty());
@@ -160,6 +161,7 @@ async fn a_late_joiner_hears_of_and_receives_existing_streams() {
         e,
         ClientEvent::StreamAdded {
             user_id: "alice".parse().unwrap(),
+            stream_type: kaigi_sdk::StreamType::Main,
             audio: true,
             video: true
         }
@@ -190,6 +192,7 @@ async fn mute_is_announced_and_stops_media_unmute_resumes_it() {
         e,
         ClientEvent::StreamUpdated {
             user_id: "alice".parse().unwrap(),
+            stream_type: kaigi_sdk::StreamType::Main,
             audio_muted: false,
             video_muted: true,
             video_paused: false,
@@ -370,7 +373,7 @@ async fn switching_role_allows_then_ends_publishing() {
     wait_for(
         &mut alice_events,
         "stream-removed",
-        |e| matches!(e, ClientEvent::StreamRemoved { user_id } if user_id.as_str() == "viewer"),
+        |e| matches!(e, ClientEvent::StreamRemoved { user_id, .. } if user_id.as_str() == "viewer"),
     )
     .await;
     assert!(alice.remote_streams().is_empty());

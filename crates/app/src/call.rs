@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use kaigi_proto::signal::PeerInfo;
+use kaigi_proto::signal::{parse_stream_name, stream_name, PeerInfo};
 use kaigi_proto::{usersig, Role, RoomId, SdkAppId, UserId};
 use kaigi_sdk::devices::DeviceAction;
 use kaigi_sdk::{Client, ClientEvent, ClientOptions};
@@ -128,10 +128,13 @@ pub(crate) async fn follow_tile_sizes(
             if told.get(&tile) == Some(&limit) {
                 continue;
             }
-            let Ok(user) = UserId::new(tile.as_str()) else {
+            let Some((user, stream_type)) = parse_stream_name(&tile) else {
                 continue;
             };
-            match client.set_remote_video_size(&user, limit.0, limit.1).await {
+            match client
+                .set_stream_video_size(&user, stream_type, limit.0, limit.1)
+                .await
+            {
                 Ok(()) => {
                     debug!(%user, width = limit.0, height = limit.1, "tile size told");
                     told.insert(tile, limit);
@@ -165,16 +168,22 @@ pub(crate) async fn bridge(
 ) {
     while let Some(event) = events.recv().await {
         match &event {
-            ClientEvent::StreamSubscribed { user_id } => {
+            ClientEvent::StreamSubscribed {
+                user_id,
+                stream_type,
+            } => {
                 if let Some(remote) = client
                     .remote_streams()
                     .into_iter()
-                    .find(|r| r.user_id() == user_id)
+                    .find(|r| r.user_id() == user_id && r.stream_type() == *stream_type)
                 {
-                    frames.0.set(user_id.as_str(), remote.video());
+                    frames.0.set(&stream_name(user_id, *stream_type), remote.video());
                 }
             }
-            ClientEvent::StreamRemoved { user_id } => frames.0.remove(user_id.as_str()),
+            ClientEvent::StreamRemoved {
+                user_id,
+                stream_type,
+            } => frames.0.remove(&stream_name(user_id, *stream_type)),
             // The app's own watcher tells these, in a call or not.
             ClientEvent::DeviceChanged { action, .. } if *action != DeviceAction::Active => {
                 continue

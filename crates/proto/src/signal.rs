@@ -47,6 +47,25 @@ impl StreamType {
     }
 }
 
+/// The name of `user`'s stream of `stream_type` where one string names
+/// it (the msid stream id of the tracks the server sends, the app's
+/// tiles): the user id for `main`, the user id and `.sub` for `sub` (a
+/// user id holds no dot).
+pub fn stream_name(user: &UserId, stream_type: StreamType) -> String {
+    match stream_type {
+        StreamType::Main => user.to_string(),
+        StreamType::Sub => format!("{user}.sub"),
+    }
+}
+
+/// The user and stream type a [`stream_name`] names.
+pub fn parse_stream_name(name: &str) -> Option<(UserId, StreamType)> {
+    match name.strip_suffix(".sub") {
+        Some(user) => Some((UserId::new(user).ok()?, StreamType::Sub)),
+        None => Some((UserId::new(name).ok()?, StreamType::Main)),
+    }
+}
+
 impl std::fmt::Display for StreamType {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
@@ -250,6 +269,9 @@ pub enum ClientMessage {
     Publish {
         /// Echoed in the reply.
         req_id: u64,
+        /// Which of the client's streams (left out: `main`).
+        #[serde(default, skip_serializing_if = "StreamType::is_main")]
+        stream_type: StreamType,
         /// Whether an audio track will be sent.
         audio: bool,
         /// Whether a video track will be sent.
@@ -265,12 +287,18 @@ pub enum ClientMessage {
     Unpublish {
         /// Echoed in the reply.
         req_id: u64,
+        /// Which of the client's streams (left out: `main`).
+        #[serde(default, skip_serializing_if = "StreamType::is_main")]
+        stream_type: StreamType,
     },
     /// Mutes or unmutes the published audio or video (absent: unchanged);
     /// answered with `muted`.
     Mute {
         /// Echoed in the reply.
         req_id: u64,
+        /// Which of the client's streams (left out: `main`).
+        #[serde(default, skip_serializing_if = "StreamType::is_main")]
+        stream_type: StreamType,
         /// Whether audio is muted.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         audio: Option<bool>,
@@ -286,6 +314,9 @@ pub enum ClientMessage {
         req_id: u64,
         /// Whose stream.
         user_id: String,
+        /// Which of the user's streams (left out: `main`).
+        #[serde(default, skip_serializing_if = "StreamType::is_main")]
+        stream_type: StreamType,
         /// Receive its audio (default true).
         #[serde(default = "yes")]
         audio: bool,
@@ -301,6 +332,9 @@ pub enum ClientMessage {
         req_id: u64,
         /// Whose video.
         user_id: String,
+        /// Which of the user's streams (left out: `main`).
+        #[serde(default, skip_serializing_if = "StreamType::is_main")]
+        stream_type: StreamType,
         /// The size; 0 by 0 lifts the limit.
         #[serde(flatten)]
         size: VideoSize,
@@ -311,6 +345,9 @@ pub enum ClientMessage {
         req_id: u64,
         /// Whose stream.
         user_id: String,
+        /// Which of the user's streams (left out: `main`).
+        #[serde(default, skip_serializing_if = "StreamType::is_main")]
+        stream_type: StreamType,
     },
     /// Change this client's role in the room; answered with
     /// `role-switched`. Becoming `audience` ends what it publishes.
@@ -336,6 +373,19 @@ pub enum ClientMessage {
 }
 
 impl ClientMessage {
+    /// The stream type a request names, if it names one.
+    pub fn stream_type(&self) -> Option<StreamType> {
+        match self {
+            ClientMessage::Publish { stream_type, .. }
+            | ClientMessage::Unpublish { stream_type, .. }
+            | ClientMessage::Mute { stream_type, .. }
+            | ClientMessage::Subscribe { stream_type, .. }
+            | ClientMessage::Unsubscribe { stream_type, .. }
+            | ClientMessage::SetVideoSize { stream_type, .. } => Some(*stream_type),
+            _ => None,
+        }
+    }
+
     /// The request id, echoed by the reply.
     pub fn req_id(&self) -> u64 {
         match self {
@@ -343,7 +393,7 @@ impl ClientMessage {
             ClientMessage::Leave { req_id }
             | ClientMessage::Ping { req_id }
             | ClientMessage::Publish { req_id, .. }
-            | ClientMessage::Unpublish { req_id }
+            | ClientMessage::Unpublish { req_id, .. }
             | ClientMessage::Mute { req_id, .. }
             | ClientMessage::Subscribe { req_id, .. }
             | ClientMessage::Unsubscribe { req_id, .. }
@@ -572,6 +622,9 @@ pub enum ServerMessage {
         req_id: u64,
         /// Whose video.
         user_id: UserId,
+        /// Which of the user's streams (left out: `main`).
+        #[serde(default, skip_serializing_if = "StreamType::is_main")]
+        stream_type: StreamType,
     },
     /// `unpublish` done.
     Unpublished {
@@ -598,6 +651,9 @@ pub enum ServerMessage {
         req_id: u64,
         /// Whose stream.
         user_id: UserId,
+        /// Which of the user's streams (left out: `main`).
+        #[serde(default, skip_serializing_if = "StreamType::is_main")]
+        stream_type: StreamType,
     },
     /// `switch-role` done.
     RoleSwitched {
@@ -668,6 +724,21 @@ pub enum ServerMessage {
 }
 
 impl ServerMessage {
+    /// The stream type a message is about (`stream-*` messages and the
+    /// replies naming a stream), if any: `sub` ones go only to clients of
+    /// protocol 4 or later.
+    pub fn stream_type(&self) -> Option<StreamType> {
+        match self {
+            ServerMessage::StreamAdded { stream_type, .. }
+            | ServerMessage::StreamRemoved { stream_type, .. }
+            | ServerMessage::StreamUpdated { stream_type, .. }
+            | ServerMessage::Subscribed { stream_type, .. }
+            | ServerMessage::Unsubscribed { stream_type, .. }
+            | ServerMessage::VideoSizeSet { stream_type, .. } => Some(*stream_type),
+            _ => None,
+        }
+    }
+
     /// The `client-banned` message for a reason.
     pub fn banned(reason: KickReason) -> Self {
         ServerMessage::ClientBanned {
@@ -687,6 +758,19 @@ impl ServerMessage {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn stream_names_read_back() {
+        let alice = UserId::new("alice_1-x").unwrap();
+        for t in StreamType::ALL {
+            let name = stream_name(&alice, t);
+            assert_eq!(parse_stream_name(&name), Some((alice.clone(), t)));
+        }
+        assert_eq!(stream_name(&alice, StreamType::Sub), "alice_1-x.sub");
+        assert_eq!(parse_stream_name("a.b.sub"), None);
+        assert_eq!(parse_stream_name(".sub"), None);
+        assert_eq!(parse_stream_name("x.main"), None);
+    }
 
     #[test]
     fn join_wire_shape() {

@@ -7,7 +7,7 @@ use parking_lot::Mutex;
 use std::time::Duration;
 
 use kaigi_proto::endpoint::signaling_url;
-use kaigi_proto::signal::PeerInfo;
+use kaigi_proto::signal::{PeerInfo, StreamType};
 use kaigi_proto::{Role, RoomId, UserId};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -189,12 +189,37 @@ impl Client {
     /// An `audience` gets `AUDIENCE_CANNOT_PUBLISH`.
     pub async fn publish(&self, stream: &crate::media::LocalStream) -> Result<(), ClientError> {
         let (tx, rx) = oneshot::channel();
-        self.command(Order::Publish(stream.clone(), tx))?;
+        self.command(Order::Publish(stream.clone(), StreamType::Main, tx))?;
         let result = rx.await.unwrap_or(Err(ClientError::ConnectionLost));
         if result.is_ok() {
             self.forward_device_errors(stream);
         }
         result
+    }
+
+    /// Publishes `stream` as this user's `sub` stream, a shared screen (a
+    /// [`crate::media::LocalStream`] made with
+    /// [`crate::media::VideoInput::Screen`]), beside the `main` one, as
+    /// TRTC's auxiliary stream: the others get `stream-added` with
+    /// `streamType` `sub`. Resolves once the server receives it. While
+    /// both are sent, the screen gets the larger share of the send
+    /// estimate.
+    pub async fn publish_screen(
+        &self,
+        stream: &crate::media::LocalStream,
+    ) -> Result<(), ClientError> {
+        let (tx, rx) = oneshot::channel();
+        self.command(Order::Publish(stream.clone(), StreamType::Sub, tx))?;
+        rx.await.unwrap_or(Err(ClientError::ConnectionLost))
+    }
+
+    /// Stops publishing the `sub` stream (the screen's capture keeps
+    /// running until the stream is closed); the others get
+    /// `stream-removed` for it, and the `main` stream goes on.
+    pub async fn unpublish_screen(&self) -> Result<(), ClientError> {
+        let (tx, rx) = oneshot::channel();
+        self.command(Order::Unpublish(StreamType::Sub, tx))?;
+        rx.await.unwrap_or(Err(ClientError::ConnectionLost))
     }
 
     /// Follows the published stream's devices until it closes or stops
@@ -239,7 +264,7 @@ impl Client {
     /// Stops publishing.
     pub async fn unpublish(&self) -> Result<(), ClientError> {
         let (tx, rx) = oneshot::channel();
-        self.command(Order::Unpublish(tx))?;
+        self.command(Order::Unpublish(StreamType::Main, tx))?;
         let result = rx.await.unwrap_or(Err(ClientError::ConnectionLost));
         self.stop_device_errors();
         result
@@ -270,8 +295,19 @@ impl Client {
         user: &UserId,
         opts: SubscribeOptions,
     ) -> Result<(), ClientError> {
+        self.subscribe_stream(user, StreamType::Main, opts).await
+    }
+
+    /// Receives `user`'s stream of `stream_type` (see [`Client::subscribe`]).
+    pub async fn subscribe_stream(
+        &self,
+        user: &UserId,
+        stream_type: StreamType,
+        opts: SubscribeOptions,
+    ) -> Result<(), ClientError> {
         self.request(Request::Subscribe {
             user: user.clone(),
+            stream_type,
             audio: opts.audio,
             video: opts.video,
         })
@@ -280,8 +316,20 @@ impl Client {
 
     /// Stops receiving `user`'s stream (its [`crate::media::RemoteStream`] ends).
     pub async fn unsubscribe(&self, user: &UserId) -> Result<(), ClientError> {
-        self.request(Request::Unsubscribe { user: user.clone() })
-            .await
+        self.unsubscribe_stream(user, StreamType::Main).await
+    }
+
+    /// Stops receiving `user`'s stream of `stream_type`.
+    pub async fn unsubscribe_stream(
+        &self,
+        user: &UserId,
+        stream_type: StreamType,
+    ) -> Result<(), ClientError> {
+        self.request(Request::Unsubscribe {
+            user: user.clone(),
+            stream_type,
+        })
+        .await
     }
 
     /// Tells the server the largest size this client shows `user`'s video
@@ -293,8 +341,22 @@ impl Client {
         width: u32,
         height: u32,
     ) -> Result<(), ClientError> {
+        self.set_stream_video_size(user, StreamType::Main, width, height)
+            .await
+    }
+
+    /// [`Client::set_remote_video_size`] for `user`'s stream of
+    /// `stream_type`.
+    pub async fn set_stream_video_size(
+        &self,
+        user: &UserId,
+        stream_type: StreamType,
+        width: u32,
+        height: u32,
+    ) -> Result<(), ClientError> {
         self.request(Request::SetVideoSize {
             user: user.clone(),
+            stream_type,
             size: kaigi_proto::signal::VideoSize::new(width, height),
         })
         .await

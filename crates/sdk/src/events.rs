@@ -4,7 +4,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use futures_util::Stream;
-use kaigi_proto::signal::PeerLeaveReason;
+use kaigi_proto::signal::{PeerLeaveReason, StreamType};
 use kaigi_proto::{KickReason, Role, UserId};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -89,6 +89,10 @@ pub enum ClientEvent {
     StreamAdded {
         /// Whose stream.
         user_id: UserId,
+        /// Which of the user's streams (`"streamType":"sub"` for a shared
+        /// screen; left out for `main`).
+        #[serde(default, skip_serializing_if = "StreamType::is_main")]
+        stream_type: StreamType,
         /// Whether it has audio.
         audio: bool,
         /// Whether it has video.
@@ -98,13 +102,21 @@ pub enum ClientEvent {
     StreamRemoved {
         /// Whose stream.
         user_id: UserId,
+        /// Which of the user's streams (`"streamType":"sub"` for a shared
+        /// screen; left out for `main`).
+        #[serde(default, skip_serializing_if = "StreamType::is_main")]
+        stream_type: StreamType,
     },
-    /// A stream's mute state changed (the specific `mute-*`/`unmute-*`
-    /// events come first), or the server paused or resumed its video to
+    /// A stream's mute state changed (for a `main` stream the specific
+    /// `mute-*`/`unmute-*` events come first), or the server paused or resumed its video to
     /// this client.
     StreamUpdated {
         /// Whose stream.
         user_id: UserId,
+        /// Which of the user's streams (`"streamType":"sub"` for a shared
+        /// screen; left out for `main`).
+        #[serde(default, skip_serializing_if = "StreamType::is_main")]
+        stream_type: StreamType,
         /// Whether its audio is muted.
         audio_muted: bool,
         /// Whether its video is muted.
@@ -171,6 +183,10 @@ pub enum ClientEvent {
     StreamSubscribed {
         /// Whose stream.
         user_id: UserId,
+        /// Which of the user's streams (`"streamType":"sub"` for a shared
+        /// screen; left out for `main`).
+        #[serde(default, skip_serializing_if = "StreamType::is_main")]
+        stream_type: StreamType,
     },
     /// The connection state changed.
     ConnectionStateChanged {
@@ -238,15 +254,24 @@ impl ClientEvent {
                 user_id: u(),
                 role: Role::Audience,
             },
+            // A `sub` stream, so the contract shows `streamType`.
             ClientEvent::StreamAdded {
                 user_id: u(),
+                stream_type: StreamType::Sub,
                 audio: true,
                 video: true,
             },
-            ClientEvent::StreamRemoved { user_id: u() },
-            ClientEvent::StreamSubscribed { user_id: u() },
+            ClientEvent::StreamRemoved {
+                user_id: u(),
+                stream_type: StreamType::Sub,
+            },
+            ClientEvent::StreamSubscribed {
+                user_id: u(),
+                stream_type: StreamType::Sub,
+            },
             ClientEvent::StreamUpdated {
                 user_id: u(),
+                stream_type: StreamType::Sub,
                 audio_muted: true,
                 video_muted: false,
                 video_paused: false,

@@ -43,7 +43,7 @@ pub use events::{
     AudioVolumeEntry, ClientEvent, ConnectionState, DeviceRef, DeviceType, EventStream,
 };
 pub use kaigi_media::{AudioProcessing, DeviceError, DeviceInfo, DeviceKind};
-pub use kaigi_proto::signal::{PeerInfo, PeerLeaveReason};
+pub use kaigi_proto::signal::{PeerInfo, PeerLeaveReason, StreamType};
 pub use kaigi_proto::{KickReason, Role, RoomId, SdkAppId, UserId};
 pub use media::{
     AudioInput, AudioStats, LocalStream, LocalStreamConfig, RemoteStream, SyntheticSource,

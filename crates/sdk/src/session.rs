@@ -3,7 +3,7 @@
 //! the client's orders, the time, the results of what it asked for) and
 //! carries out what it returns. Every decision is the machine's.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use kaigi_proto::signal::{ClientMessage, JoinRequest, Joined, RoomRef, ServerMessage};
+use kaigi_proto::signal::{
+    ClientMessage, JoinRequest, Joined, RoomRef, ServerMessage, StreamType,
+};
 use kaigi_proto::{Role, RoomId, PROTOCOL_VERSION};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -168,9 +170,21 @@ struct Io {
     next_token: Token,
     /// The stream of the publish order being handled.
     to_publish: Option<LocalStream>,
-    /// The published stream, kept across a dropped connection.
-    kept: Option<LocalStream>,
+    /// The published streams, kept across a dropped connection.
+    kept: BTreeMap<StreamType, LocalStream>,
+    /// The kept streams to publish again once rejoined.
+    to_republish: BTreeMap<StreamType, LocalStream>,
     rejoin: Option<Attempt>,
+}
+
+/// What a publish of `stream` as `stream_type` sends.
+fn publishing(stream: &LocalStream, stream_type: StreamType) -> Publishing {
+    Publishing {
+        stream_type,
+        audio: stream.has_audio(),
+        video: stream.has_video(),
+        layers: stream.layers(),
+    }
 }
 
 /// Runs a joined session until leave, a forced exit, or giving up.
@@ -197,7 +211,8 @@ pub(crate) async fn run(
         replies: HashMap::new(),
         next_token: 0,
         to_publish: None,
-        kept: None,
+        kept: BTreeMap::new(),
+        to_republish: BTreeMap::new(),
         rejoin: None,
     };
     io.media.decode = io.shared.opts.decode;
@@ -219,7 +234,7 @@ pub(crate) async fn run(
                 // Orders that queued meanwhile go in the same turn (up to
                 // a bound, so the connection is read in between).
                 for _ in 0..ORDERS_PER_TURN {
-                    if machine.is_done() || out.iter().any(|o| matches!(o, Output::Media(MediaAction::Publish))) {
+                    if machine.is_done() || out.iter().any(|o| matches!(o, Output::Media(MediaAction::Publish(_)))) {
                         break;
                     }
                     match orders.try_recv() {
@@ -237,7 +252,7 @@ pub(crate) async fn run(
                 }
             },
             track = io.media.next_track() => match io.media.on_track(track).await {
-                Some(Arrived::Subscribed(user)) => machine.subscribed(user),
+                Some(Arrived::Subscribed(user, stream_type)) => machine.subscribed(user, stream_type),
                 _ => Vec::new(),
             },
             _ = &mut timer, if armed.is_some() => {
@@ -286,16 +301,14 @@ impl Io {
             // The client was dropped: leave, nobody waits.
             None => (Command::Leave, None),
             Some(Order::Leave(reply)) => (Command::Leave, Some(reply)),
-            Some(Order::Publish(stream, reply)) => {
-                let command = Command::Publish(Publishing {
-                    audio: stream.has_audio(),
-                    video: stream.has_video(),
-                    layers: stream.layers(),
-                });
+            Some(Order::Publish(stream, stream_type, reply)) => {
+                let command = Command::Publish(publishing(&stream, stream_type));
                 self.to_publish = Some(stream);
                 (command, Some(reply))
             }
-            Some(Order::Unpublish(reply)) => (Command::Unpublish, Some(reply)),
+            Some(Order::Unpublish(stream_type, reply)) => {
+                (Command::Unpublish(stream_type), Some(reply))
+            }
             Some(Order::Request(request, reply)) => (Command::Request(request), Some(reply)),
         };
         let token = reply.map(|r| self.token(r));
@@ -308,12 +321,13 @@ impl Io {
         self.bind = local_ip(&ws);
         self.ws = Some(ws);
         self.media = self.new_media();
-        self.to_publish = self.kept.take().filter(|s| !s.is_closed());
-        let kinds = self.to_publish.as_ref().map(|s| Publishing {
-            audio: s.has_audio(),
-            video: s.has_video(),
-            layers: s.layers(),
-        });
+        self.to_republish = std::mem::take(&mut self.kept);
+        self.to_republish.retain(|_, s| !s.is_closed());
+        let kinds = self
+            .to_republish
+            .iter()
+            .map(|(t, s)| publishing(s, *t))
+            .collect();
         machine.rejoined(joined, kinds, now())
     }
 
@@ -381,15 +395,22 @@ impl Io {
 
     async fn media_action(&mut self, machine: &mut Machine, action: MediaAction) -> Vec<Output> {
         match action {
-            MediaAction::Publish | MediaAction::Republish => {
+            MediaAction::Publish(stream_type) => {
                 if let Some(stream) = self.to_publish.take() {
-                    self.media.publish(stream);
+                    self.media.publish(stream_type, stream);
                 }
             }
-            MediaAction::CancelPublish => self.media.cancel_publish(),
-            MediaAction::Unpublish => {
-                self.media.unpublish();
-                self.set_local(None);
+            MediaAction::Republish => {
+                for (stream_type, stream) in std::mem::take(&mut self.to_republish) {
+                    self.media.publish(stream_type, stream);
+                }
+            }
+            MediaAction::CancelPublish(stream_type) => self.media.cancel_publish(stream_type),
+            MediaAction::Unpublish(stream_type) => {
+                self.media.unpublish(stream_type);
+                if stream_type.is_main() {
+                    self.set_local(None);
+                }
             }
             MediaAction::SetMuted { audio, video } => self.media.set_muted(audio, video),
             MediaAction::Answer {
@@ -403,11 +424,15 @@ impl Io {
                     .await;
                 return machine.answered(answer);
             }
-            MediaAction::StartSending => {
-                self.media.start_sending().await;
-                self.set_local(self.media.published().cloned());
+            MediaAction::StartSending(stream_type) => {
+                self.media.start_sending(stream_type).await;
+                if stream_type.is_main() {
+                    self.set_local(self.media.published(StreamType::Main).cloned());
+                }
             }
-            MediaAction::StreamRemoved(user) => self.media.stream_removed(&user),
+            MediaAction::StreamRemoved(user, stream_type) => {
+                self.media.stream_removed(&user, stream_type)
+            }
             MediaAction::MeasureLink => {
                 let counters = self.media.link_counters().await.unwrap_or_default();
                 return machine.link(counters);
@@ -422,8 +447,10 @@ impl Io {
                 let fresh = self.new_media();
                 let old = std::mem::replace(&mut self.media, fresh);
                 let published = old.close().await;
-                // Devices are released: the published stream's sources end.
-                for stream in published.into_iter().chain(self.kept.take()) {
+                // Devices are released: the published streams' sources end.
+                let kept = std::mem::take(&mut self.kept).into_values();
+                let waiting = std::mem::take(&mut self.to_republish).into_values();
+                for stream in published.into_values().chain(kept).chain(waiting) {
                     stream.close();
                 }
             }

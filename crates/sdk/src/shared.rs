@@ -15,7 +15,8 @@ use crate::machine::{Request, Status};
 use crate::options::ClientOptions;
 
 /// The streams received from the other users, by user.
-pub(crate) type Remotes = Arc<Mutex<HashMap<UserId, crate::media::RemoteStream>>>;
+pub(crate) type Remotes =
+    Arc<Mutex<HashMap<(UserId, kaigi_proto::signal::StreamType), crate::media::RemoteStream>>>;
 
 /// Where a command's result goes.
 pub(crate) type Reply = oneshot::Sender<Result<(), ClientError>>;
@@ -93,8 +94,12 @@ pub(crate) fn tls_config(
 /// An order from the client to its session task.
 pub(crate) enum Order {
     Leave(Reply),
-    Publish(crate::media::LocalStream, Reply),
-    Unpublish(Reply),
+    Publish(
+        crate::media::LocalStream,
+        kaigi_proto::signal::StreamType,
+        Reply,
+    ),
+    Unpublish(kaigi_proto::signal::StreamType, Reply),
     /// A request answered by one reply from the server.
     Request(Request, Reply),
 }

@@ -57,15 +57,24 @@ impl Session {
         let sizes = old.video_sizes();
         old.detach_all(id);
         old.close().await;
-        let publishing = self.publication.as_ref().map(|p| (p.kinds, p.layers.len()));
+        // In the order of their types (main, then sub), as the client
+        // attaches them.
+        let publishing: Vec<_> = self
+            .publications
+            .values()
+            .map(|p| (p.stream_type, p.kinds, p.layers.len()))
+            .collect();
         let failed =
             |e: kaigi_rtc::RtcError| ErrorMessage::new(None, ErrorCode::MediaFailed, e.to_string());
         let media = self.media().await?;
-        for (user, size) in sizes {
-            media.set_video_size(user, size);
+        for ((user, stream_type), size) in sizes {
+            media.set_video_size(user, stream_type, size);
         }
-        if let Some((kinds, layers)) = publishing {
-            media.receive(kinds, layers).await.map_err(failed)?;
+        for (stream_type, kinds, layers) in publishing {
+            media
+                .receive(stream_type, kinds, layers)
+                .await
+                .map_err(failed)?;
         }
         for (publication, kinds) in subscriptions {
             media
@@ -82,7 +91,7 @@ impl Session {
         // A connection is replaced only when something on it is live: a
         // new one with no m-line at all cannot be offered. Until then the
         // ended m-lines ride along (what one step ends, at most).
-        let live = self.publication.is_some();
+        let live = !self.publications.is_empty();
         let worn = self.media.as_ref().is_some_and(|m| {
             !m.negotiating()
                 && m.ended_mlines() > ENDED_MLINES_BEFORE_REPLACING
@@ -104,7 +113,10 @@ impl Session {
             .await
             .map_err(|e| ErrorMessage::new(None, ErrorCode::MediaFailed, e.to_string()))?;
         if let Some(sdp) = sdp {
-            let publish_req_id = self.publish_reply.filter(|_| !self.publish_offered);
+            let publish_req_id = self
+                .publish_reply
+                .map(|(req_id, _)| req_id)
+                .filter(|_| !self.publish_offered);
             self.publish_offered |= publish_req_id.is_some();
             let new_connection = std::mem::take(&mut self.new_connection);
             self.send(&ServerMessage::Offer {
@@ -116,12 +128,25 @@ impl Session {
         Ok(())
     }
 
+    /// `publish`: a stream of `stream_type` with these kinds and layers.
+    /// One publish is negotiated at a time: another that arrives meanwhile
+    /// waits for the first one's `published` (or failure).
     pub(crate) async fn publish(
         &mut self,
         req_id: u64,
+        stream_type: StreamType,
         kinds: StreamKinds,
         layers: &[VideoSize],
     ) -> Result<(), ErrorMessage> {
+        if self.publish_reply.is_some() && self.queued_publish.is_none() {
+            self.queued_publish = Some(QueuedPublish {
+                req_id,
+                stream_type,
+                kinds,
+                layers: layers.to_vec(),
+            });
+            return Ok(());
+        }
         if !kinds.audio && !kinds.video {
             return Err(ErrorMessage::new(
                 None,
@@ -148,7 +173,7 @@ impl Session {
         };
         // Refused before anything is registered: the real publication
         // stays untouched.
-        if self.publication.is_some() {
+        if self.publications.contains_key(&stream_type) || self.publish_reply.is_some() {
             return Err(ErrorMessage::new(
                 None,
                 ErrorCode::AlreadyPublishing,
@@ -156,26 +181,26 @@ impl Session {
             ));
         }
         // Registered before the registry announces it, so subscribers find it.
-        let publication = Publication::new(id, place.user, kinds, layers);
+        let publication = Publication::new(id, place.user, stream_type, kinds, layers);
         self.shared.add_publication(publication.clone());
         let published = self
             .shared
-            .try_apply(|reg| reg.publish(id, StreamType::Main, kinds).map(|fx| ((), fx)));
+            .try_apply(|reg| reg.publish(id, stream_type, kinds).map(|fx| ((), fx)));
         if let Err(e) = published {
-            self.shared.remove_publication(id);
+            self.shared.remove_publication(id, stream_type);
             return Err(ErrorMessage::new(
                 None,
                 publish_error_code(e),
                 e.to_string(),
             ));
         }
-        self.publication = Some(publication);
-        self.publish_reply = Some(req_id);
+        self.publications.insert(stream_type, publication);
+        self.publish_reply = Some((req_id, stream_type));
         self.publish_offered = false;
         let ready = async {
             self.media()
                 .await?
-                .receive(kinds, layers.len())
+                .receive(stream_type, kinds, layers.len())
                 .await
                 .map_err(|e| ErrorMessage::new(None, ErrorCode::MediaFailed, e.to_string()))?;
             self.renegotiate().await
@@ -183,10 +208,11 @@ impl Session {
         .await;
         if let Err(e) = ready {
             self.publish_reply = None;
-            self.stop_publishing().await;
+            self.stop_publishing(stream_type).await;
             return Err(e);
         }
         info!(
+            %stream_type,
             audio = kinds.audio,
             video = kinds.video,
             layers = layers.len(),
@@ -195,15 +221,52 @@ impl Session {
         Ok(())
     }
 
-    pub(crate) async fn stop_publishing(&mut self) {
-        if self.publication.take().is_some() {
+    /// Starts the publish that waited for the one before it, if any;
+    /// its refusal answers it.
+    pub(crate) async fn next_publish(&mut self) {
+        if self.publish_reply.is_some() {
+            return;
+        }
+        let Some(q) = self.queued_publish.take() else {
+            return;
+        };
+        if let Err(mut e) = self
+            .publish(q.req_id, q.stream_type, q.kinds, &q.layers)
+            .await
+        {
+            e.req_id = Some(q.req_id);
+            self.send(&ServerMessage::Error(e));
+        }
+    }
+
+    /// Ends this session's stream of `stream_type`, if it publishes one.
+    pub(crate) async fn stop_publishing(&mut self, stream_type: StreamType) {
+        if let Some(q) = self
+            .queued_publish
+            .take_if(|q| q.stream_type == stream_type)
+        {
+            // Unpublished before its turn came: it never starts.
+            self.send(&ServerMessage::Error(ErrorMessage::new(
+                Some(q.req_id),
+                ErrorCode::NotPublishing,
+                "unpublished before this publish started",
+            )));
+        }
+        if self.publications.remove(&stream_type).is_some() {
             let id = self.id;
             self.shared
-                .apply(|reg| ((), reg.unpublish(id, StreamType::Main)));
-            self.shared.remove_publication(id);
+                .apply(|reg| ((), reg.unpublish(id, stream_type)));
+            self.shared.remove_publication(id, stream_type);
             if let Some(media) = self.media.as_mut() {
-                media.retire_receiving();
+                media.retire_receiving(stream_type);
             }
+        }
+    }
+
+    /// Ends every stream this session publishes.
+    pub(crate) async fn stop_publishing_all(&mut self) {
+        for stream_type in StreamType::ALL {
+            self.stop_publishing(stream_type).await;
         }
     }
 
@@ -218,10 +281,17 @@ impl Session {
             Ok(r) => r,
             Err(e) => {
                 let mut err = ErrorMessage::new(None, ErrorCode::MediaFailed, e.to_string());
-                if let Some(req_id) = self.publish_reply.take().filter(|_| self.publish_offered) {
+                if let Some((req_id, stream_type)) = self
+                    .publish_reply
+                    .take()
+                    .filter(|_| self.publish_offered)
+                {
                     self.publish_offered = false;
-                    self.stop_publishing().await;
+                    self.stop_publishing(stream_type).await;
                     err.req_id = Some(req_id);
+                    self.send(&ServerMessage::Error(err));
+                    self.next_publish().await;
+                    return Ok(());
                 }
                 return Err(err);
             }
@@ -231,9 +301,10 @@ impl Session {
         }
         if self.publish_offered {
             self.publish_offered = false;
-            if let Some(req_id) = self.publish_reply.take() {
+            if let Some((req_id, _)) = self.publish_reply.take() {
                 self.send(&ServerMessage::Published { req_id });
             }
+            self.next_publish().await;
         }
         if again {
             self.renegotiate().await?;
@@ -241,8 +312,13 @@ impl Session {
         Ok(())
     }
 
-    pub(crate) async fn subscribe(&mut self, publisher: SessionId, kinds: StreamKinds) {
-        let Some(publication) = self.shared.publication(publisher) else {
+    pub(crate) async fn subscribe(
+        &mut self,
+        publisher: SessionId,
+        stream_type: StreamType,
+        kinds: StreamKinds,
+    ) {
+        let Some(publication) = self.shared.publication(publisher, stream_type) else {
             return;
         };
         let id = self.id;
@@ -265,12 +341,12 @@ impl Session {
         }
     }
 
-    pub(crate) async fn unsubscribe(&mut self, publisher: SessionId) {
+    pub(crate) async fn unsubscribe(&mut self, publisher: SessionId, stream_type: StreamType) {
         let id = self.id;
         let Some(media) = self.media.as_mut() else {
             return;
         };
-        match media.unsubscribe(id, publisher).await {
+        match media.unsubscribe(id, publisher, stream_type).await {
             Ok(true) => {
                 if let Err(e) = self.renegotiate().await {
                     warn!(error = %e.message, "renegotiating after unsubscribe failed");
@@ -288,18 +364,20 @@ impl Session {
                     Some(m) => m.slot_of(&remote).await,
                     None => None,
                 };
-                // Without simulcast the kind says it all (a track whose
-                // transceiver was not found, say on a republish).
-                if self
-                    .publication
-                    .as_ref()
-                    .is_some_and(|p| p.layers.len() <= 1)
-                {
-                    slot = slot.or(Some((remote.kind().await, 0)));
+                // With one publication and no simulcast the kind says it
+                // all (a track whose transceiver was not found, say on a
+                // republish).
+                if let (None, [(stream_type, p)]) = (
+                    slot,
+                    self.publications.iter().collect::<Vec<_>>().as_slice(),
+                ) {
+                    if p.layers.len() <= 1 {
+                        slot = Some((**stream_type, (remote.kind().await, 0)));
+                    }
                 }
-                match (&self.publication, slot) {
-                    (Some(p), Some(slot)) => p.attach(remote, slot).await,
-                    _ => debug!("a track arrived outside the publication; ignored"),
+                match slot.and_then(|(t, slot)| Some((self.publications.get(&t)?, slot))) {
+                    Some((p, slot)) => p.attach(remote, slot).await,
+                    None => debug!("a track arrived outside the publications; ignored"),
                 }
             }
             PeerEvent::Failed => {
@@ -326,6 +404,14 @@ impl Session {
     }
 }
 
+/// A `publish` that waits for the one being negotiated.
+pub(crate) struct QueuedPublish {
+    req_id: u64,
+    stream_type: StreamType,
+    kinds: StreamKinds,
+    layers: Vec<VideoSize>,
+}
+
 pub(crate) fn publish_error_code(e: PublishError) -> ErrorCode {
     match e {
         PublishError::NotInRoom => ErrorCode::NotInRoom,
@@ -350,12 +436,16 @@ impl Session {
             debug!(user = %p.user, layer, "switching layer");
             p.request_keyframe(layer).await;
         }
-        for (user, paused) in paused {
-            info!(%user, paused, "video to this client paused or resumed");
-            let (audio_muted, video_muted) = self.mutes.get(&user).copied().unwrap_or_default();
+        for (user, stream_type, paused) in paused {
+            info!(%user, %stream_type, paused, "video to this client paused or resumed");
+            let (audio_muted, video_muted) = self
+                .mutes
+                .get(&(user.clone(), stream_type))
+                .copied()
+                .unwrap_or_default();
             self.send(&ServerMessage::StreamUpdated {
                 user_id: user,
-                stream_type: StreamType::Main,
+                stream_type,
                 audio_muted,
                 video_muted,
                 video_paused: paused,
@@ -372,28 +462,31 @@ impl Session {
                 match msg {
                     ServerMessage::StreamAdded {
                         user_id,
-                        audio_muted,
-                        video_muted,
-                        ..
-                    } => {
-                        self.mutes.insert(user_id, (audio_muted, video_muted));
-                    }
-                    ServerMessage::StreamUpdated {
-                        user_id,
+                        stream_type,
                         audio_muted,
                         video_muted,
                         ..
                     } => {
                         self.mutes
-                            .insert(user_id.clone(), (audio_muted, video_muted));
+                            .insert((user_id, stream_type), (audio_muted, video_muted));
+                    }
+                    ServerMessage::StreamUpdated {
+                        user_id,
+                        stream_type,
+                        audio_muted,
+                        video_muted,
+                        ..
+                    } => {
+                        self.mutes
+                            .insert((user_id.clone(), stream_type), (audio_muted, video_muted));
                         let paused = self
                             .media
                             .as_ref()
-                            .is_some_and(|m| m.video_paused(&user_id));
+                            .is_some_and(|m| m.video_paused(&user_id, stream_type));
                         if paused {
                             self.send(&ServerMessage::StreamUpdated {
                                 user_id,
-                                stream_type: StreamType::Main,
+                                stream_type,
                                 audio_muted,
                                 video_muted,
                                 video_paused: true,
@@ -401,8 +494,11 @@ impl Session {
                             return;
                         }
                     }
-                    ServerMessage::StreamRemoved { user_id, .. } => {
-                        self.mutes.remove(&user_id);
+                    ServerMessage::StreamRemoved {
+                        user_id,
+                        stream_type,
+                    } => {
+                        self.mutes.remove(&(user_id, stream_type));
                     }
                     _ => {}
                 }

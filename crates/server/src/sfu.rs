@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock, Weak};
 use std::time::Instant;
 
-use kaigi_proto::signal::VideoSize;
+use kaigi_proto::signal::{StreamType, VideoSize};
 use kaigi_proto::UserId;
 use kaigi_rtc::SendBudget;
 use kaigi_rtc::{
@@ -66,8 +66,10 @@ struct Output {
 pub struct Publication {
     /// The publishing session.
     pub session: SessionId,
-    /// The publishing user (the media stream id subscribers see).
+    /// The publishing user.
     pub user: UserId,
+    /// Which of the user's streams.
+    pub stream_type: StreamType,
     /// What it carries.
     pub kinds: StreamKinds,
     /// Distinguishes this publication from the user's earlier ones.
@@ -87,6 +89,7 @@ impl Publication {
     pub fn new(
         session: SessionId,
         user: UserId,
+        stream_type: StreamType,
         kinds: StreamKinds,
         layers: &[VideoSize],
     ) -> Arc<Self> {
@@ -98,6 +101,7 @@ impl Publication {
         Arc::new(Publication {
             session,
             user,
+            stream_type,
             kinds,
             id: rand::random(),
             layers,
@@ -106,6 +110,12 @@ impl Publication {
             video: RwLock::new(Arc::default()),
             closed: CancellationToken::new(),
         })
+    }
+
+    /// The msid stream id subscribers see: the user id for `main`, the
+    /// user id and `.sub` for `sub` (a user id has no dot).
+    pub fn media_stream_id(&self) -> String {
+        kaigi_proto::signal::stream_name(&self.user, self.stream_type)
     }
 
     /// Takes an incoming track from the publisher (`slot`: its kind and
@@ -301,7 +311,7 @@ pub struct MediaPeer {
     /// path to the client: the layers sent to it fit its estimate.
     budget: Arc<SendBudget>,
     /// The largest size the client shows each user's video at.
-    sizes: HashMap<UserId, VideoSize>,
+    sizes: HashMap<(UserId, StreamType), VideoSize>,
     /// Trials of larger layers.
     trials: Trials,
     /// Events from the connection, for the session task.
@@ -309,15 +319,16 @@ pub struct MediaPeer {
     gathering: Arc<Gathering>,
     negotiating: bool,
     renegotiate: bool,
-    subscriptions: HashMap<SessionId, Subscription>,
-    /// Publishers to ask for a keyframe once the negotiation in flight ends.
-    keyframes_after: Vec<SessionId>,
+    subscriptions: HashMap<(SessionId, StreamType), Subscription>,
+    /// Publications to ask for a keyframe once the negotiation in flight
+    /// ends.
+    keyframes_after: Vec<(SessionId, StreamType)>,
     /// Numbers this session's outgoing tracks: each subscription's tracks
     /// get new ids, so the client sees them as new.
     tracks_made: u64,
-    /// The receive-only transceivers of the current publication, and
+    /// The receive-only transceivers of the current publications, and
     /// what each receives.
-    receiving: Vec<(Arc<dyn RtpTransceiver>, Slot)>,
+    receiving: Vec<(Arc<dyn RtpTransceiver>, StreamType, Slot)>,
     /// Stopped transceivers: their m-lines stay in every offer (webrtc-rs
     /// does not recycle m-lines), so they are counted to know when the
     /// connection is worth replacing.
@@ -378,17 +389,25 @@ impl MediaPeer {
             .collect()
     }
 
-    /// Retires the receive-only transceivers of the publication that
-    /// ended. They stay `recvonly` (a client may still be bound to them;
-    /// nothing arriving on them is forwarded) and count as ended m-lines.
-    pub fn retire_receiving(&mut self) {
-        self.ended += self.receiving.len();
-        self.receiving.clear();
+    /// Retires the receive-only transceivers of the publication of
+    /// `stream_type` that ended. They stay `recvonly` (a client may still
+    /// be bound to them; nothing arriving on them is forwarded) and count
+    /// as ended m-lines.
+    pub fn retire_receiving(&mut self, stream_type: StreamType) {
+        let before = self.receiving.len();
+        self.receiving.retain(|(_, t, _)| *t != stream_type);
+        self.ended += before - self.receiving.len();
     }
 
-    /// Adds receive-only transceivers for what the client will publish:
-    /// audio, then each of the video's `layers`, largest first.
-    pub async fn receive(&mut self, kinds: StreamKinds, layers: usize) -> Result<(), RtcError> {
+    /// Adds receive-only transceivers for what the client will publish as
+    /// `stream_type`: audio, then each of the video's `layers`, largest
+    /// first.
+    pub async fn receive(
+        &mut self,
+        stream_type: StreamType,
+        kinds: StreamKinds,
+        layers: usize,
+    ) -> Result<(), RtcError> {
         let mut slots = Vec::new();
         if kinds.audio {
             slots.push((RtpCodecKind::Audio, 0));
@@ -406,43 +425,46 @@ impl MediaPeer {
                 .add_transceiver_from_kind(slot.0, Some(init))
                 .await
                 .map_err(RtcError::from_display)?;
-            self.receiving.push((t, slot));
+            self.receiving.push((t, stream_type, slot));
         }
         Ok(())
     }
 
-    /// What an arriving track is: the slot of the receive-only
-    /// transceiver it arrived on (`None`: not the current publication's).
-    pub async fn slot_of(&self, remote: &Arc<dyn TrackRemote>) -> Option<Slot> {
-        for (t, slot) in &self.receiving {
+    /// What an arriving track is: the stream type and slot of the
+    /// receive-only transceiver it arrived on (`None`: not a current
+    /// publication's).
+    pub async fn slot_of(&self, remote: &Arc<dyn TrackRemote>) -> Option<(StreamType, Slot)> {
+        for (t, stream_type, slot) in &self.receiving {
             if let Ok(Some(receiver)) = t.receiver().await {
                 if std::ptr::addr_eq(Arc::as_ptr(receiver.track()), Arc::as_ptr(remote)) {
-                    return Some(*slot);
+                    return Some((*stream_type, *slot));
                 }
             }
         }
         None
     }
 
-    /// Records the largest size the client shows `user`'s video at.
-    pub fn set_video_size(&mut self, user: UserId, size: VideoSize) {
+    /// Records the largest size the client shows `user`'s video of
+    /// `stream_type` at.
+    pub fn set_video_size(&mut self, user: UserId, stream_type: StreamType, size: VideoSize) {
         if size.is_unlimited() {
-            self.sizes.remove(&user);
+            self.sizes.remove(&(user, stream_type));
         } else {
-            self.sizes.insert(user, size);
+            self.sizes.insert((user, stream_type), size);
         }
     }
 
     /// The sizes recorded, to carry over to a replacement connection.
-    pub fn video_sizes(&self) -> HashMap<UserId, VideoSize> {
+    pub fn video_sizes(&self) -> HashMap<(UserId, StreamType), VideoSize> {
         self.sizes.clone()
     }
 
     /// Chooses the layer of every video this client receives from the
     /// connection's estimate (see [`simulcast::allocate`]). Returns the
-    /// publications to ask for a keyframe of a layer, and the users whose
-    /// video to this client paused (`true`) or resumed (`false`).
-    pub fn allocate(&mut self, now: Instant) -> (Keyframes, Vec<(UserId, bool)>) {
+    /// publications to ask for a keyframe of a layer, and the users'
+    /// streams whose video to this client paused (`true`) or resumed
+    /// (`false`).
+    pub fn allocate(&mut self, now: Instant) -> (Keyframes, Vec<(UserId, StreamType, bool)>) {
         let held: Vec<(Arc<Publication>, Arc<VideoOutput>)> = self
             .subscriptions
             .values()
@@ -457,7 +479,11 @@ impl MediaPeer {
             .iter()
             .map(|(p, out)| Candidate {
                 layers: &p.layers,
-                limit: self.sizes.get(&p.user).copied().unwrap_or_default(),
+                limit: self
+                    .sizes
+                    .get(&(p.user.clone(), p.stream_type))
+                    .copied()
+                    .unwrap_or_default(),
                 output: out,
             })
             .collect();
@@ -485,7 +511,7 @@ impl MediaPeer {
                 keyframes.push((p.clone(), layer));
             }
             if let Some(on) = c.paused {
-                paused.push((p.user.clone(), on));
+                paused.push((p.user.clone(), p.stream_type, on));
             }
         }
         (keyframes, paused)
@@ -506,11 +532,14 @@ impl MediaPeer {
         (estimate * simulcast::VIDEO_SHARE - simulcast::AUDIO_BPS) / videos as f64
     }
 
-    /// Whether the server paused `user`'s video to this client.
-    pub fn video_paused(&self, user: &UserId) -> bool {
+    /// Whether the server paused `user`'s video of `stream_type` to this
+    /// client.
+    pub fn video_paused(&self, user: &UserId, stream_type: StreamType) -> bool {
         self.subscriptions.values().any(|(p, _, _, out)| {
             out.as_ref().is_some_and(|o| o.told_paused())
-                && p.upgrade().is_some_and(|p| &p.user == user)
+                && p
+                    .upgrade()
+                    .is_some_and(|p| &p.user == user && p.stream_type == stream_type)
         })
     }
 
@@ -528,14 +557,16 @@ impl MediaPeer {
         publication: &Arc<Publication>,
         kinds: StreamKinds,
     ) -> Result<bool, RtcError> {
-        match self.subscriptions.get(&publication.session) {
+        let key = (publication.session, publication.stream_type);
+        match self.subscriptions.get(&key) {
             Some((_, had, ..)) if *had == kinds => return Ok(false),
             Some(_) => {
-                self.unsubscribe(me, publication.session).await?;
+                self.unsubscribe(me, key.0, key.1).await?;
             }
             None => {}
         }
-        let user = publication.user.as_str();
+        let stream_id = publication.media_stream_id();
+        let user = stream_id.as_str();
         let mut transceivers = Vec::new();
         let mut video = None;
         for (on, kind) in [
@@ -600,22 +631,26 @@ impl MediaPeer {
             });
         }
         self.subscriptions.insert(
-            publication.session,
+            key,
             (Arc::downgrade(publication), kinds, transceivers, video),
         );
         if kinds.video {
-            self.keyframes_after.push(publication.session);
+            self.keyframes_after.push(key);
         }
         Ok(true)
     }
 
-    /// Stops sending `publisher`'s stream to this session (`me`).
+    /// Stops sending `publisher`'s stream of `stream_type` to this session
+    /// (`me`).
     pub async fn unsubscribe(
         &mut self,
         me: SessionId,
         publisher: SessionId,
+        stream_type: StreamType,
     ) -> Result<bool, RtcError> {
-        let Some((publication, _, transceivers, _)) = self.subscriptions.remove(&publisher) else {
+        let Some((publication, _, transceivers, _)) =
+            self.subscriptions.remove(&(publisher, stream_type))
+        else {
             return Ok(false);
         };
         if let Some(p) = publication.upgrade() {
@@ -686,8 +721,8 @@ impl MediaPeer {
         applied.map_err(RtcError::from_display)?;
         let keyframes = std::mem::take(&mut self.keyframes_after)
             .into_iter()
-            .filter_map(|publisher| {
-                let (p, _, _, out) = self.subscriptions.get(&publisher)?;
+            .filter_map(|key| {
+                let (p, _, _, out) = self.subscriptions.get(&key)?;
                 Some((p.upgrade()?, out.as_ref()?.layer()?))
             })
             .collect();

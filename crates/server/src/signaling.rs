@@ -161,10 +161,13 @@ pub(crate) struct Session {
     pub(crate) join_by: Option<Instant>,
     /// The peer connection, made on the first publish or subscription.
     pub(crate) media: Option<MediaPeer>,
-    /// What this session publishes.
-    pub(crate) publication: Option<Arc<Publication>>,
-    /// The `publish` to answer once the negotiation carrying it completes.
-    pub(crate) publish_reply: Option<u64>,
+    /// What this session publishes, by stream type.
+    pub(crate) publications: std::collections::BTreeMap<StreamType, Arc<Publication>>,
+    /// The `publish` to answer once the negotiation carrying it completes,
+    /// and its stream type.
+    pub(crate) publish_reply: Option<(u64, StreamType)>,
+    /// A `publish` that arrived while another was negotiated.
+    pub(crate) queued_publish: Option<crate::negotiation::QueuedPublish>,
     /// Whether the offer in flight carries that publish.
     pub(crate) publish_offered: bool,
     /// The protocol version the client joined with.
@@ -175,7 +178,7 @@ pub(crate) struct Session {
     pub(crate) new_connection: bool,
     /// The mute states of the streams in the room, as last told to the
     /// client (a `stream-updated` the server sends by itself repeats them).
-    pub(crate) mutes: std::collections::HashMap<UserId, (bool, bool)>,
+    pub(crate) mutes: std::collections::HashMap<(UserId, StreamType), (bool, bool)>,
 }
 
 /// How often the layers a client receives are chosen again.
@@ -266,8 +269,9 @@ async fn run(socket: WebSocket, shared: Arc<Shared>, peer: SocketAddr) {
         dropped: dropped.clone(),
         join_by: Some(Instant::now() + JOIN_DEADLINE),
         media: None,
-        publication: None,
+        publications: Default::default(),
         publish_reply: None,
+        queued_publish: None,
         publish_offered: false,
         protocol: kaigi_proto::MIN_PROTOCOL_VERSION,
         chat_bucket: Bucket::new(CHAT_RATE),
@@ -301,15 +305,17 @@ async fn run(socket: WebSocket, shared: Arc<Shared>, peer: SocketAddr) {
                     Some(Outbound::Text(text)) => s.relay(text),
                     // A client of protocol 1 or 2 does not know `chat`.
                     Some(Outbound::Chat(text)) => if s.protocol >= 3 { s.relay(text) },
-                    // Only `main` streams are published until the wire
-                    // names stream types (the registry already does).
-                    Some(Outbound::Subscribe(publisher, StreamType::Main, kinds)) => {
-                        s.subscribe(publisher, kinds).await
+                    // A client of protocol 3 or earlier knows only `main`
+                    // streams.
+                    Some(Outbound::Sub(text)) => if s.protocol >= 4 { s.relay(text) },
+                    Some(Outbound::Subscribe(publisher, stream_type, kinds)) => {
+                        if s.protocol >= 4 || stream_type.is_main() {
+                            s.subscribe(publisher, stream_type, kinds).await
+                        }
                     }
-                    Some(Outbound::Unsubscribe(publisher, StreamType::Main)) => {
-                        s.unsubscribe(publisher).await
+                    Some(Outbound::Unsubscribe(publisher, stream_type)) => {
+                        s.unsubscribe(publisher, stream_type).await
                     }
-                    Some(Outbound::Subscribe(..) | Outbound::Unsubscribe(..)) => {}
                     Some(Outbound::Kick(reason)) => {
                         info!(%reason, "forced out");
                         s.push(Message::Text(shared.banned_text(reason)));
@@ -396,7 +402,9 @@ async fn run(socket: WebSocket, shared: Arc<Shared>, peer: SocketAddr) {
     {
         writer.abort();
     }
-    shared.remove_publication(id);
+    for stream_type in StreamType::ALL {
+        shared.remove_publication(id, stream_type);
+    }
     if let Some(mut media) = s.media.take() {
         media.detach_all(id);
         media.close().await;
@@ -467,7 +475,7 @@ impl Session {
             ClientMessage::Ping { req_id } => Some(ServerMessage::Pong { req_id }),
             ClientMessage::Leave { req_id } => {
                 let id = self.id;
-                self.stop_publishing().await;
+                self.stop_publishing_all().await;
                 self.shared
                     .apply(|reg| ((), reg.leave(id, PeerLeaveReason::Left)));
                 if let Some(mut media) = self.media.take() {
@@ -493,31 +501,46 @@ impl Session {
                     }
                 })
             }
+            msg if self.protocol < 4 && msg.stream_type() == Some(StreamType::Sub) => {
+                Some(ServerMessage::Error(ErrorMessage::new(
+                    Some(msg.req_id()),
+                    ErrorCode::InvalidMessage,
+                    format!(
+                        "`sub` streams need protocol 4; this session joined with {}",
+                        self.protocol
+                    ),
+                )))
+            }
             ClientMessage::Publish {
                 req_id,
+                stream_type,
                 audio,
                 video,
                 simulcast,
             } => self
-                .publish(req_id, StreamKinds { audio, video }, &simulcast)
+                .publish(req_id, stream_type, StreamKinds { audio, video }, &simulcast)
                 .await
                 .err()
                 .map(|mut e| {
                     e.req_id = Some(req_id);
                     ServerMessage::Error(e)
                 }),
-            ClientMessage::Unpublish { req_id } => {
-                self.stop_publishing().await;
+            ClientMessage::Unpublish {
+                req_id,
+                stream_type,
+            } => {
+                self.stop_publishing(stream_type).await;
                 Some(ServerMessage::Unpublished { req_id })
             }
             ClientMessage::Mute {
                 req_id,
+                stream_type,
                 audio,
                 video,
             } => {
                 let id = self.id;
                 let muted = self.shared.try_apply(|reg| {
-                    reg.mute(id, StreamType::Main, audio, video)
+                    reg.mute(id, stream_type, audio, video)
                         .map(|fx| ((), fx))
                 });
                 Some(match muted {
@@ -532,25 +555,29 @@ impl Session {
             ClientMessage::Subscribe {
                 req_id,
                 user_id,
+                stream_type,
                 audio,
                 video,
             } => Some(self.request_subscription(
                 req_id,
                 &user_id,
+                stream_type,
                 Some(StreamKinds { audio, video }),
             )),
             ClientMessage::SetVideoSize {
                 req_id,
                 user_id,
+                stream_type,
                 size,
             } => Some(match UserId::new(user_id) {
                 Ok(user) => {
                     if let Ok(media) = self.media().await {
-                        media.set_video_size(user.clone(), size);
+                        media.set_video_size(user.clone(), stream_type, size);
                     }
                     ServerMessage::VideoSizeSet {
                         req_id,
                         user_id: user,
+                        stream_type,
                     }
                 }
                 Err(e) => ServerMessage::Error(ErrorMessage::new(
@@ -559,9 +586,11 @@ impl Session {
                     e.to_string(),
                 )),
             }),
-            ClientMessage::Unsubscribe { req_id, user_id } => {
-                Some(self.request_subscription(req_id, &user_id, None))
-            }
+            ClientMessage::Unsubscribe {
+                req_id,
+                user_id,
+                stream_type,
+            } => Some(self.request_subscription(req_id, &user_id, stream_type, None)),
             ClientMessage::Chat { req_id, text } => Some(self.chat(req_id, text)),
             ClientMessage::SwitchRole { req_id, role } => {
                 let id = self.id;
@@ -570,11 +599,15 @@ impl Session {
                     .try_apply(|reg| reg.switch_role(id, role).map(|fx| ((), fx)));
                 Some(match switched {
                     Ok(()) => {
-                        if role == Role::Audience && self.publication.take().is_some() {
+                        if role == Role::Audience {
                             // The registry already told the others.
-                            self.shared.remove_publication(id);
-                            if let Some(media) = self.media.as_mut() {
-                                media.retire_receiving();
+                            for stream_type in StreamType::ALL {
+                                if self.publications.remove(&stream_type).is_some() {
+                                    self.shared.remove_publication(id, stream_type);
+                                    if let Some(media) = self.media.as_mut() {
+                                        media.retire_receiving(stream_type);
+                                    }
+                                }
                             }
                         }
                         info!(%role, "role switched");
@@ -648,6 +681,7 @@ impl Session {
         &mut self,
         req_id: u64,
         user_id: &str,
+        stream_type: StreamType,
         kinds: Option<StreamKinds>,
     ) -> ServerMessage {
         let user = match UserId::new(user_id) {
@@ -662,22 +696,23 @@ impl Session {
         };
         let id = self.id;
         let done = self.shared.try_apply(|reg| match kinds {
-            Some(k) => reg.subscribe(id, &user, StreamType::Main, k),
+            Some(k) => reg.subscribe(id, &user, stream_type, k),
             None => reg
-                .unsubscribe(id, &user, StreamType::Main)
+                .unsubscribe(id, &user, stream_type)
                 .map(|fx| (StreamKinds::NONE, fx)),
         });
         match (done, kinds) {
             (Ok(got), Some(_)) => ServerMessage::Subscribed {
                 req_id,
                 user_id: user,
-                stream_type: StreamType::Main,
+                stream_type,
                 audio: got.audio,
                 video: got.video,
             },
             (Ok(_), None) => ServerMessage::Unsubscribed {
                 req_id,
                 user_id: user,
+                stream_type,
             },
             (Err(e), _) => ServerMessage::Error(ErrorMessage::new(
                 Some(req_id),

@@ -32,6 +32,9 @@ pub enum Outbound {
     Kick(KickReason),
     /// A serialized `chat` message, for sessions of protocol 3 or later.
     Chat(Utf8Bytes),
+    /// A serialized message about a `sub` stream, for sessions of
+    /// protocol 4 or later.
+    Sub(Utf8Bytes),
     /// Start receiving (these kinds of) this publisher's stream of this type.
     Subscribe(SessionId, StreamType, StreamKinds),
     /// Stop receiving this publisher's stream of this type.
@@ -60,7 +63,7 @@ pub struct Shared {
     /// Tracks every connection task, so shutdown can wait for them.
     pub tasks: TaskTracker,
     banned_text: [Utf8Bytes; 3],
-    publications: Mutex<HashMap<SessionId, Arc<Publication>>>,
+    publications: Mutex<HashMap<(SessionId, StreamType), Arc<Publication>>>,
     /// The UDP and TCP ports all media goes through.
     pub media_ports: Arc<kaigi_rtc::MediaPorts>,
     /// The invites made through the admin API.
@@ -165,9 +168,11 @@ impl Shared {
         for effect in effects {
             match effect {
                 Effect::Broadcast { to, msg } => {
+                    let sub = msg.stream_type() == Some(StreamType::Sub);
                     let text: Utf8Bytes = msg.to_json().into();
                     for s in to {
-                        deliver(s, Outbound::Text(text.clone()));
+                        let text = text.clone();
+                        deliver(s, if sub { Outbound::Sub(text) } else { Outbound::Text(text) });
                     }
                 }
                 Effect::Chat { to, msg } => {
@@ -213,17 +218,26 @@ impl Shared {
 
     /// Registers a session's publication (before the registry announces it).
     pub fn add_publication(&self, p: Arc<Publication>) {
-        self.publications.lock().insert(p.session, p);
+        self.publications
+            .lock()
+            .insert((p.session, p.stream_type), p);
     }
 
-    /// A session's publication.
-    pub fn publication(&self, session: SessionId) -> Option<Arc<Publication>> {
-        self.publications.lock().get(&session).cloned()
+    /// A session's publication of a stream type.
+    pub fn publication(
+        &self,
+        session: SessionId,
+        stream_type: StreamType,
+    ) -> Option<Arc<Publication>> {
+        self.publications
+            .lock()
+            .get(&(session, stream_type))
+            .cloned()
     }
 
-    /// Removes and closes a session's publication.
-    pub fn remove_publication(&self, session: SessionId) {
-        if let Some(p) = self.publications.lock().remove(&session) {
+    /// Removes and closes a session's publication of a stream type.
+    pub fn remove_publication(&self, session: SessionId, stream_type: StreamType) {
+        if let Some(p) = self.publications.lock().remove(&(session, stream_type)) {
             p.close();
         }
     }

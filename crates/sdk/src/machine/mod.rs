@@ -10,7 +10,9 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use kaigi_proto::signal::{ClientMessage, Joined, PeerLeaveReason, ServerMessage, VideoSize};
+use kaigi_proto::signal::{
+    ClientMessage, Joined, PeerLeaveReason, ServerMessage, StreamType, VideoSize,
+};
 use kaigi_proto::{ErrorCode, KickReason, Role, RoomId, UserId};
 use kaigi_rtc::quality::{assess, grade, LinkCounters, Quality};
 use rand::rngs::StdRng;
@@ -25,6 +27,9 @@ pub(crate) const JOIN_REQ_ID: u64 = 1;
 
 /// How often `network-quality` is reported.
 pub(crate) const QUALITY_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Names a remote stream: whose, and which of theirs.
+pub(crate) type StreamKey = (UserId, StreamType);
 
 /// A request waiting for the server's reply.
 #[derive(Debug)]
@@ -93,19 +98,20 @@ pub(crate) struct Machine {
     status: Status,
     phase: Phase,
     req_id: u64,
-    publish: Option<Waiting<()>>,
-    unpublish: Option<Waiting<()>>,
+    /// Publishes waiting for `published`, by stream type.
+    publish: BTreeMap<StreamType, Waiting<()>>,
+    unpublish: BTreeMap<StreamType, Waiting<()>>,
     requests: Vec<Waiting<Request>>,
     /// What is published (asked again after a rejoin).
-    published: Option<Publishing>,
+    published: BTreeMap<StreamType, Publishing>,
     /// Each remote stream's (audio muted, video muted).
-    mutes: HashMap<UserId, (bool, bool)>,
+    mutes: HashMap<StreamKey, (bool, bool)>,
     /// Streams whose video the server paused for this client.
-    paused: HashSet<UserId>,
+    paused: HashSet<StreamKey>,
     /// Streams subscribed by request (asked again after a rejoin).
-    subscribed: HashMap<UserId, (bool, bool)>,
+    subscribed: HashMap<StreamKey, (bool, bool)>,
     /// The sizes videos are shown at (told again after a rejoin).
-    video_sizes: HashMap<UserId, VideoSize>,
+    video_sizes: HashMap<StreamKey, VideoSize>,
     rng: StdRng,
     out: Vec<Output>,
 }
@@ -125,10 +131,10 @@ impl Machine {
             session_id: joined.session_id.clone(),
             phase: Phase::Connected(Link::new(joined, now)),
             req_id: JOIN_REQ_ID,
-            publish: None,
-            unpublish: None,
+            publish: BTreeMap::new(),
+            unpublish: BTreeMap::new(),
             requests: Vec::new(),
-            published: None,
+            published: BTreeMap::new(),
             mutes: HashMap::new(),
             paused: HashSet::new(),
             subscribed: HashMap::new(),
@@ -154,9 +160,9 @@ impl Machine {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let requests = self
             .publish
-            .iter()
+            .values()
             .map(|w| w.deadline)
-            .chain(self.unpublish.iter().map(|w| w.deadline))
+            .chain(self.unpublish.values().map(|w| w.deadline))
             .chain(self.requests.iter().map(|w| w.deadline));
         match &self.phase {
             Phase::Connected(l) => [l.next_ping, l.last_heard + l.dead_after, l.next_quality]
@@ -176,7 +182,8 @@ impl Machine {
         match (&self.phase, cmd) {
             (Phase::Connected(_), Command::Leave) => self.start_leave(token, now),
             (Phase::Connected(_), Command::Publish(what)) => {
-                if self.publish.is_some() {
+                let stream_type = what.stream_type;
+                if self.publish.contains_key(&stream_type) {
                     self.reply(
                         token,
                         Err(ClientError::Server {
@@ -186,18 +193,26 @@ impl Machine {
                     );
                 } else {
                     let req_id = self.next_req_id();
-                    self.media(MediaAction::Publish);
+                    self.media(MediaAction::Publish(stream_type));
                     self.send(what.message(req_id));
-                    self.published = Some(what);
-                    self.publish = Some(self.waiting(req_id, token, now, ()));
+                    self.published.insert(stream_type, what);
+                    let w = self.waiting(req_id, token, now, ());
+                    self.publish.insert(stream_type, w);
                 }
             }
-            (Phase::Connected(_), Command::Unpublish) => {
+            (Phase::Connected(_), Command::Unpublish(stream_type)) => {
                 let req_id = self.next_req_id();
-                self.published = None;
-                self.media(MediaAction::Unpublish);
-                self.send(ClientMessage::Unpublish { req_id });
-                self.unpublish = Some(self.waiting(req_id, token, now, ()));
+                self.published.remove(&stream_type);
+                self.media(MediaAction::Unpublish(stream_type));
+                self.send(ClientMessage::Unpublish {
+                    req_id,
+                    stream_type,
+                });
+                let w = self.waiting(req_id, token, now, ());
+                if let Some(earlier) = self.unpublish.insert(stream_type, w) {
+                    // The server answers in order: the earlier one is done.
+                    self.reply(earlier.token, Ok(()));
+                }
             }
             (Phase::Connected(_), Command::Request(request)) => {
                 let req_id = self.next_req_id();
@@ -345,20 +360,23 @@ impl Machine {
         self.take()
     }
 
-    /// The first track of `user`'s stream arrived.
-    pub fn subscribed(&mut self, user: UserId) -> Vec<Output> {
+    /// The first track of `user`'s stream of `stream_type` arrived.
+    pub fn subscribed(&mut self, user: UserId, stream_type: StreamType) -> Vec<Output> {
         if matches!(self.phase, Phase::Connected(_)) {
-            self.emit(ClientEvent::StreamSubscribed { user_id: user });
+            self.emit(ClientEvent::StreamSubscribed {
+                user_id: user,
+                stream_type,
+            });
         }
         self.take()
     }
 
-    /// The rejoin attempt succeeded; `republish` holds the kinds of a
-    /// stream the I/O loop still has to publish again.
+    /// The rejoin attempt succeeded; `republish` holds the kinds of the
+    /// streams the I/O loop still has to publish again.
     pub fn rejoined(
         &mut self,
         joined: &Joined,
-        republish: Option<Publishing>,
+        republish: Vec<Publishing>,
         now: Instant,
     ) -> Vec<Output> {
         let Phase::Reconnecting { attempt, .. } = self.phase else {
@@ -389,22 +407,37 @@ impl Machine {
         // Streams subscribed by request are asked for again.
         let mut again: Vec<_> = self.subscribed.clone().into_iter().collect();
         again.sort_by(|a, b| a.0.cmp(&b.0));
-        for (user, (audio, video)) in again {
+        for ((user, stream_type), (audio, video)) in again {
             let req_id = self.next_req_id();
-            self.send(Request::Subscribe { user, audio, video }.message(req_id));
+            let request = Request::Subscribe {
+                user,
+                stream_type,
+                audio,
+                video,
+            };
+            self.send(request.message(req_id));
         }
         let mut sizes: Vec<_> = self.video_sizes.clone().into_iter().collect();
         sizes.sort_by(|a, b| a.0.cmp(&b.0));
-        for (user, size) in sizes {
+        for ((user, stream_type), size) in sizes {
             let req_id = self.next_req_id();
-            self.send(Request::SetVideoSize { user, size }.message(req_id));
+            let request = Request::SetVideoSize {
+                user,
+                stream_type,
+                size,
+            };
+            self.send(request.message(req_id));
         }
-        self.published = republish.clone();
-        if let Some(what) = republish {
-            let req_id = self.next_req_id();
+        self.published.clear();
+        if !republish.is_empty() {
             self.media(MediaAction::Republish);
+        }
+        for what in republish {
+            let req_id = self.next_req_id();
             self.send(what.message(req_id));
-            self.publish = Some(self.waiting(req_id, None, now, ()));
+            let w = self.waiting(req_id, None, now, ());
+            self.publish.insert(what.stream_type, w);
+            self.published.insert(what.stream_type, what);
         }
         self.take()
     }
@@ -534,8 +567,12 @@ impl Machine {
         }
     }
 
-    fn publish_is(&self, req_id: u64) -> bool {
-        self.publish.as_ref().is_some_and(|w| w.req_id == req_id)
+    /// The stream type of the publish `req_id` answers, if it is one.
+    fn publish_of(&self, req_id: u64) -> Option<StreamType> {
+        self.publish
+            .iter()
+            .find(|(_, w)| w.req_id == req_id)
+            .map(|(t, _)| *t)
     }
 
     fn has_request(&self, req_id: u64) -> bool {
@@ -549,12 +586,14 @@ impl Machine {
 
     /// Fails everything outstanding (the connection dropped, or ended).
     fn fail_all(&mut self) {
-        let tokens: Vec<_> = self
-            .publish
-            .take()
+        let tokens: Vec<_> = std::mem::take(&mut self.publish)
+            .into_values()
             .map(|w| w.token)
-            .into_iter()
-            .chain(self.unpublish.take().map(|w| w.token))
+            .chain(
+                std::mem::take(&mut self.unpublish)
+                    .into_values()
+                    .map(|w| w.token),
+            )
             .chain(self.requests.drain(..).map(|w| w.token))
             .collect();
         for t in tokens {
@@ -566,17 +605,32 @@ impl Machine {
     /// timed out is withdrawn, so the server and this side agree.
     fn expire_requests(&mut self, now: Instant) {
         let ms = self.settings.request_timeout.as_millis() as u64;
-        if self.publish.as_ref().is_some_and(|w| now >= w.deadline) {
-            if let Some(w) = self.publish.take() {
+        let late: Vec<StreamType> = self
+            .publish
+            .iter()
+            .filter(|(_, w)| now >= w.deadline)
+            .map(|(t, _)| *t)
+            .collect();
+        for stream_type in late {
+            if let Some(w) = self.publish.remove(&stream_type) {
                 self.reply(w.token, Err(ClientError::Timeout(ms)));
-                self.published = None;
-                self.media(MediaAction::Unpublish);
+                self.published.remove(&stream_type);
+                self.media(MediaAction::Unpublish(stream_type));
                 let req_id = self.next_req_id();
-                self.send(ClientMessage::Unpublish { req_id });
+                self.send(ClientMessage::Unpublish {
+                    req_id,
+                    stream_type,
+                });
             }
         }
-        if self.unpublish.as_ref().is_some_and(|w| now >= w.deadline) {
-            if let Some(w) = self.unpublish.take() {
+        let late: Vec<StreamType> = self
+            .unpublish
+            .iter()
+            .filter(|(_, w)| now >= w.deadline)
+            .map(|(t, _)| *t)
+            .collect();
+        for stream_type in late {
+            if let Some(w) = self.unpublish.remove(&stream_type) {
                 self.reply(w.token, Err(ClientError::Timeout(ms)));
             }
         }

@@ -46,84 +46,95 @@ impl Machine {
                 publish_req_id,
                 new_connection,
             } => {
-                let carries_publish = publish_req_id
-                    .is_some_and(|r| self.publish.as_ref().is_some_and(|w| w.req_id == r));
+                let carries_publish = publish_req_id.and_then(|r| self.publish_of(r));
                 self.media(MediaAction::Answer {
                     sdp,
                     carries_publish,
                     new_connection,
                 });
             }
-            ServerMessage::Published { req_id } if self.publish_is(req_id) => {
-                self.media(MediaAction::StartSending);
-                if let Some(w) = self.publish.take() {
-                    self.reply(w.token, Ok(()));
+            ServerMessage::Published { req_id } if self.publish_of(req_id).is_some() => {
+                if let Some(stream_type) = self.publish_of(req_id) {
+                    self.media(MediaAction::StartSending(stream_type));
+                    if let Some(w) = self.publish.remove(&stream_type) {
+                        self.reply(w.token, Ok(()));
+                    }
                 }
             }
             ServerMessage::Unpublished { req_id }
-                if self.unpublish.as_ref().is_some_and(|w| w.req_id == req_id) =>
+                if self.unpublish.values().any(|w| w.req_id == req_id) =>
             {
-                if let Some(w) = self.unpublish.take() {
+                let done = self
+                    .unpublish
+                    .iter()
+                    .find(|(_, w)| w.req_id == req_id)
+                    .map(|(t, _)| *t);
+                if let Some(w) = done.and_then(|t| self.unpublish.remove(&t)) {
                     self.reply(w.token, Ok(()));
                 }
             }
-            ServerMessage::Error(e) if e.req_id.is_some_and(|r| self.publish_is(r)) => {
+            ServerMessage::Error(e) if e.req_id.and_then(|r| self.publish_of(r)).is_some() => {
+                let Some(stream_type) = e.req_id.and_then(|r| self.publish_of(r)) else {
+                    return;
+                };
                 // Refused as a second publish, the first goes on;
-                // otherwise nothing is published.
+                // otherwise nothing of that type is published.
                 if e.code == ErrorCode::AlreadyPublishing.code() {
-                    self.media(MediaAction::CancelPublish);
+                    self.media(MediaAction::CancelPublish(stream_type));
                 } else {
-                    self.published = None;
-                    self.media(MediaAction::Unpublish);
+                    self.published.remove(&stream_type);
+                    self.media(MediaAction::Unpublish(stream_type));
                 }
-                if let Some(w) = self.publish.take() {
+                if let Some(w) = self.publish.remove(&stream_type) {
                     self.reply(w.token, Err(to_client_error(e)));
                 }
             }
-            // This client speaks of `main` streams only (it asks for a
-            // protocol the server sends no `sub` stream to).
             ServerMessage::StreamAdded {
                 user_id,
-                stream_type: StreamType::Main,
+                stream_type,
                 audio,
                 video,
                 audio_muted,
                 video_muted,
             } => {
-                self.mutes
-                    .insert(user_id.clone(), (audio_muted, video_muted));
-                self.paused.remove(&user_id);
+                let key = (user_id.clone(), stream_type);
+                self.paused.remove(&key);
+                self.mutes.insert(key, (audio_muted, video_muted));
                 self.emit(ClientEvent::StreamAdded {
                     user_id,
+                    stream_type,
                     audio,
                     video,
                 });
             }
             ServerMessage::StreamUpdated {
                 user_id,
-                stream_type: StreamType::Main,
+                stream_type,
                 audio_muted,
                 video_muted,
                 video_paused,
             } => {
+                let key = (user_id.clone(), stream_type);
                 let (was_audio, was_video) = self
                     .mutes
-                    .insert(user_id.clone(), (audio_muted, video_muted))
+                    .insert(key.clone(), (audio_muted, video_muted))
                     .unwrap_or_default();
                 if video_paused {
-                    self.paused.insert(user_id.clone());
+                    self.paused.insert(key);
                 } else {
-                    self.paused.remove(&user_id);
+                    self.paused.remove(&key);
                 }
                 let u = user_id.clone();
-                if audio_muted != was_audio {
+                // TRTC's mute events are about the main stream.
+                let main = stream_type.is_main();
+                if main && audio_muted != was_audio {
                     self.emit(if audio_muted {
                         ClientEvent::MuteAudio { user_id: u.clone() }
                     } else {
                         ClientEvent::UnmuteAudio { user_id: u.clone() }
                     });
                 }
-                if video_muted != was_video {
+                if main && video_muted != was_video {
                     self.emit(if video_muted {
                         ClientEvent::MuteVideo { user_id: u }
                     } else {
@@ -132,6 +143,7 @@ impl Machine {
                 }
                 self.emit(ClientEvent::StreamUpdated {
                     user_id,
+                    stream_type,
                     audio_muted,
                     video_muted,
                     video_paused,
@@ -139,13 +151,17 @@ impl Machine {
             }
             ServerMessage::StreamRemoved {
                 user_id,
-                stream_type: StreamType::Main,
+                stream_type,
             } => {
-                self.mutes.remove(&user_id);
-                self.paused.remove(&user_id);
-                self.subscribed.remove(&user_id);
-                self.media(MediaAction::StreamRemoved(user_id.clone()));
-                self.emit(ClientEvent::StreamRemoved { user_id });
+                let key = (user_id.clone(), stream_type);
+                self.mutes.remove(&key);
+                self.paused.remove(&key);
+                self.subscribed.remove(&key);
+                self.media(MediaAction::StreamRemoved(user_id.clone(), stream_type));
+                self.emit(ClientEvent::StreamRemoved {
+                    user_id,
+                    stream_type,
+                });
             }
             ServerMessage::Muted { req_id: r }
             | ServerMessage::Subscribed { req_id: r, .. }
@@ -190,18 +206,27 @@ impl Machine {
     pub(super) fn request_done(&mut self, request: Request) {
         match request {
             Request::Mute { .. } | Request::Chat { .. } => {}
-            Request::Subscribe { user, audio, video } => {
-                self.subscribed.insert(user, (audio, video));
+            Request::Subscribe {
+                user,
+                stream_type,
+                audio,
+                video,
+            } => {
+                self.subscribed.insert((user, stream_type), (audio, video));
             }
-            Request::Unsubscribe { user } => {
-                self.subscribed.remove(&user);
-                self.media(MediaAction::StreamRemoved(user));
+            Request::Unsubscribe { user, stream_type } => {
+                self.subscribed.remove(&(user.clone(), stream_type));
+                self.media(MediaAction::StreamRemoved(user, stream_type));
             }
-            Request::SetVideoSize { user, size } => {
+            Request::SetVideoSize {
+                user,
+                stream_type,
+                size,
+            } => {
                 if size.is_unlimited() {
-                    self.video_sizes.remove(&user);
+                    self.video_sizes.remove(&(user, stream_type));
                 } else {
-                    self.video_sizes.insert(user, size);
+                    self.video_sizes.insert((user, stream_type), size);
                 }
             }
             Request::SwitchRole(role) => {
@@ -211,8 +236,10 @@ impl Machine {
                 self.push_status();
                 if role == Role::Audience {
                     // The server ended what was published.
-                    self.published = None;
-                    self.media(MediaAction::Unpublish);
+                    self.published.clear();
+                    for stream_type in StreamType::ALL {
+                        self.media(MediaAction::Unpublish(stream_type));
+                    }
                 }
             }
         }

@@ -292,7 +292,7 @@ fn leave_while_reconnecting_cancels_the_attempt_and_ends_at_once() {
     assert_eq!(state_changes(&out), vec![ConnectionState::Disconnected]);
     assert!(out.contains(&Output::Reply(1, Ok(()))));
     // A late result of the cancelled attempt changes nothing.
-    assert!(m.rejoined(&joined("s2", &[]), None, at).is_empty());
+    assert!(m.rejoined(&joined("s2", &[]), Vec::new(), at).is_empty());
 }
 
 #[test]
@@ -301,6 +301,7 @@ fn commands_while_reconnecting_fail_as_connection_lost() {
     drop_connection(&mut m, t0);
     let out = m.command(
         Command::Publish(Publishing {
+            stream_type: StreamType::Main,
             audio: true,
             video: true,
             layers: Vec::new(),
@@ -379,6 +380,7 @@ fn a_publish_without_a_reply_times_out_and_is_withdrawn() {
     m.timeout(t0);
     m.command(
         Command::Publish(Publishing {
+            stream_type: StreamType::Main,
             audio: true,
             video: true,
             layers: Vec::new(),
@@ -388,7 +390,7 @@ fn a_publish_without_a_reply_times_out_and_is_withdrawn() {
     );
     let out = m.timeout(t0 + Duration::from_secs(10));
     assert!(out.contains(&Output::Reply(4, Err(ClientError::Timeout(10_000)))));
-    assert!(out.contains(&Output::Media(MediaAction::Unpublish)));
+    assert!(out.contains(&Output::Media(MediaAction::Unpublish(StreamType::Main))));
     assert!(sends(&out)
         .iter()
         .any(|m| matches!(m, ClientMessage::Unpublish { .. })));
@@ -399,6 +401,7 @@ fn publish_offer_answer_published() {
     let (mut m, t0) = machine(&[]);
     let out = m.command(
         Command::Publish(Publishing {
+            stream_type: StreamType::Main,
             audio: true,
             video: false,
             layers: Vec::new(),
@@ -409,8 +412,9 @@ fn publish_offer_answer_published() {
     assert_eq!(
         out,
         vec![
-            Output::Media(MediaAction::Publish),
+            Output::Media(MediaAction::Publish(StreamType::Main)),
             Output::Send(ClientMessage::Publish {
+                stream_type: StreamType::Main,
                 req_id: 2,
                 audio: true,
                 video: false,
@@ -421,6 +425,7 @@ fn publish_offer_answer_published() {
     // A second publish while the first is pending is refused here.
     let out = m.command(
         Command::Publish(Publishing {
+            stream_type: StreamType::Main,
             audio: true,
             video: true,
             layers: Vec::new(),
@@ -450,7 +455,7 @@ fn publish_offer_answer_published() {
         out,
         vec![Output::Media(MediaAction::Answer {
             sdp: "v=0".into(),
-            carries_publish: true,
+            carries_publish: Some(StreamType::Main),
             new_connection: false
         })]
     );
@@ -464,7 +469,7 @@ fn publish_offer_answer_published() {
     assert_eq!(
         out,
         vec![
-            Output::Media(MediaAction::StartSending),
+            Output::Media(MediaAction::StartSending(StreamType::Main)),
             Output::Reply(4, Ok(()))
         ]
     );
@@ -481,6 +486,7 @@ fn a_refused_second_publish_keeps_the_first() {
     let (mut m, t0) = machine(&[]);
     m.command(
         Command::Publish(Publishing {
+            stream_type: StreamType::Main,
             audio: true,
             video: true,
             layers: Vec::new(),
@@ -496,7 +502,7 @@ fn a_refused_second_publish_keeps_the_first() {
         )),
         t0,
     );
-    assert_eq!(out[0], Output::Media(MediaAction::CancelPublish));
+    assert_eq!(out[0], Output::Media(MediaAction::CancelPublish(StreamType::Main)));
     assert!(matches!(&replies(&out)[..], [(4, Err(_))]));
 }
 
@@ -533,6 +539,7 @@ fn a_rejoin_reports_who_came_and_went_asks_again_and_publishes_again() {
     let (mut m, t0) = machine(&["bob", "carol"]);
     m.command(
         Command::Request(Request::Subscribe {
+            stream_type: StreamType::Main,
             user: user("bob"),
             audio: true,
             video: false,
@@ -552,6 +559,7 @@ fn a_rejoin_reports_who_came_and_went_asks_again_and_publishes_again() {
     );
     m.command(
         Command::Publish(Publishing {
+            stream_type: StreamType::Main,
             audio: true,
             video: true,
             layers: Vec::new(),
@@ -564,11 +572,12 @@ fn a_rejoin_reports_who_came_and_went_asks_again_and_publishes_again() {
     m.timeout(at);
     let out = m.rejoined(
         &joined("s2", &["bob", "dave"]),
-        Some(Publishing {
+        vec![Publishing {
+            stream_type: StreamType::Main,
             audio: true,
             video: true,
             layers: Vec::new(),
-        }),
+        }],
         at,
     );
     let ev: Vec<_> = events(&out).iter().map(|e| e.name()).collect();
@@ -577,12 +586,14 @@ fn a_rejoin_reports_who_came_and_went_asks_again_and_publishes_again() {
         sends(&out),
         vec![
             &ClientMessage::Subscribe {
+                stream_type: StreamType::Main,
                 req_id: 2,
                 user_id: "bob".into(),
                 audio: true,
                 video: false
             },
             &ClientMessage::Publish {
+                stream_type: StreamType::Main,
                 req_id: 3,
                 audio: true,
                 video: true,
@@ -618,7 +629,7 @@ fn an_audience_switch_ends_the_publication_here_too() {
         },
         t0,
     );
-    assert!(out.contains(&Output::Media(MediaAction::Unpublish)));
+    assert!(out.contains(&Output::Media(MediaAction::Unpublish(StreamType::Main))));
     assert_eq!(m.status().room, Some((RoomId::Num(7), Role::Audience)));
     assert!(out.contains(&Output::Reply(3, Ok(()))));
 }

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use kaigi_proto::signal::{ClientMessage, ErrorMessage, VideoSize};
+use kaigi_proto::signal::{ClientMessage, ErrorMessage, StreamType, VideoSize};
 use kaigi_proto::{ErrorCode, KickReason, Role, RoomId, UserId};
 
 use crate::error::ClientError;
@@ -48,14 +48,17 @@ pub(crate) enum Request {
     },
     Subscribe {
         user: UserId,
+        stream_type: StreamType,
         audio: bool,
         video: bool,
     },
     Unsubscribe {
         user: UserId,
+        stream_type: StreamType,
     },
     SetVideoSize {
         user: UserId,
+        stream_type: StreamType,
         size: VideoSize,
     },
     SwitchRole(Role),
@@ -64,9 +67,11 @@ pub(crate) enum Request {
     },
 }
 
-/// What a publication sends: its kinds and its video's simulcast layers.
+/// What a publication sends: its stream type, its kinds and its video's
+/// simulcast layers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Publishing {
+    pub stream_type: StreamType,
     pub audio: bool,
     pub video: bool,
     /// Largest first; empty: one layer.
@@ -77,6 +82,7 @@ impl Publishing {
     pub(super) fn message(&self, req_id: u64) -> ClientMessage {
         ClientMessage::Publish {
             req_id,
+            stream_type: self.stream_type,
             audio: self.audio,
             video: self.video,
             simulcast: self.layers.clone(),
@@ -89,22 +95,35 @@ impl Request {
         match self.clone() {
             Request::Mute { audio, video } => ClientMessage::Mute {
                 req_id,
+                stream_type: StreamType::Main,
                 audio,
                 video,
             },
-            Request::Subscribe { user, audio, video } => ClientMessage::Subscribe {
+            Request::Subscribe {
+                user,
+                stream_type,
+                audio,
+                video,
+            } => ClientMessage::Subscribe {
                 req_id,
                 user_id: user.to_string(),
+                stream_type,
                 audio,
                 video,
             },
-            Request::Unsubscribe { user } => ClientMessage::Unsubscribe {
+            Request::Unsubscribe { user, stream_type } => ClientMessage::Unsubscribe {
                 req_id,
                 user_id: user.to_string(),
+                stream_type,
             },
-            Request::SetVideoSize { user, size } => ClientMessage::SetVideoSize {
+            Request::SetVideoSize {
+                user,
+                stream_type,
+                size,
+            } => ClientMessage::SetVideoSize {
                 req_id,
                 user_id: user.to_string(),
+                stream_type,
                 size,
             },
             Request::SwitchRole(role) => ClientMessage::SwitchRole { req_id, role },
@@ -119,7 +138,7 @@ impl Request {
 pub(crate) enum Command {
     /// Publish a stream.
     Publish(Publishing),
-    Unpublish,
+    Unpublish(StreamType),
     Request(Request),
     /// Leave (also when the client is dropped: then nobody waits).
     Leave,
@@ -129,31 +148,32 @@ pub(crate) enum Command {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum MediaAction {
     /// Attach the stream given with the publish command at the next offer.
-    Publish,
+    Publish(StreamType),
     /// Forget a publish the server refused (what is published stays).
-    CancelPublish,
-    /// Stop sending the published stream.
-    Unpublish,
+    CancelPublish(StreamType),
+    /// Stop sending the published stream of this type.
+    Unpublish(StreamType),
     SetMuted {
         audio: Option<bool>,
         video: Option<bool>,
     },
-    /// Answer the server's offer, then report with [`Machine::answered`].
+    /// Answer the server's offer, then report with [`Machine::answered`];
+    /// `carries_publish` names the publish whose m-lines it adds.
     Answer {
         sdp: String,
-        carries_publish: bool,
+        carries_publish: Option<StreamType>,
         new_connection: bool,
     },
-    /// The publish is confirmed: start sending.
-    StartSending,
+    /// The publish of this type is confirmed: start sending.
+    StartSending(StreamType),
     /// A remote stream ended (or was unsubscribed).
-    StreamRemoved(UserId),
+    StreamRemoved(UserId, StreamType),
     /// Read the link counters, then report with [`Machine::link`].
     MeasureLink,
     /// The connection dropped: close the media, keeping the published
     /// stream to publish again after rejoining.
     Reset,
-    /// Rejoined: publish the kept stream again.
+    /// Rejoined: publish the kept streams again.
     Republish,
     /// Leave or forced exit: close the media and the published stream's
     /// sources (devices released).

@@ -222,6 +222,9 @@ struct LocalInner {
     frames_sent: AtomicU64,
     /// The send estimate and pacer queue of the connection it is sent on.
     budget: Mutex<Arc<kaigi_rtc::SendBudget>>,
+    /// The part of the send estimate this stream may take (f64 bits): all
+    /// of it, unless another stream is sent beside it.
+    estimate_share: AtomicU64,
     closed: CancellationToken,
     config: LocalStreamConfig,
     /// Where captured frames go (to the encoders).
@@ -342,6 +345,7 @@ impl LocalStream {
             audio_muted: AtomicBool::new(false),
             frames_sent: AtomicU64::new(0),
             budget: Mutex::new(Arc::default()),
+            estimate_share: AtomicU64::new(1.0f64.to_bits()),
             closed: CancellationToken::new(),
             config: config.clone(),
             video_in,
@@ -754,6 +758,14 @@ impl LocalStream {
         *self.inner.budget.lock() = budget;
     }
 
+    /// Takes only `share` (0 to 1) of the send estimate: another stream
+    /// is sent on the same connection.
+    pub(super) fn set_estimate_share(&self, share: f64) {
+        self.inner
+            .estimate_share
+            .store(share.clamp(0.05, 1.0).to_bits(), Ordering::Relaxed);
+    }
+
     /// Stops sending (no payload type); the sources keep running.
     pub(super) fn stop_sending(&self) {
         for layer in &self.inner.video {
@@ -855,7 +867,8 @@ async fn encode_video(
         let budget = me.budget.lock().clone();
         let now = Instant::now();
         // The picture, bitrate and frame rate follow the send estimate.
-        let estimate = budget.estimate_bps();
+        let share = f64::from_bits(me.estimate_share.load(Ordering::Relaxed));
+        let estimate = budget.estimate_bps().map(|e| e * share);
         let mut frame_step = 1;
         if simulcast {
             if let Some(rates) = simulcast_plan.update(estimate, now) {

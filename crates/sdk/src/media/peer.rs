@@ -1,12 +1,13 @@
 //! The client's side of its one peer connection to the server (which
 //! always makes the offers): answering, publishing, received tracks.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 
+use kaigi_proto::signal::StreamType;
 use kaigi_proto::UserId;
 use kaigi_rtc::{build_peer, event_handler, set_local_and_gather, Gathering, PeerEvent};
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
@@ -28,10 +29,10 @@ pub(crate) struct MediaSession {
     budget: Arc<kaigi_rtc::SendBudget>,
     events: Option<mpsc::UnboundedReceiver<PeerEvent>>,
     gathering: Arc<Gathering>,
-    /// A stream to attach at the next offer.
-    pending: Option<LocalStream>,
-    published: Option<LocalStream>,
-    remotes: Arc<Mutex<HashMap<UserId, RemoteStream>>>,
+    /// Streams to attach at the offer that carries their publish.
+    pending: BTreeMap<StreamType, LocalStream>,
+    published: BTreeMap<StreamType, LocalStream>,
+    remotes: Arc<Mutex<HashMap<(UserId, StreamType), RemoteStream>>>,
     audio_out: AudioOut,
     /// Whether received video is decoded.
     pub decode: bool,
@@ -39,8 +40,8 @@ pub(crate) struct MediaSession {
 
 /// What a track arriving meant.
 pub(crate) enum Arrived {
-    /// The first track of this user's stream.
-    Subscribed(UserId),
+    /// The first track of this user's stream of this type.
+    Subscribed(UserId, StreamType),
     /// Another track of a stream already subscribed.
     More,
 }
@@ -48,7 +49,7 @@ pub(crate) enum Arrived {
 impl MediaSession {
     pub fn new(
         bind: IpAddr,
-        remotes: Arc<Mutex<HashMap<UserId, RemoteStream>>>,
+        remotes: Arc<Mutex<HashMap<(UserId, StreamType), RemoteStream>>>,
         audio_out: AudioOut,
     ) -> Self {
         MediaSession {
@@ -57,40 +58,57 @@ impl MediaSession {
             budget: Arc::default(),
             events: None,
             gathering: Arc::new(Gathering::default()),
-            pending: None,
-            published: None,
+            pending: BTreeMap::new(),
+            published: BTreeMap::new(),
             remotes,
             audio_out,
             decode: true,
         }
     }
 
-    /// Attaches `stream` at the next offer.
-    pub fn publish(&mut self, stream: LocalStream) {
-        self.pending = Some(stream);
+    /// Attaches `stream` as `stream_type` at the offer carrying its
+    /// publish.
+    pub fn publish(&mut self, stream_type: StreamType, stream: LocalStream) {
+        self.pending.insert(stream_type, stream);
     }
 
     /// Forgets a publish the server refused; what is published stays.
-    pub fn cancel_publish(&mut self) {
-        self.pending = None;
+    pub fn cancel_publish(&mut self, stream_type: StreamType) {
+        self.pending.remove(&stream_type);
     }
 
-    /// Stops sending the published stream (it keeps running until closed).
-    pub fn unpublish(&mut self) {
-        self.pending = None;
-        if let Some(s) = self.published.take() {
+    /// Stops sending the published stream of `stream_type` (it keeps
+    /// running until closed).
+    pub fn unpublish(&mut self, stream_type: StreamType) {
+        self.pending.remove(&stream_type);
+        if let Some(s) = self.published.remove(&stream_type) {
             s.stop_sending();
+        }
+        self.share_estimate();
+    }
+
+    /// The published stream of `stream_type`, if any.
+    pub fn published(&self, stream_type: StreamType) -> Option<&LocalStream> {
+        self.published.get(&stream_type)
+    }
+
+    /// Splits the send estimate between the published streams: a shared
+    /// screen (text that must stay sharp) takes the larger part while the
+    /// camera goes on beside it; one stream alone takes all of it.
+    fn share_estimate(&self) {
+        let both = self.published.len() > 1;
+        for (t, s) in &self.published {
+            s.set_estimate_share(match (both, t) {
+                (false, _) => 1.0,
+                (true, StreamType::Sub) => SCREEN_SHARE,
+                (true, StreamType::Main) => 1.0 - SCREEN_SHARE,
+            });
         }
     }
 
-    /// The published stream, if any.
-    pub fn published(&self) -> Option<&LocalStream> {
-        self.published.as_ref()
-    }
-
-    /// Applies mute flags to the published stream.
+    /// Applies mute flags to the published `main` stream.
     pub fn set_muted(&self, audio: Option<bool>, video: Option<bool>) {
-        if let Some(stream) = &self.published {
+        if let Some(stream) = self.published.get(&StreamType::Main) {
             if let Some(a) = audio {
                 stream.set_audio_muted(a);
             }
@@ -100,13 +118,14 @@ impl MediaSession {
         }
     }
 
-    /// Answers the server's offer; `carries_publish` says it is the offer
-    /// for the pending publish, `new_connection` that it replaces the
-    /// current connection (the published stream moves to the new one).
+    /// Answers the server's offer; `carries_publish` names the pending
+    /// publish it is the offer for, `new_connection` says it replaces the
+    /// current connection (the published streams move to the new one, in
+    /// the order of their types, as the server offers them).
     pub async fn answer(
         &mut self,
         sdp: String,
-        carries_publish: bool,
+        carries_publish: Option<StreamType>,
         new_connection: bool,
     ) -> Result<String, ClientError> {
         let err = |e: webrtc::error::Error| ClientError::Media(e.to_string());
@@ -118,12 +137,18 @@ impl MediaSession {
                 kaigi_rtc::close_peer(pc.as_ref()).await;
             }
             self.events = None;
-            if let Some(stream) = self.published.take() {
-                self.pending = Some(stream);
+            for (t, stream) in std::mem::take(&mut self.published) {
+                self.pending.insert(t, stream);
                 moved = true;
             }
         }
-        let carries_publish = carries_publish || moved;
+        // What binds to this offer's new receive-only m-lines: the
+        // publish it carries, or everything that moves.
+        let attach: Vec<StreamType> = if moved {
+            self.pending.keys().copied().collect()
+        } else {
+            carries_publish.into_iter().collect()
+        };
         if self.pc.is_none() {
             let (handler, events, gathering) = event_handler();
             let peer = build_peer(kaigi_rtc::Transport::Own(self.bind), handler)
@@ -138,7 +163,10 @@ impl MediaSession {
             .pc
             .as_ref()
             .ok_or_else(|| ClientError::Media("no peer connection".into()))?;
-        if let Some(stream) = self.pending.take_if(|_| carries_publish) {
+        for stream_type in attach {
+            let Some(stream) = self.pending.remove(&stream_type) else {
+                continue;
+            };
             // Send-only transceivers without a mid, added before the offer
             // is applied, are what its new receive-only m-lines bind to;
             // `add_track` could take a subscription's transceiver instead.
@@ -151,7 +179,7 @@ impl MediaSession {
                     .await
                     .map_err(err)?;
             }
-            self.published = Some(stream);
+            self.published.insert(stream_type, stream);
         }
         let offer = RTCSessionDescription::offer(sdp.clone()).map_err(err)?;
         pc.set_remote_description(offer).await.map_err(err)?;
@@ -162,15 +190,19 @@ impl MediaSession {
             .map_err(|e| ClientError::Media(e.to_string()))?;
         if moved {
             // No `published` follows a replacement: send at once.
-            self.start_sending().await;
+            let types: Vec<StreamType> = self.published.keys().copied().collect();
+            for t in types {
+                self.start_sending(t).await;
+            }
         }
         Ok(sdp)
     }
 
-    /// After `published`: starts the sources sending with the negotiated
-    /// payload types.
-    pub async fn start_sending(&mut self) {
-        let (Some(pc), Some(stream)) = (&self.pc, &self.published) else {
+    /// After `published`: starts the sources of the stream of
+    /// `stream_type` sending with the negotiated payload types.
+    pub async fn start_sending(&mut self, stream_type: StreamType) {
+        self.share_estimate();
+        let (Some(pc), Some(stream)) = (&self.pc, self.published.get(&stream_type)) else {
             return;
         };
         for sender in pc.get_senders().await {
@@ -202,22 +234,30 @@ impl MediaSession {
         }
     }
 
-    /// Decodes a track the server sent; the stream id names its user.
+    /// Decodes a track the server sent; the stream id names its user and
+    /// stream type (`alice` or `alice.sub`).
     pub async fn on_track(&mut self, remote: Arc<dyn TrackRemote>) -> Option<Arrived> {
-        let user = UserId::new(remote.stream_id().await).ok()?;
+        let (user, stream_type) =
+            kaigi_proto::signal::parse_stream_name(&remote.stream_id().await)?;
         let kind = remote.kind().await;
+        let key = (user.clone(), stream_type);
         let mut remotes = self.remotes.lock();
-        let (stream, first) = match remotes.get(&user) {
+        let (stream, first) = match remotes.get(&key) {
             Some(s) => (s.clone(), false),
             None => {
-                let s = RemoteStream::new(user.clone(), self.audio_out.clone(), self.decode);
-                remotes.insert(user.clone(), s.clone());
+                let s = RemoteStream::new(
+                    user.clone(),
+                    stream_type,
+                    self.audio_out.clone(),
+                    self.decode,
+                );
+                remotes.insert(key, s.clone());
                 (s, true)
             }
         };
         stream.attach(remote, kind);
         Some(if first {
-            Arrived::Subscribed(user)
+            Arrived::Subscribed(user, stream_type)
         } else {
             Arrived::More
         })
@@ -227,25 +267,26 @@ impl MediaSession {
     pub async fn link_counters(&self) -> Option<kaigi_rtc::quality::LinkCounters> {
         let pc = self.pc.as_ref()?;
         let mut counters = kaigi_rtc::quality::link_counters(pc.as_ref()).await;
-        if let Some(stream) = &self.published {
-            counters.send_wanted_bps = Some(stream.wanted_bps());
+        if !self.published.is_empty() {
+            counters.send_wanted_bps = Some(self.published.values().map(|s| s.wanted_bps()).sum());
             counters.send_estimate_bps = self.budget.estimate_bps();
             counters.send_loss = Some(self.budget.loss());
         }
         Some(counters)
     }
 
-    /// Forgets a user's stream.
-    pub fn stream_removed(&mut self, user: &UserId) {
-        let removed = self.remotes.lock().remove(user);
+    /// Forgets a user's stream of `stream_type`.
+    pub fn stream_removed(&mut self, user: &UserId, stream_type: StreamType) {
+        let removed = self.remotes.lock().remove(&(user.clone(), stream_type));
         if let Some(s) = removed {
             s.close();
         }
     }
 
     /// Closes the connection and every remote stream; the published local
-    /// stream is returned so it can be published again after a reconnect.
-    pub async fn close(mut self) -> Option<LocalStream> {
+    /// streams are returned so they can be published again after a
+    /// reconnect.
+    pub async fn close(mut self) -> BTreeMap<StreamType, LocalStream> {
         let streams: Vec<_> = self.remotes.lock().drain().map(|(_, s)| s).collect();
         for s in streams {
             s.close();
@@ -253,6 +294,13 @@ impl MediaSession {
         if let Some(pc) = self.pc.take() {
             kaigi_rtc::close_peer(pc.as_ref()).await;
         }
-        self.published.take().or(self.pending.take())
+        let mut streams = std::mem::take(&mut self.pending);
+        streams.extend(std::mem::take(&mut self.published));
+        streams
     }
 }
+
+/// The share of the send estimate a shared screen gets while the camera
+/// is sent too.
+const SCREEN_SHARE: f64 = 0.7;
+

@@ -8,6 +8,7 @@ use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use kaigi_media::{H264Decoder, OpusDecoder, VideoFrame};
+use kaigi_proto::signal::StreamType;
 use kaigi_proto::UserId;
 use kaigi_rtc::RtpCodecKind;
 use rtc::rtp::codec::h264::H264Packet;
@@ -22,6 +23,7 @@ use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 
 struct RemoteInner {
     user: UserId,
+    stream_type: StreamType,
     video: watch::Sender<Option<Arc<VideoFrame>>>,
     frames_decoded: AtomicU64,
     audio_level: AtomicU8,
@@ -119,10 +121,16 @@ pub struct RemoteStream {
 }
 
 impl RemoteStream {
-    pub(super) fn new(user: UserId, audio_out: AudioOut, decode: bool) -> Self {
+    pub(super) fn new(
+        user: UserId,
+        stream_type: StreamType,
+        audio_out: AudioOut,
+        decode: bool,
+    ) -> Self {
         RemoteStream {
             inner: Arc::new(RemoteInner {
                 user,
+                stream_type,
                 video: watch::Sender::new(None),
                 frames_decoded: AtomicU64::new(0),
                 audio_level: AtomicU8::new(0),
@@ -141,6 +149,12 @@ impl RemoteStream {
     /// Whose stream.
     pub fn user_id(&self) -> &UserId {
         &self.inner.user
+    }
+
+    /// Which of the user's streams: `main` (camera and microphone) or
+    /// `sub` (a shared screen).
+    pub fn stream_type(&self) -> StreamType {
+        self.inner.stream_type
     }
 
     /// The newest decoded video frame, as it changes.
