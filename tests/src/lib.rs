@@ -297,8 +297,20 @@ pub async fn publish_pattern(client: &Client) -> kaigi_sdk::LocalStream {
     stream
 }
 
-/// Waits until `user`'s stream at `client` decodes at least `frames` more frames.
+/// Waits until `user`'s `main` stream at `client` decodes at least
+/// `frames` more frames.
 pub async fn frames_arrive(client: &kaigi_sdk::Client, user: &str, frames: u64) {
+    stream_frames_arrive(client, user, kaigi_sdk::StreamType::Main, frames).await
+}
+
+/// Waits until `user`'s stream of `stream_type` at `client` decodes at
+/// least `frames` more frames.
+pub async fn stream_frames_arrive(
+    client: &kaigi_sdk::Client,
+    user: &str,
+    stream_type: kaigi_sdk::StreamType,
+    frames: u64,
+) {
     let deadline = tokio::time::Instant::now() + WAIT;
     let mut start = None;
     let mut last = None;
@@ -306,7 +318,7 @@ pub async fn frames_arrive(client: &kaigi_sdk::Client, user: &str, frames: u64) 
         let got = client
             .remote_streams()
             .into_iter()
-            .find(|s| s.user_id().as_str() == user)
+            .find(|s| s.user_id().as_str() == user && s.stream_type() == stream_type)
             .map(|s| (s.frames_decoded(), s.packets_received(), s.audio_packets()));
         match (got, start) {
             (Some((n, _, _)), None) => start = Some(n),
@@ -318,7 +330,8 @@ pub async fn frames_arrive(client: &kaigi_sdk::Client, user: &str, frames: u64) 
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     panic!(
-        "{frames} frames from {user} did not arrive: (frames, packets, audio packets) = {last:?}"
+        "{frames} frames of {user}'s {stream_type} stream did not arrive: \
+         (frames, packets, audio packets) = {last:?}"
     );
 }
 

@@ -177,7 +177,9 @@ pub(crate) async fn bridge(
                     .into_iter()
                     .find(|r| r.user_id() == user_id && r.stream_type() == *stream_type)
                 {
-                    frames.0.set(&stream_name(user_id, *stream_type), remote.video());
+                    frames
+                        .0
+                        .set(&stream_name(user_id, *stream_type), remote.video());
                 }
             }
             ClientEvent::StreamRemoved {

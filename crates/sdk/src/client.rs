@@ -213,9 +213,9 @@ impl Client {
         rx.await.unwrap_or(Err(ClientError::ConnectionLost))
     }
 
-    /// Stops publishing the `sub` stream (the screen's capture keeps
-    /// running until the stream is closed); the others get
-    /// `stream-removed` for it, and the `main` stream goes on.
+    /// Stops publishing the `sub` stream and closes it (its capture ends;
+    /// share again with a new stream); the others get `stream-removed`
+    /// for it, and the `main` stream goes on.
     pub async fn unpublish_screen(&self) -> Result<(), ClientError> {
         let (tx, rx) = oneshot::channel();
         self.command(Order::Unpublish(StreamType::Sub, tx))?;

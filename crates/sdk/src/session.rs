@@ -11,9 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use kaigi_proto::signal::{
-    ClientMessage, JoinRequest, Joined, RoomRef, ServerMessage, StreamType,
-};
+use kaigi_proto::signal::{ClientMessage, JoinRequest, Joined, RoomRef, ServerMessage, StreamType};
 use kaigi_proto::{Role, RoomId, PROTOCOL_VERSION};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;

@@ -281,10 +281,8 @@ impl Session {
             Ok(r) => r,
             Err(e) => {
                 let mut err = ErrorMessage::new(None, ErrorCode::MediaFailed, e.to_string());
-                if let Some((req_id, stream_type)) = self
-                    .publish_reply
-                    .take()
-                    .filter(|_| self.publish_offered)
+                if let Some((req_id, stream_type)) =
+                    self.publish_reply.take().filter(|_| self.publish_offered)
                 {
                     self.publish_offered = false;
                     self.stop_publishing(stream_type).await;

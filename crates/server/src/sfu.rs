@@ -537,8 +537,7 @@ impl MediaPeer {
     pub fn video_paused(&self, user: &UserId, stream_type: StreamType) -> bool {
         self.subscriptions.values().any(|(p, _, _, out)| {
             out.as_ref().is_some_and(|o| o.told_paused())
-                && p
-                    .upgrade()
+                && p.upgrade()
                     .is_some_and(|p| &p.user == user && p.stream_type == stream_type)
         })
     }

@@ -518,7 +518,12 @@ impl Session {
                 video,
                 simulcast,
             } => self
-                .publish(req_id, stream_type, StreamKinds { audio, video }, &simulcast)
+                .publish(
+                    req_id,
+                    stream_type,
+                    StreamKinds { audio, video },
+                    &simulcast,
+                )
                 .await
                 .err()
                 .map(|mut e| {
@@ -539,10 +544,9 @@ impl Session {
                 video,
             } => {
                 let id = self.id;
-                let muted = self.shared.try_apply(|reg| {
-                    reg.mute(id, stream_type, audio, video)
-                        .map(|fx| ((), fx))
-                });
+                let muted = self
+                    .shared
+                    .try_apply(|reg| reg.mute(id, stream_type, audio, video).map(|fx| ((), fx)));
                 Some(match muted {
                     Ok(()) => ServerMessage::Muted { req_id },
                     Err(e) => ServerMessage::Error(ErrorMessage::new(

@@ -172,7 +172,14 @@ impl Shared {
                     let text: Utf8Bytes = msg.to_json().into();
                     for s in to {
                         let text = text.clone();
-                        deliver(s, if sub { Outbound::Sub(text) } else { Outbound::Text(text) });
+                        deliver(
+                            s,
+                            if sub {
+                                Outbound::Sub(text)
+                            } else {
+                                Outbound::Text(text)
+                            },
+                        );
                     }
                 }
                 Effect::Chat { to, msg } => {

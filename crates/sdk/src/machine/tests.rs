@@ -502,7 +502,10 @@ fn a_refused_second_publish_keeps_the_first() {
         )),
         t0,
     );
-    assert_eq!(out[0], Output::Media(MediaAction::CancelPublish(StreamType::Main)));
+    assert_eq!(
+        out[0],
+        Output::Media(MediaAction::CancelPublish(StreamType::Main))
+    );
     assert!(matches!(&replies(&out)[..], [(4, Err(_))]));
 }
 

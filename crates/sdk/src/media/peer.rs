@@ -77,12 +77,17 @@ impl MediaSession {
         self.pending.remove(&stream_type);
     }
 
-    /// Stops sending the published stream of `stream_type` (it keeps
-    /// running until closed).
+    /// Stops sending the published stream of `stream_type`: a `main`
+    /// stream keeps running until closed; a shared screen is closed (its
+    /// capture ends, as TRTC's `stopScreenShare`).
     pub fn unpublish(&mut self, stream_type: StreamType) {
-        self.pending.remove(&stream_type);
-        if let Some(s) = self.published.remove(&stream_type) {
+        let pending = self.pending.remove(&stream_type);
+        let published = self.published.remove(&stream_type);
+        for s in pending.into_iter().chain(published) {
             s.stop_sending();
+            if stream_type == StreamType::Sub {
+                s.close();
+            }
         }
         self.share_estimate();
     }
@@ -303,4 +308,3 @@ impl MediaSession {
 /// The share of the send estimate a shared screen gets while the camera
 /// is sent too.
 const SCREEN_SHARE: f64 = 0.7;
-
