@@ -64,6 +64,13 @@ pub struct BotArgs {
     /// others say is printed as `{"event":"chat",…}`.
     #[arg(long)]
     say: Vec<String>,
+    /// Share an X display (default: $DISPLAY) as the `sub` stream, beside
+    /// what --video and --audio publish; sent at --share-fps.
+    #[arg(long, num_args = 0..=1, default_missing_value = "", value_name = "DISPLAY")]
+    share_screen: Option<String>,
+    /// Frames per second of the shared screen (1 to 30).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=30))]
+    share_fps: u32,
 }
 
 fn size(s: &str) -> Result<(usize, usize), String> {
@@ -147,23 +154,35 @@ fn stream_report(
     last: &mut std::collections::HashMap<String, u64>,
 ) -> serde_json::Value {
     let user = stream.user_id().to_string();
+    let stream_type = stream.stream_type();
     let frames = stream.frames_decoded();
-    let before = last.insert(user.clone(), frames).unwrap_or(0);
+    let key = kaigi_proto::signal::stream_name(stream.user_id(), stream_type);
+    let before = last.insert(key, frames).unwrap_or(0);
+    let size = stream
+        .video()
+        .borrow()
+        .as_deref()
+        .map(|f| format!("{}x{}", f.width, f.height));
     let counter = stream
         .video()
         .borrow()
         .as_deref()
         .and_then(kaigi_media::Stamp::read)
         .map(|s| s.counter);
-    json!({
+    let mut report = json!({
         "event": "stream-stats",
         "userId": user,
         "framesDecoded": frames,
+        "size": size,
         "fps": frames.saturating_sub(before),
         "lastCounter": counter,
         "audioPackets": stream.audio_packets(),
         "audioLevel": stream.audio_level(),
-    })
+    });
+    if let (false, Some(obj)) = (stream_type.is_main(), report.as_object_mut()) {
+        obj.insert("streamType".into(), json!(stream_type));
+    }
+    report
 }
 
 /// Set once stdout is gone (e.g. `kaigi bot … | head -3` ended).
@@ -291,6 +310,10 @@ pub async fn run(args: BotArgs) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
+    let _screen = match &args.share_screen {
+        Some(display) => share_screen(&client, display, args.share_fps).await,
+        None => None,
+    };
     for text in &args.say {
         match client.send_chat(text).await {
             Ok(()) => line(json!({"event": "chat-sent", "text": text})),
@@ -343,6 +366,39 @@ pub async fn run(args: BotArgs) -> anyhow::Result<ExitCode> {
                     _ => {}
                 }
             }
+        }
+    }
+}
+
+/// Publishes X display `display` (empty: $DISPLAY) as the `sub` stream;
+/// prints `screen-shared` or `share-failed`.
+async fn share_screen(client: &Client, display: &str, fps: u32) -> Option<LocalStream> {
+    let config = LocalStreamConfig {
+        video: VideoInput::Screen {
+            display: Some(display.to_owned()).filter(|d| !d.is_empty()),
+            window: None,
+        },
+        audio: AudioInput::None,
+        fps,
+        simulcast: false,
+        ..Default::default()
+    };
+    let failed = |e: kaigi_sdk::ClientError| {
+        line(json!({"event": "share-failed", "name": e.name(), "message": e.to_string()}));
+        None
+    };
+    let stream = match LocalStream::new(client.user_id(), config) {
+        Ok(s) => s,
+        Err(e) => return failed(e),
+    };
+    match client.publish_screen(&stream).await {
+        Ok(()) => {
+            line(json!({"event": "screen-shared", "fps": fps}));
+            Some(stream)
+        }
+        Err(e) => {
+            stream.close();
+            failed(e)
         }
     }
 }

@@ -347,3 +347,60 @@ async fn a_bot_whose_output_is_closed_leaves_quietly() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     drop(other);
 }
+
+#[tokio::test]
+async fn a_bot_shares_an_x_display_as_its_sub_stream() {
+    let x = kaigi_tests::xvfb::Xvfb::start(640, 360);
+    let pic = kaigi_tests::xvfb::picture(640, 360);
+    kaigi_tests::xvfb::draw(&x.display, &pic, 640, 360, 0);
+    let server = server().await;
+    let mut alice = Bot::start(
+        &server,
+        "alice",
+        &[
+            "--room",
+            "9",
+            "--video",
+            "test-pattern:320x240",
+            "--share-screen",
+            &x.display,
+            "--share-fps",
+            "10",
+        ],
+    )
+    .await;
+    assert_eq!(alice.until("published").await["video"], true);
+    assert_eq!(alice.until("screen-shared").await["fps"], 10);
+    let mut bob = Bot::start(&server, "bob", &["--room", "9"]).await;
+    // Both of alice's streams are reported, the screen's as `sub` at the
+    // display's size.
+    let (mut main, mut sub) = (None, None);
+    for _ in 0..20 {
+        let r = bob.until("stream-stats").await;
+        assert_eq!(r["userId"], "alice", "{r}");
+        match r.get("streamType") {
+            None if r["framesDecoded"].as_u64() > Some(0) => main = Some(r),
+            Some(t) if t == "sub" && r["size"] == "640x360" => sub = Some(r),
+            _ => {}
+        }
+        if main.is_some() && sub.is_some() {
+            break;
+        }
+    }
+    let sub = sub.expect("the shared screen reported as sub");
+    assert!(sub["framesDecoded"].as_u64().unwrap() > 0, "{sub}");
+    assert!(main.is_some(), "the camera reported as main");
+    // A display that does not exist is reported, and the bot stays in.
+    let mut carol = Bot::start(
+        &server,
+        "carol",
+        &["--room", "9", "--share-screen", ":4093"],
+    )
+    .await;
+    let failed = carol.until("share-failed").await;
+    assert!(
+        failed["message"].as_str().unwrap().contains(":4093"),
+        "{failed}"
+    );
+    assert_eq!(bob.until("peer-join").await["userId"], "carol");
+}

@@ -58,7 +58,13 @@ fn x_err(e: impl std::fmt::Display) -> MediaError {
 impl X11Screen {
     /// Opens `display` (`:0`; `None`: `$DISPLAY`) to capture `target`.
     pub fn open(display: Option<&str>, target: ScreenTarget) -> Result<Self, MediaError> {
-        let (conn, screen) = x11rb::connect(display).map_err(x_err)?;
+        let (conn, screen) = x11rb::connect(display).map_err(|e| {
+            let name = display
+                .map(str::to_owned)
+                .or_else(|| std::env::var("DISPLAY").ok())
+                .unwrap_or_else(|| "(no DISPLAY set)".into());
+            MediaError::Capture(format!("X11: display {name} cannot be opened: {e}"))
+        })?;
         let root = conn.setup().roots[screen].root;
         let mut s = X11Screen {
             conn,
