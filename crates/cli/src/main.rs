@@ -43,7 +43,7 @@ enum Command {
     #[command(subcommand)]
     Admin(AdminCommand),
     /// Join a room and print one JSON line per event until forced out or Ctrl-C.
-    Bot(bot::BotArgs),
+    Bot(Box<bot::BotArgs>),
     /// List this machine's cameras, microphones and speakers as JSON.
     Devices,
     /// Run the microphone's audio processing (echo cancellation, noise
@@ -275,7 +275,7 @@ async fn main() -> ExitCode {
             ExitCode::SUCCESS
         }),
         Command::Admin(cmd) => admin::run(cmd).await,
-        Command::Bot(args) => bot::run(args).await,
+        Command::Bot(args) => bot::run(*args).await,
         Command::AudioProcess(args) => audio::run(&args),
         Command::Devices => {
             let list = |d: Vec<kaigi_sdk::DeviceInfo>| {
