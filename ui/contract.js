@@ -11,6 +11,7 @@ export const COMMANDS = {
   ],
   "leave_room": [],
   "list_devices": [],
+  "list_share_sources": [],
   "remove_participant": [
     "userId"
   ],
@@ -39,7 +40,11 @@ export const COMMANDS = {
     "camera",
     "microphone"
   ],
+  "start_share": [
+    "request"
+  ],
   "stop_preview": [],
+  "stop_share": [],
   "take_opened_invite": []
 };
 
@@ -74,6 +79,7 @@ export const RESULTS = {
     "microphones",
     "speakers"
   ],
+  "list_share_sources": [],
   "remove_participant": [],
   "revoke_invite": [],
   "send_chat": [],
@@ -86,7 +92,9 @@ export const RESULTS = {
     "audio",
     "video"
   ],
+  "start_share": [],
   "stop_preview": [],
+  "stop_share": [],
   "take_opened_invite": []
 };
 
@@ -174,20 +182,28 @@ export const EVENT_FIELDS = {
     "role",
     "userId"
   ],
+  "share-started": [
+    "source"
+  ],
+  "share-stopped": [],
   "speaking-while-muted": [],
   "stream-added": [
     "audio",
+    "streamType",
     "userId",
     "video"
   ],
   "stream-removed": [
+    "streamType",
     "userId"
   ],
   "stream-subscribed": [
+    "streamType",
     "userId"
   ],
   "stream-updated": [
     "audioMuted",
+    "streamType",
     "userId",
     "videoMuted",
     "videoPaused"
@@ -207,6 +223,7 @@ export const EVENTS = Object.keys(EVENT_FIELDS);
 export const ERROR_CODES = [
   "ALREADY_IN_ROOM",
   "ALREADY_PUBLISHING",
+  "ALREADY_SHARING",
   "AUDIENCE_CANNOT_PUBLISH",
   "CONNECTION_LOST",
   "DEVICE_LOST",
@@ -238,6 +255,7 @@ export const ERROR_CODES = [
   "SERVER_START_FAILED",
   "SERVER_UNREACHABLE",
   "SESSION_BANNED",
+  "SHARE_FAILED",
   "STREAM_NOT_FOUND",
   "TIMEOUT",
   "TLS_FAILED",

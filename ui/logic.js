@@ -25,7 +25,16 @@ export function emptyRoom(me) {
     // Messages from others not yet seen (the chat panel closed).
     unread: 0,
     chatOpen: false,
+    // Screens shared by others (their `sub` streams): userId -> {userId, subscribed}.
+    screens: {},
+    // What this user shares (`screen` or `window:ID`), or null.
+    sharing: null,
   };
+}
+
+/** Whether an event is about a `sub` stream (a shared screen). */
+function isScreen(e) {
+  return e.streamType === "sub";
 }
 
 /** How many chat messages a call keeps. */
@@ -81,24 +90,38 @@ export function applyEvent(state, e) {
       break;
     case "peer-leave":
       delete state.peers[e.userId];
+      delete state.screens[e.userId];
       break;
     case "peer-role":
       peer(state, e.userId).role = e.role;
       break;
     case "stream-added": {
+      if (isScreen(e)) {
+        state.screens[e.userId] = { userId: e.userId, subscribed: false };
+        break;
+      }
       const p = peer(state, e.userId);
       Object.assign(p, { hasStream: true, audio: e.audio, video: e.video });
       break;
     }
     case "stream-subscribed":
+      if (isScreen(e)) {
+        if (state.screens[e.userId]) state.screens[e.userId].subscribed = true;
+        break;
+      }
       peer(state, e.userId).subscribed = true;
       break;
     case "stream-removed": {
+      if (isScreen(e)) {
+        delete state.screens[e.userId];
+        break;
+      }
       const p = peer(state, e.userId);
       Object.assign(p, { hasStream: false, subscribed: false, volume: 0, videoPaused: false });
       break;
     }
     case "stream-updated": {
+      if (isScreen(e)) break;
       const p = peer(state, e.userId);
       Object.assign(p, {
         audioMuted: e.audioMuted,
@@ -131,10 +154,20 @@ export function applyEvent(state, e) {
       state.screen = "kicked";
       state.kickedReason = e.reason;
       state.peers = {};
+      state.screens = {};
+      state.sharing = null;
       break;
     case "client-left":
       state.screen = "left";
       state.peers = {};
+      state.screens = {};
+      state.sharing = null;
+      break;
+    case "share-started":
+      state.sharing = e.source;
+      break;
+    case "share-stopped":
+      state.sharing = null;
       break;
     case "chat":
     case "local-chat": {
@@ -162,6 +195,18 @@ export function activeSpeaker(state) {
     if (p.volume >= SPEAKING && (!best || p.volume > best.volume)) best = p;
   }
   return best ? best.userId : null;
+}
+
+/** The tile id of `userId`'s shared screen (as the app names it: a user id has no dot). */
+export function screenTile(userId) {
+  return `${userId}.sub`;
+}
+
+/** The shared screens to show, in name order, as tile ids. */
+export function screenTiles(state) {
+  return Object.keys(state.screens)
+    .sort((a, b) => a.localeCompare(b))
+    .map(screenTile);
 }
 
 /** The tiles to show: remote users in name order (those with a stream first). */
@@ -332,14 +377,15 @@ export function readAudioSettings(text) {
 }
 
 /**
- * Who takes the stage in speaker view: the pinned user if still there,
- * else the one speaking, else the first remote tile, else yourself
- * (`"local"`); everyone else goes to the strip, in `order`. In grid view
- * nobody is large.
+ * Who takes the stage in speaker view: the pinned tile if still there,
+ * else a shared screen, else the one speaking, else the first remote
+ * tile, else yourself (`"local"`); everyone else goes to the strip, in
+ * `order` (screens first). In grid view nobody is large, unless someone
+ * shares a screen: a shared screen always takes the stage.
  */
-export function stageLayout(order, { view, pinned, speaker }) {
-  const all = ["local", ...order];
-  if (view !== "speaker" && !pinned) return { main: null, strip: all };
-  const main = [pinned, speaker, order[0], "local"].find((id) => id && all.includes(id));
+export function stageLayout(order, { view, pinned, speaker, screens = [] }) {
+  const all = ["local", ...screens, ...order];
+  if (view !== "speaker" && !pinned && !screens.length) return { main: null, strip: all };
+  const main = [pinned, screens[0], speaker, order[0], "local"].find((id) => id && all.includes(id));
   return { main, strip: all.filter((id) => id !== main) };
 }

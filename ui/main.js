@@ -10,6 +10,7 @@ import { loadDevices, onDeviceChanged, startPreview, takeInvite, wireJoin } from
 import { layoutTiles, leaveRoomView, renderHeader, renderRoom, showScreen } from "./room.js";
 import { renderToolbar, showLevel, wireToolbar } from "./toolbar.js";
 import { wireSettings } from "./settings.js";
+import { wireShare } from "./share.js";
 
 const tauri = window.__TAURI__;
 const lang = localStorage.getItem("kaigi.lang") || pickLanguage(navigator.languages);
@@ -25,7 +26,8 @@ const ui = {
   players: {}, // tile id -> player
   previewPlayer: null,
   view: localStorage.getItem("kaigi.view") === "speaker" ? "speaker" : "grid", // or "speaker"
-  pinned: null, // a user id, or "local"
+  pinned: null, // a tile id: a user id, "local", or a shared screen's ("alice.sub")
+  actualSize: null, // the shared screen shown at its actual size, if any
   window: tauri.window.getCurrentWindow(),
   fullscreen: false,
 };
@@ -89,6 +91,7 @@ async function main() {
   await loadDevices(ui);
   wireJoin(ui);
   wireToolbar(ui);
+  wireShare(ui);
   wireDialogs(ui);
   await wireSettings(ui);
   translate();

@@ -3,10 +3,11 @@
 // the stage, kept in place and changed only where the state changed
 // (`audio-volume` arrives several times a second).
 
-import { activeSpeaker, gridLayout, mutedHint, stageLayout, tiles } from "./logic.js";
+import { activeSpeaker, gridLayout, mutedHint, screenTiles, stageLayout, tiles } from "./logic.js";
 import { playTile } from "./video.js";
 import { renderToolbar } from "./toolbar.js";
 import { startPreview } from "./join.js";
+import { renderShare } from "./share.js";
 
 const ICONS = {
   mic: "M12 14a3 3 0 0 0 3-3V5a3 3 0 0 0-6 0v6a3 3 0 0 0 3 3zm5-3a5 5 0 0 1-10 0H5a7 7 0 0 0 6 6.9V21h2v-3.1A7 7 0 0 0 19 11z",
@@ -71,6 +72,50 @@ function tileElement(ui, userId) {
   return el;
 }
 
+/** The tile of a shared screen (`tile`: `alice.sub`), made on first use. */
+function screenElement(ui, tile, userId) {
+  let el = document.querySelector(`.tile[data-user="${CSS.escape(tile)}"]`);
+  if (!el) {
+    el = document.createElement("figure");
+    el.className = "tile remote screen";
+    el.dataset.user = tile;
+    el.dataset.testid = `screen-${userId}`;
+    el.innerHTML = `<canvas></canvas><div class="novideo" hidden></div>
+      <figcaption><span class="who"></span></figcaption>
+      <button type="button" class="zoom" data-testid="zoom-${CSS.escape(userId)}"></button>
+      <button type="button" class="pin" data-testid="pin-${CSS.escape(userId)}-screen"></button>`;
+    el.querySelector(".pin").dataset.pin = tile;
+    el.querySelector(".zoom").dataset.zoom = tile;
+    // At actual size the canvas is as large as the picture (scrolled in its tile).
+    el.querySelector("canvas").addEventListener("framesize", (ev) => {
+      if (!el.classList.contains("actual")) return;
+      const dpr = globalThis.devicePixelRatio || 1;
+      setVar(el, "--nat-w", `${ev.detail.width / dpr}px`);
+      setVar(el, "--nat-h", `${ev.detail.height / dpr}px`);
+    });
+    ui.$("tiles").append(el);
+  }
+  return el;
+}
+
+/** A screen tile's caption, Fit / Actual size button and state. */
+function renderScreenTile(ui, el, userId) {
+  setText(el.querySelector(".who"), ui.t("screenOf", { name: userId }));
+  const actual = ui.actualSize === el.dataset.user;
+  if (el.classList.contains("actual") !== actual) {
+    el.classList.toggle("actual", actual);
+    // Until its first picture at this size is known: the largest a shared
+    // screen is sent at, so the app sends it unscaled.
+    const dpr = globalThis.devicePixelRatio || 1;
+    setVar(el, "--nat-w", actual ? `${1920 / dpr}px` : "");
+    setVar(el, "--nat-h", actual ? `${1080 / dpr}px` : "");
+  }
+  const zoom = el.querySelector(".zoom");
+  setText(zoom, actual ? ui.t("fitScreen") : ui.t("actualSize"));
+  zoom.setAttribute("aria-pressed", String(actual));
+  setPin(ui, el, el.dataset.user);
+}
+
 /** Sets `el`'s text, or a data attribute, only when it changes. */
 function setText(el, text) {
   if (el.textContent !== text) el.textContent = text;
@@ -93,13 +138,15 @@ export function layoutTiles(ui) {
   const grid = ui.$("tiles");
   const room = ui.session.room;
   const order = room ? tiles(room).map((p) => p.userId) : [];
+  const screens = room ? screenTiles(room) : [];
   const visible = [...grid.children].filter((el) => !el.hidden);
   const tileOf = (id) => (id === "local" ? ui.$("tile-local") : visible.find((el) => el.dataset.user === id));
-  const shown = ["local", ...order].filter((id) => tileOf(id) && !tileOf(id).hidden);
-  const { main } = stageLayout(shown.filter((id) => id !== "local"), {
+  const shown = ["local", ...screens, ...order].filter((id) => tileOf(id) && !tileOf(id).hidden);
+  const { main } = stageLayout(shown.filter((id) => id !== "local" && !screens.includes(id)), {
     view: ui.view,
     pinned: shown.includes(ui.pinned) ? ui.pinned : null,
     speaker: room ? activeSpeaker(room) : null,
+    screens: screens.filter((id) => shown.includes(id)),
   });
   const mainEl = main && shown.includes(main) ? tileOf(main) : null;
   for (const el of visible) {
@@ -283,6 +330,22 @@ export function renderRoom(ui) {
   const speaker = activeSpeaker(room);
   const wanted = new Set();
   let prev = $("tile-local");
+  // Others' shared screens first (one takes the stage). The own screen
+  // is not shown back: the sharing bar says it is shared.
+  for (const p of Object.values(room.screens).sort((a, b) => a.userId.localeCompare(b.userId))) {
+    const tile = `${p.userId}.sub`;
+    wanted.add(tile);
+    const el = screenElement(ui, tile, p.userId);
+    el.classList.toggle("stale", !live);
+    renderScreenTile(ui, el, p.userId);
+    if (p.subscribed && !ui.players[tile]) ui.players[tile] = playTile(ui.endpoint, tile, el.querySelector("canvas"));
+    if (!p.subscribed && ui.players[tile]) {
+      ui.players[tile].stop();
+      delete ui.players[tile];
+    }
+    if (el.previousElementSibling !== prev) prev.after(el);
+    prev = el;
+  }
   for (const p of tiles(room)) {
     wanted.add(p.userId);
     const el = tileElement(ui, p.userId);
@@ -318,6 +381,7 @@ export function renderRoom(ui) {
   $("waiting").hidden = wanted.size > 0;
   renderPeople(ui, room, speaker);
   renderChat(ui, room);
+  renderShare(ui);
   layoutTiles(ui);
 }
 
@@ -363,6 +427,10 @@ export function leaveRoomView(ui) {
   for (const el of document.querySelectorAll(".tile.remote")) el.remove();
   ui.session.room = null;
   ui.joinedRoom = null;
+  ui.actualSize = null;
+  if (ui.pinned !== "local") ui.pinned = null;
+  if (ui.$("share-picker").open) ui.$("share-picker").close();
+  renderShare(ui);
   showScreen(ui, "join");
   ui.$("join").disabled = false;
   ui.$("join").textContent = ui.t("join");

@@ -124,6 +124,12 @@ export function wireToolbar(ui) {
   $("tiles").addEventListener("click", (ev) => {
     const pin = ev.target.closest("button.pin");
     if (pin) togglePin(pin.dataset.pin);
+    // A shared screen fitted to its tile, or at its actual size (scrolled).
+    const zoom = ev.target.closest("button.zoom");
+    if (zoom) {
+      ui.actualSize = ui.actualSize === zoom.dataset.zoom ? null : zoom.dataset.zoom;
+      renderRoom(ui);
+    }
   });
   $("tiles").addEventListener("dblclick", (ev) => {
     const tile = ev.target.closest(".tile");

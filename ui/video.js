@@ -299,6 +299,11 @@ export function playTile(endpoint, tile, canvas, transport = currentTransport())
     pending = null;
     if (!f) return;
     draw(f);
+    const size = `${f.width}x${f.height}`;
+    if (canvas.dataset.size !== size) {
+      canvas.dataset.size = size;
+      canvas.dispatchEvent(new CustomEvent("framesize", { detail: { width: f.width, height: f.height } }));
+    }
     frames += 1;
     windowFrames += 1;
     const now = performance.now();

@@ -24,6 +24,9 @@ pub const COMMANDS: &[(&str, &[&str])] = &[
     ("revoke_invite", &[]),
     ("take_opened_invite", &[]),
     ("frame_endpoint", &[]),
+    ("list_share_sources", &[]),
+    ("start_share", &["request"]),
+    ("stop_share", &[]),
 ];
 
 /// The commands of the video paths over the IPC, which lost to the frame

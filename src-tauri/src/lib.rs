@@ -106,6 +106,26 @@ fn take_opened_invite(app: State<'_, App>) -> Option<String> {
 }
 
 #[tauri::command]
+async fn list_share_sources(
+    app: State<'_, App>,
+) -> Result<Vec<kaigi_app::share::ShareSource>, AppError> {
+    app.list_share_sources().await
+}
+
+#[tauri::command]
+async fn start_share(
+    app: State<'_, App>,
+    request: kaigi_app::share::ShareRequest,
+) -> Result<(), AppError> {
+    app.start_share(request).await
+}
+
+#[tauri::command]
+async fn stop_share(app: State<'_, App>) -> Result<(), AppError> {
+    app.stop_share().await
+}
+
+#[tauri::command]
 fn frame_endpoint(app: State<'_, App>) -> FrameEndpoint {
     app.frame_endpoint()
 }
@@ -210,6 +230,9 @@ macro_rules! handler_with {
             revoke_invite,
             take_opened_invite,
             frame_endpoint,
+            list_share_sources,
+            start_share,
+            stop_share,
             $($extra),*
         ]
     };

@@ -9,7 +9,9 @@
 //! goes; it goes away for longer than the app keeps trying: the user is
 //! told and rejoins. On the way: the join screen and the room fit the
 //! default and the smallest window, Japanese keeps the inputs whole, Stop
-//! video stops the own tile. Each step saves a screenshot under
+//! video stops the own tile; sharing the screen (the picker, the bar, a
+//! bot receiving it) and a bot's shared screen on the stage. Each step
+//! saves a screenshot under
 //! `target/e2e-screenshots/`.
 
 mod driver;
@@ -320,6 +322,123 @@ async fn a_person_joins_sees_a_bot_leaves_and_is_forced_out_three_ways() {
         "return document.querySelector('[data-testid=fullscreen]').getAttribute('aria-pressed') === 'false'",
     )
     .await;
+
+    // Screen sharing. A viewer bot reports what it receives; Share opens
+    // the picker (the whole screen and the app's own window, with
+    // thumbnails); sharing the screen shows the bar, not the own screen,
+    // and the viewer receives it as `sub`. Then a presenter bot shares a
+    // display of its own: it takes the stage, at actual size on request.
+    // Stop ends the own share only.
+    let viewer_log = work.join("viewer.jsonl");
+    let viewer = Proc(
+        cli_cmd(&["bot", "--user", "viewer", "--str-room", ROOM])
+            .stdout(std::fs::File::create(&viewer_log).unwrap())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let viewer_saw = |what: &'static str, pred: fn(&serde_json::Value) -> bool| {
+        let log = viewer_log.clone();
+        async move {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            loop {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                if let Some(v) = text
+                    .lines()
+                    .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                    .find(pred)
+                {
+                    return v;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the viewer never reported {what}: {text}"
+                );
+                // Reading the bot's output as it comes (one line a second).
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    };
+    d.until(
+        "the viewer in the room",
+        "return !!document.querySelector('[data-testid=tile-viewer]')",
+    )
+    .await;
+    d.click("[data-testid=share]").await;
+    d.until(
+        "the picker: the screen and the app's window, with thumbnails",
+        "const p = document.querySelector('[data-testid=share-picker]'); const items = [...p.querySelectorAll('button[data-source]')]; return p.open && items[0].dataset.source === 'screen' && items.some((b) => b.textContent.includes('Kaigi')) && items.every((b) => { const i = b.querySelector('img'); return i && i.complete && i.naturalWidth > 0; })",
+    )
+    .await;
+    d.shot("02-share-picker").await;
+    d.click("[data-testid=share-source-screen]").await;
+    d.until(
+        "the sharing bar, and Share turned to Stop sharing",
+        "const bar = document.querySelector('[data-testid=sharing-bar]'); return !bar.hidden && bar.textContent.includes('You are sharing your screen') && document.querySelector('[data-testid=share]').getAttribute('aria-pressed') === 'true' && !document.querySelector('.tile.screen')",
+    )
+    .await;
+    d.shot("02-sharing").await;
+    d.until("the room screen fits while sharing", FITS).await;
+    let got = viewer_saw("the shared screen as sub", |v| {
+        v["event"] == "stream-stats"
+            && v["userId"] == NAME
+            && v["streamType"] == "sub"
+            && v["size"] == "1280x800"
+            && v["framesDecoded"].as_u64() > Some(5)
+    })
+    .await;
+    eprintln!("the viewer receives the shared screen: {got}");
+    // A presenter shares a display of its own: large on the stage.
+    let screen = kaigi_tests::xvfb::Xvfb::start(1280, 720);
+    let picture = kaigi_tests::xvfb::picture(1280, 720);
+    kaigi_tests::xvfb::draw(&screen.display, &picture, 1280, 720, 0);
+    let presenter = Proc(
+        cli_cmd(&[
+            "bot",
+            "--user",
+            "presenter",
+            "--str-room",
+            ROOM,
+            "--share-screen",
+            &screen.display,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap(),
+    );
+    d.until(
+        "the presenter's screen on the stage, playing",
+        "const t = document.querySelector('[data-testid=screen-presenter]'); const c = t && t.querySelector('canvas'); return !!c && t.classList.contains('main') && Number(c.dataset.frames || 0) > 5 && t.textContent.includes(\"presenter's screen\") && t.getBoundingClientRect().width > 2 * document.getElementById('tile-local').getBoundingClientRect().width",
+    )
+    .await;
+    d.shot("02-presenter-screen").await;
+    d.click("[data-testid=zoom-presenter]").await;
+    d.until(
+        "the presenter's screen at its actual size",
+        "const t = document.querySelector('[data-testid=screen-presenter]'); const c = t.querySelector('canvas'); return t.classList.contains('actual') && c.dataset.size === '1280x720' && Math.abs(c.getBoundingClientRect().width * devicePixelRatio - 1280) < 2",
+    )
+    .await;
+    d.shot("02-presenter-actual-size").await;
+    d.click("[data-testid=zoom-presenter]").await;
+    d.click("[data-testid=share-stop]").await;
+    d.until(
+        "the bar gone, the presenter's screen still shown",
+        "return document.querySelector('[data-testid=sharing-bar]').hidden && document.querySelector('[data-testid=share]').getAttribute('aria-pressed') === 'false' && !!document.querySelector('[data-testid=screen-presenter]')",
+    )
+    .await;
+    viewer_saw("the own share's end", |v| {
+        v["event"] == "stream-removed" && v["userId"] == NAME && v["streamType"] == "sub"
+    })
+    .await;
+    drop(presenter);
+    d.until(
+        "the presenter's screen gone with the presenter",
+        "return !document.querySelector('.tile.screen') && !document.querySelector('.tile.main')",
+    )
+    .await;
+    drop(viewer);
+    drop(screen);
 
     // The host's participant list: both of us, with Remove for the bot;
     // removing it asks first, then the bot is gone.

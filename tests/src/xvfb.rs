@@ -120,3 +120,50 @@ pub fn draw(display: &str, bgrx: &[u8], w: usize, h: usize, top: usize) {
     }
     conn.sync().unwrap();
 }
+
+/// A mapped top-level window of a test's own, alive until dropped (its
+/// X connection closes, and the server destroys it).
+pub struct TestWindow {
+    /// Its X id.
+    pub id: u32,
+    _conn: x11rb::rust_connection::RustConnection,
+}
+
+/// Makes a mapped top-level window named `title` on `display` at
+/// `(x, y, w, h)`, filled with one colour (`0xRRGGBB`).
+pub fn window(
+    display: &str,
+    title: &str,
+    (x, y, w, h): (i16, i16, u16, u16),
+    rgb: u32,
+) -> TestWindow {
+    use x11rb::protocol::xproto::{AtomEnum, CreateWindowAux, PropMode, WindowClass};
+    let (conn, screen) = x11rb::connect(Some(display)).unwrap();
+    let root = conn.setup().roots[screen].root;
+    let id = conn.generate_id().unwrap();
+    conn.create_window(
+        x11rb::COPY_DEPTH_FROM_PARENT,
+        id,
+        root,
+        x,
+        y,
+        w,
+        h,
+        0,
+        WindowClass::INPUT_OUTPUT,
+        x11rb::COPY_FROM_PARENT,
+        &CreateWindowAux::new().background_pixel(rgb),
+    )
+    .unwrap();
+    conn.change_property8(
+        PropMode::REPLACE,
+        id,
+        AtomEnum::WM_NAME,
+        AtomEnum::STRING,
+        title.as_bytes(),
+    )
+    .unwrap();
+    conn.map_window(id).unwrap();
+    conn.sync().unwrap();
+    TestWindow { id, _conn: conn }
+}

@@ -5,7 +5,7 @@
 
 use kaigi_media::screen::{bgrx_to_i420, ScreenTarget, X11Screen};
 use kaigi_media::{Content, H264Decoder, H264Encoder, H264Settings, VideoFrame};
-use kaigi_tests::xvfb::{draw, picture, Xvfb};
+use kaigi_tests::xvfb::{draw, picture, window, Xvfb};
 
 fn psnr(a: &[u8], b: &[u8]) -> f64 {
     let mse: f64 = a
@@ -174,50 +174,12 @@ async fn a_shared_screen_reaches_another_client_sharp() {
     screen.close();
 }
 
-/// Makes a mapped top-level window named `title`, filled with one colour.
-fn window(display: &str, title: &str, (x, y, w, h): (i16, i16, u16, u16), rgb: u32) -> u32 {
-    use x11rb::connection::Connection;
-    use x11rb::protocol::xproto::{
-        AtomEnum, ConnectionExt as _, CreateWindowAux, PropMode, WindowClass,
-    };
-    use x11rb::wrapper::ConnectionExt as _;
-    let (conn, screen) = x11rb::connect(Some(display)).unwrap();
-    let root = conn.setup().roots[screen].root;
-    let id = conn.generate_id().unwrap();
-    conn.create_window(
-        x11rb::COPY_DEPTH_FROM_PARENT,
-        id,
-        root,
-        x,
-        y,
-        w,
-        h,
-        0,
-        WindowClass::INPUT_OUTPUT,
-        x11rb::COPY_FROM_PARENT,
-        &CreateWindowAux::new().background_pixel(rgb),
-    )
-    .unwrap();
-    conn.change_property8(
-        PropMode::REPLACE,
-        id,
-        AtomEnum::WM_NAME,
-        AtomEnum::STRING,
-        title.as_bytes(),
-    )
-    .unwrap();
-    conn.map_window(id).unwrap();
-    conn.sync().unwrap();
-    // The window lives as long as its client: keep the connection open.
-    std::mem::forget(conn);
-    id
-}
-
 #[test]
 fn windows_are_listed_with_titles_and_thumbnails_and_one_window_can_be_shared() {
     let x = Xvfb::start(1280, 720);
-    let red = window(&x.display, "Slides", (0, 0, 640, 360), 0xff0000);
-    let blue = window(&x.display, "Editor", (640, 360, 320, 240), 0x0000ff);
+    let red_window = window(&x.display, "Slides", (0, 0, 640, 360), 0xff0000);
+    let blue_window = window(&x.display, "Editor", (640, 360, 320, 240), 0x0000ff);
+    let (red, blue) = (red_window.id, blue_window.id);
     let cap = X11Screen::open(Some(&x.display), ScreenTarget::Screen).unwrap();
     let mut listed = cap.windows().unwrap();
     listed.sort_by(|a, b| a.title.cmp(&b.title));

@@ -256,3 +256,46 @@ async fn camera_and_screen_at_once_then_stop_sharing_then_a_forced_exit() {
     expect_event(&mut alice_events, "client-banned").await;
     assert!(camera.is_closed() && screen.is_closed());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_window_that_closes_ends_the_share_and_only_it() {
+    let x = Xvfb::start(1280, 720);
+    let win = kaigi_tests::xvfb::window(&x.display, "Slides", (0, 0, 640, 360), 0x2060c0);
+    let server = TestServer::start().await;
+    let room = kaigi_tests::room(63);
+    let (alice, _alice_events) = server.joined("alice", &room).await;
+    let (bob, mut bob_events) = server.joined("bob", &room).await;
+    let camera = kaigi_tests::publish_pattern(&alice).await;
+    let shared = LocalStream::new(
+        alice.user_id(),
+        LocalStreamConfig {
+            video: VideoInput::Screen {
+                display: Some(x.display.clone()),
+                window: Some(win.id),
+            },
+            audio: AudioInput::None,
+            fps: 10,
+            simulcast: false,
+            ..Default::default()
+        },
+    )
+    .expect("the window opens");
+    within("publish the window", alice.publish_screen(&shared))
+        .await
+        .unwrap();
+    wait_for(&mut bob_events, "the window subscribed", |e| {
+        is_stream_event(e, "stream-subscribed", "alice", StreamType::Sub)
+    })
+    .await;
+    // The window closes: its stream closes; the app ends the share.
+    drop(win);
+    within("the stream to close", shared.closed()).await;
+    within("unpublish", alice.unpublish_screen()).await.unwrap();
+    let (_, before) = wait_for(&mut bob_events, "the window's stream removed", |e| {
+        is_stream_event(e, "stream-removed", "alice", StreamType::Sub)
+    })
+    .await;
+    assert!(!before.iter().any(|e| e.name() == "stream-removed"));
+    assert!(!camera.is_closed(), "the camera goes on");
+    kaigi_tests::frames_arrive(&bob, "alice", 10).await;
+}

@@ -4,6 +4,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import {
   emptyRoom, applyEvent, activeSpeaker, tiles, joinForm, parseInvite, inviteLink, mutedHint, MUTED_HINT_MS, gridLayout, stageLayout,
+  screenTiles,
   readAudioSettings, AUDIO_DEFAULTS,
 } from "../logic.js";
 import { chooseRenderer, i420ToRgba, parseFrame } from "../video.js";
@@ -257,6 +258,50 @@ test("speaker view puts the pinned, else the speaking, else the first on the sta
   assert.equal(stageLayout(order, { view: "grid", pinned: "local", speaker: "carol" }).main, "local");
   assert.equal(stageLayout(["carol"], { view: "speaker", pinned: "bob", speaker: null }).main, "carol");
   assert.equal(stageLayout([], { view: "speaker", pinned: null, speaker: null }).main, "local");
+});
+
+test("a shared screen is its own stream: its events leave the camera's state alone", () => {
+  const s = emptyRoom("me");
+  applyEvent(s, { event: "peer-join", userId: "bob", role: "anchor" });
+  applyEvent(s, { event: "stream-added", userId: "bob", audio: true, video: true });
+  applyEvent(s, { event: "stream-subscribed", userId: "bob" });
+  applyEvent(s, { event: "stream-added", userId: "bob", streamType: "sub", audio: false, video: true });
+  assert.deepEqual(s.screens.bob, { userId: "bob", subscribed: false });
+  applyEvent(s, { event: "stream-subscribed", userId: "bob", streamType: "sub" });
+  applyEvent(s, { event: "stream-updated", userId: "bob", streamType: "sub", audioMuted: true, videoMuted: true });
+  assert.equal(s.screens.bob.subscribed, true);
+  assert.equal(s.peers.bob.videoMuted, false, "the screen's update is not the camera's");
+  assert.deepEqual(screenTiles(s), ["bob.sub"]);
+  // Stopping the share ends the screen only.
+  applyEvent(s, { event: "stream-removed", userId: "bob", streamType: "sub" });
+  assert.deepEqual(s.screens, {});
+  assert.equal(s.peers.bob.hasStream, true);
+  assert.equal(s.peers.bob.subscribed, true);
+  // A leave ends both.
+  applyEvent(s, { event: "stream-added", userId: "bob", streamType: "sub", audio: false, video: true });
+  applyEvent(s, { event: "peer-leave", userId: "bob", reason: "left" });
+  assert.deepEqual(s.screens, {});
+  // The own share, as the app reports it.
+  applyEvent(s, { event: "share-started", source: "window:42" });
+  assert.equal(s.sharing, "window:42");
+  applyEvent(s, { event: "share-stopped" });
+  assert.equal(s.sharing, null);
+  applyEvent(s, { event: "share-started", source: "screen" });
+  applyEvent(s, { event: "client-banned", reason: "removed-by-admin" });
+  assert.equal(s.sharing, null);
+});
+
+test("a shared screen takes the stage in either view, unless something is pinned", () => {
+  const order = ["bob", "carol"];
+  const screens = ["carol.sub"];
+  assert.deepEqual(stageLayout(order, { view: "grid", pinned: null, speaker: "bob", screens }), {
+    main: "carol.sub",
+    strip: ["local", "bob", "carol"],
+  });
+  assert.equal(stageLayout(order, { view: "speaker", pinned: null, speaker: "bob", screens }).main, "carol.sub");
+  assert.equal(stageLayout(order, { view: "grid", pinned: "bob", speaker: null, screens }).main, "bob");
+  // The screen ended: back to the view chosen.
+  assert.equal(stageLayout(order, { view: "grid", pinned: null, speaker: null, screens: [] }).main, null);
 });
 
 test("chat: others' messages count as unread until the panel opens; own ones never do; the call keeps the last 500", () => {

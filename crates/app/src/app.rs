@@ -30,6 +30,8 @@ pub struct FrameEndpoint {
 pub(crate) struct State {
     pub(crate) client: Option<Arc<Client>>,
     pub(crate) local: Option<LocalStream>,
+    /// The shared screen, while sharing.
+    pub(crate) share: Option<LocalStream>,
     pub(crate) bridge: Option<JoinHandle<()>>,
     /// The microphone's processing, for this and every later stream.
     pub(crate) audio_processing: kaigi_sdk::AudioProcessing,

@@ -205,10 +205,15 @@ pub(crate) async fn bridge(
                 if let Some(local) = s.local.take() {
                     local.close();
                 }
+                let shared = s.share.take();
                 frames.0.clear();
                 drop(s);
                 emit(UiEvent::Client(event));
                 emit(UiEvent::App(AppEvent::LocalStreamClosed {}));
+                if let Some(share) = shared {
+                    share.close();
+                    emit(UiEvent::App(AppEvent::ShareStopped {}));
+                }
                 continue;
             }
             _ => {}
@@ -483,6 +488,10 @@ impl App {
         }
         client.stop_audio_output();
         close_local(&mut state, &self.frames, &self.emit);
+        if let Some(share) = state.share.take() {
+            share.close();
+            (self.emit)(UiEvent::App(AppEvent::ShareStopped {}));
+        }
         self.frames.clear();
         (self.emit)(UiEvent::App(AppEvent::ClientLeft {}));
         result.map_err(AppError::from)

@@ -81,6 +81,11 @@ app_error_codes! {
     InviteUsedUp,
     /// Someone by that name is in the room already.
     NameTaken,
+    /// The screen or window cannot be captured (no X display, the window
+    /// closed, a Wayland session without X).
+    ShareFailed,
+    /// The screen is being shared already (stop first).
+    AlreadySharing,
 }
 
 impl AppErrorCode {

@@ -45,6 +45,14 @@ pub enum AppEvent {
         /// The link.
         link: String,
     },
+    /// Sharing started (`start_share` succeeded): the UI shows the
+    /// "You are sharing" bar.
+    ShareStarted {
+        /// What is shared: `screen` or `window:ID`.
+        source: String,
+    },
+    /// Sharing ended: stopped, the call ended, or the shared window closed.
+    ShareStopped {},
 }
 
 impl UiEvent {
@@ -60,6 +68,10 @@ impl UiEvent {
                 UiEvent::App(AppEvent::InviteOpened {
                     link: "kaigi://invite/k3m-9xq2-7hd?server=ws://192.0.2.10:7880".into(),
                 }),
+                UiEvent::App(AppEvent::ShareStarted {
+                    source: "window:4194305".into(),
+                }),
+                UiEvent::App(AppEvent::ShareStopped {}),
             ])
             .collect()
     }
@@ -72,6 +84,8 @@ impl UiEvent {
             UiEvent::App(AppEvent::LocalStreamClosed {}) => "local-stream-closed",
             UiEvent::App(AppEvent::LocalAudioLevel { .. }) => "local-audio-level",
             UiEvent::App(AppEvent::InviteOpened { .. }) => "invite-opened",
+            UiEvent::App(AppEvent::ShareStarted { .. }) => "share-started",
+            UiEvent::App(AppEvent::ShareStopped {}) => "share-stopped",
         }
     }
 }

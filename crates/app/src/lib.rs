@@ -22,6 +22,7 @@ mod host;
 #[cfg(feature = "ipc-transports")]
 pub mod ipc_views;
 mod media;
+pub mod share;
 
 pub use app::App;
 pub use call::{InviteInfo, JoinForm, Joined};

@@ -445,8 +445,8 @@ impl LocalStream {
     }
 
     /// Grabs the screen `fps` times a second on a thread of its own (X
-    /// calls block) until the stream closes; a screen that goes away ends
-    /// the video with a device error.
+    /// calls block) until the stream closes; a screen or window that goes
+    /// away (the window closed, the display ended) closes the stream.
     fn run_screen(&self, mut screen: X11Screen, fps: u32) -> Result<(), ClientError> {
         let me = self.inner.clone();
         let period = Duration::from_secs_f64(1.0 / f64::from(fps));
@@ -461,6 +461,7 @@ impl LocalStream {
                         }
                         Err(e) => {
                             warn!(error = %e, "the screen can no longer be captured");
+                            me.closed.cancel();
                             break;
                         }
                     }
@@ -700,9 +701,16 @@ impl LocalStream {
         self.inner.closed.clone()
     }
 
-    /// Whether `close` was called.
+    /// Whether the stream is closed (see [`LocalStream::closed`]).
     pub fn is_closed(&self) -> bool {
         self.inner.closed.is_cancelled()
+    }
+
+    /// Resolves once the stream is closed: by [`LocalStream::close`], a
+    /// leave or a forced exit, or (for a shared screen) its window or
+    /// display going away.
+    pub async fn closed(&self) {
+        self.inner.closed.cancelled().await
     }
 
     /// Whether any device is still open (false after `close`).
