@@ -36,6 +36,15 @@ pub const VIDEO_QUEUE_LIMIT: usize = 2048;
 /// dropped, retransmissions of what it held are refused, and the encoder
 /// is asked for a keyframe (see [`SendBudget::flushes`]).
 pub const MAX_QUEUE_DELAY: Duration = Duration::from_millis(500);
+/// A burst (a keyframe, above all a screen's) is released faster than
+/// the pacing rate when that is what it takes for its first packet to
+/// leave within [`MAX_QUEUE_DELAY`], up to this multiple of the pacing
+/// rate: the path's own queue absorbs a short burst, where dropping the
+/// keyframe would only bring another as large (libwebrtc's pacer drains
+/// its queue against a time limit the same way).
+pub const MAX_DRAIN_FACTOR: f64 = 4.0;
+/// The least time a drain is planned over.
+const DRAIN_OVER_AT_LEAST: Duration = Duration::from_millis(50);
 /// What a packet costs on the wire beyond its RTP bytes: the SRTP tag,
 /// UDP, IP and link headers. It matters most for audio's small packets.
 pub const PACKET_OVERHEAD_BYTES: usize = 48;
@@ -232,6 +241,11 @@ pub struct AudioFirstPacer {
     write: VecDeque<TaggedPacket>,
     /// The estimate and probing rate the bucket's rate was set from.
     paced_from: (f64, Option<f64>),
+    /// The pacing rate from them, bits per second.
+    base_rate: f64,
+    /// The rate the bucket releases at now (above `base_rate` while a
+    /// burst drains).
+    rate: f64,
 }
 
 impl AudioFirstPacer {
@@ -250,6 +264,8 @@ impl AudioFirstPacer {
             read: VecDeque::new(),
             write: VecDeque::new(),
             paced_from: (INITIAL_PACING_BPS / PACING_FACTOR, None),
+            base_rate: INITIAL_PACING_BPS,
+            rate: INITIAL_PACING_BPS,
         }
     }
 
@@ -260,8 +276,32 @@ impl AudioFirstPacer {
             return;
         }
         self.paced_from = (estimate_bps, probe);
-        let rate = (estimate_bps * PACING_FACTOR).max(probe.unwrap_or(0.0));
-        self.bucket.set_target_bitrate(rate);
+        self.base_rate = (estimate_bps * PACING_FACTOR).max(probe.unwrap_or(0.0));
+        self.rate = self.base_rate;
+        self.bucket.set_target_bitrate(self.base_rate);
+    }
+
+    /// Raises the release rate while what is queued could not otherwise
+    /// leave before its head has waited [`MAX_QUEUE_DELAY`] (see
+    /// [`MAX_DRAIN_FACTOR`]); back to the pacing rate once it can.
+    fn drain(&mut self, now: Instant) {
+        let needed = self.queue.front().map_or(0.0, |(p, _)| {
+            // Aimed a fifth short of the limit: releases come in bursts.
+            let left = (MAX_QUEUE_DELAY * 4 / 5)
+                .saturating_sub(now.saturating_duration_since(p.now))
+                .max(DRAIN_OVER_AT_LEAST);
+            (self.queued_bytes * 8) as f64 / left.as_secs_f64()
+        });
+        let rate = self
+            .base_rate
+            .max(needed.min(self.base_rate * MAX_DRAIN_FACTOR));
+        // Small changes are not worth re-pacing for.
+        if (rate - self.rate).abs() > self.rate * 0.1
+            || (rate == self.base_rate && self.rate != rate)
+        {
+            self.rate = rate;
+            self.bucket.set_target_bitrate(rate);
+        }
     }
 
     /// Drops the queue if its head has waited too long.
@@ -315,6 +355,7 @@ impl AudioFirstPacer {
     fn release(&mut self, now: Instant) {
         self.now = Some(now);
         self.flush_if_stale(now);
+        self.drain(now);
         self.bucket.refill(now);
         let before = self.queue.len();
         while let Some((_, size)) = self.queue.front() {
@@ -567,6 +608,36 @@ mod tests {
         assert_eq!(budget.flushes(), 0);
         assert_eq!(budget.queued_bytes(), 0);
         assert_eq!(budget.queue_delay(now), Duration::ZERO);
+    }
+
+    /// A keyframe larger than the pacing rate carries in the queue's time
+    /// limit drains faster and arrives whole; a burst beyond even the
+    /// drain's limit is still dropped (next test).
+    #[test]
+    fn a_large_keyframe_drains_within_the_limit_instead_of_being_dropped() {
+        let (mut p, budget) = pacer();
+        let t0 = Instant::now();
+        p.handle_read(estimate(800_000.0, t0)).unwrap();
+        let _ = drain(&mut p);
+        // 120 packets of ~1160 bytes on the wire (~1.1 Mbit): 1.1 s at the
+        // pacing rate of 1 Mbit/s, more than the limit.
+        for seq in 0..120 {
+            p.handle_write(rtp(VIDEO, seq, 1100, t0)).unwrap();
+        }
+        let mut sent = drain(&mut p).len();
+        let mut now = t0;
+        for _ in 0..10_000 {
+            let Some(at) = p.poll_timeout() else { break };
+            now = at;
+            p.handle_timeout(now).unwrap();
+            sent += drain(&mut p).len();
+        }
+        assert_eq!(sent, 120, "all of it left");
+        assert_eq!(budget.flushes(), 0, "nothing was dropped");
+        let took = now.duration_since(t0);
+        assert!(took <= MAX_QUEUE_DELAY, "took {took:?}");
+        // Once drained, the pacing rate again.
+        assert_eq!(p.rate, p.base_rate);
     }
 
     /// Video that waited too long is dropped, once, and its

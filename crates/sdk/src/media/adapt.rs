@@ -12,7 +12,8 @@ pub(crate) struct VideoPlan {
     pub divisor: u32,
     /// The encoder's target, bits per second.
     pub bitrate_bps: u32,
-    /// Only every `frame_step`-th frame is encoded (1 or 2).
+    /// Only every `frame_step`-th frame is encoded (1 or 2; for a screen
+    /// up to 4).
     pub frame_step: u32,
 }
 
@@ -56,6 +57,28 @@ pub(crate) fn plan_for(estimate_bps: f64, configured_bps: u32) -> VideoPlan {
     }
 }
 
+/// The plan for a shared screen: always the whole picture (text scaled
+/// down cannot be read, and changing size costs a keyframe), the bitrate
+/// the estimate allows, and fewer frames when even that is thin: a
+/// screen's picture changes little from frame to frame, so each frame
+/// gets the bits to stay sharp.
+pub(crate) fn screen_plan_for(estimate_bps: f64, configured_bps: u32) -> VideoPlan {
+    let budget = (estimate_bps * VIDEO_SHARE - AUDIO_RESERVE_BPS).max(0.0);
+    let configured = f64::from(configured_bps.max(MIN_VIDEO_BPS));
+    let frame_step = if budget >= 0.3 * configured {
+        1
+    } else if budget >= 0.1 * configured {
+        2
+    } else {
+        4
+    };
+    VideoPlan {
+        divisor: 1,
+        bitrate_bps: (budget as u32).clamp(MIN_VIDEO_BPS, configured_bps.max(MIN_VIDEO_BPS)),
+        frame_step,
+    }
+}
+
 /// The encoder's plan over time.
 /// Down at once, up only after the better choice has been affordable for
 /// [`UP_AFTER`]: the rule both adaptations follow.
@@ -87,12 +110,25 @@ pub(crate) struct Adaptation {
     configured_bps: u32,
     current: VideoPlan,
     up: UpAfter,
+    /// The plan for an estimate: [`plan_for`], or [`screen_plan_for`].
+    plan: fn(f64, u32) -> VideoPlan,
 }
 
 impl Adaptation {
     /// Starts at the configured bitrate and full size.
     pub fn new(configured_bps: u32) -> Self {
+        Self::with_plan(configured_bps, plan_for)
+    }
+
+    /// For a shared screen: the size never changes (see
+    /// [`screen_plan_for`]).
+    pub fn for_screen(configured_bps: u32) -> Self {
+        Self::with_plan(configured_bps, screen_plan_for)
+    }
+
+    fn with_plan(configured_bps: u32, plan: fn(f64, u32) -> VideoPlan) -> Self {
         Adaptation {
+            plan,
             configured_bps,
             current: VideoPlan {
                 divisor: 1,
@@ -111,7 +147,7 @@ impl Adaptation {
     /// Takes the estimate at `now` (`None`: no estimate yet); the new plan
     /// when the encoder must change.
     pub fn update(&mut self, estimate_bps: Option<f64>, now: Instant) -> Option<VideoPlan> {
-        let wanted = plan_for(estimate_bps?, self.configured_bps);
+        let wanted = (self.plan)(estimate_bps?, self.configured_bps);
         let cur = self.current;
         let worse = wanted.divisor > cur.divisor
             || wanted.frame_step > cur.frame_step
@@ -226,6 +262,30 @@ impl LayerAdaptation {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_screen_keeps_its_size_and_drops_frames_instead() {
+        let t0 = Instant::now();
+        let mut a = Adaptation::for_screen(2_000_000);
+        for (estimate, step) in [
+            (3_000_000.0, 1),
+            (800_000.0, 1),
+            (400_000.0, 2),
+            (150_000.0, 4),
+        ] {
+            let plan = screen_plan_for(estimate, 2_000_000);
+            assert_eq!((plan.divisor, plan.frame_step), (1, step), "{estimate}");
+            assert!(plan.bitrate_bps <= 2_000_000 && plan.bitrate_bps >= MIN_VIDEO_BPS);
+        }
+        // Down at once, and never smaller than the whole picture.
+        let down = a.update(Some(150_000.0), t0).expect("down at once");
+        assert_eq!((down.divisor, down.frame_step), (1, 4));
+        assert!(a.update(Some(3_000_000.0), t0).is_none(), "up only later");
+        let up = a
+            .update(Some(3_000_000.0), t0 + UP_AFTER)
+            .expect("up after holding");
+        assert_eq!((up.divisor, up.frame_step), (1, 1));
+    }
 
     #[test]
     fn the_picture_shrinks_with_the_estimate() {

@@ -832,7 +832,10 @@ async fn encode_video(
         });
     }
     let simulcast = layers.len() > 1;
-    let mut adaptation = Adaptation::new(settings.bitrate_bps);
+    let mut adaptation = match settings.content {
+        kaigi_media::Content::Screen => Adaptation::for_screen(settings.bitrate_bps),
+        kaigi_media::Content::Camera => Adaptation::new(settings.bitrate_bps),
+    };
     let mut simulcast_plan = LayerAdaptation::new(settings.bitrate_bps, layers.len());
     if simulcast {
         // Each layer at its own bitrate.
