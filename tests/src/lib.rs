@@ -525,6 +525,7 @@ pub fn raw_join(req_id: u64, user: &str, room: u64) -> Value {
 
 /// Helpers for the benchmark binaries.
 pub mod netlab;
+pub mod redis;
 pub mod xvfb;
 
 pub mod bench {

@@ -908,7 +908,7 @@ async fn encode_video(
             }
             frame_step = adaptation.current().frame_step;
         }
-        if counter % 30 == 0 {
+        if counter.is_multiple_of(30) {
             debug!(
                 ?estimate,
                 queued = budget.queued_bytes(),
@@ -919,7 +919,7 @@ async fn encode_video(
                 "send budget"
             );
         }
-        if counter % u64::from(frame_step) != 0 {
+        if !counter.is_multiple_of(u64::from(frame_step)) {
             continue;
         }
         // Video the path has not taken yet is not joined by more: the

@@ -1,0 +1,254 @@
+//! Nodes of one service on a real Redis (`redis-server` started by the
+//! test): they see each other with their load, a room is placed on the
+//! least loaded one, racing placements agree on one owner, a node that
+//! stops renewing loses its rooms to a later placement with a larger
+//! token (and is told), and a Redis that restarts empty is ridden out
+//! (the leases are written back).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use kaigi_proto::{RoomId, SdkAppId};
+use kaigi_server::cluster::{Cluster, ClusterConfig, LoadFn, LostLease};
+use kaigi_tests::redis::RedisServer;
+use kaigi_tests::within;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+const APP: SdkAppId = SdkAppId(1_400_000_001);
+
+/// A node with a load it reports, running until its token is cancelled.
+struct Node {
+    cluster: Arc<Cluster>,
+    lost: mpsc::UnboundedReceiver<LostLease>,
+    participants: Arc<AtomicU64>,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Short leases, so that expiry is seen within a test.
+fn config(redis: &RedisServer, id: &str) -> ClusterConfig {
+    let mut c = ClusterConfig::new(&redis.url(), id, &format!("ws://192.0.2.1:7880/{id}/ws"));
+    c.lease = Duration::from_millis(1200);
+    c.heartbeat = Duration::from_millis(200);
+    c
+}
+
+async fn node(redis: &RedisServer, id: &str) -> Node {
+    let participants = Arc::new(AtomicU64::new(0));
+    let p = participants.clone();
+    let load: LoadFn = Arc::new(move || (p.load(Ordering::Relaxed), 0));
+    let (cluster, lost) = Cluster::connect(config(redis, id), load)
+        .await
+        .expect("Redis is up");
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(cluster.clone().run(stop.clone()));
+    Node {
+        cluster,
+        lost,
+        participants,
+        stop,
+        task,
+    }
+}
+
+/// Waits (within the test deadline) until `check` holds, checking once a
+/// heartbeat: what is waited for is Redis's state, which has no events.
+async fn until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    within(what, async {
+        loop {
+            if check().await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+}
+
+async fn live_ids(c: &Cluster) -> Vec<String> {
+    let mut ids: Vec<String> = c
+        .live_nodes()
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .map(|n| n.node_id)
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_see_each_other_and_rooms_go_to_the_least_loaded() {
+    let redis = RedisServer::start();
+    let a = node(&redis, "node-a").await;
+    let b = node(&redis, "node-b").await;
+    let c = node(&redis, "node-c").await;
+    a.participants.store(10, Ordering::Relaxed);
+    c.participants.store(5, Ordering::Relaxed);
+    until("all three alive, with their loads", || async {
+        let live = a.cluster.live_nodes().await.unwrap_or_default();
+        live.len() == 3
+            && live
+                .iter()
+                .any(|n| n.node_id == "node-a" && n.participants == 10)
+    })
+    .await;
+    let live = b.cluster.live_nodes().await.unwrap();
+    let order: Vec<&str> = live.iter().map(|n| n.node_id.as_str()).collect();
+    assert_eq!(order, ["node-b", "node-c", "node-a"], "least loaded first");
+    assert_eq!(live[0].advertise, "ws://192.0.2.1:7880/node-b/ws");
+    // Placed from any node, a new room goes to the least loaded one, and
+    // every node then sees that owner.
+    let room = RoomId::num(7).unwrap();
+    let owner = a.cluster.place(APP, &room).await.unwrap();
+    assert_eq!(owner.node_id, "node-b");
+    assert_eq!(c.cluster.place(APP, &room).await.unwrap(), owner);
+    assert_eq!(
+        b.cluster.owner_of(APP, &room).await.unwrap(),
+        Some(owner.clone())
+    );
+    // The owner took the lease up (when it looked at the room): it renews
+    // it beyond the lease time.
+    b.cluster.place(APP, &room).await.unwrap();
+    assert_eq!(b.cluster.owned().len(), 1);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(a.cluster.owner_of(APP, &room).await.unwrap(), Some(owner));
+    // A node that leaves is gone for the others at once.
+    c.stop.cancel();
+    c.task.await.unwrap();
+    assert_eq!(live_ids(&a.cluster).await, ["node-a", "node-b"]);
+    // Released by its owner, a room is placed anew (with a larger token).
+    b.cluster.release(APP, &room).await;
+    assert_eq!(a.cluster.owner_of(APP, &room).await.unwrap(), None);
+    let again = a.cluster.place(APP, &room).await.unwrap();
+    assert!(again.token > 1, "{again:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_placements_agree_on_one_owner() {
+    let redis = RedisServer::start();
+    let nodes = [
+        node(&redis, "node-a").await,
+        node(&redis, "node-b").await,
+        node(&redis, "node-c").await,
+    ];
+    until("all three alive", || async {
+        live_ids(&nodes[0].cluster).await.len() == 3
+    })
+    .await;
+    for r in 0..10u32 {
+        let room = RoomId::str(format!("race-{r}")).unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..30 {
+            let c = nodes[i % 3].cluster.clone();
+            let room = room.clone();
+            tasks.push(tokio::spawn(async move { c.place(APP, &room).await }));
+        }
+        let mut owners = Vec::new();
+        for t in tasks {
+            owners.push(t.await.unwrap().expect("placed"));
+        }
+        assert!(
+            owners.windows(2).all(|w| w[0] == w[1]),
+            "room {r}: {owners:?}"
+        );
+    }
+    // Each node holds exactly the leases of the rooms placed on it.
+    let held: usize = nodes.iter().map(|n| n.cluster.owned().len()).sum();
+    assert_eq!(held, 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_stops_renewing_loses_its_rooms_to_a_fenced_placement() {
+    let redis = RedisServer::start();
+    let mut a = node(&redis, "node-a").await;
+    let b = node(&redis, "node-b").await;
+    b.participants.store(100, Ordering::Relaxed);
+    until("both alive, b loaded", || async {
+        a.cluster
+            .live_nodes()
+            .await
+            .unwrap_or_default()
+            .iter()
+            .any(|n| n.node_id == "node-b" && n.participants == 100)
+    })
+    .await;
+    let room = RoomId::num(9).unwrap();
+    let first = a.cluster.place(APP, &room).await.unwrap();
+    assert_eq!(first.node_id, "node-a");
+    // a hangs (no heartbeats, as a node killed with -9 or cut off): its
+    // presence and its lease run out; the room is placed again, on b,
+    // with a larger token.
+    a.task.abort();
+    until("a gone, its room free", || async {
+        live_ids(&b.cluster).await == ["node-b"]
+            && b.cluster.owner_of(APP, &room).await.ok() == Some(None)
+    })
+    .await;
+    let second = b.cluster.place(APP, &room).await.unwrap();
+    assert_eq!(second.node_id, "node-b");
+    assert!(
+        second.token > first.token,
+        "fenced: {first:?} then {second:?}"
+    );
+    // a comes back (its heartbeats resume): its renewal finds another
+    // owner, and it is told to let the room go; the new owner keeps it.
+    let stop = CancellationToken::new();
+    let _again = tokio::spawn(a.cluster.clone().run(stop.clone()));
+    let lost = within("a told of its lost lease", a.lost.recv())
+        .await
+        .expect("the lost lease");
+    assert_eq!((lost.room, lost.token), (room.clone(), first.token));
+    assert!(a.cluster.owned().is_empty());
+    assert_eq!(b.cluster.owner_of(APP, &room).await.unwrap(), Some(second));
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restart_is_ridden_out() {
+    let mut redis = RedisServer::start();
+    let mut a = node(&redis, "node-a").await;
+    until("a in the service", || async { a.cluster.in_service() }).await;
+    let room = RoomId::num(11).unwrap();
+    // Tokens well past what a fresh Redis's counter starts from.
+    for n in 100..105 {
+        a.cluster
+            .place(APP, &RoomId::num(n).unwrap())
+            .await
+            .unwrap();
+    }
+    let first = a.cluster.place(APP, &room).await.unwrap();
+    // Redis goes away for less than a lease: nothing is lost; placing
+    // fails with a clear error meanwhile.
+    redis.stop();
+    let refused = a.cluster.place(APP, &RoomId::num(12).unwrap()).await;
+    assert!(refused.is_err(), "{refused:?}");
+    redis.restart();
+    // Back (empty, as a Redis without persistence restarts): the node
+    // announces itself again and writes its lease back, with the fence
+    // raised to its token; nothing was lost.
+    until("a back in the service, its room's lease back", || async {
+        live_ids(&a.cluster).await == ["node-a"]
+            && a.cluster.owner_of(APP, &room).await.ok().flatten() == Some(first.clone())
+    })
+    .await;
+    assert!(a.cluster.in_service());
+    assert!(a.lost.try_recv().is_err(), "no lease was lost");
+    let other = a
+        .cluster
+        .place(APP, &RoomId::num(12).unwrap())
+        .await
+        .unwrap();
+    assert!(
+        other.token > first.token,
+        "the fence went on from {first:?}: {other:?}"
+    );
+    assert!(a.cluster.redis_latency().is_some());
+    a.stop.cancel();
+}
