@@ -252,3 +252,97 @@ async fn a_redis_restart_is_ridden_out() {
     assert!(a.cluster.redis_latency().is_some());
     a.stop.cancel();
 }
+
+/// A node of a real server in this process, on `redis`.
+async fn server_node(redis: &RedisServer, id: &str) -> kaigi_tests::TestServer {
+    let url = redis.url();
+    let id = id.to_owned();
+    let s = kaigi_tests::TestServer::start_with(move |c| {
+        let mut cc = ClusterConfig::new(&url, &id, "");
+        cc.lease = Duration::from_millis(1500);
+        cc.heartbeat = Duration::from_millis(300);
+        c.cluster = Some(cc);
+    })
+    .await;
+    s
+}
+
+fn cluster_of(s: &kaigi_tests::TestServer) -> Arc<Cluster> {
+    s.handle()
+        .shared()
+        .cluster
+        .get()
+        .expect("in a service")
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn clients_of_one_room_through_three_nodes_meet_on_its_node() {
+    let redis = RedisServer::start();
+    let nodes = [
+        server_node(&redis, "node-a").await,
+        server_node(&redis, "node-b").await,
+        server_node(&redis, "node-c").await,
+    ];
+    let first = cluster_of(&nodes[0]);
+    until("three nodes in the service", || async {
+        live_ids(&first).await.len() == 3
+    })
+    .await;
+    // /healthz says so.
+    let health: serde_json::Value =
+        reqwest::get(format!("http://{}/healthz", nodes[1].handle().local_addr()))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    assert_eq!(health["node"], "node-b");
+    assert_eq!(health["inService"], true);
+    // One user through each node: all three end up in one room, on one
+    // node, and see each other.
+    let room = kaigi_tests::room(40);
+    let (alice, mut alice_events) = nodes[0].joined("alice", &room).await;
+    let (_bob, _) = nodes[1].joined("bob", &room).await;
+    let (_carol, _) = nodes[2].joined("carol", &room).await;
+    for who in ["bob", "carol"] {
+        kaigi_tests::wait_for(&mut alice_events, "the others", |e| {
+            matches!(e, kaigi_sdk::ClientEvent::PeerJoin { user_id, .. } if user_id.as_str() == who)
+        })
+        .await;
+    }
+    let owner = first
+        .owner_of(APP, &room)
+        .await
+        .unwrap()
+        .expect("the room is placed");
+    let on_owner = nodes
+        .iter()
+        .find(|n| cluster_of(n).node_id() == owner.node_id)
+        .unwrap();
+    let mut users = on_owner
+        .users_in(&room)
+        .await
+        .expect("the room on its node");
+    users.sort();
+    assert_eq!(users, ["alice", "bob", "carol"]);
+    for n in nodes
+        .iter()
+        .filter(|n| cluster_of(n).node_id() != owner.node_id)
+    {
+        assert_eq!(
+            n.users_in(&room).await,
+            None,
+            "no room on {}",
+            cluster_of(n).node_id()
+        );
+    }
+    assert_eq!(alice.remote_users().len(), 2);
+    // Everyone leaves: the node gives the room up.
+    drop((alice, _bob, _carol));
+    let c = cluster_of(on_owner);
+    until("the empty room's lease given up", || async {
+        c.owner_of(APP, &room).await.ok() == Some(None)
+    })
+    .await;
+}

@@ -57,13 +57,22 @@ pub enum ErrorCode {
     /// UserSig does) that does not admit this user into this room now, or
     /// the invite it came from was revoked (TRTC -100006).
     RoomNotGranted,
+    /// The room lives on another node of the service: join there (the
+    /// error's `redirect`; protocol 5).
+    RoomElsewhere,
+    /// The room moved to another node of the service (its node lost it):
+    /// reconnect and join again, as after a dropped connection.
+    RoomMoved,
     /// The server failed; not the client's fault.
     Internal,
+    /// The service cannot place the room now (its Redis is out of reach):
+    /// try again shortly.
+    ServiceUnavailable,
 }
 
 impl ErrorCode {
     /// Every code, in the order of their numbers.
-    pub const ALL: [ErrorCode; 23] = [
+    pub const ALL: [ErrorCode; 26] = [
         ErrorCode::UsersigExpired,
         ErrorCode::UsersigUndecodable,
         ErrorCode::UsersigBadSignature,
@@ -86,7 +95,10 @@ impl ErrorCode {
         ErrorCode::NotPublishing,
         ErrorCode::StreamNotFound,
         ErrorCode::RoomNotGranted,
+        ErrorCode::RoomElsewhere,
+        ErrorCode::RoomMoved,
         ErrorCode::Internal,
+        ErrorCode::ServiceUnavailable,
     ];
 
     /// The numeric code.
@@ -114,7 +126,10 @@ impl ErrorCode {
             ErrorCode::NotPublishing => 4013,
             ErrorCode::StreamNotFound => 4014,
             ErrorCode::RoomNotGranted => 4015,
+            ErrorCode::RoomElsewhere => 4016,
+            ErrorCode::RoomMoved => 4017,
             ErrorCode::Internal => 5000,
+            ErrorCode::ServiceUnavailable => 5001,
         }
     }
 

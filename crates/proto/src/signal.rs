@@ -521,6 +521,10 @@ pub struct ErrorMessage {
     /// For `SESSION_BANNED`: why the resumed session was forced out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kick_reason: Option<KickReason>,
+    /// For `ROOM_ELSEWHERE`: the signaling URL of the node that holds the
+    /// room, to join there (protocol 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect: Option<String>,
 }
 
 impl ErrorMessage {
@@ -532,6 +536,7 @@ impl ErrorMessage {
             name,
             message: message.into(),
             kick_reason: None,
+            redirect: None,
         }
     }
 }

@@ -90,7 +90,9 @@ impl ClientError {
                 | ClientError::Server {
                     code: ErrorCode::ServerShuttingDown
                         | ErrorCode::Internal
-                        | ErrorCode::RateLimited,
+                        | ErrorCode::RateLimited
+                        | ErrorCode::RoomMoved
+                        | ErrorCode::ServiceUnavailable,
                     ..
                 }
         )

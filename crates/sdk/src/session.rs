@@ -111,16 +111,49 @@ pub(crate) async fn connect_and_join(
 ) -> Result<(Ws, Joined), ClientError> {
     let timeout = shared.opts.join_timeout;
     let attempt = async {
+        // In a service of several nodes the first node may send the client
+        // to the room's node (`ROOM_ELSEWHERE` with `redirect`); a few hops
+        // at most. Every attempt starts at the configured server, so a
+        // reconnect after the room's node died is placed anew.
+        let mut url = shared.url.clone();
+        for _ in 0..MAX_REDIRECTS {
+            match join_at(shared, &url, room, role, resume.clone()).await? {
+                Ok(joined) => return Ok(joined),
+                Err(next) => {
+                    tracing::info!(from = %url, to = %next, "the room is on another node");
+                    url = next;
+                }
+            }
+        }
+        Err(ClientError::Server {
+            code: kaigi_proto::ErrorCode::RoomElsewhere,
+            message: format!("redirected more than {MAX_REDIRECTS} times"),
+        })
+    };
+    tokio::time::timeout(timeout, attempt)
+        .await
+        .map_err(|_| ClientError::Timeout(timeout.as_millis() as u64))?
+}
+
+/// How many times one join follows `ROOM_ELSEWHERE`.
+const MAX_REDIRECTS: usize = 3;
+
+/// Connects to `url` and joins: the connection and the reply, or the URL
+/// the server sends the client to instead.
+async fn join_at(
+    shared: &Shared,
+    url: &str,
+    room: &RoomId,
+    role: Role,
+    resume: Option<String>,
+) -> Result<Result<(Ws, Joined), String>, ClientError> {
+    {
         // Nagle off: small, latency-bound messages.
         let connector = tokio_tungstenite::Connector::Rustls(shared.tls.clone());
-        let (mut ws, _) = tokio_tungstenite::connect_async_tls_with_config(
-            shared.url.as_str(),
-            None,
-            true,
-            Some(connector),
-        )
-        .await
-        .map_err(|e| connect_error(&shared.url, e))?;
+        let (mut ws, _) =
+            tokio_tungstenite::connect_async_tls_with_config(url, None, true, Some(connector))
+                .await
+                .map_err(|e| connect_error(url, e))?;
         let opts = &shared.opts;
         let join = ClientMessage::Join(JoinRequest {
             req_id: JOIN_REQ_ID,
@@ -136,20 +169,27 @@ pub(crate) async fn connect_and_join(
         send(&mut ws, &join).await?;
         loop {
             match next_message(&mut ws).await {
-                Some(ServerMessage::Joined(j)) if j.req_id == JOIN_REQ_ID => return Ok((ws, j)),
+                Some(ServerMessage::Joined(j)) if j.req_id == JOIN_REQ_ID => {
+                    return Ok(Ok((ws, j)))
+                }
                 Some(ServerMessage::Error(e))
                     if e.req_id == Some(JOIN_REQ_ID) || e.req_id.is_none() =>
                 {
-                    return Err(to_client_error(e))
+                    if let (kaigi_proto::ErrorCode::RoomElsewhere, Some(to)) =
+                        (e.name, e.redirect.as_ref())
+                    {
+                        if to.starts_with("ws://") || to.starts_with("wss://") {
+                            let _ = ws.close(None).await;
+                            return Ok(Err(to.clone()));
+                        }
+                    }
+                    return Err(to_client_error(e));
                 }
                 Some(_) => {}
                 None => return Err(ClientError::ConnectionLost),
             }
         }
-    };
-    tokio::time::timeout(timeout, attempt)
-        .await
-        .map_err(|_| ClientError::Timeout(timeout.as_millis() as u64))?
+    }
 }
 
 fn now() -> std::time::Instant {

@@ -134,6 +134,10 @@ fn load_score(n: &NodeStatus) -> f64 {
 /// rooms.
 pub type LoadFn = Arc<dyn Fn() -> (u64, u64) + Send + Sync>;
 
+/// Whether this node has anyone in a room (a lease of an empty room is
+/// given up).
+pub type RoomsFn = Arc<dyn Fn(SdkAppId, &RoomId) -> bool + Send + Sync>;
+
 /// Who owns a room: a node, and the token of its lease.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Owner {
@@ -205,8 +209,11 @@ pub struct LostLease {
 
 #[derive(Default)]
 struct Held {
-    /// Rooms this node owns, and their lease tokens.
+    /// Rooms this node owns, their lease tokens, and since when.
     leases: HashMap<(SdkAppId, RoomId), u64>,
+    /// When each lease was taken up (a room just placed has nobody in it
+    /// yet: it is not given up for a lease's time).
+    adopted: HashMap<(SdkAppId, RoomId), Instant>,
     /// When Redis last answered a heartbeat.
     last_ok: Option<Instant>,
     /// The last heartbeat's round trip to Redis.
@@ -218,6 +225,7 @@ pub struct Cluster {
     config: ClusterConfig,
     redis: ConnectionManager,
     load: LoadFn,
+    rooms: Mutex<Option<RoomsFn>>,
     held: Mutex<Held>,
     lost: mpsc::UnboundedSender<LostLease>,
     place: redis::Script,
@@ -251,6 +259,7 @@ impl Cluster {
             config,
             redis,
             load,
+            rooms: Mutex::new(None),
             held: Mutex::new(Held::default()),
             lost,
             place: redis::Script::new(PLACE),
@@ -259,6 +268,12 @@ impl Cluster {
         });
         info!(node = %cluster.config.node_id, redis = %cluster.config.redis, "joined the service");
         Ok((cluster, lost_rx))
+    }
+
+    /// Tells the node which rooms have people in them: a lease of a room
+    /// that has been empty for a lease's time is given up each heartbeat.
+    pub fn watch_rooms(&self, rooms: RoomsFn) {
+        *self.rooms.lock() = Some(rooms);
     }
 
     /// The node's configuration.
@@ -318,6 +333,7 @@ impl Cluster {
                 _ = tick.tick() => {}
             }
             let t = Instant::now();
+            self.release_empty().await;
             match self.heartbeat(cpu.percent()).await {
                 Ok(()) => {
                     let mut held = self.held.lock();
@@ -334,7 +350,35 @@ impl Cluster {
         self.leave().await;
     }
 
+    /// Gives up the leases of rooms nobody is in (once a lease's time has
+    /// passed since they were taken up: a placed room waits for its first
+    /// participant that long).
+    async fn release_empty(&self) {
+        let Some(has) = self.rooms.lock().clone() else {
+            return;
+        };
+        let empty: Vec<(SdkAppId, RoomId)> = {
+            let held = self.held.lock();
+            held.leases
+                .keys()
+                .filter(|(a, r)| {
+                    !has(*a, r)
+                        && held
+                            .adopted
+                            .get(&(*a, r.clone()))
+                            .is_none_or(|t| t.elapsed() >= self.config.lease)
+                })
+                .cloned()
+                .collect()
+        };
+        for (app, room) in empty {
+            debug!(%room, "giving up an empty room's lease");
+            self.release(app, &room).await;
+        }
+    }
+
     fn lose(&self, app: SdkAppId, room: RoomId) {
+        self.held.lock().adopted.remove(&(app, room.clone()));
         if let Some(token) = self.held.lock().leases.remove(&(app, room.clone())) {
             warn!(%room, token, "a room's lease was lost");
             let _ = self.lost.send(LostLease { app, room, token });
@@ -436,6 +480,18 @@ impl Cluster {
         }
     }
 
+    /// Where clients reach node `node_id`'s signaling, as it announced.
+    pub async fn advertised(&self, node_id: &str) -> Result<Option<String>, ClusterError> {
+        let mut c = self.redis.clone();
+        let v: Option<String> = redis::cmd("HGET")
+            .arg(self.key("nodes"))
+            .arg(node_id)
+            .query_async(&mut c)
+            .await?;
+        Ok(v.and_then(|j| serde_json::from_str::<NodeStatus>(&j).ok())
+            .map(|n| n.advertise))
+    }
+
     /// The nodes alive now, least loaded first.
     pub async fn live_nodes(&self) -> Result<Vec<NodeStatus>, ClusterError> {
         let mut c = self.redis.clone();
@@ -518,16 +574,21 @@ impl Cluster {
     /// Takes up the lease of a room placed on this node.
     fn adopt(&self, app: SdkAppId, room: &RoomId, owner: &Owner) {
         if owner.node_id == self.config.node_id {
-            self.held
-                .lock()
-                .leases
-                .insert((app, room.clone()), owner.token);
+            let mut held = self.held.lock();
+            let key = (app, room.clone());
+            if held.leases.insert(key.clone(), owner.token) != Some(owner.token) {
+                held.adopted.insert(key, Instant::now());
+            }
         }
     }
 
     /// Gives up a room this node owns (it emptied).
     pub async fn release(&self, app: SdkAppId, room: &RoomId) {
-        let token = self.held.lock().leases.remove(&(app, room.clone()));
+        let token = {
+            let mut held = self.held.lock();
+            held.adopted.remove(&(app, room.clone()));
+            held.leases.remove(&(app, room.clone()))
+        };
         if let Some(token) = token {
             let mut c = self.redis.clone();
             self.release_key(&mut c, app, room, token).await;

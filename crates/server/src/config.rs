@@ -85,6 +85,11 @@ pub struct Config {
     /// Serve TLS (`wss://`, `https://`) with this certificate chain and
     /// key (PEM files); plain `ws://` without.
     pub tls: Option<TlsFiles>,
+    /// Join a service of several nodes on Redis (see [`crate::cluster`]);
+    /// an empty `node_id` is generated, an empty `advertise` is this
+    /// node's own `ws(s)://LISTEN/ws` (which must then not be a wildcard
+    /// address).
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 /// The PEM files of the server's TLS certificate chain and private key.
@@ -120,6 +125,7 @@ impl Config {
             external_ip: None,
             media_port: 0,
             media_tcp_port: None,
+            cluster: None,
         }
     }
 
@@ -165,6 +171,13 @@ pub struct FileConfig {
     pub tls_cert: Option<PathBuf>,
     /// `tls_key = "/etc/kaigi/key.pem"` (with `tls_cert`)
     pub tls_key: Option<PathBuf>,
+    /// `redis = "redis://10.0.0.5:6379"`: join a service of several nodes.
+    pub redis: Option<String>,
+    /// `node_id = "kaigi-1"` (with `redis`; default: generated).
+    pub node_id: Option<String>,
+    /// `advertise = "wss://kaigi-1.example.com/ws"` (with `redis`): where
+    /// clients reach this node.
+    pub advertise: Option<String>,
 }
 
 impl FileConfig {

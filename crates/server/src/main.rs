@@ -55,6 +55,16 @@ struct Args {
     /// The TLS certificate's private key (PEM).
     #[arg(long, env = "KAIGI_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Join a service of several nodes on this Redis (redis://HOST:PORT).
+    #[arg(long, env = "KAIGI_REDIS")]
+    redis: Option<String>,
+    /// This node's id in the service [default: generated].
+    #[arg(long, env = "KAIGI_NODE_ID")]
+    node_id: Option<String>,
+    /// Where clients reach this node's signaling, e.g.
+    /// wss://kaigi-1.example.com/ws [default: ws(s)://LISTEN/ws].
+    #[arg(long, env = "KAIGI_ADVERTISE")]
+    advertise: Option<String>,
 }
 
 #[tokio::main]
@@ -116,6 +126,19 @@ async fn main() -> anyhow::Result<()> {
         _ => anyhow::bail!("TLS needs both a certificate and a key (--tls-cert, --tls-key)"),
     };
     let scheme = if config.tls.is_some() { "wss" } else { "ws" };
+    config.cluster = match args.redis.or(file.redis) {
+        Some(redis) => Some(kaigi_server::cluster::ClusterConfig::new(
+            &redis,
+            &args.node_id.or(file.node_id).unwrap_or_default(),
+            &args.advertise.or(file.advertise).unwrap_or_default(),
+        )),
+        None => {
+            if args.node_id.is_some() || args.advertise.is_some() {
+                anyhow::bail!("--node-id and --advertise belong to a service: give --redis too");
+            }
+            None
+        }
+    };
     let defaults = RateLimit::default();
     config.rate_limit = RateLimit {
         per_sec: file.rate_limit_per_sec.unwrap_or(defaults.per_sec),

@@ -50,7 +50,12 @@ pub async fn start(config: Config) -> std::io::Result<ServerHandle> {
     };
     let media_ports =
         kaigi_rtc::MediaPorts::bind(config.media_ip(), config.media_port, config.media_tcp_port)?;
+    let scheme = if tls.is_some() { "wss" } else { "ws" };
+    let cluster_config = config.cluster.clone();
     let shared = Shared::new(config, media_ports);
+    if let Some(c) = cluster_config {
+        join_service(&shared, c, scheme, addr).await?;
+    }
     let router = router(shared.clone());
     let serve = tokio::spawn(listener::serve(
         listener,
@@ -84,9 +89,89 @@ pub fn router(shared: Arc<Shared>) -> Router {
             "/invite/{code}",
             get(crate::invites::preview).post(crate::invites::redeem),
         )
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .with_state(shared)
+}
+
+/// `ok` for a single node; in a service, whether this node is in it (its
+/// Redis answers), as JSON, with 503 when it is not.
+async fn healthz(State(shared): State<Arc<Shared>>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let Some(cluster) = shared.cluster.get() else {
+        return "ok\n".into_response();
+    };
+    let in_service = cluster.in_service();
+    let body = serde_json::json!({
+        "node": cluster.node_id(),
+        "advertise": cluster.config().advertise,
+        "inService": in_service,
+        "rooms": cluster.owned().len(),
+        "redisLatencyMs": cluster.redis_latency().map(|d| d.as_secs_f64() * 1000.0),
+    });
+    let status = if in_service {
+        axum::http::StatusCode::OK
+    } else {
+        axum::http::StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+/// Joins the service of several nodes on Redis: announces this node,
+/// reports its load, gives up empty rooms, and moves the people of a room
+/// whose lease it lost (they reconnect to the room's new node).
+async fn join_service(
+    shared: &Arc<Shared>,
+    mut config: crate::cluster::ClusterConfig,
+    scheme: &str,
+    addr: SocketAddr,
+) -> std::io::Result<()> {
+    if config.node_id.is_empty() {
+        config.node_id = crate::cluster::generated_node_id();
+    }
+    if config.advertise.is_empty() {
+        if addr.ip().is_unspecified() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "listening on a wildcard address: give --advertise (where clients reach this node)",
+            ));
+        }
+        config.advertise = format!("{scheme}://{addr}/ws");
+    }
+    let load_from = Arc::downgrade(shared);
+    let load: crate::cluster::LoadFn = Arc::new(move || {
+        load_from
+            .upgrade()
+            .map(|s| {
+                let (rooms, participants) = s.read(|r| r.counts());
+                (participants as u64, rooms as u64)
+            })
+            .unwrap_or_default()
+    });
+    let redis = config.redis.clone();
+    let (cluster, mut lost) = crate::cluster::Cluster::connect(config, load)
+        .await
+        .map_err(|e| std::io::Error::other(format!("joining the service on {redis}: {e}")))?;
+    let rooms_from = Arc::downgrade(shared);
+    cluster.watch_rooms(Arc::new(move |app, room| {
+        rooms_from
+            .upgrade()
+            .is_some_and(|s| s.read(|r| r.room(app, room).is_some()))
+    }));
+    let _ = shared.cluster.set(cluster.clone());
+    tokio::spawn(cluster.run(shared.shutdown.clone()));
+    let moves = Arc::downgrade(shared);
+    tokio::spawn(async move {
+        while let Some(l) = lost.recv().await {
+            let Some(shared) = moves.upgrade() else { break };
+            let sessions = shared.sessions_in(l.app, &l.room);
+            tracing::warn!(room = %l.room, people = sessions.len(), "the room's lease was lost: moving its people");
+            for s in sessions {
+                shared.move_session(s);
+            }
+        }
+    });
+    Ok(())
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> String {

@@ -316,6 +316,11 @@ async fn run(socket: WebSocket, shared: Arc<Shared>, peer: SocketAddr) {
                     Some(Outbound::Unsubscribe(publisher, stream_type)) => {
                         s.unsubscribe(publisher, stream_type).await
                     }
+                    Some(Outbound::Moved) => {
+                        info!("the room moved to another node; the client reconnects");
+                        s.fail(ErrorCode::RoomMoved, "the room moved to another node of the service; reconnect and join again", close_code::RESTART).await;
+                        break End::Left;
+                    }
                     Some(Outbound::Kick(reason)) => {
                         info!(%reason, "forced out");
                         s.push(Message::Text(shared.banned_text(reason)));
@@ -487,7 +492,14 @@ impl Session {
             }
             ClientMessage::Join(join) => {
                 let req_id = join.req_id;
-                Some(match self.join(join) {
+                let joined = match self.verify_join(&join) {
+                    Ok(v) => match self.place(v.app, &v.room).await {
+                        Ok(()) => self.join(join, v),
+                        Err(e) => Err(e),
+                    },
+                    Err(e) => Err(e),
+                };
+                Some(match joined {
                     Ok(j) => {
                         self.join_by = None;
                         self.shared.metrics.joins.inc();
@@ -726,7 +738,50 @@ impl Session {
         }
     }
 
-    fn join(&mut self, j: JoinRequest) -> Result<Joined, ErrorMessage> {
+    /// In a service of several nodes, the room's node: this one (the room
+    /// is placed here, or was), or another, which the client is sent to
+    /// (`ROOM_ELSEWHERE` with `redirect`).
+    async fn place(&self, app: SdkAppId, room: &kaigi_proto::RoomId) -> Result<(), ErrorMessage> {
+        let Some(cluster) = self.shared.cluster.get() else {
+            return Ok(());
+        };
+        let unavailable = |e: crate::cluster::ClusterError| {
+            warn!(error = %e, %room, "a room could not be placed");
+            ErrorMessage::new(
+                None,
+                ErrorCode::ServiceUnavailable,
+                format!("the service cannot place the room now ({e}); try again shortly"),
+            )
+        };
+        let owner = cluster.place(app, room).await.map_err(unavailable)?;
+        if owner.node_id == cluster.node_id() {
+            return Ok(());
+        }
+        let url = cluster
+            .advertised(&owner.node_id)
+            .await
+            .map_err(unavailable)?
+            .ok_or_else(|| {
+                unavailable(crate::cluster::ClusterError::Config(format!(
+                    "node {} holds the room but did not say where it is",
+                    owner.node_id
+                )))
+            })?;
+        Metrics::count(&self.shared.metrics.rejected, "redirected");
+        info!(%room, node = %owner.node_id, %url, "the room is on another node: redirected");
+        Err(ErrorMessage {
+            redirect: Some(url.clone()),
+            ..ErrorMessage::new(
+                None,
+                ErrorCode::RoomElsewhere,
+                format!("the room is on another node of the service: join at {url}"),
+            )
+        })
+    }
+
+    /// The checks of `join` (protocol, user, room, app, UserSig, grant):
+    /// done before a room is placed for it.
+    fn verify_join(&self, j: &JoinRequest) -> Result<Verified, ErrorMessage> {
         let invalid = |m: String| ErrorMessage::new(None, ErrorCode::InvalidParameter, m);
         let protocol = j.protocol.unwrap_or(MIN_PROTOCOL_VERSION);
         if !(MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&protocol) {
@@ -775,6 +830,21 @@ impl Session {
                 ));
             }
         }
+        Ok(Verified {
+            protocol,
+            user,
+            room,
+            app,
+        })
+    }
+
+    fn join(&mut self, j: JoinRequest, v: Verified) -> Result<Joined, ErrorMessage> {
+        let Verified {
+            protocol,
+            user,
+            room,
+            app,
+        } = v;
         let resume = j
             .resume
             .as_deref()
@@ -815,6 +885,14 @@ impl Session {
             heartbeat_timeout_ms: timeout.as_millis() as u64,
         })
     }
+}
+
+/// A `join` that passed its checks.
+struct Verified {
+    protocol: u32,
+    user: UserId,
+    room: kaigi_proto::RoomId,
+    app: SdkAppId,
 }
 
 /// How often clients should ping: a quarter of the timeout, at most 5 s.

@@ -39,6 +39,8 @@ pub enum Outbound {
     Subscribe(SessionId, StreamType, StreamKinds),
     /// Stop receiving this publisher's stream of this type.
     Unsubscribe(SessionId, StreamType),
+    /// The room moved to another node: say `ROOM_MOVED`, then close.
+    Moved,
 }
 
 struct SessionHandle {
@@ -68,6 +70,9 @@ pub struct Shared {
     pub media_ports: Arc<kaigi_rtc::MediaPorts>,
     /// The invites made through the admin API.
     pub invites: crate::invites::Invites,
+    /// This node's membership in a service of several nodes, if it is in
+    /// one (set once, as the server starts).
+    pub cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
 }
 
 pub use kaigi_proto::unix_now;
@@ -88,7 +93,28 @@ impl Shared {
             tasks: TaskTracker::new(),
             banned_text: KickReason::ALL.map(|r| ServerMessage::banned(r).to_json().into()),
             publications: Mutex::new(HashMap::new()),
+            cluster: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The sessions in a room (to move them when the room leaves this
+    /// node).
+    pub fn sessions_in(&self, app: SdkAppId, room: &kaigi_proto::RoomId) -> Vec<SessionId> {
+        self.read(|reg| {
+            reg.room(app, room)
+                .map(|r| r.participants().iter().map(|(_, p)| p.session).collect())
+                .unwrap_or_default()
+        })
+    }
+
+    /// Asks a session to go (its room moved to another node): it is told
+    /// `ROOM_MOVED` and closed, and reconnects.
+    pub fn move_session(&self, session: SessionId) {
+        if let Some(h) = self.sessions.lock().get(&session) {
+            if h.outbox.try_send(Outbound::Moved).is_err() {
+                h.drop.cancel();
+            }
+        }
     }
 
     /// Registers a new session's outbox and returns its id.

@@ -190,7 +190,10 @@ impl Machine {
             }
             ServerMessage::Error(e) => {
                 warn!(code = e.code, message = %e.message, "server error");
-                if e.req_id.is_none() && e.name != ErrorCode::ServerShuttingDown {
+                // A server going away or a room moving to another node:
+                // the reconnect that follows is the news.
+                let moving = matches!(e.name, ErrorCode::ServerShuttingDown | ErrorCode::RoomMoved);
+                if e.req_id.is_none() && !moving {
                     self.emit(ClientEvent::Error {
                         code: e.code,
                         name: e.name.to_string(),
