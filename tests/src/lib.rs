@@ -524,7 +524,9 @@ pub fn raw_join(req_id: u64, user: &str, room: u64) -> Value {
 }
 
 /// Helpers for the benchmark binaries.
+pub mod balancer;
 pub mod netlab;
+pub mod node;
 pub mod redis;
 pub mod xvfb;
 

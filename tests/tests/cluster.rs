@@ -346,3 +346,146 @@ async fn clients_of_one_room_through_three_nodes_meet_on_its_node() {
     })
     .await;
 }
+
+/// Whether every client is in a room (connected) with all the others.
+fn all_together(clients: &[kaigi_sdk::Client]) -> bool {
+    clients.iter().all(|c| {
+        c.connection_state() == kaigi_sdk::ConnectionState::Connected
+            && c.remote_users().len() == clients.len() - 1
+    })
+}
+
+/// The node whose `/healthz` says it holds a room.
+async fn node_with_rooms(nodes: &[kaigi_tests::node::NodeProcess]) -> Option<usize> {
+    for (i, n) in nodes.iter().enumerate() {
+        let health: Option<serde_json::Value> =
+            match reqwest::get(format!("http://{}/healthz", n.addr)).await {
+                Ok(r) => r.json().await.ok(),
+                Err(_) => None,
+            };
+        if health.is_some_and(|h| h["rooms"].as_u64() > Some(0)) {
+            return Some(i);
+        }
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_rooms_node_killed_or_drained_its_people_meet_again_on_another() {
+    use kaigi_tests::node::NodeProcess;
+    let redis = RedisServer::start();
+    let mut nodes: Vec<NodeProcess> = ["node-a", "node-b", "node-c"]
+        .iter()
+        .map(|id| NodeProcess::start(&redis.url(), id))
+        .collect();
+    let lb = kaigi_tests::balancer::Balancer::start(nodes.iter().map(|n| n.addr).collect()).await;
+    let entry = kaigi_tests::TestServer::remote(lb.addr);
+    let room = kaigi_tests::room(41);
+    let mut clients = Vec::new();
+    for i in 0..6 {
+        let (c, _events) = entry.client(&format!("user{i}"));
+        within(
+            "join through the balancer",
+            c.join(room.clone(), kaigi_sdk::Role::Anchor),
+        )
+        .await
+        .expect("joined");
+        clients.push(c);
+    }
+    until("all six together", || async { all_together(&clients) }).await;
+    let owner = node_with_rooms(&nodes).await.expect("the room's node");
+    let killed = nodes[owner].id.clone();
+    nodes[owner].kill();
+    let t0 = std::time::Instant::now();
+    // Every client reconnects (through the balancer, which skips the dead
+    // node), the room is placed again on a live node once the dead one's
+    // lease has run out, and they are all together again.
+    until("all six together again", || async {
+        all_together(&clients)
+    })
+    .await;
+    let took = t0.elapsed();
+    let now_on = node_with_rooms(&nodes).await.expect("the room's new node");
+    assert_ne!(nodes[now_on].id, killed);
+    eprintln!(
+        "back together on {} {took:?} after {killed} was killed",
+        nodes[now_on].id
+    );
+    // Drained (SIGTERM, as systemd stops it): the node hands its rooms
+    // back at once, so nobody waits out a lease.
+    let drained = nodes[now_on].id.clone();
+    nodes[now_on].terminate();
+    let t0 = std::time::Instant::now();
+    until("all six together after the drain", || async {
+        all_together(&clients)
+    })
+    .await;
+    let took = t0.elapsed();
+    let last = node_with_rooms(&nodes)
+        .await
+        .expect("the room's third node");
+    assert!(nodes[last].id != drained && nodes[last].id != killed);
+    eprintln!(
+        "back together on {} {took:?} after {drained} was drained",
+        nodes[last].id
+    );
+    for c in &clients {
+        let _ = c.leave().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_joins_with_one_user_id_through_three_nodes_leave_one() {
+    let redis = RedisServer::start();
+    let nodes = [
+        server_node(&redis, "node-a").await,
+        server_node(&redis, "node-b").await,
+        server_node(&redis, "node-c").await,
+    ];
+    let first = cluster_of(&nodes[0]);
+    until("three nodes in the service", || async {
+        live_ids(&first).await.len() == 3
+    })
+    .await;
+    let room = kaigi_tests::room(42);
+    // 100 clients, one user id, through the three nodes at once: TRTC's
+    // rule (the newest wins) holds whichever node each came in through,
+    // because they all end up on the room's node.
+    let mut joins = Vec::new();
+    for i in 0..100 {
+        let (c, events) = nodes[i % 3].client("same-user");
+        joins.push(async move {
+            let r = c.join(room_of(42), kaigi_sdk::Role::Anchor).await;
+            (c, events, r)
+        });
+    }
+    let joined = within("100 racing joins", futures_util::future::join_all(joins)).await;
+    let clients: Vec<_> = joined
+        .into_iter()
+        .filter_map(|(c, e, r)| r.ok().map(|_| (c, e)))
+        .collect();
+    // Each was in the room at some point (a later one then took over).
+    assert_eq!(clients.len(), 100, "every join succeeded");
+    until("exactly one left in the room", || async {
+        let users = nodes_users(&nodes, &room).await;
+        let connected = clients
+            .iter()
+            .filter(|(c, _)| c.connection_state() == kaigi_sdk::ConnectionState::Connected)
+            .count();
+        users == ["same-user"] && connected == 1
+    })
+    .await;
+}
+
+fn room_of(n: u64) -> RoomId {
+    kaigi_tests::room(n)
+}
+
+/// The users in `room` on whichever node holds it.
+async fn nodes_users(nodes: &[kaigi_tests::TestServer], room: &RoomId) -> Vec<String> {
+    let mut all = Vec::new();
+    for n in nodes {
+        all.extend(n.users_in(room).await.unwrap_or_default());
+    }
+    all
+}

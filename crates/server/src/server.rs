@@ -207,6 +207,11 @@ impl ServerHandle {
     /// Stops accepting, tells every client the server is going away
     /// (close code 1012), and waits up to 5 s for every session to end.
     pub async fn shutdown(self) {
+        // In a service, the rooms are handed back first: the clients told
+        // to reconnect then find them placed anew on another node.
+        if let Some(cluster) = self.shared.cluster.get() {
+            cluster.withdraw().await;
+        }
         self.shared.shutdown.cancel();
         self.shared.tasks.close();
         let _ = tokio::time::timeout(Duration::from_secs(5), async {
