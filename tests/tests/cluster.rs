@@ -320,22 +320,13 @@ async fn clients_of_one_room_through_three_nodes_meet_on_its_node() {
         .iter()
         .find(|n| cluster_of(n).node_id() == owner.node_id)
         .unwrap();
-    let mut users = on_owner
-        .users_in(&room)
-        .await
-        .expect("the room on its node");
-    users.sort();
-    assert_eq!(users, ["alice", "bob", "carol"]);
-    for n in nodes
-        .iter()
-        .filter(|n| cluster_of(n).node_id() != owner.node_id)
-    {
-        assert_eq!(
-            n.users_in(&room).await,
-            None,
-            "no room on {}",
-            cluster_of(n).node_id()
-        );
+    for n in &nodes {
+        let here = local_users(n, &room);
+        if cluster_of(n).node_id() == owner.node_id {
+            assert_eq!(here, ["alice", "bob", "carol"]);
+        } else {
+            assert!(here.is_empty(), "no room on {}", cluster_of(n).node_id());
+        }
     }
     assert_eq!(alice.remote_users().len(), 2);
     // Everyone leaves: the node gives the room up.
@@ -483,9 +474,131 @@ fn room_of(n: u64) -> RoomId {
 
 /// The users in `room` on whichever node holds it.
 async fn nodes_users(nodes: &[kaigi_tests::TestServer], room: &RoomId) -> Vec<String> {
-    let mut all = Vec::new();
-    for n in nodes {
-        all.extend(n.users_in(room).await.unwrap_or_default());
+    nodes.iter().flat_map(|n| local_users(n, room)).collect()
+}
+
+/// The users in `room` on node `n` itself (sorted; empty if it has no
+/// such room).
+fn local_users(n: &kaigi_tests::TestServer, room: &RoomId) -> Vec<String> {
+    let mut users: Vec<String> = n.handle().shared().read(|reg| {
+        reg.room(APP, room)
+            .map(|r| {
+                r.participants()
+                    .iter()
+                    .map(|(u, _)| u.to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    });
+    users.sort();
+    users
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn admin_calls_through_any_node_reach_the_rooms_node() {
+    let redis = RedisServer::start();
+    let nodes = [
+        server_node(&redis, "node-a").await,
+        server_node(&redis, "node-b").await,
+        server_node(&redis, "node-c").await,
+    ];
+    let first = cluster_of(&nodes[0]);
+    until("three nodes in the service", || async {
+        live_ids(&first).await.len() == 3
+    })
+    .await;
+    // Two rooms; the second is placed once the first's node reports its
+    // load, so (least loaded first) on another node.
+    let one = kaigi_tests::room(50);
+    let two = kaigi_tests::room(51);
+    let (alice, mut alice_events) = nodes[0].joined("alice", &one).await;
+    let (bob, _bob_events) = nodes[0].joined("bob", &one).await;
+    let owner_one = first.owner_of(APP, &one).await.unwrap().unwrap().node_id;
+    until("the first room's load reported", || async {
+        first
+            .live_nodes()
+            .await
+            .unwrap_or_default()
+            .iter()
+            .any(|n| n.node_id == owner_one && n.participants == 2)
+    })
+    .await;
+    let (_carol, _) = nodes[1].joined("carol", &two).await;
+    let owner_two = first.owner_of(APP, &two).await.unwrap().unwrap().node_id;
+    assert_ne!(owner_one, owner_two, "the second room on another node");
+    let other = nodes
+        .iter()
+        .find(|n| cluster_of(n).node_id() != owner_one)
+        .unwrap();
+    // DescribeRoom and ListRooms through any node see the whole service.
+    for n in &nodes {
+        let mut users = n.users_in(&one).await.expect("the room, through any node");
+        users.sort();
+        assert_eq!(users, ["alice", "bob"]);
+        let listed = n.admin("ListRooms", serde_json::json!({})).await;
+        assert_eq!(listed["Response"]["Total"], 2, "{listed}");
     }
-    all
+    // RemoveUser through a node that does not hold the room.
+    assert_eq!(alice.remote_users().len(), 1);
+    other.remove_users(&one, &["alice"]).await;
+    let (banned, _) = kaigi_tests::expect_event(&mut alice_events, "client-banned").await;
+    assert!(matches!(
+        banned,
+        kaigi_sdk::ClientEvent::ClientBanned {
+            reason: kaigi_proto::KickReason::RemovedByAdmin,
+            ..
+        }
+    ));
+    // DismissRoom through a node that does not hold it.
+    other.dismiss(&one).await;
+    until("bob dismissed too", || async {
+        bob.connection_state() == kaigi_sdk::ConnectionState::Disconnected
+    })
+    .await;
+    until("the room gone, through any node", || async {
+        other.users_in(&one).await.is_none()
+    })
+    .await;
+    // A room that does not exist is one on every node.
+    let missing = other
+        .admin("DescribeRoom", serde_json::json!({"RoomId": 999}))
+        .await;
+    assert_eq!(
+        missing["Response"]["Error"]["Code"], "FailedOperation.RoomNotExist",
+        "{missing}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_removed_session_may_not_resume_through_any_node() {
+    use kaigi_tests::{raw_join, raw_recv, raw_send};
+    let redis = RedisServer::start();
+    let nodes = [
+        server_node(&redis, "node-a").await,
+        server_node(&redis, "node-b").await,
+    ];
+    let first = cluster_of(&nodes[0]);
+    until("two nodes in the service", || async {
+        live_ids(&first).await.len() == 2
+    })
+    .await;
+    let room = kaigi_tests::room(60);
+    let (c, mut events) = nodes[0].client("dave");
+    let info = c
+        .join(room.clone(), kaigi_sdk::Role::Anchor)
+        .await
+        .expect("joined");
+    nodes[1].remove_users(&room, &["dave"]).await;
+    kaigi_tests::expect_event(&mut events, "client-banned").await;
+    // Resuming that session, through either node, is refused as TRTC's
+    // client would be: the session was forced out.
+    for n in &nodes {
+        let mut ws = n.raw().await;
+        let mut join = raw_join(1, "dave", 60);
+        join["resume"] = serde_json::json!(info.session_id);
+        raw_send(&mut ws, join).await;
+        let reply = raw_recv(&mut ws).await.expect("a reply");
+        assert_eq!(reply["name"], "SESSION_BANNED", "{reply}");
+        assert_eq!(reply["kickReason"], "removed-by-admin");
+    }
 }

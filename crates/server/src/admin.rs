@@ -16,7 +16,7 @@ use kaigi_proto::{usersig, SdkAppId, UserId, UserSigError, ADMIN_IDENTIFIER};
 use serde_json::{json, Map, Value};
 use tracing::info;
 
-use crate::metrics::AdminCall;
+use crate::metrics::{AdminCall, Metrics};
 use crate::registry::RoomNotExist;
 use crate::state::{unix_now, Shared};
 
@@ -100,8 +100,156 @@ async fn serve(
     let action = Action::parse(action)
         .ok_or_else(|| err("InvalidAction", format!("no such action: {action}")))?;
     let bytes = read_body(body).await?;
+    let request = Request::parse(action, &bytes, app)?;
+    if let Some(cluster) = shared.cluster.get() {
+        match &request {
+            Request::RemoveUser { room, .. }
+            | Request::DismissRoom { room }
+            | Request::DescribeRoom { room } => {
+                let owner = cluster.owner_of(app, room).await.map_err(unavailable)?;
+                if let Some(o) = owner.filter(|o| o.node_id != cluster.node_id()) {
+                    return forward(shared, cluster, &o.node_id, app, &request).await;
+                }
+            }
+            Request::ListRooms { offset, limit } => {
+                return list_service(shared, cluster, app, *offset, *limit).await;
+            }
+            _ => {}
+        }
+    }
+    execute(shared, app, request)
+}
+
+/// The service's Redis could not be asked.
+fn unavailable(e: crate::cluster::ClusterError) -> ApiError {
+    err(
+        "FailedOperation.ServiceUnavailable",
+        format!("the service cannot reach its Redis now: {e}"),
+    )
+}
+
+/// How long a request carried out by another node may take.
+pub const ROUTED_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Has node `node` (the room's) carry out `request`, through Redis.
+async fn forward(
+    shared: &Shared,
+    cluster: &crate::cluster::Cluster,
+    node: &str,
+    app: SdkAppId,
+    request: &Request,
+) -> Result<Map<String, Value>, ApiError> {
+    Metrics::count(&shared.metrics.routed, request.action().name());
+    let body = json!({"app": app.0, "action": request.action().name(), "body": request.body(app)});
+    let reply = cluster
+        .call(node, body, ROUTED_TIMEOUT)
+        .await
+        .map_err(|e| err("InternalError", format!("the room's node {node}: {e}")))?;
+    reply_result(reply)
+}
+
+/// An answer from another node as this node's.
+fn reply_result(reply: Value) -> Result<Map<String, Value>, ApiError> {
+    if let Some(Value::Object(ok)) = reply.get("ok") {
+        return Ok(ok.clone());
+    }
+    let code = reply["error"]["code"].as_str().unwrap_or("InternalError");
+    let message = reply["error"]["message"].as_str().unwrap_or("");
+    Err(AdminError::new(code, message))
+}
+
+/// `ListRooms` of the whole service: every live node's rooms, merged in
+/// room order, then the page.
+async fn list_service(
+    shared: &Shared,
+    cluster: &crate::cluster::Cluster,
+    app: SdkAppId,
+    offset: usize,
+    limit: usize,
+) -> Result<Map<String, Value>, ApiError> {
+    let nodes = cluster.live_nodes().await.map_err(unavailable)?;
+    let mut all = local_rooms(shared, app);
+    let asks = nodes
+        .iter()
+        .filter(|n| n.node_id != cluster.node_id())
+        .map(|n| {
+            cluster.call(
+                &n.node_id,
+                json!({"app": app.0, "action": LIST_HERE}),
+                ROUTED_TIMEOUT,
+            )
+        });
+    for reply in futures_util::future::join_all(asks).await {
+        let reply = reply.map_err(|e| err("InternalError", e.to_string()))?;
+        let mut listed: Vec<ListedRoom> = reply_result(reply)
+            .ok()
+            .and_then(|m| serde_json::from_value(m.get("Rooms").cloned()?).ok())
+            .unwrap_or_default();
+        all.append(&mut listed);
+    }
+    all.sort_by_key(|r| r.room.room());
+    let listed = ListedRooms {
+        total: all.len(),
+        rooms: all.into_iter().skip(offset).take(limit).collect(),
+    };
+    match json!(listed) {
+        Value::Object(m) => Ok(m),
+        _ => Ok(Map::new()),
+    }
+}
+
+/// What another node asks for its own rooms (not an action of the API).
+const LIST_HERE: &str = "ListRoomsHere";
+
+/// This node's rooms of `app`, in room order.
+fn local_rooms(shared: &Shared, app: SdkAppId) -> Vec<ListedRoom> {
+    shared.read(|reg| {
+        reg.rooms(app)
+            .iter()
+            .map(|(id, r)| ListedRoom {
+                room: (*id).into(),
+                user_count: r.len(),
+                create_time: r.created_at,
+            })
+            .collect()
+    })
+}
+
+/// Carries out a request another node sent (it routed it here): the
+/// room's actions, or this node's rooms for a `ListRooms` of the service.
+pub async fn serve_routed(shared: Arc<Shared>, body: Value) -> Value {
+    let answer = |r: Result<Map<String, Value>, ApiError>| match r {
+        Ok(m) => json!({"ok": m}),
+        Err(e) => json!({"error": {"code": e.code, "message": e.message}}),
+    };
+    let Some(app) = body["app"].as_u64().and_then(|a| u32::try_from(a).ok()) else {
+        return answer(Err(err("InvalidParameter", "no app")));
+    };
+    let app = SdkAppId(app);
+    let action = body["action"].as_str().unwrap_or_default();
+    if action == LIST_HERE {
+        return answer(Ok([("Rooms".to_owned(), json!(local_rooms(&shared, app)))]
+            .into_iter()
+            .collect()));
+    }
+    let Some(action) = Action::parse(action) else {
+        return answer(Err(err(
+            "InvalidAction",
+            format!("no such action: {action}"),
+        )));
+    };
+    let bytes = serde_json::to_vec(&body["body"]).unwrap_or_default();
+    answer(Request::parse(action, &bytes, app).and_then(|r| execute(&shared, app, r)))
+}
+
+/// Carries out a request on this node's own registry.
+fn execute(
+    shared: &Shared,
+    app: SdkAppId,
+    request: Request,
+) -> Result<Map<String, Value>, ApiError> {
     let now = unix_now();
-    let fields = match Request::parse(action, &bytes, app)? {
+    let fields = match request {
         Request::RemoveUser { room, users } => {
             let removed = shared.try_apply(|reg| reg.remove_users(app, &room, &users, now))?;
             info!(%app, %room, removed = ?removed.iter().map(UserId::as_str).collect::<Vec<_>>(), "users removed");

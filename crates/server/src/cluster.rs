@@ -12,13 +12,17 @@
 //!   [`ClusterConfig::heartbeat`]);
 //! - `room:{app}:{n|s}:{room}`: `{node}|{token}`, the room's owner, with a
 //!   time to live of the lease;
-//! - `fence`: the counter every placement's token is taken from.
+//! - `kicked:{session}`: why a session was forced out, for as long as
+//!   it may not `resume`;
+//! - `fence`: the counter every placement's token is taken from;
+//! - `rpc:{node}`: the pub/sub channel a node takes requests (and replies
+//!   to its own requests) on, see [`Cluster::call`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kaigi_proto::{RoomId, SdkAppId};
+use kaigi_proto::{KickReason, RoomId, SdkAppId};
 use parking_lot::Mutex;
 use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
@@ -105,6 +109,9 @@ pub enum ClusterError {
     /// No node is alive to place a room on.
     #[error("no node of the service is alive")]
     NoNodes,
+    /// A request to another node failed.
+    #[error("a request to another node: {0}")]
+    Rpc(String),
 }
 
 /// What a node tells the others about itself.
@@ -221,15 +228,48 @@ struct Held {
     latency: Option<Duration>,
 }
 
+/// What a node does with a request from another: the request's body in,
+/// the reply's out.
+pub type RpcHandler = Arc<
+    dyn Fn(
+            serde_json::Value,
+        )
+            -> std::pin::Pin<Box<dyn std::future::Future<Output = serde_json::Value> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// A request or reply between nodes, on the receiver's `rpc:` channel.
+#[derive(Debug, Serialize, Deserialize)]
+struct Envelope {
+    /// Pairs a reply with its request.
+    id: u64,
+    /// The sender's node id (where a request's reply goes).
+    from: String,
+    /// Whether this is a reply.
+    reply: bool,
+    body: serde_json::Value,
+}
+
+/// The most requests waiting for replies at once.
+const MAX_PENDING_CALLS: usize = 10_000;
+
 /// This node's membership in the service. See the module doc.
 pub struct Cluster {
     config: ClusterConfig,
+    client: redis::Client,
     redis: ConnectionManager,
+    /// Requests sent to other nodes, waiting for their replies.
+    pending: Mutex<HashMap<u64, tokio::sync::oneshot::Sender<serde_json::Value>>>,
+    next_call: std::sync::atomic::AtomicU64,
+    rpc: Mutex<Option<RpcHandler>>,
     load: LoadFn,
     rooms: Mutex<Option<RoomsFn>>,
     held: Mutex<Held>,
     /// Set once the node has left the service (it is stopping).
     withdrawn: std::sync::atomic::AtomicBool,
+    /// Rooms this node placed.
+    placed: std::sync::atomic::AtomicU64,
     lost: mpsc::UnboundedSender<LostLease>,
     place: redis::Script,
     renew: redis::Script,
@@ -260,11 +300,16 @@ impl Cluster {
         let (lost, lost_rx) = mpsc::unbounded_channel();
         let cluster = Arc::new(Cluster {
             config,
+            client,
             redis,
+            pending: Mutex::new(HashMap::new()),
+            next_call: std::sync::atomic::AtomicU64::new(1),
+            rpc: Mutex::new(None),
             load,
             rooms: Mutex::new(None),
             held: Mutex::new(Held::default()),
             withdrawn: std::sync::atomic::AtomicBool::new(false),
+            placed: std::sync::atomic::AtomicU64::new(0),
             lost,
             place: redis::Script::new(PLACE),
             renew: redis::Script::new(RENEW),
@@ -272,6 +317,158 @@ impl Cluster {
         });
         info!(node = %cluster.config.node_id, redis = %cluster.config.redis, "joined the service");
         Ok((cluster, lost_rx))
+    }
+
+    /// Carries out other nodes' requests with `handler` (see
+    /// [`Cluster::call`]).
+    pub fn serve_rpc(&self, handler: RpcHandler) {
+        *self.rpc.lock() = Some(handler);
+    }
+
+    /// Asks node `node` to carry out `body` (its [`Cluster::serve_rpc`]
+    /// handler) and waits for its reply, at most `timeout`.
+    pub async fn call(
+        &self,
+        node: &str,
+        body: serde_json::Value,
+        timeout: Duration,
+    ) -> Result<serde_json::Value, ClusterError> {
+        let id = self
+            .next_call
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        {
+            let mut pending = self.pending.lock();
+            if pending.len() >= MAX_PENDING_CALLS {
+                return Err(ClusterError::Rpc(
+                    "too many requests to other nodes at once".into(),
+                ));
+            }
+            pending.insert(id, tx);
+        }
+        let envelope = Envelope {
+            id,
+            from: self.config.node_id.clone(),
+            reply: false,
+            body,
+        };
+        let sent = self.publish(node, &envelope).await;
+        let result = match sent {
+            Ok(0) => Err(ClusterError::Rpc(format!("node {node} is not listening"))),
+            Ok(_) => match tokio::time::timeout(timeout, rx).await {
+                Ok(Ok(reply)) => Ok(reply),
+                Ok(Err(_)) => Err(ClusterError::Rpc("the reply was lost".into())),
+                Err(_) => Err(ClusterError::Rpc(format!(
+                    "node {node} did not answer within {} ms",
+                    timeout.as_millis()
+                ))),
+            },
+            Err(e) => Err(e),
+        };
+        self.pending.lock().remove(&id);
+        result
+    }
+
+    /// Publishes `envelope` on `node`'s channel; how many received it.
+    async fn publish(&self, node: &str, envelope: &Envelope) -> Result<i64, ClusterError> {
+        let mut c = self.redis.clone();
+        let text = serde_json::to_string(envelope).unwrap_or_default();
+        Ok(redis::cmd("PUBLISH")
+            .arg(self.key(&format!("rpc:{node}")))
+            .arg(text)
+            .query_async(&mut c)
+            .await?)
+    }
+
+    /// Listens on this node's channel until `stop`: requests are carried
+    /// out (each on a task of its own) and answered, replies reach their
+    /// callers. A dropped subscription is made again after a heartbeat.
+    async fn listen(self: Arc<Self>, stop: CancellationToken) {
+        use futures_util::StreamExt;
+        let channel = self.key(&format!("rpc:{}", self.config.node_id));
+        loop {
+            let subscribed = async {
+                let mut pubsub = self.client.get_async_pubsub().await?;
+                pubsub.subscribe(&channel).await?;
+                Ok::<_, redis::RedisError>(pubsub)
+            };
+            let pubsub = tokio::select! {
+                _ = stop.cancelled() => return,
+                s = subscribed => s,
+            };
+            match pubsub {
+                Ok(pubsub) => {
+                    let mut messages = pubsub.into_on_message();
+                    loop {
+                        let msg = tokio::select! {
+                            _ = stop.cancelled() => return,
+                            m = messages.next() => m,
+                        };
+                        let Some(msg) = msg else { break };
+                        match serde_json::from_slice::<Envelope>(msg.get_payload_bytes()) {
+                            Ok(e) => self.clone().received(e),
+                            Err(e) => warn!(error = %e, "an unreadable message between nodes"),
+                        }
+                    }
+                    debug!("the subscription to other nodes' requests dropped");
+                }
+                Err(e) => debug!(error = %e, "subscribing to other nodes' requests"),
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(self.config.heartbeat) => {}
+            }
+        }
+    }
+
+    fn received(self: Arc<Self>, e: Envelope) {
+        if e.reply {
+            if let Some(tx) = self.pending.lock().remove(&e.id) {
+                let _ = tx.send(e.body);
+            }
+            return;
+        }
+        let Some(handler) = self.rpc.lock().clone() else {
+            return;
+        };
+        tokio::spawn(async move {
+            let body = handler(e.body).await;
+            let reply = Envelope {
+                id: e.id,
+                from: self.config.node_id.clone(),
+                reply: true,
+                body,
+            };
+            if let Err(err) = self.publish(&e.from, &reply).await {
+                debug!(error = %err, to = %e.from, "a reply to another node was not sent");
+            }
+        });
+    }
+
+    /// Remembers for every node that session `session` was forced out
+    /// (`reason`), for `secs`: it may not `resume` anywhere.
+    pub async fn remember_kick(&self, session: u64, reason: KickReason, secs: u64) {
+        let mut c = self.redis.clone();
+        let set: Result<(), _> = redis::cmd("SET")
+            .arg(self.key(&format!("kicked:{session:016x}")))
+            .arg(reason.as_str())
+            .arg("EX")
+            .arg(secs)
+            .query_async(&mut c)
+            .await;
+        if let Err(e) = set {
+            warn!(error = %e, "a forced exit could not be told to the service");
+        }
+    }
+
+    /// Why session `session` was forced out, if any node said so.
+    pub async fn kicked(&self, session: u64) -> Result<Option<KickReason>, ClusterError> {
+        let mut c = self.redis.clone();
+        let v: Option<String> = redis::cmd("GET")
+            .arg(self.key(&format!("kicked:{session:016x}")))
+            .query_async(&mut c)
+            .await?;
+        Ok(v.and_then(|r| KickReason::ALL.into_iter().find(|k| k.as_str() == r)))
     }
 
     /// Tells the node which rooms have people in them: a lease of a room
@@ -310,6 +507,11 @@ impl Cluster {
             .is_some_and(|t| t.elapsed() < self.config.lease)
     }
 
+    /// Rooms this node placed (on any node).
+    pub fn placements(&self) -> u64 {
+        self.placed.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// The last heartbeat's round trip to Redis.
     pub fn redis_latency(&self) -> Option<Duration> {
         self.held.lock().latency
@@ -328,6 +530,7 @@ impl Cluster {
     /// Announces the node and renews its leases every heartbeat until
     /// `stop`; then withdraws the node and releases its leases.
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
+        tokio::spawn(self.clone().listen(stop.clone()));
         let mut tick = tokio::time::interval(self.config.heartbeat);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut cpu = CpuMeter::new();
@@ -581,6 +784,8 @@ impl Cluster {
             ClusterError::Config(format!("a room's owner in Redis is unreadable: {v:?}"))
         })?;
         info!(%room, node = %owner.node_id, token = owner.token, "room placed");
+        self.placed
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.adopt(app, room, &owner);
         Ok(owner)
     }

@@ -47,6 +47,18 @@ pub struct Metrics {
     refused_media_tcp: Counter,
     /// Peer connections on the media ports.
     pub media_connections: Gauge,
+    /// In a service: admin calls carried out by the room's node, by action.
+    pub routed: Family<Reason, Counter>,
+    /// In a service: joins sent to the room's node (`ROOM_ELSEWHERE`).
+    pub redirected: Counter,
+    /// In a service: rooms this node placed (on any node).
+    pub placements: Counter,
+    /// In a service: the last heartbeat's round trip to Redis, µs (-1:
+    /// no answer yet).
+    pub redis_latency_us: Gauge,
+    /// In a service: whether this node is in it (1) or its Redis is out of
+    /// reach (0).
+    pub in_service: Gauge,
 }
 
 impl Metrics {
@@ -65,6 +77,11 @@ impl Metrics {
             junk_datagrams: Counter::default(),
             refused_media_tcp: Counter::default(),
             media_connections: Gauge::default(),
+            routed: Family::default(),
+            redirected: Counter::default(),
+            placements: Counter::default(),
+            redis_latency_us: Gauge::default(),
+            in_service: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -105,6 +122,31 @@ impl Metrics {
             "media_connections",
             "Peer connections on the media ports",
             m.media_connections.clone(),
+        );
+        registry.register(
+            "routed_admin_calls",
+            "Admin calls carried out by the room's node (several nodes), by action",
+            m.routed.clone(),
+        );
+        registry.register(
+            "redirected_joins",
+            "Joins sent to the room's node (several nodes)",
+            m.redirected.clone(),
+        );
+        registry.register(
+            "placements",
+            "Rooms this node placed (several nodes)",
+            m.placements.clone(),
+        );
+        registry.register(
+            "redis_latency_us",
+            "The last heartbeat's round trip to Redis in microseconds (several nodes)",
+            m.redis_latency_us.clone(),
+        );
+        registry.register(
+            "in_service",
+            "Whether this node is in its service: 1, or 0 while its Redis is out of reach (several nodes)",
+            m.in_service.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -158,6 +158,18 @@ async fn join_service(
             .upgrade()
             .is_some_and(|s| s.read(|r| r.room(app, room).is_some()))
     }));
+    let served = Arc::downgrade(shared);
+    cluster.serve_rpc(Arc::new(move |body| {
+        let shared = served.upgrade();
+        Box::pin(async move {
+            match shared {
+                Some(s) => crate::admin::serve_routed(s, body).await,
+                None => {
+                    serde_json::json!({"error": {"code": "InternalError", "message": "stopping"}})
+                }
+            }
+        })
+    }));
     let _ = shared.cluster.set(cluster.clone());
     tokio::spawn(cluster.run(shared.shutdown.clone()));
     let moves = Arc::downgrade(shared);
@@ -175,6 +187,17 @@ async fn join_service(
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> String {
+    if let Some(c) = shared.cluster.get() {
+        let m = &shared.metrics;
+        m.in_service.set(i64::from(c.in_service()));
+        m.redis_latency_us.set(
+            c.redis_latency()
+                .map_or(-1, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX)),
+        );
+        m.placements
+            .inner()
+            .store(c.placements(), std::sync::atomic::Ordering::Relaxed);
+    }
     let on_ports = shared.media_ports.connections();
     shared
         .metrics

@@ -493,10 +493,13 @@ impl Session {
             ClientMessage::Join(join) => {
                 let req_id = join.req_id;
                 let joined = match self.verify_join(&join) {
-                    Ok(v) => match self.place(v.app, &v.room).await {
-                        Ok(()) => self.join(join, v),
-                        Err(e) => Err(e),
-                    },
+                    Ok(v) => {
+                        let placed = match self.resume_allowed(&join).await {
+                            Ok(()) => self.place(v.app, &v.room).await,
+                            Err(e) => Err(e),
+                        };
+                        placed.and_then(|()| self.join(join, v))
+                    }
                     Err(e) => Err(e),
                 };
                 Some(match joined {
@@ -767,7 +770,7 @@ impl Session {
                     owner.node_id
                 )))
             })?;
-        Metrics::count(&self.shared.metrics.rejected, "redirected");
+        self.shared.metrics.redirected.inc();
         info!(%room, node = %owner.node_id, %url, "the room is on another node: redirected");
         Err(ErrorMessage {
             redirect: Some(url.clone()),
@@ -777,6 +780,33 @@ impl Session {
                 format!("the room is on another node of the service: join at {url}"),
             )
         })
+    }
+
+    /// In a service, whether the session a join resumes was forced out on
+    /// any node (each remembers its own too).
+    async fn resume_allowed(&self, j: &JoinRequest) -> Result<(), ErrorMessage> {
+        let (Some(cluster), Some(resume)) = (
+            self.shared.cluster.get(),
+            j.resume
+                .as_deref()
+                .and_then(|r| u64::from_str_radix(r, 16).ok()),
+        ) else {
+            return Ok(());
+        };
+        match cluster.kicked(resume).await {
+            Ok(Some(reason)) => Err(ErrorMessage {
+                kick_reason: Some(reason),
+                ..ErrorMessage::new(None, ErrorCode::SessionBanned, reason.message())
+            }),
+            Ok(None) => Ok(()),
+            Err(e) => Err(ErrorMessage::new(
+                None,
+                ErrorCode::ServiceUnavailable,
+                format!(
+                    "the service cannot check the resumed session now ({e}); try again shortly"
+                ),
+            )),
+        }
     }
 
     /// The checks of `join` (protocol, user, room, app, UserSig, grant):

@@ -234,6 +234,12 @@ impl Shared {
                 }
                 Effect::Kick { session, reason } => {
                     Metrics::count(&self.metrics.kicks, reason.as_str());
+                    if let Some(c) = self.cluster.get().cloned() {
+                        tokio::spawn(async move {
+                            c.remember_kick(session, reason, crate::registry::KICKED_MEMORY_SECS)
+                                .await
+                        });
+                    }
                     deliver(session, Outbound::Kick(reason));
                 }
             }

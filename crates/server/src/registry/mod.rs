@@ -12,7 +12,7 @@ use kaigi_proto::{KickReason, Role, RoomId, SdkAppId, UserId};
 pub use types::*;
 
 /// How long a forced-out session is remembered, so that it cannot resume.
-const KICKED_MEMORY_SECS: u64 = 600;
+pub const KICKED_MEMORY_SECS: u64 = 600;
 /// At most this many forced-out sessions are remembered.
 const KICKED_MEMORY_MAX: usize = 100_000;
 
