@@ -111,7 +111,7 @@ async fn placements(c: &Arc<Cluster>, secs: u64) -> f64 {
         let batch: Vec<_> = (0..16)
             .map(|i| {
                 let c = c.clone();
-                let room = RoomId::str(&format!("placed-{}", next + i)).unwrap();
+                let room = RoomId::str(format!("placed-{}", next + i)).unwrap();
                 async move { c.place(APP, &room).await }
             })
             .collect();
