@@ -12,32 +12,13 @@ use std::time::{Duration, Instant};
 use kaigi_proto::RoomId;
 use kaigi_sdk::{ClientEvent, Role};
 use kaigi_server::cluster::{Cluster, ClusterConfig};
-use kaigi_tests::bench::{machine, write_results};
+use kaigi_tests::bench::{machine, stats, write_results, Stats};
 use kaigi_tests::redis::RedisServer;
 use kaigi_tests::{room, TestServer, APP};
 use serde_json::json;
 
 fn main() {
     kaigi_tests::bench::main(run);
-}
-
-struct Stats {
-    p50: f64,
-    p99: f64,
-    max: f64,
-    n: usize,
-}
-
-fn stats(mut v: Vec<Duration>) -> Stats {
-    v.sort();
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    let at = |q: f64| ms(v[((v.len() as f64 * q).ceil() as usize).clamp(1, v.len()) - 1]);
-    Stats {
-        p50: at(0.50),
-        p99: at(0.99),
-        max: ms(*v.last().unwrap()),
-        n: v.len(),
-    }
 }
 
 async fn node(redis: &RedisServer, id: &str) -> TestServer {

@@ -10,32 +10,13 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use kaigi_sdk::{ClientEvent, Role};
-use kaigi_tests::bench::{machine, write_results, ChildServer};
+use kaigi_tests::bench::{machine, stats, write_results, ChildServer, Stats};
 use kaigi_tests::{raw_join, room, TestServer};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
 fn main() {
     kaigi_tests::bench::main(run);
-}
-
-struct Stats {
-    p50: f64,
-    p99: f64,
-    max: f64,
-    n: usize,
-}
-
-fn stats(mut v: Vec<Duration>) -> Stats {
-    v.sort();
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    let at = |q: f64| ms(v[((v.len() as f64 * q).ceil() as usize).clamp(1, v.len()) - 1]);
-    Stats {
-        p50: at(0.50),
-        p99: at(0.99),
-        max: ms(*v.last().unwrap()),
-        n: v.len(),
-    }
 }
 
 async fn join_leave(server: &TestServer, n: usize) -> (Stats, Stats) {

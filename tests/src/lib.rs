@@ -535,6 +535,32 @@ pub mod bench {
     use std::process::{Command, Stdio};
     use std::time::Duration;
 
+    /// Latencies summed up: the median, the 99th percentile and the
+    /// slowest, in ms, of `n`.
+    pub struct Stats {
+        /// The median, ms.
+        pub p50: f64,
+        /// The 99th percentile, ms.
+        pub p99: f64,
+        /// The slowest, ms.
+        pub max: f64,
+        /// How many.
+        pub n: usize,
+    }
+
+    /// The [`Stats`] of some latencies (at least one).
+    pub fn stats(mut v: Vec<Duration>) -> Stats {
+        v.sort();
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let at = |q: f64| ms(v[((v.len() as f64 * q).ceil() as usize).clamp(1, v.len()) - 1]);
+        Stats {
+            p50: at(0.50),
+            p99: at(0.99),
+            max: ms(*v.last().expect("at least one")),
+            n: v.len(),
+        }
+    }
+
     use super::test_config;
 
     const SERVE_ENV: &str = "KAIGI_BENCH_SERVE";

@@ -167,3 +167,18 @@ pub fn window(
     conn.sync().unwrap();
     TestWindow { id, _conn: conn }
 }
+
+/// The PSNR of plane `a` against plane `b` (8-bit samples), in dB
+/// (infinite when they are equal).
+pub fn psnr(a: &[u8], b: &[u8]) -> f64 {
+    let mse: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (f64::from(*x) - f64::from(*y)).powi(2))
+        .sum::<f64>()
+        / a.len() as f64;
+    if mse == 0.0 {
+        return f64::INFINITY;
+    }
+    10.0 * (255.0f64 * 255.0 / mse).log10()
+}

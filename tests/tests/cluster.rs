@@ -267,6 +267,20 @@ async fn server_node(redis: &RedisServer, id: &str) -> kaigi_tests::TestServer {
     s
 }
 
+/// In-process nodes `ids` of one service, once all are in it.
+async fn service(redis: &RedisServer, ids: &[&str]) -> Vec<kaigi_tests::TestServer> {
+    let mut nodes = Vec::new();
+    for id in ids {
+        nodes.push(server_node(redis, id).await);
+    }
+    let first = cluster_of(&nodes[0]);
+    until("every node in the service", || async {
+        live_ids(&first).await.len() == ids.len()
+    })
+    .await;
+    nodes
+}
+
 fn cluster_of(s: &kaigi_tests::TestServer) -> Arc<Cluster> {
     s.handle()
         .shared()
@@ -279,16 +293,8 @@ fn cluster_of(s: &kaigi_tests::TestServer) -> Arc<Cluster> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn clients_of_one_room_through_three_nodes_meet_on_its_node() {
     let redis = RedisServer::start();
-    let nodes = [
-        server_node(&redis, "node-a").await,
-        server_node(&redis, "node-b").await,
-        server_node(&redis, "node-c").await,
-    ];
+    let nodes = service(&redis, &["node-a", "node-b", "node-c"]).await;
     let first = cluster_of(&nodes[0]);
-    until("three nodes in the service", || async {
-        live_ids(&first).await.len() == 3
-    })
-    .await;
     // /healthz says so.
     let health: serde_json::Value =
         reqwest::get(format!("http://{}/healthz", nodes[1].handle().local_addr()))
@@ -428,16 +434,7 @@ async fn the_rooms_node_killed_or_drained_its_people_meet_again_on_another() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn racing_joins_with_one_user_id_through_three_nodes_leave_one() {
     let redis = RedisServer::start();
-    let nodes = [
-        server_node(&redis, "node-a").await,
-        server_node(&redis, "node-b").await,
-        server_node(&redis, "node-c").await,
-    ];
-    let first = cluster_of(&nodes[0]);
-    until("three nodes in the service", || async {
-        live_ids(&first).await.len() == 3
-    })
-    .await;
+    let nodes = service(&redis, &["node-a", "node-b", "node-c"]).await;
     let room = kaigi_tests::room(42);
     // 100 clients, one user id, through the three nodes at once: TRTC's
     // rule (the newest wins) holds whichever node each came in through,
@@ -497,16 +494,8 @@ fn local_users(n: &kaigi_tests::TestServer, room: &RoomId) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn admin_calls_through_any_node_reach_the_rooms_node() {
     let redis = RedisServer::start();
-    let nodes = [
-        server_node(&redis, "node-a").await,
-        server_node(&redis, "node-b").await,
-        server_node(&redis, "node-c").await,
-    ];
+    let nodes = service(&redis, &["node-a", "node-b", "node-c"]).await;
     let first = cluster_of(&nodes[0]);
-    until("three nodes in the service", || async {
-        live_ids(&first).await.len() == 3
-    })
-    .await;
     // Two rooms; the second is placed once the first's node reports its
     // load, so (least loaded first) on another node.
     let one = kaigi_tests::room(50);
@@ -573,15 +562,7 @@ async fn admin_calls_through_any_node_reach_the_rooms_node() {
 async fn a_removed_session_may_not_resume_through_any_node() {
     use kaigi_tests::{raw_join, raw_recv, raw_send};
     let redis = RedisServer::start();
-    let nodes = [
-        server_node(&redis, "node-a").await,
-        server_node(&redis, "node-b").await,
-    ];
-    let first = cluster_of(&nodes[0]);
-    until("two nodes in the service", || async {
-        live_ids(&first).await.len() == 2
-    })
-    .await;
+    let nodes = service(&redis, &["node-a", "node-b"]).await;
     let room = kaigi_tests::room(60);
     let (c, mut events) = nodes[0].client("dave");
     let info = c

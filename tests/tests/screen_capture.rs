@@ -5,20 +5,7 @@
 
 use kaigi_media::screen::{bgrx_to_i420, ScreenTarget, X11Screen};
 use kaigi_media::{Content, H264Decoder, H264Encoder, H264Settings, VideoFrame};
-use kaigi_tests::xvfb::{draw, picture, window, Xvfb};
-
-fn psnr(a: &[u8], b: &[u8]) -> f64 {
-    let mse: f64 = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| (f64::from(*x) - f64::from(*y)).powi(2))
-        .sum::<f64>()
-        / a.len() as f64;
-    if mse == 0.0 {
-        return f64::INFINITY;
-    }
-    10.0 * (255.0f64 * 255.0 / mse).log10()
-}
+use kaigi_tests::xvfb::{draw, picture, psnr, window, Xvfb};
 
 #[test]
 fn a_drawn_screen_is_captured_exactly_and_survives_screen_coding() {

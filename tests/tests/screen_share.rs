@@ -10,22 +10,9 @@ use kaigi_media::screen::bgrx_to_i420;
 use kaigi_sdk::{
     AudioInput, ClientEvent, LocalStream, LocalStreamConfig, RemoteStream, StreamType, VideoInput,
 };
-use kaigi_tests::xvfb::{draw, picture, Xvfb};
+use kaigi_tests::xvfb::{draw, picture, psnr, Xvfb};
 use kaigi_tests::{expect_event, raw_join, raw_recv, raw_send, wait_for, within, TestServer};
 use serde_json::json;
-
-fn psnr(a: &[u8], b: &[u8]) -> f64 {
-    let mse: f64 = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| (f64::from(*x) - f64::from(*y)).powi(2))
-        .sum::<f64>()
-        / a.len() as f64;
-    if mse == 0.0 {
-        return f64::INFINITY;
-    }
-    10.0 * (255.0f64 * 255.0 / mse).log10()
-}
 
 /// A stream of `user`'s screen on `display`, at 10 fps.
 fn screen_stream(user: &kaigi_sdk::UserId, display: &str) -> LocalStream {
