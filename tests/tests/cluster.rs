@@ -397,13 +397,17 @@ async fn the_rooms_node_killed_or_drained_its_people_meet_again_on_another() {
     // Every client reconnects (through the balancer, which skips the dead
     // node), the room is placed again on a live node once the dead one's
     // lease has run out, and they are all together again.
-    until("all six together again", || async {
+    // (Right after the kill the clients may not have noticed yet: the
+    // room's new node is waited for too.)
+    until("all six together again on another node", || async {
         all_together(&clients)
+            && node_with_rooms(&nodes)
+                .await
+                .is_some_and(|i| nodes[i].id != killed)
     })
     .await;
     let took = t0.elapsed();
     let now_on = node_with_rooms(&nodes).await.expect("the room's new node");
-    assert_ne!(nodes[now_on].id, killed);
     eprintln!(
         "back together on {} {took:?} after {killed} was killed",
         nodes[now_on].id
@@ -413,15 +417,20 @@ async fn the_rooms_node_killed_or_drained_its_people_meet_again_on_another() {
     let drained = nodes[now_on].id.clone();
     nodes[now_on].terminate();
     let t0 = std::time::Instant::now();
-    until("all six together after the drain", || async {
-        all_together(&clients)
-    })
+    until(
+        "all six together after the drain on the third node",
+        || async {
+            all_together(&clients)
+                && node_with_rooms(&nodes)
+                    .await
+                    .is_some_and(|i| nodes[i].id != drained && nodes[i].id != killed)
+        },
+    )
     .await;
     let took = t0.elapsed();
     let last = node_with_rooms(&nodes)
         .await
         .expect("the room's third node");
-    assert!(nodes[last].id != drained && nodes[last].id != killed);
     eprintln!(
         "back together on {} {took:?} after {drained} was drained",
         nodes[last].id
@@ -571,6 +580,13 @@ async fn a_removed_session_may_not_resume_through_any_node() {
         .expect("joined");
     nodes[1].remove_users(&room, &["dave"]).await;
     kaigi_tests::expect_event(&mut events, "client-banned").await;
+    // The room's node tells the service (its write follows the kick).
+    let session = u64::from_str_radix(&info.session_id, 16).unwrap();
+    let c0 = cluster_of(&nodes[0]);
+    until("the forced exit known to the service", || async {
+        c0.kicked(session).await.ok().flatten().is_some()
+    })
+    .await;
     // Resuming that session, through either node, is refused as TRTC's
     // client would be: the session was forced out.
     for n in &nodes {
