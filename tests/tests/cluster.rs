@@ -599,3 +599,45 @@ async fn a_removed_session_may_not_resume_through_any_node() {
         assert_eq!(reply["kickReason"], "removed-by-admin");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_redis_restart_mid_call_goes_unnoticed() {
+    let mut redis = RedisServer::start();
+    let nodes = service(&redis, &["node-a", "node-b"]).await;
+    let room = kaigi_tests::room(70);
+    let (alice, mut alice_events) = nodes[0].joined("alice", &room).await;
+    let (bob, mut bob_events) = nodes[1].joined("bob", &room).await;
+    let _stream = kaigi_tests::publish_pattern(&alice).await;
+    kaigi_tests::expect_event(&mut bob_events, "stream-subscribed").await;
+    kaigi_tests::frames_arrive(&bob, "alice", 10).await;
+    let owner = cluster_of(&nodes[0])
+        .owner_of(APP, &room)
+        .await
+        .unwrap()
+        .unwrap();
+    // Redis goes away and comes back empty.
+    redis.stop();
+    kaigi_tests::frames_arrive(&bob, "alice", 10).await;
+    redis.restart();
+    let c = cluster_of(&nodes[0]);
+    until("the room's lease written back", || async {
+        c.owner_of(APP, &room).await.ok().flatten() == Some(owner.clone())
+    })
+    .await;
+    // The call went on: video flowed, nobody was moved or reconnected.
+    kaigi_tests::frames_arrive(&bob, "alice", 10).await;
+    for events in [&mut alice_events, &mut bob_events] {
+        let seen = kaigi_tests::drain(events);
+        assert!(
+            !seen.iter().any(|e| matches!(
+                e.name(),
+                "connection-state-changed" | "client-banned" | "error"
+            )),
+            "{seen:?}"
+        );
+    }
+    // And the service works again: a newcomer through either node meets
+    // them.
+    let (carol, _) = nodes[1].joined("carol", &room).await;
+    assert_eq!(carol.remote_users().len(), 2);
+}
