@@ -390,6 +390,10 @@ async fn the_rooms_node_killed_or_drained_its_people_meet_again_on_another() {
         clients.push(c);
     }
     until("all six together", || async { all_together(&clients) }).await;
+    // user0 sends video; user1 receives it through every move below (the
+    // SDK publishes again after each rejoin).
+    let _video = kaigi_tests::publish_pattern(&clients[0]).await;
+    kaigi_tests::frames_arrive(&clients[1], "user0", 10).await;
     let owner = node_with_rooms(&nodes).await.expect("the room's node");
     let killed = nodes[owner].id.clone();
     nodes[owner].kill();
@@ -408,8 +412,10 @@ async fn the_rooms_node_killed_or_drained_its_people_meet_again_on_another() {
     .await;
     let took = t0.elapsed();
     let now_on = node_with_rooms(&nodes).await.expect("the room's new node");
+    kaigi_tests::frames_arrive(&clients[1], "user0", 10).await;
+    let video_back = t0.elapsed();
     eprintln!(
-        "back together on {} {took:?} after {killed} was killed",
+        "back together on {} {took:?} after {killed} was killed, video back after {video_back:?}",
         nodes[now_on].id
     );
     // Drained (SIGTERM, as systemd stops it): the node hands its rooms
@@ -428,11 +434,13 @@ async fn the_rooms_node_killed_or_drained_its_people_meet_again_on_another() {
     )
     .await;
     let took = t0.elapsed();
+    kaigi_tests::frames_arrive(&clients[1], "user0", 10).await;
+    let video_back = t0.elapsed();
     let last = node_with_rooms(&nodes)
         .await
         .expect("the room's third node");
     eprintln!(
-        "back together on {} {took:?} after {drained} was drained",
+        "back together on {} {took:?} after {drained} was drained, video back after {video_back:?}",
         nodes[last].id
     );
     for c in &clients {
