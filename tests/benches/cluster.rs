@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kaigi_proto::RoomId;
-use kaigi_sdk::{ClientEvent, Role};
+use kaigi_sdk::Role;
 use kaigi_server::cluster::{Cluster, ClusterConfig};
-use kaigi_tests::bench::{machine, stats, write_results, Stats};
+use kaigi_tests::bench::{kick_latencies, machine, stats, write_results, Stats};
 use kaigi_tests::redis::RedisServer;
 use kaigi_tests::{room, TestServer, APP};
 use serde_json::json;
@@ -33,41 +33,6 @@ fn cluster_of(s: &TestServer) -> Arc<Cluster> {
         .get()
         .expect("in a service")
         .clone()
-}
-
-/// The admin API URL of `server` for `action`.
-fn admin_url(server: &TestServer, action: &str) -> String {
-    format!(
-        "http://{}/api/{action}?{}",
-        server.handle().local_addr(),
-        kaigi_tests::admin_query()
-    )
-}
-
-/// RemoveUser sent to `via` until the user (on the room's node) is told.
-async fn kicks(entry: &TestServer, via: &TestServer, r: u64, n: usize) -> Stats {
-    let http = reqwest::Client::new();
-    let url = admin_url(via, "RemoveUser");
-    let _watcher = entry.joined("watcher", &room(r)).await;
-    let mut v = Vec::with_capacity(n);
-    for i in 0..n {
-        let user = format!("k{i}");
-        let (_c, mut events) = entry.joined(&user, &room(r)).await;
-        let body = json!({"SdkAppId": APP.0, "RoomId": r, "UserIds": [user]}).to_string();
-        let t = Instant::now();
-        let call = http.post(&url).body(body).send();
-        let banned = async {
-            loop {
-                if let Some(ClientEvent::ClientBanned { .. }) = events.recv().await {
-                    return t.elapsed();
-                }
-            }
-        };
-        let (resp, elapsed) = tokio::join!(call, banned);
-        resp.unwrap();
-        v.push(elapsed);
-    }
-    stats(v)
 }
 
 /// A client's whole join through `via` (redirects included).
@@ -137,8 +102,8 @@ async fn run(quick: bool) {
         .iter()
         .find(|n| cluster_of(n).node_id() != owner)
         .unwrap();
-    let kick_other = kicks(own, other, 1, n).await;
-    let kick_own = kicks(own, own, 1, n).await;
+    let kick_other = kick_latencies(own, other, 1, n).await;
+    let kick_own = kick_latencies(own, own, 1, n).await;
     let join_other = joins(other, 1, n).await;
     let join_own = joins(own, 1, n).await;
     let placed = placements(&first, if quick { 1 } else { 5 }).await;

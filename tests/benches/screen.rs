@@ -143,7 +143,7 @@ async fn run(quick: bool) {
 /// and times each until another client has decoded a full-size picture;
 /// returns the median and the slowest, in ms.
 async fn first_pictures(display: &str, n: usize) -> (f64, f64) {
-    use kaigi_sdk::{AudioInput, LocalStream, LocalStreamConfig, StreamType, VideoInput};
+    use kaigi_sdk::StreamType;
     let server = kaigi_tests::TestServer::start().await;
     let room = kaigi_tests::room(90);
     let (alice, _alice_events) = server.joined("alice", &room).await;
@@ -151,20 +151,7 @@ async fn first_pictures(display: &str, n: usize) -> (f64, f64) {
     let mut times = Vec::new();
     for _ in 0..n {
         let t0 = Instant::now();
-        let screen = LocalStream::new(
-            alice.user_id(),
-            LocalStreamConfig {
-                video: VideoInput::Screen {
-                    display: Some(display.to_owned()),
-                    window: None,
-                },
-                audio: AudioInput::None,
-                fps: 10,
-                simulcast: false,
-                ..Default::default()
-            },
-        )
-        .expect("the screen opens");
+        let screen = kaigi_tests::xvfb::screen_stream(alice.user_id(), display);
         alice.publish_screen(&screen).await.expect("shared");
         kaigi_tests::wait_for(&mut bob_events, "the screen subscribed", |e| {
             matches!(

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use kaigi_sdk::{ClientEvent, Role};
-use kaigi_tests::bench::{machine, stats, write_results, ChildServer, Stats};
+use kaigi_tests::bench::{kick_latencies, machine, stats, write_results, ChildServer, Stats};
 use kaigi_tests::{raw_join, room, TestServer};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
@@ -37,32 +37,6 @@ async fn join_leave(server: &TestServer, n: usize) -> (Stats, Stats) {
         leaves.push(t.elapsed());
     }
     (stats(joins), stats(leaves))
-}
-
-async fn kicks(server: &TestServer, n: usize) -> Stats {
-    let http = reqwest::Client::new();
-    let url = admin_url(server, "RemoveUser");
-    let _watcher = server.joined("watcher", &room(2)).await;
-    let mut v = Vec::with_capacity(n);
-    for i in 0..n {
-        let user = format!("k{i}");
-        let (_c, mut events) = server.joined(&user, &room(2)).await;
-        let body =
-            json!({"SdkAppId": kaigi_tests::APP.0, "RoomId": 2, "UserIds": [user]}).to_string();
-        let t = Instant::now();
-        let call = http.post(&url).body(body).send();
-        let banned = async {
-            loop {
-                if let Some(ClientEvent::ClientBanned { .. }) = events.recv().await {
-                    return t.elapsed();
-                }
-            }
-        };
-        let (resp, elapsed) = tokio::join!(call, banned);
-        resp.unwrap();
-        v.push(elapsed);
-    }
-    stats(v)
 }
 
 async fn dismiss(server: &TestServer, users: usize, rounds: usize) -> Stats {
@@ -278,7 +252,7 @@ async fn run(quick: bool) {
     eprintln!("join/leave ×{n_join} …");
     let (join, leave) = join_leave(&server, n_join).await;
     eprintln!("kicks ×{n_kick} …");
-    let kick = kicks(&server, n_kick).await;
+    let kick = kick_latencies(&server, &server, 2, n_kick).await;
     eprintln!("dismiss of 1000 ×{dismiss_rounds} …");
     let dis = dismiss_raw(&server, 1000, dismiss_rounds).await;
     let dis_sdk = dismiss(&server, 1000, dismiss_rounds).await;

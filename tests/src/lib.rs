@@ -548,6 +548,46 @@ pub mod bench {
         pub n: usize,
     }
 
+    /// Kick latency: `n` users join room `r` through `entry`, one at a
+    /// time, and each is removed with `RemoveUser` sent to `via`; the time
+    /// from the request until the user's `client-banned`.
+    pub async fn kick_latencies(
+        entry: &super::TestServer,
+        via: &super::TestServer,
+        r: u64,
+        n: usize,
+    ) -> Stats {
+        use super::{room, APP};
+        use kaigi_sdk::ClientEvent;
+        let http = reqwest::Client::new();
+        let url = format!(
+            "http://{}/api/RemoveUser?{}",
+            via.addr,
+            super::admin_query()
+        );
+        let _watcher = entry.joined("watcher", &room(r)).await;
+        let mut v = Vec::with_capacity(n);
+        for i in 0..n {
+            let user = format!("k{i}");
+            let (_c, mut events) = entry.joined(&user, &room(r)).await;
+            let body =
+                serde_json::json!({"SdkAppId": APP.0, "RoomId": r, "UserIds": [user]}).to_string();
+            let t = std::time::Instant::now();
+            let call = http.post(&url).body(body).send();
+            let banned = async {
+                loop {
+                    if let Some(ClientEvent::ClientBanned { .. }) = events.recv().await {
+                        return t.elapsed();
+                    }
+                }
+            };
+            let (resp, elapsed) = tokio::join!(call, banned);
+            resp.expect("RemoveUser answered");
+            v.push(elapsed);
+        }
+        stats(v)
+    }
+
     /// The [`Stats`] of some latencies (at least one).
     pub fn stats(mut v: Vec<Duration>) -> Stats {
         v.sort();

@@ -182,3 +182,23 @@ pub fn psnr(a: &[u8], b: &[u8]) -> f64 {
     }
     10.0 * (255.0f64 * 255.0 / mse).log10()
 }
+
+/// A stream sharing X display `display` as `user`'s screen at 10 fps (no
+/// audio, one layer): what Share makes.
+pub fn screen_stream(user: &kaigi_sdk::UserId, display: &str) -> kaigi_sdk::LocalStream {
+    kaigi_sdk::LocalStream::new(
+        user,
+        kaigi_sdk::LocalStreamConfig {
+            video: kaigi_sdk::VideoInput::Screen {
+                display: Some(display.to_owned()),
+                window: None,
+            },
+            audio: kaigi_sdk::AudioInput::None,
+            fps: 10,
+            video_bitrate_bps: 2_000_000,
+            simulcast: false,
+            ..Default::default()
+        },
+    )
+    .expect("the screen opens")
+}

@@ -10,28 +10,9 @@ use kaigi_media::screen::bgrx_to_i420;
 use kaigi_sdk::{
     AudioInput, ClientEvent, LocalStream, LocalStreamConfig, RemoteStream, StreamType, VideoInput,
 };
-use kaigi_tests::xvfb::{draw, picture, psnr, Xvfb};
+use kaigi_tests::xvfb::{draw, picture, psnr, screen_stream, Xvfb};
 use kaigi_tests::{expect_event, raw_join, raw_recv, raw_send, wait_for, within, TestServer};
 use serde_json::json;
-
-/// A stream of `user`'s screen on `display`, at 10 fps.
-fn screen_stream(user: &kaigi_sdk::UserId, display: &str) -> LocalStream {
-    LocalStream::new(
-        user,
-        LocalStreamConfig {
-            video: VideoInput::Screen {
-                display: Some(display.to_owned()),
-                window: None,
-            },
-            audio: AudioInput::None,
-            fps: 10,
-            video_bitrate_bps: 2_000_000,
-            simulcast: false,
-            ..Default::default()
-        },
-    )
-    .expect("the screen opens")
-}
 
 fn remote(client: &kaigi_sdk::Client, user: &str, t: StreamType) -> Option<RemoteStream> {
     client
