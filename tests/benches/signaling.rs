@@ -194,7 +194,7 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 async fn memory_per_idle_client(n: usize) -> f64 {
-    let server = ChildServer::start();
+    let server = ChildServer::start_with(&[(kaigi_tests::bench::PER_IP_ENV, "0".to_owned())]);
     let pid = server.child.id();
     let url = format!("ws://{}/ws", server.addr);
     let connect = |i: usize| {
@@ -246,8 +246,9 @@ async fn run(quick: bool) {
     } else {
         (500, 1000, 5, 2000)
     };
-    // The server runs in its own process, as deployed; the clients here.
-    let child = ChildServer::start();
+    // The server runs in its own process, as deployed; the clients here,
+    // all on 127.0.0.1: no cap per address.
+    let child = ChildServer::start_with(&[(kaigi_tests::bench::PER_IP_ENV, "0".to_owned())]);
     let server = TestServer::remote(child.addr);
     eprintln!("join/leave ×{n_join} …");
     let (join, leave) = join_leave(&server, n_join).await;
