@@ -649,3 +649,139 @@ async fn a_redis_restart_mid_call_goes_unnoticed() {
     let (carol, _) = nodes[1].joined("carol", &room).await;
     assert_eq!(carol.remote_users().len(), 2);
 }
+
+/// A UserSig from an invite, as a client of node `via`.
+fn invitee(
+    via: &kaigi_tests::TestServer,
+    got: &kaigi_sdk::invite::Redeemed,
+) -> (kaigi_sdk::Client, kaigi_sdk::EventStream) {
+    let c = kaigi_sdk::Client::new(got.client_options(&via.url()).unwrap()).unwrap();
+    let e = c.events();
+    (c, e)
+}
+
+fn invite_refused<T: std::fmt::Debug>(r: Result<T, kaigi_sdk::ClientError>, code: &str) {
+    match r {
+        Err(kaigi_sdk::ClientError::Invite { code: c, .. }) => assert_eq!(c, code),
+        other => panic!("expected {code}, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_invite_made_at_one_node_works_and_is_revoked_at_every_node() {
+    use kaigi_proto::admin::Request;
+    use kaigi_sdk::invite::{preview, redeem};
+    let redis = RedisServer::start();
+    let nodes = service(&redis, &["node-a", "node-b", "node-c"]).await;
+    let room = kaigi_tests::room(80);
+    let (_host, mut host_events) = nodes[0].joined("host", &room).await;
+    let owner = cluster_of(&nodes[0])
+        .owner_of(APP, &room)
+        .await
+        .unwrap()
+        .unwrap()
+        .node_id;
+    let others: Vec<&kaigi_tests::TestServer> = nodes
+        .iter()
+        .filter(|n| cluster_of(n).node_id() != owner)
+        .collect();
+    // Made at one node that does not hold the room...
+    let made = others[0]
+        .request(&Request::CreateInvite {
+            room: room.clone(),
+            expire_secs: 600,
+        })
+        .await
+        .expect("CreateInvite");
+    let code: kaigi_proto::invite::InviteCode = made["Code"].as_str().unwrap().parse().unwrap();
+    // ...looked up and redeemed at every node.
+    for n in &nodes {
+        let seen = preview(&n.url(), &code, None).await.expect("preview");
+        assert_eq!(seen.room.room().unwrap(), room);
+    }
+    // The name check asks the room's node: the host's name is taken
+    // whichever node is asked.
+    for n in &others {
+        invite_refused(redeem(&n.url(), &code, "host", None).await, "NAME_TAKEN");
+    }
+    let guest = redeem(&others[1].url(), &code, "guest", None)
+        .await
+        .expect("redeem at a third node");
+    let (g, _) = invitee(others[1], &guest);
+    kaigi_tests::within(
+        "the guest joins",
+        g.join(room.clone(), kaigi_sdk::Role::Anchor),
+    )
+    .await
+    .expect("join through the invite");
+    kaigi_tests::wait_for(&mut host_events, "the guest", |e| {
+        matches!(e, kaigi_sdk::ClientEvent::PeerJoin { user_id, .. } if user_id.as_str() == "guest")
+    })
+    .await;
+    // Redeemed at once through all three nodes: each UserSig counted once.
+    let racing = (0..9).map(|i| {
+        let url = nodes[i % 3].url();
+        let code = code.clone();
+        async move { redeem(&url, &code, &format!("racer-{i}"), None).await }
+    });
+    for r in futures_util::future::join_all(racing).await {
+        r.expect("a racing redeem");
+    }
+    for n in &nodes {
+        let listed = n
+            .request(&Request::ListInvites { room: None })
+            .await
+            .unwrap();
+        let invites = listed["Invites"].as_array().unwrap();
+        assert_eq!(invites.len(), 1, "{listed:?}");
+        assert_eq!(invites[0]["Redeemed"], serde_json::json!(10));
+    }
+    // Revoked at one node: refused at every node, the UserSig it gave
+    // too (wherever it is presented).
+    nodes[2]
+        .request(&Request::RevokeInvite { code: code.clone() })
+        .await
+        .expect("RevokeInvite");
+    for n in &nodes {
+        invite_refused(preview(&n.url(), &code, None).await, "INVITE_REVOKED");
+        invite_refused(
+            redeem(&n.url(), &code, "late", None).await,
+            "INVITE_REVOKED",
+        );
+    }
+    g.leave().await.unwrap();
+    for n in &nodes {
+        let (again, _) = invitee(n, &guest);
+        match kaigi_tests::within(
+            "a rejoin",
+            again.join(room.clone(), kaigi_sdk::Role::Anchor),
+        )
+        .await
+        {
+            Err(kaigi_sdk::ClientError::Auth { code, .. }) => {
+                assert_eq!(code, kaigi_proto::ErrorCode::RoomNotGranted)
+            }
+            r => panic!("{r:?}"),
+        }
+    }
+    // Another app's key cannot revoke or see it; bounded per app.
+    let c = cluster_of(&nodes[0]);
+    assert!(!c.revoke_invite(SdkAppId(1), &code).await.unwrap());
+    let now = kaigi_tests::now();
+    for i in 0..kaigi_server::invites::MAX_INVITES_PER_APP - 1 {
+        let r = kaigi_server::invites::InviteRecord::new(APP, kaigi_tests::room(1), 60, now);
+        c.create_invite(r, now)
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("{i}: {e}"));
+    }
+    let one_more = kaigi_server::invites::InviteRecord::new(APP, kaigi_tests::room(1), 60, now);
+    assert_eq!(
+        c.create_invite(one_more, now).await.unwrap(),
+        Err(kaigi_server::invites::InviteError::TooMany)
+    );
+    assert_eq!(
+        c.invites_of(APP, now).await.unwrap().len(),
+        kaigi_server::invites::MAX_INVITES_PER_APP
+    );
+}

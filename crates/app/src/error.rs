@@ -174,6 +174,7 @@ impl From<&ClientError> for AppErrorCode {
                 "INVITE_USED_UP" => C::InviteUsedUp,
                 "NAME_TAKEN" => C::NameTaken,
                 "RATE_LIMITED" => C::Server(ErrorCode::RateLimited),
+                "SERVICE_UNAVAILABLE" => C::Server(ErrorCode::ServiceUnavailable),
                 _ => C::InvalidParameter,
             },
             ClientError::Device(DeviceError::NotFound { .. }) => C::DeviceNotFound,

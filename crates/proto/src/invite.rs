@@ -236,8 +236,9 @@ pub struct InviteErrorBody {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[error("{code}: {message}")]
 pub struct InviteErrorDetail {
-    /// `INVITE_NOT_FOUND`, `INVITE_EXPIRED`, `INVITE_REVOKED`, `NAME_TAKEN`,
-    /// `INVALID_PARAMETER`, `RATE_LIMITED`.
+    /// `INVITE_NOT_FOUND`, `INVITE_EXPIRED`, `INVITE_REVOKED`,
+    /// `INVITE_USED_UP`, `NAME_TAKEN`, `INVALID_PARAMETER`, `RATE_LIMITED`,
+    /// `SERVICE_UNAVAILABLE`.
     pub code: String,
     /// Human-readable detail.
     pub message: String,

@@ -50,7 +50,7 @@ pub enum ClientError {
     Device(#[from] kaigi_media::DeviceError),
     /// An invite could not be used (`INVITE_NOT_FOUND`, `INVITE_EXPIRED`,
     /// `INVITE_REVOKED`, `INVITE_USED_UP`, `NAME_TAKEN`, `RATE_LIMITED`,
-    /// `INVALID_PARAMETER`).
+    /// `INVALID_PARAMETER`, `SERVICE_UNAVAILABLE`).
     #[error("invite refused ({code}): {message}")]
     Invite {
         /// The server's code.

@@ -101,6 +101,17 @@ async fn serve(
         .ok_or_else(|| err("InvalidAction", format!("no such action: {action}")))?;
     let bytes = read_body(body).await?;
     let request = Request::parse(action, &bytes, app)?;
+    route(shared, app, request).await
+}
+
+/// Carries out `request` where it belongs: a room's actions on the room's
+/// node (through Redis, in a service), `ListRooms` across the service,
+/// the rest here.
+pub(crate) async fn route(
+    shared: &Shared,
+    app: SdkAppId,
+    request: Request,
+) -> Result<Map<String, Value>, ApiError> {
     if let Some(cluster) = shared.cluster.get() {
         match &request {
             Request::RemoveUser { room, .. }
@@ -117,7 +128,36 @@ async fn serve(
             _ => {}
         }
     }
-    execute(shared, app, request)
+    execute(shared, app, request).await
+}
+
+/// Who is in `room` of `app` now (asked of the room's node in a service);
+/// nobody if there is no such room.
+pub(crate) async fn room_users(
+    shared: &Shared,
+    app: SdkAppId,
+    room: &kaigi_proto::RoomId,
+) -> Result<Vec<UserId>, ApiError> {
+    match route(shared, app, Request::DescribeRoom { room: room.clone() }).await {
+        Ok(fields) => {
+            let described: DescribedRoom = serde_json::from_value(Value::Object(fields))
+                .map_err(|e| err("InternalError", format!("DescribeRoom's answer: {e}")))?;
+            Ok(described.users.into_iter().map(|u| u.user_id).collect())
+        }
+        Err(e) if e.code == "FailedOperation.RoomNotExist" => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
+/// An invite store's refusal in the API's terms.
+fn invite_error(e: crate::invites::InviteError) -> ApiError {
+    match e {
+        crate::invites::InviteError::Unavailable(m) => err(
+            "FailedOperation.ServiceUnavailable",
+            format!("the service cannot reach its Redis now: {m}"),
+        ),
+        e => err("LimitExceeded.Invite", e.to_string()),
+    }
 }
 
 /// The service's Redis could not be asked.
@@ -239,11 +279,15 @@ pub async fn serve_routed(shared: Arc<Shared>, body: Value) -> Value {
         )));
     };
     let bytes = serde_json::to_vec(&body["body"]).unwrap_or_default();
-    answer(Request::parse(action, &bytes, app).and_then(|r| execute(&shared, app, r)))
+    answer(match Request::parse(action, &bytes, app) {
+        Ok(r) => execute(&shared, app, r).await,
+        Err(e) => Err(e),
+    })
 }
 
-/// Carries out a request on this node's own registry.
-fn execute(
+/// Carries out a request on this node's own registry (and the service's
+/// invites).
+async fn execute(
     shared: &Shared,
     app: SdkAppId,
     request: Request,
@@ -284,14 +328,16 @@ fn execute(
             json!(described.ok_or(RoomNotExist)?)
         }
         Request::CreateInvite { room, expire_secs } => {
-            let made = shared
-                .invites
-                .create(app, room, expire_secs, now)
-                .map_err(|e| err("LimitExceeded.Invite", e.to_string()))?;
+            let made = crate::invites::create(shared, app, room, expire_secs)
+                .await
+                .map_err(invite_error)?;
             json!(made)
         }
         Request::RevokeInvite { code } => {
-            if !shared.invites.revoke(app, &code, now) {
+            if !crate::invites::revoke(shared, app, &code)
+                .await
+                .map_err(invite_error)?
+            {
                 return Err(err(
                     "FailedOperation.InviteNotExist",
                     format!("the app has no invite {code}"),
@@ -301,7 +347,9 @@ fn execute(
         }
         Request::ListInvites { room } => {
             json!(kaigi_proto::admin::ListedInvites {
-                invites: shared.invites.list(app, room.as_ref(), now),
+                invites: crate::invites::list(shared, app, room.as_ref())
+                    .await
+                    .map_err(invite_error)?,
             })
         }
         Request::ListRooms { offset, limit } => {

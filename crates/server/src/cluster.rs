@@ -16,7 +16,9 @@
 //!   it may not `resume`;
 //! - `fence`: the counter every placement's token is taken from;
 //! - `rpc:{node}`: the pub/sub channel a node takes requests (and replies
-//!   to its own requests) on, see [`Cluster::call`].
+//!   to its own requests) on, see [`Cluster::call`];
+//! - `invite:{code}`, `invites:{app}`, `issued:{sig}`: the service's
+//!   invites (see [`crate::invite_store`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -258,7 +260,7 @@ const MAX_PENDING_CALLS: usize = 10_000;
 pub struct Cluster {
     config: ClusterConfig,
     client: redis::Client,
-    redis: ConnectionManager,
+    pub(crate) redis: ConnectionManager,
     /// Requests sent to other nodes, waiting for their replies.
     pending: Mutex<HashMap<u64, tokio::sync::oneshot::Sender<serde_json::Value>>>,
     next_call: std::sync::atomic::AtomicU64,
@@ -487,7 +489,7 @@ impl Cluster {
         &self.config.node_id
     }
 
-    fn key(&self, rest: &str) -> String {
+    pub(crate) fn key(&self, rest: &str) -> String {
         format!("{}{rest}", self.config.prefix)
     }
 

@@ -6,8 +6,14 @@
 //! (`GET /invite/{code}`) or redeem it (`POST /invite/{code}`). A redeemed
 //! UserSig carries a room grant (TRTC's privateMapKey layout), so it enters
 //! only that room; the server remembers which invite gave it, so a revoked
-//! invite's UserSigs stop admitting anyone. Invites live in the server's
-//! memory: they end with the process.
+//! invite's UserSigs stop admitting anyone.
+//!
+//! A single node keeps its invites in memory (they end with the process);
+//! a node in a service keeps them in the service's Redis
+//! ([`crate::cluster`]), so an invite made at one node is looked up,
+//! redeemed and revoked at any. The functions at the end of this module
+//! ([`create`], [`revoke`], [`list`], [`preview_code`], [`redeem_code`],
+//! [`revoked`]) choose the store.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -73,6 +79,9 @@ pub enum InviteError {
     /// The app has as many invites as it may.
     #[error("the app has {MAX_INVITES_PER_APP} invites; revoke some or let them expire")]
     TooMany,
+    /// The service's Redis (or the room's node) could not be asked.
+    #[error("the service cannot look up invites now: {0}")]
+    Unavailable(String),
 }
 
 impl InviteError {
@@ -87,6 +96,7 @@ impl InviteError {
             InviteError::Invalid(_) => ("INVALID_PARAMETER", StatusCode::BAD_REQUEST),
             InviteError::RateLimited => ("RATE_LIMITED", StatusCode::TOO_MANY_REQUESTS),
             InviteError::TooMany => ("LIMIT_EXCEEDED", StatusCode::CONFLICT),
+            InviteError::Unavailable(_) => ("SERVICE_UNAVAILABLE", StatusCode::SERVICE_UNAVAILABLE),
         }
     }
 }
@@ -104,19 +114,90 @@ impl IntoResponse for InviteError {
     }
 }
 
-#[derive(Debug, Clone)]
-struct Invite {
-    app: SdkAppId,
-    room: RoomId,
-    created_at: u64,
-    expires_at: u64,
-    revoked: bool,
-    redeemed: u64,
+/// One invite, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InviteRecord {
+    /// The app whose room it opens.
+    pub app: SdkAppId,
+    /// The room.
+    pub room: RoomId,
+    /// When it was made (Unix seconds).
+    pub created_at: u64,
+    /// When it stops giving UserSigs (Unix seconds).
+    pub expires_at: u64,
+    /// Whether the host revoked it.
+    pub revoked: bool,
+    /// How many UserSigs it gave.
+    pub redeemed: u64,
+}
+
+impl InviteRecord {
+    /// A new invite to `room` of `app` lasting `expire_secs` from `now`.
+    pub fn new(app: SdkAppId, room: RoomId, expire_secs: u64, now: u64) -> Self {
+        InviteRecord {
+            app,
+            room,
+            created_at: now,
+            expires_at: now.saturating_add(expire_secs),
+            revoked: false,
+            redeemed: 0,
+        }
+    }
+
+    /// Until when it is kept (reported as expired rather than unknown).
+    pub fn kept_until(&self) -> u64 {
+        self.expires_at.saturating_add(EXPIRED_KEPT_SECS)
+    }
+
+    /// Whether it may give a UserSig at `now`, and if not why.
+    pub fn usable(&self, now: u64) -> Result<(), InviteError> {
+        if self.revoked {
+            return Err(InviteError::Revoked);
+        }
+        if now > self.expires_at {
+            return Err(InviteError::Expired(self.expires_at));
+        }
+        if self.redeemed >= MAX_REDEEMS_PER_INVITE {
+            return Err(InviteError::UsedUp);
+        }
+        Ok(())
+    }
+
+    /// As `ListInvites` shows it.
+    pub fn listed(&self, code: &InviteCode) -> ListedInvite {
+        ListedInvite {
+            code: code.clone(),
+            room: (&self.room).into(),
+            create_time: self.created_at,
+            expires_at: self.expires_at,
+            revoked: self.revoked,
+            redeemed: self.redeemed,
+        }
+    }
+
+    /// As `CreateInvite` answers it.
+    pub fn created(&self, code: &InviteCode) -> CreatedInvite {
+        CreatedInvite {
+            code: code.clone(),
+            room: (&self.room).into(),
+            expires_at: self.expires_at,
+        }
+    }
+
+    /// As `GET /invite/{code}` answers it.
+    pub fn preview(&self, code: &InviteCode) -> InvitePreview {
+        InvitePreview {
+            code: code.clone(),
+            sdk_app_id: self.app.0,
+            room: RoomRef::from(&self.room),
+            expires_at: self.expires_at,
+        }
+    }
 }
 
 #[derive(Default)]
 struct Inner {
-    invites: HashMap<InviteCode, Invite>,
+    invites: HashMap<InviteCode, InviteRecord>,
     /// `TLS.sig` of every UserSig given out → the invite it came from.
     issued: HashMap<String, InviteCode>,
     /// Lookup buckets per address.
@@ -133,23 +214,11 @@ impl Inner {
     /// Forgets invites (and their UserSigs) long expired.
     fn purge(&mut self, now: u64) {
         let before = self.invites.len();
-        self.invites
-            .retain(|_, i| now <= i.expires_at.saturating_add(EXPIRED_KEPT_SECS));
+        self.invites.retain(|_, i| now <= i.kept_until());
         if self.invites.len() != before {
             let invites = &self.invites;
             self.issued.retain(|_, code| invites.contains_key(code));
         }
-    }
-
-    fn usable(&self, code: &InviteCode, now: u64) -> Result<&Invite, InviteError> {
-        let invite = self.invites.get(code).ok_or(InviteError::NotFound)?;
-        if invite.revoked {
-            return Err(InviteError::Revoked);
-        }
-        if now > invite.expires_at {
-            return Err(InviteError::Expired(invite.expires_at));
-        }
-        Ok(invite)
     }
 }
 
@@ -173,24 +242,11 @@ impl Invites {
                 break code;
             }
         };
-        let expires_at = now.saturating_add(expire_secs);
-        inner.invites.insert(
-            code.clone(),
-            Invite {
-                app,
-                room: room.clone(),
-                created_at: now,
-                expires_at,
-                revoked: false,
-                redeemed: 0,
-            },
-        );
-        info!(%app, %room, %code, expires_at, "invite created");
-        Ok(CreatedInvite {
-            code,
-            room: (&room).into(),
-            expires_at,
-        })
+        let record = InviteRecord::new(app, room, expire_secs, now);
+        info!(%app, room = %record.room, %code, expires_at = record.expires_at, "invite created");
+        let created = record.created(&code);
+        inner.invites.insert(code, record);
+        Ok(created)
     }
 
     /// Revokes `app`'s invite `code`: it gives out no more UserSigs, and
@@ -216,86 +272,29 @@ impl Invites {
             .invites
             .iter()
             .filter(|(_, i)| i.app == app && room.is_none_or(|r| *r == i.room))
-            .map(|(code, i)| ListedInvite {
-                code: code.clone(),
-                room: (&i.room).into(),
-                create_time: i.created_at,
-                expires_at: i.expires_at,
-                revoked: i.revoked,
-                redeemed: i.redeemed,
-            })
+            .map(|(code, i)| i.listed(code))
             .collect();
-        v.sort_by(|a, b| (a.create_time, &a.code).cmp(&(b.create_time, &b.code)));
+        sort_listed(&mut v);
         v
     }
 
-    /// What `code` is for.
-    pub fn preview(&self, code: &InviteCode, now: u64) -> Result<InvitePreview, InviteError> {
+    /// Invite `code`, if it is kept.
+    pub fn get(&self, code: &InviteCode, now: u64) -> Option<InviteRecord> {
         let mut inner = self.inner.lock();
         inner.purge(now);
-        let i = inner.usable(code, now)?;
-        Ok(InvitePreview {
-            code: code.clone(),
-            sdk_app_id: i.app.0,
-            room: RoomRef::from(&i.room),
-            expires_at: i.expires_at,
-        })
+        inner.invites.get(code).cloned()
     }
 
-    /// Gives `user` a UserSig that enters `code`'s room until it expires,
-    /// signed with the app's `key` (looked up by `key_of`). `in_room` says
-    /// whether someone by that name is in the room now.
-    pub fn redeem(
-        &self,
-        code: &InviteCode,
-        user: &str,
-        now: u64,
-        key_of: impl Fn(SdkAppId) -> Option<String>,
-        in_room: impl Fn(SdkAppId, &RoomId, &UserId) -> bool,
-    ) -> Result<RedeemedInvite, InviteError> {
-        let user = UserId::new(user.trim()).map_err(|e| InviteError::Invalid(e.to_string()))?;
-        if user.as_str() == ADMIN_IDENTIFIER {
-            return Err(InviteError::Invalid(format!(
-                "{ADMIN_IDENTIFIER} is the admin identity and cannot join rooms"
-            )));
-        }
+    /// Counts a UserSig (`TLS.sig` `tls_sig`) given through `code`, if
+    /// the invite may still give one.
+    pub fn take(&self, code: &InviteCode, tls_sig: &str, now: u64) -> Result<(), InviteError> {
         let mut inner = self.inner.lock();
         inner.purge(now);
-        let invite = inner.usable(code, now)?.clone();
-        if invite.redeemed >= MAX_REDEEMS_PER_INVITE {
-            return Err(InviteError::UsedUp);
-        }
-        // An invite must not let its holder push someone out of the room by
-        // taking their name (TRTC's duplicate rule: the newest wins).
-        if in_room(invite.app, &invite.room, &user) {
-            return Err(InviteError::NameTaken(user.to_string()));
-        }
-        let key = key_of(invite.app).ok_or(InviteError::NotFound)?;
-        let expire = invite.expires_at.saturating_sub(now).max(1);
-        let user_sig = grant::generate_private_map_key(
-            invite.app,
-            &key,
-            user.as_str(),
-            &invite.room,
-            Privileges::ALL,
-            expire,
-            now,
-        );
-        let tls_sig = kaigi_proto::usersig::decode(&user_sig)
-            .map(|s| s.sig)
-            .map_err(|e| InviteError::Invalid(e.to_string()))?;
-        inner.issued.insert(tls_sig, code.clone());
-        if let Some(i) = inner.invites.get_mut(code) {
-            i.redeemed += 1;
-        }
-        info!(app = %invite.app, room = %invite.room, %user, %code, "invite redeemed");
-        Ok(RedeemedInvite {
-            sdk_app_id: invite.app.0,
-            user_id: user.to_string(),
-            user_sig,
-            room: RoomRef::from(&invite.room),
-            expires_at: now.saturating_add(expire),
-        })
+        let invite = inner.invites.get_mut(code).ok_or(InviteError::NotFound)?;
+        invite.usable(now)?;
+        invite.redeemed += 1;
+        inner.issued.insert(tls_sig.to_owned(), code.clone());
+        Ok(())
     }
 
     /// Whether a UserSig whose `TLS.sig` is `tls_sig` came from an invite
@@ -340,6 +339,155 @@ impl Invites {
     }
 }
 
+/// Sorts `ListInvites`' answer: oldest first.
+pub fn sort_listed(v: &mut [ListedInvite]) {
+    v.sort_by(|a, b| (a.create_time, &a.code).cmp(&(b.create_time, &b.code)));
+}
+
+fn unavailable(e: crate::cluster::ClusterError) -> InviteError {
+    InviteError::Unavailable(e.to_string())
+}
+
+/// Makes an invite (`CreateInvite`), in the service's store.
+pub async fn create(
+    shared: &Shared,
+    app: SdkAppId,
+    room: RoomId,
+    expire_secs: u64,
+) -> Result<CreatedInvite, InviteError> {
+    let now = unix_now();
+    match shared.cluster.get() {
+        Some(c) => c
+            .create_invite(InviteRecord::new(app, room, expire_secs, now), now)
+            .await
+            .map_err(unavailable)?,
+        None => shared.invites.create(app, room, expire_secs, now),
+    }
+}
+
+/// Revokes an invite (`RevokeInvite`); whether `app` had it.
+pub async fn revoke(
+    shared: &Shared,
+    app: SdkAppId,
+    code: &InviteCode,
+) -> Result<bool, InviteError> {
+    match shared.cluster.get() {
+        Some(c) => c.revoke_invite(app, code).await.map_err(unavailable),
+        None => Ok(shared.invites.revoke(app, code, unix_now())),
+    }
+}
+
+/// `app`'s invites (`ListInvites`), of `room` if given, oldest first.
+pub async fn list(
+    shared: &Shared,
+    app: SdkAppId,
+    room: Option<&RoomId>,
+) -> Result<Vec<ListedInvite>, InviteError> {
+    let now = unix_now();
+    match shared.cluster.get() {
+        Some(c) => {
+            let mut v: Vec<ListedInvite> = c
+                .invites_of(app, now)
+                .await
+                .map_err(unavailable)?
+                .into_iter()
+                .filter(|(_, i)| room.is_none_or(|r| *r == i.room))
+                .map(|(code, i)| i.listed(&code))
+                .collect();
+            sort_listed(&mut v);
+            Ok(v)
+        }
+        None => Ok(shared.invites.list(app, room, now)),
+    }
+}
+
+async fn get(shared: &Shared, code: &InviteCode, now: u64) -> Result<InviteRecord, InviteError> {
+    let found = match shared.cluster.get() {
+        Some(c) => c.invite(code).await.map_err(unavailable)?,
+        None => shared.invites.get(code, now),
+    };
+    found.ok_or(InviteError::NotFound)
+}
+
+/// What `code` is for.
+pub async fn preview_code(
+    shared: &Shared,
+    code: &InviteCode,
+) -> Result<InvitePreview, InviteError> {
+    let now = unix_now();
+    let invite = get(shared, code, now).await?;
+    invite.usable(now)?;
+    Ok(invite.preview(code))
+}
+
+/// Gives `user` a UserSig that enters `code`'s room until the invite
+/// expires, signed with the app's key, unless someone by that name is in
+/// the room (asked of the room's node).
+pub async fn redeem_code(
+    shared: &Shared,
+    code: &InviteCode,
+    user: &str,
+) -> Result<RedeemedInvite, InviteError> {
+    let user = UserId::new(user.trim()).map_err(|e| InviteError::Invalid(e.to_string()))?;
+    if user.as_str() == ADMIN_IDENTIFIER {
+        return Err(InviteError::Invalid(format!(
+            "{ADMIN_IDENTIFIER} is the admin identity and cannot join rooms"
+        )));
+    }
+    let now = unix_now();
+    let invite = get(shared, code, now).await?;
+    invite.usable(now)?;
+    // An invite must not let its holder push someone out of the room by
+    // taking their name (TRTC's duplicate rule: the newest wins).
+    let users = crate::admin::room_users(shared, invite.app, &invite.room)
+        .await
+        .map_err(|e| InviteError::Unavailable(e.message))?;
+    if users.contains(&user) {
+        return Err(InviteError::NameTaken(user.to_string()));
+    }
+    let key = shared
+        .app_keys
+        .get(&invite.app)
+        .ok_or(InviteError::NotFound)?;
+    let expire = invite.expires_at.saturating_sub(now).max(1);
+    let user_sig = grant::generate_private_map_key(
+        invite.app,
+        key,
+        user.as_str(),
+        &invite.room,
+        Privileges::ALL,
+        expire,
+        now,
+    );
+    let tls_sig = kaigi_proto::usersig::decode(&user_sig)
+        .map(|s| s.sig)
+        .map_err(|e| InviteError::Invalid(e.to_string()))?;
+    match shared.cluster.get() {
+        Some(c) => c
+            .take_invite(code, &tls_sig, now, invite.kept_until())
+            .await
+            .map_err(unavailable)??,
+        None => shared.invites.take(code, &tls_sig, now)?,
+    }
+    info!(app = %invite.app, room = %invite.room, %user, %code, "invite redeemed");
+    Ok(RedeemedInvite {
+        sdk_app_id: invite.app.0,
+        user_id: user.to_string(),
+        user_sig,
+        room: RoomRef::from(&invite.room),
+        expires_at: now.saturating_add(expire),
+    })
+}
+
+/// Whether a UserSig whose `TLS.sig` is `tls_sig` came from an invite
+/// that was revoked since.
+pub async fn revoked(shared: &Shared, tls_sig: &str) -> Result<bool, InviteError> {
+    match shared.cluster.get() {
+        Some(c) => c.issued_revoked(tls_sig).await.map_err(unavailable),
+        None => Ok(shared.invites.is_revoked(tls_sig)),
+    }
+}
+
 fn parse_code(code: &str) -> Result<InviteCode, InviteError> {
     code.parse()
         .map_err(|e: kaigi_proto::invite::InviteParseError| InviteError::Invalid(e.to_string()))
@@ -355,7 +503,7 @@ pub async fn preview(
         return Err(InviteError::RateLimited);
     }
     let code = parse_code(&code)?;
-    Ok(Json(shared.invites.preview(&code, unix_now())?))
+    Ok(Json(preview_code(&shared, &code).await?))
 }
 
 /// `POST /invite/{code}` with `{"userId":…}`: a UserSig for that room.
@@ -371,19 +519,7 @@ pub async fn redeem(
     let code = parse_code(&code)?;
     let req: RedeemRequest = serde_json::from_slice(&body)
         .map_err(|e| InviteError::Invalid(format!("the body must be {{\"userId\":\"…\"}}: {e}")))?;
-    let redeemed = shared.invites.redeem(
-        &code,
-        &req.user_id,
-        unix_now(),
-        |app| shared.app_keys.get(&app).cloned(),
-        |app, room, user| {
-            shared.read(|reg| {
-                reg.room(app, room)
-                    .is_some_and(|r| r.participants().iter().any(|(u, _)| *u == user))
-            })
-        },
-    )?;
-    Ok(Json(redeemed))
+    Ok(Json(redeem_code(&shared, &code, &req.user_id).await?))
 }
 
 #[cfg(test)]
@@ -392,59 +528,55 @@ mod tests {
 
     const APP: SdkAppId = SdkAppId(1400000000);
 
-    fn key_of(app: SdkAppId) -> Option<String> {
-        (app == APP).then(|| "secret".to_owned())
-    }
-
     #[test]
-    fn an_invite_gives_room_bound_sigs_until_revoked_or_expired() {
+    fn an_invite_counts_its_sigs_until_revoked_or_expired() {
         let invites = Invites::default();
         let room = RoomId::Num(7);
-        let made = invites.create(APP, room.clone(), 60, 1_000).unwrap();
-        let code = made.code;
-        assert_eq!(invites.preview(&code, 1_001).unwrap().expires_at, 1_060);
-        let got = invites
-            .redeem(&code, "bob", 1_010, key_of, |_, _, _| false)
-            .unwrap();
-        assert_eq!(got.expires_at, 1_060);
-        let claims =
-            kaigi_proto::usersig::verify(&got.user_sig, APP, "secret", "bob", 1_011).unwrap();
-        let g = grant::from_claims(&claims).unwrap();
-        assert!(g.admits(APP, "bob", &room, 1_060));
-        assert!(!g.admits(APP, "bob", &RoomId::Num(8), 1_011));
-        assert_eq!(
-            invites.redeem(&code, "carol", 1_010, key_of, |_, _, u| u.as_str()
-                == "carol"),
-            Err(InviteError::NameTaken("carol".into()))
-        );
-        assert!(matches!(
-            invites.redeem(&code, "administrator", 1_010, key_of, |_, _, _| false),
-            Err(InviteError::Invalid(_))
-        ));
-        let tls_sig = kaigi_proto::usersig::decode(&got.user_sig).unwrap().sig;
-        assert!(!invites.is_revoked(&tls_sig));
+        let code = invites.create(APP, room.clone(), 60, 1_000).unwrap().code;
+        let got = invites.get(&code, 1_001).unwrap();
+        assert_eq!((got.room.clone(), got.expires_at), (room.clone(), 1_060));
+        assert_eq!(got.usable(1_001), Ok(()));
+        assert_eq!(got.preview(&code).expires_at, 1_060);
+        invites.take(&code, "sig-1", 1_010).unwrap();
+        assert_eq!(invites.get(&code, 1_010).unwrap().redeemed, 1);
+        assert!(!invites.is_revoked("sig-1"));
+        assert!(!invites.revoke(SdkAppId(1), &code, 1_020), "another app's");
         assert!(invites.revoke(APP, &code, 1_020));
-        assert!(invites.is_revoked(&tls_sig));
-        assert_eq!(invites.preview(&code, 1_021), Err(InviteError::Revoked));
+        assert!(invites.is_revoked("sig-1"));
+        assert!(!invites.is_revoked("sig-2"), "not given by an invite");
         assert_eq!(
-            invites.redeem(&code, "dave", 1_021, key_of, |_, _, _| false),
+            invites.get(&code, 1_021).unwrap().usable(1_021),
             Err(InviteError::Revoked)
         );
-        // Another app cannot revoke it; an expired one says so, then is gone.
-        let other = invites.create(APP, room, 60, 1_000).unwrap().code;
-        assert!(!invites.revoke(SdkAppId(1), &other, 1_001));
         assert_eq!(
-            invites.preview(&other, 1_061),
+            invites.take(&code, "sig-2", 1_021),
+            Err(InviteError::Revoked)
+        );
+        // An expired one says so, then is gone with its UserSigs.
+        let other = invites.create(APP, room, 60, 1_000).unwrap().code;
+        assert_eq!(
+            invites.get(&other, 1_061).unwrap().usable(1_061),
             Err(InviteError::Expired(1_060))
         );
-        assert_eq!(
-            invites.preview(&other, 1_061 + EXPIRED_KEPT_SECS),
-            Err(InviteError::NotFound)
-        );
+        assert_eq!(invites.get(&other, 1_061 + EXPIRED_KEPT_SECS), None);
         assert!(invites
             .list(APP, None, 1_061 + EXPIRED_KEPT_SECS)
             .is_empty());
-        assert!(!invites.is_revoked(&tls_sig), "forgotten with its invite");
+        assert!(!invites.is_revoked("sig-1"), "forgotten with its invite");
+    }
+
+    #[test]
+    fn an_invite_gives_at_most_its_limit() {
+        let invites = Invites::default();
+        let code = invites.create(APP, RoomId::Num(1), 60, 0).unwrap().code;
+        for i in 0..MAX_REDEEMS_PER_INVITE {
+            invites.take(&code, &format!("sig-{i}"), 1).unwrap();
+        }
+        assert_eq!(invites.take(&code, "one-more", 1), Err(InviteError::UsedUp));
+        assert_eq!(
+            invites.get(&code, 1).unwrap().redeemed,
+            MAX_REDEEMS_PER_INVITE
+        );
     }
 
     #[test]

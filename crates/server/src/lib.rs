@@ -16,6 +16,7 @@
 pub mod admin;
 pub mod cluster;
 pub mod config;
+pub mod invite_store;
 pub mod invites;
 pub mod listener;
 pub mod metrics;

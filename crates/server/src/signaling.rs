@@ -495,7 +495,10 @@ impl Session {
                 let joined = match self.verify_join(&join) {
                     Ok(v) => {
                         let placed = match self.resume_allowed(&join).await {
-                            Ok(()) => self.place(v.app, &v.room).await,
+                            Ok(()) => match self.grant_still_valid(&v).await {
+                                Ok(()) => self.place(v.app, &v.room).await,
+                                Err(e) => Err(e),
+                            },
                             Err(e) => Err(e),
                         };
                         placed.and_then(|()| self.join(join, v))
@@ -809,6 +812,27 @@ impl Session {
         }
     }
 
+    /// Whether the invite a granted UserSig came from still stands (it
+    /// was not revoked, at whichever node).
+    async fn grant_still_valid(&self, v: &Verified) -> Result<(), ErrorMessage> {
+        let Some(sig) = &v.granted_sig else {
+            return Ok(());
+        };
+        match crate::invites::revoked(&self.shared, sig).await {
+            Ok(false) => Ok(()),
+            Ok(true) => Err(ErrorMessage::new(
+                None,
+                ErrorCode::RoomNotGranted,
+                "the invite this UserSig came from was revoked",
+            )),
+            Err(e) => Err(ErrorMessage::new(
+                None,
+                ErrorCode::ServiceUnavailable,
+                format!("{e}; try again shortly"),
+            )),
+        }
+    }
+
     /// The checks of `join` (protocol, user, room, app, UserSig, grant):
     /// done before a room is placed for it.
     fn verify_join(&self, j: &JoinRequest) -> Result<Verified, ErrorMessage> {
@@ -844,6 +868,7 @@ impl Session {
             .map_err(|e| ErrorMessage::new(None, ErrorCode::from(&e), e.to_string()))?;
         // A UserSig carrying a room grant (a privateMapKey, as invites give)
         // enters only that room, only while the grant and its invite last.
+        let mut granted_sig = None;
         if let Some(grant) = kaigi_proto::grant::from_claims(&claims) {
             let not_granted = |m: String| ErrorMessage::new(None, ErrorCode::RoomNotGranted, m);
             if !grant.admits(app, user.as_str(), &room, unix_now()) {
@@ -852,19 +877,14 @@ impl Session {
                     grant.room, grant.expires_at
                 )));
             }
-            let revoked =
-                usersig::decode(&j.user_sig).is_ok_and(|s| self.shared.invites.is_revoked(&s.sig));
-            if revoked {
-                return Err(not_granted(
-                    "the invite this UserSig came from was revoked".into(),
-                ));
-            }
+            granted_sig = usersig::decode(&j.user_sig).ok().map(|s| s.sig);
         }
         Ok(Verified {
             protocol,
             user,
             room,
             app,
+            granted_sig,
         })
     }
 
@@ -874,6 +894,7 @@ impl Session {
             user,
             room,
             app,
+            ..
         } = v;
         let resume = j
             .resume
@@ -923,6 +944,9 @@ struct Verified {
     user: UserId,
     room: kaigi_proto::RoomId,
     app: SdkAppId,
+    /// The `TLS.sig` of a UserSig carrying a room grant: whether the
+    /// invite it came from was revoked is asked next.
+    granted_sig: Option<String>,
 }
 
 /// How often clients should ping: a quarter of the timeout, at most 5 s.
