@@ -1,8 +1,11 @@
 //! Several nodes as one service (issue: beyond one machine): kick latency
 //! and join latency through a node that does not hold the room (against
-//! the room's own node), and placements per second. Three real nodes in
-//! this process on a real `redis-server` on loopback. Prints a table,
-//! writes `bench-results/cluster.json` and its section of `BENCHMARKS.md`.
+//! the room's own node), and placements per second (three real nodes in
+//! this process on a real `redis-server` on loopback); then capacity: the
+//! same calls (rooms of one publisher and several subscribers) carried by
+//! one node, then by three (each its own process), with the server CPU
+//! per forwarded packet and how the rooms spread. Prints tables, writes
+//! `bench-results/cluster.json` and its section of `BENCHMARKS.md`.
 //!
 //! `cargo bench -p kaigi-tests --bench cluster` (`-- --quick`: fewer rounds).
 
@@ -10,9 +13,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kaigi_proto::RoomId;
-use kaigi_sdk::Role;
+use kaigi_sdk::{Client, ClientEvent, LocalStream, Role, SyntheticSource};
 use kaigi_server::cluster::{Cluster, ClusterConfig};
-use kaigi_tests::bench::{kick_latencies, machine, stats, write_results, Stats};
+use kaigi_tests::bench::{
+    kick_latencies, machine, stats, write_results, ChildServer, Stats, NODE_ENV, PER_IP_ENV,
+    REDIS_ENV,
+};
 use kaigi_tests::redis::RedisServer;
 use kaigi_tests::{room, TestServer, APP};
 use serde_json::json;
@@ -70,6 +76,200 @@ async fn placements(c: &Arc<Cluster>, secs: u64) -> f64 {
     n as f64 / t.elapsed().as_secs_f64()
 }
 
+/// A process's CPU seconds (user + system) and resident KiB.
+fn proc_stats(pid: u32) -> (f64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    ((field(11) + field(12)) / 100.0, rss)
+}
+
+/// One run of the capacity workload.
+struct Carried {
+    /// Rooms and participants per node, as each node's `/healthz` says.
+    spread: Vec<(u64, u64)>,
+    pps: f64,
+    loss: f64,
+    server_cores: f64,
+    rss_kib: u64,
+}
+
+/// Until `n` streams are subscribed to (at most 20 s).
+async fn subscribed(events: &mut kaigi_sdk::EventStream, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut got = 0;
+    while got < n && Instant::now() < deadline {
+        if let Ok(Some(ClientEvent::StreamSubscribed { .. })) =
+            tokio::time::timeout(Duration::from_secs(1), events.recv()).await
+        {
+            got += 1;
+        }
+    }
+}
+
+/// `rooms` rooms of one publisher (640×360, 30 fps, simulcast, and Opus)
+/// and `subs` subscribers each, every client entering through the next
+/// node of `servers` in turn; packets counted at the subscribers, CPU and
+/// memory of every server process, over `secs`.
+async fn carry(servers: &[(TestServer, u32)], rooms: u64, subs: usize, secs: u64) -> Carried {
+    let mut next = 0usize;
+    let mut via = || {
+        next += 1;
+        &servers[(next - 1) % servers.len()].0
+    };
+    let mut pubs = Vec::new();
+    let mut clients: Vec<Client> = Vec::new();
+    for r in 0..rooms {
+        let (c, _) = via().joined(&format!("pub{r}"), &room(900 + r)).await;
+        let s = LocalStream::synthetic(
+            c.user_id(),
+            SyntheticSource {
+                video: Some((640, 360)),
+                fps: 30,
+                tone_hz: Some(440.0),
+                video_bitrate_bps: 800_000,
+                simulcast: true,
+            },
+        )
+        .unwrap();
+        c.publish(&s).await.unwrap();
+        pubs.push((c, s));
+    }
+    for r in 0..rooms {
+        for i in 0..subs {
+            let mut o = via().options(&format!("sub{r}-{i}"));
+            o.decode = false;
+            let c = Client::new(o).unwrap();
+            let mut events = c.events();
+            c.join(room(900 + r), Role::Audience).await.unwrap();
+            subscribed(&mut events, 1).await;
+            clients.push(c);
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let totals = |clients: &[Client]| {
+        clients
+            .iter()
+            .flat_map(|c| c.remote_streams())
+            .fold((0u64, 0u64), |(r, l), s| {
+                (r + s.packets_received(), l + s.packets_lost())
+            })
+    };
+    let cpu = || {
+        servers
+            .iter()
+            .map(|(_, pid)| proc_stats(*pid).0)
+            .sum::<f64>()
+    };
+    let (r0, l0) = totals(&clients);
+    let cpu0 = cpu();
+    let t = Instant::now();
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let (r1, l1) = totals(&clients);
+    let cpu1 = cpu();
+    let elapsed = t.elapsed().as_secs_f64();
+    let rss_kib = servers.iter().map(|(_, pid)| proc_stats(*pid).1).sum();
+    let mut spread = Vec::new();
+    for (s, _) in servers {
+        let health: serde_json::Value = reqwest::get(format!(
+            "{}/healthz",
+            s.url().replacen("ws://", "http://", 1)
+        ))
+        .await
+        .ok()
+        .map(|r| r.json())
+        .expect("healthz")
+        .await
+        .unwrap_or_default();
+        spread.push((
+            health["rooms"].as_u64().unwrap_or(0),
+            health["participants"].as_u64().unwrap_or(0),
+        ));
+    }
+    for c in &clients {
+        let _ = c.leave().await;
+    }
+    for (c, s) in &pubs {
+        let _ = c.leave().await;
+        s.close();
+    }
+    let (got, lost) = (r1 - r0, l1.saturating_sub(l0));
+    Carried {
+        spread,
+        pps: got as f64 / elapsed,
+        loss: lost as f64 / (got + lost).max(1) as f64,
+        server_cores: (cpu1 - cpu0) / elapsed,
+        rss_kib,
+    }
+}
+
+/// Rooms in the capacity run.
+const CAP_ROOMS: u64 = 6;
+/// Subscribers per room in the capacity run.
+const CAP_SUBS: usize = 6;
+
+/// Capacity of one node against three: the same calls on each.
+async fn capacity(quick: bool) -> (Carried, Carried) {
+    let (rooms, subs, secs) = if quick {
+        (3, 2, 3)
+    } else {
+        (CAP_ROOMS, CAP_SUBS, 8)
+    };
+    let per_ip = (PER_IP_ENV, "0".to_owned());
+    let one = ChildServer::start_with(&[per_ip.clone()]);
+    let single = [(TestServer::remote(one.addr), one.child.id())];
+    let alone = carry(&single, rooms, subs, secs).await;
+    one.stop();
+    let redis = RedisServer::start();
+    let children: Vec<ChildServer> = ["cap-a", "cap-b", "cap-c"]
+        .iter()
+        .map(|id| {
+            ChildServer::start_with(&[
+                per_ip.clone(),
+                (REDIS_ENV, redis.url()),
+                (NODE_ENV, (*id).to_owned()),
+            ])
+        })
+        .collect();
+    let three: Vec<(TestServer, u32)> = children
+        .iter()
+        .map(|c| (TestServer::remote(c.addr), c.child.id()))
+        .collect();
+    // Every node in the service before the first room is placed.
+    kaigi_tests::within("three nodes in the service", async {
+        loop {
+            let mut n = 0;
+            for (s, _) in &three {
+                let ok = reqwest::get(format!(
+                    "{}/healthz",
+                    s.url().replacen("ws://", "http://", 1)
+                ))
+                .await
+                .is_ok_and(|r| r.status().is_success());
+                n += usize::from(ok);
+            }
+            if n == 3 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    let together = carry(&three, rooms, subs, secs).await;
+    for c in children {
+        c.stop();
+    }
+    (alone, together)
+}
+
 async fn run(quick: bool) {
     let redis = RedisServer::start();
     let nodes = [
@@ -107,6 +307,38 @@ async fn run(quick: bool) {
     let join_other = joins(other, 1, n).await;
     let join_own = joins(own, 1, n).await;
     let placed = placements(&first, if quick { 1 } else { 5 }).await;
+    drop(nodes);
+    let (alone, together) = capacity(quick).await;
+    let cap_row = |what: &str, c: &Carried| {
+        let spread: Vec<String> = c
+            .spread
+            .iter()
+            .map(|(r, p)| format!("{r} rooms / {p} people"))
+            .collect();
+        format!(
+            "| {what} | {} | {:.0} | {:.2} % | {:.2} | {:.1} µs | {:.1} MiB |\n",
+            spread.join(", "),
+            c.pps,
+            c.loss * 100.0,
+            c.server_cores,
+            c.server_cores * 1e6 / c.pps.max(1.0),
+            c.rss_kib as f64 / 1024.0
+        )
+    };
+    let cap_table = format!(
+        "| service | rooms and people per node | forwarded packets/s | loss | server CPU (cores, all nodes) | server CPU per forwarded packet | server RSS (all nodes) |\n\
+         |---|---|---|---|---|---|---|\n{}{}",
+        cap_row("one node", &alone),
+        cap_row("three nodes", &together)
+    );
+    let busiest = together.spread.iter().map(|(_, p)| *p).max().unwrap_or(0);
+    let all: u64 = together.spread.iter().map(|(_, p)| *p).sum();
+    let share = busiest as f64 / all.max(1) as f64;
+    let cost = |c: &Carried| c.server_cores / c.pps.max(1.0);
+    // Three nodes on three machines carry what one carries, times three,
+    // times how evenly the rooms spread (the busiest node fills first),
+    // times how much dearer a packet is in the service.
+    let factor = (1.0 / share.max(1.0 / 3.0)) * cost(&alone) / cost(&together).max(1e-12);
     let row = |what: &str, s: &Stats, goal: &str| {
         format!(
             "| {what} | {:.2} | {:.2} | {:.2} | {} | {goal} |\n",
@@ -133,7 +365,7 @@ async fn run(quick: bool) {
         ),
         row("join through the room's node", &join_own, "—"),
     );
-    println!("{table}placements: {placed:.0}/s");
+    println!("{table}placements: {placed:.0}/s\n\n{cap_table}\nbusiest node {:.0} % of the people; three machines carry {factor:.2}× one", share * 100.0);
     if quick {
         return;
     }
@@ -146,16 +378,34 @@ async fn run(quick: bool) {
          `client-banned`; through another node it travels as a request on Redis to the room's node. A join is \
          the SDK's `join` until it resolves; through another node it includes the `ROOM_ELSEWHERE` answer \
          and the second connection. Placements: rooms placed by one node, 16 at a time.\n\n\
-         {table}\n| placements | {placed:.0} per second | — |\n"
+         {table}\n| placements | {placed:.0} per second | — |\n\n\
+         **Capacity, one node against three.** The same calls on one node, then on three nodes of one service \
+         (each node its own process, like the one node): {} rooms, each of one publisher (640×360 at 30 fps in three \
+         simulcast layers, and Opus) and {} audience subscribers that count packets without decoding; every client \
+         enters through the next node in turn (so two in three are redirected), and the rooms are placed by the \
+         service. All processes share this machine's {cores} cores, so the three nodes here cannot carry more than the one: what \
+         the bench measures is what decides the capacity of three machines — how evenly the rooms spread, and what a \
+         forwarded packet costs in the service against alone.\n\n{cap_table}\n\
+         The busiest node carries {:.0} % of the people (an even spread: 33 %), and a packet costs {:.2}× as much CPU \
+         in the service as alone, so three nodes on three such machines carry **{factor:.2}× one node's calls** \
+         (one node: `## SFU capacity` above).\n",
+        CAP_ROOMS, CAP_SUBS, share * 100.0, cost(&together) / cost(&alone).max(1e-12)
     );
     write_results(
         "cluster",
         &body,
         &json!({"date": date, "cores": cores, "cpu": cpu,
-                "kick_other_p50_ms": kick_other.p50, "kick_other_p99_ms": kick_other.p99,
-                "kick_own_p50_ms": kick_own.p50, "kick_own_p99_ms": kick_own.p99,
-                "join_other_p50_ms": join_other.p50, "join_other_p99_ms": join_other.p99,
-                "join_own_p50_ms": join_own.p50, "join_own_p99_ms": join_own.p99,
-                "placements_per_s": placed}),
+        "kick_other_p50_ms": kick_other.p50, "kick_other_p99_ms": kick_other.p99,
+        "kick_own_p50_ms": kick_own.p50, "kick_own_p99_ms": kick_own.p99,
+        "join_other_p50_ms": join_other.p50, "join_other_p99_ms": join_other.p99,
+        "join_own_p50_ms": join_own.p50, "join_own_p99_ms": join_own.p99,
+        "placements_per_s": placed,
+        "capacity": {
+            "one_node": {"spread": alone.spread, "packets_per_s": alone.pps, "loss": alone.loss,
+                         "server_cores": alone.server_cores, "server_rss_kib": alone.rss_kib},
+            "three_nodes": {"spread": together.spread, "packets_per_s": together.pps, "loss": together.loss,
+                            "server_cores": together.server_cores, "server_rss_kib": together.rss_kib},
+            "busiest_share": share, "three_machines_factor": factor,
+        }}),
     );
 }

@@ -612,6 +612,11 @@ pub mod bench {
     pub const PER_IP_ENV: &str = "KAIGI_BENCH_PER_IP";
     /// Set: the child server has no practical rate limit (for churn).
     pub const FAST_ENV: &str = "KAIGI_BENCH_FAST";
+    /// Set to a Redis URL: the child server is a node of the service on it
+    /// (its id from [`NODE_ENV`]).
+    pub const REDIS_ENV: &str = "KAIGI_BENCH_REDIS";
+    /// The child node's id (with [`REDIS_ENV`]).
+    pub const NODE_ENV: &str = "KAIGI_BENCH_NODE";
 
     /// A benchmark binary's `main`: in the child process, serve; otherwise
     /// run `bench` (told whether `--quick` was given) on a multi-threaded
@@ -650,6 +655,10 @@ pub mod bench {
             );
             if let Some(n) = env(PER_IP_ENV).and_then(|s| s.parse().ok()) {
                 cfg.max_connections_per_ip = n;
+            }
+            if let Some(redis) = env(REDIS_ENV) {
+                let id = env(NODE_ENV).unwrap_or_else(kaigi_server::cluster::generated_node_id);
+                cfg.cluster = Some(kaigi_server::cluster::ClusterConfig::new(&redis, &id, ""));
             }
             if env(FAST_ENV).is_some() {
                 cfg.rate_limit = kaigi_server::RateLimit {

@@ -335,6 +335,18 @@ async fn clients_of_one_room_through_three_nodes_meet_on_its_node() {
         }
     }
     assert_eq!(alice.remote_users().len(), 2);
+    let health: serde_json::Value =
+        reqwest::get(format!("http://{}/healthz", on_owner.handle().local_addr()))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    assert_eq!(
+        (health["rooms"].as_u64(), health["participants"].as_u64()),
+        (Some(1), Some(3)),
+        "{health}"
+    );
     // Everyone leaves: the node gives the room up.
     drop((alice, _bob, _carol));
     let c = cluster_of(on_owner);
@@ -784,4 +796,32 @@ async fn an_invite_made_at_one_node_works_and_is_revoked_at_every_node() {
         c.invites_of(APP, now).await.unwrap().len(),
         kaigi_server::invites::MAX_INVITES_PER_APP
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_placed_in_a_burst_spread_over_the_nodes() {
+    let redis = RedisServer::start();
+    let a = node(&redis, "node-a").await;
+    let b = node(&redis, "node-b").await;
+    let c = node(&redis, "node-c").await;
+    until("all three alive", || async {
+        a.cluster.live_nodes().await.unwrap_or_default().len() == 3
+    })
+    .await;
+    // Nine rooms placed at once, long before any node reports their
+    // people: three on each node.
+    let rooms: Vec<RoomId> = (1..=9).map(|n| RoomId::num(100 + n).unwrap()).collect();
+    let mut owners = std::collections::BTreeMap::<String, usize>::new();
+    for room in &rooms {
+        let owner = a.cluster.place(APP, room).await.unwrap();
+        *owners.entry(owner.node_id).or_default() += 1;
+    }
+    assert_eq!(
+        owners.values().copied().collect::<Vec<_>>(),
+        [3, 3, 3],
+        "{owners:?}"
+    );
+    for n in [a, b, c] {
+        n.stop.cancel();
+    }
 }

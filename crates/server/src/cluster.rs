@@ -15,6 +15,8 @@
 //! - `kicked:{session}`: why a session was forced out, for as long as
 //!   it may not `resume`;
 //! - `fence`: the counter every placement's token is taken from;
+//! - `placed:{node}`: rooms placed on the node in the last two heartbeats
+//!   (counted as its load until its own report has their people);
 //! - `rpc:{node}`: the pub/sub channel a node takes requests (and replies
 //!   to its own requests) on, see [`Cluster::call`];
 //! - `invite:{code}`, `invites:{app}`, `issued:{sig}`: the service's
@@ -132,12 +134,18 @@ pub struct NodeStatus {
     pub cpu: f64,
     /// When it wrote this (ms since the Unix epoch).
     pub updated_ms: u64,
+    /// Rooms placed on it in the last two heartbeats (counted by the
+    /// service, not reported by the node).
+    #[serde(skip)]
+    pub recent: u64,
 }
 
 /// A node's load, as placement compares it: participants first, then CPU
-/// (each 10 % of a core counts as one participant).
+/// (each 10 % of a core counts as one participant), and each room placed
+/// on it since its last reports as one more participant (rooms placed in
+/// a burst, before any report, would otherwise all go to one node).
 fn load_score(n: &NodeStatus) -> f64 {
-    n.participants as f64 + n.cpu / 10.0
+    n.participants as f64 + n.cpu / 10.0 + n.recent as f64
 }
 
 /// What this node reports about itself each heartbeat: participants and
@@ -172,13 +180,21 @@ impl Owner {
 }
 
 /// Sets KEYS[1] to `ARGV[1]|INCR(KEYS[2])` with a time to live of ARGV[2]
-/// ms unless it is set; returns what it holds.
+/// ms unless it is set; returns what it holds. A room it places is noted
+/// in the node's recent placements KEYS[3] (a sorted set by Redis's
+/// clock, trimmed to the last ARGV[3] ms), which placement counts as load
+/// until the node's own report has the room's people in it.
 const PLACE: &str = r"
 local cur = redis.call('GET', KEYS[1])
 if cur then return cur end
 local t = redis.call('INCR', KEYS[2])
 local v = ARGV[1] .. '|' .. t
 redis.call('SET', KEYS[1], v, 'PX', ARGV[2])
+local now = redis.call('TIME')
+local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ms - tonumber(ARGV[3]))
+redis.call('ZADD', KEYS[3], ms, KEYS[1])
+redis.call('PEXPIRE', KEYS[3], ARGV[3])
 return v";
 
 /// Extends KEYS[1]'s time to live to ARGV[2] ms if it still holds ARGV[1]
@@ -493,6 +509,11 @@ impl Cluster {
         format!("{}{rest}", self.config.prefix)
     }
 
+    /// The rooms placed on `node` lately ([`PLACE`]).
+    fn recent_key(&self, node: &str) -> String {
+        self.key(&format!("placed:{node}"))
+    }
+
     fn room_key(&self, app: SdkAppId, room: &RoomId) -> String {
         match room {
             RoomId::Num(n) => self.key(&format!("room:{}:n:{n}", app.0)),
@@ -606,6 +627,7 @@ impl Cluster {
             rooms,
             cpu,
             updated_ms: kaigi_proto::unix_now_ms(),
+            recent: 0,
         };
         let lease_ms = self.config.lease.as_millis() as u64;
         let mut c = self.redis.clone();
@@ -726,15 +748,34 @@ impl Cluster {
             .iter()
             .map(|id| self.key(&format!("alive:{id}")))
             .collect();
-        let alive: Vec<Option<u8>> = redis::cmd("MGET")
-            .arg(&alive_keys)
-            .query_async(&mut c)
-            .await?;
+        let mut pipe = redis::pipe();
+        pipe.cmd("MGET").arg(&alive_keys);
+        for id in &ids {
+            pipe.cmd("ZCARD").arg(self.recent_key(id));
+        }
+        let (alive, recent): (Vec<Option<u8>>, Vec<u64>) = {
+            let mut replies: Vec<redis::Value> = pipe.query_async(&mut c).await?;
+            let counts = replies
+                .split_off(1)
+                .iter()
+                .map(|v| redis::from_redis_value(v.clone()).unwrap_or(0))
+                .collect();
+            let alive = match replies.pop() {
+                Some(v) => redis::from_redis_value(v).map_err(redis::RedisError::from)?,
+                None => Vec::new(),
+            };
+            (alive, counts)
+        };
         let mut live: Vec<NodeStatus> = ids
             .iter()
             .zip(alive)
-            .filter(|(_, a)| a.is_some())
-            .filter_map(|(id, _)| serde_json::from_str(&all[*id]).ok())
+            .zip(recent)
+            .filter(|((_, a), _)| a.is_some())
+            .filter_map(|((id, _), recent)| {
+                let mut n: NodeStatus = serde_json::from_str(&all[*id]).ok()?;
+                n.recent = recent;
+                Some(n)
+            })
             .collect();
         live.sort_by(|a, b| {
             load_score(a)
@@ -778,8 +819,10 @@ impl Cluster {
             .place
             .key(self.room_key(app, room))
             .key(self.key("fence"))
+            .key(self.recent_key(&target.node_id))
             .arg(&target.node_id)
             .arg(self.config.lease.as_millis() as u64)
+            .arg((self.config.heartbeat * 2).as_millis() as u64)
             .invoke_async(&mut c)
             .await?;
         let owner = Owner::parse(&v).ok_or_else(|| {
@@ -889,8 +932,14 @@ mod tests {
             rooms: 0,
             cpu,
             updated_ms: 0,
+            recent: 0,
         };
         assert!(load_score(&n(3, 0.0)) > load_score(&n(2, 5.0)));
         assert!(load_score(&n(2, 50.0)) > load_score(&n(3, 0.0)));
+        let placed_lately = NodeStatus {
+            recent: 2,
+            ..n(0, 0.0)
+        };
+        assert!(load_score(&placed_lately) > load_score(&n(1, 0.0)));
     }
 }

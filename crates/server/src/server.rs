@@ -102,11 +102,13 @@ async fn healthz(State(shared): State<Arc<Shared>>) -> axum::response::Response 
         return "ok\n".into_response();
     };
     let in_service = cluster.in_service();
+    let (_, participants) = shared.read(|r| r.counts());
     let body = serde_json::json!({
         "node": cluster.node_id(),
         "advertise": cluster.config().advertise,
         "inService": in_service,
         "rooms": cluster.owned().len(),
+        "participants": participants,
         "redisLatencyMs": cluster.redis_latency().map(|d| d.as_secs_f64() * 1000.0),
     });
     let status = if in_service {
