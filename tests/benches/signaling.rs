@@ -248,7 +248,10 @@ async fn run(quick: bool) {
     };
     // The server runs in its own process, as deployed; the clients here,
     // all on 127.0.0.1: no cap per address.
-    let child = ChildServer::start_with(&[(kaigi_tests::bench::PER_IP_ENV, "0".to_owned())]);
+    let child = ChildServer::start_with(&[
+        (kaigi_tests::bench::PER_IP_ENV, "0".to_owned()),
+        (kaigi_tests::bench::ADMIN_UNLIMITED_ENV, "1".to_owned()),
+    ]);
     let server = TestServer::remote(child.addr);
     eprintln!("join/leave ×{n_join} …");
     let (join, leave) = join_leave(&server, n_join).await;

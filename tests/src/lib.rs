@@ -612,6 +612,9 @@ pub mod bench {
     pub const PER_IP_ENV: &str = "KAIGI_BENCH_PER_IP";
     /// Set: the child server has no practical rate limit (for churn).
     pub const FAST_ENV: &str = "KAIGI_BENCH_FAST";
+    /// Set: admin calls are not limited to TRTC's 20 a second per action
+    /// (for latency benches that call one action back to back).
+    pub const ADMIN_UNLIMITED_ENV: &str = "KAIGI_BENCH_ADMIN_UNLIMITED";
     /// Set to a Redis URL: the child server is a node of the service on it
     /// (its id from [`NODE_ENV`]).
     pub const REDIS_ENV: &str = "KAIGI_BENCH_REDIS";
@@ -655,6 +658,12 @@ pub mod bench {
             );
             if let Some(n) = env(PER_IP_ENV).and_then(|s| s.parse().ok()) {
                 cfg.max_connections_per_ip = n;
+            }
+            if env(ADMIN_UNLIMITED_ENV).is_some() {
+                cfg.admin_rate_limit = kaigi_server::RateLimit {
+                    per_sec: 1_000_000,
+                    burst: 1_000_000,
+                };
             }
             if let Some(redis) = env(REDIS_ENV) {
                 let id = env(NODE_ENV).unwrap_or_else(kaigi_server::cluster::generated_node_id);

@@ -76,7 +76,7 @@ async fn bad_admin_auth_changes_nothing() {
                 &usersig::generate(kaigi_proto::SdkAppId(42), KEY, ADMIN_IDENTIFIER, 300, now()),
             ),
             "POST",
-            "UnauthorizedOperation.SdkAppId".into(),
+            "FailedOperation.SdkAppIdNotExist".into(),
         ),
         (
             query(APP.0, ADMIN_IDENTIFIER, &good),
@@ -103,10 +103,22 @@ async fn bad_admin_auth_changes_nothing() {
         ("NoSuchAction", body.clone(), "InvalidAction"),
         // Not UTF-8 once decoded: still TRTC's JSON, not a bare 400.
         ("%ff%fe%00", body.clone(), "InvalidAction"),
-        ("DismissRoom", "{not json".to_owned(), "InvalidParameter"),
-        ("DismissRoom", "[1]".to_owned(), "InvalidParameter"),
+        (
+            "DismissRoom",
+            "{not json".to_owned(),
+            "InvalidParameter.BodyParamsError",
+        ),
+        (
+            "DismissRoom",
+            "[1]".to_owned(),
+            "InvalidParameter.BodyParamsError",
+        ),
         // An empty body is not a JSON object.
-        ("DismissRoom", String::new(), "InvalidParameter"),
+        (
+            "DismissRoom",
+            String::new(),
+            "InvalidParameter.BodyParamsError",
+        ),
         (
             "DismissRoom",
             json!({"RoomId": 8001}).to_string(),

@@ -102,27 +102,27 @@ async fn remove_user_errors() {
         (
             "RemoveUser",
             json!({"RoomId": "1", "UserIds": ["a"]}),
-            "InvalidParameter.RoomId",
+            "InvalidParameterValue.RoomId",
         ),
         (
             "RemoveUser",
             json!({"RoomId": 0, "UserIds": ["a"]}),
-            "InvalidParameter.RoomId",
+            "InvalidParameterValue.RoomId",
         ),
         (
             "RemoveUser",
             json!({"RoomId": 1.5, "UserIds": ["a"]}),
-            "InvalidParameter.RoomId",
+            "InvalidParameterValue.RoomId",
         ),
         (
             "RemoveUserByStrRoomId",
             json!({"RoomId": 1, "UserIds": ["a"]}),
-            "InvalidParameter.RoomId",
+            "InvalidParameterValue.RoomId",
         ),
         (
             "RemoveUserByStrRoomId",
             json!({"RoomId": "a/b", "UserIds": ["a"]}),
-            "InvalidParameter.RoomId",
+            "InvalidParameterValue.RoomId",
         ),
         (
             "RemoveUserByStrRoomId",

@@ -56,11 +56,7 @@ pub async fn run(cmd: AdminCommand) -> anyhow::Result<ExitCode> {
 
 async fn call(args: &ServerArgs, request: &Request) -> anyhow::Result<ExitCode> {
     let r = args.resolve()?;
-    let key = r.key.context("--key is required")?;
-    let sig =
-        kaigi_proto::usersig::generate(r.app, &key, ADMIN_IDENTIFIER, ADMIN_SIG_SECS, unix_now());
     let body = request.body(r.app);
-    let url = endpoint::api_url(&r.server, request.action().name())?;
     let mut http = reqwest::Client::builder();
     if let Some(path) = &r.ca {
         let pem = std::fs::read(path).with_context(|| format!("--ca {}", path.display()))?;
@@ -70,18 +66,52 @@ async fn call(args: &ServerArgs, request: &Request) -> anyhow::Result<ExitCode> 
             http = http.add_root_certificate(cert);
         }
     }
-    let response: Value = http
-        .build()
-        .context("the HTTP client")?
-        .post(&url)
-        .query(&[
-            ("sdkappid", r.app.to_string()),
-            ("identifier", ADMIN_IDENTIFIER.to_owned()),
-            ("usersig", sig),
-            ("random", rand_u32().to_string()),
-            ("contenttype", "json".to_owned()),
-        ])
-        .json(&body)
+    let http = http.build().context("the HTTP client")?;
+    let (url, post) = match (&args.secret_id, &args.secret_key) {
+        (Some(id), Some(secret)) => {
+            // Cloud API 3.0: the action in a header, the request signed.
+            let (url, host) = endpoint::cloud_api_url(&r.server)?;
+            let bytes = serde_json::to_vec(&body)?;
+            let mut post = http.post(&url);
+            for (name, value) in kaigi_proto::tc3::sign_post(
+                id,
+                secret,
+                &host,
+                request.action().name(),
+                None,
+                unix_now(),
+                &bytes,
+            ) {
+                if name != "Host" {
+                    post = post.header(name, value);
+                }
+            }
+            (url, post.body(bytes))
+        }
+        _ => {
+            let key = r.key.context("--key is required")?;
+            let sig = kaigi_proto::usersig::generate(
+                r.app,
+                &key,
+                ADMIN_IDENTIFIER,
+                ADMIN_SIG_SECS,
+                unix_now(),
+            );
+            let url = endpoint::api_url(&r.server, request.action().name())?;
+            let post = http
+                .post(&url)
+                .query(&[
+                    ("sdkappid", r.app.to_string()),
+                    ("identifier", ADMIN_IDENTIFIER.to_owned()),
+                    ("usersig", sig),
+                    ("random", rand_u32().to_string()),
+                    ("contenttype", "json".to_owned()),
+                ])
+                .json(&body);
+            (url, post)
+        }
+    };
+    let response: Value = post
         .send()
         .await
         .map_err(|e| call_error(e, &url))?

@@ -119,6 +119,14 @@ struct ServerArgs {
     /// https:// besides the public ones (a server with a private CA).
     #[arg(long, env = "KAIGI_CA")]
     ca: Option<PathBuf>,
+    /// Admin calls: sign them as Tencent Cloud API 3.0 (TC3-HMAC-SHA256)
+    /// with this SecretId, one the server has (--cloud-api-key), instead of
+    /// an administrator UserSig.
+    #[arg(long, env = "KAIGI_SECRET_ID", requires = "secret_key")]
+    secret_id: Option<String>,
+    /// The SecretKey of --secret-id.
+    #[arg(long, env = "KAIGI_SECRET_KEY", requires = "secret_id")]
+    secret_key: Option<String>,
 }
 
 /// A server plus a room.

@@ -13,14 +13,23 @@ const APP: SdkAppId = SdkAppId(1_400_000_009);
 const KEY: &str = "cli-test-secret";
 const WAIT: Duration = Duration::from_secs(15);
 
+/// A Cloud API key pair the test server accepts.
+const SECRET_ID: &str = "AKIDkaigiCliTest";
+const SECRET_KEY: &str = "cliTestSecretKey";
+
 async fn server() -> ServerHandle {
-    let cfg = Config::new(
+    let mut cfg = Config::new(
         "127.0.0.1:0".parse().unwrap(),
         vec![AppCredential {
             id: APP,
             key: KEY.into(),
         }],
     );
+    cfg.cloud_api_keys = vec![kaigi_server::config::CloudApiKey {
+        secret_id: SECRET_ID.into(),
+        secret_key: SECRET_KEY.into(),
+        apps: vec![],
+    }];
     kaigi_server::start(cfg).await.unwrap()
 }
 
@@ -188,6 +197,46 @@ async fn bots_are_removed_and_dismissed_by_admin_commands() {
     );
     let (code, resp) = admin(&server, &["list-rooms"]).await;
     assert_eq!((code, resp["Response"]["Total"].as_u64()), (0, Some(0)));
+}
+
+#[tokio::test]
+async fn admin_calls_signed_as_cloud_api() {
+    let server = server().await;
+    let mut dave = Bot::start(&server, "dave", &["--room", "43"]).await;
+    let signed = |secret: &'static str| {
+        [
+            "--server".to_owned(),
+            format!("ws://{}", server.local_addr()),
+            "--app".into(),
+            APP.to_string(),
+            "--secret-id".into(),
+            SECRET_ID.into(),
+            "--secret-key".into(),
+            secret.into(),
+        ]
+    };
+    let run = |args: [String; 8]| async move {
+        let out = kaigi()
+            .args(["admin", "dismiss-room", "--room", "43"])
+            .args(args)
+            .output()
+            .await
+            .unwrap();
+        let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+        (out.status.code().unwrap(), json)
+    };
+    let (code, resp) = run(signed("not-the-key")).await;
+    assert_ne!(code, 0);
+    assert_eq!(
+        resp["Response"]["Error"]["Code"],
+        "AuthFailure.SignatureFailure"
+    );
+    let (code, resp) = run(signed(SECRET_KEY)).await;
+    assert_eq!(code, 0, "{resp}");
+    assert_eq!(
+        dave.until("client-banned").await["reason"],
+        "room-dismissed"
+    );
 }
 
 #[tokio::test]

@@ -159,11 +159,17 @@ impl Request {
     /// fields.
     pub fn parse(action: Action, body: &[u8], app: SdkAppId) -> Result<Request, AdminError> {
         let body: Value = serde_json::from_slice(body).map_err(|e| {
-            AdminError::new("InvalidParameter", format!("the body is not JSON: {e}"))
+            AdminError::new(
+                "InvalidParameter.BodyParamsError",
+                format!("the body is not JSON: {e}"),
+            )
         })?;
-        let body = body
-            .as_object()
-            .ok_or_else(|| AdminError::new("InvalidParameter", "the body must be a JSON object"))?;
+        let body = body.as_object().ok_or_else(|| {
+            AdminError::new(
+                "InvalidParameter.BodyParamsError",
+                "the body must be a JSON object",
+            )
+        })?;
         match body.get("SdkAppId") {
             None | Some(Value::Null) => {
                 return Err(AdminError::new(
@@ -246,7 +252,7 @@ fn room_json(room: &RoomId) -> Value {
 }
 
 fn room_id(body: &Map<String, Value>, string_room: bool) -> Result<RoomId, AdminError> {
-    let bad = |m: String| AdminError::new("InvalidParameter.RoomId", m);
+    let bad = |m: String| AdminError::new("InvalidParameterValue.RoomId", m);
     match (body.get("RoomId"), string_room) {
         (None | Some(Value::Null), _) => Err(AdminError::new(
             "MissingParameter.RoomId",
@@ -486,11 +492,11 @@ mod tests {
             |a: Action, b: &str| Request::parse(a, b.as_bytes(), SdkAppId(1)).map_err(|e| e.code);
         assert_eq!(
             parse(Action::DismissRoom, ""),
-            Err("InvalidParameter".into())
+            Err("InvalidParameter.BodyParamsError".into())
         );
         assert_eq!(
             parse(Action::DismissRoom, "[1]"),
-            Err("InvalidParameter".into())
+            Err("InvalidParameter.BodyParamsError".into())
         );
         assert_eq!(
             parse(Action::DismissRoom, r#"{"RoomId":"x"}"#),
@@ -502,7 +508,7 @@ mod tests {
         );
         assert_eq!(
             parse(Action::DismissRoom, r#"{"SdkAppId":1,"RoomId":"x"}"#),
-            Err("InvalidParameter.RoomId".into())
+            Err("InvalidParameterValue.RoomId".into())
         );
         assert_eq!(
             parse(Action::RemoveUser, r#"{"SdkAppId":1,"RoomId":1}"#),

@@ -67,6 +67,22 @@ pub fn api_url(server: &str, action: &str) -> Result<String, BadServerUrl> {
     Ok(format!("{scheme}://{host}{}/api/{action}", base_path(path)))
 }
 
+/// The Cloud API 3.0 endpoint (`POST /`) and the `Host` it is signed
+/// for: `(http[s]://HOST[:PORT][/base]/, HOST[:PORT])`.
+///
+/// ```
+/// use kaigi_proto::endpoint::cloud_api_url;
+/// assert_eq!(cloud_api_url("ws://127.0.0.1:7880/ws").unwrap(), ("http://127.0.0.1:7880/".to_owned(), "127.0.0.1:7880".to_owned()));
+/// ```
+pub fn cloud_api_url(server: &str) -> Result<(String, String), BadServerUrl> {
+    let (secure, host, path) = split(server)?;
+    let scheme = if secure { "https" } else { "http" };
+    Ok((
+        format!("{scheme}://{host}{}/", base_path(path)),
+        host.to_owned(),
+    ))
+}
+
 /// The invite endpoint for `code`: `http[s]://HOST[:PORT][/base]/invite/CODE`.
 ///
 /// ```

@@ -13,6 +13,7 @@ pub mod ids;
 pub mod invite;
 pub mod kick;
 pub mod signal;
+pub mod tc3;
 pub mod usersig;
 
 pub use error::ErrorCode;

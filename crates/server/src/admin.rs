@@ -67,20 +67,59 @@ pub async fn handle(
             )
         }
     };
-    let action_label = if Action::parse(&action).is_some() {
+    count_call(&shared, &action, &label);
+    Json(json!({ "Response": response }))
+}
+
+/// Counts a call of `action` (an unknown one as `unknown`) by its result.
+pub(crate) fn count_call(shared: &Shared, action: &str, result: &str) {
+    let action = if Action::parse(action).is_some() {
         action
     } else {
-        "unknown".into()
+        "unknown"
     };
     shared
         .metrics
         .admin_calls
         .get_or_create(&AdminCall {
-            action: action_label,
-            result: label,
+            action: action.to_owned(),
+            result: result.to_owned(),
         })
         .inc();
-    Json(json!({ "Response": response }))
+}
+
+/// Admin calls per app and action, as token buckets
+/// ([`crate::config::Config::admin_rate_limit`]): TRTC answers
+/// `RequestLimitExceeded` past 20 a second.
+#[derive(Default)]
+pub struct CallLimiter {
+    buckets: parking_lot::Mutex<HashMap<(SdkAppId, Action), (f64, std::time::Instant)>>,
+}
+
+/// Takes one call of `action` by `app` from its bucket.
+pub(crate) fn limit(shared: &Shared, app: SdkAppId, action: Action) -> Result<(), ApiError> {
+    let rate = shared.config.admin_rate_limit;
+    let now = std::time::Instant::now();
+    let mut buckets = shared.admin_limits.buckets.lock();
+    let (tokens, last) = buckets
+        .entry((app, action))
+        .or_insert((f64::from(rate.burst), now));
+    let refill = now.duration_since(*last).as_secs_f64() * f64::from(rate.per_sec);
+    *tokens = (*tokens + refill).min(f64::from(rate.burst));
+    *last = now;
+    if *tokens >= 1.0 {
+        *tokens -= 1.0;
+        Ok(())
+    } else {
+        Err(err(
+            "RequestLimitExceeded",
+            format!(
+                "{} is limited to {} requests a second per app",
+                action.name(),
+                rate.per_sec
+            ),
+        ))
+    }
 }
 
 async fn serve(
@@ -101,6 +140,7 @@ async fn serve(
         .ok_or_else(|| err("InvalidAction", format!("no such action: {action}")))?;
     let bytes = read_body(body).await?;
     let request = Request::parse(action, &bytes, app)?;
+    limit(shared, app, action)?;
     route(shared, app, request).await
 }
 
@@ -380,7 +420,7 @@ async fn execute(
 
 /// Reads the whole body: at most [`MAX_BODY_BYTES`], within
 /// [`BODY_READ_TIMEOUT`].
-async fn read_body(body: Body) -> Result<bytes::Bytes, ApiError> {
+pub(crate) async fn read_body(body: Body) -> Result<bytes::Bytes, ApiError> {
     let read = tokio::time::timeout(
         BODY_READ_TIMEOUT,
         axum::body::to_bytes(body, MAX_BODY_BYTES),
@@ -432,7 +472,7 @@ fn authenticate(shared: &Shared, query: &HashMap<String, String>) -> Result<SdkA
     })?;
     let key = shared.app_keys.get(&app).ok_or_else(|| {
         err(
-            "UnauthorizedOperation.SdkAppId",
+            "FailedOperation.SdkAppIdNotExist",
             format!("this server has no SdkAppId {app}"),
         )
     })?;

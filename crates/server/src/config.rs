@@ -35,6 +35,58 @@ impl std::str::FromStr for AppCredential {
     }
 }
 
+/// A Tencent Cloud API 3.0 key pair the admin API accepts
+/// (`TC3-HMAC-SHA256`), and the apps it may act on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CloudApiKey {
+    /// The SecretId (public).
+    pub secret_id: String,
+    /// The SecretKey requests are signed with.
+    pub secret_key: String,
+    /// The apps it may act on; empty: every app of the server.
+    #[serde(default)]
+    pub apps: Vec<SdkAppId>,
+}
+
+impl CloudApiKey {
+    /// Whether it may act on `app`.
+    pub fn may_act_on(&self, app: SdkAppId) -> bool {
+        self.apps.is_empty() || self.apps.contains(&app)
+    }
+}
+
+impl std::str::FromStr for CloudApiKey {
+    type Err = String;
+    /// Parses `SECRETID:SECRETKEY[:APP[+APP…]]`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut parts = s.splitn(3, ':');
+        let (Some(id), Some(key)) = (parts.next(), parts.next()) else {
+            return Err(format!(
+                "expected SECRETID:SECRETKEY[:APP[+APP…]], got {s:?}"
+            ));
+        };
+        let id = id.trim();
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(format!("a SecretId is printable ASCII, not {id:?}"));
+        }
+        if key.is_empty() {
+            return Err("the SecretKey is empty".into());
+        }
+        let apps = match parts.next() {
+            None => Vec::new(),
+            Some(list) => list
+                .split('+')
+                .map(|a| a.trim().parse().map_err(|e| format!("{e}: {a:?}")))
+                .collect::<Result<_, _>>()?,
+        };
+        Ok(CloudApiKey {
+            secret_id: id.to_owned(),
+            secret_key: key.to_owned(),
+            apps,
+        })
+    }
+}
+
 /// Per-connection message rate limit (a token bucket).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateLimit {
@@ -90,7 +142,17 @@ pub struct Config {
     /// node's own `ws(s)://LISTEN/ws` (which must then not be a wildcard
     /// address).
     pub cluster: Option<crate::cluster::ClusterConfig>,
+    /// Key pairs for the admin API's Cloud API 3.0 endpoint (`POST /`).
+    pub cloud_api_keys: Vec<CloudApiKey>,
+    /// Admin calls one app may make of one action (TRTC's 20 a second).
+    pub admin_rate_limit: RateLimit,
 }
+
+/// TRTC's limit on its server APIs: 20 requests a second per action.
+pub const ADMIN_RATE_LIMIT: RateLimit = RateLimit {
+    per_sec: 20,
+    burst: 20,
+};
 
 /// The PEM files of the server's TLS certificate chain and private key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,6 +188,8 @@ impl Config {
             media_port: 0,
             media_tcp_port: None,
             cluster: None,
+            cloud_api_keys: Vec::new(),
+            admin_rate_limit: ADMIN_RATE_LIMIT,
         }
     }
 
@@ -178,6 +242,10 @@ pub struct FileConfig {
     /// `advertise = "wss://kaigi-1.example.com/ws"` (with `redis`): where
     /// clients reach this node.
     pub advertise: Option<String>,
+    /// `[[cloud_api_key]]` tables with `secret_id`, `secret_key` and
+    /// optionally `apps = [1400000000]`.
+    #[serde(default, rename = "cloud_api_key")]
+    pub cloud_api_keys: Vec<CloudApiKey>,
 }
 
 impl FileConfig {
@@ -339,5 +407,26 @@ mod tests {
         );
         assert_eq!(f.heartbeat_timeout, Some(5));
         assert!(toml::from_str::<FileConfig>("bogus = 1").is_err());
+        let f: FileConfig = toml::from_str(
+            "[[cloud_api_key]]\nsecret_id = \"AKIDa\"\nsecret_key = \"s\"\napps = [7]\n",
+        )
+        .unwrap();
+        assert_eq!(f.cloud_api_keys[0].apps, [SdkAppId(7)]);
+    }
+
+    #[test]
+    fn cloud_api_key_flag_parses() {
+        let k: CloudApiKey = "AKIDa:secret".parse().unwrap();
+        assert_eq!(
+            (k.secret_id.as_str(), k.secret_key.as_str()),
+            ("AKIDa", "secret")
+        );
+        assert!(k.may_act_on(SdkAppId(9)));
+        let k: CloudApiKey = "AKIDa:secret:1400000000+1400000001".parse().unwrap();
+        assert_eq!(k.apps, [SdkAppId(1400000000), SdkAppId(1400000001)]);
+        assert!(!k.may_act_on(SdkAppId(9)));
+        for bad in ["AKIDa", ":k", "AKIDa:", "AKIDa:k:x"] {
+            assert!(bad.parse::<CloudApiKey>().is_err(), "{bad}");
+        }
     }
 }

@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod cloudapi;
 pub mod cluster;
 pub mod config;
 pub mod invite_store;

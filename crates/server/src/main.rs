@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Parser;
 use kaigi_server::config::{
-    secs, AppCredential, Config, DevApp, DevAppExt, FileConfig, RateLimit, TlsFiles,
+    secs, AppCredential, CloudApiKey, Config, DevApp, DevAppExt, FileConfig, RateLimit, TlsFiles,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -65,6 +65,16 @@ struct Args {
     /// wss://kaigi-1.example.com/ws [default: ws(s)://LISTEN/ws].
     #[arg(long, env = "KAIGI_ADVERTISE")]
     advertise: Option<String>,
+    /// A Tencent Cloud API 3.0 key pair the admin API accepts at `POST /`
+    /// (TC3-HMAC-SHA256), as SECRETID:SECRETKEY, or
+    /// SECRETID:SECRETKEY:APP+APP for the apps it may act on [default:
+    /// every app]; repeat for several (';' between them in the variable).
+    #[arg(
+        long = "cloud-api-key",
+        env = "KAIGI_CLOUD_API_KEYS",
+        value_delimiter = ';'
+    )]
+    cloud_api_keys: Vec<CloudApiKey>,
 }
 
 #[tokio::main]
@@ -138,6 +148,11 @@ async fn main() -> anyhow::Result<()> {
             }
             None
         }
+    };
+    config.cloud_api_keys = if args.cloud_api_keys.is_empty() {
+        file.cloud_api_keys
+    } else {
+        args.cloud_api_keys
     };
     let defaults = RateLimit::default();
     config.rate_limit = RateLimit {

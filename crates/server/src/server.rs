@@ -83,6 +83,7 @@ pub async fn start(config: Config) -> std::io::Result<ServerHandle> {
 /// The HTTP routes over shared state.
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
+        .route("/", any(crate::cloudapi::handle))
         .route("/ws", get(signaling::upgrade))
         .route("/api/{action}", any(admin::handle))
         .route(

@@ -70,6 +70,8 @@ pub struct Shared {
     pub media_ports: Arc<kaigi_rtc::MediaPorts>,
     /// The invites made through the admin API.
     pub invites: crate::invites::Invites,
+    /// Admin calls per app and action (TRTC's 20 a second).
+    pub admin_limits: crate::admin::CallLimiter,
     /// This node's membership in a service of several nodes, if it is in
     /// one (set once, as the server starts).
     pub cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
@@ -83,6 +85,7 @@ impl Shared {
         Arc::new(Shared {
             media_ports,
             invites: Default::default(),
+            admin_limits: Default::default(),
             app_keys: config.app_keys(),
             config,
             registry: Mutex::new(Registry::new()),
