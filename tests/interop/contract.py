@@ -41,7 +41,7 @@ TIMEOUT = 10.0
 BANNED_MESSAGES = {
     "duplicate-user-id": "client was banned because of duplicated userId joining the room.",
     "removed-by-admin": "client was banned because of you got banned by account admin",
-    "room-dismissed": "client was banned because of the room was dismissed by account admin",
+    "room-dismissed": "client was banned because of the room has been disbanded by the admin.",
 }
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
@@ -188,7 +188,8 @@ async def joined(user, room=None, str_room=None, media=False, keepalive=True, **
     c = await Conn.open(keepalive)
     if media:
         c.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    reply = await c.request(join_msg(user, room, str_room, protocol=2, **extra))
+    extra.setdefault("protocol", 2)
+    reply = await c.request(join_msg(user, room, str_room, **extra))
     assert reply["type"] == "joined", reply
     c.joined = reply
     return c
@@ -300,8 +301,8 @@ async def check_join_errors():
         ("both roomId and strRoomId", join_msg("u1", room=1, str_room="x"), "INVALID_PARAMETER", 4003),
         ("neither roomId nor strRoomId", join_msg("u1"), "INVALID_PARAMETER", 4003),
         ("strRoomId of 65 bytes", join_msg("u1", str_room="r" * 65), "INVALID_PARAMETER", 4003),
-        ("protocol 6", join_msg("u1", room=1, protocol=6), "UNSUPPORTED_PROTOCOL", 4009),
-        ("check order: protocol before userId", join_msg("a b", room=1, protocol=6),
+        ("protocol 7", join_msg("u1", room=1, protocol=7), "UNSUPPORTED_PROTOCOL", 4009),
+        ("check order: protocol before userId", join_msg("a b", room=1, protocol=7),
          "UNSUPPORTED_PROTOCOL", 4009),
         ("check order: room before sdkAppId", join_msg("u1", room=0, app=999),
          "INVALID_PARAMETER", 4003),
@@ -550,12 +551,18 @@ async def check_admin():
 
     c = await joined("carl", room=4001)
     await a.until(lambda m: m.get("type") == "peer-join")
+    six = await joined("sixer", room=4001, protocol=6)
+    await a.until(lambda m: m.get("type") == "peer-join")
     r = admin("DismissRoom", {"SdkAppId": ARGS.app, "RoomId": 4001})
     check("DismissRoom answers RequestId only", set(r) == {"RequestId"}, r)
+    got, seen = await six.closed()
+    check("protocol 6: client-banned has TRTC's reason and Kaigi's cause",
+          got == 1000 and {"type": "client-banned", "reason": "room-disband", "cause": "room-dismissed",
+                           "message": BANNED_MESSAGES["room-dismissed"]} in seen, (got, seen))
     for who in (a, c):
         got, seen = await who.closed()
         check("a dismissed room: only client-banned room-dismissed, close 1000",
-              got == 1000 and [m for m in seen if m.get("type") not in ("pong", "offer")]
+              got == 1000 and [m for m in seen if m.get("type") not in ("pong", "offer", "peer-join")]
               == [{"type": "client-banned", "reason": "room-dismissed",
                    "message": BANNED_MESSAGES["room-dismissed"]}], (got, seen))
     gone = admin("DescribeRoom", {"SdkAppId": ARGS.app, "RoomId": 4001})

@@ -34,7 +34,7 @@ impl KickReason {
                 "client was banned because of you got banned by account admin"
             }
             KickReason::RoomDismissed => {
-                "client was banned because of the room was dismissed by account admin"
+                "client was banned because of the room has been disbanded by the admin."
             }
         }
     }
@@ -46,6 +46,25 @@ impl KickReason {
             KickReason::RemovedByAdmin => "removed-by-admin",
             KickReason::RoomDismissed => "room-dismissed",
         }
+    }
+
+    /// The `reason` TRTC's Web SDK (4.14 and later) gives `client-banned`
+    /// for the same cause: `kick`, `banned`, `room-disband`. Protocol 6
+    /// sends it as `reason` (`docs/protocol.md`).
+    pub fn trtc_reason(self) -> &'static str {
+        match self {
+            KickReason::DuplicateUserId => "kick",
+            KickReason::RemovedByAdmin => "banned",
+            KickReason::RoomDismissed => "room-disband",
+        }
+    }
+
+    /// The reason named `s`, Kaigi's name (`removed-by-admin`) or TRTC's
+    /// (`banned`).
+    pub fn parse(s: &str) -> Option<KickReason> {
+        KickReason::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s || r.trtc_reason() == s)
     }
 
     /// The name TRTC Web SDK v5 uses for the same reason.
@@ -77,5 +96,10 @@ mod tests {
             KickReason::DuplicateUserId.message(),
             "client was banned because of duplicated userId joining the room."
         );
+        for r in KickReason::ALL {
+            assert_eq!(KickReason::parse(r.as_str()), Some(r));
+            assert_eq!(KickReason::parse(r.trtc_reason()), Some(r));
+        }
+        assert_eq!(KickReason::parse("left"), None);
     }
 }

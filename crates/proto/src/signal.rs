@@ -721,8 +721,12 @@ pub enum ServerMessage {
     /// This client was forced out; the server closes the connection next.
     /// The client must not rejoin by itself.
     ClientBanned {
-        /// Why.
-        reason: KickReason,
+        /// Why: TRTC's reason (`kick`, `banned`, `room-disband`) from
+        /// protocol 6, Kaigi's cause (`duplicate-user-id`, …) before.
+        reason: String,
+        /// Kaigi's cause (protocol 6 and later).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cause: Option<KickReason>,
         /// TRTC's text for the reason.
         message: String,
     },
@@ -744,11 +748,29 @@ impl ServerMessage {
         }
     }
 
-    /// The `client-banned` message for a reason.
-    pub fn banned(reason: KickReason) -> Self {
+    /// The `client-banned` message for a reason, for a session of
+    /// `protocol`: TRTC's `reason` and Kaigi's `cause` from protocol 6,
+    /// Kaigi's cause as `reason` before.
+    pub fn banned(reason: KickReason, protocol: u32) -> Self {
+        let (wire, cause) = if protocol >= 6 {
+            (reason.trtc_reason(), Some(reason))
+        } else {
+            (reason.as_str(), None)
+        };
         ServerMessage::ClientBanned {
-            reason,
+            reason: wire.to_owned(),
+            cause,
             message: reason.message().to_owned(),
+        }
+    }
+
+    /// The cause of a `client-banned` message, of any protocol.
+    pub fn kick_cause(&self) -> Option<KickReason> {
+        match self {
+            ServerMessage::ClientBanned { reason, cause, .. } => {
+                cause.or_else(|| KickReason::parse(reason))
+            }
+            _ => None,
         }
     }
 
@@ -810,12 +832,26 @@ mod tests {
 
     #[test]
     fn server_messages_wire_shape() {
-        let m = ServerMessage::banned(KickReason::DuplicateUserId);
+        let m = ServerMessage::banned(KickReason::DuplicateUserId, 5);
         assert_eq!(
             serde_json::to_value(&m).unwrap(),
             json!({"type":"client-banned","reason":"duplicate-user-id",
                    "message":"client was banned because of duplicated userId joining the room."})
         );
+        // Protocol 6: TRTC's reason, Kaigi's cause beside it.
+        let m = ServerMessage::banned(KickReason::RoomDismissed, 6);
+        assert_eq!(
+            serde_json::to_value(&m).unwrap(),
+            json!({"type":"client-banned","reason":"room-disband","cause":"room-dismissed",
+                   "message":"client was banned because of the room has been disbanded by the admin."})
+        );
+        for p in [1, 5, 6] {
+            for r in KickReason::ALL {
+                let back: ServerMessage =
+                    serde_json::from_str(&ServerMessage::banned(r, p).to_json()).unwrap();
+                assert_eq!(back.kick_cause(), Some(r), "protocol {p}");
+            }
+        }
         let e = ServerMessage::Error(ErrorMessage::new(Some(7), ErrorCode::UsersigExpired, "old"));
         assert_eq!(
             serde_json::to_value(&e).unwrap(),

@@ -323,7 +323,7 @@ async fn run(socket: WebSocket, shared: Arc<Shared>, peer: SocketAddr) {
                     }
                     Some(Outbound::Kick(reason)) => {
                         info!(%reason, "forced out");
-                        s.push(Message::Text(shared.banned_text(reason)));
+                        s.push(Message::Text(shared.banned_text(reason, s.protocol)));
                         s.close(close_code::NORMAL, "client-banned").await;
                         break End::Kicked;
                     }

@@ -64,7 +64,8 @@ pub struct Shared {
     pub shutdown: CancellationToken,
     /// Tracks every connection task, so shutdown can wait for them.
     pub tasks: TaskTracker,
-    banned_text: [Utf8Bytes; 3],
+    /// `client-banned` per reason, before protocol 6 and from it.
+    banned_text: [[Utf8Bytes; 3]; 2],
     publications: Mutex<HashMap<(SessionId, StreamType), Arc<Publication>>>,
     /// The UDP and TCP ports all media goes through.
     pub media_ports: Arc<kaigi_rtc::MediaPorts>,
@@ -94,7 +95,8 @@ impl Shared {
             metrics: Metrics::new(),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
-            banned_text: KickReason::ALL.map(|r| ServerMessage::banned(r).to_json().into()),
+            banned_text: [5, 6]
+                .map(|p| KickReason::ALL.map(|r| ServerMessage::banned(r, p).to_json().into())),
             publications: Mutex::new(HashMap::new()),
             cluster: std::sync::OnceLock::new(),
         })
@@ -249,13 +251,14 @@ impl Shared {
         }
     }
 
-    /// The serialized `client-banned` message for a reason.
-    pub fn banned_text(&self, reason: KickReason) -> Utf8Bytes {
+    /// The serialized `client-banned` message for a reason, for a session
+    /// of `protocol`.
+    pub fn banned_text(&self, reason: KickReason, protocol: u32) -> Utf8Bytes {
         let i = KickReason::ALL
             .iter()
             .position(|r| *r == reason)
             .unwrap_or(0);
-        self.banned_text[i].clone()
+        self.banned_text[usize::from(protocol >= 6)][i].clone()
     }
 
     /// Registers a session's publication (before the registry announces it).

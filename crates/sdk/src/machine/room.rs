@@ -36,10 +36,19 @@ impl Machine {
                 self.push_status();
                 self.emit(ClientEvent::PeerRole { user_id, role });
             }
-            ServerMessage::ClientBanned { reason, message } => {
+            ServerMessage::ClientBanned {
+                reason,
+                cause,
+                message,
+            } => {
+                // A reason this client does not know (a newer server's)
+                // still forces it out, as a removal.
+                let cause = cause
+                    .or_else(|| kaigi_proto::KickReason::parse(&reason))
+                    .unwrap_or(kaigi_proto::KickReason::RemovedByAdmin);
                 self.fail_all();
                 self.media(MediaAction::CloseAll);
-                self.banned(reason, message);
+                self.banned(cause, message);
             }
             ServerMessage::Offer {
                 sdp,

@@ -222,10 +222,7 @@ fn each_forced_exit_closes_media_says_why_and_ends() {
             t0,
         );
         let out = m.server(
-            ServerMessage::ClientBanned {
-                reason,
-                message: reason.message().into(),
-            },
+            ServerMessage::banned(reason, kaigi_proto::PROTOCOL_VERSION),
             t0,
         );
         assert_eq!(
