@@ -26,6 +26,10 @@ pub struct BotArgs {
     /// --server); no key, UserSig or room is needed.
     #[arg(long, conflicts_with_all = ["key", "user_sig", "room", "str_room"])]
     invite: Option<String>,
+    /// A room permission ticket (TRTC's privateMapKey, e.g. from `kaigi
+    /// usersig --grant-room`), for a server that requires one.
+    #[arg(long, conflicts_with = "invite")]
+    private_map_key: Option<String>,
     /// The bot's user id.
     #[arg(long)]
     user: String,
@@ -246,6 +250,7 @@ pub async fn run(args: BotArgs) -> anyhow::Result<ExitCode> {
         }
     };
     options.ca_file = args.server.ca.clone();
+    options.private_map_key = args.private_map_key.clone();
     let client = Client::new(options)?;
     let mut events = client.events();
     let joined = match client.join(room.clone(), args.role).await {

@@ -38,6 +38,11 @@ enum Command {
         /// for `administrator`, whose UserSig authorizes admin calls].
         #[arg(long)]
         expire: Option<u64>,
+        /// Make a room permission ticket (TRTC's privateMapKey) for this
+        /// room instead: give it to `kaigi bot --private-map-key` (or a
+        /// client's join) on a server that requires grants.
+        #[command(flatten)]
+        grant: GrantArgs,
     },
     /// Call the server's admin API and print its JSON response.
     #[command(subcommand)]
@@ -127,6 +132,30 @@ struct ServerArgs {
     /// The SecretKey of --secret-id.
     #[arg(long, env = "KAIGI_SECRET_KEY", requires = "secret_id")]
     secret_key: Option<String>,
+}
+
+/// `--grant-room N` or `--grant-str-room S` (optional).
+#[derive(Debug, Clone, Args)]
+#[group(required = false, multiple = false)]
+struct GrantArgs {
+    /// The numeric room the ticket grants.
+    #[arg(long)]
+    grant_room: Option<u64>,
+    /// The string room the ticket grants.
+    #[arg(long)]
+    grant_str_room: Option<String>,
+}
+
+impl GrantArgs {
+    fn room(&self) -> anyhow::Result<Option<kaigi_proto::RoomId>> {
+        Ok(match (self.grant_room, &self.grant_str_room) {
+            (Some(n), _) => Some(kaigi_proto::RoomId::num(n).context("--grant-room")?),
+            (None, Some(s)) => {
+                Some(kaigi_proto::RoomId::str(s.clone()).context("--grant-str-room")?)
+            }
+            (None, None) => None,
+        })
+    }
 }
 
 /// A server plus a room.
@@ -231,6 +260,7 @@ fn usersig(
     key: Option<String>,
     user: &str,
     expire: u64,
+    grant: Option<kaigi_proto::RoomId>,
 ) -> anyhow::Result<String> {
     if user != kaigi_proto::ADMIN_IDENTIFIER {
         UserId::new(user).context("--user")?;
@@ -246,6 +276,17 @@ fn usersig(
     let key = key
         .or(dev.filter(|d| d.sdk_app_id == app).map(|d| d.secret_key))
         .context("--key is required")?;
+    if let Some(room) = grant {
+        return Ok(kaigi_proto::grant::generate_private_map_key(
+            app,
+            &key,
+            user,
+            &room,
+            kaigi_proto::grant::Privileges::ALL,
+            expire,
+            unix_now(),
+        ));
+    }
     Ok(kaigi_proto::usersig::generate(
         app,
         &key,
@@ -272,16 +313,22 @@ async fn main() -> ExitCode {
             key,
             user,
             expire,
-        } => usersig(
-            app,
-            key,
-            &user,
-            expire.unwrap_or_else(|| default_expire(&user)),
-        )
-        .map(|s| {
-            println!("{s}");
-            ExitCode::SUCCESS
-        }),
+            grant,
+        } => grant
+            .room()
+            .and_then(|room| {
+                usersig(
+                    app,
+                    key,
+                    &user,
+                    expire.unwrap_or_else(|| default_expire(&user)),
+                    room,
+                )
+            })
+            .map(|s| {
+                println!("{s}");
+                ExitCode::SUCCESS
+            }),
         Command::Admin(cmd) => admin::run(cmd).await,
         Command::Bot(args) => bot::run(*args).await,
         Command::AudioProcess(args) => audio::run(&args),

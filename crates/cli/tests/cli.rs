@@ -152,6 +152,13 @@ async fn usersig_command_makes_a_valid_sig() {
         .await
         .unwrap();
     assert!(!bad.status.success());
+    // A room permission ticket (privateMapKey) for one room.
+    let ticket = usersig_for("alice", &["--expire", "600", "--grant-str-room", "daily"]).await;
+    let claims = usersig::verify(&ticket, APP, KEY, "alice", now).unwrap();
+    let grant = kaigi_proto::grant::from_claims(&claims).expect("a room grant");
+    let daily = kaigi_proto::RoomId::str("daily").unwrap();
+    assert!(grant.admits(APP, "alice", &daily, now + 1));
+    assert!(!grant.admits(APP, "alice", &kaigi_proto::RoomId::num(1).unwrap(), now + 1));
     // Without --expire: an admin sig is short-lived, a user's is not.
     for (user, expire) in [("administrator", 300), ("alice", 180 * 86400)] {
         let sig = usersig_for(user, &[]).await;

@@ -156,6 +156,11 @@ pub struct JoinRequest {
     /// `subscribe`.
     #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub auto_subscribe: bool,
+    /// A room permission ticket (TRTC's `privateMapKey`: a UserSig of this
+    /// user whose userbuf is a room grant), from the app's backend; an app
+    /// may require one (protocol 6).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_map_key: Option<String>,
 }
 
 fn yes() -> bool {

@@ -37,6 +37,10 @@ pub struct ClientOptions {
     pub user_id: UserId,
     /// This user's UserSig.
     pub user_sig: String,
+    /// A room permission ticket (TRTC's `privateMapKey`) from the app's
+    /// backend, for servers that require one (`docs/protocol.md`, *Room
+    /// grants*); `None` by default.
+    pub private_map_key: Option<String>,
     /// How long `join` (connect + join) may take.
     pub join_timeout: Duration,
     /// How long `leave` waits for the server's confirmation.
@@ -70,6 +74,7 @@ impl ClientOptions {
             sdk_app_id,
             user_id,
             user_sig: user_sig.into(),
+            private_map_key: None,
             join_timeout: Duration::from_secs(10),
             leave_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(10),

@@ -165,6 +165,7 @@ async fn join_at(
             resume,
             protocol: Some(PROTOCOL_VERSION),
             auto_subscribe: opts.auto_subscribe,
+            private_map_key: opts.private_map_key.clone(),
         });
         send(&mut ws, &join).await?;
         loop {

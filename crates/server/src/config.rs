@@ -146,6 +146,9 @@ pub struct Config {
     pub cloud_api_keys: Vec<CloudApiKey>,
     /// Admin calls one app may make of one action (TRTC's 20 a second).
     pub admin_rate_limit: RateLimit,
+    /// Apps whose users may enter a room only with a room grant (TRTC's
+    /// `privateMapKey`, in the join or in the UserSig).
+    pub require_room_grant: Vec<SdkAppId>,
 }
 
 /// TRTC's limit on its server APIs: 20 requests a second per action.
@@ -190,6 +193,7 @@ impl Config {
             cluster: None,
             cloud_api_keys: Vec::new(),
             admin_rate_limit: ADMIN_RATE_LIMIT,
+            require_room_grant: Vec::new(),
         }
     }
 
@@ -246,6 +250,10 @@ pub struct FileConfig {
     /// optionally `apps = [1400000000]`.
     #[serde(default, rename = "cloud_api_key")]
     pub cloud_api_keys: Vec<CloudApiKey>,
+    /// `require_room_grant = [1400000000]`: apps whose users need a room
+    /// grant (`privateMapKey`) to enter.
+    #[serde(default)]
+    pub require_room_grant: Vec<SdkAppId>,
 }
 
 impl FileConfig {

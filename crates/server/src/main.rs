@@ -75,6 +75,14 @@ struct Args {
         value_delimiter = ';'
     )]
     cloud_api_keys: Vec<CloudApiKey>,
+    /// An app whose users may enter a room only with a room grant (TRTC's
+    /// privateMapKey, from the app's backend); repeat for several.
+    #[arg(
+        long = "require-room-grant",
+        env = "KAIGI_REQUIRE_ROOM_GRANT",
+        value_delimiter = ','
+    )]
+    require_room_grant: Vec<kaigi_proto::SdkAppId>,
 }
 
 #[tokio::main]
@@ -153,6 +161,11 @@ async fn main() -> anyhow::Result<()> {
         file.cloud_api_keys
     } else {
         args.cloud_api_keys
+    };
+    config.require_room_grant = if args.require_room_grant.is_empty() {
+        file.require_room_grant
+    } else {
+        args.require_room_grant
     };
     let defaults = RateLimit::default();
     config.rate_limit = RateLimit {

@@ -867,10 +867,13 @@ impl Session {
         let claims = usersig::verify(&j.user_sig, app, key, user.as_str(), unix_now())
             .map_err(|e| ErrorMessage::new(None, ErrorCode::from(&e), e.to_string()))?;
         // A UserSig carrying a room grant (a privateMapKey, as invites give)
-        // enters only that room, only while the grant and its invite last.
+        // enters only that room, only while the grant and its invite last;
+        // so does a separate privateMapKey (protocol 6), and an app may
+        // require one of the two.
+        let not_granted = |m: String| ErrorMessage::new(None, ErrorCode::RoomNotGranted, m);
         let mut granted_sig = None;
+        let mut granted = false;
         if let Some(grant) = kaigi_proto::grant::from_claims(&claims) {
-            let not_granted = |m: String| ErrorMessage::new(None, ErrorCode::RoomNotGranted, m);
             if !grant.admits(app, user.as_str(), &room, unix_now()) {
                 return Err(not_granted(format!(
                     "the UserSig grants room {} until unix time {}, not this room now",
@@ -878,6 +881,25 @@ impl Session {
                 )));
             }
             granted_sig = usersig::decode(&j.user_sig).ok().map(|s| s.sig);
+            granted = true;
+        }
+        if let Some(ticket) = &j.private_map_key {
+            let ticket_claims = usersig::verify(ticket, app, key, user.as_str(), unix_now())
+                .map_err(|e| not_granted(format!("the privateMapKey: {e}")))?;
+            let grant = kaigi_proto::grant::from_claims(&ticket_claims)
+                .ok_or_else(|| not_granted("the privateMapKey carries no room grant".into()))?;
+            if !grant.admits(app, user.as_str(), &room, unix_now()) {
+                return Err(not_granted(format!(
+                    "the privateMapKey grants room {} until unix time {}, not this room now",
+                    grant.room, grant.expires_at
+                )));
+            }
+            granted = true;
+        }
+        if !granted && self.shared.config.require_room_grant.contains(&app) {
+            return Err(not_granted(format!(
+                "app {app} lets users enter a room only with a room grant (privateMapKey) from its backend"
+            )));
         }
         Ok(Verified {
             protocol,
