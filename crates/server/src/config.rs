@@ -149,6 +149,10 @@ pub struct Config {
     /// Apps whose users may enter a room only with a room grant (TRTC's
     /// `privateMapKey`, in the join or in the UserSig).
     pub require_room_grant: Vec<SdkAppId>,
+    /// Where apps' room events are POSTed (TRTC's room callbacks).
+    pub webhooks: Vec<crate::webhooks::Webhook>,
+    /// When webhook deliveries are retried and given up.
+    pub webhook_policy: crate::webhooks::WebhookPolicy,
 }
 
 /// TRTC's limit on its server APIs: 20 requests a second per action.
@@ -194,6 +198,8 @@ impl Config {
             cloud_api_keys: Vec::new(),
             admin_rate_limit: ADMIN_RATE_LIMIT,
             require_room_grant: Vec::new(),
+            webhooks: Vec::new(),
+            webhook_policy: Default::default(),
         }
     }
 
@@ -254,6 +260,9 @@ pub struct FileConfig {
     /// grant (`privateMapKey`) to enter.
     #[serde(default)]
     pub require_room_grant: Vec<SdkAppId>,
+    /// `[[webhook]]` tables with `app`, `url` and optionally `key`.
+    #[serde(default, rename = "webhook")]
+    pub webhooks: Vec<crate::webhooks::Webhook>,
 }
 
 impl FileConfig {

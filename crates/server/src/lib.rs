@@ -29,6 +29,7 @@ pub mod signaling;
 pub mod simulcast;
 pub mod state;
 pub mod tls;
+pub mod webhooks;
 
 pub use config::{AppCredential, Config, RateLimit};
 pub use server::{start, ServerHandle};

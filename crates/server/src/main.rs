@@ -83,6 +83,18 @@ struct Args {
         value_delimiter = ','
     )]
     require_room_grant: Vec<kaigi_proto::SdkAppId>,
+    /// Where an app's room events go (TRTC's room callbacks), as APP=URL;
+    /// repeat for several.
+    #[arg(long = "webhook", env = "KAIGI_WEBHOOKS", value_delimiter = ' ')]
+    webhooks: Vec<kaigi_server::webhooks::Webhook>,
+    /// The callback key an app's webhooks are signed with (`Sign`), as
+    /// APP=KEY.
+    #[arg(
+        long = "webhook-key",
+        env = "KAIGI_WEBHOOK_KEYS",
+        value_delimiter = ' '
+    )]
+    webhook_keys: Vec<String>,
 }
 
 #[tokio::main]
@@ -167,6 +179,24 @@ async fn main() -> anyhow::Result<()> {
     } else {
         args.require_room_grant
     };
+    config.webhooks = if args.webhooks.is_empty() {
+        file.webhooks
+    } else {
+        args.webhooks
+    };
+    for pair in &args.webhook_keys {
+        let (app, key) = pair
+            .split_once('=')
+            .with_context(|| format!("--webhook-key takes APP=KEY, not {pair:?}"))?;
+        let app: kaigi_proto::SdkAppId = app
+            .trim()
+            .parse()
+            .map_err(anyhow::Error::msg)
+            .context("--webhook-key")?;
+        for hook in config.webhooks.iter_mut().filter(|h| h.app == app) {
+            hook.key = Some(key.to_owned());
+        }
+    }
     let defaults = RateLimit::default();
     config.rate_limit = RateLimit {
         per_sec: file.rate_limit_per_sec.unwrap_or(defaults.per_sec),

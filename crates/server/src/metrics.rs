@@ -49,6 +49,9 @@ pub struct Metrics {
     pub media_connections: Gauge,
     /// In a service: admin calls carried out by the room's node, by action.
     pub routed: Family<Reason, Counter>,
+    /// Webhook events by outcome: `ok`, `failed` (given up), `dropped`
+    /// (the queue was full).
+    pub webhooks: Family<Reason, Counter>,
     /// In a service: joins sent to the room's node (`ROOM_ELSEWHERE`).
     pub redirected: Counter,
     /// In a service: rooms this node placed (on any node).
@@ -78,6 +81,7 @@ impl Metrics {
             refused_media_tcp: Counter::default(),
             media_connections: Gauge::default(),
             routed: Family::default(),
+            webhooks: Family::default(),
             redirected: Counter::default(),
             placements: Counter::default(),
             redis_latency_us: Gauge::default(),
@@ -122,6 +126,11 @@ impl Metrics {
             "media_connections",
             "Peer connections on the media ports",
             m.media_connections.clone(),
+        );
+        registry.register(
+            "webhooks",
+            "Webhook events by outcome: ok, failed (given up after retrying), dropped (queue full)",
+            m.webhooks.clone(),
         );
         registry.register(
             "routed_admin_calls",

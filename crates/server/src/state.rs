@@ -73,6 +73,8 @@ pub struct Shared {
     pub invites: crate::invites::Invites,
     /// Admin calls per app and action (TRTC's 20 a second).
     pub admin_limits: crate::admin::CallLimiter,
+    /// The apps' room webhooks.
+    pub webhooks: crate::webhooks::Webhooks,
     /// This node's membership in a service of several nodes, if it is in
     /// one (set once, as the server starts).
     pub cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
@@ -83,7 +85,16 @@ pub use kaigi_proto::unix_now;
 impl Shared {
     /// State for a server with this config, its media on `media_ports`.
     pub fn new(config: Config, media_ports: Arc<kaigi_rtc::MediaPorts>) -> Arc<Self> {
+        let metrics = Metrics::new();
+        let shutdown = CancellationToken::new();
+        let webhooks = crate::webhooks::Webhooks::start(
+            &config.webhooks,
+            config.webhook_policy,
+            metrics.webhooks.clone(),
+            shutdown.clone(),
+        );
         Arc::new(Shared {
+            webhooks,
             media_ports,
             invites: Default::default(),
             admin_limits: Default::default(),
@@ -92,8 +103,8 @@ impl Shared {
             registry: Mutex::new(Registry::new()),
             sessions: Mutex::new(HashMap::new()),
             session_count: watch::Sender::new(0),
-            metrics: Metrics::new(),
-            shutdown: CancellationToken::new(),
+            metrics,
+            shutdown,
             tasks: TaskTracker::new(),
             banned_text: [5, 6]
                 .map(|p| KickReason::ALL.map(|r| ServerMessage::banned(r, p).to_json().into())),
@@ -161,6 +172,7 @@ impl Shared {
         if !effects.is_empty() {
             self.dispatch(effects);
         }
+        self.webhooks.emit(reg.take_events());
         let (rooms, participants) = reg.counts();
         self.metrics.rooms.set(rooms as i64);
         self.metrics.participants.set(participants as i64);

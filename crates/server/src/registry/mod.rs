@@ -75,12 +75,27 @@ pub struct Registry {
     kicked: HashMap<SessionId, KickReason>,
     kicked_order: VecDeque<(u64, SessionId)>,
     next_seq: u64,
+    /// Room events since the last [`Registry::take_events`].
+    events: Vec<RoomEvent>,
 }
 
 impl Registry {
     /// An empty registry.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The room events since the last call, oldest first (for webhooks).
+    pub fn take_events(&mut self) -> Vec<RoomEvent> {
+        std::mem::take(&mut self.events)
+    }
+
+    fn event(&mut self, app: SdkAppId, room: &RoomId, kind: RoomEventKind) {
+        self.events.push(RoomEvent {
+            app,
+            room: room.clone(),
+            kind,
+        });
     }
 
     /// Puts `session` in `room` as `user`. If the user is already there under
@@ -201,6 +216,24 @@ impl Registry {
             self.places.remove(&old);
             self.remember_kick(old, KickReason::DuplicateUserId, now);
         }
+        if created_room {
+            self.event(place.app, &place.room, RoomEventKind::Created);
+        }
+        if replaced.is_some() {
+            let user = place.user.clone();
+            let reason = ExitReason::Duplicate;
+            self.event(
+                place.app,
+                &place.room,
+                RoomEventKind::Exited { user, reason },
+            );
+        }
+        let user = place.user.clone();
+        self.event(
+            place.app,
+            &place.room,
+            RoomEventKind::Entered { user, role },
+        );
         self.places.insert(session, place);
         Ok((
             Joined {
@@ -226,10 +259,28 @@ impl Registry {
             return Vec::new();
         }
         let gone = room.participants.remove(&place.user);
-        if room.participants.is_empty() {
+        let exit = match reason {
+            PeerLeaveReason::Left => ExitReason::Left,
+            PeerLeaveReason::Timeout => ExitReason::Timeout,
+            PeerLeaveReason::Removed => ExitReason::Removed,
+        };
+        let emptied = room.participants.is_empty();
+        self.event(
+            key.0,
+            &key.1,
+            RoomEventKind::Exited {
+                user: place.user.clone(),
+                reason: exit,
+            },
+        );
+        if emptied {
             self.rooms.remove(&key);
+            self.event(key.0, &key.1, RoomEventKind::Dismissed);
             return Vec::new();
         }
+        let Some(room) = self.rooms.get_mut(&key) else {
+            return Vec::new();
+        };
         let ended: Vec<StreamType> = gone
             .map(|p| p.streams.iter().map(|(t, _)| t).collect())
             .unwrap_or_default();
@@ -423,6 +474,12 @@ impl Registry {
                 },
             });
         }
+        let user = place.user.clone();
+        self.event(
+            place.app,
+            &place.room,
+            RoomEventKind::RoleSwitched { user, role },
+        );
         Ok(effects)
     }
 
@@ -468,8 +525,14 @@ impl Registry {
             }
         }
         let remaining: Vec<SessionId> = room.participants.values().map(|p| p.session).collect();
-        if room.participants.is_empty() {
+        let emptied = room.participants.is_empty();
+        for (user, _) in &removed {
+            let (user, reason) = (user.clone(), ExitReason::Removed);
+            self.event(app, room_id, RoomEventKind::Exited { user, reason });
+        }
+        if emptied {
             self.rooms.remove(&key);
+            self.event(app, room_id, RoomEventKind::Dismissed);
         } else {
             for (user, _) in &removed {
                 effects.push(Effect::Broadcast {
@@ -500,7 +563,9 @@ impl Registry {
             .remove(&(app, room_id.clone()))
             .ok_or(RoomNotExist)?;
         let mut effects = Vec::with_capacity(room.participants.len());
-        for p in room.participants.into_values() {
+        for (user, p) in room.participants {
+            let reason = ExitReason::Dismissed;
+            self.event(app, room_id, RoomEventKind::Exited { user, reason });
             self.places.remove(&p.session);
             self.remember_kick(p.session, KickReason::RoomDismissed, now);
             effects.push(Effect::Kick {
@@ -508,6 +573,7 @@ impl Registry {
                 reason: KickReason::RoomDismissed,
             });
         }
+        self.event(app, room_id, RoomEventKind::Dismissed);
         Ok(effects)
     }
 

@@ -57,6 +57,64 @@ pub enum Effect {
     },
 }
 
+/// Something that happened to a room, for the app's webhooks (TRTC's room
+/// event group); collected by the registry, taken with
+/// [`super::Registry::take_events`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomEvent {
+    /// The room's app.
+    pub app: SdkAppId,
+    /// The room.
+    pub room: RoomId,
+    /// What happened.
+    pub kind: RoomEventKind,
+}
+
+/// What happened to a room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoomEventKind {
+    /// Its first user entered.
+    Created,
+    /// It ended: its last user left, or it was dismissed.
+    Dismissed,
+    /// A user entered.
+    Entered {
+        /// Who.
+        user: UserId,
+        /// As what.
+        role: Role,
+    },
+    /// A user left.
+    Exited {
+        /// Who.
+        user: UserId,
+        /// Why.
+        reason: ExitReason,
+    },
+    /// A user switched role.
+    RoleSwitched {
+        /// Who.
+        user: UserId,
+        /// The new role.
+        role: Role,
+    },
+}
+
+/// Why a user left a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitReason {
+    /// They left (or closed their connection).
+    Left,
+    /// Nothing was heard from them within the heartbeat timeout.
+    Timeout,
+    /// `RemoveUser`.
+    Removed,
+    /// `DismissRoom`.
+    Dismissed,
+    /// Another client entered with their user id.
+    Duplicate,
+}
+
 /// A participant in a room.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Participant {
