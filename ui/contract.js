@@ -124,6 +124,10 @@ export const EVENT_FIELDS = {
   "audio-volume": [
     "result"
   ],
+  "blocked": [
+    "audio",
+    "video"
+  ],
   "chat": [
     "sentAt",
     "text",

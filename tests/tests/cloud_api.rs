@@ -81,6 +81,7 @@ async fn the_official_sdk_removes_users_and_dismisses_rooms() {
     let (_bob, mut bob_events) = server.joined("bob", &room(1)).await;
     let (_carol, mut carol_events) = server.joined("carol", &str_room("daily")).await;
     let (_dave, mut dave_events) = server.joined("dave", &str_room("daily")).await;
+    let (_eve, mut eve_events) = server.joined("eve", &room(5)).await;
     let app = APP.0;
     let out = sdk(
         &server,
@@ -98,6 +99,10 @@ async fn the_official_sdk_removes_users_and_dismisses_rooms() {
                 "DismissRoomByStrRoomId",
                 json!({"SdkAppId": app, "RoomId": "daily"})
             ),
+            call(
+                "SetUserBlocked",
+                json!({"SdkAppId": app, "RoomId": 5, "UserId": "eve", "IsMute": 2})
+            ),
         ]),
     )
     .await;
@@ -113,6 +118,14 @@ async fn the_official_sdk_removes_users_and_dismisses_rooms() {
         let (e, _) = expect_event(events, "client-banned").await;
         assert_eq!(banned_reason(&e), Some(reason));
     }
+    let (e, _) = expect_event(&mut eve_events, "blocked").await;
+    assert_eq!(
+        e,
+        ClientEvent::Blocked {
+            audio: true,
+            video: false
+        }
+    );
     assert!(server.users_in(&room(1)).await.is_none());
     assert!(server.users_in(&str_room("daily")).await.is_none());
 }

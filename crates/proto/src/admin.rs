@@ -40,11 +40,15 @@ pub enum Action {
     RevokeInvite,
     /// List an app's live invites (Kaigi's own).
     ListInvites,
+    /// Block or unblock a user's audio and/or video in a numeric room.
+    SetUserBlocked,
+    /// The same in a string room.
+    SetUserBlockedByStrRoomId,
 }
 
 impl Action {
     /// Every action.
-    pub const ALL: [Action; 9] = [
+    pub const ALL: [Action; 11] = [
         Action::RemoveUser,
         Action::RemoveUserByStrRoomId,
         Action::DismissRoom,
@@ -54,6 +58,8 @@ impl Action {
         Action::CreateInvite,
         Action::RevokeInvite,
         Action::ListInvites,
+        Action::SetUserBlocked,
+        Action::SetUserBlockedByStrRoomId,
     ];
 
     /// The action named `s` (as in the URL path), if any.
@@ -73,6 +79,8 @@ impl Action {
             Action::CreateInvite => "CreateInvite",
             Action::RevokeInvite => "RevokeInvite",
             Action::ListInvites => "ListInvites",
+            Action::SetUserBlocked => "SetUserBlocked",
+            Action::SetUserBlockedByStrRoomId => "SetUserBlockedByStrRoomId",
         }
     }
 }
@@ -114,6 +122,15 @@ pub enum Request {
     RevokeInvite { code: InviteCode },
     /// `ListInvites`, of one room or of all.
     ListInvites { room: Option<RoomId> },
+    /// `SetUserBlocked` / `SetUserBlockedByStrRoomId`: what of `user`'s
+    /// media the server stops forwarding (TRTC's `IsMute`: 0 nothing, 1
+    /// both, 2 audio, 3 video).
+    SetUserBlocked {
+        room: RoomId,
+        user: UserId,
+        audio: bool,
+        video: bool,
+    },
 }
 
 impl Request {
@@ -129,6 +146,10 @@ impl Request {
             Request::CreateInvite { .. } => Action::CreateInvite,
             Request::RevokeInvite { .. } => Action::RevokeInvite,
             Request::ListInvites { .. } => Action::ListInvites,
+            Request::SetUserBlocked { room, .. } if room.is_str() => {
+                Action::SetUserBlockedByStrRoomId
+            }
+            Request::SetUserBlocked { .. } => Action::SetUserBlocked,
         }
     }
 
@@ -148,6 +169,23 @@ impl Request {
             Request::RevokeInvite { code } => json!({"Code": code.to_string()}),
             Request::ListInvites { room: Some(room) } => json!({"RoomId": room_json(room)}),
             Request::ListInvites { room: None } => json!({}),
+            Request::SetUserBlocked {
+                room,
+                user,
+                audio,
+                video,
+            } => {
+                let is_mute = match (audio, video) {
+                    (false, false) => 0,
+                    (true, true) => 1,
+                    (true, false) => 2,
+                    (false, true) => 3,
+                };
+                let mut b = json!({"UserId": user, "IsMute": is_mute});
+                let room_field = if room.is_str() { "StrRoomId" } else { "RoomId" };
+                b[room_field] = room_json(room);
+                b
+            }
         };
         body["SdkAppId"] = json!(app.0);
         body
@@ -234,6 +272,62 @@ impl Request {
                     }
                 },
             },
+            Action::SetUserBlocked | Action::SetUserBlockedByStrRoomId => {
+                let by_str = action == Action::SetUserBlockedByStrRoomId;
+                let room = if by_str {
+                    // TRTC names the string room `StrRoomId` here.
+                    let mut b = body.clone();
+                    b.insert(
+                        "RoomId".into(),
+                        b.get("StrRoomId").cloned().unwrap_or(Value::Null),
+                    );
+                    room_id(&b, true).map_err(|e| AdminError {
+                        code: e.code.replace("RoomId", "StrRoomId"),
+                        message: e.message.replace("RoomId", "StrRoomId"),
+                    })?
+                } else {
+                    room_id(body, false)?
+                };
+                let user = match body.get("UserId") {
+                    None | Some(Value::Null) => {
+                        return Err(AdminError::new(
+                            "MissingParameter.UserId",
+                            "UserId is required",
+                        ))
+                    }
+                    Some(Value::String(u)) => UserId::new(u.clone())
+                        .map_err(|e| AdminError::new("InvalidParameter.UserId", e.to_string()))?,
+                    Some(_) => {
+                        return Err(AdminError::new(
+                            "InvalidParameter.UserId",
+                            "UserId must be a string",
+                        ))
+                    }
+                };
+                let (audio, video) =
+                    match body.get("IsMute").and_then(Value::as_u64) {
+                        Some(0) => (false, false),
+                        Some(1) => (true, true),
+                        Some(2) => (true, false),
+                        Some(3) => (false, true),
+                        _ if matches!(body.get("IsMute"), None | Some(Value::Null)) => {
+                            return Err(AdminError::new(
+                                "MissingParameter.IsMute",
+                                "IsMute is required",
+                            ))
+                        }
+                        _ => return Err(AdminError::new(
+                            "InvalidParameterValue.IsMute",
+                            "IsMute is 0 (unblock), 1 (audio and video), 2 (audio) or 3 (video)",
+                        )),
+                    };
+                Request::SetUserBlocked {
+                    room,
+                    user,
+                    audio,
+                    video,
+                }
+            }
             Action::ListInvites => Request::ListInvites {
                 room: match body.get("RoomId") {
                     None | Some(Value::Null) => None,

@@ -723,6 +723,14 @@ pub enum ServerMessage {
         #[serde(default, skip_serializing_if = "StreamType::is_main")]
         stream_type: StreamType,
     },
+    /// What of this client's media the server stops forwarding now
+    /// (`SetUserBlocked`; protocol 6): the others see it as muted.
+    Blocked {
+        /// Its audio.
+        audio: bool,
+        /// Its video.
+        video: bool,
+    },
     /// This client was forced out; the server closes the connection next.
     /// The client must not rejoin by itself.
     ClientBanned {

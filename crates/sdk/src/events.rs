@@ -203,6 +203,15 @@ pub enum ClientEvent {
         /// TRTC's message for the reason.
         message: String,
     },
+    /// The server stopped (or resumed) forwarding this client's audio
+    /// and/or video (the backend's `SetUserBlocked`): the others see it as
+    /// muted until it is unblocked.
+    Blocked {
+        /// Its audio is blocked.
+        audio: bool,
+        /// Its video is blocked.
+        video: bool,
+    },
     /// A chat message from another user in the room (Kaigi's own; sent
     /// with [`crate::Client::send_chat`]).
     Chat {
@@ -304,6 +313,10 @@ impl ClientEvent {
                 reason: KickReason::RemovedByAdmin,
                 message: KickReason::RemovedByAdmin.message().into(),
             },
+            ClientEvent::Blocked {
+                audio: true,
+                video: false,
+            },
             ClientEvent::Chat {
                 user_id: u(),
                 text: "hello".into(),
@@ -344,6 +357,7 @@ impl ClientEvent {
             ClientEvent::UnmuteVideo { .. } => "unmute-video",
             ClientEvent::ConnectionStateChanged { .. } => "connection-state-changed",
             ClientEvent::ClientBanned { .. } => "client-banned",
+            ClientEvent::Blocked { .. } => "blocked",
             ClientEvent::Chat { .. } => "chat",
             ClientEvent::DeviceChanged { .. } => "device-changed",
             ClientEvent::Error { .. } => "error",
@@ -441,7 +455,7 @@ mod tests {
             // too, or the UI's contract would not list it.
             assert_eq!(serde_json::to_value(e).unwrap()["event"], e.name());
         }
-        assert_eq!(examples.len(), 19);
+        assert_eq!(examples.len(), 20);
     }
 
     #[test]

@@ -156,7 +156,8 @@ pub(crate) async fn route(
         match &request {
             Request::RemoveUser { room, .. }
             | Request::DismissRoom { room }
-            | Request::DescribeRoom { room } => {
+            | Request::DescribeRoom { room }
+            | Request::SetUserBlocked { room, .. } => {
                 let owner = cluster.owner_of(app, room).await.map_err(unavailable)?;
                 if let Some(o) = owner.filter(|o| o.node_id != cluster.node_id()) {
                     return forward(shared, cluster, &o.node_id, app, &request).await;
@@ -383,6 +384,26 @@ async fn execute(
                     format!("the app has no invite {code}"),
                 ));
             }
+            json!({})
+        }
+        Request::SetUserBlocked {
+            room,
+            user,
+            audio,
+            video,
+        } => {
+            let blocked = crate::registry::Blocked { audio, video };
+            shared
+                .try_apply(|reg| reg.set_blocked(app, &room, &user, blocked))
+                .map_err(|e| match e {
+                    crate::registry::BlockError::RoomNotExist => {
+                        err("FailedOperation.RoomNotExist", e.to_string())
+                    }
+                    crate::registry::BlockError::UserNotInRoom => {
+                        err("FailedOperation.UserNotInRoom", e.to_string())
+                    }
+                })?;
+            info!(%app, %room, %user, audio, video, "user blocked");
             json!({})
         }
         Request::ListInvites { room } => {

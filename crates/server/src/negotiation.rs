@@ -183,6 +183,10 @@ impl Session {
         // Registered before the registry announces it, so subscribers find it.
         let publication = Publication::new(id, place.user, stream_type, kinds, layers);
         self.shared.add_publication(publication.clone());
+        // A block set before (SetUserBlocked) holds for new streams too; one
+        // set from now on finds the publication registered.
+        let blocked = self.shared.read(|reg| reg.blocked(id));
+        publication.set_blocked(blocked.audio, blocked.video);
         let published = self
             .shared
             .try_apply(|reg| reg.publish(id, stream_type, kinds).map(|fx| ((), fx)));

@@ -81,6 +81,9 @@ pub struct Publication {
     audio: RwLock<Arc<Vec<Output>>>,
     video: RwLock<Arc<Vec<Arc<VideoOutput>>>>,
     closed: CancellationToken,
+    /// `SetUserBlocked`: its audio / video is not forwarded.
+    blocked_audio: std::sync::atomic::AtomicBool,
+    blocked_video: std::sync::atomic::AtomicBool,
 }
 
 impl Publication {
@@ -109,6 +112,8 @@ impl Publication {
             audio: RwLock::new(Arc::default()),
             video: RwLock::new(Arc::default()),
             closed: CancellationToken::new(),
+            blocked_audio: Default::default(),
+            blocked_video: Default::default(),
         })
     }
 
@@ -169,7 +174,39 @@ impl Publication {
         });
     }
 
+    /// Stops (or resumes) forwarding its audio and video. Video resumed
+    /// asks the publisher for a keyframe, so subscribers see a picture at
+    /// once.
+    pub fn set_blocked(self: &Arc<Self>, audio: bool, video: bool) {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.blocked_audio.store(audio, SeqCst);
+        let was = self.blocked_video.swap(video, SeqCst);
+        if was && !video {
+            let remotes: Vec<_> = self
+                .remotes
+                .read()
+                .map(|r| {
+                    r.iter()
+                        .filter(|((kind, _), _)| *kind == RtpCodecKind::Video)
+                        .map(|(_, (remote, ssrc))| (remote.clone(), *ssrc))
+                        .collect()
+                })
+                .unwrap_or_default();
+            tokio::spawn(async move {
+                for (remote, ssrc) in remotes {
+                    let _ = remote.write_rtcp(vec![pli(ssrc)]).await;
+                }
+            });
+        }
+    }
+
     async fn forward_audio(&self, packet: rtc::rtp::Packet) {
+        if self
+            .blocked_audio
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return;
+        }
         let outs = self.audio.read().map(|o| o.clone()).unwrap_or_default();
         for out in outs.iter() {
             let mut p = packet.clone();
@@ -185,6 +222,12 @@ impl Publication {
     }
 
     async fn forward_video(&self, layer: usize, packet: &rtc::rtp::Packet, meter: &mut RateMeter) {
+        if self
+            .blocked_video
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return;
+        }
         let now = Instant::now();
         meter.count(
             &self.layers[layer],

@@ -321,6 +321,11 @@ async fn run(socket: WebSocket, shared: Arc<Shared>, peer: SocketAddr) {
                         s.fail(ErrorCode::RoomMoved, "the room moved to another node of the service; reconnect and join again", close_code::RESTART).await;
                         break End::Left;
                     }
+                    Some(Outbound::Blocked(b)) => {
+                        if s.protocol >= 6 {
+                            s.send(&ServerMessage::Blocked { audio: b.audio, video: b.video });
+                        }
+                    }
                     Some(Outbound::Kick(reason)) => {
                         info!(%reason, "forced out");
                         s.push(Message::Text(shared.banned_text(reason, s.protocol)));

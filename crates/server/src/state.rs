@@ -41,6 +41,8 @@ pub enum Outbound {
     Unsubscribe(SessionId, StreamType),
     /// The room moved to another node: say `ROOM_MOVED`, then close.
     Moved,
+    /// Tell the session what of its media is blocked (protocol 6+).
+    Blocked(crate::registry::Blocked),
 }
 
 struct SessionHandle {
@@ -248,6 +250,14 @@ impl Shared {
                     stream_type,
                 } => {
                     deliver(subscriber, Outbound::Unsubscribe(publisher, stream_type));
+                }
+                Effect::Block { session, blocked } => {
+                    for t in StreamType::ALL {
+                        if let Some(p) = self.publications.lock().get(&(session, t)) {
+                            p.set_blocked(blocked.audio, blocked.video);
+                        }
+                    }
+                    deliver(session, Outbound::Blocked(blocked));
                 }
                 Effect::Kick { session, reason } => {
                     Metrics::count(&self.metrics.kicks, reason.as_str());

@@ -483,12 +483,16 @@ impl LocalStream {
         let me = self.inner.clone();
         let mut tone = SineTone::new(hz, OPUS_SAMPLE_RATE);
         tokio::spawn(async move {
-            let closed = me.closed.clone();
-            paced_audio(closed, move || {
+            let mut tick = tokio::time::interval(Duration::from_millis(20));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                tokio::select! {
+                    _ = me.closed.cancelled() => break,
+                    _ = tick.tick() => {}
+                }
                 let frame = tone.frame(OPUS_FRAME_SAMPLES, kaigi_media::unix_micros());
                 let _ = me.audio_in.try_send(frame);
-            })
-            .await;
+            }
         });
     }
 
@@ -1072,56 +1076,5 @@ async fn encode_audio(
             };
             let _ = track.sample_writer(ssrc, pt).write_sample(&sample).await;
         }
-    }
-}
-
-/// How often a synthetic source delivers an audio frame (one Opus frame).
-const AUDIO_FRAME_PERIOD: Duration = Duration::from_millis(20);
-
-/// Calls `emit` once per audio frame period until `closed`. A wakeup that
-/// comes late (a busy runtime) is made up at once with the frames missed,
-/// as a sound card delivers what it buffered meanwhile: the rate holds on
-/// average, and the receiver's jitter buffer absorbs the burst. (Skipping
-/// them instead sent 42 frames a second of 50 on a loaded machine.)
-async fn paced_audio(closed: CancellationToken, mut emit: impl FnMut()) {
-    let mut tick = tokio::time::interval(AUDIO_FRAME_PERIOD);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    loop {
-        tokio::select! {
-            _ = closed.cancelled() => break,
-            _ = tick.tick() => emit(),
-        }
-    }
-}
-
-#[cfg(test)]
-mod pacing_tests {
-    use super::*;
-
-    #[tokio::test(start_paused = true)]
-    async fn late_wakeups_do_not_lose_audio_frames() {
-        let closed = CancellationToken::new();
-        let count = Arc::new(AtomicU64::new(0));
-        let c = count.clone();
-        let task = tokio::spawn(paced_audio(closed.clone(), move || {
-            c.fetch_add(1, Ordering::SeqCst);
-        }));
-        // The task starts (its first frame goes at once)...
-        tokio::task::yield_now().await;
-        // ...then one second in which the runtime wakes it only every
-        // 100 ms (five frame periods at a time), as on a loaded machine.
-        for _ in 0..10 {
-            tokio::time::advance(Duration::from_millis(100)).await;
-            for _ in 0..10 {
-                tokio::task::yield_now().await;
-            }
-        }
-        let sent = count.load(Ordering::SeqCst);
-        assert!(
-            (50..=51).contains(&sent),
-            "{sent} frames in one second, not 50"
-        );
-        closed.cancel();
-        task.await.unwrap();
     }
 }

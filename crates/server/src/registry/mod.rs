@@ -143,9 +143,14 @@ impl Registry {
                 joined_at: now,
                 streams: Streams::default(),
                 auto_subscribe,
+                blocked: Blocked::default(),
                 seq: self.next_seq,
             },
         );
+        // A block stays with the user through a takeover.
+        if let (Some(old), Some(me)) = (&previous, room.participants.get_mut(&place.user)) {
+            me.blocked = old.blocked;
+        }
         let mut effects = Vec::new();
         // The newcomer hears of, and (unless it asks itself) receives,
         // every stream already published.
@@ -156,7 +161,7 @@ impl Registry {
             for (stream_type, stream) in p.streams.iter() {
                 effects.push(Effect::Broadcast {
                     to: vec![session],
-                    msg: stream.added(user, stream_type),
+                    msg: stream.added(user, stream_type, p.blocked),
                 });
                 if auto_subscribe {
                     effects.push(Effect::Subscribe {
@@ -325,13 +330,14 @@ impl Registry {
             video_muted: false,
         };
         *slot = Some(stream);
+        let blocked = me.blocked;
         let others = room.sessions_except(session);
         let mut effects = Vec::new();
         // `stream-added` before the offer that carries the stream.
         if !others.is_empty() {
             effects.push(Effect::Broadcast {
                 to: others,
-                msg: stream.added(&place.user, stream_type),
+                msg: stream.added(&place.user, stream_type, blocked),
             });
         }
         effects.extend(
@@ -368,6 +374,8 @@ impl Registry {
         stream.audio_muted = audio.unwrap_or(stream.audio_muted);
         stream.video_muted = video.unwrap_or(stream.video_muted);
         let after = *stream;
+        let blocked = me.blocked;
+        let (before, after) = (before.as_seen(blocked), after.as_seen(blocked));
         let to = room.sessions_except(session);
         if before == after || to.is_empty() {
             return Ok(Vec::new());
@@ -382,6 +390,59 @@ impl Registry {
                 video_paused: false,
             },
         }])
+    }
+
+    /// Sets what of `user`'s media in a room the server does not forward
+    /// (`SetUserBlocked`): the others see the blocked kinds as muted
+    /// (`stream-updated`), the user is told. Returns the user's session.
+    pub fn set_blocked(
+        &mut self,
+        app: SdkAppId,
+        room_id: &RoomId,
+        user: &UserId,
+        blocked: Blocked,
+    ) -> Result<(SessionId, Vec<Effect>), BlockError> {
+        let room = self
+            .rooms
+            .get_mut(&(app, room_id.clone()))
+            .ok_or(BlockError::RoomNotExist)?;
+        let me = room
+            .participants
+            .get_mut(user)
+            .ok_or(BlockError::UserNotInRoom)?;
+        let before = me.blocked;
+        me.blocked = blocked;
+        let session = me.session;
+        let streams: Vec<(StreamType, Stream)> = me.streams.iter().collect();
+        let mut effects = vec![Effect::Block { session, blocked }];
+        let to = room.sessions_except(session);
+        for (stream_type, stream) in streams {
+            let (was, now) = (stream.as_seen(before), stream.as_seen(blocked));
+            if was != now && !to.is_empty() {
+                effects.push(Effect::Broadcast {
+                    to: to.clone(),
+                    msg: ServerMessage::StreamUpdated {
+                        user_id: user.clone(),
+                        stream_type,
+                        audio_muted: now.audio_muted,
+                        video_muted: now.video_muted,
+                        video_paused: false,
+                    },
+                });
+            }
+        }
+        Ok((session, effects))
+    }
+
+    /// What of `session`'s media is blocked.
+    pub fn blocked(&self, session: SessionId) -> Blocked {
+        self.places
+            .get(&session)
+            .and_then(|p| {
+                let room = self.rooms.get(&(p.app, p.room.clone()))?;
+                room.participants.get(&p.user).map(|m| m.blocked)
+            })
+            .unwrap_or_default()
     }
 
     /// Subscribes `session` to `user`'s stream `stream_type`, or to the

@@ -48,6 +48,14 @@ pub enum Effect {
         /// The `chat` message.
         msg: ServerMessage,
     },
+    /// Apply what of a session's media is blocked to its publications, and
+    /// tell it (protocol 6 and later).
+    Block {
+        /// The session.
+        session: SessionId,
+        /// What is blocked now.
+        blocked: Blocked,
+    },
     /// Tell a session it was forced out (`client-banned`), then close it.
     Kick {
         /// The session.
@@ -128,7 +136,29 @@ pub struct Participant {
     pub streams: Streams,
     /// Whether they receive every stream without asking.
     pub auto_subscribe: bool,
+    /// What of theirs the server does not forward (`SetUserBlocked`).
+    pub blocked: Blocked,
     pub(super) seq: u64,
+}
+
+/// What of a user's media the server stops forwarding (`SetUserBlocked`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Blocked {
+    /// Their audio.
+    pub audio: bool,
+    /// Their video (of every stream).
+    pub video: bool,
+}
+
+/// Why `SetUserBlocked` was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BlockError {
+    /// No such room.
+    #[error("the room does not exist")]
+    RoomNotExist,
+    /// The user is not in the room.
+    #[error("the user is not in the room")]
+    UserNotInRoom,
 }
 
 /// The kinds of media a published stream carries.
@@ -197,14 +227,30 @@ pub struct Stream {
 }
 
 impl Stream {
-    pub(super) fn added(&self, user: &UserId, stream_type: StreamType) -> ServerMessage {
+    /// `stream-added` for it, muted where its user is blocked too.
+    pub(super) fn added(
+        &self,
+        user: &UserId,
+        stream_type: StreamType,
+        blocked: Blocked,
+    ) -> ServerMessage {
+        let s = self.as_seen(blocked);
         ServerMessage::StreamAdded {
             user_id: user.clone(),
             stream_type,
-            audio: self.kinds.audio,
-            video: self.kinds.video,
-            audio_muted: self.audio_muted,
-            video_muted: self.video_muted,
+            audio: s.kinds.audio,
+            video: s.kinds.video,
+            audio_muted: s.audio_muted,
+            video_muted: s.video_muted,
+        }
+    }
+
+    /// As the others see it: muted where its user mutes or is blocked.
+    pub(super) fn as_seen(&self, blocked: Blocked) -> Stream {
+        Stream {
+            kinds: self.kinds,
+            audio_muted: self.audio_muted || blocked.audio,
+            video_muted: self.video_muted || blocked.video,
         }
     }
 }
