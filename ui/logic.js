@@ -15,6 +15,8 @@ export function emptyRoom(me) {
     transport: null,
     // What this user sends: muted by the toolbar.
     muted: { audio: false, video: false },
+    // What of it the server does not forward (the backend's SetUserBlocked).
+    blocked: { audio: false, video: false },
     // Until when (ms since the epoch) the "you are muted" hint shows: the
     // muted microphone heard a voice.
     mutedHintUntil: 0,
@@ -177,6 +179,9 @@ export function applyEvent(state, e) {
       if (!mine && !state.chatOpen) state.unread += 1;
       break;
     }
+    case "blocked":
+      state.blocked = { audio: !!e.audio, video: !!e.video };
+      break;
     case "local-chat-open":
       state.chatOpen = e.open;
       if (e.open) state.unread = 0;

@@ -5,7 +5,7 @@
 
 import { LANGUAGES, pickLanguage, translator } from "./i18n.js";
 import { createSession } from "./session.js";
-import { showError, showKicked, wireDialogs } from "./dialogs.js";
+import { showError, showKicked, showNotice, wireDialogs } from "./dialogs.js";
 import { loadDevices, onDeviceChanged, startPreview, takeInvite, wireJoin } from "./join.js";
 import { layoutTiles, leaveRoomView, renderHeader, renderRoom, showScreen } from "./room.js";
 import { renderToolbar, showLevel, wireToolbar } from "./toolbar.js";
@@ -63,6 +63,11 @@ function onChange(change) {
       return onDeviceChanged(ui, change.change).catch((e) => showError(ui, e));
     case "invite":
       return takeInvite(ui, change.link);
+    case "blocked": {
+      const key = change.audio && change.video ? "blocked.both" : change.audio ? "blocked.audio" : change.video ? "blocked.video" : "blocked.none";
+      showNotice(ui, ui.t(key));
+      return renderRoom(ui);
+    }
     default:
       return renderRoom(ui);
   }

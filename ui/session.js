@@ -44,6 +44,7 @@ export function createSession({ invoke, listen }, onChange) {
       applyEvent(session.room, payload);
       if (name === "peer-join" || name === "peer-leave") onChange({ kind: "announce", what: name, userId: payload.userId });
       if (name === "client-banned") return onChange({ kind: "kicked", reason: payload.reason });
+      if (name === "blocked") return onChange({ kind: "blocked", audio: !!payload.audio, video: !!payload.video });
       if (name === "client-left") {
         session.room = null;
         return onChange({ kind: "left" });

@@ -88,6 +88,13 @@ test("join, peers, a forced exit and its OK", async () => {
   assert.deepEqual(shown.map((c) => c.kind), ["announce", "room", "room"]);
   assert.equal(s.room.peers.carol.video, true);
 
+  // The backend blocks this user's microphone, then lets it through again.
+  ipc.emit("blocked", { audio: true, video: false });
+  assert.deepEqual(shown.at(-1), { kind: "blocked", audio: true, video: false });
+  assert.deepEqual(s.room.blocked, { audio: true, video: false });
+  ipc.emit("blocked", { audio: false, video: false });
+  assert.deepEqual(s.room.blocked, { audio: false, video: false });
+
   ipc.emit("client-banned", { reason: "duplicate-user-id", message: "kicked out" });
   assert.deepEqual(shown.at(-1), { kind: "kicked", reason: "duplicate-user-id" });
   ipc.emit("local-stream-closed", {});
