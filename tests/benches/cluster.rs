@@ -16,8 +16,8 @@ use kaigi_proto::RoomId;
 use kaigi_sdk::{Client, ClientEvent, LocalStream, Role, SyntheticSource};
 use kaigi_server::cluster::{Cluster, ClusterConfig};
 use kaigi_tests::bench::{
-    kick_latencies, machine, stats, write_results, ChildServer, Stats, NODE_ENV, PER_IP_ENV,
-    REDIS_ENV,
+    kick_latencies, machine, proc_stats, stats, write_results, ChildServer, Stats, NODE_ENV,
+    PER_IP_ENV, REDIS_ENV,
 };
 use kaigi_tests::redis::RedisServer;
 use kaigi_tests::{room, TestServer, APP};
@@ -38,15 +38,6 @@ async fn node(redis: &RedisServer, id: &str) -> TestServer {
         };
     })
     .await
-}
-
-fn cluster_of(s: &TestServer) -> Arc<Cluster> {
-    s.handle()
-        .shared()
-        .cluster
-        .get()
-        .expect("in a service")
-        .clone()
 }
 
 /// A client's whole join through `via` (redirects included).
@@ -82,22 +73,6 @@ async fn placements(c: &Arc<Cluster>, secs: u64) -> f64 {
         }
     }
     n as f64 / t.elapsed().as_secs_f64()
-}
-
-/// A process's CPU seconds (user + system) and resident KiB.
-fn proc_stats(pid: u32) -> (f64, u64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let field = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let rss = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    ((field(11) + field(12)) / 100.0, rss)
 }
 
 /// One run of the capacity workload.
@@ -286,7 +261,7 @@ async fn run(quick: bool) {
         node(&redis, "node-b").await,
         node(&redis, "node-c").await,
     ];
-    let first = cluster_of(&nodes[0]);
+    let first = nodes[0].cluster();
     kaigi_tests::within("three nodes", async {
         while first.live_nodes().await.map(|l| l.len()).unwrap_or(0) < 3 {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -305,11 +280,11 @@ async fn run(quick: bool) {
         .node_id;
     let own = nodes
         .iter()
-        .find(|n| cluster_of(n).node_id() == owner)
+        .find(|n| n.cluster().node_id() == owner)
         .unwrap();
     let other = nodes
         .iter()
-        .find(|n| cluster_of(n).node_id() != owner)
+        .find(|n| n.cluster().node_id() != owner)
         .unwrap();
     let kick_other = kick_latencies(own, other, 1, n).await;
     let kick_own = kick_latencies(own, own, 1, n).await;

@@ -12,7 +12,7 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use kaigi_sdk::{Client, ClientEvent, LocalStream, Role, SyntheticSource};
-use kaigi_tests::bench::{machine, write_results, ChildServer};
+use kaigi_tests::bench::{machine, proc_stats, write_results, ChildServer};
 use kaigi_tests::{room, TestServer};
 use serde_json::json;
 
@@ -46,28 +46,6 @@ CPU per forwarded packet with simulcast, 15.4 µs with one layer (`KAIGI_BENCH_S
 costs nothing measurable; both are above the 11.1 µs measured on 2026-11-22 (the same kind of machine), which \
 today's runs do not reproduce with either — the next profile should find whether the machine or the send-side \
 estimator and pacer account for it.\n";
-
-/// The server process's CPU seconds (user + system) and resident KiB.
-fn proc_stats(pid: u32) -> (f64, u64) {
-    let tick = 100.0; // USER_HZ on Linux
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which is in parentheses).
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let cpu = f
-        .get(11)
-        .zip(f.get(12))
-        .map(|(u, s)| (u.parse::<f64>().unwrap_or(0.0) + s.parse::<f64>().unwrap_or(0.0)) / tick)
-        .unwrap_or(0.0);
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let rss = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    (cpu, rss)
-}
 
 struct Step {
     subscribers: usize,

@@ -131,6 +131,16 @@ impl TestServer {
         self.handle.as_ref().expect("running")
     }
 
+    /// Its membership in a service of several nodes (it must be in one).
+    pub fn cluster(&self) -> std::sync::Arc<kaigi_server::cluster::Cluster> {
+        self.handle()
+            .shared()
+            .cluster
+            .get()
+            .expect("in a service")
+            .clone()
+    }
+
     /// `ws://ADDR`.
     pub fn url(&self) -> String {
         format!("ws://{}", self.addr)
@@ -686,6 +696,25 @@ pub mod bench {
             h.shutdown().await;
         });
         true
+    }
+
+    /// A process's CPU seconds so far (user + system) and resident KiB,
+    /// from /proc.
+    pub fn proc_stats(pid: u32) -> (f64, u64) {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // The fields after the command name (which is in parentheses).
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let field = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let rss = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        // USER_HZ on Linux.
+        ((field(11) + field(12)) / 100.0, rss)
     }
 
     /// The machine, for the record: (date, cores, CPU model).

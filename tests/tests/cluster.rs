@@ -273,7 +273,7 @@ async fn service(redis: &RedisServer, ids: &[&str]) -> Vec<kaigi_tests::TestServ
     for id in ids {
         nodes.push(server_node(redis, id).await);
     }
-    let first = cluster_of(&nodes[0]);
+    let first = nodes[0].cluster();
     until("every node in the service", || async {
         live_ids(&first).await.len() == ids.len()
     })
@@ -281,20 +281,11 @@ async fn service(redis: &RedisServer, ids: &[&str]) -> Vec<kaigi_tests::TestServ
     nodes
 }
 
-fn cluster_of(s: &kaigi_tests::TestServer) -> Arc<Cluster> {
-    s.handle()
-        .shared()
-        .cluster
-        .get()
-        .expect("in a service")
-        .clone()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn clients_of_one_room_through_three_nodes_meet_on_its_node() {
     let redis = RedisServer::start();
     let nodes = service(&redis, &["node-a", "node-b", "node-c"]).await;
-    let first = cluster_of(&nodes[0]);
+    let first = nodes[0].cluster();
     // /healthz says so.
     let health: serde_json::Value =
         reqwest::get(format!("http://{}/healthz", nodes[1].handle().local_addr()))
@@ -324,14 +315,14 @@ async fn clients_of_one_room_through_three_nodes_meet_on_its_node() {
         .expect("the room is placed");
     let on_owner = nodes
         .iter()
-        .find(|n| cluster_of(n).node_id() == owner.node_id)
+        .find(|n| n.cluster().node_id() == owner.node_id)
         .unwrap();
     for n in &nodes {
         let here = local_users(n, &room);
-        if cluster_of(n).node_id() == owner.node_id {
+        if n.cluster().node_id() == owner.node_id {
             assert_eq!(here, ["alice", "bob", "carol"]);
         } else {
-            assert!(here.is_empty(), "no room on {}", cluster_of(n).node_id());
+            assert!(here.is_empty(), "no room on {}", n.cluster().node_id());
         }
     }
     assert_eq!(alice.remote_users().len(), 2);
@@ -349,7 +340,7 @@ async fn clients_of_one_room_through_three_nodes_meet_on_its_node() {
     );
     // Everyone leaves: the node gives the room up.
     drop((alice, _bob, _carol));
-    let c = cluster_of(on_owner);
+    let c = on_owner.cluster();
     until("the empty room's lease given up", || async {
         c.owner_of(APP, &room).await.ok() == Some(None)
     })
@@ -524,7 +515,7 @@ fn local_users(n: &kaigi_tests::TestServer, room: &RoomId) -> Vec<String> {
 async fn admin_calls_through_any_node_reach_the_rooms_node() {
     let redis = RedisServer::start();
     let nodes = service(&redis, &["node-a", "node-b", "node-c"]).await;
-    let first = cluster_of(&nodes[0]);
+    let first = nodes[0].cluster();
     // Two rooms; the second is placed once the first's node reports its
     // load, so (least loaded first) on another node.
     let one = kaigi_tests::room(50);
@@ -546,7 +537,7 @@ async fn admin_calls_through_any_node_reach_the_rooms_node() {
     assert_ne!(owner_one, owner_two, "the second room on another node");
     let other = nodes
         .iter()
-        .find(|n| cluster_of(n).node_id() != owner_one)
+        .find(|n| n.cluster().node_id() != owner_one)
         .unwrap();
     // DescribeRoom and ListRooms through any node see the whole service.
     for n in &nodes {
@@ -602,7 +593,7 @@ async fn a_removed_session_may_not_resume_through_any_node() {
     kaigi_tests::expect_event(&mut events, "client-banned").await;
     // The room's node tells the service (its write follows the kick).
     let session = u64::from_str_radix(&info.session_id, 16).unwrap();
-    let c0 = cluster_of(&nodes[0]);
+    let c0 = nodes[0].cluster();
     until("the forced exit known to the service", || async {
         c0.kicked(session).await.ok().flatten().is_some()
     })
@@ -630,7 +621,8 @@ async fn a_redis_restart_mid_call_goes_unnoticed() {
     let _stream = kaigi_tests::publish_pattern(&alice).await;
     kaigi_tests::expect_event(&mut bob_events, "stream-subscribed").await;
     kaigi_tests::frames_arrive(&bob, "alice", 10).await;
-    let owner = cluster_of(&nodes[0])
+    let owner = nodes[0]
+        .cluster()
         .owner_of(APP, &room)
         .await
         .unwrap()
@@ -639,7 +631,7 @@ async fn a_redis_restart_mid_call_goes_unnoticed() {
     redis.stop();
     kaigi_tests::frames_arrive(&bob, "alice", 10).await;
     redis.restart();
-    let c = cluster_of(&nodes[0]);
+    let c = nodes[0].cluster();
     until("the room's lease written back", || async {
         c.owner_of(APP, &room).await.ok().flatten() == Some(owner.clone())
     })
@@ -687,7 +679,8 @@ async fn an_invite_made_at_one_node_works_and_is_revoked_at_every_node() {
     let nodes = service(&redis, &["node-a", "node-b", "node-c"]).await;
     let room = kaigi_tests::room(80);
     let (_host, mut host_events) = nodes[0].joined("host", &room).await;
-    let owner = cluster_of(&nodes[0])
+    let owner = nodes[0]
+        .cluster()
         .owner_of(APP, &room)
         .await
         .unwrap()
@@ -695,7 +688,7 @@ async fn an_invite_made_at_one_node_works_and_is_revoked_at_every_node() {
         .node_id;
     let others: Vec<&kaigi_tests::TestServer> = nodes
         .iter()
-        .filter(|n| cluster_of(n).node_id() != owner)
+        .filter(|n| n.cluster().node_id() != owner)
         .collect();
     // Made at one node that does not hold the room...
     let made = others[0]
@@ -777,7 +770,7 @@ async fn an_invite_made_at_one_node_works_and_is_revoked_at_every_node() {
         }
     }
     // Another app's key cannot revoke or see it; bounded per app.
-    let c = cluster_of(&nodes[0]);
+    let c = nodes[0].cluster();
     assert!(!c.revoke_invite(SdkAppId(1), &code).await.unwrap());
     let now = kaigi_tests::now();
     for i in 0..kaigi_server::invites::MAX_INVITES_PER_APP - 1 {
