@@ -137,78 +137,44 @@ async fn a_blocked_users_media_stops_for_everyone_until_unblocked() {
 
     // Refusals: a missing room, a user not in it, a bad IsMute, the
     // string-room twin's own field name.
-    let refused = |v: serde_json::Value| {
-        v["Response"]["Error"]["Code"]
-            .as_str()
-            .unwrap_or("ok")
-            .to_owned()
-    };
-    assert_eq!(
-        refused(
-            block(
-                &server,
-                "SetUserBlocked",
-                json!({"RoomId": 2, "UserId": "alice", "IsMute": 1})
-            )
-            .await
-        ),
-        "FailedOperation.RoomNotExist"
-    );
-    assert_eq!(
-        refused(
-            block(
-                &server,
-                "SetUserBlocked",
-                json!({"RoomId": 1, "UserId": "zed", "IsMute": 1})
-            )
-            .await
-        ),
-        "FailedOperation.UserNotInRoom"
-    );
-    assert_eq!(
-        refused(
-            block(
-                &server,
-                "SetUserBlocked",
-                json!({"RoomId": 1, "UserId": "alice", "IsMute": 4})
-            )
-            .await
-        ),
-        "InvalidParameterValue.IsMute"
-    );
-    assert_eq!(
-        refused(
-            block(
-                &server,
-                "SetUserBlocked",
-                json!({"RoomId": 1, "UserId": "alice"})
-            )
-            .await
-        ),
-        "MissingParameter.IsMute"
-    );
-    assert_eq!(
-        refused(
-            block(
-                &server,
-                "SetUserBlockedByStrRoomId",
-                json!({"RoomId": "x", "UserId": "alice", "IsMute": 1})
-            )
-            .await
-        ),
-        "MissingParameter.StrRoomId"
-    );
     let (dave, _) = server.joined("dave", &str_room("daily")).await;
-    assert_eq!(
-        refused(
-            block(
-                &server,
-                "SetUserBlockedByStrRoomId",
-                json!({"StrRoomId": "daily", "UserId": "dave", "IsMute": 2})
-            )
-            .await
+    let cases = [
+        (
+            "SetUserBlocked",
+            json!({"RoomId": 2, "UserId": "alice", "IsMute": 1}),
+            "FailedOperation.RoomNotExist",
         ),
-        "ok"
-    );
+        (
+            "SetUserBlocked",
+            json!({"RoomId": 1, "UserId": "zed", "IsMute": 1}),
+            "FailedOperation.UserNotInRoom",
+        ),
+        (
+            "SetUserBlocked",
+            json!({"RoomId": 1, "UserId": "alice", "IsMute": 4}),
+            "InvalidParameterValue.IsMute",
+        ),
+        (
+            "SetUserBlocked",
+            json!({"RoomId": 1, "UserId": "alice"}),
+            "MissingParameter.IsMute",
+        ),
+        // The string-room twin names its room `StrRoomId`, as TRTC's.
+        (
+            "SetUserBlockedByStrRoomId",
+            json!({"RoomId": "x", "UserId": "alice", "IsMute": 1}),
+            "MissingParameter.StrRoomId",
+        ),
+        (
+            "SetUserBlockedByStrRoomId",
+            json!({"StrRoomId": "daily", "UserId": "dave", "IsMute": 2}),
+            "ok",
+        ),
+    ];
+    for (action, body, code) in cases {
+        let answer = block(&server, action, body.clone()).await;
+        let got = answer["Response"]["Error"]["Code"].as_str().unwrap_or("ok");
+        assert_eq!(got, code, "{action} {body}");
+    }
     drop(dave);
 }
