@@ -31,57 +31,10 @@ const TRANSPORTS: [&str; 4] = ["off", "websocket", "ipc", "channel"];
 const REMOTES: usize = 4;
 const GOAL_FPS: f64 = 25.0;
 
-/// The app's processes under `root` (the driver's process group): pid and
-/// kind (`app`, `web`, `network`, `xvfb`), with their CPU ticks.
-fn app_processes(root: u32) -> Vec<(u32, &'static str, u64)> {
-    let mut procs = Vec::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // pid (comm) state ppid … utime(14) stime(15)
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-            continue;
-        };
-        let comm = stat[open + 1..close].to_owned();
-        let rest: Vec<&str> = stat[close + 2..].split(' ').collect();
-        let num = |i: usize| rest.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        procs.push((pid, num(1) as u32, comm, num(11) + num(12)));
-    }
-    let parent: HashMap<u32, u32> = procs.iter().map(|p| (p.0, p.1)).collect();
-    let under = |mut pid: u32| {
-        while pid > 1 {
-            if pid == root {
-                return true;
-            }
-            pid = parent.get(&pid).copied().unwrap_or(0);
-        }
-        false
-    };
-    let mut out = Vec::new();
-    for (pid, _, comm, ticks) in procs {
-        if !under(pid) {
-            continue;
-        }
-        let kind = match comm.as_str() {
-            "kaigi-desktop" => "app",
-            c if c.starts_with("WebKitWebProc") => "web",
-            c if c.starts_with("WebKitNetwork") => "network",
-            "Xvfb" => "xvfb",
-            _ => continue,
-        };
-        out.push((pid, kind, ticks));
-    }
-    out
-}
-
 /// CPU ticks (user + system) of the processes under `root`, by kind.
 fn cpu_ticks(root: u32) -> HashMap<&'static str, u64> {
     let mut by_kind = HashMap::new();
-    for (_, kind, ticks) in app_processes(root) {
+    for (_, kind, ticks) in driver::app_processes(root) {
         *by_kind.entry(kind).or_insert(0) += ticks;
     }
     by_kind
@@ -92,7 +45,7 @@ fn cpu_ticks(root: u32) -> HashMap<&'static str, u64> {
 /// `{"app": [rss, pss], "web": …, "network": …, "total": …}`.
 fn memory_mib(root: u32) -> Value {
     let mut by_kind: HashMap<&str, (f64, f64)> = HashMap::new();
-    for (pid, kind, _) in app_processes(root) {
+    for (pid, kind, _) in driver::app_processes(root) {
         if kind == "xvfb" {
             continue;
         }

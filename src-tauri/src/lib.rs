@@ -289,3 +289,87 @@ pub fn on_run_event<R: Runtime>(handle: &tauri::AppHandle<R>, event: tauri::RunE
         }
     }
 }
+
+/// WebKitGTK's settings for a machine with no GPU (no DRM render node under
+/// `/dev/dri`), where every GL context would be Mesa's software rasterizer.
+/// There the app keeps GL out of its own process: GTK's GLX probe at
+/// display open and WebKit's EGL display (for the DMA-BUF renderer and the
+/// render-node lookup) each load Mesa and, through it, LLVM — 56 MiB of the
+/// app process's memory that draws nothing the shared-memory path does not
+/// (measured: `BENCHMARKS.md`, *Video into the window*). The web process
+/// draws without compositing (software compositing costs CPU and buys
+/// nothing for a page of tiles) and hands the UI finished bitmaps.
+///
+/// Returns the variables to set: none where a render node exists, and
+/// never one the user set (`is_set`). [`apply_rendering_defaults`] sets them.
+pub fn rendering_defaults(
+    has_render_node: bool,
+    is_set: impl Fn(&str) -> bool,
+) -> Vec<(&'static str, &'static str)> {
+    if has_render_node {
+        return Vec::new();
+    }
+    [
+        ("WEBKIT_DISABLE_COMPOSITING_MODE", "1"),
+        ("WEBKIT_DISABLE_DMABUF_RENDERER", "1"),
+        ("GDK_GL", "disable"),
+        // Read before any EGL display is made: with a device named, WebKit
+        // does not open one to find out (there is none to find).
+        ("WEBKIT_WEB_RENDER_DEVICE_FILE", "/dev/null"),
+    ]
+    .into_iter()
+    .filter(|(name, _)| !is_set(name))
+    .collect()
+}
+
+/// Whether this machine has a GPU render node (`/dev/dri/renderD*`).
+pub fn has_render_node() -> bool {
+    std::fs::read_dir("/dev/dri").is_ok_and(|dir| {
+        dir.flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with("renderD"))
+    })
+}
+
+/// Sets [`rendering_defaults`] for this machine (Linux). Call first thing
+/// in `main`, before any thread starts and before GTK opens the display.
+pub fn apply_rendering_defaults() {
+    if !cfg!(target_os = "linux") {
+        return;
+    }
+    let set = rendering_defaults(has_render_node(), |name| std::env::var_os(name).is_some());
+    for (name, value) in set {
+        std::env::set_var(name, value);
+    }
+}
+
+#[cfg(test)]
+mod rendering_tests {
+    use super::rendering_defaults;
+
+    #[test]
+    fn a_machine_with_a_gpu_keeps_webkits_defaults() {
+        assert!(rendering_defaults(true, |_| false).is_empty());
+    }
+
+    #[test]
+    fn without_a_gpu_gl_stays_out_of_the_app_process() {
+        let set = rendering_defaults(false, |_| false);
+        let names: Vec<_> = set.iter().map(|(n, _)| *n).collect();
+        assert_eq!(
+            names,
+            [
+                "WEBKIT_DISABLE_COMPOSITING_MODE",
+                "WEBKIT_DISABLE_DMABUF_RENDERER",
+                "GDK_GL",
+                "WEBKIT_WEB_RENDER_DEVICE_FILE"
+            ]
+        );
+    }
+
+    #[test]
+    fn what_the_user_set_is_left_alone() {
+        let set = rendering_defaults(false, |name| name == "GDK_GL");
+        assert!(set.iter().all(|(n, _)| *n != "GDK_GL"));
+        assert_eq!(set.len(), 3);
+    }
+}

@@ -114,7 +114,7 @@ async fn a_person_joins_sees_a_bot_leaves_and_is_forced_out_three_ways() {
             work.join("data").to_str().unwrap().to_owned(),
         ),
     ];
-    let (_driver, d) = Driver::launch(&app, &envs, shots).await;
+    let (app_proc, d) = Driver::launch(&app, &envs, shots).await;
     let cli_cmd = |args: &[&str]| {
         let mut c = Command::new(&cli);
         c.args(args).envs(envs.iter().cloned());
@@ -129,6 +129,20 @@ async fn a_person_joins_sees_a_bot_leaves_and_is_forced_out_three_ways() {
     )
     .await;
     d.shot("00-join-screen").await;
+    // With no GPU, GL (Mesa's software rasterizer and LLVM under it) stays
+    // out of the app's own process; the web process draws.
+    if !kaigi_desktop::has_render_node() {
+        let procs = driver::app_processes(app_proc.0.id());
+        let app_pid = procs
+            .iter()
+            .find(|p| p.1 == "app")
+            .expect("the app's process")
+            .0;
+        let maps = std::fs::read_to_string(format!("/proc/{app_pid}/maps")).unwrap();
+        for lib in ["libLLVM", "swrast_dri", "libEGL_mesa", "libGLX_mesa"] {
+            assert!(!maps.contains(lib), "{lib} is loaded in the app's process");
+        }
+    }
 
     // 1. Join through the form (the embedded server), see the local preview.
     d.join(NAME, ROOM).await;

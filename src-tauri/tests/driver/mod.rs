@@ -1,6 +1,7 @@
 //! A WebDriver client for the app under Xvfb (tauri-driver +
 //! WebKitWebDriver), shared by the end-to-end test and the tile benchmark.
 
+use std::collections::HashMap;
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -238,4 +239,51 @@ impl Driver {
     pub async fn quit(&self) {
         let _ = self.call(reqwest::Method::DELETE, "", None).await;
     }
+}
+
+/// The app's processes under `root` (the driver's process group): pid and
+/// kind (`app`, `web`, `network`, `xvfb`), with their CPU ticks.
+pub fn app_processes(root: u32) -> Vec<(u32, &'static str, u64)> {
+    let mut procs = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid … utime(14) stime(15)
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let comm = stat[open + 1..close].to_owned();
+        let rest: Vec<&str> = stat[close + 2..].split(' ').collect();
+        let num = |i: usize| rest.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        procs.push((pid, num(1) as u32, comm, num(11) + num(12)));
+    }
+    let parent: HashMap<u32, u32> = procs.iter().map(|p| (p.0, p.1)).collect();
+    let under = |mut pid: u32| {
+        while pid > 1 {
+            if pid == root {
+                return true;
+            }
+            pid = parent.get(&pid).copied().unwrap_or(0);
+        }
+        false
+    };
+    let mut out = Vec::new();
+    for (pid, _, comm, ticks) in procs {
+        if !under(pid) {
+            continue;
+        }
+        let kind = match comm.as_str() {
+            "kaigi-desktop" => "app",
+            c if c.starts_with("WebKitWebProc") => "web",
+            c if c.starts_with("WebKitNetwork") => "network",
+            "Xvfb" => "xvfb",
+            _ => continue,
+        };
+        out.push((pid, kind, ticks));
+    }
+    out
 }
