@@ -32,20 +32,25 @@ fn halve(src: &[u8], w: usize, h: usize) -> (Vec<u8>, usize, usize) {
     (out, ow, oh)
 }
 
-/// Source index and 8-bit weight of the next sample, per output position.
-fn taps(src: usize, dst: usize) -> Vec<(usize, u16)> {
+/// Per output position: the source index, the next one (clamped to the
+/// edge) and the next one's 8-bit weight.
+fn taps(src: usize, dst: usize) -> Vec<(usize, usize, u32)> {
     let step = src as f64 / dst as f64;
     (0..dst)
         .map(|i| {
             let pos = ((i as f64 + 0.5) * step - 0.5).max(0.0);
             let i0 = (pos.floor() as usize).min(src - 1);
             let frac = if i0 + 1 < src { pos - i0 as f64 } else { 0.0 };
-            (i0, (frac * 256.0).round() as u16)
+            (i0, (i0 + 1).min(src - 1), (frac * 256.0).round() as u32)
         })
         .collect()
 }
 
-/// Scales one plane to `dw × dh` into `out`.
+/// Scales one plane to `dw × dh` into `out`. Bilinear, rows first: the
+/// two source rows are blended across their whole width (contiguous, so
+/// the compiler vectorizes it) into 16-bit sums, then each output pixel
+/// takes two of those. No rounding until the end, so the result is the
+/// exact bilinear value whichever direction goes first.
 fn plane(src: &[u8], sw: usize, sh: usize, dw: usize, dh: usize, out: &mut [u8]) {
     let (mut buf, mut w, mut h) = (None::<Vec<u8>>, sw, sh);
     while w >= 2 * dw && h >= 2 * dh && w >= 2 && h >= 2 {
@@ -59,14 +64,15 @@ fn plane(src: &[u8], sw: usize, sh: usize, dw: usize, dh: usize, out: &mut [u8])
     }
     let xs = taps(w, dw);
     let ys = taps(h, dh);
-    for (row, &(y0, fy)) in out.chunks_exact_mut(dw).zip(&ys) {
-        let r0 = &src[y0 * w..][..w];
-        let r1 = &src[(y0 + 1).min(h - 1) * w..][..w];
-        for (o, &(x0, fx)) in row.iter_mut().zip(&xs) {
-            let x1 = (x0 + 1).min(w - 1);
-            let top = r0[x0] as u32 * (256 - fx as u32) + r0[x1] as u32 * fx as u32;
-            let bot = r1[x0] as u32 * (256 - fx as u32) + r1[x1] as u32 * fx as u32;
-            let v = top * (256 - fy as u32) + bot * fy as u32;
+    let mut blended = vec![0u16; w];
+    for (row, &(y0, y1, fy)) in out.chunks_exact_mut(dw).zip(&ys) {
+        let (r0, r1) = (&src[y0 * w..][..w], &src[y1 * w..][..w]);
+        let (a, b) = (256 - fy as u16, fy as u16);
+        for ((t, &p0), &p1) in blended.iter_mut().zip(r0).zip(r1) {
+            *t = p0 as u16 * a + p1 as u16 * b;
+        }
+        for (o, &(x0, x1, fx)) in row.iter_mut().zip(&xs) {
+            let v = blended[x0] as u32 * (256 - fx) + blended[x1] as u32 * fx;
             *o = ((v + (1 << 15)) >> 16) as u8;
         }
     }
@@ -154,5 +160,28 @@ mod tests {
             s.y().iter().all(|&p| p == 127),
             "2×2 averages of a checkerboard"
         );
+    }
+
+    #[test]
+    fn rows_first_gives_the_exact_bilinear_value() {
+        // Noise, so every weight and edge matters: each output pixel is the
+        // textbook bilinear sample (both directions at once, rounded once).
+        let f = frame(640, 360, |c, r| {
+            let h = (c as u32).wrapping_mul(2_654_435_761) ^ (r as u32).wrapping_mul(40_503);
+            (h ^ (h >> 15)).wrapping_mul(2_246_822_519) as u8
+        });
+        for (mw, mh) in [(354, 196), (500, 300), (639, 359)] {
+            let s = f.scaled_to_fit(mw, mh).unwrap();
+            let (xs, ys) = (taps(640, s.width), taps(360, s.height));
+            for (oy, &(y0, y1, fy)) in ys.iter().enumerate() {
+                for (ox, &(x0, x1, fx)) in xs.iter().enumerate() {
+                    let p = |x: usize, y: usize| f.y()[y * 640 + x] as u32;
+                    let top = p(x0, y0) * (256 - fx) + p(x1, y0) * fx;
+                    let bot = p(x0, y1) * (256 - fx) + p(x1, y1) * fx;
+                    let want = ((top * (256 - fy) + bot * fy + (1 << 15)) >> 16) as u8;
+                    assert_eq!(s.y()[oy * s.width + ox], want, "{mw}×{mh} at {ox},{oy}");
+                }
+            }
+        }
     }
 }

@@ -234,6 +234,9 @@ impl Publication {
             packet.payload.len() + kaigi_rtc::pacing::PACKET_OVERHEAD_BYTES + 12,
             now,
         );
+        if crate::simulcast::starts_keyframe(&packet.payload) {
+            self.layers[layer].keyframe_arrived();
+        }
         let outs = self.video.read().map(|o| o.clone()).unwrap_or_default();
         for out in outs.iter() {
             if let Some(p) = out.forward(layer, packet, now) {

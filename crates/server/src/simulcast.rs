@@ -44,7 +44,8 @@ pub const AUDIO_BPS: f64 = 50_000.0;
 pub const UP_MARGIN: f64 = 1.2;
 /// …for this long.
 pub const UP_AFTER: Duration = Duration::from_secs(2);
-/// Keyframes of a layer are asked of its publisher at most this often.
+/// A keyframe asked of a layer's publisher and not yet arrived is not
+/// asked again sooner than this.
 pub const KEYFRAME_GAP: Duration = Duration::from_millis(500);
 /// A keyframe asked for a switch is asked again after this.
 const KEYFRAME_AGAIN: Duration = Duration::from_millis(600);
@@ -223,7 +224,8 @@ pub struct Layer {
     /// When its last packet came, in microseconds since `base` plus one
     /// (0: never).
     last_us: AtomicU64,
-    /// When a keyframe of it was last asked of the publisher, likewise.
+    /// When a keyframe of it was asked of the publisher and has not
+    /// arrived yet, likewise (0: none outstanding).
     keyframe_us: AtomicU64,
 }
 
@@ -239,10 +241,13 @@ impl Layer {
         }
     }
 
-    /// Whether a keyframe may be asked of the publisher at `now`: not when
-    /// one was asked less than [`KEYFRAME_GAP`] ago (it is on its way;
-    /// every subscriber that lost a frame asks, and each keyframe asked
-    /// for is several frames' worth of bits on every subscriber's link).
+    /// Whether a keyframe may be asked of the publisher at `now`: not while
+    /// one asked less than [`KEYFRAME_GAP`] ago has not arrived (it is on
+    /// its way and serves every subscriber waiting: all that join or lose
+    /// a frame meanwhile ask, and each keyframe asked for is several
+    /// frames' worth of bits on every subscriber's link). Once it has
+    /// arrived ([`Layer::keyframe_arrived`]) the next ask goes at once: a
+    /// subscriber joining just after it must not wait out a gap.
     /// Records the ask when it may.
     pub fn may_ask_keyframe(&self, now: Instant) -> bool {
         let us = now.saturating_duration_since(self.base).as_micros() as u64 + 1;
@@ -253,6 +258,12 @@ impl Layer {
         self.keyframe_us
             .compare_exchange(last, us, Ordering::Relaxed, Ordering::Relaxed)
             .is_ok()
+    }
+
+    /// A keyframe of this layer arrived from the publisher: the ask it
+    /// answered is no longer outstanding.
+    pub fn keyframe_arrived(&self) {
+        self.keyframe_us.store(0, Ordering::Relaxed);
     }
 
     /// Whether packets are arriving on it.
@@ -1148,7 +1159,7 @@ mod tests {
     }
 
     #[test]
-    fn keyframes_of_a_layer_are_asked_at_most_every_gap() {
+    fn an_outstanding_keyframe_is_asked_again_only_after_the_gap() {
         let l = Layer::new(VideoSize::new(320, 240));
         let t0 = Instant::now();
         assert!(l.may_ask_keyframe(t0));
@@ -1156,5 +1167,18 @@ mod tests {
         assert!(!l.may_ask_keyframe(t0 + KEYFRAME_GAP - Duration::from_millis(1)));
         assert!(l.may_ask_keyframe(t0 + KEYFRAME_GAP));
         assert!(!l.may_ask_keyframe(t0 + KEYFRAME_GAP + Duration::from_millis(10)));
+    }
+
+    #[test]
+    fn once_the_keyframe_arrived_the_next_ask_goes_at_once() {
+        // A subscriber joining just after another one's keyframe came: its
+        // ask is not held back (it was, until the gap ended: a first frame
+        // 750 ms after join instead of 60).
+        let l = Layer::new(VideoSize::new(320, 240));
+        let t0 = Instant::now();
+        assert!(l.may_ask_keyframe(t0));
+        l.keyframe_arrived();
+        assert!(l.may_ask_keyframe(t0 + Duration::from_millis(60)));
+        assert!(!l.may_ask_keyframe(t0 + Duration::from_millis(80)));
     }
 }
