@@ -136,30 +136,48 @@ const LUT = (() => {
   return { y, rv, gu, gv, bu };
 })();
 
+// Rounding and the limited range's offset folded into the luma table,
+// and clamping as a table lookup: no branches per pixel.
+const CLAMP_BASE = 384;
+const CLAMP = (() => {
+  const t = new Uint8Array(1024);
+  for (let i = 0; i < t.length; i++) t[i] = Math.min(255, Math.max(0, i - CLAMP_BASE));
+  return t;
+})();
+const LUMA = LUT.y.map((v) => v + 32768 + (CLAMP_BASE << 16));
+
 /**
  * I420 to RGBA (`out`, 4 bytes per pixel), mirrored left to right if
- * `mirror`. Exported for the UI tests.
+ * `mirror`. Each chroma sample's terms are worked out once for its two
+ * pixels and each pixel is one 32-bit store (little-endian, as every
+ * platform the app runs on). Exported for the UI tests.
  */
 export function i420ToRgba(f, out, mirror = false) {
-  const { y: ly, rv, gu, gv, bu } = LUT;
+  const { rv, gu, gv, bu } = LUT;
   const w = f.width;
-  const cw = w >> 1;
-  const clamp = (v) => (v < 0 ? 0 : v >= 16678912 ? 255 : (v + 32768) >> 16);
+  const cw = (w + 1) >> 1;
+  const px = new Uint32Array(out.buffer, out.byteOffset, w * f.height);
+  const { y: Y, u: U, v: V } = f;
+  const step = mirror ? -1 : 1;
+  const rgba = (yy, r, g, b) =>
+    CLAMP[(yy + r) >> 16] | (CLAMP[(yy + g) >> 16] << 8) | (CLAMP[(yy + b) >> 16] << 16) | 0xff000000;
   for (let row = 0; row < f.height; row++) {
     const yRow = row * w;
     const cRow = (row >> 1) * cw;
-    let o = yRow * 4;
-    for (let c = 0; c < w; c++) {
-      const col = mirror ? w - 1 - c : c;
-      const ci = cRow + (col >> 1);
-      const u = f.u[ci];
-      const v = f.v[ci];
-      const yy = ly[f.y[yRow + col]];
-      out[o] = clamp(yy + rv[v]);
-      out[o + 1] = clamp(yy + gu[u] + gv[v]);
-      out[o + 2] = clamp(yy + bu[u]);
-      out[o + 3] = 255;
-      o += 4;
+    let o = mirror ? yRow + w - 1 : yRow;
+    for (let c = 0; c < w; c += 2) {
+      const ci = cRow + (c >> 1);
+      const u = U[ci];
+      const v = V[ci];
+      const r = rv[v];
+      const g = gu[u] + gv[v];
+      const b = bu[u];
+      px[o] = rgba(LUMA[Y[yRow + c]], r, g, b);
+      o += step;
+      if (c + 1 < w) {
+        px[o] = rgba(LUMA[Y[yRow + c + 1]], r, g, b);
+        o += step;
+      }
     }
   }
 }
@@ -275,6 +293,37 @@ export function currentTransport() {
 }
 
 /**
+ * Tiles draw together, in one animation frame, at most once per
+ * `PAINT_GAP_MS`. WebKit repaints the page (without a GPU: copies it into
+ * shared memory for the app to draw) once per animation frame in which
+ * anything changed, and five 30 fps tiles that each drew in their own
+ * animation frame changed something in nearly every one of 60 a second.
+ * Sources send at most 30 fps, so a 30 Hz page shows them all.
+ */
+export const PAINT_GAP_MS = 30;
+const waiting = new Set();
+let paintScheduled = false;
+let lastPaint = -Infinity;
+function paintTick(now) {
+  if (now - lastPaint < PAINT_GAP_MS) {
+    requestAnimationFrame(paintTick);
+    return;
+  }
+  paintScheduled = false;
+  lastPaint = now;
+  const painters = [...waiting];
+  waiting.clear();
+  for (const p of painters) p();
+}
+function schedulePaint(painter) {
+  waiting.add(painter);
+  if (!paintScheduled) {
+    paintScheduled = true;
+    requestAnimationFrame(paintTick);
+  }
+}
+
+/**
  * Plays tile `tile` (`local` or a user id) into `canvas` until `stop()`.
  * Reconnects while the tile is wanted (the stream may start later).
  * `canvas.dataset.fps` and `.frames` say what was drawn, `.renderer` and
@@ -319,7 +368,7 @@ export function playTile(endpoint, tile, canvas, transport = currentTransport())
     pending = buf; // newest wins
     if (!scheduled) {
       scheduled = true;
-      requestAnimationFrame(paint);
+      schedulePaint(paint);
     }
   };
   // The tile's box in device pixels: frames are sent at most this big.

@@ -28,6 +28,10 @@ use serde_json::{json, Value};
 
 const ROOM: &str = "bench-tiles";
 const TRANSPORTS: [&str; 4] = ["off", "websocket", "ipc", "channel"];
+/// The run that measures the app as people use it: the WebSocket path,
+/// the others publishing as `kaigi bot` and the app do (640×480 in
+/// simulcast layers; the app takes the layer its tiles need).
+const CALL: &str = "call";
 const REMOTES: usize = 4;
 const GOAL_FPS: f64 = 25.0;
 
@@ -83,7 +87,10 @@ struct Bot {
     _stream: LocalStream,
 }
 
-async fn bots(dev: &DevApp, url: &str) -> Vec<Bot> {
+/// The remote publishers: as the path comparison has them (`fixed`: one
+/// 640×360 layer, every tile decoded and scaled from full size), or as
+/// `kaigi bot` publishes by default (640×480 in simulcast layers).
+async fn bots(dev: &DevApp, url: &str, fixed: bool) -> Vec<Bot> {
     let mut out = Vec::new();
     for i in 0..REMOTES {
         let user = UserId::new(format!("bot{i}")).expect("a user id");
@@ -105,18 +112,25 @@ async fn bots(dev: &DevApp, url: &str) -> Vec<Bot> {
         let stream = LocalStream::new(
             &user,
             LocalStreamConfig {
-                video: VideoInput::TestPattern {
-                    width: 640,
-                    height: 360,
+                video: if fixed {
+                    VideoInput::TestPattern {
+                        width: 640,
+                        height: 360,
+                    }
+                } else {
+                    VideoInput::TestPattern {
+                        width: 640,
+                        height: 480,
+                    }
                 },
                 audio: AudioInput::Tone {
                     hz: 300.0 + 100.0 * i as f64,
                 },
                 fps: 30,
-                video_bitrate_bps: 800_000,
-                // One layer: the benchmark compares the tile paths at one
-                // fixed size.
-                simulcast: false,
+                video_bitrate_bps: if fixed { 800_000 } else { 1_000_000 },
+                // One layer for the paths: they are compared at one fixed
+                // size.
+                simulcast: !fixed,
                 // A tone: no processing either way.
                 audio_processing: kaigi_sdk::AudioProcessing::NONE,
             },
@@ -131,12 +145,10 @@ async fn bots(dev: &DevApp, url: &str) -> Vec<Bot> {
     out
 }
 
-async fn measure(transport: &str, window: Duration, shots: PathBuf) -> Value {
+async fn measure(run: &str, window: Duration, shots: PathBuf) -> Value {
+    let transport = if run == CALL { "websocket" } else { run };
     let app = PathBuf::from(env!("CARGO_BIN_EXE_kaigi-desktop"));
-    let work = std::env::temp_dir().join(format!(
-        "kaigi-bench-tiles-{}-{transport}",
-        std::process::id()
-    ));
+    let work = std::env::temp_dir().join(format!("kaigi-bench-tiles-{}-{run}", std::process::id()));
     std::fs::create_dir_all(&work).expect("a work folder");
     let dev_app = work.join("dev-app.json");
     let envs: [(&str, String); 7] = [
@@ -179,7 +191,7 @@ async fn measure(transport: &str, window: Duration, shots: PathBuf) -> Value {
     )
     .expect("a dev app");
     let url = dev.server.clone().expect("the embedded server's address");
-    let bots = bots(&dev, &url).await;
+    let bots = bots(&dev, &url, run != CALL).await;
     d.until(
         "four remote tiles",
         &format!("return document.querySelectorAll('.tile.remote').length === {REMOTES}"),
@@ -199,7 +211,7 @@ async fn measure(transport: &str, window: Duration, shots: PathBuf) -> Value {
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
-    println!("{transport:>10}: measuring for {} s", window.as_secs());
+    println!("{run:>10}: measuring for {} s", window.as_secs());
     let root = driver.0.id();
     let hz = 100.0; // USER_HZ on Linux
     let (t0, c0, f0) = (Instant::now(), cpu_ticks(root), d.js(TILES_JS).await);
@@ -207,7 +219,7 @@ async fn measure(transport: &str, window: Duration, shots: PathBuf) -> Value {
     let (c1, f1) = (cpu_ticks(root), d.js(TILES_JS).await);
     let secs = t0.elapsed().as_secs_f64();
     let call_memory = memory_mib(root);
-    d.shot(&format!("tiles-{transport}")).await;
+    d.shot(&format!("tiles-{run}")).await;
     let pct = |k: &str| {
         let used = c1
             .get(k)
@@ -255,10 +267,10 @@ async fn measure(transport: &str, window: Duration, shots: PathBuf) -> Value {
         .unwrap_or("")
         .to_owned();
     println!(
-        "{transport:>10}: min {min_fps:.1} fps over {} tiles ({renderer}); CPU % of a core: app {app_cpu}, web {web}, network {net}, Xvfb {xvfb}; memory MiB [RSS, PSS] idle {idle_memory}, in the call {call_memory}",
+        "{run:>10}: min {min_fps:.1} fps over {} tiles ({renderer}); CPU % of a core: app {app_cpu}, web {web}, network {net}, Xvfb {xvfb}; memory MiB [RSS, PSS] idle {idle_memory}, in the call {call_memory}",
         tiles.len()
     );
-    json!({"transport": transport, "seconds": secs, "tiles": tiles, "min_fps": if min_fps.is_finite() { min_fps } else { 0.0 },
+    json!({"run": run, "transport": transport, "seconds": secs, "tiles": tiles, "min_fps": if min_fps.is_finite() { min_fps } else { 0.0 },
            "renderer": renderer, "memory_mib": {"idle": idle_memory, "call": call_memory},
            "cpu_pct": {"app": app_cpu, "web": web, "network": net, "xvfb": xvfb,
                        "app_total": ((app_cpu + web + net) * 10.0).round() / 10.0}})
@@ -270,14 +282,15 @@ async fn run(quick: bool) {
         .parent()
         .expect("the binary's folder")
         .join("bench-screenshots");
-    // Paths named on the command line (`-- websocket ipc`) narrow the run.
+    // Runs named on the command line (`-- websocket call`) narrow it.
     let named: Vec<String> = std::env::args()
         .skip(1)
-        .filter(|a| TRANSPORTS.contains(&a.as_str()))
+        .filter(|a| TRANSPORTS.contains(&a.as_str()) || a == CALL)
         .collect();
     let mut results = Vec::new();
     for t in TRANSPORTS
         .into_iter()
+        .chain([CALL])
         .filter(|t| named.is_empty() || named.iter().any(|n| n == t))
     {
         results.push(measure(t, window, shots.clone()).await);
@@ -300,7 +313,7 @@ async fn run(quick: bool) {
          |---|---|---|---|---|---|---|\n",
         window.as_secs()
     );
-    for r in &results {
+    for r in results.iter().filter(|r| r["run"] != CALL) {
         let c = &r["cpu_pct"];
         let total = c["app_total"].as_f64().unwrap_or(0.0);
         let web = c["web"].as_f64().unwrap_or(0.0) + c["network"].as_f64().unwrap_or(0.0);
@@ -330,25 +343,56 @@ async fn run(quick: bool) {
         ));
     }
     body.push('\n');
-    // Memory and CPU of the app as people run it (the WebSocket path).
-    if let Some(r) = results.iter().find(|r| r["transport"] == "websocket") {
+    // Memory and CPU of the app as people run it: the WebSocket path, in a
+    // call of Kaigi publishers (`call`), and beside it the path run above
+    // (every tile decoded and scaled from one full-size layer).
+    let row = |r: &Value, what: &str, goal: bool| {
         let m = &r["memory_mib"];
         let mib = |when: &str, kind: &str, i: usize| m[when][kind][i].as_f64().unwrap_or(0.0);
         let cpu = r["cpu_pct"]["app_total"].as_f64().unwrap_or(0.0);
         let rss = mib("call", "total", 0);
-        body.push_str(&format!(
-            "Memory of the app's own processes (the Rust process and WebKit's web and network processes; \
-             `smaps_rollup`), the WebSocket path. Before (issue: the app people expect): 651 MiB RSS (461 MiB PSS) in a \
-             5-person call at 76 % of a core, 456 MiB RSS idle on the join screen.\n\n\
-             | when | RSS: app / web / network = total | PSS total | CPU | goal |\n|---|---|---|---|---|\n\
-             | idle on the join screen, preview playing | {:.0} / {:.0} / {:.0} = {:.0} MiB | {:.0} MiB | — | — |\n\
-             | in a 5-person call | {:.0} / {:.0} / {:.0} = {rss:.0} MiB | {:.0} MiB | {cpu:.1} % | ≤ 350 MiB RSS ({}), ≤ 60 % of a core ({}) |\n\n",
+        let goals = if goal {
+            format!(
+                "≤ 350 MiB RSS ({}), ≤ 60 % of a core ({})",
+                if rss <= 350.0 { "met" } else { "missed" },
+                if cpu <= 60.0 { "met" } else { "missed" },
+            )
+        } else {
+            "—".to_owned()
+        };
+        format!(
+            "| {what} | {:.0} / {:.0} / {:.0} = {:.0} MiB | {:.0} MiB | {:.0} / {:.0} / {:.0} = {rss:.0} MiB | {:.0} MiB | {cpu:.1} % | {goals} |\n",
             mib("idle", "app", 0), mib("idle", "web", 0), mib("idle", "network", 0), mib("idle", "total", 0),
             mib("idle", "total", 1),
             mib("call", "app", 0), mib("call", "web", 0), mib("call", "network", 0), mib("call", "total", 1),
-            if rss <= 350.0 { "met" } else { "missed" },
-            if cpu <= 60.0 { "met" } else { "missed" },
-        ));
+        )
+    };
+    let call = results.iter().find(|r| r["run"] == CALL);
+    let fixed = results.iter().find(|r| r["run"] == "websocket");
+    if call.is_some() || fixed.is_some() {
+        body.push_str(
+            "Memory of the app's own processes (the Rust process and WebKit's web and network processes; \
+             `smaps_rollup`) and their CPU, the WebSocket path: idle on the join screen (preview playing) and in the \
+             5-person call. Before (issue: the app people expect): 651 MiB RSS (461 MiB PSS) in a 5-person call at 76 % \
+             of a core, 456 MiB RSS idle on the join screen.\n\n\
+             | call | idle RSS: app / web / network = total | idle PSS | in the call RSS: app / web / network = total | in the call PSS | CPU in the call | goal |\n\
+             |---|---|---|---|---|---|---|\n",
+        );
+        if let Some(r) = call {
+            body.push_str(&row(
+                r,
+                "the others publish as Kaigi does (640×480, simulcast; tiles take the layer they need)",
+                true,
+            ));
+        }
+        if let Some(r) = fixed {
+            body.push_str(&row(
+                r,
+                "the paths' call (one 640×360 layer each: every tile decoded and scaled from full size)",
+                false,
+            ));
+        }
+        body.push('\n');
     }
     println!("{body}");
     kaigi_tests::bench::write_results(

@@ -334,3 +334,39 @@ test("frames convert to RGBA as BT.601 says, mirrored for the self-view", () => 
   assert.equal(chooseRenderer(null), "2d");
   assert.equal(chooseRenderer("webgl"), "webgl");
 });
+
+test("the fast conversion gives every pixel the textbook BT.601 value", () => {
+  // Per pixel, in floating point, rounded once: what the tables must match.
+  const want = (yv, u, v) => {
+    const yy = 1.1643 * (yv - 16);
+    const c = (x) => Math.min(255, Math.max(0, Math.round(x)));
+    return [c(yy + 1.5958 * (v - 128)), c(yy - 0.39173 * (u - 128) - 0.8129 * (v - 128)), c(yy + 2.017 * (u - 128)), 255];
+  };
+  let seed = 7;
+  const rnd = () => ((seed = (seed * 1103515245 + 12345) >>> 0) >>> 16) & 255;
+  for (const [w, h] of [[6, 4], [348, 196], [5, 3]]) {
+    const cw = (w + 1) >> 1;
+    const ch = (h + 1) >> 1;
+    const f = {
+      width: w,
+      height: h,
+      y: Uint8Array.from({ length: w * h }, rnd),
+      u: Uint8Array.from({ length: cw * ch }, rnd),
+      v: Uint8Array.from({ length: cw * ch }, rnd),
+    };
+    for (const mirror of [false, true]) {
+      const out = new Uint8ClampedArray(w * h * 4);
+      i420ToRgba(f, out, mirror);
+      for (let row = 0; row < h; row++) {
+        for (let col = 0; col < w; col++) {
+          const src = mirror ? w - 1 - col : col;
+          const ci = (row >> 1) * cw + (src >> 1);
+          const exp = want(f.y[row * w + src], f.u[ci], f.v[ci]);
+          const got = [...out.slice((row * w + col) * 4, (row * w + col) * 4 + 4)];
+          // The tables round each term to 1/65536: at most one step off.
+          assert.ok(got.every((g, i) => Math.abs(g - exp[i]) <= 1), `${w}×${h} mirror=${mirror} at ${col},${row}: ${got} vs ${exp}`);
+        }
+      }
+    }
+  }
+});
