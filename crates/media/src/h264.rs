@@ -144,6 +144,9 @@ impl H264Encoder {
     }
 }
 
+/// H.264 decoders alive in this process (see [`H264Decoder::live`]).
+static LIVE_DECODERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// An H.264 decoder.
 pub struct H264Decoder {
     decoder: Decoder,
@@ -152,9 +155,16 @@ pub struct H264Decoder {
 impl H264Decoder {
     /// A decoder.
     pub fn new() -> Result<Self, MediaError> {
-        Ok(H264Decoder {
-            decoder: Decoder::new().map_err(|e| MediaError::H264(e.to_string()))?,
-        })
+        let decoder = Decoder::new().map_err(|e| MediaError::H264(e.to_string()))?;
+        LIVE_DECODERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(H264Decoder { decoder })
+    }
+
+    /// How many decoders this process holds now. Each holds several
+    /// megabytes from its start (openh264's bitstream buffer and picture
+    /// pool), so the count is worth watching.
+    pub fn live() -> usize {
+        LIVE_DECODERS.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Decodes Annex B bytes (one access unit). `None` when no picture is
@@ -185,5 +195,11 @@ impl H264Decoder {
             data,
             captured_us: 0,
         }))
+    }
+}
+
+impl Drop for H264Decoder {
+    fn drop(&mut self) {
+        LIVE_DECODERS.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
