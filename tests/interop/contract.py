@@ -43,6 +43,10 @@ BANNED_MESSAGES = {
     "removed-by-admin": "client was banned because of you got banned by account admin",
     "room-dismissed": "client was banned because of the room has been disbanded by the admin.",
 }
+# The newest protocol version, as the document's title names it: one past
+# it is refused.
+with open(os.path.join(os.path.dirname(__file__), "..", "..", "docs", "protocol.md")) as _doc:
+    NEWEST = int(re.search(r"^# Kaigi signaling protocol \(version (\d+)\)", _doc.read(), re.M).group(1))
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
@@ -301,8 +305,8 @@ async def check_join_errors():
         ("both roomId and strRoomId", join_msg("u1", room=1, str_room="x"), "INVALID_PARAMETER", 4003),
         ("neither roomId nor strRoomId", join_msg("u1"), "INVALID_PARAMETER", 4003),
         ("strRoomId of 65 bytes", join_msg("u1", str_room="r" * 65), "INVALID_PARAMETER", 4003),
-        ("protocol 7", join_msg("u1", room=1, protocol=7), "UNSUPPORTED_PROTOCOL", 4009),
-        ("check order: protocol before userId", join_msg("a b", room=1, protocol=7),
+        (f"protocol {NEWEST + 1}", join_msg("u1", room=1, protocol=NEWEST + 1), "UNSUPPORTED_PROTOCOL", 4009),
+        ("check order: protocol before userId", join_msg("a b", room=1, protocol=NEWEST + 1),
          "UNSUPPORTED_PROTOCOL", 4009),
         ("check order: room before sdkAppId", join_msg("u1", room=0, app=999),
          "INVALID_PARAMETER", 4003),
@@ -698,6 +702,34 @@ async def check_media():
         await x.close()
 
 
+async def check_video_layers():
+    # A simulcast publisher alone in its room: nobody needs its larger
+    # layers, and after 5 s a protocol 7 publisher is told so; one of
+    # protocol 6 is told nothing.
+    sizes = [{"width": 640, "height": 480}, {"width": 320, "height": 240},
+             {"width": 160, "height": 120}]
+    new = await joined("layers7", room=5002, media=True, protocol=7)
+    old = await joined("layers6", room=5003, media=True, protocol=6)
+    for c in (new, old):
+        rid = c.next_req()
+        c.publish_req = rid
+        await c.send({"type": "publish", "reqId": rid, "audio": True, "video": True,
+                      "simulcast": sizes})
+        r, _ = await c.until(lambda m: m.get("reqId") == rid)
+        check("a simulcast publish is answered with published", r.get("type") == "published", r)
+    t0 = time.monotonic()
+    m, _ = await new.until(lambda m: m.get("type") == "video-layers")
+    waited = time.monotonic() - t0
+    check("video-layers: only the smallest layer needed with nobody receiving",
+          m == {"type": "video-layers", "active": [False, False, True]}, m)
+    check("video-layers: fewer layers only after 5 s unneeded", waited >= 4.5, waited)
+    seen = await old.drain()
+    check("a protocol 6 publisher gets no video-layers",
+          all(x.get("type") != "video-layers" for x in seen), seen)
+    for c in (new, old):
+        await c.close()
+
+
 async def check_connection_caps():
     # A plain HTTP request to the WebSocket path without an upgrade is not a
     # session; the caps are tested by the suite (they need many addresses).
@@ -728,10 +760,12 @@ async def main():
         except Exception as e:  # a group that cannot finish fails as a whole
             check(group.__name__, False, f"{type(e).__name__}: {e}")
     # The long waits last, together.
-    try:
-        await check_heartbeat_and_join_deadline()
-    except Exception as e:
-        check("check_heartbeat_and_join_deadline", False, f"{type(e).__name__}: {e}")
+    async def guarded(group):
+        try:
+            await group()
+        except Exception as e:
+            check(group.__name__, False, f"{type(e).__name__}: {e}")
+    await asyncio.gather(guarded(check_heartbeat_and_join_deadline), guarded(check_video_layers))
     print(f"{len(FAILURES)} failed", flush=True)
     return min(len(FAILURES), 100)
 

@@ -476,3 +476,106 @@ async fn a_small_tile_gets_the_small_layer() {
     .expect("frames");
     assert!(remote.frames_decoded() > before);
 }
+
+/// Frames sent on `stream`'s (largest, smallest) layer over the last
+/// second, once `ok` holds for them, sampled every 250 ms for up to
+/// `limit`; panics with the last figures otherwise.
+async fn layers_become(
+    stream: &LocalStream,
+    what: &str,
+    limit: Duration,
+    ok: impl Fn(u64, u64) -> bool,
+) -> (u64, u64) {
+    let deadline = Instant::now() + limit;
+    let mut samples = std::collections::VecDeque::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tick.tick().await;
+        let sent = stream.layer_frames_sent();
+        samples.push_back((sent[0], sent[sent.len() - 1]));
+        if samples.len() > 5 {
+            samples.pop_front();
+        }
+        if samples.len() == 5 {
+            let (a, b) = (samples[0], samples[4]);
+            let moved = (b.0 - a.0, b.1 - a.1);
+            if ok(moved.0, moved.1) {
+                return moved;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: frames sent per layer over the last second {moved:?}"
+            );
+        }
+    }
+}
+
+/// A publisher encodes only the layers some subscriber needs (protocol
+/// 7's `video-layers`): a subscriber showing the video small lets the
+/// large layer stop (after the server's 5 s of hysteresis); lifting the
+/// limit brings it back at once, starting with a keyframe the subscriber
+/// decodes; with nobody receiving, only the smallest layer goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_layer_nobody_needs_is_not_encoded_until_someone_does() {
+    let server = TestServer::start().await;
+    let (alice, _) = server.joined("alice", &room(1)).await;
+    let (bob, mut bob_events) = server.joined("bob", &room(1)).await;
+    let stream = publish(&alice).await;
+    sees_video(&bob, &mut bob_events, "alice").await;
+    let remote = bob.remote_streams().pop().expect("alice's stream");
+    let mut video = remote.video();
+    let size = |f: &Option<std::sync::Arc<kaigi_media::VideoFrame>>| {
+        f.as_ref().map(|f| (f.width, f.height))
+    };
+    layers_become(&stream, "both layers sent", WAIT, |large, small| {
+        large >= 10 && small >= 10
+    })
+    .await;
+    let alice_id = "alice".parse().unwrap();
+    within(
+        "set-video-size",
+        bob.set_remote_video_size(&alice_id, 160, 120),
+    )
+    .await
+    .unwrap();
+    let asked = Instant::now();
+    layers_become(
+        &stream,
+        "the large layer stopped",
+        Duration::from_secs(12),
+        |large, small| large == 0 && small >= 10,
+    )
+    .await;
+    assert!(
+        asked.elapsed() >= Duration::from_secs(4),
+        "stopped only after the hysteresis, not {:?}",
+        asked.elapsed()
+    );
+    within(
+        "the small layer decoded",
+        video.wait_for(|f| size(f) == Some((160, 120))),
+    )
+    .await
+    .expect("frames");
+    within("no limit", bob.set_remote_video_size(&alice_id, 0, 0))
+        .await
+        .unwrap();
+    layers_become(&stream, "the large layer back", WAIT, |large, _| {
+        large >= 10
+    })
+    .await;
+    within(
+        "the large layer decoded again",
+        video.wait_for(|f| size(f) == Some((320, 240))),
+    )
+    .await
+    .expect("frames");
+    within("bob leaves", bob.leave()).await.unwrap();
+    layers_become(
+        &stream,
+        "nobody receives: the smallest layer only",
+        Duration::from_secs(12),
+        |large, small| large == 0 && small >= 10,
+    )
+    .await;
+}

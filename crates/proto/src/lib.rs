@@ -23,7 +23,7 @@ pub use usersig::{UserSig, UserSigClaims, UserSigError};
 
 /// The version of the signaling protocol described in `docs/protocol.md`:
 /// the newest, which this crate's clients speak.
-pub const PROTOCOL_VERSION: u32 = 6;
+pub const PROTOCOL_VERSION: u32 = 7;
 /// The oldest protocol version the server still serves.
 pub const MIN_PROTOCOL_VERSION: u32 = 1;
 

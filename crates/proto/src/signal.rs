@@ -731,6 +731,18 @@ pub enum ServerMessage {
         /// Its video.
         video: bool,
     },
+    /// Which of this client's simulcast layers of a published video
+    /// anyone receives (protocol 7): the client may stop encoding and
+    /// sending the others until a later `video-layers` turns them on again
+    /// (then each starts with a keyframe).
+    VideoLayers {
+        /// Which of its streams.
+        #[serde(default, skip_serializing_if = "StreamType::is_main")]
+        stream_type: StreamType,
+        /// One entry per layer declared in `publish`, largest first:
+        /// whether it is needed. The smallest always is.
+        active: Vec<bool>,
+    },
     /// This client was forced out; the server closes the connection next.
     /// The client must not rejoin by itself.
     ClientBanned {

@@ -469,6 +469,9 @@ impl Io {
                     self.set_local(self.media.published(StreamType::Main).cloned());
                 }
             }
+            MediaAction::SendLayers(stream_type, active) => {
+                self.media.send_layers(stream_type, &active)
+            }
             MediaAction::StreamRemoved(user, stream_type) => {
                 self.media.stream_removed(&user, stream_type)
             }

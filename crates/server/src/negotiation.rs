@@ -455,6 +455,24 @@ impl Session {
         }
     }
 
+    /// Tells the client which layers of its simulcast videos anyone needs
+    /// (`video-layers`, protocol 7), when that changed.
+    pub(crate) fn tell_layers(&mut self) {
+        let now = std::time::Instant::now();
+        let changed: Vec<_> = self
+            .publications
+            .iter()
+            .filter_map(|(&stream_type, p)| Some((stream_type, p.layers_to_send(now)?)))
+            .collect();
+        for (stream_type, active) in changed {
+            debug!(%stream_type, ?active, "telling the publisher which layers are needed");
+            self.send(&ServerMessage::VideoLayers {
+                stream_type,
+                active,
+            });
+        }
+    }
+
     /// Relays a message from the room to the client. A `stream-updated`
     /// carries whether the server has paused that video to this client;
     /// the mute states are remembered for the ones the server sends.

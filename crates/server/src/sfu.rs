@@ -84,6 +84,8 @@ pub struct Publication {
     /// `SetUserBlocked`: its audio / video is not forwarded.
     blocked_audio: std::sync::atomic::AtomicBool,
     blocked_video: std::sync::atomic::AtomicBool,
+    /// Which layers its publisher was told to send.
+    demand: parking_lot::Mutex<simulcast::LayerDemand>,
 }
 
 impl Publication {
@@ -114,7 +116,28 @@ impl Publication {
             closed: CancellationToken::new(),
             blocked_audio: Default::default(),
             blocked_video: Default::default(),
+            demand: Default::default(),
         })
+    }
+
+    /// The layers its publisher should send (largest first), when that
+    /// changed at `now`: every layer as large as the largest any
+    /// subscriber shows the video large enough to need, and every smaller
+    /// one (see [`simulcast::active_layers`], [`simulcast::LayerDemand`]).
+    /// `None` without simulcast or when nothing changed.
+    pub fn layers_to_send(&self, now: Instant) -> Option<Vec<bool>> {
+        let last = self.layers.len().checked_sub(1).filter(|&l| l > 0)?;
+        let needed = self
+            .video
+            .read()
+            .ok()?
+            .iter()
+            .map(|o| o.cap())
+            .min()
+            .unwrap_or(last)
+            .min(last);
+        let top = self.demand.lock().update(needed, now)?;
+        Some(simulcast::active_layers(self.layers.len(), Some(top)))
     }
 
     /// The msid stream id subscribers see: the user id for `main`, the
@@ -523,14 +546,19 @@ impl MediaPeer {
             .count();
         let cands: Vec<Candidate<'_>> = held
             .iter()
-            .map(|(p, out)| Candidate {
-                layers: &p.layers,
-                limit: self
+            .map(|(p, out)| {
+                let limit = self
                     .sizes
                     .get(&(p.user.clone(), p.stream_type))
                     .copied()
-                    .unwrap_or_default(),
-                output: out,
+                    .unwrap_or_default();
+                // What the publisher need send for this subscriber.
+                out.set_cap(simulcast::cap(&p.layers, limit));
+                Candidate {
+                    layers: &p.layers,
+                    limit,
+                    output: out,
+                }
             })
             .collect();
         // Until the path has shown a limit, every video gets the largest
@@ -658,6 +686,12 @@ impl MediaPeer {
                 ssrc,
                 publication.first_layer(self.first_room()),
             ));
+            let limit = self
+                .sizes
+                .get(&(publication.user.clone(), publication.stream_type))
+                .copied()
+                .unwrap_or_default();
+            out.set_cap(simulcast::cap(&publication.layers, limit));
             publication.add_video(out.clone());
             video = Some(out.clone());
             // The subscriber's PLIs go to the publisher, for the layer it

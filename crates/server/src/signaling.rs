@@ -288,6 +288,9 @@ async fn run(socket: WebSocket, shared: Arc<Shared>, peer: SocketAddr) {
         layers.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let receives_video = s.media.as_ref().is_some_and(|m| m.receives_video());
+            // A publisher of simulcast layers that can be told which are
+            // needed (protocol 7) is told on the same tick.
+            let sends_layers = s.protocol >= 7 && s.publications.values().any(|p| p.layers.len() > 1);
             let join_by = s.join_by;
             tokio::select! {
                 biased;
@@ -335,7 +338,14 @@ async fn run(socket: WebSocket, shared: Arc<Shared>, peer: SocketAddr) {
                     None => break End::Left,
                 },
                 event = next_media_event(&mut s.media) => s.on_media_event(event).await,
-                _ = layers.tick(), if receives_video => s.allocate_layers().await,
+                _ = layers.tick(), if receives_video || sends_layers => {
+                    if receives_video {
+                        s.allocate_layers().await;
+                    }
+                    if sends_layers {
+                        s.tell_layers();
+                    }
+                }
                 _ = tokio::time::sleep_until(deadline) => {
                     Metrics::count(&shared.metrics.rejected, "heartbeat");
                     info!("heartbeat timeout");

@@ -10,7 +10,7 @@
 //! packets are renumbered (sequence numbers and timestamps continue), so
 //! the subscriber's decoder sees one stream whose picture changes size.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,6 +26,11 @@ use crate::registry::SessionId;
 /// A layer with no packet for this long is not being sent (the publisher
 /// dropped it for its own uplink, or its video is muted).
 pub const LAYER_IDLE: Duration = Duration::from_millis(1500);
+/// A layer no subscriber shows large enough to need is turned off at the
+/// publisher only after this long unneeded (a tile resized or a view
+/// switched back and forth does not restart its encoder each time); one
+/// needed again is turned on at once.
+pub const LAYER_UNNEEDED_FOR: Duration = Duration::from_secs(5);
 /// How often a layer's rate is measured.
 const RATE_WINDOW: Duration = Duration::from_millis(500);
 /// A layer's rate is never taken as less than this: a still picture sends
@@ -386,6 +391,9 @@ pub struct VideoOutput {
     /// The track's SSRC.
     pub ssrc: u32,
     switch: Mutex<Switch>,
+    /// The largest layer (index) the subscriber shows this video large
+    /// enough to need (see [`cap`]); 0, every layer, until it says.
+    cap: AtomicUsize,
 }
 
 impl VideoOutput {
@@ -404,7 +412,18 @@ impl VideoOutput {
                 target: Some(target),
                 ..Switch::default()
             }),
+            cap: AtomicUsize::new(0),
         }
+    }
+
+    /// The largest layer the subscriber needs (index, largest first).
+    pub fn cap(&self) -> usize {
+        self.cap.load(Ordering::Relaxed)
+    }
+
+    /// Records the largest layer the subscriber needs.
+    pub fn set_cap(&self, cap: usize) {
+        self.cap.store(cap, Ordering::Relaxed);
     }
 
     /// The layer forwarded now, or else the one being switched to (where
@@ -527,14 +546,64 @@ pub struct Change {
     pub paused: Option<bool>,
 }
 
+/// The largest of `layers` (largest first) a video shown at `limit`
+/// needs: the largest that fits in it, or the smallest when none does.
+pub fn cap(layers: &[Layer], limit: VideoSize) -> usize {
+    layers
+        .iter()
+        .position(|l| l.size.fits_in(limit))
+        .unwrap_or(layers.len().saturating_sub(1))
+}
+
+/// Which layers a publisher sends while subscribers need at most
+/// `needed` (the index of the largest any needs; `None`: nobody
+/// receives the video), as `video-layers` tells it: every layer from
+/// `needed` down, and the smallest always (a new subscriber's first
+/// picture comes from a layer already arriving).
+pub fn active_layers(layers: usize, needed: Option<usize>) -> Vec<bool> {
+    let top = needed.unwrap_or(usize::MAX).min(layers.saturating_sub(1));
+    (0..layers).map(|i| i >= top).collect()
+}
+
+/// When to tell a publisher a new set of layers: more at once, fewer
+/// only once they have been unneeded for [`LAYER_UNNEEDED_FOR`].
+#[derive(Debug, Default)]
+pub struct LayerDemand {
+    /// The largest layer told to be on (index; every one at the start, as
+    /// a publisher starts).
+    told: usize,
+    /// Since when fewer layers have been needed than told.
+    fewer_since: Option<Instant>,
+}
+
+
+impl LayerDemand {
+    /// Takes the largest layer needed now (index); the largest to tell the
+    /// publisher to send when that changes.
+    pub fn update(&mut self, needed: usize, now: Instant) -> Option<usize> {
+        if needed < self.told {
+            self.fewer_since = None;
+            self.told = needed;
+            return Some(needed);
+        }
+        if needed == self.told {
+            self.fewer_since = None;
+            return None;
+        }
+        let since = *self.fewer_since.get_or_insert(now);
+        if now.saturating_duration_since(since) < LAYER_UNNEEDED_FOR {
+            return None;
+        }
+        self.fewer_since = None;
+        self.told = needed;
+        Some(needed)
+    }
+}
+
 /// Layers usable for one candidate, smallest first: live ones no larger
 /// than the size shown (the largest layer that fits, and every smaller).
 fn usable(c: &Candidate<'_>, now: Instant) -> Vec<usize> {
-    let cap = c
-        .layers
-        .iter()
-        .position(|l| l.size.fits_in(c.limit))
-        .unwrap_or(c.layers.len().saturating_sub(1));
+    let cap = cap(c.layers, c.limit);
     (cap..c.layers.len())
         .rev()
         .filter(|&i| c.layers[i].live(now))
@@ -1156,6 +1225,48 @@ mod tests {
         };
         no_trials(&[c], Some(5_000_000.0), 1, later);
         assert_eq!(out.target(), Some(2));
+    }
+
+    #[test]
+    fn the_layers_sent_are_those_someone_needs_and_the_smallest() {
+        assert_eq!(active_layers(3, Some(0)), [true, true, true]);
+        assert_eq!(active_layers(3, Some(1)), [false, true, true]);
+        assert_eq!(active_layers(3, Some(2)), [false, false, true]);
+        assert_eq!(active_layers(3, None), [false, false, true]);
+        assert_eq!(active_layers(2, Some(7)), [false, true]);
+        let l = [
+            Layer::new(VideoSize::new(640, 480)),
+            Layer::new(VideoSize::new(320, 240)),
+            Layer::new(VideoSize::new(160, 120)),
+        ];
+        assert_eq!(cap(&l, VideoSize::default()), 0);
+        assert_eq!(cap(&l, VideoSize::new(352, 198)), 2, "320×240 is too tall");
+        assert_eq!(cap(&l, VideoSize::new(352, 264)), 1);
+        assert_eq!(
+            cap(&l, VideoSize::new(100, 100)),
+            2,
+            "none fits: the smallest"
+        );
+    }
+
+    #[test]
+    fn more_layers_are_told_at_once_fewer_after_a_while() {
+        let t0 = Instant::now();
+        let mut d = LayerDemand::default();
+        assert_eq!(d.update(0, t0), None, "every layer is sent at the start");
+        assert_eq!(d.update(2, t0), None);
+        assert_eq!(d.update(2, t0 + LAYER_UNNEEDED_FOR / 2), None);
+        assert_eq!(d.update(2, t0 + LAYER_UNNEEDED_FOR), Some(2));
+        assert_eq!(d.update(2, t0 + LAYER_UNNEEDED_FOR * 2), None);
+        // Needed again: at once.
+        let t1 = t0 + LAYER_UNNEEDED_FOR * 3;
+        assert_eq!(d.update(0, t1), Some(0));
+        // Unneeded for a moment only: nothing told, and the wait starts
+        // again.
+        assert_eq!(d.update(1, t1), None);
+        assert_eq!(d.update(0, t1 + LAYER_UNNEEDED_FOR / 2), None);
+        assert_eq!(d.update(1, t1 + LAYER_UNNEEDED_FOR), None);
+        assert_eq!(d.update(1, t1 + LAYER_UNNEEDED_FOR * 2), Some(1));
     }
 
     #[test]

@@ -195,6 +195,10 @@ impl Machine {
             ServerMessage::Blocked { audio, video } => {
                 self.emit(ClientEvent::Blocked { audio, video })
             }
+            ServerMessage::VideoLayers {
+                stream_type,
+                active,
+            } => self.media(MediaAction::SendLayers(stream_type, active)),
             ServerMessage::Error(e) if e.req_id.is_some_and(|r| self.has_request(r)) => {
                 if let Some(w) = e.req_id.and_then(|r| self.take_request(r)) {
                     self.reply(w.token, Err(to_client_error(e)));

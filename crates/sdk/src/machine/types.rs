@@ -166,6 +166,9 @@ pub(crate) enum MediaAction {
     },
     /// The publish of this type is confirmed: start sending.
     StartSending(StreamType),
+    /// Send only these simulcast layers (largest first) of the published
+    /// stream of this type: the server says nobody needs the others.
+    SendLayers(StreamType, Vec<bool>),
     /// A remote stream ended (or was unsubscribed).
     StreamRemoved(UserId, StreamType),
     /// Read the link counters, then report with [`Machine::link`].

@@ -208,6 +208,11 @@ struct VideoLayer {
     /// A keyframe was asked for.
     keyframe: AtomicBool,
     listening: AtomicBool,
+    /// The server says a subscriber needs it (every layer is, until the
+    /// server says otherwise: `video-layers`).
+    needed: AtomicBool,
+    /// Frames sent on it.
+    frames: AtomicU64,
 }
 
 struct LocalInner {
@@ -327,6 +332,8 @@ impl LocalStream {
                     id,
                     pt: AtomicU8::new(0),
                     keyframe: AtomicBool::new(false),
+                    needed: AtomicBool::new(true),
+                    frames: AtomicU64::new(0),
                     listening: AtomicBool::new(false),
                 }))
             })
@@ -654,6 +661,17 @@ impl LocalStream {
         self.inner.frames_sent.load(Ordering::Relaxed)
     }
 
+    /// Frames sent so far on each simulcast layer, largest first (one
+    /// entry without simulcast). A layer the server says nobody needs
+    /// is not encoded, and its count stands still.
+    pub fn layer_frames_sent(&self) -> Vec<u64> {
+        self.inner
+            .video
+            .iter()
+            .map(|l| l.frames.load(Ordering::Relaxed))
+            .collect()
+    }
+
     /// Stops or resumes sending video.
     pub fn set_video_muted(&self, muted: bool) {
         self.inner.video_muted.store(muted, Ordering::SeqCst);
@@ -750,14 +768,36 @@ impl LocalStream {
     }
 
     /// Starts sending the track `track_id` with the negotiated payload
-    /// type `pt` (video starts with a keyframe).
+    /// type `pt` (video starts with a keyframe; every layer is sent until
+    /// the server says which are needed).
     pub(super) fn send_as(&self, track_id: &str, pt: u8) {
         if let Some(layer) = self.inner.video.iter().find(|l| l.id == track_id) {
             layer.pt.store(pt, Ordering::SeqCst);
+            layer.needed.store(true, Ordering::SeqCst);
             layer.keyframe.store(true, Ordering::SeqCst);
         } else if self.inner.audio.is_some() {
             self.inner.audio_pt.store(pt, Ordering::SeqCst);
         }
+    }
+
+    /// Encodes and sends only the `active` simulcast layers (largest
+    /// first; `video-layers`): the others are not encoded at all. A layer
+    /// turned on again starts with a keyframe. The smallest layer is
+    /// always sent, and so is a stream without simulcast.
+    pub(super) fn send_layers(&self, active: &[bool]) {
+        let layers = &self.inner.video;
+        if layers.len() < 2 {
+            return;
+        }
+        for (i, layer) in layers.iter().enumerate() {
+            let on = i + 1 == layers.len() || active.get(i).copied().unwrap_or(true);
+            if on && !layer.needed.swap(true, Ordering::SeqCst) {
+                layer.keyframe.store(true, Ordering::SeqCst);
+            } else if !on {
+                layer.needed.store(false, Ordering::SeqCst);
+            }
+        }
+        debug!(?active, "layers to send");
     }
 
     /// Follows the send estimate and pacer queue of the connection it is
@@ -931,9 +971,15 @@ async fn encode_video(
         flushes = budget.flushes();
         let divisor = adaptation.current().divisor as usize;
         let mut sent = false;
+        // Each simulcast layer is scaled from the layer above it (made
+        // from this frame) when that is at least twice its size, else from
+        // the captured frame: less work, and for layers that halve each other (the
+        // default ladder) the very bytes scaling the full frame gives.
+        let mut source: Option<VideoFrame> = None;
         for l in &mut layers {
             let pt = l.layer.pt.load(Ordering::SeqCst);
-            let Some(encoder) = l.encoder.as_mut().filter(|_| pt != 0) else {
+            let needed = l.layer.needed.load(Ordering::Relaxed);
+            let Some(encoder) = l.encoder.as_mut().filter(|_| pt != 0 && needed) else {
                 continue;
             };
             if l.layer.keyframe.swap(false, Ordering::SeqCst) || flushed {
@@ -941,29 +987,42 @@ async fn encode_video(
                 encoder.request_keyframe();
             }
             let scaled = if simulcast {
-                frame.scaled_to_fit(l.layer.size.width as usize, l.layer.size.height as usize)
+                let (w, h) = (l.layer.size.width as usize, l.layer.size.height as usize);
+                let from = source
+                    .as_ref()
+                    .filter(|s| s.width >= 2 * w && s.height >= 2 * h)
+                    .unwrap_or(&frame);
+                from.scaled_to_fit(w, h)
             } else if divisor > 1 {
                 frame.scaled_to_fit(frame.width / divisor, frame.height / divisor)
             } else {
                 None
             };
-            match encoder.encode(scaled.as_ref().unwrap_or(&frame)) {
+            let picture = scaled.as_ref().unwrap_or(&frame);
+            match encoder.encode(picture) {
                 Ok(Some(e)) => {
                     let sample = Sample {
                         data: Bytes::from(e.data),
                         duration: std::mem::take(&mut l.since_sent),
                         ..Sample::new(Instant::now())
                     };
-                    sent |= l
+                    let written = l
                         .layer
                         .track
                         .sample_writer(l.ssrc, pt)
                         .write_sample(&sample)
                         .await
                         .is_ok();
+                    if written {
+                        l.layer.frames.fetch_add(1, Ordering::Relaxed);
+                    }
+                    sent |= written;
                 }
                 Ok(None) => {}
                 Err(e) => warn!(error = %e, "encoding failed"),
+            }
+            if simulcast && scaled.is_some() {
+                source = scaled;
             }
         }
         if sent {

@@ -123,6 +123,14 @@ impl MediaSession {
         }
     }
 
+    /// Sends only the `active` simulcast layers (largest first) of the
+    /// published stream of `stream_type`.
+    pub fn send_layers(&self, stream_type: StreamType, active: &[bool]) {
+        if let Some(stream) = self.published.get(&stream_type) {
+            stream.send_layers(active);
+        }
+    }
+
     /// Answers the server's offer; `carries_publish` names the pending
     /// publish it is the offer for, `new_connection` says it replaces the
     /// current connection (the published streams move to the new one, in
