@@ -88,9 +88,13 @@ struct Bot {
 }
 
 /// The remote publishers: as the path comparison has them (`fixed`: one
-/// 640×360 layer, every tile decoded and scaled from full size), or as
-/// `kaigi bot` publishes by default (640×480 in simulcast layers).
-async fn bots(dev: &DevApp, url: &str, fixed: bool) -> Vec<Bot> {
+/// 640×360 layer, every tile decoded and scaled from full size, nothing
+/// received), or as people in a call (`watch`: publishing as `kaigi bot`
+/// and the app do, 640×480 in simulcast layers, and receiving everyone
+/// else, see [`watch_as_tiles`]; not decoding, which would only compete
+/// for the machine's cores).
+async fn bots(dev: &DevApp, url: &str, watch: bool) -> Vec<Bot> {
+    let fixed = !watch;
     let mut out = Vec::new();
     for i in 0..REMOTES {
         let user = UserId::new(format!("bot{i}")).expect("a user id");
@@ -102,8 +106,8 @@ async fn bots(dev: &DevApp, url: &str, fixed: bool) -> Vec<Bot> {
             kaigi_tests::now(),
         );
         let mut opts = ClientOptions::new(url.to_owned(), dev.sdk_app_id, user.clone(), sig);
-        // Publish only: the bots' own decoding would compete for the cores.
-        opts.auto_subscribe = false;
+        opts.auto_subscribe = watch;
+        opts.decode = false;
         let client = Client::new(opts).expect("a client");
         client
             .join(RoomId::str(ROOM).expect("a room"), Role::Anchor)
@@ -143,6 +147,31 @@ async fn bots(dev: &DevApp, url: &str, fixed: bool) -> Vec<Bot> {
         });
     }
     out
+}
+
+/// The bots show everyone else in tiles the size of the app's remote
+/// tiles (`box_px`, device pixels), with the app's margin for a layer
+/// larger than its tile: what each tells the server, as the app does.
+async fn watch_as_tiles(bots: &[Bot], box_px: (f64, f64)) {
+    let limit = ((box_px.0 * 1.5) as u32, (box_px.1 * 1.5) as u32);
+    for (i, bot) in bots.iter().enumerate() {
+        let others = std::iter::once("host".to_owned()).chain(
+            (0..bots.len())
+                .filter(|&j| j != i)
+                .map(|j| format!("bot{j}")),
+        );
+        for other in others {
+            let other = UserId::new(other).expect("a user id");
+            bot.client
+                .set_remote_video_size(&other, limit.0, limit.1)
+                .await
+                .expect("a tile size");
+        }
+    }
+    println!(
+        "      call: the others show each other at most {}×{}",
+        limit.0, limit.1
+    );
 }
 
 async fn measure(run: &str, window: Duration, shots: PathBuf) -> Value {
@@ -191,12 +220,24 @@ async fn measure(run: &str, window: Duration, shots: PathBuf) -> Value {
     )
     .expect("a dev app");
     let url = dev.server.clone().expect("the embedded server's address");
-    let bots = bots(&dev, &url, run != CALL).await;
+    let bots = bots(&dev, &url, run == CALL).await;
     d.until(
         "four remote tiles",
         &format!("return document.querySelectorAll('.tile.remote').length === {REMOTES}"),
     )
     .await;
+    if run == CALL {
+        let b = d
+            .js("const r = document.querySelector('.tile.remote canvas').getBoundingClientRect(); return [r.width * devicePixelRatio, r.height * devicePixelRatio]")
+            .await;
+        watch_as_tiles(
+            &bots,
+            (b[0].as_f64().unwrap_or(0.0), b[1].as_f64().unwrap_or(0.0)),
+        )
+        .await;
+        // Settling: publishers stop the layers nobody needs after 5 s.
+        tokio::time::sleep(Duration::from_secs(6)).await;
+    }
     if transport != "off" {
         // Every tile drawing (up to 30 s): then the measurement starts.
         let deadline = Instant::now() + Duration::from_secs(30);

@@ -576,7 +576,6 @@ pub struct LayerDemand {
     fewer_since: Option<Instant>,
 }
 
-
 impl LayerDemand {
     /// Takes the largest layer needed now (index); the largest to tell the
     /// publisher to send when that changes.
