@@ -1,8 +1,8 @@
 //! After leave and after a forced exit, the media connections are closed,
 //! their UDP sockets are gone (checked in /proc), the published streams'
 //! sources are closed, and every task the clients and the server started
-//! has ended (counted by the runtime), not assumed, and no H.264 decoder
-//! is left.
+//! has ended (counted by the runtime), not assumed; each remote video
+//! holds one H.264 decoder while it plays, and none is left after.
 
 use kaigi_media::H264Decoder;
 use kaigi_sdk::{LocalStream, SyntheticSource};
@@ -39,6 +39,28 @@ async fn leave_and_kick_free_every_media_socket_source_and_task() {
         before.len(),
         during.len()
     );
+    // Each remote stream decodes its video with one H.264 decoder; its
+    // audio track holds none (each holds megabytes: there were two per
+    // stream, the audio track's never used).
+    within("both decoding video and receiving audio", async {
+        loop {
+            let streams: Vec<_> = alice
+                .remote_streams()
+                .into_iter()
+                .chain(bob.remote_streams())
+                .collect();
+            if streams.len() == 2
+                && streams
+                    .iter()
+                    .all(|s| s.frames_decoded() > 0 && s.audio_packets() > 0)
+            {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert_eq!(H264Decoder::live(), 2, "one H.264 decoder per remote video");
     let ports = &server.handle().shared().media_ports;
     assert_eq!(
         ports.connections(),

@@ -209,14 +209,22 @@ impl RemoteStream {
             // After a frame was given up on, only a keyframe is decoded:
             // the frames between reference a picture the decoder lacks.
             let mut awaiting_keyframe = false;
-            let mut h264 = match H264Decoder::new() {
-                Ok(d) => d,
-                Err(e) => return warn!(error = %e, "no H.264 decoder"),
-            };
-            let mut opus = match OpusDecoder::new(2) {
-                Ok(d) => d,
-                Err(e) => return warn!(error = %e, "no Opus decoder"),
-            };
+            // Each track has the decoder of its own kind only: an H.264
+            // decoder holds megabytes from the start.
+            let mut h264 = None;
+            if kind == RtpCodecKind::Video && me.decode {
+                match H264Decoder::new() {
+                    Ok(d) => h264 = Some(d),
+                    Err(e) => return warn!(error = %e, "no H.264 decoder"),
+                }
+            }
+            let mut opus = None;
+            if kind == RtpCodecKind::Audio {
+                match OpusDecoder::new(2) {
+                    Ok(d) => opus = Some(d),
+                    Err(e) => return warn!(error = %e, "no Opus decoder"),
+                }
+            }
             let media_ssrc = remote.ssrcs().await.first().copied().unwrap_or_default();
             // Until a picture decodes, ask for a keyframe (at most every
             // 300 ms): one sent before this subscription existed is lost.
@@ -236,7 +244,9 @@ impl RemoteStream {
                 let evt = tokio::select! {
                     _ = me.closed.cancelled() => break,
                     _ = tick => {
-                        me.play(&mut opus, jitter.pop(Instant::now()));
+                        if let Some(opus) = opus.as_mut() {
+                            me.play(opus, jitter.pop(Instant::now()));
+                        }
                         *me.audio_stats.lock() = jitter.stats();
                         continue;
                     }
@@ -258,9 +268,9 @@ impl RemoteStream {
                     jitter.push(ext, packet.payload, Instant::now());
                     continue;
                 }
-                if !me.decode {
-                    continue;
-                }
+                let Some(h264) = h264.as_mut() else {
+                    continue; // not decoded (`decode` off)
+                };
                 frames.push(
                     ext,
                     packet.header.timestamp,
