@@ -67,6 +67,16 @@ export function mutedHint(state, now = Date.now()) {
   return state.muted.audio && now < state.mutedHintUntil;
 }
 
+/**
+ * What the own microphone and camera send to the others: `"on"`, `"off"`
+ * (muted here) or `"blocked"` (the app's backend stopped forwarding it:
+ * SetUserBlocked; the camera's own picture still shows here).
+ */
+export function selfSends(state) {
+  const of = (kind) => (state.muted[kind] ? "off" : state.blocked[kind] ? "blocked" : "on");
+  return { mic: of("audio"), cam: of("video") };
+}
+
 /** Volume at or above which a user counts as speaking. */
 export const SPEAKING = 12;
 

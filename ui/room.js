@@ -3,7 +3,7 @@
 // the stage, kept in place and changed only where the state changed
 // (`audio-volume` arrives several times a second).
 
-import { activeSpeaker, gridLayout, mutedHint, screenTiles, stageLayout, tiles } from "./logic.js";
+import { activeSpeaker, gridLayout, mutedHint, screenTiles, selfSends, stageLayout, tiles } from "./logic.js";
 import { playTile } from "./video.js";
 import { renderToolbar } from "./toolbar.js";
 import { startPreview } from "./join.js";
@@ -14,14 +14,24 @@ const ICONS = {
   cam: "M17 10.5V7a1 1 0 0 0-1-1H4a1 1 0 0 0-1 1v10a1 1 0 0 0 1 1h12a1 1 0 0 0 1-1v-3.5l4 4v-11z",
 };
 
-/** A small microphone or camera icon, struck through when off, named in the UI's language. */
+/**
+ * A small microphone or camera icon, struck through when off, named in the
+ * UI's language. `on`: true, false, or `"on"`, `"off"`, `"blocked"` (the
+ * own media the app's backend stopped forwarding).
+ */
 function icon(ui, kind, on) {
+  const state = on === true ? "on" : on === false ? "off" : on;
+  on = state === "on";
   const ns = "http://www.w3.org/2000/svg";
   const svg = document.createElementNS(ns, "svg");
   svg.setAttribute("viewBox", "0 0 24 24");
   svg.setAttribute("role", "img");
-  svg.setAttribute("aria-label", ui.t(`${kind}${on ? "On" : "Off"}`));
-  svg.dataset.state = on ? "on" : "off";
+  const label = { on: "On", off: "Off", blocked: "Blocked" }[state];
+  svg.setAttribute("aria-label", ui.t(`${kind}${label}`));
+  const title = document.createElementNS(ns, "title");
+  title.textContent = ui.t(`${kind}${label}`);
+  svg.append(title);
+  svg.dataset.state = state;
   svg.dataset.kind = kind;
   const path = document.createElementNS(ns, "path");
   path.setAttribute("d", ICONS[kind]);
@@ -194,7 +204,8 @@ function renderSelf(ui, room) {
   const el = ui.$("tile-local");
   if (el.hidden) return;
   const camOn = !room.muted.video;
-  setIcons(ui, el, !room.muted.audio, camOn);
+  const sends = selfSends(room);
+  setIcons(ui, el, sends.mic, sends.cam);
   setPin(ui, el, "local");
   el.querySelector(".novideo").hidden = camOn;
   const canvas = el.querySelector("canvas");
@@ -217,7 +228,7 @@ function renderPeople(ui, room, speaker) {
   ui.$("end-for-all").hidden = !ui.isHost;
   if (panel.hidden) return;
   const rows = [
-    { userId: room.me, self: true, mic: !room.muted.audio, cam: !room.muted.video, audience: ui.joinedRole === "audience" },
+    { userId: room.me, self: true, ...selfSends(room), audience: ui.joinedRole === "audience" },
     ...tiles(room).map((p) => ({
       userId: p.userId,
       self: false,

@@ -595,6 +595,38 @@ async fn a_person_joins_sees_a_bot_leaves_and_is_forced_out_three_ways() {
     )
     .await;
 
+    // The backend blocks this user's microphone for the others
+    // (SetUserBlocked): the own tile says so (the microphone still works
+    // here), then not after the unblock.
+    admin(&[
+        "admin",
+        "set-user-blocked",
+        "--str-room",
+        ROOM,
+        "--user",
+        NAME,
+        "--audio",
+    ]);
+    d.until(
+        "the own microphone marked blocked",
+        "const m = document.querySelector('#tile-local .icons svg[data-kind=mic]'); return !!m && m.dataset.state === 'blocked' && m.getAttribute('aria-label').includes('organizer')",
+    )
+    .await;
+    d.shot("06-blocked").await;
+    admin(&[
+        "admin",
+        "set-user-blocked",
+        "--str-room",
+        ROOM,
+        "--user",
+        NAME,
+    ]);
+    d.until(
+        "the own microphone on again",
+        "const m = document.querySelector('#tile-local .icons svg[data-kind=mic]'); return !!m && m.dataset.state === 'on'",
+    )
+    .await;
+
     // 6. The room is dismissed.
     admin(&["admin", "dismiss-room", "--str-room", ROOM]);
     kicked(

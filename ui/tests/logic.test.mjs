@@ -4,7 +4,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import {
   emptyRoom, applyEvent, activeSpeaker, tiles, joinForm, parseInvite, inviteLink, mutedHint, MUTED_HINT_MS, gridLayout, stageLayout,
-  screenTiles,
+  screenTiles, selfSends,
   readAudioSettings, AUDIO_DEFAULTS,
 } from "../logic.js";
 import { chooseRenderer, i420ToRgba, parseFrame } from "../video.js";
@@ -223,6 +223,21 @@ test("kick reasons and errors are said in words", () => {
   assert.match(errorText(t, { code: "SOMETHING_NEW", message: "disk full" }), /disk full/);
   assert.match(errorText(t, { code: "INVALID_PARAMETER", message: "a name is required" }), /a name is required/);
   assert.match(translator("ja")("error.SERVER_UNREACHABLE"), /サーバー/);
+});
+
+test("the own tile marks what the others do not get: muted here, or blocked by the backend", () => {
+  const s = emptyRoom("alice");
+  assert.deepEqual(selfSends(s), { mic: "on", cam: "on" });
+  applyEvent(s, { event: "blocked", audio: true, video: false });
+  assert.deepEqual(selfSends(s), { mic: "blocked", cam: "on" });
+  applyEvent(s, { event: "local-mute", audio: true });
+  assert.deepEqual(selfSends(s), { mic: "off", cam: "on" }, "muted here is what the user did");
+  applyEvent(s, { event: "blocked", audio: false, video: true });
+  applyEvent(s, { event: "local-mute", audio: false });
+  assert.deepEqual(selfSends(s), { mic: "on", cam: "blocked" });
+  applyEvent(s, { event: "blocked", audio: false, video: false });
+  assert.deepEqual(selfSends(s), { mic: "on", cam: "on" });
+  for (const lang of ["en", "ja", "ko"]) assert.ok(MESSAGES[lang].micBlocked && MESSAGES[lang].camBlocked, lang);
 });
 
 test("speaking while muted shows a hint for a while, and unmuting ends it", () => {

@@ -22,6 +22,22 @@ pub async fn run(cmd: AdminCommand) -> anyhow::Result<ExitCode> {
             let room = target.room.room()?;
             (target.server, Request::RemoveUser { room, users })
         }
+        AdminCommand::SetUserBlocked {
+            target,
+            user,
+            audio,
+            video,
+        } => {
+            let user = UserId::new(user.clone()).with_context(|| format!("--user {user:?}"))?;
+            let room = target.room.room()?;
+            let request = Request::SetUserBlocked {
+                room,
+                user,
+                audio,
+                video,
+            };
+            (target.server, request)
+        }
         AdminCommand::DismissRoom { target } => {
             let room = target.room.room()?;
             (target.server, Request::DismissRoom { room })

@@ -73,6 +73,22 @@ enum AdminCommand {
         #[command(flatten)]
         target: AdminTarget,
     },
+    /// Stop (or resume) forwarding a user's audio and/or video to the
+    /// others (SetUserBlocked / SetUserBlockedByStrRoomId); with neither
+    /// --audio nor --video, unblock.
+    SetUserBlocked {
+        #[command(flatten)]
+        target: AdminTarget,
+        /// The user.
+        #[arg(long)]
+        user: String,
+        /// Block the user's audio.
+        #[arg(long)]
+        audio: bool,
+        /// Block the user's video.
+        #[arg(long)]
+        video: bool,
+    },
     /// List the users in a room (DescribeRoom).
     DescribeRoom {
         #[command(flatten)]
