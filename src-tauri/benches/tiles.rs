@@ -422,7 +422,7 @@ async fn run(quick: bool) {
         if let Some(r) = call {
             body.push_str(&row(
                 r,
-                "the others publish as Kaigi does (640×480, simulcast; tiles take the layer they need)",
+                "a call as people have it: the others publish as Kaigi does (640×480, simulcast) and receive everyone at tile size; tiles take the layer they need, publishers send only layers someone needs",
                 true,
             ));
         }
