@@ -552,7 +552,7 @@ impl MediaPeer {
                     .get(&(p.user.clone(), p.stream_type))
                     .copied()
                     .unwrap_or_default();
-                // What the publisher need send for this subscriber.
+                // The largest layer the publisher must send for this subscriber.
                 out.set_cap(simulcast::cap(&p.layers, limit));
                 Candidate {
                     layers: &p.layers,
