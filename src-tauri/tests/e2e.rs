@@ -598,34 +598,27 @@ async fn a_person_joins_sees_a_bot_leaves_and_is_forced_out_three_ways() {
     // The backend blocks this user's microphone for the others
     // (SetUserBlocked): the own tile says so (the microphone still works
     // here), then not after the unblock.
-    admin(&[
+    let own_mic = |state: &str, words: &str| {
+        format!("const m = document.querySelector('#tile-local .icons svg[data-kind=mic]'); return !!m && m.dataset.state === '{state}' && m.getAttribute('aria-label').includes('{words}')")
+    };
+    let blocked = [
         "admin",
         "set-user-blocked",
         "--str-room",
         ROOM,
         "--user",
         NAME,
-        "--audio",
-    ]);
+    ];
+    admin(&[&blocked[..], &["--audio"]].concat());
     d.until(
         "the own microphone marked blocked",
-        "const m = document.querySelector('#tile-local .icons svg[data-kind=mic]'); return !!m && m.dataset.state === 'blocked' && m.getAttribute('aria-label').includes('organizer')",
+        &own_mic("blocked", "organizer"),
     )
     .await;
     d.shot("06-blocked").await;
-    admin(&[
-        "admin",
-        "set-user-blocked",
-        "--str-room",
-        ROOM,
-        "--user",
-        NAME,
-    ]);
-    d.until(
-        "the own microphone on again",
-        "const m = document.querySelector('#tile-local .icons svg[data-kind=mic]'); return !!m && m.dataset.state === 'on'",
-    )
-    .await;
+    admin(&blocked);
+    d.until("the own microphone on again", &own_mic("on", "on"))
+        .await;
 
     // 6. The room is dismissed.
     admin(&["admin", "dismiss-room", "--str-room", ROOM]);

@@ -428,6 +428,20 @@ async fn network_quality_is_reported_and_disconnection_is_graded_6() {
     .await;
 }
 
+/// Waits (up to [`WAIT`]) until `video` shows a picture of `size`.
+async fn decodes_at(
+    video: &mut tokio::sync::watch::Receiver<Option<std::sync::Arc<kaigi_media::VideoFrame>>>,
+    what: &str,
+    size: (usize, usize),
+) {
+    within(
+        what,
+        video.wait_for(|f| f.as_ref().map(|f| (f.width, f.height)) == Some(size)),
+    )
+    .await
+    .expect("frames");
+}
+
 /// Simulcast on loopback: a 320×240 publisher sends two layers; a
 /// subscriber that shows it in a small tile gets the 160×120 layer, and
 /// the large one again when the limit is lifted — one stream whose
@@ -442,15 +456,7 @@ async fn a_small_tile_gets_the_small_layer() {
     sees_video(&bob, &mut bob_events, "alice").await;
     let remote = bob.remote_streams().pop().expect("alice's stream");
     let mut video = remote.video();
-    let size = |f: &Option<std::sync::Arc<kaigi_media::VideoFrame>>| {
-        f.as_ref().map(|f| (f.width, f.height))
-    };
-    within(
-        "the large layer first",
-        video.wait_for(|f| size(f) == Some((320, 240))),
-    )
-    .await
-    .expect("frames");
+    decodes_at(&mut video, "the large layer first", (320, 240)).await;
     let alice_id = "alice".parse().unwrap();
     within(
         "set-video-size",
@@ -458,22 +464,12 @@ async fn a_small_tile_gets_the_small_layer() {
     )
     .await
     .unwrap();
-    within(
-        "the small layer",
-        video.wait_for(|f| size(f) == Some((160, 120))),
-    )
-    .await
-    .expect("frames");
+    decodes_at(&mut video, "the small layer", (160, 120)).await;
     let before = remote.frames_decoded();
     within("no limit", bob.set_remote_video_size(&alice_id, 0, 0))
         .await
         .unwrap();
-    within(
-        "the large layer again",
-        video.wait_for(|f| size(f) == Some((320, 240))),
-    )
-    .await
-    .expect("frames");
+    decodes_at(&mut video, "the large layer again", (320, 240)).await;
     assert!(remote.frames_decoded() > before);
 }
 
@@ -524,9 +520,6 @@ async fn a_layer_nobody_needs_is_not_encoded_until_someone_does() {
     sees_video(&bob, &mut bob_events, "alice").await;
     let remote = bob.remote_streams().pop().expect("alice's stream");
     let mut video = remote.video();
-    let size = |f: &Option<std::sync::Arc<kaigi_media::VideoFrame>>| {
-        f.as_ref().map(|f| (f.width, f.height))
-    };
     layers_become(&stream, "both layers sent", WAIT, |large, small| {
         large >= 10 && small >= 10
     })
@@ -551,12 +544,7 @@ async fn a_layer_nobody_needs_is_not_encoded_until_someone_does() {
         "stopped only after the hysteresis, not {:?}",
         asked.elapsed()
     );
-    within(
-        "the small layer decoded",
-        video.wait_for(|f| size(f) == Some((160, 120))),
-    )
-    .await
-    .expect("frames");
+    decodes_at(&mut video, "the small layer decoded", (160, 120)).await;
     within("no limit", bob.set_remote_video_size(&alice_id, 0, 0))
         .await
         .unwrap();
@@ -564,12 +552,7 @@ async fn a_layer_nobody_needs_is_not_encoded_until_someone_does() {
         large >= 10
     })
     .await;
-    within(
-        "the large layer decoded again",
-        video.wait_for(|f| size(f) == Some((320, 240))),
-    )
-    .await
-    .expect("frames");
+    decodes_at(&mut video, "the large layer decoded again", (320, 240)).await;
     within("bob leaves", bob.leave()).await.unwrap();
     layers_become(
         &stream,

@@ -523,6 +523,15 @@ impl MediaPeer {
         }
     }
 
+    /// The largest size the client shows `publication`'s video at (no
+    /// limit when it never said).
+    fn shown_at(&self, publication: &Publication) -> VideoSize {
+        self.sizes
+            .get(&(publication.user.clone(), publication.stream_type))
+            .copied()
+            .unwrap_or_default()
+    }
+
     /// The sizes recorded, to carry over to a replacement connection.
     pub fn video_sizes(&self) -> HashMap<(UserId, StreamType), VideoSize> {
         self.sizes.clone()
@@ -547,11 +556,7 @@ impl MediaPeer {
         let cands: Vec<Candidate<'_>> = held
             .iter()
             .map(|(p, out)| {
-                let limit = self
-                    .sizes
-                    .get(&(p.user.clone(), p.stream_type))
-                    .copied()
-                    .unwrap_or_default();
+                let limit = self.shown_at(p);
                 // The largest layer the publisher must send for this subscriber.
                 out.set_cap(simulcast::cap(&p.layers, limit));
                 Candidate {
@@ -686,12 +691,10 @@ impl MediaPeer {
                 ssrc,
                 publication.first_layer(self.first_room()),
             ));
-            let limit = self
-                .sizes
-                .get(&(publication.user.clone(), publication.stream_type))
-                .copied()
-                .unwrap_or_default();
-            out.set_cap(simulcast::cap(&publication.layers, limit));
+            out.set_cap(simulcast::cap(
+                &publication.layers,
+                self.shown_at(publication),
+            ));
             publication.add_video(out.clone());
             video = Some(out.clone());
             // The subscriber's PLIs go to the publisher, for the layer it
