@@ -562,3 +562,29 @@ async fn a_layer_nobody_needs_is_not_encoded_until_someone_does() {
     )
     .await;
 }
+
+/// A server held to protocol 6 (an older server, or one kept there while
+/// a service's nodes are upgraded) refuses the SDK's newest version; the
+/// SDK joins again with 6, and the call works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_of_the_previous_protocol_is_joined_with_it() {
+    let server = TestServer::start_with(|c| c.max_protocol = 6).await;
+    let mut raw = server.raw().await;
+    raw_send(
+        &mut raw,
+        serde_json::json!({"type": "join", "reqId": 1, "sdkAppId": APP.0, "userId": "old",
+                           "userSig": sig("old"), "roomId": 1,
+                           "protocol": kaigi_proto::PROTOCOL_VERSION}),
+    )
+    .await;
+    let refused = within("the refusal", raw_recv(&mut raw)).await;
+    assert_eq!(
+        refused.as_ref().map(|r| r["name"].clone()),
+        Some("UNSUPPORTED_PROTOCOL".into()),
+        "{refused:?}"
+    );
+    let (alice, _) = server.joined("alice", &room(1)).await;
+    let (bob, _) = server.joined("bob", &room(1)).await;
+    let _stream = publish(&alice).await;
+    frames_arrive(&bob, "alice", 5).await;
+}

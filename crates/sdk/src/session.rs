@@ -116,13 +116,33 @@ pub(crate) async fn connect_and_join(
         // at most. Every attempt starts at the configured server, so a
         // reconnect after the room's node died is placed anew.
         let mut url = shared.url.clone();
-        for _ in 0..MAX_REDIRECTS {
-            match join_at(shared, &url, room, role, resume.clone()).await? {
-                Ok(joined) => return Ok(joined),
-                Err(next) => {
+        let mut protocols = PROTOCOLS.iter().copied();
+        let mut protocol = protocols.next().unwrap_or(PROTOCOL_VERSION);
+        let mut redirects = 0;
+        while redirects < MAX_REDIRECTS {
+            match join_at(shared, &url, room, role, resume.clone(), protocol).await {
+                Ok(Ok(joined)) => return Ok(joined),
+                Ok(Err(next)) => {
                     tracing::info!(from = %url, to = %next, "the room is on another node");
                     url = next;
+                    redirects += 1;
                 }
+                Err(ClientError::Server {
+                    code: kaigi_proto::ErrorCode::UnsupportedProtocol,
+                    message,
+                }) => match protocols.next() {
+                    Some(older) => {
+                        tracing::info!(%url, refused = protocol, older, %message, "joining with an older protocol");
+                        protocol = older;
+                    }
+                    None => {
+                        return Err(ClientError::Server {
+                            code: kaigi_proto::ErrorCode::UnsupportedProtocol,
+                            message,
+                        })
+                    }
+                },
+                Err(e) => return Err(e),
             }
         }
         Err(ClientError::Server {
@@ -135,6 +155,13 @@ pub(crate) async fn connect_and_join(
         .map_err(|_| ClientError::Timeout(timeout.as_millis() as u64))?
 }
 
+/// The protocol versions this client joins with, newest first: a server
+/// that refuses one (`UNSUPPORTED_PROTOCOL`: an older server, or one held
+/// to an older version while a service's nodes are upgraded) is joined
+/// again with the next. The client handles every message of each (7 adds
+/// only `video-layers`, which the server sends by itself).
+const PROTOCOLS: [u32; 2] = [PROTOCOL_VERSION, 6];
+
 /// How many times one join follows `ROOM_ELSEWHERE`.
 const MAX_REDIRECTS: usize = 3;
 
@@ -146,6 +173,7 @@ async fn join_at(
     room: &RoomId,
     role: Role,
     resume: Option<String>,
+    protocol: u32,
 ) -> Result<Result<(Ws, Joined), String>, ClientError> {
     {
         // Nagle off: small, latency-bound messages.
@@ -163,7 +191,7 @@ async fn join_at(
             room: RoomRef::from(room),
             role,
             resume,
-            protocol: Some(PROTOCOL_VERSION),
+            protocol: Some(protocol),
             auto_subscribe: opts.auto_subscribe,
             private_map_key: opts.private_map_key.clone(),
         });

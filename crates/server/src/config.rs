@@ -134,6 +134,11 @@ pub struct Config {
     /// Open connections from one IP address; 0 for no cap. Behind a
     /// reverse proxy every client has the proxy's address: set 0 there.
     pub max_connections_per_ip: usize,
+    /// The newest signaling protocol version served (`kaigi_proto::
+    /// MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION`): an older one keeps the
+    /// nodes of a service speaking one version while they are upgraded
+    /// one by one (clients fall back to it).
+    pub max_protocol: u32,
     /// Serve TLS (`wss://`, `https://`) with this certificate chain and
     /// key (PEM files); plain `ws://` without.
     pub tls: Option<TlsFiles>,
@@ -190,6 +195,7 @@ impl Config {
             media_ip: None,
             max_connections: None,
             max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
+            max_protocol: kaigi_proto::PROTOCOL_VERSION,
             tls: None,
             external_ip: None,
             media_port: 0,
@@ -241,6 +247,8 @@ pub struct FileConfig {
     pub max_connections: Option<usize>,
     /// `max_connections_per_ip = 256` (0: no cap)
     pub max_connections_per_ip: Option<usize>,
+    /// `max_protocol = 6`: the newest signaling protocol served.
+    pub max_protocol: Option<u32>,
     /// `tls_cert = "/etc/kaigi/cert.pem"` (with `tls_key`)
     pub tls_cert: Option<PathBuf>,
     /// `tls_key = "/etc/kaigi/key.pem"` (with `tls_cert`)

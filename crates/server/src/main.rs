@@ -49,6 +49,11 @@ struct Args {
     /// Set 0 behind a reverse proxy.
     #[arg(long, env = "KAIGI_MAX_CONNECTIONS_PER_IP")]
     max_connections_per_ip: Option<usize>,
+    /// The newest signaling protocol version to serve [default: the
+    /// newest this server speaks]; an older one keeps a service's nodes on
+    /// one version while they are upgraded one by one.
+    #[arg(long, env = "KAIGI_MAX_PROTOCOL")]
+    max_protocol: Option<u32>,
     /// Serve TLS (wss://, https://) with this certificate chain (PEM).
     #[arg(long, env = "KAIGI_TLS_CERT", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -146,6 +151,16 @@ async fn main() -> anyhow::Result<()> {
     config.max_connections = args.max_connections.or(file.max_connections);
     if let Some(n) = args.max_connections_per_ip.or(file.max_connections_per_ip) {
         config.max_connections_per_ip = n;
+    }
+    if let Some(v) = args.max_protocol.or(file.max_protocol) {
+        let known = kaigi_proto::MIN_PROTOCOL_VERSION..=kaigi_proto::PROTOCOL_VERSION;
+        anyhow::ensure!(
+            known.contains(&v),
+            "--max-protocol {v}: this server speaks protocols {} to {}",
+            known.start(),
+            known.end()
+        );
+        config.max_protocol = v;
     }
     config.tls = match (
         args.tls_cert.or(file.tls_cert),

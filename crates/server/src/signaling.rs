@@ -853,12 +853,13 @@ impl Session {
     fn verify_join(&self, j: &JoinRequest) -> Result<Verified, ErrorMessage> {
         let invalid = |m: String| ErrorMessage::new(None, ErrorCode::InvalidParameter, m);
         let protocol = j.protocol.unwrap_or(MIN_PROTOCOL_VERSION);
-        if !(MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&protocol) {
+        let newest = self.shared.config.max_protocol.min(PROTOCOL_VERSION);
+        if !(MIN_PROTOCOL_VERSION..=newest).contains(&protocol) {
             return Err(ErrorMessage::new(
                 None,
                 ErrorCode::UnsupportedProtocol,
                 format!(
-                    "this server speaks protocols {MIN_PROTOCOL_VERSION} to {PROTOCOL_VERSION}, not {protocol}"
+                    "this server speaks protocols {MIN_PROTOCOL_VERSION} to {newest}, not {protocol}"
                 ),
             ));
         }
