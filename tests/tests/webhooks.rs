@@ -66,10 +66,10 @@ async fn next(
         let (headers, v) = within("a webhook", rx.recv()).await.unwrap();
         assert_eq!(headers["x-sign-ok"], "yes", "Sign is TRTC's");
         assert_eq!(headers["SdkAppId"], APP.0.to_string());
-        assert_eq!(v["EventGroupId"], 1);
+        let t = v["EventType"].as_u64().unwrap();
+        assert_eq!(v["EventGroupId"], t / 100, "1 room events, 2 media events");
         assert!(v["CallbackTs"].as_u64().unwrap() >= v["EventInfo"]["EventMsTs"].as_u64().unwrap());
         let info = &v["EventInfo"];
-        let t = v["EventType"].as_u64().unwrap();
         let detail = match t {
             103 | 105 => info["Role"].as_u64().unwrap(),
             104 => info["Reason"].as_u64().unwrap(),
@@ -173,4 +173,73 @@ async fn room_events_reach_the_backend_in_order_signed_and_retried() {
         }
     })
     .await;
+}
+
+/// TRTC's media events (group 2): sending video (201/202), audio
+/// (203/204) and a shared screen (205/206) starts and stops with publish,
+/// mute and unpublish; leaving says only 104 (it implies the stops).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_events_follow_publish_mute_and_unpublish() {
+    let (url, mut got) = receiver(0).await;
+    let server = TestServer::start_with(|c| {
+        c.webhooks = vec![Webhook {
+            app: APP,
+            url: url.clone(),
+            key: Some(CALLBACK_KEY.into()),
+        }];
+    })
+    .await;
+    let r = room(7);
+    let (alice, _) = server.joined("alice", &r).await;
+    assert_eq!(
+        next(&mut got, 2).await,
+        [ev(101, "", 0, ""), ev(103, "alice", 20, "")]
+    );
+    let synthetic = |video: bool, audio: bool| {
+        kaigi_sdk::LocalStream::synthetic(
+            alice.user_id(),
+            kaigi_sdk::SyntheticSource {
+                video: video.then_some((320, 240)),
+                tone_hz: audio.then_some(440.0),
+                ..kaigi_sdk::SyntheticSource::default()
+            },
+        )
+        .unwrap()
+    };
+    let main = synthetic(true, true);
+    within("publish", alice.publish(&main)).await.unwrap();
+    assert_eq!(
+        next(&mut got, 2).await,
+        [ev(201, "alice", 0, ""), ev(203, "alice", 0, "")]
+    );
+    within("mute video", alice.mute_video(true)).await.unwrap();
+    within("unmute video", alice.mute_video(false))
+        .await
+        .unwrap();
+    within("mute audio", alice.mute_audio(true)).await.unwrap();
+    assert_eq!(
+        next(&mut got, 3).await,
+        [
+            ev(202, "alice", 0, ""),
+            ev(201, "alice", 0, ""),
+            ev(204, "alice", 0, "")
+        ]
+    );
+    let screen = synthetic(true, false);
+    within("share", alice.publish_screen(&screen))
+        .await
+        .unwrap();
+    within("stop sharing", alice.unpublish_screen())
+        .await
+        .unwrap();
+    assert_eq!(
+        next(&mut got, 2).await,
+        [ev(205, "alice", 0, ""), ev(206, "alice", 0, "")]
+    );
+    within("leave", alice.leave()).await.unwrap();
+    assert_eq!(
+        next(&mut got, 2).await,
+        [ev(104, "alice", 1, "left"), ev(102, "", 0, "")],
+        "leaving says 104 only, no 202"
+    );
 }

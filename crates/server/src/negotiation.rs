@@ -245,6 +245,12 @@ impl Session {
 
     /// Ends this session's stream of `stream_type`, if it publishes one.
     pub(crate) async fn stop_publishing(&mut self, stream_type: StreamType) {
+        self.end_publication(stream_type, false).await;
+    }
+
+    /// Ends the stream of `stream_type`; `leaving`: the session leaves
+    /// next (no media events for the webhooks).
+    async fn end_publication(&mut self, stream_type: StreamType, leaving: bool) {
         if let Some(q) = self
             .queued_publish
             .take_if(|q| q.stream_type == stream_type)
@@ -258,8 +264,14 @@ impl Session {
         }
         if self.publications.remove(&stream_type).is_some() {
             let id = self.id;
-            self.shared
-                .apply(|reg| ((), reg.unpublish(id, stream_type)));
+            self.shared.apply(|reg| {
+                let effects = if leaving {
+                    reg.unpublish_leaving(id, stream_type)
+                } else {
+                    reg.unpublish(id, stream_type)
+                };
+                ((), effects)
+            });
             self.shared.remove_publication(id, stream_type);
             if let Some(media) = self.media.as_mut() {
                 media.retire_receiving(stream_type);
@@ -267,10 +279,10 @@ impl Session {
         }
     }
 
-    /// Ends every stream this session publishes.
+    /// Ends every stream this session publishes, as it leaves.
     pub(crate) async fn stop_publishing_all(&mut self) {
         for stream_type in StreamType::ALL {
-            self.stop_publishing(stream_type).await;
+            self.end_publication(stream_type, true).await;
         }
     }
 

@@ -32,7 +32,7 @@ use prometheus_client::metrics::family::Family;
 
 /// `kaigi_webhooks_total{reason}`.
 type Outcomes = Family<Reason, Counter>;
-use crate::registry::{ExitReason, RoomEvent, RoomEventKind};
+use crate::registry::{ExitReason, MediaKind, RoomEvent, RoomEventKind};
 
 /// Events waiting per URL before new ones are dropped.
 pub const QUEUE: usize = 10_000;
@@ -234,6 +234,15 @@ impl Webhooks {
                 m.insert("Role".into(), json!(role_number(*role)));
                 105
             }
+            RoomEventKind::Media { user, kind, on } => {
+                m.insert("UserId".into(), json!(user.as_str()));
+                let start = match kind {
+                    MediaKind::Video => 201,
+                    MediaKind::Audio => 203,
+                    MediaKind::Aux => 205,
+                };
+                start + u32::from(!on)
+            }
         };
         (event_type, info)
     }
@@ -258,7 +267,8 @@ async fn deliver(
         loop {
             attempt += 1;
             let body = json!({
-                "EventGroupId": 1,
+                // TRTC's groups: 1 room events (1xx), 2 media events (2xx).
+                "EventGroupId": p.event_type / 100,
                 "EventType": p.event_type,
                 "CallbackTs": kaigi_proto::unix_now_ms(),
                 "EventInfo": p.event_info,

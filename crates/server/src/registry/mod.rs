@@ -90,6 +90,36 @@ impl Registry {
         std::mem::take(&mut self.events)
     }
 
+    /// What `user` sends in a room now, by [`MediaKind`].
+    fn sending(&self, app: SdkAppId, room: &RoomId, user: &UserId) -> [bool; 3] {
+        let streams = self
+            .rooms
+            .get(&(app, room.clone()))
+            .and_then(|r| r.participants.get(user))
+            .map(|p| p.streams)
+            .unwrap_or_default();
+        MediaKind::ALL.map(|k| streams.sends(k))
+    }
+
+    /// The media events of `user`'s change from sending `before`.
+    fn media_events(&mut self, app: SdkAppId, room: &RoomId, user: &UserId, before: [bool; 3]) {
+        let after = self.sending(app, room, user);
+        for ((kind, was), now) in MediaKind::ALL.into_iter().zip(before).zip(after) {
+            if was != now {
+                let user = user.clone();
+                self.event(
+                    app,
+                    room,
+                    RoomEventKind::Media {
+                        user,
+                        kind,
+                        on: now,
+                    },
+                );
+            }
+        }
+    }
+
     fn event(&mut self, app: SdkAppId, room: &RoomId, kind: RoomEventKind) {
         self.events.push(RoomEvent {
             app,
@@ -315,6 +345,33 @@ impl Registry {
         stream_type: StreamType,
         kinds: StreamKinds,
     ) -> Result<Vec<Effect>, PublishError> {
+        let before = self.sending_of(session);
+        let effects = self.publish_stream(session, stream_type, kinds)?;
+        self.media_events_of(session, before);
+        Ok(effects)
+    }
+
+    /// What `session`'s user sends now (see [`Registry::sending`]).
+    fn sending_of(&self, session: SessionId) -> [bool; 3] {
+        self.places
+            .get(&session)
+            .map(|p| self.sending(p.app, &p.room, &p.user))
+            .unwrap_or_default()
+    }
+
+    /// The media events of `session`'s change from sending `before`.
+    fn media_events_of(&mut self, session: SessionId, before: [bool; 3]) {
+        if let Some(p) = self.places.get(&session).cloned() {
+            self.media_events(p.app, &p.room, &p.user, before);
+        }
+    }
+
+    fn publish_stream(
+        &mut self,
+        session: SessionId,
+        stream_type: StreamType,
+        kinds: StreamKinds,
+    ) -> Result<Vec<Effect>, PublishError> {
         let (place, room) = self.room_of(session).ok_or(PublishError::NotInRoom)?;
         let me = room.member_mut(&place.user)?;
         if me.role == Role::Audience {
@@ -357,6 +414,19 @@ impl Registry {
     /// Changes what of `session`'s stream `stream_type` is muted; the
     /// others get `stream-updated` when anything changed.
     pub fn mute(
+        &mut self,
+        session: SessionId,
+        stream_type: StreamType,
+        audio: Option<bool>,
+        video: Option<bool>,
+    ) -> Result<Vec<Effect>, PublishError> {
+        let before = self.sending_of(session);
+        let effects = self.mute_stream(session, stream_type, audio, video)?;
+        self.media_events_of(session, before);
+        Ok(effects)
+    }
+
+    fn mute_stream(
         &mut self,
         session: SessionId,
         stream_type: StreamType,
@@ -513,6 +583,7 @@ impl Registry {
         session: SessionId,
         role: Role,
     ) -> Result<Vec<Effect>, PublishError> {
+        let before = self.sending_of(session);
         let (place, room) = self.room_of(session).ok_or(PublishError::NotInRoom)?;
         let me = room.member_mut(&place.user)?;
         if me.role == role {
@@ -541,11 +612,29 @@ impl Registry {
             &place.room,
             RoomEventKind::RoleSwitched { user, role },
         );
+        self.media_events_of(session, before);
         Ok(effects)
     }
 
     /// Ends `session`'s stream `stream_type`, if it has one.
     pub fn unpublish(&mut self, session: SessionId, stream_type: StreamType) -> Vec<Effect> {
+        let before = self.sending_of(session);
+        let effects = self.unpublish_stream(session, stream_type);
+        self.media_events_of(session, before);
+        effects
+    }
+
+    /// As [`Registry::unpublish`], for a session about to leave: no media
+    /// events (its exit says it stopped everything, as TRTC's 104 does).
+    pub fn unpublish_leaving(
+        &mut self,
+        session: SessionId,
+        stream_type: StreamType,
+    ) -> Vec<Effect> {
+        self.unpublish_stream(session, stream_type)
+    }
+
+    fn unpublish_stream(&mut self, session: SessionId, stream_type: StreamType) -> Vec<Effect> {
         let Some(place) = self.places.get(&session) else {
             return Vec::new();
         };

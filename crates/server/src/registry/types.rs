@@ -106,6 +106,17 @@ pub enum RoomEventKind {
         /// The new role.
         role: Role,
     },
+    /// A user started (`on`) or stopped sending one kind of media:
+    /// publishing or unpublishing it, muting or unmuting it, or (stop)
+    /// becoming an audience. Leaving says it of everything the user sent.
+    Media {
+        /// Who.
+        user: UserId,
+        /// What.
+        kind: MediaKind,
+        /// Started or stopped.
+        on: bool,
+    },
 }
 
 /// Why a user left a room.
@@ -178,6 +189,22 @@ impl StreamKinds {
     };
 }
 
+/// What a user sends, as TRTC's media events name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaKind {
+    /// The main stream's video.
+    Video,
+    /// The main stream's audio.
+    Audio,
+    /// The `sub` stream (a shared screen; TRTC's auxiliary stream).
+    Aux,
+}
+
+impl MediaKind {
+    /// Every kind.
+    pub const ALL: [MediaKind; 3] = [MediaKind::Video, MediaKind::Audio, MediaKind::Aux];
+}
+
 /// A user's published streams, by type.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Streams {
@@ -207,6 +234,21 @@ impl Streams {
         StreamType::ALL
             .into_iter()
             .filter_map(|t| self.get(t).map(|s| (t, s)))
+    }
+
+    /// Whether the user sends `kind` now: published and not muted.
+    pub fn sends(&self, kind: MediaKind) -> bool {
+        match kind {
+            MediaKind::Video => self
+                .get(StreamType::Main)
+                .is_some_and(|s| s.kinds.video && !s.video_muted),
+            MediaKind::Audio => self
+                .get(StreamType::Main)
+                .is_some_and(|s| s.kinds.audio && !s.audio_muted),
+            MediaKind::Aux => self.get(StreamType::Sub).is_some_and(|s| {
+                (s.kinds.video && !s.video_muted) || (s.kinds.audio && !s.audio_muted)
+            }),
+        }
     }
 
     /// Whether any is published.
