@@ -144,9 +144,12 @@ fn stream_thread(
     build: impl FnOnce(mpsc::Sender<()>) -> Result<cpal::Stream, DeviceError> + Send + 'static,
 ) -> Result<DeviceThread, DeviceError> {
     let (stop_tx, stop_rx) = mpsc::channel::<()>();
+    // Hung up when the thread ends, however it ends.
+    let (ended_tx, ended_rx) = mpsc::channel::<()>();
     let id = name.clone();
     let done = stop_tx.clone();
     let thread = spawn_device_thread(kind, &id, move |ready| {
+        let _ended = ended_tx;
         let opened = build(done).and_then(|s| {
             s.play().map_err(|e| DeviceError::Open {
                 kind,
@@ -170,14 +173,22 @@ fn stream_thread(
     })?;
     Ok(DeviceThread {
         stop: Some(stop_tx),
+        ended: ended_rx,
         thread: Some(thread),
+        name: id,
     })
 }
+
+/// How long closing a device may take before its thread is left behind.
+const DEVICE_CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 /// Keeps a device stream open; closes it (and joins its thread) on drop.
 struct DeviceThread {
     stop: Option<mpsc::Sender<()>>,
+    /// Hangs up when the thread has ended.
+    ended: mpsc::Receiver<()>,
     thread: Option<JoinHandle<()>>,
+    name: String,
 }
 
 impl Drop for DeviceThread {
@@ -186,6 +197,14 @@ impl Drop for DeviceThread {
         // sender too (`done`), so the channel never closes while it lives.
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
+        }
+        // A driver can keep a stream from closing (cpal 0.16's ALSA
+        // output retries a failed underrun recovery forever when the sound
+        // server has gone): its thread is then left behind rather than
+        // the caller held with it.
+        if let Err(mpsc::RecvTimeoutError::Timeout) = self.ended.recv_timeout(DEVICE_CLOSE_WAIT) {
+            tracing::error!(device = %self.name, "the device did not close; its thread is left behind");
+            return;
         }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
