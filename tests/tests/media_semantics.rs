@@ -531,14 +531,15 @@ async fn a_layer_nobody_needs_is_not_encoded_until_someone_does() {
     )
     .await
     .unwrap();
+    // The large layer stands still while the small one goes on (within
+    // the 5 s of hysteresis and a margin).
+    let only_small = |what: &'static str| {
+        layers_become(&stream, what, Duration::from_secs(12), |large, small| {
+            large == 0 && small >= 10
+        })
+    };
     let asked = Instant::now();
-    layers_become(
-        &stream,
-        "the large layer stopped",
-        Duration::from_secs(12),
-        |large, small| large == 0 && small >= 10,
-    )
-    .await;
+    only_small("the large layer stopped").await;
     assert!(
         asked.elapsed() >= Duration::from_secs(4),
         "stopped only after the hysteresis, not {:?}",
@@ -554,13 +555,7 @@ async fn a_layer_nobody_needs_is_not_encoded_until_someone_does() {
     .await;
     decodes_at(&mut video, "the large layer decoded again", (320, 240)).await;
     within("bob leaves", bob.leave()).await.unwrap();
-    layers_become(
-        &stream,
-        "nobody receives: the smallest layer only",
-        Duration::from_secs(12),
-        |large, small| large == 0 && small >= 10,
-    )
-    .await;
+    only_small("nobody receives: the smallest layer only").await;
 }
 
 /// A server held to protocol 6 (an older server, or one kept there while
